@@ -1,0 +1,289 @@
+"""``slimpack``: a thin CLI — parse arguments, build a config dataclass, call the package API.
+
+Each subcommand is a registered `Command`; errors a user can fix are printed as one line on stderr
+(exit 2) and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from prune.errors import SlimpackError
+from prune.registry import Registry
+
+log = logging.getLogger("slimpack")
+
+
+class Command(Protocol):
+    help: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+COMMANDS: Registry[type[Command]] = Registry("command")
+
+
+def parse_options(items: Sequence[str]) -> dict[str, Any]:
+    """``["blocksize=128", "percdamp=0.01"]`` → ``{"blocksize": 128, "percdamp": 0.01}``."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SlimpackError(f"bad method option {item!r}; use KEY=VALUE, e.g. -O percdamp=0.01")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("calibration data")
+    g.add_argument("--dataset", default="offline", help="offline | wikitext2 | c4 | ptb | PATH to a text file")
+    g.add_argument("--nsamples", type=int, default=32, help="calibration windows (default 32)")
+    g.add_argument("--seqlen", type=int, default=512, help="tokens per calibration/eval window (default 512)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the calibration window offsets")
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser, windows_default: int | None = 40) -> None:
+    g = parser.add_argument_group("evaluation")
+    g.add_argument("--eval-dataset", default=None, help="text to evaluate on (default: --dataset)")
+    g.add_argument("--windows", type=int, default=windows_default, help="evaluation windows (default 40; 0 = all)")
+    g.add_argument("--eval-batch-size", type=int, default=1)
+
+
+def eval_spec(args: argparse.Namespace):  # noqa: ANN201
+    from prune.api import EvalSpec
+
+    return EvalSpec(
+        dataset=args.eval_dataset or args.dataset,
+        seqlen=args.seqlen,
+        windows=args.windows or None,
+        batch_size=args.eval_batch_size,
+    )
+
+
+def write_json(path: Path | None, data: Any) -> None:
+    if path is not None:
+        from prune.io import write_json_atomic
+
+        write_json_atomic(path, data)
+        log.info("wrote %s", path)
+
+
+@COMMANDS.register("prune")
+class PruneCommand:
+    help = "prune a model layer by layer and write an HF model directory + slimpack.json"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--model", required=True, help="HF model directory, hub id, or alias (smollm2-135m)")
+        parser.add_argument("--method", default="wanda", help="magnitude | wanda | sparsegpt | pruner-zero")
+        parser.add_argument("--sparsity", type=float, default=0.5, help="target sparsity in [0, 1) (unstructured)")
+        parser.add_argument("--pattern", default="unstructured", help="'unstructured' or N:M (N zeros per M), e.g. 2:4")
+        parser.add_argument("--scope", default=None, help="row (per-output) | layer; default: the method's paper")
+        parser.add_argument("--allocation", default="uniform", help="layerwise sparsity allocation (default uniform)")
+        parser.add_argument("-O", "--option", action="append", default=[], help="method option KEY=VALUE")
+        parser.add_argument("--true-sequential", action="store_true", help="calibrate qkv → o → up/gate → down in turn")
+        parser.add_argument("--device", default="cpu")
+        parser.add_argument("--out", type=Path, required=True, help="output model directory")
+        parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+        parser.add_argument("--eval", action="store_true", help="also measure the pruned model's perplexity")
+        add_data_arguments(parser)
+        add_eval_arguments(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from prune.api import PruneConfig, prune
+        from prune.data import DataSpec
+
+        config = PruneConfig(
+            model=args.model,
+            out=args.out,
+            method=args.method,
+            sparsity=args.sparsity,
+            pattern=args.pattern,
+            scope=args.scope,
+            allocation=args.allocation,
+            data=DataSpec(args.dataset, args.nsamples, args.seqlen, args.seed),
+            method_options=parse_options(args.option),
+            true_sequential=args.true_sequential,
+            device=args.device,
+            overwrite=args.overwrite,
+            evaluate=eval_spec(args) if args.eval else None,
+            progress=not args.quiet,
+        )
+        manifest = prune(config)
+        line = f"{manifest['method']['name']} {manifest['pattern']}: sparsity {100 * manifest['sparsity']['overall']:.2f} %"
+        line += f", {manifest['timing']['prune_seconds']:.1f} s, peak RSS {manifest['timing']['peak_rss_mib_after_prune']:.0f} MiB"
+        if "evaluation" in manifest:
+            line += f", perplexity {manifest['evaluation']['perplexity']:.3f}"
+        print(f"{line} → {args.out}")
+        return 0
+
+
+@COMMANDS.register("eval")
+class EvalCommand:
+    help = "perplexity of a model (non-overlapping windows; see prune/eval.py)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("model", help="HF model directory, hub id, or alias (smollm2-135m)")
+        parser.add_argument("--dataset", default="offline", help="offline | wikitext2 | c4 | ptb | PATH")
+        parser.add_argument("--seqlen", type=int, default=512)
+        parser.add_argument("--device", default="cpu")
+        parser.add_argument("--json", type=Path, default=None, help="also write the result to this JSON file")
+        add_eval_arguments(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from prune.api import evaluate
+
+        result = evaluate(args.model, eval_spec(args), args.device, progress=not args.quiet)
+        write_json(args.json, result)
+        print(
+            f"{args.model}: perplexity {result['perplexity']:.3f} on {result['dataset']} "
+            f"({result['windows']}×{result['seqlen']} tokens, {result['seconds']:.1f} s)"
+        )
+        print(json.dumps(result, indent=2))
+        return 0
+
+
+@COMMANDS.register("inspect")
+class InspectCommand:
+    help = "measured sparsity per module of a slimpack output, checked against its manifest"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("directory", type=Path)
+        parser.add_argument("--json", type=Path, default=None, help="also write the report to this JSON file")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from prune.inspect import inspect_dir
+        from prune.report import sparsity_table
+
+        report = inspect_dir(args.directory)
+        write_json(args.json, report)
+        print(sparsity_table(report["sparsity"]))
+        print(f"\nmethod: {report['method']}  pattern: {report['pattern']}  files verified: {report['files_ok']}")
+        return 0 if report["files_ok"] else 1
+
+
+@COMMANDS.register("report")
+class ReportCommand:
+    help = "one markdown table from slimpack eval JSON files and prune output directories"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("results", nargs="+", type=Path, help="eval .json files and/or pruned model directories")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from prune.manifest import read_manifest
+        from prune.report import results_table
+
+        results = []
+        for path in args.results:
+            if path.is_dir():
+                results.append(read_manifest(path))
+            elif path.is_file():
+                results.append(json.loads(path.read_text()))
+            else:
+                raise SlimpackError(f"result {str(path)!r} does not exist; pass eval JSON files or slimpack output directories")
+        print(results_table(results))
+        return 0
+
+
+@COMMANDS.register("demo")
+class DemoCommand:
+    help = "the embedded default: prune SmolLM2-135M (Wanda, sparsity 0.5) on offline text and compare perplexity"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="directory for the results")
+        parser.add_argument("--method", default="wanda")
+        parser.add_argument("--sparsity", type=float, default=0.5)
+        parser.add_argument("--pattern", default="unstructured")
+        parser.add_argument("--overwrite", action="store_true")
+        add_data_arguments(parser)
+        add_eval_arguments(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from prune.api import PruneConfig, evaluate, prune
+        from prune.data import DataSpec
+        from prune.report import markdown_table
+
+        spec = eval_spec(args)
+        dense = evaluate("smollm2-135m", spec, progress=not args.quiet)
+        out = args.out / f"smollm2-135m-{args.method}"
+        manifest = prune(
+            PruneConfig(
+                model="smollm2-135m",
+                out=out,
+                method=args.method,
+                sparsity=args.sparsity,
+                pattern=args.pattern,
+                data=DataSpec(args.dataset, args.nsamples, args.seqlen, args.seed),
+                overwrite=args.overwrite,
+                evaluate=spec,
+                progress=not args.quiet,
+            )
+        )
+        rows = [
+            ("dense", "-", "0.00 %", dense["perplexity"], "-"),
+            (
+                manifest["method"]["name"],
+                manifest["pattern"],
+                f"{100 * manifest['sparsity']['overall']:.2f} %",
+                manifest["evaluation"]["perplexity"],
+                f"{manifest['timing']['prune_seconds']:.1f}",
+            ),
+        ]
+        summary = {"dense": dense, "pruned": {k: manifest[k] for k in ("method", "pattern", "sparsity", "timing", "evaluation")}}
+        summary["pruned"]["sparsity"] = {k: v for k, v in manifest["sparsity"].items() if k != "modules"}
+        write_json(args.out / "summary.json", summary)
+        print(markdown_table(["model", "pattern", "sparsity", "perplexity", "prune s"], rows))
+        print(f"\npruned model: {out}   summary: {args.out / 'summary.json'}")
+        return 0
+
+
+def quiet_libraries() -> None:
+    """Silence the progress bars transformers/huggingface_hub print on load."""
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slimpack", description="Sparse (and 4-bit) artifacts from dense HF causal LMs.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS.names():
+        command = COMMANDS.get(name)()
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(p)
+        p.set_defaults(handler=command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.quiet:
+        quiet_libraries()
+    try:
+        return args.handler.run(args)
+    except SlimpackError as err:
+        print(f"slimpack: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

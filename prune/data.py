@@ -1,0 +1,197 @@
+"""Calibration and evaluation text → token windows.
+
+Corpora (registry `CORPORA`), each giving a calibration text and an evaluation text:
+- ``offline``: CPython's ``pydoc_data.topics`` (≈465 KB of English prose, always installed). Topics are
+  joined in sorted key order; the last 20 % of the characters (cut at a line break) is the evaluation
+  part, the rest the calibration part — disjoint and deterministic.
+- a local text file (``--dataset PATH``): split the same way.
+- ``wikitext2``, ``c4``, ``ptb``: the Hugging Face ``datasets`` loaders as SparseGPT/Wanda use them
+  (WikiText-2 raw train/test joined with blank lines; C4 shard 0 of ``en`` train / validation, the first
+  1100 validation documents; PTB train/test sentences joined with spaces).
+
+Calibration: ``nsamples`` windows of ``seqlen`` tokens at random offsets (``torch.Generator`` seeded
+with ``seed``) in the calibration tokens. Evaluation: consecutive non-overlapping windows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prune.errors import SlimpackError
+from prune.registry import Registry
+
+log = logging.getLogger(__name__)
+
+EVAL_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which text, and how many calibration windows of which length; recorded in every manifest."""
+
+    dataset: str = "offline"
+    nsamples: int = 32
+    seqlen: int = 512
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.nsamples < 1:
+            raise SlimpackError(f"nsamples {self.nsamples} must be ≥ 1; e.g. --nsamples 32")
+        if self.seqlen < 2:
+            raise SlimpackError(f"seqlen {self.seqlen} must be ≥ 2; e.g. --seqlen 512")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Texts:
+    calibration: str
+    evaluation: str
+
+
+def split_text(text: str, eval_fraction: float = EVAL_FRACTION) -> Texts:
+    """Deterministic disjoint split: the tail ``eval_fraction`` of the characters, cut at a line break."""
+    cut = int(len(text) * (1 - eval_fraction))
+    nl = text.rfind("\n", 0, cut)
+    cut = nl + 1 if nl > 0 else cut
+    return Texts(calibration=text[:cut], evaluation=text[cut:])
+
+
+CORPORA: Registry[Callable[[], Texts]] = Registry("dataset")
+
+
+@CORPORA.register("offline")
+def offline_corpus() -> Texts:
+    from pydoc_data.topics import topics
+
+    return split_text("\n\n".join(topics[key] for key in sorted(topics)))
+
+
+def local_file_corpus(path: Path) -> Texts:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SlimpackError(f"dataset file {str(path)!r} is not UTF-8 text; pass a plain text file") from None
+    if not text.strip():
+        raise SlimpackError(f"dataset file {str(path)!r} is empty; pass a text file with content")
+    return split_text(text)
+
+
+@dataclass(frozen=True)
+class HFCorpus:
+    """A corpus read through ``datasets.load_dataset`` (one call per split), as the papers use it."""
+
+    path: str
+    name: str | None
+    calib_split: str
+    eval_split: str
+    field: str
+    joiner: str
+    calib_files: str | None = None
+    eval_files: str | None = None
+    eval_docs: int | None = None
+
+    def _load(self, split: str, files: str | None, loader: Callable[..., Any]) -> str:
+        kwargs: dict[str, Any] = {"split": "train" if files else split}
+        if files:
+            kwargs["data_files"] = {"train": files}
+        data = loader(self.path, self.name, **kwargs) if self.name else loader(self.path, **kwargs)
+        texts = data[self.field]
+        if split == self.eval_split and self.eval_docs is not None:
+            texts = texts[: self.eval_docs]
+        return self.joiner.join(texts)
+
+    def texts(self, loader: Callable[..., Any] | None = None) -> Texts:
+        if loader is None:
+            try:
+                from datasets import load_dataset as loader
+            except ImportError:  # pragma: no cover
+                raise SlimpackError("dataset loaders need the `datasets` package; pip install datasets") from None
+        try:
+            return Texts(
+                calibration=self._load(self.calib_split, self.calib_files, loader),
+                evaluation=self._load(self.eval_split, self.eval_files, loader),
+            )
+        except (ConnectionError, OSError, FileNotFoundError) as err:
+            raise SlimpackError(
+                f"cannot load dataset {self.path!r} ({type(err).__name__}); it needs the Hugging Face hub or "
+                f"a local datasets cache — or use --dataset offline / a local text file"
+            ) from None
+
+
+HF_CORPORA: dict[str, HFCorpus] = {
+    "wikitext2": HFCorpus("wikitext", "wikitext-2-raw-v1", "train", "test", "text", "\n\n"),
+    "ptb": HFCorpus("ptb_text_only", "penn_treebank", "train", "test", "sentence", " "),
+    "c4": HFCorpus(
+        "allenai/c4",
+        None,
+        "train",
+        "validation",
+        "text",
+        " ",
+        calib_files="en/c4-train.00000-of-01024.json.gz",
+        eval_files="en/c4-validation.00000-of-00008.json.gz",
+        eval_docs=1100,
+    ),
+}
+for _name, _corpus in HF_CORPORA.items():
+    CORPORA.register(_name)(_corpus.texts)
+
+
+def load_texts(dataset: str) -> Texts:
+    """Resolve ``dataset``: a registered corpus name, or a path to a local text file."""
+    if dataset in CORPORA:
+        return CORPORA.get(dataset)()
+    path = Path(dataset)
+    if path.is_file():
+        return local_file_corpus(path)
+    raise SlimpackError(
+        f"unknown dataset {dataset!r}: not a file and not one of {', '.join(CORPORA.names())}; "
+        "pass a corpus name or a path to a text file"
+    )
+
+
+def tokenize(tokenizer: Any, text: str) -> torch.Tensor:
+    """The whole text as one 1-D LongTensor of token ids (no special tokens added between parts)."""
+    ids = tokenizer(text, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def calibration_windows(tokens: torch.Tensor, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+    """``[nsamples, seqlen]`` windows at seeded random offsets."""
+    if tokens.numel() <= seqlen:
+        raise SlimpackError(
+            f"calibration text has {tokens.numel()} tokens, too few for --seqlen {seqlen}; lower --seqlen or use more text"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, tokens.numel() - seqlen, (nsamples,), generator=gen)
+    return torch.stack([tokens[s : s + seqlen] for s in starts.tolist()])
+
+
+def eval_windows(tokens: torch.Tensor, seqlen: int, windows: int | None = None) -> torch.Tensor:
+    """``[n, seqlen]`` consecutive non-overlapping windows (the trailing partial window is dropped)."""
+    available = tokens.numel() // seqlen
+    if available == 0:
+        raise SlimpackError(f"evaluation text has {tokens.numel()} tokens, fewer than one window of {seqlen}")
+    n = available if windows is None else windows
+    if n > available:
+        raise SlimpackError(
+            f"--windows {n} asks for more than the {available} windows of {seqlen} tokens the evaluation text holds"
+        )
+    return tokens[: n * seqlen].reshape(n, seqlen)
+
+
+def calibration_batches(tokenizer: Any, spec: DataSpec, batch_size: int = 1) -> list[torch.Tensor]:
+    """The calibration set as a list of ``[b, seqlen]`` batches."""
+    spec.check()
+    tokens = tokenize(tokenizer, load_texts(spec.dataset).calibration)
+    windows = calibration_windows(tokens, spec.nsamples, spec.seqlen, spec.seed)
+    log.info("calibration: %d × %d tokens from %s (seed %d)", spec.nsamples, spec.seqlen, spec.dataset, spec.seed)
+    return list(windows.split(batch_size))

@@ -1,0 +1,66 @@
+"""Measured sparsity of a model's prunable linears, and plain-text tables of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def module_sparsity(weights: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """``{"overall": s, "zeros": z, "numel": n, "modules": {name: {zeros, numel, sparsity}}}`` measured."""
+    modules: dict[str, dict[str, Any]] = {}
+    zeros = numel = 0
+    for name, w in weights.items():
+        z = int((w == 0).sum().item())
+        n = w.numel()
+        modules[name] = {"shape": list(w.shape), "zeros": z, "numel": n, "sparsity": z / n}
+        zeros += z
+        numel += n
+    return {"overall": zeros / numel if numel else 0.0, "zeros": zeros, "numel": numel, "modules": modules}
+
+
+def model_sparsity(linears: Mapping[str, nn.Linear]) -> dict[str, Any]:
+    return module_sparsity({name: lin.weight.data for name, lin in linears.items()})
+
+
+def markdown_table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:
+    """A GitHub-markdown table; floats get 4 significant digits."""
+
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def sparsity_table(report: Mapping[str, Any]) -> str:
+    rows = [(name, "×".join(map(str, m["shape"])), m["zeros"], f"{100 * m['sparsity']:.2f} %") for name, m in report["modules"].items()]
+    rows.append(("**overall**", "", report["zeros"], f"{100 * report['overall']:.2f} %"))
+    return markdown_table(["module", "shape", "zeros", "sparsity"], rows)
+
+
+def results_table(results: Iterable[Mapping[str, Any]]) -> str:
+    """One row per run: a dense ``slimpack eval`` JSON or a ``slimpack prune --eval`` manifest."""
+    rows = []
+    for r in results:
+        if "stage" not in r:  # an eval result of an unpruned model
+            rows.append(("dense", "-", "0.00 %", r["perplexity"], "-", f"{r['peak_rss_mib']:.0f}", f"{r['windows']}×{r['seqlen']}"))
+            continue
+        ev = r.get("evaluation", {})
+        rows.append(
+            (
+                r["method"]["name"],
+                r["pattern"],
+                f"{100 * r['sparsity']['overall']:.2f} %",
+                ev.get("perplexity", float("nan")),
+                f"{r['timing']['prune_seconds']:.1f}",
+                f"{r['timing']['peak_rss_mib_after_prune']:.0f}",
+                f"{ev.get('windows', '?')}×{ev.get('seqlen', '?')}",
+            )
+        )
+    headers = ["method", "pattern", "measured sparsity", "perplexity", "prune wall-time (s)", "peak RSS (MiB)", "eval windows"]
+    return markdown_table(headers, rows)

@@ -1,0 +1,124 @@
+"""Calibration statistics — one copy of each accumulator, shared by every method.
+
+- ``HessianAccumulator`` (SparseGPT / GPTQ, Frantar & Alistarh 2023, Eq. 1–3): the layer-wise
+  reconstruction Hessian ``H = 2 X Xᵀ / N`` kept as a running mean over all N calibration tokens, in fp32.
+  ``X: [in, N]``; ``H: [in, in]``. Counting tokens (not batches) makes it invariant to how the
+  calibration set is batched.
+- ``InputNormAccumulator`` (Wanda, Sun et al. 2024, Eq. 1): ``‖X_j‖₂`` per input feature j over all tokens;
+  kept as a float64 sum of squares. ``norm: [in]``.
+- ``gradient_norms`` (Pruner-Zero, Dong et al. 2024; gradients as in GBLM-Pruner): for every prunable
+  weight, ``G = sqrt(Σ_s g_s²)`` — the ℓ2 norm over calibration samples s of the loss gradient of the
+  dense model. ``G: [out, in]`` per linear.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+
+class Accumulator(Protocol):
+    """Fed by a forward hook with the input of one ``nn.Linear``; produces one named statistic."""
+
+    def update(self, inp: torch.Tensor) -> None: ...
+
+    def result(self) -> torch.Tensor: ...
+
+
+class HessianAccumulator:
+    """Running mean of ``2 x xᵀ`` over tokens: ``H: [in, in]`` fp32."""
+
+    def __init__(self, in_features: int, device: torch.device | str = "cpu") -> None:
+        self.H = torch.zeros(in_features, in_features, dtype=torch.float32, device=device)
+        self.count = 0
+
+    def update(self, inp: torch.Tensor) -> None:
+        x = inp.detach().reshape(-1, inp.shape[-1]).to(self.H.device, torch.float32)  # [tokens, in]
+        n = x.shape[0]
+        total = self.count + n
+        self.H.mul_(self.count / total)
+        self.H.addmm_(x.T, x, alpha=2.0 / total)
+        self.count = total
+
+    def result(self) -> torch.Tensor:
+        return self.H
+
+
+class InputNormAccumulator:
+    """``‖X_j‖₂`` over all calibration tokens, per input feature: ``norm: [in]``."""
+
+    def __init__(self, in_features: int, device: torch.device | str = "cpu") -> None:
+        self.sumsq = torch.zeros(in_features, dtype=torch.float64, device=device)
+        self.count = 0
+
+    def update(self, inp: torch.Tensor) -> None:
+        x = inp.detach().reshape(-1, inp.shape[-1]).to(self.sumsq.device, torch.float64)
+        self.sumsq += (x * x).sum(0)
+        self.count += x.shape[0]
+
+    def result(self) -> torch.Tensor:
+        return self.sumsq.sqrt().float()
+
+
+ACCUMULATORS: dict[str, Callable[[int, torch.device | str], Accumulator]] = {
+    "hessian": HessianAccumulator,
+    "input_norm": InputNormAccumulator,
+}
+
+
+@dataclass
+class Stats:
+    """What a method sees for one linear: named statistics (``hessian``, ``input_norm``, ``grad``)."""
+
+    values: dict[str, torch.Tensor]
+    tokens: int = 0
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self.values:
+            raise KeyError(f"statistic {key!r} was not collected; collected: {sorted(self.values)}")
+        return self.values[key]
+
+
+def gradient_norms(
+    model: nn.Module,
+    linears: dict[str, nn.Linear],
+    batches: Sequence[torch.Tensor],
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """ℓ2 norm over calibration samples of the LM-loss gradient of each named linear's weight.
+
+    ``batches``: input ids ``[b, seqlen]``; each sample is back-propagated on its own so that the
+    result is the per-sample ℓ2 norm (``G = sqrt(Σ_s g_s²)``). Only the named weights require grad.
+    Returns ``{name: G [out, in] fp32 on CPU}``.
+    """
+    flags = {p: p.requires_grad for p in model.parameters()}
+    sq = {name: torch.zeros_like(lin.weight, dtype=torch.float32, device="cpu") for name, lin in linears.items()}
+    samples: Iterable[torch.Tensor] = [row.unsqueeze(0) for b in batches for row in b]
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for lin in linears.values():
+            lin.weight.requires_grad_(True)
+        for ids in tqdm(list(samples), desc="gradients", disable=not progress):
+            ids = ids.to(device)
+            with torch.enable_grad():
+                loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+                loss.backward()
+            for name, lin in linears.items():
+                g = lin.weight.grad
+                sq[name] += g.detach().float().pow(2).cpu()
+                lin.weight.grad = None
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+            p.grad = None
+    return {name: s.sqrt_() for name, s in sq.items()}

@@ -1,0 +1,192 @@
+"""The layer walker: one block at a time, for every method (SparseGPT §3 / GPTQ's sequential driver).
+
+1. Capture the inputs of decoder block 0 once (a forward pre-hook raises after storing the hidden
+   states *and* whatever positional/keyword arguments the model passes: position embeddings, masks,
+   cache positions — nothing is hard-coded). Stored on the CPU, one entry per calibration batch.
+2. For each block: move it to the compute device; attach the accumulators the method needs to its
+   linears with forward hooks (removed in ``finally``); run the calibration batches; compress each
+   linear with its planned ratio; re-run the compressed block so that the next block sees the
+   compressed model's activations; move the block back.
+   With ``true_sequential`` the linears are handled group by group (qkv → o → gate/up → down), each
+   group calibrated on the outputs of the already-compressed groups before it.
+Data-free methods (no accumulators) skip all forward passes.
+
+Shapes: hidden states ``[b, seqlen, hidden]``; a linear's hooked input ``[b, seqlen, in]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from prune.allocation import SparsityPlan
+from prune.masks import Pattern
+from prune.methods import LayerMethod
+from prune.models import DecoderAdapter
+from prune.stats import ACCUMULATORS, Accumulator, Stats
+
+log = logging.getLogger(__name__)
+
+
+class _Captured(Exception):
+    """Raised by the block-0 pre-hook to stop the forward pass once its inputs are stored."""
+
+
+def move(obj: Any, device: torch.device | str) -> Any:
+    """Move every tensor inside nested tuples/lists/dicts to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, tuple):
+        return tuple(move(o, device) for o in obj)
+    if isinstance(obj, list):
+        return [move(o, device) for o in obj]
+    if isinstance(obj, dict):
+        return {k: move(v, device) for k, v in obj.items()}
+    return obj
+
+
+@dataclass
+class BlockInputs:
+    """The hidden states of one calibration batch (CPU) plus the extra arguments blocks receive."""
+
+    hidden: torch.Tensor
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+@dataclass
+class WalkRecord:
+    name: str
+    ratio: float
+    seconds: float
+
+
+@dataclass
+class WalkResult:
+    records: list[WalkRecord] = field(default_factory=list)
+    tokens: int = 0
+
+
+@torch.no_grad()
+def capture_block_inputs(
+    model: nn.Module, adapter: DecoderAdapter, batches: Sequence[torch.Tensor], device: torch.device | str
+) -> list[BlockInputs]:
+    """Run the model up to block 0 for every batch and keep block 0's inputs on the CPU."""
+    store: list[BlockInputs] = []
+
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        kwargs = dict(kwargs)
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        store.append(BlockInputs(move(hidden, "cpu"), move(tuple(args[1:]), "cpu"), move(kwargs, "cpu")))
+        raise _Captured
+
+    pre = adapter.pre_block_modules(model)
+    homes = [next(m.parameters(), torch.empty(0)).device for m in pre]
+    handle = adapter.blocks(model)[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for m in pre:
+            m.to(device)
+        for ids in batches:
+            try:
+                model(input_ids=ids.to(device), use_cache=False)
+            except _Captured:
+                pass
+    finally:
+        handle.remove()
+        for m, home in zip(pre, homes):
+            m.to(home)
+    return store
+
+
+@torch.no_grad()
+def run_block(block: nn.Module, inputs: Sequence[BlockInputs], device: torch.device | str) -> list[torch.Tensor]:
+    """Run one block on every stored batch; returns its outputs on the CPU."""
+    outs = []
+    for inp in inputs:
+        out = block(inp.hidden.to(device), *move(inp.args, device), **move(inp.kwargs, device))
+        out = out[0] if isinstance(out, tuple) else out
+        outs.append(out.to("cpu"))
+    return outs
+
+
+def _collect(
+    block: nn.Module,
+    linears: dict[str, nn.Linear],
+    needs: tuple[str, ...],
+    inputs: Sequence[BlockInputs],
+    device: torch.device | str,
+) -> dict[str, dict[str, Accumulator]]:
+    """Feed the needed accumulators of ``linears`` with one pass over the calibration batches."""
+    accs = {
+        name: {need: ACCUMULATORS[need](lin.in_features, device) for need in needs} for name, lin in linears.items()
+    }
+
+    def make_hook(targets: dict[str, Accumulator]):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            for acc in targets.values():
+                acc.update(args[0])
+
+        return hook
+
+    handles = [lin.register_forward_hook(make_hook(accs[name])) for name, lin in linears.items()]
+    try:
+        run_block(block, inputs, device)
+    finally:
+        for h in handles:
+            h.remove()
+    return accs
+
+
+def walk(
+    model: nn.Module,
+    adapter: DecoderAdapter,
+    method: LayerMethod,
+    plan: SparsityPlan,
+    pattern: Pattern,
+    batches: Sequence[torch.Tensor] | None = None,
+    grads: dict[str, torch.Tensor] | None = None,
+    device: torch.device | str = "cpu",
+    true_sequential: bool = False,
+    progress: bool = True,
+) -> WalkResult:
+    """Compress every prunable linear of ``model`` in place, block by block."""
+    calibrated = bool(method.needs)
+    if calibrated and not batches:
+        raise ValueError(f"method {method.name!r} needs calibration batches")
+    if method.needs_gradients and grads is None:
+        raise ValueError(f"method {method.name!r} needs gradients")
+    inputs = capture_block_inputs(model, adapter, batches, device) if calibrated else []
+    result = WalkResult(tokens=sum(b.numel() for b in batches) if calibrated and batches else 0)
+    blocks = adapter.blocks(model)
+    for index in tqdm(range(len(blocks)), desc=f"{method.name} blocks", disable=not progress):
+        block = blocks[index]
+        home = next(block.parameters()).device
+        block.to(device)
+        prefix = adapter.block_prefix(index)
+        linears = adapter.linears(block)
+        groups = adapter.groups if true_sequential else (tuple(linears),)
+        for group in groups:
+            members = {name: linears[name] for name in group}
+            accs = _collect(block, members, method.needs, inputs, device) if calibrated else {}
+            for name, lin in members.items():
+                full = f"{prefix}.{name}"
+                values = {need: acc.result() for need, acc in accs.get(name, {}).items()}
+                if grads is not None and full in grads:
+                    values["grad"] = grads[full].to(device)
+                start = time.perf_counter()
+                method.compress(lin, Stats(values, result.tokens), plan[full], pattern)
+                result.records.append(WalkRecord(full, plan[full], time.perf_counter() - start))
+            del accs
+        if calibrated:
+            outs = run_block(block, inputs, device)
+            for inp, out in zip(inputs, outs):
+                inp.hidden = out
+        block.to(home)
+    return result

@@ -1,0 +1,4 @@
+"""The latency/throughput harness for the speedup-vs-sparsity tables.
+
+Not built yet: issue #6 fills this package.
+"""

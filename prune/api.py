@@ -135,4 +135,10 @@ def prune(config: PruneConfig) -> dict[str, Any]:
 def evaluate(model_spec: str, spec: EvalSpec, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
     loaded = load_model(model_spec, device=device)
     result = evaluate_model(loaded, spec, device, progress)
-    return {"model": model_spec, **asdict(spec), **result.to_dict(), "peak_rss_mib": peak_rss_mib(), "environment": environment()}
+    return {
+        "model": model_spec,
+        **asdict(spec),
+        **result.to_dict(),
+        "peak_rss_mib": peak_rss_mib(),
+        "environment": environment(),
+    }

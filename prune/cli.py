@@ -178,6 +178,8 @@ class ReportCommand:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("results", nargs="+", type=Path, help="eval .json files and/or pruned model directories")
+        parser.add_argument("--png", type=Path, default=None, help="also draw perplexity per method and setting")
+        parser.add_argument("--title", default="", help="title of the --png figure")
 
     def run(self, args: argparse.Namespace) -> int:
         from prune.manifest import read_manifest
@@ -190,8 +192,15 @@ class ReportCommand:
             elif path.is_file():
                 results.append(json.loads(path.read_text()))
             else:
-                raise SlimpackError(f"result {str(path)!r} does not exist; pass eval JSON files or slimpack output directories")
+                raise SlimpackError(
+                    f"result {str(path)!r} does not exist; pass eval JSON files or slimpack output directories"
+                )
         print(results_table(results))
+        if args.png is not None:
+            from prune.plots import perplexity_bars
+
+            perplexity_bars(results, args.png, args.title)
+            log.info("wrote %s", args.png)
         return 0
 
 
@@ -239,7 +248,10 @@ class DemoCommand:
                 f"{manifest['timing']['prune_seconds']:.1f}",
             ),
         ]
-        summary = {"dense": dense, "pruned": {k: manifest[k] for k in ("method", "pattern", "sparsity", "timing", "evaluation")}}
+        summary = {
+            "dense": dense,
+            "pruned": {k: manifest[k] for k in ("method", "pattern", "sparsity", "timing", "evaluation")},
+        }
         summary["pruned"]["sparsity"] = {k: v for k, v in manifest["sparsity"].items() if k != "modules"}
         write_json(args.out / "summary.json", summary)
         print(markdown_table(["model", "pattern", "sparsity", "perplexity", "prune s"], rows))
@@ -259,7 +271,9 @@ def quiet_libraries() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="slimpack", description="Sparse (and 4-bit) artifacts from dense HF causal LMs.")
+    parser = argparse.ArgumentParser(
+        prog="slimpack", description="Sparse (and 4-bit) artifacts from dense HF causal LMs."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -38,7 +38,9 @@ class PerplexityResult:
 
 
 @torch.inference_mode()
-def window_nll(model: nn.Module, windows: torch.Tensor, batch_size: int = 1, device: str = "cpu", progress: bool = True) -> tuple[float, int]:
+def window_nll(
+    model: nn.Module, windows: torch.Tensor, batch_size: int = 1, device: str = "cpu", progress: bool = True
+) -> tuple[float, int]:
     """Summed next-token NLL and the count of predicted tokens over ``windows: [n, seqlen]``."""
     total, count = 0.0, 0
     for batch in tqdm(windows.split(batch_size), desc="perplexity", disable=not progress):

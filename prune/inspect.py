@@ -29,7 +29,9 @@ def read_weights(directory: Path, names: list[str] | None) -> dict[str, torch.Te
                     out[key.removesuffix(".weight")] = fh.get_tensor(key)
     missing = [n for n in names or [] if n not in out]
     if missing:
-        raise SlimpackError(f"{str(directory)!r} lacks weights the manifest lists, e.g. {missing[0]!r}; the directory is damaged")
+        raise SlimpackError(
+            f"{str(directory)!r} lacks weights the manifest lists, e.g. {missing[0]!r}; the directory is damaged"
+        )
     return {n: out[n] for n in names} if names is not None else out
 
 

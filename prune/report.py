@@ -38,7 +38,10 @@ def markdown_table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:
 
 
 def sparsity_table(report: Mapping[str, Any]) -> str:
-    rows = [(name, "×".join(map(str, m["shape"])), m["zeros"], f"{100 * m['sparsity']:.2f} %") for name, m in report["modules"].items()]
+    rows = [
+        (name, "×".join(map(str, m["shape"])), m["zeros"], f"{100 * m['sparsity']:.2f} %")
+        for name, m in report["modules"].items()
+    ]
     rows.append(("**overall**", "", report["zeros"], f"{100 * report['overall']:.2f} %"))
     return markdown_table(["module", "shape", "zeros", "sparsity"], rows)
 
@@ -48,7 +51,17 @@ def results_table(results: Iterable[Mapping[str, Any]]) -> str:
     rows = []
     for r in results:
         if "stage" not in r:  # an eval result of an unpruned model
-            rows.append(("dense", "-", "0.00 %", r["perplexity"], "-", f"{r['peak_rss_mib']:.0f}", f"{r['windows']}×{r['seqlen']}"))
+            rows.append(
+                (
+                    "dense",
+                    "-",
+                    "0.00 %",
+                    r["perplexity"],
+                    "-",
+                    f"{r['peak_rss_mib']:.0f}",
+                    f"{r['windows']}×{r['seqlen']}",
+                )
+            )
             continue
         ev = r.get("evaluation", {})
         rows.append(
@@ -62,5 +75,13 @@ def results_table(results: Iterable[Mapping[str, Any]]) -> str:
                 f"{ev.get('windows', '?')}×{ev.get('seqlen', '?')}",
             )
         )
-    headers = ["method", "pattern", "measured sparsity", "perplexity", "prune wall-time (s)", "peak RSS (MiB)", "eval windows"]
+    headers = [
+        "method",
+        "pattern",
+        "measured sparsity",
+        "perplexity",
+        "prune wall-time (s)",
+        "peak RSS (MiB)",
+        "eval windows",
+    ]
     return markdown_table(headers, rows)

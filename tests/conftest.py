@@ -15,7 +15,8 @@ VOCAB = 256
 def tiny_tokenizer():  # noqa: ANN201
     """A byte-level BPE tokenizer trained on the offline corpus (no download)."""
     from pydoc_data.topics import topics
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))

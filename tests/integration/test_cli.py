@@ -21,12 +21,22 @@ def cli(*args: str) -> int:
 
 def test_prune_writes_model_manifest_and_inspect_agrees(tiny_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     out = tmp_path / "pruned"
-    assert cli("prune", "--model", str(tiny_dir), "--method", "sparsegpt", "--pattern", "2:4", "--out", str(out), *FAST) == 0
+    assert (
+        cli("prune", "--model", str(tiny_dir), "--method", "sparsegpt", "--pattern", "2:4", "--out", str(out), *FAST)
+        == 0
+    )
     assert {"config.json", "model.safetensors", "tokenizer.json", "slimpack.json"} <= {p.name for p in out.iterdir()}
     manifest = json.loads((out / "slimpack.json").read_text())
     assert manifest["method"] == {"name": "sparsegpt", "options": {"blocksize": 128, "percdamp": 0.01}}
     assert manifest["pattern"] == "2:4" and manifest["target_sparsity"] == 0.5
-    assert manifest["calibration"] == {"dataset": "offline", "nsamples": 4, "seqlen": 32, "seed": 0, "used": True, "tokens": 128}
+    assert manifest["calibration"] == {
+        "dataset": "offline",
+        "nsamples": 4,
+        "seqlen": 32,
+        "seed": 0,
+        "used": True,
+        "tokens": 128,
+    }
     assert manifest["sparsity"]["overall"] == 0.5 and len(manifest["sparsity"]["modules"]) == 14
     for name, digest in manifest["files"].items():
         assert sha256_file(out / name) == digest
@@ -57,7 +67,10 @@ def test_eval_writes_json(tiny_dir: Path, tmp_path: Path) -> None:
     text = tmp_path / "corpus.txt"
     text.write_text("The quick brown fox jumps over the lazy dog.\n" * 200)
     target = tmp_path / "e" / "eval.json"
-    assert cli("eval", str(tiny_dir), "--dataset", str(text), "--seqlen", "16", "--windows", "3", "--json", str(target)) == 0
+    assert (
+        cli("eval", str(tiny_dir), "--dataset", str(text), "--seqlen", "16", "--windows", "3", "--json", str(target))
+        == 0
+    )
     result = json.loads(target.read_text())
     assert result["windows"] == 3 and result["tokens"] == 3 * 15 and result["perplexity"] > 1
 
@@ -105,7 +118,12 @@ def gpt2_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:  # no
     ],
 )
 def test_bad_input_is_one_line_nonzero_and_writes_nothing(
-    args: list[str], message: str, tiny_dir: Path, gpt2_dir: Path, tmp_path: Path, capsys  # noqa: ANN001
+    args: list[str],
+    message: str,
+    tiny_dir: Path,
+    gpt2_dir: Path,
+    tmp_path: Path,
+    capsys,  # noqa: ANN001
 ) -> None:
     model = str(gpt2_dir) if "GPT2" in args else str(tiny_dir)
     args = [model if a == "GPT2" else a for a in args]
@@ -117,3 +135,34 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(
     assert list(tmp_path.iterdir()) == []
     assert (sorted(p.name for p in tiny_dir.iterdir()), [sha256_file(p) for p in sorted(tiny_dir.iterdir())]) == before
 
+
+def test_report_renders_a_table_and_png(tiny_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    dense = tmp_path / "dense.json"
+    assert cli("eval", str(tiny_dir), "--seqlen", "32", "--windows", "2", "--json", str(dense)) == 0
+    for pattern in ("2:4", "unstructured"):
+        out = tmp_path / pattern.replace(":", "of")
+        assert (
+            cli(
+                "prune",
+                "--model",
+                str(tiny_dir),
+                "--method",
+                "wanda",
+                "--pattern",
+                pattern,
+                "--out",
+                str(out),
+                *FAST,
+                "--eval",
+                "--windows",
+                "2",
+            )
+            == 0
+        )
+    capsys.readouterr()
+    png = tmp_path / "fig" / "ppl.png"
+    assert cli("report", str(dense), str(tmp_path / "2of4"), str(tmp_path / "unstructured"), "--png", str(png)) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| method | pattern | measured sparsity | perplexity")
+    assert [row.split("|")[1].strip() for row in table[2:]] == ["dense", "wanda", "wanda"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

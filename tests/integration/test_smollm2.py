@@ -33,8 +33,27 @@ def test_wanda_prunes_smollm2_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "wanda"
     common = ["--seqlen", "128", "--windows", "8"]
     assert main(["-q", "eval", "smollm2-135m", *common, "--json", str(tmp_path / "dense.json")]) == 0
-    assert main(["-q", "prune", "--model", "smollm2-135m", "--method", "wanda", "--sparsity", "0.5",
-                 "--nsamples", "8", *common, "--eval", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "prune",
+                "--model",
+                "smollm2-135m",
+                "--method",
+                "wanda",
+                "--sparsity",
+                "0.5",
+                "--nsamples",
+                "8",
+                *common,
+                "--eval",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     dense = json.loads((tmp_path / "dense.json").read_text())["perplexity"]
     manifest = json.loads((out / "slimpack.json").read_text())
     assert manifest["sparsity"]["overall"] == 0.5

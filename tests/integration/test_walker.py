@@ -20,8 +20,12 @@ def run(model: nn.Module, method_name: str, batches, pattern: str = "unstructure
     adapter = adapter_for(model)
     method = METHODS.get(method_name)()
     plan = {name: sparsity for name in adapter.named_linears(model)}
-    grads = gradient_norms(model, adapter.named_linears(model), batches, progress=False) if method.needs_gradients else None
-    return walk(model, adapter, method, plan, Pattern.parse(pattern, method.default_scope), batches, grads, progress=False, **kw)
+    grads = (
+        gradient_norms(model, adapter.named_linears(model), batches, progress=False) if method.needs_gradients else None
+    )
+    return walk(
+        model, adapter, method, plan, Pattern.parse(pattern, method.default_scope), batches, grads, progress=False, **kw
+    )
 
 
 def reference_prune(model: nn.Module, method_name: str, batches, true_sequential: bool = False) -> None:  # noqa: ANN001

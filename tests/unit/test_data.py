@@ -83,11 +83,18 @@ def test_registered_hf_corpora_call_datasets_as_the_papers_do() -> None:
 
     wt = HF_CORPORA["wikitext2"].texts(loader)
     assert wt.calibration == "wikitext-train-0\n\nwikitext-train-1\n\nwikitext-train-2"
-    assert calls[-2:] == [("wikitext", "wikitext-2-raw-v1", {"split": "train"}), ("wikitext", "wikitext-2-raw-v1", {"split": "test"})]
+    assert calls[-2:] == [
+        ("wikitext", "wikitext-2-raw-v1", {"split": "train"}),
+        ("wikitext", "wikitext-2-raw-v1", {"split": "test"}),
+    ]
     ptb = HF_CORPORA["ptb"].texts(loader)
     assert ptb.evaluation == "ptb_text_only-test-0 ptb_text_only-test-1 ptb_text_only-test-2"
     HF_CORPORA["c4"].texts(loader)
-    assert calls[-1] == ("allenai/c4", None, {"split": "train", "data_files": {"train": "en/c4-validation.00000-of-00008.json.gz"}})
+    assert calls[-1] == (
+        "allenai/c4",
+        None,
+        {"split": "train", "data_files": {"train": "en/c4-validation.00000-of-00008.json.gz"}},
+    )
     assert set(HF_CORPORA) <= set(CORPORA.names())
 
 
@@ -98,8 +105,15 @@ def test_hf_corpus_reads_real_local_files_with_datasets(tmp_path: Path) -> None:
             for i in range(n):
                 fh.write(json.dumps({"text": f"{split} document {i}", "url": "x"}) + "\n")
     corpus = HFCorpus(
-        "json", None, "train", "validation", "text", " ",
-        calib_files=str(tmp_path / "train.json"), eval_files=str(tmp_path / "validation.json"), eval_docs=2,
+        "json",
+        None,
+        "train",
+        "validation",
+        "text",
+        " ",
+        calib_files=str(tmp_path / "train.json"),
+        eval_files=str(tmp_path / "validation.json"),
+        eval_docs=2,
     )
     texts = corpus.texts()
     assert texts.calibration == "train document 0 train document 1 train document 2 train document 3"

@@ -1,0 +1,60 @@
+"""PNG figures of results (matplotlib, Agg backend; written atomically)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+
+def setting_label(manifest: Mapping[str, Any]) -> str:
+    """``"50 %"`` for unstructured, ``"2:4"`` for N:M."""
+    pattern = manifest["pattern"]
+    return pattern if ":" in pattern else f"{100 * manifest['target_sparsity']:.0f} %"
+
+
+def perplexity_bars(results: Iterable[Mapping[str, Any]], out: Path, title: str = "") -> None:
+    """Grouped bars: perplexity (log scale) per sparsity setting and method; the dense model as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dense: float | None = None
+    cells: dict[tuple[str, str], float] = {}
+    for r in results:
+        if "stage" not in r:
+            dense = r["perplexity"]
+        elif "evaluation" in r:
+            cells[(setting_label(r), r["method"]["name"])] = r["evaluation"]["perplexity"]
+    settings = list(dict.fromkeys(s for s, _ in cells))
+    methods = list(dict.fromkeys(m for _, m in cells))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(settings), 4))
+    width = 0.8 / max(1, len(methods))
+    for j, method in enumerate(methods):
+        xs = [i + (j - (len(methods) - 1) / 2) * width for i in range(len(settings))]
+        ys = [cells.get((s, method), float("nan")) for s in settings]
+        bars = ax.bar(xs, ys, width, label=method)
+        ax.bar_label(
+            bars, labels=[f"{y:.0f}" if y >= 100 else f"{y:.1f}" for y in ys], fontsize=7, rotation=90, padding=2
+        )
+    if dense is not None:
+        ax.axhline(dense, color="black", linestyle="--", linewidth=1, label=f"dense ({dense:.2f})")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(settings)), settings)
+    ax.set_ylabel("perplexity (log scale)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,26 @@
+"""CUDA paths: the walker on the GPU gives the CPU's masks. Skipped cleanly without a GPU."""
+
+import pytest
+import torch
+
+from prune.masks import Pattern
+from prune.methods import METHODS
+from prune.models import adapter_for, tiny_llama
+from prune.walker import walk
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_walker_on_cuda_matches_cpu(method: str, calib_batches) -> None:  # noqa: ANN001
+    results = []
+    for device in ("cpu", "cuda"):
+        model = tiny_llama(seed=5)
+        adapter = adapter_for(model)
+        m = METHODS.get(method)()
+        plan = {n: 0.5 for n in adapter.named_linears(model)}
+        walk(model, adapter, m, plan, Pattern.parse("2:4"), calib_batches, device=device, progress=False)
+        results.append({n: lin.weight.detach().cpu() for n, lin in adapter.named_linears(model).items()})
+    for name in results[0]:
+        agree = ((results[0][name] == 0) == (results[1][name] == 0)).float().mean().item()
+        assert agree > 0.99, name

@@ -97,11 +97,7 @@ def prune(config: PruneConfig) -> dict[str, Any]:
         model.to(config.device)
         grads = gradient_norms(model, linears, batches or [], config.device, config.progress)
         model.to("cpu")
-    block_linears = [
-        [f"{adapter.block_prefix(i)}.{name}" for name in adapter.linears(block)]
-        for i, block in enumerate(adapter.blocks(model))
-    ]
-    plan = allocator.allocate(ratio, model, AllocationContext(block_linears))
+    plan = allocator.allocate(ratio, model, AllocationContext(adapter.block_linear_names(model)))
     result = walk(
         model, adapter, method, plan, pattern, batches, grads, config.device, config.true_sequential, config.progress
     )
@@ -118,9 +114,13 @@ def prune(config: PruneConfig) -> dict[str, Any]:
         "target_sparsity": ratio,
         "allocation": {"name": config.allocation, "plan": plan},
         "true_sequential": config.true_sequential,
-        "calibration": {**config.data.to_dict(), "used": calibrated, "tokens": result.tokens},
+        "calibration": {**config.data.to_dict(), "used": calibrated, "tokens": sum(b.numel() for b in batches or [])},
         "sparsity": measured,
-        "timing": {"prune_seconds": seconds, "peak_rss_mib_after_prune": rss},
+        "timing": {
+            "prune_seconds": seconds,
+            "compress_seconds": sum(r.seconds for r in result.records),
+            "peak_rss_mib_after_prune": rss,
+        },
         "environment": environment(),
     }
     if config.evaluate is not None:

@@ -66,6 +66,12 @@ class DecoderAdapter:
             for name, lin in self.linears(block).items()
         }
 
+    def block_linear_names(self, model: nn.Module) -> list[list[str]]:
+        """Full names of the prunable linears, one list per block."""
+        return [
+            [f"{self.block_prefix(i)}.{name}" for name in self.linears(b)] for i, b in enumerate(self.blocks(model))
+        ]
+
     def pre_block_modules(self, model: nn.Module) -> list[nn.Module]:
         """Modules that run before block 0 (embedding, rotary)."""
         paths = [self.embed_path] + ([self.rotary_path] if self.rotary_path else [])

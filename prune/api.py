@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prune.allocation import ALLOCATORS, AllocationContext
+from prune.allocation import (
+    ALLOCATORS,
+    Allocation,
+    AllocationContext,
+    Allocator,
+    block_plan,
+    quantize_nm,
+    validate_plan,
+    weighted_mean,
+)
 from prune.data import DataSpec, calibration_batches, eval_windows, load_texts, tokenize
 from prune.errors import SlimpackError
 from prune.eval import PerplexityResult, perplexity
@@ -43,6 +53,8 @@ class PruneConfig:
     pattern: str = "unstructured"
     scope: str | None = None
     allocation: str = "uniform"
+    allocation_options: dict[str, Any] = field(default_factory=dict)
+    plan_file: Path | None = None
     data: DataSpec = field(default_factory=DataSpec)
     method_options: dict[str, Any] = field(default_factory=dict)
     true_sequential: bool = False
@@ -60,6 +72,50 @@ def build_method(name: str, options: dict[str, Any]) -> LayerMethod:
         raise SlimpackError(f"bad options {options} for method {name!r}: {err}") from None
 
 
+def build_allocator(name: str, options: dict[str, Any]) -> Allocator:
+    factory = ALLOCATORS.get(name)
+    try:
+        return factory(**options)
+    except TypeError as err:
+        raise SlimpackError(f"bad options {options} for allocation {name!r}: {err}") from None
+
+
+def read_plan_file(path: Path) -> tuple[dict[str, float], str]:
+    """A plan JSON: ``{module: ratio}`` or the ``slimpack plan`` output (``{"plan": {...}, ...}``)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SlimpackError(f"plan file {str(path)!r} does not exist; write one with `slimpack plan`") from None
+    except json.JSONDecodeError as err:
+        raise SlimpackError(f"plan file {str(path)!r} is not valid JSON ({err.msg}, line {err.lineno})") from None
+    plan = data.get("plan", data) if isinstance(data, dict) else None
+    if not isinstance(plan, dict):
+        raise SlimpackError(f"plan file {str(path)!r} holds no {{module: ratio}} mapping")
+    return plan, str(data.get("allocation", "file"))
+
+
+def allocate(
+    allocator: Allocator | None, plan_file: Path | None, target: float, pattern: Pattern, ctx: AllocationContext
+) -> tuple[Allocation, float]:
+    """The validated plan (from an allocator, or read from a file) and its target."""
+    if plan_file is not None:
+        plan, source = read_plan_file(plan_file)
+        validate_plan(plan, ctx)
+        target = weighted_mean(plan, ctx.numel)
+        ratios = [sum(plan[n] for n in names) / len(names) for names in ctx.block_linears]
+        allocation = Allocation(plan, ratios, options={"file": str(plan_file), "allocation": source})
+    else:
+        assert allocator is not None
+        allocation = allocator.allocate(target, ctx)
+    if pattern.is_nm:  # mixed N:M: an integer N per block, same kept-parameter total as uniform
+        ns = quantize_nm(allocation.block_ratios, pattern.m, pattern.n, ctx.block_numel())
+        allocation.block_ratios = [n / pattern.m for n in ns]
+        allocation.plan = block_plan(allocation.block_ratios, ctx)
+        allocation.options["block_n"] = ns
+    validate_plan(allocation.plan, ctx, target)
+    return allocation, target
+
+
 def resolve_pattern(config: PruneConfig, method: LayerMethod) -> tuple[Pattern, float]:
     pattern = Pattern.parse(config.pattern, config.scope or method.default_scope)
     ratio = pattern.fixed_sparsity if pattern.is_nm else check_sparsity(config.sparsity)
@@ -74,11 +130,35 @@ def evaluate_model(loaded: LoadedModel, spec: EvalSpec, device: str = "cpu", pro
     return perplexity(loaded.model, windows, spec.batch_size, device, progress)
 
 
+def allocation_context(
+    loaded: LoadedModel, batches: list | None, device: str = "cpu", progress: bool = True, data: DataSpec | None = None
+) -> AllocationContext:
+    adapter = adapter_for(loaded.model)
+
+    def heldout(n: int) -> list:
+        """``n`` calibration-split windows drawn with another seed than the calibration set."""
+        if data is None or loaded.tokenizer is None:
+            raise SlimpackError("this allocation needs held-out calibration text; run it through slimpack prune/plan")
+        spec = DataSpec(data.dataset, n, data.seqlen, data.seed + 1)
+        return calibration_batches(loaded.tokenizer, spec)
+
+    return AllocationContext(
+        heldout=heldout,
+        block_linears=adapter.block_linear_names(loaded.model),
+        numel={n: lin.weight.numel() for n, lin in adapter.named_linears(loaded.model).items()},
+        model=loaded.model,
+        adapter=adapter,
+        batches=batches,
+        device=device,
+        progress=progress,
+    )
+
+
 def prune(config: PruneConfig) -> dict[str, Any]:
     """Prune ``config.model`` and write it with its manifest to ``config.out``; returns the manifest."""
     method = build_method(config.method, config.method_options)
     pattern, ratio = resolve_pattern(config, method)
-    allocator = ALLOCATORS.get(config.allocation)()
+    allocator = None if config.plan_file else build_allocator(config.allocation, config.allocation_options)
     config.data.check()
     check_output_dir(config.out, config.overwrite)
 
@@ -90,14 +170,17 @@ def prune(config: PruneConfig) -> dict[str, Any]:
         pattern.check_features(lin.in_features, name)
 
     start = time.perf_counter()
-    calibrated = bool(method.needs) or method.needs_gradients
+    allocation_data = allocator is not None and allocator.needs_calibration
+    calibrated = bool(method.needs) or method.needs_gradients or allocation_data
     batches = calibration_batches(loaded.tokenizer, config.data) if calibrated else None
     grads = None
     if method.needs_gradients:
         model.to(config.device)
         grads = gradient_norms(model, linears, batches or [], config.device, config.progress)
         model.to("cpu")
-    plan = allocator.allocate(ratio, model, AllocationContext(adapter.block_linear_names(model)))
+    ctx = allocation_context(loaded, batches, config.device, config.progress, config.data)
+    allocation, ratio = allocate(allocator, config.plan_file, ratio, pattern, ctx)
+    plan = allocation.plan
     result = walk(
         model, adapter, method, plan, pattern, batches, grads, config.device, config.true_sequential, config.progress
     )
@@ -112,7 +195,10 @@ def prune(config: PruneConfig) -> dict[str, Any]:
         "method": {"name": method.name, "options": method.options()},
         "pattern": str(pattern),
         "target_sparsity": ratio,
-        "allocation": {"name": config.allocation, "plan": plan},
+        "allocation": {
+            "name": allocation.options["allocation"] if config.plan_file else config.allocation,
+            **allocation.to_dict(),
+        },
         "true_sequential": config.true_sequential,
         "calibration": {**config.data.to_dict(), "used": calibrated, "tokens": sum(b.numel() for b in batches or [])},
         "sparsity": measured,
@@ -142,3 +228,46 @@ def evaluate(model_spec: str, spec: EvalSpec, device: str = "cpu", progress: boo
         "peak_rss_mib": peak_rss_mib(),
         "environment": environment(),
     }
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    model: str
+    out: Path
+    sparsity: float = 0.5
+    pattern: str = "unstructured"
+    allocation: str = "uniform"
+    allocation_options: dict[str, Any] = field(default_factory=dict)
+    data: DataSpec = field(default_factory=DataSpec)
+    device: str = "cpu"
+    overwrite: bool = False
+    progress: bool = True
+
+
+def plan(config: PlanConfig) -> dict[str, Any]:
+    """Compute a sparsity plan for ``config.model`` and write it as JSON (+ a PNG beside it)."""
+    from prune.io import write_json_atomic
+    from prune.plots import plan_figure
+
+    pattern = Pattern.parse(config.pattern)
+    target = pattern.fixed_sparsity if pattern.is_nm else check_sparsity(config.sparsity)
+    allocator = build_allocator(config.allocation, config.allocation_options)
+    config.data.check()
+    if config.out.exists() and not config.overwrite:
+        raise SlimpackError(f"output {str(config.out)!r} already exists; pass --overwrite or choose another --out")
+    loaded = load_model(config.model)
+    batches = calibration_batches(loaded.tokenizer, config.data) if allocator.needs_calibration else None
+    ctx = allocation_context(loaded, batches, config.device, config.progress, config.data)
+    allocation, target = allocate(allocator, None, float(target), pattern, ctx)
+    result = {
+        "model": config.model,
+        "allocation": config.allocation,
+        "target": target,
+        "pattern": str(pattern),
+        "calibration": {**config.data.to_dict(), "used": batches is not None},
+        **allocation.to_dict(),
+        "environment": environment(),
+    }
+    plan_figure(allocation, config.out.with_suffix(".png"), f"{config.allocation} plan, target {target:.2f}")
+    write_json_atomic(config.out, result)
+    return result

@@ -60,6 +60,17 @@ def add_eval_arguments(parser: argparse.ArgumentParser, windows_default: int | N
     g.add_argument("--eval-batch-size", type=int, default=1)
 
 
+def add_allocation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allocation",
+        default="uniform",
+        help="layerwise sparsity: uniform | owl | dlp | log-increase (default uniform)",
+    )
+    parser.add_argument(
+        "-A", "--alloc-option", action="append", default=[], help="allocation option KEY=VALUE, e.g. -A alpha=0.1"
+    )
+
+
 def eval_spec(args: argparse.Namespace):  # noqa: ANN201
     from prune.api import EvalSpec
 
@@ -89,7 +100,8 @@ class PruneCommand:
         parser.add_argument("--sparsity", type=float, default=0.5, help="target sparsity in [0, 1) (unstructured)")
         parser.add_argument("--pattern", default="unstructured", help="'unstructured' or N:M (N zeros per M), e.g. 2:4")
         parser.add_argument("--scope", default=None, help="row (per-output) | layer; default: the method's paper")
-        parser.add_argument("--allocation", default="uniform", help="layerwise sparsity allocation (default uniform)")
+        add_allocation_arguments(parser)
+        parser.add_argument("--plan", type=Path, default=None, help="a sparsity plan JSON (from `slimpack plan`)")
         parser.add_argument("-O", "--option", action="append", default=[], help="method option KEY=VALUE")
         parser.add_argument("--true-sequential", action="store_true", help="calibrate qkv → o → up/gate → down in turn")
         parser.add_argument("--device", default="cpu")
@@ -111,6 +123,8 @@ class PruneCommand:
             pattern=args.pattern,
             scope=args.scope,
             allocation=args.allocation,
+            allocation_options=parse_options(args.alloc_option),
+            plan_file=args.plan,
             data=DataSpec(args.dataset, args.nsamples, args.seqlen, args.seed),
             method_options=parse_options(args.option),
             true_sequential=args.true_sequential,
@@ -125,6 +139,43 @@ class PruneCommand:
         if "evaluation" in manifest:
             line += f", perplexity {manifest['evaluation']['perplexity']:.3f}"
         print(f"{line} → {args.out}")
+        return 0
+
+
+@COMMANDS.register("plan")
+class PlanCommand:
+    help = "compute a layerwise sparsity plan (JSON + PNG) without pruning"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--model", required=True, help="HF model directory, hub id, or alias (smollm2-135m)")
+        parser.add_argument("--sparsity", type=float, default=0.5, help="target sparsity in [0, 1)")
+        parser.add_argument("--pattern", default="unstructured", help="'unstructured' or N:M for a mixed N:M plan")
+        add_allocation_arguments(parser)
+        parser.add_argument("--device", default="cpu")
+        parser.add_argument("--out", type=Path, required=True, help="plan JSON to write (a PNG is written beside it)")
+        parser.add_argument("--overwrite", action="store_true")
+        add_data_arguments(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from prune.api import PlanConfig, plan
+        from prune.data import DataSpec
+
+        result = plan(
+            PlanConfig(
+                model=args.model,
+                out=args.out,
+                sparsity=args.sparsity,
+                pattern=args.pattern,
+                allocation=args.allocation,
+                allocation_options=parse_options(args.alloc_option),
+                data=DataSpec(args.dataset, args.nsamples, args.seqlen, args.seed),
+                device=args.device,
+                overwrite=args.overwrite,
+                progress=not args.quiet,
+            )
+        )
+        ratios = ", ".join(f"{r:.3f}" for r in result["block_ratios"])
+        print(f"{result['allocation']} plan, target {result['target']:.3f}: per block [{ratios}] → {args.out}")
         return 0
 
 

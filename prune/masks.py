@@ -41,6 +41,10 @@ class Pattern:
         """The sparsity an N:M pattern implies (N/M); ``None`` for unstructured."""
         return self.n / self.m if self.is_nm else None
 
+    def for_ratio(self, ratio: float) -> Pattern:
+        """The pattern one module gets under a plan: for N:M, N = round(ratio · M) zeros (mixed N:M)."""
+        return Pattern(n=round(ratio * self.m), m=self.m) if self.is_nm else self
+
     def __str__(self) -> str:
         return f"{self.n}:{self.m}" if self.is_nm else f"unstructured/{self.scope}"
 

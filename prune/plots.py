@@ -43,11 +43,20 @@ def perplexity_bars(results: Iterable[Mapping[str, Any]], out: Path, title: str 
     if dense is not None:
         ax.axhline(dense, color="black", linestyle="--", linewidth=1, label=f"dense ({dense:.2f})")
     ax.set_yscale("log")
+    top = max([v for v in cells.values() if v == v] + [dense or 1.0])
+    ax.set_ylim(top=top * 8)  # room for the value labels
     ax.set_xticks(range(len(settings)), settings)
     ax.set_ylabel("perplexity (log scale)")
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    _save(fig, out)
+
+
+def _save(fig: Any, out: Path) -> None:
+    """Write ``fig`` to ``out`` through a temporary file and a rename."""
+    import matplotlib.pyplot as plt
+
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
     os.close(fd)
@@ -58,3 +67,28 @@ def perplexity_bars(results: Iterable[Mapping[str, Any]], out: Path, title: str 
         plt.close(fig)
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def plan_figure(allocation: Any, out: Path, title: str = "") -> None:
+    """Per-block sparsity ratio (bars) and, where the allocator has one, its importance (line, right axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ratios = allocation.block_ratios
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(ratios) + 2), 3.6))
+    ax.bar(range(len(ratios)), [100 * r for r in ratios], color="tab:blue", label="sparsity")
+    ax.set_xlabel("block")
+    ax.set_ylabel("sparsity (%)")
+    lo, hi = min(ratios), max(ratios)
+    ax.set_ylim(max(0.0, 100 * lo - 10), min(100.0, 100 * hi + 10))
+    if allocation.importance is not None:
+        ax2 = ax.twinx()
+        ax2.plot(
+            range(len(ratios)), allocation.importance, color="tab:red", marker=".", label=allocation.importance_label
+        )
+        ax2.set_ylabel(allocation.importance_label, color="tab:red")
+    ax.set_title(title)
+    fig.tight_layout()
+    _save(fig, out)

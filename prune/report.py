@@ -55,6 +55,7 @@ def results_table(results: Iterable[Mapping[str, Any]]) -> str:
                 (
                     "dense",
                     "-",
+                    "-",
                     "0.00 %",
                     r["perplexity"],
                     "-",
@@ -67,6 +68,7 @@ def results_table(results: Iterable[Mapping[str, Any]]) -> str:
         rows.append(
             (
                 r["method"]["name"],
+                r.get("allocation", {}).get("name", "uniform"),
                 r["pattern"],
                 f"{100 * r['sparsity']['overall']:.2f} %",
                 ev.get("perplexity", float("nan")),
@@ -77,6 +79,7 @@ def results_table(results: Iterable[Mapping[str, Any]]) -> str:
         )
     headers = [
         "method",
+        "allocation",
         "pattern",
         "measured sparsity",
         "perplexity",

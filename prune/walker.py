@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from prune.allocation import SparsityPlan
 from prune.masks import Pattern
 from prune.methods import LayerMethod
 from prune.models import DecoderAdapter
@@ -122,8 +121,9 @@ def _collect(
     needs: tuple[str, ...],
     inputs: Sequence[BlockInputs],
     device: torch.device | str,
-) -> dict[str, dict[str, Accumulator]]:
-    """Feed the needed accumulators of ``linears`` with one pass over the calibration batches."""
+) -> tuple[dict[str, dict[str, Accumulator]], list[torch.Tensor]]:
+    """Feed the needed accumulators of ``linears`` with one pass over the calibration batches;
+    returns them and the block's outputs of that pass."""
     accs = {
         name: {need: ACCUMULATORS[need](lin.in_features, device) for need in needs} for name, lin in linears.items()
     }
@@ -137,26 +137,33 @@ def _collect(
 
     handles = [lin.register_forward_hook(make_hook(accs[name])) for name, lin in linears.items()]
     try:
-        run_block(block, inputs, device)
+        outs = run_block(block, inputs, device)
     finally:
         for h in handles:
             h.remove()
-    return accs
+    return accs, outs
 
 
 def walk(
     model: nn.Module,
     adapter: DecoderAdapter,
     method: LayerMethod,
-    plan: SparsityPlan,
+    plan: Mapping[str, float],
     pattern: Pattern,
     batches: Sequence[torch.Tensor] | None = None,
     grads: dict[str, torch.Tensor] | None = None,
     device: torch.device | str = "cpu",
     true_sequential: bool = False,
     progress: bool = True,
+    block_done: Callable[[int], None] | None = None,
 ) -> WalkResult:
-    """Compress every prunable linear of ``model`` in place, block by block."""
+    """Compress every prunable linear of ``model`` in place, block by block.
+
+    ``plan`` gives each linear's ratio (for N:M patterns, ``pattern.for_ratio`` turns it into that
+    module's N). ``block_done(index)`` is called after each block. A method whose
+    ``modifies_weights`` is False (a statistics collector) hands on its calibration outputs
+    instead of re-running the block."""
+    modifies = getattr(method, "modifies_weights", True)
     calibrated = bool(method.needs)
     if calibrated and not batches:
         raise ValueError(f"method {method.name!r} needs calibration batches")
@@ -172,21 +179,25 @@ def walk(
         prefix = adapter.block_prefix(index)
         linears = adapter.linears(block)
         groups = adapter.groups if true_sequential else (tuple(linears),)
+        outs: list[torch.Tensor] = []
         for group in groups:
             members = {name: linears[name] for name in group}
-            accs = _collect(block, members, method.needs, inputs, device) if calibrated else {}
+            accs, outs = _collect(block, members, method.needs, inputs, device) if calibrated else ({}, [])
             for name, lin in members.items():
                 full = f"{prefix}.{name}"
                 values = {need: acc.result() for need, acc in accs.get(name, {}).items()}
                 if grads is not None and full in grads:
                     values["grad"] = grads[full].to(device)
                 start = time.perf_counter()
-                method.compress(lin, Stats(values, result.tokens), plan[full], pattern)
+                method.compress(lin, Stats(values, result.tokens), plan[full], pattern.for_ratio(plan[full]))
                 result.records.append(WalkRecord(full, plan[full], time.perf_counter() - start))
             del accs
         if calibrated:
-            outs = run_block(block, inputs, device)
+            if modifies:
+                outs = run_block(block, inputs, device)
             for inp, out in zip(inputs, outs):
                 inp.hidden = out
         block.to(home)
+        if block_done is not None:
+            block_done(index)
     return result

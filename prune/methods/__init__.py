@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from prune.masks import Pattern
+from prune.masks import Pattern, select_prune_mask
 from prune.metrics import METRICS, Metric
 from prune.registry import Registry
 from prune.stats import Stats
@@ -48,8 +48,6 @@ class MetricPruner:
         self.default_scope = metric.default_scope
 
     def compress(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> None:
-        from prune.masks import select_prune_mask
-
         W = layer.weight.data
         score = self.metric.fn(W.float(), stats)
         mask = select_prune_mask(score, ratio, pattern)

@@ -163,6 +163,6 @@ def test_report_renders_a_table_and_png(tiny_dir: Path, tmp_path: Path, capsys) 
     png = tmp_path / "fig" / "ppl.png"
     assert cli("report", str(dense), str(tmp_path / "2of4"), str(tmp_path / "unstructured"), "--png", str(png)) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].startswith("| method | pattern | measured sparsity | perplexity")
+    assert table[0].startswith("| method | allocation | pattern | measured sparsity | perplexity")
     assert [row.split("|")[1].strip() for row in table[2:]] == ["dense", "wanda", "wanda"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,57 @@
+"""DLP — Dynamic Layerwise Pruning (`001_0da1aa919c7f675c.txt`), Algorithm 1, Eq. 5–6.
+
+Per transformer block l (all its linears together):
+- Eq. 3: Wanda scores ``A_ij = |W_ij| · ‖X_j‖₂`` (``[out, in]`` per linear, dense model);
+- Eq. 5: unimportance ``S_l = median(A over every weight of the block)``;
+- Eq. 6: relative importance ``I_l = 1 − S_l / Σ_k S_k``;
+- Alg. 1 lines 8–14: ``d_l = (I_l − min I) / (max I − min I) · 2α`` and ``R_l = p + mean(d) − d_l``.
+Ratios are per block and shared by the block's linears (Appendix C); pruning inside a linear stays
+per-output (Appendix D), which is the method's own default scope.
+α defaults to Table 19 for the target sparsity (nearest listed target).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prune.allocation import ALLOCATORS, Allocation, AllocationContext, block_plan, spread
+from prune.allocation.scores import block_reductions, median
+
+# Table 19: α per target sparsity.
+ALPHA_TABLE_19 = {0.1: 0.06, 0.2: 0.02, 0.3: 0.04, 0.4: 0.02, 0.5: 0.04, 0.6: 0.1, 0.7: 0.15, 0.8: 0.12}
+
+
+def default_alpha(target: float) -> float:
+    return ALPHA_TABLE_19[min(ALPHA_TABLE_19, key=lambda s: abs(s - target))]
+
+
+def dlp_importance(medians: Sequence[float]) -> list[float]:
+    """Eq. 6: ``I_l = 1 − S_l / Σ S``."""
+    total = sum(medians)
+    return [1.0 - s / total for s in medians]
+
+
+def dlp_ratios(medians: Sequence[float], target: float, alpha: float) -> list[float]:
+    """Algorithm 1 from the per-block medians ``S_l``."""
+    return spread(dlp_importance(medians), target, alpha)
+
+
+@ALLOCATORS.register("dlp")
+class DLP:
+    name = "dlp"
+    needs_calibration = True
+
+    def __init__(self, alpha: float | None = None) -> None:
+        self.alpha = alpha
+
+    def allocate(self, target: float, ctx: AllocationContext) -> Allocation:
+        alpha = self.alpha if self.alpha is not None else default_alpha(target)
+        medians = block_reductions(ctx, {"median": median})["median"]
+        ratios = dlp_ratios(medians, target, alpha)
+        return Allocation(
+            block_plan(ratios, ctx),
+            ratios,
+            importance=dlp_importance(medians),
+            importance_label="DLP importance I = 1 − S/ΣS",
+            options={"alpha": alpha, "medians": medians},
+        )

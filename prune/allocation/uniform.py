@@ -1,0 +1,15 @@
+"""Uniform allocation: every prunable linear gets the target (SparseGPT, Wanda)."""
+
+from __future__ import annotations
+
+from prune.allocation import ALLOCATORS, Allocation, AllocationContext, block_plan
+
+
+@ALLOCATORS.register("uniform")
+class Uniform:
+    name = "uniform"
+    needs_calibration = False
+
+    def allocate(self, target: float, ctx: AllocationContext) -> Allocation:
+        ratios = [target] * len(ctx.block_linears)
+        return Allocation(block_plan(ratios, ctx), ratios)

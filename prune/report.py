@@ -88,3 +88,15 @@ def results_table(results: Iterable[Mapping[str, Any]]) -> str:
         "eval windows",
     ]
     return markdown_table(headers, rows)
+
+
+def summarize(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A run without its per-module detail and file hashes (for result JSON files)."""
+    drop = {"files", "environment"}
+    out = {k: v for k, v in result.items() if k not in drop}
+    if "sparsity" in out:
+        out["sparsity"] = {k: v for k, v in out["sparsity"].items() if k != "modules"}
+    if "allocation" in out:
+        out["allocation"] = {k: v for k, v in out["allocation"].items() if k != "plan"}
+    out["environment"] = result.get("environment", {})
+    return out

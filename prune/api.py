@@ -19,7 +19,7 @@ from prune.allocation import (
     validate_plan,
     weighted_mean,
 )
-from prune.data import DataSpec, calibration_batches, eval_windows, load_texts, tokenize
+from prune.data import DataSpec, calibration_batches, eval_windows, heldout_batches, load_texts, tokenize
 from prune.errors import SlimpackError
 from prune.eval import PerplexityResult, perplexity
 from prune.io import atomic_output_dir, check_output_dir
@@ -64,22 +64,6 @@ class PruneConfig:
     progress: bool = True
 
 
-def build_method(name: str, options: dict[str, Any]) -> LayerMethod:
-    factory = METHODS.get(name)
-    try:
-        return factory(**options)
-    except TypeError as err:
-        raise SlimpackError(f"bad options {options} for method {name!r}: {err}") from None
-
-
-def build_allocator(name: str, options: dict[str, Any]) -> Allocator:
-    factory = ALLOCATORS.get(name)
-    try:
-        return factory(**options)
-    except TypeError as err:
-        raise SlimpackError(f"bad options {options} for allocation {name!r}: {err}") from None
-
-
 def read_plan_file(path: Path) -> tuple[dict[str, float], str]:
     """A plan JSON: ``{module: ratio}`` or the ``slimpack plan`` output (``{"plan": {...}, ...}``)."""
     try:
@@ -95,15 +79,19 @@ def read_plan_file(path: Path) -> tuple[dict[str, float], str]:
 
 
 def allocate(
-    allocator: Allocator | None, plan_file: Path | None, target: float, pattern: Pattern, ctx: AllocationContext
+    allocator: Allocator | None,
+    plan_file: tuple[dict[str, float], str] | None,
+    target: float,
+    pattern: Pattern,
+    ctx: AllocationContext,
 ) -> tuple[Allocation, float]:
-    """The validated plan (from an allocator, or read from a file) and its target."""
+    """The validated plan (from an allocator, or as read by `read_plan_file`) and its target."""
     if plan_file is not None:
-        plan, source = read_plan_file(plan_file)
+        plan, source = plan_file
         validate_plan(plan, ctx)
         target = weighted_mean(plan, ctx.numel)
         ratios = [sum(plan[n] for n in names) / len(names) for names in ctx.block_linears]
-        allocation = Allocation(plan, ratios, options={"file": str(plan_file), "allocation": source})
+        allocation = Allocation(plan, ratios, options={"allocation": source})
     else:
         assert allocator is not None
         allocation = allocator.allocate(target, ctx)
@@ -136,11 +124,10 @@ def allocation_context(
     adapter = adapter_for(loaded.model)
 
     def heldout(n: int) -> list:
-        """``n`` calibration-split windows drawn with another seed than the calibration set."""
+        """``n`` calibration-split windows disjoint from the calibration windows."""
         if data is None or loaded.tokenizer is None:
             raise SlimpackError("this allocation needs held-out calibration text; run it through slimpack prune/plan")
-        spec = DataSpec(data.dataset, n, data.seqlen, data.seed + 1)
-        return calibration_batches(loaded.tokenizer, spec)
+        return heldout_batches(loaded.tokenizer, data, n)
 
     return AllocationContext(
         heldout=heldout,
@@ -156,9 +143,10 @@ def allocation_context(
 
 def prune(config: PruneConfig) -> dict[str, Any]:
     """Prune ``config.model`` and write it with its manifest to ``config.out``; returns the manifest."""
-    method = build_method(config.method, config.method_options)
+    method = METHODS.build(config.method, config.method_options)
     pattern, ratio = resolve_pattern(config, method)
-    allocator = None if config.plan_file else build_allocator(config.allocation, config.allocation_options)
+    allocator = None if config.plan_file else ALLOCATORS.build(config.allocation, config.allocation_options)
+    plan_file = read_plan_file(config.plan_file) if config.plan_file else None
     config.data.check()
     check_output_dir(config.out, config.overwrite)
 
@@ -179,7 +167,7 @@ def prune(config: PruneConfig) -> dict[str, Any]:
         grads = gradient_norms(model, linears, batches or [], config.device, config.progress)
         model.to("cpu")
     ctx = allocation_context(loaded, batches, config.device, config.progress, config.data)
-    allocation, ratio = allocate(allocator, config.plan_file, ratio, pattern, ctx)
+    allocation, ratio = allocate(allocator, plan_file, ratio, pattern, ctx)
     plan = allocation.plan
     result = walk(
         model, adapter, method, plan, pattern, batches, grads, config.device, config.true_sequential, config.progress
@@ -196,7 +184,8 @@ def prune(config: PruneConfig) -> dict[str, Any]:
         "pattern": str(pattern),
         "target_sparsity": ratio,
         "allocation": {
-            "name": allocation.options["allocation"] if config.plan_file else config.allocation,
+            "name": allocation.options["allocation"] if plan_file else config.allocation,
+            "plan_file": str(config.plan_file) if config.plan_file else None,
             **allocation.to_dict(),
         },
         "true_sequential": config.true_sequential,
@@ -251,7 +240,7 @@ def plan(config: PlanConfig) -> dict[str, Any]:
 
     pattern = Pattern.parse(config.pattern)
     target = pattern.fixed_sparsity if pattern.is_nm else check_sparsity(config.sparsity)
-    allocator = build_allocator(config.allocation, config.allocation_options)
+    allocator = ALLOCATORS.build(config.allocation, config.allocation_options)
     config.data.check()
     if config.out.exists() and not config.overwrite:
         raise SlimpackError(f"output {str(config.out)!r} already exists; pass --overwrite or choose another --out")

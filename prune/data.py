@@ -164,15 +164,38 @@ def tokenize(tokenizer: Any, text: str) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def calibration_windows(tokens: torch.Tensor, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
-    """``[nsamples, seqlen]`` windows at seeded random offsets."""
-    if tokens.numel() <= seqlen:
+def calibration_starts(n_tokens: int, nsamples: int, seqlen: int, seed: int) -> list[int]:
+    """Seeded random window offsets in a text of ``n_tokens`` tokens."""
+    if n_tokens <= seqlen:
         raise SlimpackError(
-            f"calibration text has {tokens.numel()} tokens, too few for --seqlen {seqlen}; lower --seqlen or use more text"
+            f"calibration text has {n_tokens} tokens, too few for --seqlen {seqlen}; lower --seqlen or use more text"
         )
     gen = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, tokens.numel() - seqlen, (nsamples,), generator=gen)
-    return torch.stack([tokens[s : s + seqlen] for s in starts.tolist()])
+    return torch.randint(0, n_tokens - seqlen, (nsamples,), generator=gen).tolist()
+
+
+def calibration_windows(tokens: torch.Tensor, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+    """``[nsamples, seqlen]`` windows at seeded random offsets."""
+    starts = calibration_starts(tokens.numel(), nsamples, seqlen, seed)
+    return torch.stack([tokens[s : s + seqlen] for s in starts])
+
+
+def heldout_windows(tokens: torch.Tensor, n: int, spec: DataSpec) -> torch.Tensor:
+    """``[n, seqlen]`` windows of the calibration split that overlap no calibration window of ``spec``
+    (nor each other): candidates are drawn with seed ``spec.seed + 1`` and rejected on overlap."""
+    taken = calibration_starts(tokens.numel(), spec.nsamples, spec.seqlen, spec.seed)
+    gen = torch.Generator().manual_seed(spec.seed + 1)
+    chosen: list[int] = []
+    for _ in range(1000 * n):
+        start = int(torch.randint(0, tokens.numel() - spec.seqlen, (1,), generator=gen))
+        if all(abs(start - t) >= spec.seqlen for t in taken + chosen):
+            chosen.append(start)
+            if len(chosen) == n:
+                return torch.stack([tokens[s : s + spec.seqlen] for s in chosen])
+    raise SlimpackError(
+        f"the calibration text has no room for {n} held-out windows beside {spec.nsamples} calibration windows; "
+        "use fewer samples or more text"
+    )
 
 
 def eval_windows(tokens: torch.Tensor, seqlen: int, windows: int | None = None) -> torch.Tensor:
@@ -186,6 +209,12 @@ def eval_windows(tokens: torch.Tensor, seqlen: int, windows: int | None = None) 
             f"--windows {n} asks for more than the {available} windows of {seqlen} tokens the evaluation text holds"
         )
     return tokens[: n * seqlen].reshape(n, seqlen)
+
+
+def heldout_batches(tokenizer: Any, spec: DataSpec, n: int) -> list[torch.Tensor]:
+    """``n`` held-out windows of the calibration split (see `heldout_windows`), as ``[1, seqlen]`` batches."""
+    tokens = tokenize(tokenizer, load_texts(spec.dataset).calibration)
+    return list(heldout_windows(tokens, n, spec).split(1))
 
 
 def calibration_batches(tokenizer: Any, spec: DataSpec, batch_size: int = 1) -> list[torch.Tensor]:

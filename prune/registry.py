@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from prune.errors import SlimpackError
 
@@ -32,6 +32,14 @@ class Registry(Generic[T]):
         except KeyError:
             known = ", ".join(sorted(self._items))
             raise SlimpackError(f"unknown {self.kind} {name!r}; choose one of: {known}") from None
+
+    def build(self, name: str, options: dict[str, Any]) -> Any:
+        """Call the registered factory ``name`` with keyword ``options``; bad options are a user error."""
+        factory = self.get(name)
+        try:
+            return factory(**options)  # type: ignore[operator]
+        except TypeError as err:
+            raise SlimpackError(f"bad options {options} for {self.kind} {name!r}: {err}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -118,3 +118,18 @@ def test_hf_corpus_reads_real_local_files_with_datasets(tmp_path: Path) -> None:
     texts = corpus.texts()
     assert texts.calibration == "train document 0 train document 1 train document 2 train document 3"
     assert texts.evaluation == "validation document 0 validation document 1"
+
+
+def test_heldout_windows_overlap_no_calibration_window() -> None:
+    from prune.data import calibration_starts, heldout_windows
+
+    tokens = torch.arange(5000)
+    spec = DataSpec(nsamples=8, seqlen=64, seed=2)
+    held = heldout_windows(tokens, 6, spec)
+    starts = [int(w[0]) for w in held]
+    taken = calibration_starts(5000, 8, 64, 2)
+    assert all(abs(a - b) >= 64 for a in starts for b in taken)
+    assert all(abs(a - b) >= 64 for i, a in enumerate(starts) for b in starts[i + 1 :])
+    assert torch.equal(held, heldout_windows(tokens, 6, spec))
+    with pytest.raises(SlimpackError, match="no room for"):
+        heldout_windows(torch.arange(600), 6, spec)

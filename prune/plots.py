@@ -70,25 +70,29 @@ def _save(fig: Any, out: Path) -> None:
 
 
 def plan_figure(allocation: Any, out: Path, title: str = "") -> None:
-    """Per-block sparsity ratio (bars) and, where the allocator has one, its importance (line, right axis)."""
+    """Per-block sparsity (line, left axis) over the allocator's per-block importance (bars, right axis,
+    where it has one) — the layout of DLP's Figure 3."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ratios = allocation.block_ratios
+    blocks = range(len(ratios))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(ratios) + 2), 3.6))
-    ax.bar(range(len(ratios)), [100 * r for r in ratios], color="tab:blue", label="sparsity")
-    ax.set_xlabel("block")
-    ax.set_ylabel("sparsity (%)")
-    lo, hi = min(ratios), max(ratios)
-    ax.set_ylim(max(0.0, 100 * lo - 10), min(100.0, 100 * hi + 10))
     if allocation.importance is not None:
-        ax2 = ax.twinx()
-        ax2.plot(
-            range(len(ratios)), allocation.importance, color="tab:red", marker=".", label=allocation.importance_label
-        )
-        ax2.set_ylabel(allocation.importance_label, color="tab:red")
+        bg = ax.twinx()
+        bg.bar(blocks, allocation.importance, color="tab:gray", alpha=0.35)
+        bg.set_ylabel(allocation.importance_label, color="tab:gray")
+        lo, hi = min(allocation.importance), max(allocation.importance)
+        pad = 0.1 * (hi - lo) if hi > lo else abs(hi) * 0.1 + 1e-9
+        bg.set_ylim(lo - pad, hi + pad)
+        ax.set_zorder(bg.get_zorder() + 1)
+        ax.patch.set_visible(False)
+    ax.plot(blocks, [100 * r for r in ratios], color="tab:blue", marker="o", markersize=3, label="sparsity")
+    ax.axhline(100 * sum(ratios) / len(ratios), color="tab:blue", linestyle=":", linewidth=1)
+    ax.set_xlabel("block")
+    ax.set_ylabel("sparsity (%)", color="tab:blue")
     ax.set_title(title)
     fig.tight_layout()
     _save(fig, out)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce docs/results/allocation.md: SmolLM2-135M, Wanda and SparseGPT at 50/60/70/80 % with every
 # allocation, plus mixed N:M (DLP) against uniform N:M. One process per run. ≈2.5 h on 2 cores.
+# Runs whose output directory exists are skipped (re-run the script to fill in what is missing);
+# METHODS="wanda" limits the sweep to one method.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/allocation}
@@ -11,7 +13,7 @@ for s in 0.5 0.6 0.7 0.8; do
     [ -f "$OUT/plans/$a-$s.json" ] || "${S[@]}" plan --model smollm2-135m --allocation "$a" --sparsity "$s" --out "$OUT/plans/$a-$s.json"
   done
 done
-for method in wanda sparsegpt; do
+for method in ${METHODS:-wanda sparsegpt}; do
   for s in 0.5 0.6 0.7 0.8; do
     for a in uniform owl dlp pi log-increase; do
       plan=()

@@ -232,10 +232,11 @@ class ReportCommand:
         parser.add_argument("--png", type=Path, default=None, help="also draw perplexity per method and setting")
         parser.add_argument("--title", default="", help="title of the --png figure")
         parser.add_argument("--json", type=Path, default=None, help="also write the runs' key figures as JSON")
+        parser.add_argument("--pivot", action="store_true", help="perplexity per (method, allocation) × setting")
 
     def run(self, args: argparse.Namespace) -> int:
         from prune.manifest import read_manifest
-        from prune.report import results_table, summarize
+        from prune.report import pivot_table, results_table, summarize
 
         results = []
         for path in args.results:
@@ -247,7 +248,7 @@ class ReportCommand:
                 raise SlimpackError(
                     f"result {str(path)!r} does not exist; pass eval JSON files or slimpack output directories"
                 )
-        print(results_table(results))
+        print(pivot_table(results) if args.pivot else results_table(results))
         write_json(args.json, [summarize(r) for r in results])
         if args.png is not None:
             from prune.plots import perplexity_bars

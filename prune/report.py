@@ -100,3 +100,22 @@ def summarize(result: Mapping[str, Any]) -> dict[str, Any]:
         out["allocation"] = {k: v for k, v in out["allocation"].items() if k != "plan"}
     out["environment"] = result.get("environment", {})
     return out
+
+
+def pivot_table(results: Iterable[Mapping[str, Any]]) -> str:
+    """Perplexity with one row per (method, allocation) and one column per setting (sparsity or N:M)."""
+    from prune.plots import setting_label
+
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    settings: list[str] = []
+    for r in results:
+        if "stage" not in r or "evaluation" not in r:
+            continue
+        key = (r["method"]["name"], r.get("allocation", {}).get("name", "uniform"))
+        setting = setting_label(r)
+        cells.setdefault(key, {})[setting] = r["evaluation"]["perplexity"]
+        if setting not in settings:
+            settings.append(setting)
+    settings.sort(key=lambda s: (":" in s, s))
+    rows = [(m, a, *(cells[(m, a)].get(s, "—") for s in settings)) for m, a in sorted(cells)]
+    return markdown_table(["method", "allocation", *settings], rows)

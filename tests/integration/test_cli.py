@@ -166,3 +166,6 @@ def test_report_renders_a_table_and_png(tiny_dir: Path, tmp_path: Path, capsys) 
     assert table[0].startswith("| method | allocation | pattern | measured sparsity | perplexity")
     assert [row.split("|")[1].strip() for row in table[2:]] == ["dense", "wanda", "wanda"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli("report", "--pivot", str(tmp_path / "2of4"), str(tmp_path / "unstructured")) == 0
+    pivot = capsys.readouterr().out.splitlines()
+    assert pivot[0] == "| method | allocation | 50 % | 2:4 |" and pivot[2].startswith("| wanda | uniform | ")

@@ -233,6 +233,7 @@ class ReportCommand:
         parser.add_argument("--title", default="", help="title of the --png figure")
         parser.add_argument("--json", type=Path, default=None, help="also write the runs' key figures as JSON")
         parser.add_argument("--pivot", action="store_true", help="perplexity per (method, allocation) × setting")
+        parser.add_argument("--series", default="method", choices=["method", "allocation"], help="bars of --png")
 
     def run(self, args: argparse.Namespace) -> int:
         from prune.manifest import read_manifest
@@ -253,7 +254,7 @@ class ReportCommand:
         if args.png is not None:
             from prune.plots import perplexity_bars
 
-            perplexity_bars(results, args.png, args.title)
+            perplexity_bars(results, args.png, args.title, args.series)
             log.info("wrote %s", args.png)
         return 0
 

@@ -15,8 +15,16 @@ def setting_label(manifest: Mapping[str, Any]) -> str:
     return pattern if ":" in pattern else f"{100 * manifest['target_sparsity']:.0f} %"
 
 
-def perplexity_bars(results: Iterable[Mapping[str, Any]], out: Path, title: str = "") -> None:
-    """Grouped bars: perplexity (log scale) per sparsity setting and method; the dense model as a line."""
+def series_label(manifest: Mapping[str, Any], series: str) -> str:
+    """The bar series a run belongs to: its method or its allocation."""
+    if series == "allocation":
+        return manifest.get("allocation", {}).get("name", "uniform")
+    return manifest["method"]["name"]
+
+
+def perplexity_bars(results: Iterable[Mapping[str, Any]], out: Path, title: str = "", series: str = "method") -> None:
+    """Grouped bars: perplexity (log scale) per sparsity setting and ``series`` (method or allocation);
+    the dense model as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,7 +36,7 @@ def perplexity_bars(results: Iterable[Mapping[str, Any]], out: Path, title: str 
         if "stage" not in r:
             dense = r["perplexity"]
         elif "evaluation" in r:
-            cells[(setting_label(r), r["method"]["name"])] = r["evaluation"]["perplexity"]
+            cells[(setting_label(r), series_label(r, series))] = r["evaluation"]["perplexity"]
     settings = list(dict.fromkeys(s for s, _ in cells))
     methods = list(dict.fromkeys(m for _, m in cells))
     fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(settings), 4))

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import re
@@ -222,11 +221,6 @@ def save_model(model: nn.Module, tokenizer: Any, directory: Path) -> None:
     model.save_pretrained(directory, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
-
-
-def read_config(directory: Path) -> dict[str, Any]:
-    with open(directory / "config.json") as fh:
-        return json.load(fh)
 
 
 # --- tiny models for tests --------------------------------------------------------------------------

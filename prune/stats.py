@@ -79,7 +79,6 @@ class Stats:
     """What a method sees for one linear: named statistics (``hessian``, ``input_norm``, ``grad``)."""
 
     values: dict[str, torch.Tensor]
-    tokens: int = 0
 
     def __getitem__(self, key: str) -> torch.Tensor:
         if key not in self.values:

@@ -70,7 +70,6 @@ class WalkRecord:
 @dataclass
 class WalkResult:
     records: list[WalkRecord] = field(default_factory=list)
-    tokens: int = 0
 
 
 @torch.no_grad()
@@ -170,7 +169,7 @@ def walk(
     if method.needs_gradients and grads is None:
         raise ValueError(f"method {method.name!r} needs gradients")
     inputs = capture_block_inputs(model, adapter, batches, device) if calibrated else []
-    result = WalkResult(tokens=sum(b.numel() for b in batches) if calibrated and batches else 0)
+    result = WalkResult()
     blocks = adapter.blocks(model)
     for index in tqdm(range(len(blocks)), desc=f"{method.name} blocks", disable=not progress):
         block = blocks[index]
@@ -189,7 +188,7 @@ def walk(
                 if grads is not None and full in grads:
                     values["grad"] = grads[full].to(device)
                 start = time.perf_counter()
-                method.compress(lin, Stats(values, result.tokens), plan[full], pattern.for_ratio(plan[full]))
+                method.compress(lin, Stats(values), plan[full], pattern.for_ratio(plan[full]))
                 result.records.append(WalkRecord(full, plan[full], time.perf_counter() - start))
             del accs
         if calibrated:

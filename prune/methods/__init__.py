@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import torch
 from torch import nn
 
 from prune.masks import Pattern, select_prune_mask
@@ -70,8 +69,3 @@ for _name in METRICS.names():
     METHODS.register(_name)(_metric_factory(_name))
 
 from prune.methods import sparsegpt  # noqa: E402,F401
-
-
-def apply_mask_(layer: nn.Linear, mask: torch.Tensor) -> None:
-    """Zero ``layer.weight`` where ``mask`` (True = pruned) is set."""
-    layer.weight.data.masked_fill_(mask.to(layer.weight.device), 0.0)

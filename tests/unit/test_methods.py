@@ -26,7 +26,7 @@ def stats_for(X: torch.Tensor, W: torch.Tensor) -> Stats:
     h, n = HessianAccumulator(X.shape[1]), InputNormAccumulator(X.shape[1])
     h.update(X)
     n.update(X)
-    return Stats({"hessian": h.result(), "input_norm": n.result(), "grad": torch.rand_like(W)}, X.shape[0])
+    return Stats({"hessian": h.result(), "input_norm": n.result(), "grad": torch.rand_like(W)})
 
 
 def reconstruction_error(method: str, W: torch.Tensor, X: torch.Tensor, pattern: Pattern, sparsity: float) -> float:

@@ -141,6 +141,43 @@ def allocation_context(
     )
 
 
+@dataclass
+class Prepared:
+    """What a walk needs besides the model: calibration batches, gradients, the validated plan."""
+
+    batches: list | None
+    grads: dict | None
+    allocation: Allocation
+    target: float
+
+
+def prepare_walk(
+    loaded: LoadedModel,
+    method: LayerMethod,
+    allocator: Allocator | None,
+    plan_file: tuple[dict[str, float], str] | None,
+    target: float,
+    pattern: Pattern,
+    data: DataSpec,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Prepared:
+    """Calibration batches (only if the method or the allocator needs data), gradients (only if the
+    method needs them) and the plan — one copy for `prune` and `quant.api.quantize`."""
+    allocation_data = allocator is not None and allocator.needs_calibration
+    calibrated = bool(method.needs) or method.needs_gradients or allocation_data
+    batches = calibration_batches(loaded.tokenizer, data) if calibrated else None
+    grads = None
+    if method.needs_gradients:
+        linears = adapter_for(loaded.model).named_linears(loaded.model)
+        loaded.model.to(device)
+        grads = gradient_norms(loaded.model, linears, batches or [], device, progress)
+        loaded.model.to("cpu")
+    ctx = allocation_context(loaded, batches, device, progress, data)
+    allocation, target = allocate(allocator, plan_file, target, pattern, ctx)
+    return Prepared(batches, grads, allocation, target)
+
+
 def prune(config: PruneConfig) -> dict[str, Any]:
     """Prune ``config.model`` and write it with its manifest to ``config.out``; returns the manifest."""
     method = METHODS.build(config.method, config.method_options)
@@ -158,19 +195,22 @@ def prune(config: PruneConfig) -> dict[str, Any]:
         pattern.check_features(lin.in_features, name)
 
     start = time.perf_counter()
-    allocation_data = allocator is not None and allocator.needs_calibration
-    calibrated = bool(method.needs) or method.needs_gradients or allocation_data
-    batches = calibration_batches(loaded.tokenizer, config.data) if calibrated else None
-    grads = None
-    if method.needs_gradients:
-        model.to(config.device)
-        grads = gradient_norms(model, linears, batches or [], config.device, config.progress)
-        model.to("cpu")
-    ctx = allocation_context(loaded, batches, config.device, config.progress, config.data)
-    allocation, ratio = allocate(allocator, plan_file, ratio, pattern, ctx)
-    plan = allocation.plan
+    prep = prepare_walk(
+        loaded, method, allocator, plan_file, ratio, pattern, config.data, config.device, config.progress
+    )
+    allocation, ratio, batches = prep.allocation, prep.target, prep.batches
+    calibrated = batches is not None
     result = walk(
-        model, adapter, method, plan, pattern, batches, grads, config.device, config.true_sequential, config.progress
+        model,
+        adapter,
+        method,
+        allocation.plan,
+        pattern,
+        batches,
+        prep.grads,
+        config.device,
+        config.true_sequential,
+        config.progress,
     )
     seconds = time.perf_counter() - start
     rss = peak_rss_mib()

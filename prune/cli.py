@@ -142,6 +142,75 @@ class PruneCommand:
         return 0
 
 
+@COMMANDS.register("quantize")
+class QuantizeCommand:
+    help = "quantize a (pruned) model with GPTQ or RTN into a standard GPTQ checkpoint (optionally pruning jointly)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("model", help="model directory (e.g. the output of slimpack prune), hub id or alias")
+        parser.add_argument("--method", default="gptq", help="gptq | rtn (default gptq)")
+        parser.add_argument("--bits", type=int, default=4, help="2–8 (the checkpoint stores 2, 3, 4 or 8; default 4)")
+        parser.add_argument("--group-size", type=int, default=128, help="columns per grid: -1 (per row), 32, 64, 128")
+        parser.add_argument("--act-order", action="store_true", help="GPTQ desc_act: columns by decreasing H_jj")
+        parser.add_argument("--static-groups", action="store_true", help="fit group grids before the sweep")
+        parser.add_argument("--asym", action="store_true", help="asymmetric grid with integer zero points")
+        parser.add_argument(
+            "--checkpoint-format", default="gptq", help="gptq (v1, every runtime) | gptq_v2 (GPTQModel; asym)"
+        )
+        parser.add_argument("-O", "--option", action="append", default=[], help="blocksize=128, percdamp=0.01")
+        parser.add_argument("--joint-with", default=None, help="prune in the same walk: sparsegpt | pgz | wanda | …")
+        parser.add_argument("-J", "--joint-option", action="append", default=[], help="pruner option KEY=VALUE")
+        parser.add_argument("--sparsity", type=float, default=0.5, help="joint mode: target sparsity")
+        parser.add_argument("--pattern", default="unstructured", help="joint mode: unstructured or N:M")
+        parser.add_argument("--scope", default=None, help="joint mode: row | layer")
+        add_allocation_arguments(parser)
+        parser.add_argument("--plan", type=Path, default=None, help="joint mode: a sparsity plan JSON")
+        parser.add_argument("--device", default="cpu")
+        parser.add_argument("--out", type=Path, required=True, help="output checkpoint directory")
+        parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+        parser.add_argument("--eval", action="store_true", help="also measure the quantized model's perplexity")
+        add_data_arguments(parser)
+        add_eval_arguments(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from prune.data import DataSpec
+        from quant.api import QuantizeConfig, quantize
+        from quant.grid import QuantSpec
+
+        spec = QuantSpec(args.bits, args.group_size, not args.asym, args.act_order, args.static_groups)
+        config = QuantizeConfig(
+            model=args.model,
+            out=args.out,
+            method=args.method,
+            spec=spec,
+            options=parse_options(args.option),
+            joint_with=args.joint_with,
+            joint_options=parse_options(args.joint_option),
+            sparsity=args.sparsity,
+            pattern=args.pattern,
+            scope=args.scope,
+            allocation=args.allocation,
+            allocation_options=parse_options(args.alloc_option),
+            plan_file=args.plan,
+            data=DataSpec(args.dataset, args.nsamples, args.seqlen, args.seed),
+            device=args.device,
+            overwrite=args.overwrite,
+            evaluate=eval_spec(args) if args.eval else None,
+            progress=not args.quiet,
+            checkpoint_format=args.checkpoint_format,
+        )
+        m = quantize(config)
+        line = (
+            f"{m['method']['name']} {args.bits}-bit g{args.group_size}: sparsity {100 * m['sparsity']['overall']:.2f} %"
+        )
+        line += f", pruned zeros kept {m['pruned_zeros']['kept']}/{m['pruned_zeros']['pruned']}"
+        line += f", {m['timing']['quantize_seconds']:.1f} s, {m['size_bytes'] / 2**20:.1f} MiB"
+        if "evaluation" in m:
+            line += f", perplexity {m['evaluation']['perplexity']:.3f}"
+        print(f"{line} → {args.out}")
+        return 0
+
+
 @COMMANDS.register("plan")
 class PlanCommand:
     help = "compute a layerwise sparsity plan (JSON + PNG) without pruning"

@@ -73,3 +73,8 @@ def hash_files(directory: Path, exclude: tuple[str, ...] = ()) -> dict[str, str]
         for p in sorted(directory.rglob("*"))
         if p.is_file() and p.name not in exclude
     }
+
+
+def directory_bytes(directory: Path) -> int:
+    """Size on disk of every file under ``directory``."""
+    return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file())

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -198,6 +199,8 @@ def load_model(
     else:
         path = None  # hub id
     where = str(path) if path is not None else spec
+    if path is not None and "quantization_config" in json.loads((path / "config.json").read_text()):
+        return _load_quantized(path, dtype, device, trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
@@ -214,6 +217,19 @@ def load_model(
     model.to(device)
     adapter_for(model)  # fail early on unsupported architectures
     return LoadedModel(model=model, tokenizer=tokenizer, source=spec, path=path)
+
+
+def _load_quantized(path: Path, dtype: torch.dtype, device: str, trust_remote_code: bool) -> LoadedModel:
+    """A quantized checkpoint (GPTQ), dequantized into a plain torch model by `quant.checkpoint`."""
+    from transformers import AutoTokenizer
+
+    from quant.checkpoint import load_gptq
+
+    loaded = load_gptq(path, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    loaded.model.to(device)
+    adapter_for(loaded.model)
+    return LoadedModel(model=loaded.model, tokenizer=tokenizer, source=str(path), path=path)
 
 
 def save_model(model: nn.Module, tokenizer: Any, directory: Path) -> None:

@@ -6,6 +6,7 @@
   calibration set is batched.
 - ``InputNormAccumulator`` (Wanda, Sun et al. 2024, Eq. 1): ``‖X_j‖₂`` per input feature j over all tokens;
   kept as a float64 sum of squares. ``norm: [in]``.
+- ``InputMeanAccumulator`` (PGZ's input preprocessing, Eq. 21): the mean input ``E[x]: [in]``.
 - ``gradient_norms`` (Pruner-Zero, Dong et al. 2024; gradients as in GBLM-Pruner): for every prunable
   weight, ``G = sqrt(Σ_s g_s²)`` — the ℓ2 norm over calibration samples s of the loss gradient of the
   dense model. ``G: [out, in]`` per linear.
@@ -68,9 +69,26 @@ class InputNormAccumulator:
         return self.sumsq.sqrt().float()
 
 
+class InputMeanAccumulator:
+    """Mean of the inputs per feature over all calibration tokens: ``mean: [in]`` (PGZ's Eq. 21)."""
+
+    def __init__(self, in_features: int, device: torch.device | str = "cpu") -> None:
+        self.total = torch.zeros(in_features, dtype=torch.float64, device=device)
+        self.count = 0
+
+    def update(self, inp: torch.Tensor) -> None:
+        x = inp.detach().reshape(-1, inp.shape[-1]).to(self.total.device, torch.float64)
+        self.total += x.sum(0)
+        self.count += x.shape[0]
+
+    def result(self) -> torch.Tensor:
+        return (self.total / max(self.count, 1)).float()
+
+
 ACCUMULATORS: dict[str, Callable[[int, torch.device | str], Accumulator]] = {
     "hessian": HessianAccumulator,
     "input_norm": InputNormAccumulator,
+    "input_mean": InputMeanAccumulator,
 }
 
 

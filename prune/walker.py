@@ -70,6 +70,7 @@ class WalkRecord:
 @dataclass
 class WalkResult:
     records: list[WalkRecord] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)  # what a method's compress returned, by module
 
 
 @torch.no_grad()
@@ -188,7 +189,9 @@ def walk(
                 if grads is not None and full in grads:
                     values["grad"] = grads[full].to(device)
                 start = time.perf_counter()
-                method.compress(lin, Stats(values), plan[full], pattern.for_ratio(plan[full]))
+                output = method.compress(lin, Stats(values), plan[full], pattern.for_ratio(plan[full]))
+                if output is not None:
+                    result.outputs[full] = output
                 result.records.append(WalkRecord(full, plan[full], time.perf_counter() - start))
             del accs
         if calibrated:

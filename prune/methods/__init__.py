@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import torch
 from torch import nn
 
 from prune.masks import Pattern, select_prune_mask
@@ -24,8 +25,9 @@ class LayerMethod(Protocol):
     needs_gradients: bool
     default_scope: str
 
-    def compress(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> None:
-        """Prune ``layer.weight`` in place to ``ratio`` (ignored for N:M, which fixes its own)."""
+    def compress(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> Any:
+        """Compress ``layer.weight`` in place to ``ratio`` (ignored for N:M, which fixes its own).
+        Pruners return None; quantizers return the layer's integer codes and grid."""
         ...
 
     def options(self) -> dict[str, Any]:
@@ -46,11 +48,12 @@ class MetricPruner:
         self.needs_gradients = metric.needs_gradients
         self.default_scope = metric.default_scope
 
+    def prune_mask(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> torch.Tensor:
+        """The metric's prune mask ``[out, in]`` (True = pruned) for the current weights."""
+        return select_prune_mask(self.metric.fn(layer.weight.data.float(), stats), ratio, pattern)
+
     def compress(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> None:
-        W = layer.weight.data
-        score = self.metric.fn(W.float(), stats)
-        mask = select_prune_mask(score, ratio, pattern)
-        W.masked_fill_(mask, 0.0)
+        layer.weight.data.masked_fill_(self.prune_mask(layer, stats, ratio, pattern), 0.0)
 
     def options(self) -> dict[str, Any]:
         return {}
@@ -68,4 +71,4 @@ def _metric_factory(name: str) -> Callable[..., LayerMethod]:
 for _name in METRICS.names():
     METHODS.register(_name)(_metric_factory(_name))
 
-from prune.methods import sparsegpt  # noqa: E402,F401
+from prune.methods import pgz, sparsegpt  # noqa: E402,F401

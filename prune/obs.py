@@ -1,0 +1,158 @@
+"""The one OBS column sweep shared by SparseGPT (pruning), GPTQ (quantization) and their joint mode.
+
+Frantar & Alistarh, "SparseGPT", ICML 2023, Algorithm 1 (and §3 "Joint sparsification & quantization");
+Frantar et al., "GPTQ", ICLR 2023, Algorithm 1 (lazy batches, Cholesky of the inverse, act-order §4).
+
+For a linear ``W: [out, in]`` with calibration Hessian ``H = 2XXᵀ/N: [in, in]``:
+1. dead inputs (``H_jj = 0``) get ``H_jj = 1`` and ``W[:, j] = 0``; with act-order the columns are
+   visited in decreasing ``H_jj`` (``perm``); damping ``H += λ·mean(diag H)·I``;
+2. ``U = chol(H⁻¹)ᵀ`` — the upper Cholesky factor of the inverse Hessian (SparseGPT Eq. 2 rewritten);
+3. columns are swept in blocks of ``B``. Inside a block the prune mask is the union of a mask fixed in
+   advance (an already pruned model, or a metric's mask) and, when ``prune`` is given, SparseGPT's OBS
+   selection by saliency ``w² / U_jj²`` (Eq. 3) — over the block, per row, or per M columns (N:M);
+4. column j becomes ``q = Q(w ⊙ ¬m)`` — ``Q`` is the identity without a quantizer, otherwise the
+   quantizer's grid, on which 0 is exact — and its error ``δ = (w − q) / U_jj`` is propagated to the
+   later columns (``W[:, j:] −= δ ⊗ U[j, j:]``; whole later blocks at the end of a block).
+   A pruned weight is set to exactly 0 when its column is reached, so no propagation can revive it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from prune.errors import SlimpackError
+from prune.masks import Pattern, select_prune_mask
+
+
+class ColumnQuantizer(Protocol):
+    """A quantization grid fitted group by group while the sweep visits columns (``j`` = sweep order)."""
+
+    group_size: int
+
+    def start(self, W: torch.Tensor, perm: torch.Tensor | None) -> None:
+        """Called once with the masked weight ``[out, in]`` in original column order (static grids)."""
+        ...
+
+    def opens_group(self, j: int) -> bool:
+        """Whether sweep column ``j`` starts a group whose grid must be fitted now."""
+        ...
+
+    def fit(self, j: int, W_group: torch.Tensor) -> None:
+        """Fit the grid of the group starting at sweep column ``j`` on its current weights ``[out, g]``."""
+        ...
+
+    def quantize(self, j: int, w: torch.Tensor) -> torch.Tensor:
+        """Round sweep column ``j`` (``[out]``) onto its group's grid; return the dequantized values."""
+        ...
+
+
+@dataclass(frozen=True)
+class SweepPruning:
+    """SparseGPT's in-sweep mask selection: a target ratio (unstructured) or an N:M pattern."""
+
+    sparsity: float
+    pattern: Pattern
+
+
+def inverse_hessian_factor(H: torch.Tensor, percdamp: float) -> torch.Tensor:
+    """Upper Cholesky factor of the damped inverse Hessian, ``[in, in]`` fp32. Modifies ``H`` in place."""
+    damp = percdamp * torch.mean(torch.diag(H))
+    idx = torch.arange(H.shape[0], device=H.device)
+    H[idx, idx] += damp
+    try:
+        L = torch.linalg.cholesky(H)
+        Hinv = torch.cholesky_inverse(L)
+        return torch.linalg.cholesky(Hinv, upper=True)
+    except torch.linalg.LinAlgError as err:  # pragma: no cover - depends on data
+        raise SlimpackError(
+            f"Hessian is not positive definite even with damping {percdamp}; raise --percdamp "
+            f"(e.g. 0.1) or use more calibration samples ({err})"
+        ) from None
+
+
+def act_order_permutation(H: torch.Tensor) -> torch.Tensor:
+    """GPTQ's act-order: columns by decreasing ``H_jj`` (stable, so ties keep their order)."""
+    return torch.argsort(torch.diag(H), descending=True, stable=True)
+
+
+def obs_sweep(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    *,
+    fixed_mask: torch.Tensor | None = None,
+    prune: SweepPruning | None = None,
+    quantizer: ColumnQuantizer | None = None,
+    act_order: bool = False,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(W' [out, in] fp32, mask [out, in] bool, True = pruned)``; the inputs are not modified.
+
+    ``W'`` is zero wherever ``mask`` is True and, with a quantizer, on its grid everywhere."""
+    W = W.detach().clone().float()
+    H = H.detach().clone().float()
+    out_f, in_f = W.shape
+    mask = torch.zeros_like(W, dtype=torch.bool) if fixed_mask is None else fixed_mask.clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    perm = act_order_permutation(H) if act_order else None
+    if quantizer is not None:
+        quantizer.start(W.masked_fill(mask, 0.0), perm)
+    if perm is not None:
+        W, H, mask = W[:, perm], H[perm][:, perm], mask[:, perm]
+    Hinv = inverse_hessian_factor(H, percdamp)
+    nm = prune is not None and prune.pattern.is_nm
+    for step in (prune.pattern.m if nm else 1, quantizer.group_size if quantizer is not None else 1):  # type: ignore[union-attr]
+        if 0 < step < in_f:
+            blocksize = max(step, blocksize - blocksize % step)  # groups never straddle a block
+
+    for i1 in range(0, in_f, blocksize):
+        i2 = min(i1 + blocksize, in_f)
+        W1 = W[:, i1:i2].clone()
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        d = torch.diag(Hinv1)
+        mask1 = mask[:, i1:i2].clone()
+        if prune is not None and not nm:
+            mask1 |= select_prune_mask(W1**2 / d.unsqueeze(0) ** 2, prune.sparsity, prune.pattern)
+        for i in range(i2 - i1):
+            j = i1 + i
+            if nm and i % prune.pattern.m == 0:  # type: ignore[union-attr]
+                cols = slice(i, i + prune.pattern.m)  # type: ignore[union-attr]
+                score = W1[:, cols] ** 2 / d[cols].unsqueeze(0) ** 2
+                mask1[:, cols] |= select_prune_mask(score, 0.0, prune.pattern)  # type: ignore[union-attr]
+            if quantizer is not None and quantizer.opens_group(j):
+                g = slice(i, i + quantizer.group_size)
+                quantizer.fit(j, W1[:, g].masked_fill(mask1[:, g], 0.0))
+            w = W1[:, i]
+            q = w.masked_fill(mask1[:, i], 0.0)
+            if quantizer is not None:
+                q = quantizer.quantize(j, q).masked_fill(mask1[:, i], 0.0)
+            err = (w - q) / d[i]
+            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
+            W1[:, i] = q
+            Err1[:, i] = err
+        W[:, i1:i2] = W1
+        mask[:, i1:i2] = mask1
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    if perm is not None:
+        inv = torch.argsort(perm)
+        W, mask = W[:, inv], mask[:, inv]
+    W[mask] = 0.0
+    return W, mask
+
+
+def round_to_grid(W: torch.Tensor, quantizer: ColumnQuantizer) -> torch.Tensor:
+    """Fit every group of ``W [out, in]`` on its current weights and round each weight onto its grid,
+    with no error feedback (round-to-nearest); returns the dequantized ``[out, in]``."""
+    quantizer.start(W, None)
+    out = torch.empty_like(W)
+    for j in range(W.shape[1]):
+        if quantizer.opens_group(j):
+            quantizer.fit(j, W[:, j : j + quantizer.group_size])
+        out[:, j] = quantizer.quantize(j, W[:, j])
+    return out

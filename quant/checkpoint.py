@@ -1,0 +1,160 @@
+"""Write and read the standard GPTQ checkpoint (the layout AutoGPTQ wrote and GPTQModel / transformers load).
+
+A directory with ``config.json`` carrying ``quantization_config`` (``quant_method: gptq``, ``bits``,
+``group_size``, ``desc_act``, ``sym``, ``static_groups``, ``checkpoint_format``), the same object in
+``quantize_config.json`` (older loaders read that file), tokenizer files, and one ``model.safetensors``:
+for every quantized linear ``{name}.qweight / .qzeros / .scales / .g_idx`` (`quant.pack`), every other
+tensor (embeddings, norms) in fp16 — the format's dtype — and a tied ``lm_head`` stored once.
+
+`load_gptq` reads it back as a plain fp32 torch model whose quantized linears hold the dequantized
+weights ``(q − zero) · scale`` — the model slimpack evaluates.
+
+``checkpoint_format: gptq`` (v1, the default) is what AutoGPTQ, GPTQModel, transformers, vLLM and
+ExLlama read; it stores ``zero − 1``. Our grids never use zero point 0 (`quant.grid`), so even asymmetric
+v1 checkpoints are exact — but GPTQModel 7.6 refuses to load *any* ``sym=False`` v1 checkpoint that it did
+not produce itself (old AutoGPTQ ones overflowed), so for asymmetric grids meant for GPTQModel write
+``gptq_v2`` (zero stored as is), which it loads.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from prune.errors import SlimpackError
+from prune.io import write_json_atomic
+from quant.grid import QuantizedWeight, QuantSpec
+from quant.pack import ZERO_OFFSET, from_gptq, to_gptq
+
+SUFFIXES = ("qweight", "qzeros", "scales", "g_idx")
+WEIGHTS = "model.safetensors"
+
+
+def quantization_config(spec: QuantSpec, percdamp: float | None, method: str, fmt: str = "gptq") -> dict[str, Any]:
+    """The ``quantization_config`` object of ``config.json`` (``percdamp`` None: no Hessian, as RTN)."""
+    config = {
+        "quant_method": "gptq",
+        "bits": spec.bits,
+        "group_size": spec.group_size,
+        "desc_act": spec.act_order,
+        "sym": spec.sym,
+        "static_groups": spec.static_groups,
+        "true_sequential": True,
+        "damp_percent": percdamp,
+        "checkpoint_format": fmt,
+        "pack_dtype": "int32",
+        "meta": {"quantizer": [f"slimpack:{method}"]},
+    }
+    if percdamp is None:
+        del config["damp_percent"]
+    return config
+
+
+def read_quantization_config(directory: Path) -> dict[str, Any] | None:
+    """The ``quantization_config`` of a model directory, or None for an unquantized model."""
+    config = Path(directory) / "config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text()).get("quantization_config")
+
+
+def save_gptq(
+    model: nn.Module,
+    quantized: dict[str, QuantizedWeight],
+    tokenizer: Any,
+    directory: Path,
+    qconfig: dict[str, Any],
+) -> None:
+    """Write ``model`` with its ``quantized`` linears (by module name) as a GPTQ checkpoint into ``directory``."""
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        module, _, leaf = key.rpartition(".")
+        if module in quantized and leaf == "weight":
+            continue
+        if tied and key == "lm_head.weight":
+            continue  # stored once, as the embedding
+        tensors[key] = value.detach().to(torch.float16).contiguous() if value.is_floating_point() else value
+    for name, qw in quantized.items():
+        for suffix, tensor in to_gptq(qw, qconfig["checkpoint_format"]).items():
+            tensors[f"{name}.{suffix}"] = tensor
+    save_file(tensors, str(Path(directory) / WEIGHTS), metadata={"format": "pt"})
+    config = model.config.to_dict()
+    config["quantization_config"] = qconfig
+    config["torch_dtype"] = config["dtype"] = "float16"
+    write_json_atomic(Path(directory) / "config.json", config)
+    write_json_atomic(Path(directory) / "quantize_config.json", qconfig)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(directory)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+
+
+@dataclass
+class LoadedQuantized:
+    model: nn.Module
+    quantized: dict[str, QuantizedWeight]
+    config: dict[str, Any]
+
+
+def spec_from_config(qconfig: dict[str, Any]) -> QuantSpec:
+    return QuantSpec(
+        bits=int(qconfig["bits"]),
+        group_size=int(qconfig.get("group_size", -1)),
+        sym=bool(qconfig.get("sym", True)),
+        act_order=bool(qconfig.get("desc_act", False)),
+        static_groups=bool(qconfig.get("static_groups", False)),
+    )
+
+
+def load_gptq(directory: Path, dtype: torch.dtype = torch.float32) -> LoadedQuantized:
+    """Read a GPTQ checkpoint (v1 ``gptq`` format) into a torch model with dequantized weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    directory = Path(directory)
+    qconfig = read_quantization_config(directory)
+    if not qconfig or qconfig.get("quant_method") != "gptq":
+        raise SlimpackError(f"{directory} is not a GPTQ checkpoint (config.json has no gptq quantization_config)")
+    fmt = qconfig.get("checkpoint_format", "gptq")
+    if fmt not in ZERO_OFFSET:
+        raise SlimpackError(
+            f"{directory}: checkpoint_format {fmt!r} is not supported; slimpack reads {sorted(ZERO_OFFSET)}"
+        )
+    spec = spec_from_config(qconfig)
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        raise SlimpackError(f"{directory} has no .safetensors weights")
+    tensors: dict[str, torch.Tensor] = {}
+    for f in files:
+        tensors.update(load_file(str(f)))
+    config = AutoConfig.from_pretrained(directory)
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    quantized: dict[str, QuantizedWeight] = {}
+    state: dict[str, torch.Tensor] = {}
+    for key, value in tensors.items():
+        module, _, leaf = key.rpartition(".")
+        if leaf == "qweight":
+            qw = from_gptq({s: tensors[f"{module}.{s}"] for s in SUFFIXES}, spec, fmt)
+            quantized[module] = qw
+            state[f"{module}.weight"] = qw.dequantize()
+        elif leaf not in SUFFIXES:
+            state[key] = value
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    allowed = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if set(missing) - allowed or unexpected:
+        raise SlimpackError(
+            f"{directory}: weights do not match the config (missing {sorted(set(missing) - allowed)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]})"
+        )
+    if allowed:
+        model.tie_weights()
+    model.eval()
+    return LoadedQuantized(model, quantized, qconfig)

@@ -1,0 +1,1 @@
+"""Scripts that run inside other runtimes' environments (no slimpack import there)."""

@@ -1,0 +1,122 @@
+"""The external check that a slimpack GPTQ checkpoint is the real format: GPTQModel (PyPI ``gptqmodel``
+7.6.0, CPU) loads it in its own environment (``scripts/setup-gptqmodel.sh`` → ``.venv-gptqmodel``), and
+its logits and dequantized weights are compared with our loader's.
+
+``python -m quant.external.gptqmodel_check CHECKPOINT [--tokens N] [--dtype float32]`` prints the comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from prune.errors import SlimpackError
+from prune.models import adapter_for, load_model
+
+log = logging.getLogger(__name__)
+PROBE = Path(__file__).with_name("gptqmodel_probe.py")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def gptqmodel_python() -> Path:
+    """The interpreter of the GPTQModel environment: ``$SLIMPACK_GPTQMODEL_PYTHON`` or ``.venv-gptqmodel``."""
+    path = Path(os.environ.get("SLIMPACK_GPTQMODEL_PYTHON", REPO / ".venv-gptqmodel" / "bin" / "python"))
+    if not path.is_file():
+        raise SlimpackError(
+            f"GPTQModel environment not found at {path}; run `bash scripts/setup-gptqmodel.sh` "
+            "or set SLIMPACK_GPTQMODEL_PYTHON"
+        )
+    return path
+
+
+@dataclass
+class Comparison:
+    kernels: str
+    dtype: str
+    tokens: int
+    max_abs_logit_diff: float
+    max_abs_logit: float
+    rel_logit_diff: float  # ‖Δ‖ / ‖ours‖
+    argmax_agreement: float
+    max_abs_weight_diff: float
+    weights_compared: int
+
+
+def compare(checkpoint: Path, input_ids: torch.Tensor, dtype: str = "float32", timeout: int = 900) -> Comparison:
+    """Logits and dequantized weights of GPTQModel vs `prune.models.load_model` on ``input_ids [1, T]``."""
+    python = gptqmodel_python()
+    ours = load_model(checkpoint).model
+    with torch.inference_mode():
+        mine = ours(input_ids=input_ids).logits.float()
+    linears = adapter_for(ours).named_linears(ours)
+    with tempfile.TemporaryDirectory() as tmp:
+        ids_path, out_path = Path(tmp) / "ids.safetensors", Path(tmp) / "out.safetensors"
+        save_file({"input_ids": input_ids.contiguous()}, str(ids_path))
+        env = {**os.environ, "GPTQMODEL_CPU_WORKERS": os.environ.get("GPTQMODEL_CPU_WORKERS", "2")}
+        run = subprocess.run(
+            [str(python), str(PROBE), str(checkpoint), str(ids_path), str(out_path), dtype],
+            capture_output=True, text=True, env=env, timeout=timeout,
+        )  # fmt: skip
+        if run.returncode != 0:
+            tail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise SlimpackError(f"GPTQModel could not load {checkpoint}: {tail[0]}")
+        theirs = load_file(str(out_path))
+        with safe_open(str(out_path), "pt") as fh:
+            meta = fh.metadata()
+    logits = theirs.pop("logits")
+    diff = (logits - mine).abs()
+    weight_diff = 0.0
+    for key, w in theirs.items():
+        weight_diff = max(weight_diff, float((w - linears[key.removeprefix("weight:")].weight.data).abs().max()))
+    return Comparison(
+        kernels=meta.get("kernels", "?"),
+        dtype=dtype,
+        tokens=int(input_ids.numel()),
+        max_abs_logit_diff=float(diff.max()),
+        max_abs_logit=float(mine.abs().max()),
+        rel_logit_diff=float((logits - mine).norm() / mine.norm()),
+        argmax_agreement=float((logits.argmax(-1) == mine.argmax(-1)).float().mean()),
+        max_abs_weight_diff=weight_diff,
+        weights_compared=len(theirs),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m quant.external.gptqmodel_check", description=__doc__)
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--tokens", type=int, default=128, help="tokens of offline text to run (default 128)")
+    parser.add_argument("--dtype", default="float32", help="GPTQModel's compute dtype: float32 | bfloat16 | float16")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from prune.data import load_texts, tokenize
+
+    loaded = load_model(args.checkpoint)
+    ids = tokenize(loaded.tokenizer, load_texts("offline").evaluation)[: args.tokens].unsqueeze(0)
+    try:
+        result = compare(args.checkpoint, ids, args.dtype)
+    except SlimpackError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rows = "\n".join(
+        f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in asdict(result).items()
+    )
+    print(f"| GPTQModel vs slimpack | value |\n|---|---|\n{rows}")
+    if args.json:
+        args.json.write_text(json.dumps(asdict(result), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""Quantization methods as layer methods of the core's walker: GPTQ (Frantar et al., ICLR 2023,
+Algorithm 1, run by the shared OBS sweep `prune.obs.obs_sweep`) and round-to-nearest (RTN, the baseline).
+
+Mask-aware: the prune mask of a layer is its exact zeros (an already pruned model) — plus, in joint mode,
+the mask of the pruning method walked together with the quantizer:
+- a pruner with ``compress_joint`` (SparseGPT, PGZ) prunes and quantizes in its own single pass;
+- any other pruner (a metric: Wanda, magnitude, Pruner-Zero) gives its mask first, then GPTQ's sweep
+  quantizes the kept weights and compensates both the pruning and the rounding error.
+A masked weight is exactly 0 on every grid (`quant.grid`), and the sweep sets it when its column is
+reached, so error propagation never revives it.
+
+``compress`` returns a `QuantizedWeight` (codes ``[out, in]``, grid ``[out, G]``, ``g_idx [in]``) plus the
+layer's prune mask; the walker collects them for the checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from prune.errors import SlimpackError
+from prune.masks import Pattern
+from prune.methods import LayerMethod
+from prune.obs import obs_sweep, round_to_grid
+from prune.registry import Registry
+from prune.stats import Stats
+from quant.grid import GroupQuantizer, QuantizedWeight, QuantSpec
+
+
+@dataclass
+class QuantizedLayer:
+    """What a quantization method returns for one linear."""
+
+    weight: QuantizedWeight
+    pruned: torch.Tensor  # [out, in] bool: weights that must be (and are) exactly zero
+
+
+class _Quantizer:
+    """Shared bookkeeping of GPTQ and RTN: the grid spec and an optional joint pruner."""
+
+    name = "quantizer"
+    default_scope = "layer"
+
+    def __init__(self, spec: QuantSpec, pruner: LayerMethod | None = None) -> None:
+        self.spec = spec
+        self.pruner = pruner
+        self.needs: tuple[str, ...] = ()
+        self.needs_gradients = pruner.needs_gradients if pruner is not None else False
+
+    def _pruned(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> torch.Tensor:
+        """Exact zeros of the layer, plus the joint pruner's mask (metric pruners)."""
+        mask = layer.weight.data == 0
+        if self.pruner is not None:
+            if not hasattr(self.pruner, "prune_mask"):
+                raise SlimpackError(f"method {self.pruner.name!r} cannot be joined with {self.name}")
+            mask |= self.pruner.prune_mask(layer, stats, ratio, pattern)  # type: ignore[attr-defined]
+        return mask
+
+    def options(self) -> dict[str, Any]:
+        joint = None if self.pruner is None else {"name": self.pruner.name, "options": self.pruner.options()}
+        return {**self.spec.to_dict(), "joint_with": joint}
+
+
+class GPTQ(_Quantizer):
+    """GPTQ through the OBS sweep; in joint mode with the pruner's mask or the pruner's own sweep."""
+
+    name = "gptq"
+
+    def __init__(
+        self, spec: QuantSpec, pruner: LayerMethod | None = None, blocksize: int = 128, percdamp: float = 0.01
+    ) -> None:
+        super().__init__(spec, pruner)
+        if blocksize < 1 or percdamp < 0:
+            raise SlimpackError(f"blocksize {blocksize} must be ≥ 1 and percdamp {percdamp} ≥ 0 (GPTQ: 128, 0.01)")
+        self.blocksize = blocksize
+        self.percdamp = percdamp
+        extra = tuple(n for n in (pruner.needs if pruner is not None else ()) if n != "hessian")
+        self.needs = ("hessian", *extra)
+
+    def compress(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> QuantizedLayer:
+        W = layer.weight.data
+        quantizer = GroupQuantizer(self.spec, *W.shape)
+        if self.pruner is not None and hasattr(self.pruner, "compress_joint"):
+            zeros = W == 0
+            Wq, mask = self.pruner.compress_joint(layer, stats, ratio, pattern, quantizer)  # type: ignore[attr-defined]
+            pruned = zeros | mask
+        else:
+            pruned = self._pruned(layer, stats, ratio, pattern)
+            Wq, _ = obs_sweep(
+                W,
+                stats["hessian"],
+                fixed_mask=pruned,
+                quantizer=quantizer,
+                act_order=self.spec.act_order,
+                blocksize=self.blocksize,
+                percdamp=self.percdamp,
+            )
+        W.copy_(Wq.to(W.dtype))
+        return QuantizedLayer(quantizer.result(), pruned)
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "blocksize": self.blocksize, "percdamp": self.percdamp}
+
+
+class RTN(_Quantizer):
+    """Round-to-nearest on the same grid: no calibration, no error feedback."""
+
+    name = "rtn"
+
+    def __init__(self, spec: QuantSpec, pruner: LayerMethod | None = None) -> None:
+        if spec.act_order or spec.static_groups:
+            raise SlimpackError("--act-order / static groups order GPTQ's columns by its Hessian; RTN has none")
+        if pruner is not None:
+            raise SlimpackError("joint mode is one GPTQ pass; with RTN prune first (slimpack prune), then quantize")
+        super().__init__(spec, pruner)
+
+    def compress(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> QuantizedLayer:
+        W = layer.weight.data
+        pruned = W == 0
+        quantizer = GroupQuantizer(self.spec, *W.shape)
+        Wq = round_to_grid(W.float(), quantizer)
+        W.copy_(Wq.to(W.dtype))
+        return QuantizedLayer(quantizer.result(), pruned)
+
+
+QUANT_METHODS: Registry[type[_Quantizer]] = Registry("quantization method")
+QUANT_METHODS.register("gptq")(GPTQ)
+QUANT_METHODS.register("rtn")(RTN)

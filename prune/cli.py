@@ -96,7 +96,7 @@ class PruneCommand:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--model", required=True, help="HF model directory, hub id, or alias (smollm2-135m)")
-        parser.add_argument("--method", default="wanda", help="magnitude | wanda | sparsegpt | pruner-zero")
+        parser.add_argument("--method", default="wanda", help="magnitude | wanda | sparsegpt | pruner-zero | pgz")
         parser.add_argument("--sparsity", type=float, default=0.5, help="target sparsity in [0, 1) (unstructured)")
         parser.add_argument("--pattern", default="unstructured", help="'unstructured' or N:M (N zeros per M), e.g. 2:4")
         parser.add_argument("--scope", default=None, help="row (per-output) | layer; default: the method's paper")
@@ -149,13 +149,15 @@ class QuantizeCommand:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("model", help="model directory (e.g. the output of slimpack prune), hub id or alias")
         parser.add_argument("--method", default="gptq", help="gptq | rtn (default gptq)")
-        parser.add_argument("--bits", type=int, default=4, help="2–8 (the checkpoint stores 2, 3, 4 or 8; default 4)")
+        parser.add_argument("--bits", type=int, default=4, help="2–8 (GPTQ checkpoints: 2, 3, 4 or 8; default 4)")
         parser.add_argument("--group-size", type=int, default=128, help="columns per grid: -1 (per row), 32, 64, 128")
         parser.add_argument("--act-order", action="store_true", help="GPTQ desc_act: columns by decreasing H_jj")
         parser.add_argument("--static-groups", action="store_true", help="fit group grids before the sweep")
         parser.add_argument("--asym", action="store_true", help="asymmetric grid with integer zero points")
         parser.add_argument(
-            "--checkpoint-format", default="gptq", help="gptq (v1, every runtime) | gptq_v2 (GPTQModel; asym)"
+            "--checkpoint-format",
+            default="gptq",
+            help="gptq (v1, every runtime) | gptq_v2 (GPTQModel; asym) | dequantized (plain fp32 model; any bits)",
         )
         parser.add_argument("-O", "--option", action="append", default=[], help="blocksize=128, percdamp=0.01")
         parser.add_argument("--joint-with", default=None, help="prune in the same walk: sparsegpt | pgz | wanda | …")
@@ -294,7 +296,7 @@ class InspectCommand:
 
 @COMMANDS.register("report")
 class ReportCommand:
-    help = "one markdown table from slimpack eval JSON files and prune output directories"
+    help = "one markdown table from slimpack eval JSON files and prune / quantize output directories"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("results", nargs="+", type=Path, help="eval .json files and/or pruned model directories")
@@ -318,7 +320,13 @@ class ReportCommand:
                 raise SlimpackError(
                     f"result {str(path)!r} does not exist; pass eval JSON files or slimpack output directories"
                 )
-        print(pivot_table(results) if args.pivot else results_table(results))
+        if any(r.get("stage") == "quantize" for r in results):  # quantized runs: their own columns
+            from prune.io import directory_bytes
+            from quant.report import quant_table
+
+            print(quant_table(results, [directory_bytes(p) if p.is_dir() else None for p in args.results]))
+        else:
+            print(pivot_table(results) if args.pivot else results_table(results))
         write_json(args.json, [summarize(r) for r in results])
         if args.png is not None:
             from prune.plots import perplexity_bars

@@ -9,7 +9,8 @@ For a linear ``W: [out, in]`` with calibration Hessian ``H = 2XXᵀ/N: [in, in]`
 2. ``U = chol(H⁻¹)ᵀ`` — the upper Cholesky factor of the inverse Hessian (SparseGPT Eq. 2 rewritten);
 3. columns are swept in blocks of ``B``. Inside a block the prune mask is the union of a mask fixed in
    advance (an already pruned model, or a metric's mask) and, when ``prune`` is given, SparseGPT's OBS
-   selection by saliency ``w² / U_jj²`` (Eq. 3) — over the block, per row, or per M columns (N:M);
+   selection by saliency ``w² / U_jj²`` (Eq. 3) — over the block, per row, or per M columns (N:M); the
+   fixed positions rank lowest there, so they count towards the target instead of adding to it;
 4. column j becomes ``q = Q(w ⊙ ¬m)`` — ``Q`` is the identity without a quantizer, otherwise the
    quantizer's grid, on which 0 is exact — and its error ``δ = (w − q) / U_jj`` is propagated to the
    later columns (``W[:, j:] −= δ ⊗ U[j, j:]``; whole later blocks at the end of a block).
@@ -117,13 +118,14 @@ def obs_sweep(
         Hinv1 = Hinv[i1:i2, i1:i2]
         d = torch.diag(Hinv1)
         mask1 = mask[:, i1:i2].clone()
-        if prune is not None and not nm:
-            mask1 |= select_prune_mask(W1**2 / d.unsqueeze(0) ** 2, prune.sparsity, prune.pattern)
+        if prune is not None and not nm:  # fixed zeros score lowest: they count towards the target
+            score = (W1**2 / d.unsqueeze(0) ** 2).masked_fill(mask1, -1.0)
+            mask1 |= select_prune_mask(score, prune.sparsity, prune.pattern)
         for i in range(i2 - i1):
             j = i1 + i
             if nm and i % prune.pattern.m == 0:  # type: ignore[union-attr]
                 cols = slice(i, i + prune.pattern.m)  # type: ignore[union-attr]
-                score = W1[:, cols] ** 2 / d[cols].unsqueeze(0) ** 2
+                score = (W1[:, cols] ** 2 / d[cols].unsqueeze(0) ** 2).masked_fill(mask1[:, cols], -1.0)
                 mask1[:, cols] |= select_prune_mask(score, 0.0, prune.pattern)  # type: ignore[union-attr]
             if quantizer is not None and quantizer.opens_group(j):
                 g = slice(i, i + quantizer.group_size)

@@ -96,7 +96,7 @@ def summarize(result: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in result.items() if k not in drop}
     if "sparsity" in out:
         out["sparsity"] = {k: v for k, v in out["sparsity"].items() if k != "modules"}
-    if "allocation" in out:
+    if isinstance(out.get("allocation"), dict):
         out["allocation"] = {k: v for k, v in out["allocation"].items() if k != "plan"}
     out["environment"] = result.get("environment", {})
     return out

@@ -20,7 +20,7 @@ from prune.io import atomic_output_dir, check_output_dir, directory_bytes
 from prune.manifest import MANIFEST, environment, peak_rss_mib, read_manifest, write_manifest
 from prune.masks import Pattern, check_sparsity
 from prune.methods import METHODS
-from prune.models import adapter_for, load_model
+from prune.models import adapter_for, load_model, save_model
 from prune.report import model_sparsity
 from prune.walker import walk
 from quant.checkpoint import quantization_config, read_quantization_config, save_gptq
@@ -29,6 +29,7 @@ from quant.methods import QUANT_METHODS, QuantizedLayer
 from quant.pack import CHECKPOINT_BITS, ZERO_OFFSET
 
 log = logging.getLogger(__name__)
+DEQUANTIZED = "dequantized"  # no packed checkpoint: any bit width, simulated (e.g. 5–7 bits)
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,16 @@ def quantize(config: QuantizeConfig) -> dict[str, Any]:
             f"{config.model!r} is already quantized ({read_quantization_config(Path(config.model))['quant_method']}); "
             "quantize the unquantized (pruned) model instead"
         )
-    if config.checkpoint_format not in ZERO_OFFSET:
+    formats = (*ZERO_OFFSET, DEQUANTIZED)
+    if config.checkpoint_format not in formats:
         raise SlimpackError(
-            f"unknown checkpoint format {config.checkpoint_format!r}; choose one of: {', '.join(ZERO_OFFSET)}"
+            f"unknown checkpoint format {config.checkpoint_format!r}; choose one of: {', '.join(formats)}"
         )
-    if config.spec.bits not in CHECKPOINT_BITS:
-        raise SlimpackError(f"the GPTQ checkpoint format stores {CHECKPOINT_BITS} bits, not {config.spec.bits}")
+    if config.checkpoint_format != DEQUANTIZED and config.spec.bits not in CHECKPOINT_BITS:
+        raise SlimpackError(
+            f"the GPTQ checkpoint format stores {CHECKPOINT_BITS} bits, not {config.spec.bits}; use one of those, "
+            f"or --checkpoint-format {DEQUANTIZED} to write the dequantized weights"
+        )
     pruner = METHODS.build(config.joint_with, config.joint_options) if config.joint_with else None
     if pruner is not None and config.spec.act_order:
         raise SlimpackError("--act-order cannot be combined with --joint-with: the joint sweep visits columns in order")
@@ -117,7 +122,7 @@ def quantize(config: QuantizeConfig) -> dict[str, Any]:
         "source_model": config.model,
         "source_manifest": _brief(source),
         "method": {"name": method.name, "options": method.options()},
-        "quantization": {**config.spec.to_dict(), "format": "gptq", "checkpoint_format": config.checkpoint_format},
+        "quantization": {**config.spec.to_dict(), "checkpoint_format": config.checkpoint_format},
         "pattern": str(pattern),
         "target_sparsity": prep.target,
         "allocation": {"name": config.allocation if pruner else None, **prep.allocation.to_dict()} if pruner else None,
@@ -133,7 +138,10 @@ def quantize(config: QuantizeConfig) -> dict[str, Any]:
         body["evaluation"] = {**asdict(config.evaluate), **ppl.to_dict()}
     qconfig = quantization_config(config.spec, getattr(method, "percdamp", None), method.name, config.checkpoint_format)
     with atomic_output_dir(config.out, config.overwrite) as tmp:
-        save_gptq(model, {n: q.weight for n, q in layers.items()}, loaded.tokenizer, tmp, qconfig)
+        if config.checkpoint_format == DEQUANTIZED:  # a plain fp32 model holding the grid values
+            save_model(model, loaded.tokenizer, tmp)
+        else:
+            save_gptq(model, {n: q.weight for n, q in layers.items()}, loaded.tokenizer, tmp, qconfig)
         body["size_bytes"] = directory_bytes(tmp)
         manifest = write_manifest(tmp, body)
     return manifest

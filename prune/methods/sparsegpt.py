@@ -37,9 +37,17 @@ def sparsegpt_prune(
     """Return ``(W_pruned [out, in] fp32, mask [out, in] bool, True = pruned)``; inputs are not modified.
 
     With a ``quantizer`` this is SparseGPT's joint mode: the kept weights of each column are rounded onto
-    the grid in the same pass, and both errors are propagated together."""
+    the grid in the same pass, and both errors are propagated together; the weight's exact zeros are then
+    kept as pruned (they count towards the target), so a pruned source loses none of its zeros."""
+    fixed = (W == 0) if quantizer is not None else None
     return obs_sweep(
-        W, H, prune=SweepPruning(sparsity, pattern), quantizer=quantizer, blocksize=blocksize, percdamp=percdamp
+        W,
+        H,
+        fixed_mask=fixed,
+        prune=SweepPruning(sparsity, pattern),
+        quantizer=quantizer,
+        blocksize=blocksize,
+        percdamp=percdamp,
     )
 
 

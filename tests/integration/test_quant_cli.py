@@ -149,6 +149,17 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(
     assert [sha256_file(p) for p in sorted(tiny_dir.iterdir())] == before
 
 
+def test_dequantized_format_simulates_any_bit_width(tiny_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "q5"
+    args = ["--bits", "5", "--group-size", "-1", "--checkpoint-format", "dequantized"]
+    assert cli("quantize", str(tiny_dir), *args, "--out", str(out), *FAST) == 0
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
+    manifest = json.loads((out / "slimpack.json").read_text())
+    assert manifest["quantization"]["bits"] == 5 and manifest["quantization"]["checkpoint_format"] == "dequantized"
+    for W in linears(out).values():  # rows of 64 or 128 weights hold at most 2^5 levels each
+        assert max(len(torch.unique(row)) for row in W) <= 32
+
+
 def test_quantizing_a_quantized_checkpoint_is_refused(tiny_dir: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     first = tmp_path / "q"
     assert cli("quantize", str(tiny_dir), "--method", "rtn", "--group-size", "32", "--out", str(first)) == 0

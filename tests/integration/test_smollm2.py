@@ -60,3 +60,27 @@ def test_wanda_prunes_smollm2_end_to_end(tmp_path: Path) -> None:
     assert len(manifest["sparsity"]["modules"]) == 30 * 7
     pruned = manifest["evaluation"]["perplexity"]
     assert dense < 30 and dense < pruned < 10 * dense
+
+
+def test_smollm2_gptq_checkpoint_loads_in_gptqmodel(tmp_path: Path) -> None:
+    """SmolLM2 pruned 50 % (magnitude, data-free) + RTN 4-bit g64 → GPTQModel on this CPU: the same weights,
+    logits within its bf16-activation kernel's rounding (see tests/integration/test_gptqmodel.py)."""
+    from prune.cli import main
+    from prune.data import load_texts, tokenize
+    from prune.models import load_model
+    from tests.integration.test_gptqmodel import have_gptqmodel
+
+    if not have_gptqmodel():
+        pytest.skip("no .venv-gptqmodel (bash scripts/setup-gptqmodel.sh)")
+    from quant.external.gptqmodel_check import compare
+
+    pruned, out = tmp_path / "pruned", tmp_path / "rtn"
+    assert main(["-q", "prune", "--model", "smollm2-135m", "--method", "magnitude", "--out", str(pruned)]) == 0
+    assert main(["-q", "quantize", str(pruned), "--method", "rtn", "--group-size", "64", "--out", str(out)]) == 0
+    manifest = json.loads((out / "slimpack.json").read_text())
+    assert manifest["pruned_zeros"]["fraction_kept"] == 1.0
+    ids = tokenize(load_model(out).tokenizer, load_texts("offline").evaluation)[:128].unsqueeze(0)
+    result = compare(out, ids, "float32")
+    assert result.weights_compared == 210 and result.max_abs_weight_diff == 0.0
+    assert result.max_abs_logit_diff <= 0.02 * result.max_abs_logit, result
+    assert result.argmax_agreement >= 0.95, result

@@ -152,3 +152,22 @@ def test_obs_sweep_without_quantizer_or_mask_is_the_identity() -> None:
     W, X = synthetic_layer()
     Wp, mask = obs_sweep(W, stats_for(X, W)["hessian"])
     assert not mask.any() and torch.allclose(Wp, W, atol=1e-5)
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+def test_joint_sparsegpt_keeps_the_sources_zeros_and_counts_them(pattern: str) -> None:
+    """A source that already has zeros (a pruned model, or a dense one's natural zeros): joint SparseGPT
+    keeps every one of them at zero and they count towards the target instead of adding to it."""
+    W, X = synthetic_layer()
+    W[torch.rand(W.shape, generator=torch.Generator().manual_seed(5)) < 0.1] = 0.0
+    W[:, 0:2] = 0.0  # some whole 2:4 groups' worth of zeros
+    zeros = W == 0
+    lin = layer_of(W)
+    pat = Pattern.parse(pattern, "layer")
+    out = GPTQ(QuantSpec(4, 16), pruner=METHODS.build("sparsegpt", {})).compress(lin, stats_for(X, W), 0.5, pat)
+    assert (lin.weight.data[zeros] == 0).all()
+    if pat.is_nm:
+        assert (out.pruned.reshape(48, 16, 4).sum(-1) >= 2).all()
+        assert out.pruned.sum() == 48 * 32 + int((zeros.reshape(48, 16, 4).sum(-1) - 2).clamp(min=0).sum())
+    else:
+        assert out.pruned.sum() == 48 * 32

@@ -106,7 +106,7 @@ def gpt2_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:  # no
         (["--pattern", "4:4"], "bad N:M pattern '4:4'"),
         (["--pattern", "5:4"], "bad N:M pattern '5:4'"),
         (["--pattern", "2:7"], "M=7 does not divide its 64 input features"),
-        (["--method", "obs"], "unknown method 'obs'; choose one of: magnitude, pruner-zero, sparsegpt, wanda"),
+        (["--method", "obs"], "unknown method 'obs'; choose one of: magnitude, pgz, pruner-zero, sparsegpt, wanda"),
         (["--allocation", "magic"], "unknown allocator 'magic'"),
         (["--scope", "column"], "unknown scope 'column'"),
         (["-O", "blocksize"], "bad method option 'blocksize'"),

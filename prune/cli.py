@@ -71,6 +71,16 @@ def add_allocation_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_output_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """Device, output directory, --overwrite, --eval and the data/eval groups of a model-writing command."""
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, required=True, help=f"output {what} directory")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--eval", action="store_true", help=f"also measure the {what}'s perplexity")
+    add_data_arguments(parser)
+    add_eval_arguments(parser)
+
+
 def eval_spec(args: argparse.Namespace):  # noqa: ANN201
     from prune.api import EvalSpec
 
@@ -104,12 +114,7 @@ class PruneCommand:
         parser.add_argument("--plan", type=Path, default=None, help="a sparsity plan JSON (from `slimpack plan`)")
         parser.add_argument("-O", "--option", action="append", default=[], help="method option KEY=VALUE")
         parser.add_argument("--true-sequential", action="store_true", help="calibrate qkv → o → up/gate → down in turn")
-        parser.add_argument("--device", default="cpu")
-        parser.add_argument("--out", type=Path, required=True, help="output model directory")
-        parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-        parser.add_argument("--eval", action="store_true", help="also measure the pruned model's perplexity")
-        add_data_arguments(parser)
-        add_eval_arguments(parser)
+        add_output_arguments(parser, "pruned model")
 
     def run(self, args: argparse.Namespace) -> int:
         from prune.api import PruneConfig, prune
@@ -167,12 +172,7 @@ class QuantizeCommand:
         parser.add_argument("--scope", default=None, help="joint mode: row | layer")
         add_allocation_arguments(parser)
         parser.add_argument("--plan", type=Path, default=None, help="joint mode: a sparsity plan JSON")
-        parser.add_argument("--device", default="cpu")
-        parser.add_argument("--out", type=Path, required=True, help="output checkpoint directory")
-        parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-        parser.add_argument("--eval", action="store_true", help="also measure the quantized model's perplexity")
-        add_data_arguments(parser)
-        add_eval_arguments(parser)
+        add_output_arguments(parser, "quantized checkpoint")
 
     def run(self, args: argparse.Namespace) -> int:
         from prune.data import DataSpec

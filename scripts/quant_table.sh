@@ -28,8 +28,8 @@ for pat in 2:4 4:8; do
   q "sparsegpt-${pat/:/of}-seq" "$P/sparsegpt-${pat/:/of}-0.5" --group-size 64
   q "sparsegpt-${pat/:/of}-joint" smollm2-135m --group-size 64 --joint-with sparsegpt --pattern "$pat"
 done
-# Table 17 of 001 (DLP): SparseGPT 70 % uniform vs DLP at 4 bits (32-bit = the fp32 runs; BITS="8 4 3" adds more)
-for b in ${BITS:-4}; do
+# Table 17 of 001 (DLP): SparseGPT 70 % uniform vs DLP at 8 / 4 / 3 bits (32-bit = the fp32 runs)
+for b in ${BITS:-8 4 3}; do
   q "sparsegpt-0.7-uniform-${b}bit" "$P/sparsegpt-unstructured-0.7" --group-size 64 --bits "$b"
   q "sparsegpt-0.7-dlp-${b}bit" runs/allocation/sparsegpt-dlp-0.7 --group-size 64 --bits "$b"
 done

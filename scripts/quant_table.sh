@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce docs/results/quant.md on SmolLM2-135M (same protocol as pruning.md). Needs the pruned models of
 # scripts/pruning_table.sh (runs/pruning) and scripts/allocation_table.sh (runs/allocation/sparsegpt-dlp-0.7).
-# Runs whose output directory exists are skipped. ≈1.4 h on 2 cores (PGZ: 4–9 min a run).
+# Runs whose output directory exists are skipped. ≈1.6 h on 2 cores (PGZ: 4–9 min a run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/quant}

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from prune.allocation import (
     ALLOCATORS,
@@ -26,7 +29,7 @@ from prune.io import atomic_output_dir, check_output_dir
 from prune.manifest import environment, peak_rss_mib, write_manifest
 from prune.masks import Pattern, check_sparsity
 from prune.methods import METHODS, LayerMethod
-from prune.models import LoadedModel, adapter_for, load_model, save_model
+from prune.models import DecoderAdapter, LoadedModel, adapter_for, load_model, save_model
 from prune.report import model_sparsity
 from prune.stats import gradient_norms
 from prune.walker import walk
@@ -178,6 +181,20 @@ def prepare_walk(
     return Prepared(batches, grads, allocation, target)
 
 
+def load_checked(
+    spec: str, *checks: Callable[[int, str], None]
+) -> tuple[LoadedModel, DecoderAdapter, dict[str, nn.Linear]]:
+    """Load a model on the CPU and run every ``check(in_features, module_name)`` on each prunable linear
+    (pattern and group-size fit), so bad settings fail before any calibration."""
+    loaded = load_model(spec, device="cpu")
+    adapter = adapter_for(loaded.model)
+    linears = adapter.named_linears(loaded.model)
+    for name, lin in linears.items():
+        for check in checks:
+            check(lin.in_features, name)
+    return loaded, adapter, linears
+
+
 def prune(config: PruneConfig) -> dict[str, Any]:
     """Prune ``config.model`` and write it with its manifest to ``config.out``; returns the manifest."""
     method = METHODS.build(config.method, config.method_options)
@@ -187,12 +204,8 @@ def prune(config: PruneConfig) -> dict[str, Any]:
     config.data.check()
     check_output_dir(config.out, config.overwrite)
 
-    loaded = load_model(config.model, device="cpu")
+    loaded, adapter, linears = load_checked(config.model, pattern.check_features)
     model = loaded.model
-    adapter = adapter_for(model)
-    linears = adapter.named_linears(model)
-    for name, lin in linears.items():
-        pattern.check_features(lin.in_features, name)
 
     start = time.perf_counter()
     prep = prepare_walk(

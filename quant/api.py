@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from prune.allocation import ALLOCATORS
-from prune.api import EvalSpec, evaluate_model, prepare_walk, read_plan_file
+from prune.api import EvalSpec, evaluate_model, load_checked, prepare_walk, read_plan_file
 from prune.data import DataSpec
 from prune.errors import SlimpackError
 from prune.io import atomic_output_dir, check_output_dir, directory_bytes
 from prune.manifest import MANIFEST, environment, peak_rss_mib, read_manifest, write_manifest
 from prune.masks import Pattern, check_sparsity
 from prune.methods import METHODS
-from prune.models import adapter_for, load_model, save_model
+from prune.models import save_model
 from prune.report import model_sparsity
 from prune.walker import walk
 from quant.checkpoint import quantization_config, read_quantization_config, save_gptq
@@ -62,9 +62,10 @@ def _source_manifest(model: str) -> dict[str, Any] | None:
 
 def quantize(config: QuantizeConfig) -> dict[str, Any]:
     """Quantize ``config.model`` (optionally pruning it in the same walk) into a GPTQ checkpoint."""
-    if read_quantization_config(Path(config.model)) is not None:
+    existing = read_quantization_config(Path(config.model))
+    if existing is not None:
         raise SlimpackError(
-            f"{config.model!r} is already quantized ({read_quantization_config(Path(config.model))['quant_method']}); "
+            f"{config.model!r} is already quantized ({existing.get('quant_method')}); "
             "quantize the unquantized (pruned) model instead"
         )
     formats = (*ZERO_OFFSET, DEQUANTIZED)
@@ -91,13 +92,8 @@ def quantize(config: QuantizeConfig) -> dict[str, Any]:
     config.data.check()
     check_output_dir(config.out, config.overwrite)
 
-    loaded = load_model(config.model, device="cpu")
+    loaded, adapter, linears = load_checked(config.model, config.spec.check_layer, pattern.check_features)
     model = loaded.model
-    adapter = adapter_for(model)
-    linears = adapter.named_linears(model)
-    for name, lin in linears.items():
-        config.spec.check_layer(lin.in_features, name)
-        pattern.check_features(lin.in_features, name)
     source = _source_manifest(config.model)
     sparsity_before = model_sparsity(linears)
 

@@ -275,6 +275,76 @@ class EvalCommand:
         return 0
 
 
+@COMMANDS.register("export")
+class ExportCommand:
+    help = "export a model directory to a runnable artifact: onnx | onnx-int4 | deepsparse | semi24 | gptq"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("model", help="model directory (output of slimpack prune / quantize)")
+        parser.add_argument("--format", required=True, help="onnx | onnx-int4 | deepsparse | semi24 | gptq")
+        parser.add_argument("--out", type=Path, required=True, help="artifact directory")
+        parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+        parser.add_argument(
+            "-O", "--option", action="append", default=[], help="format option KEY=VALUE, e.g. -O dtype=bfloat16"
+        )
+
+    def run(self, args: argparse.Namespace) -> int:
+        from export.api import ExportConfig, export_model
+
+        manifest = export_model(
+            ExportConfig(args.model, args.format, args.out, args.overwrite, parse_options(args.option), not args.quiet)
+        )
+        zeros = manifest["zeros"]
+        print(
+            f"{args.format} ({manifest['engine']}): {manifest['bytes'] / 2**20:.1f} MiB in {manifest['export_seconds']:.1f} s; "
+            f"zeros kept {zeros['exported_zeros']}/{zeros['source_zeros']} over {zeros['modules']} weights → {args.out}"
+        )
+        return 0
+
+
+@COMMANDS.register("verify")
+class VerifyCommand:
+    help = "check an exported artifact in its own runtime against the reference model (exit 1 beyond tolerance)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("artifact", type=Path, help="directory written by slimpack export")
+        parser.add_argument("--reference", required=True, help="the in-framework model directory it came from")
+        parser.add_argument(
+            "--tolerance", type=float, default=0.01, help="max relative perplexity difference (default 0.01)"
+        )
+        parser.add_argument(
+            "--token-match", type=float, default=1.0, help="min fraction of equal greedy tokens (default 1.0)"
+        )
+        parser.add_argument("--prompt", type=int, default=32, help="prompt tokens for the greedy check (default 32)")
+        parser.add_argument("--tokens", type=int, default=32, help="greedy tokens to compare (default 32)")
+        parser.add_argument("--threads", type=int, default=None, help="engine threads (default: the runtime's)")
+        parser.add_argument("--dataset", default="offline", help="offline | wikitext2 | c4 | ptb | PATH")
+        parser.add_argument("--seqlen", type=int, default=512)
+        parser.add_argument("--json", type=Path, default=None, help="also write the report to this JSON file")
+        add_eval_arguments(parser, windows_default=8)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from export.verify import Tolerance, VerifyConfig, verify, verify_table
+
+        if not 0 <= args.tolerance or not 0 <= args.token_match <= 1:
+            raise SlimpackError("--tolerance must be ≥ 0 and --token-match in [0, 1]")
+        report = verify(
+            VerifyConfig(
+                artifact=args.artifact,
+                reference=args.reference,
+                eval=eval_spec(args),
+                tolerance=Tolerance(args.tolerance, args.token_match),
+                prompt=args.prompt,
+                tokens=args.tokens,
+                threads=args.threads,
+                progress=not args.quiet,
+            )
+        )
+        write_json(args.json, report)
+        print(verify_table(report))
+        return 0 if report["passed"] else 1
+
+
 @COMMANDS.register("inspect")
 class InspectCommand:
     help = "measured sparsity per module of a slimpack output, checked against its manifest"
@@ -422,6 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if not args.verbose:  # the ONNX exporter's passes log every rewrite at INFO
+        for name in ("onnx_ir", "onnxscript", "torch.onnx"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     if args.quiet:
         quiet_libraries()
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,27 +38,38 @@ class PerplexityResult:
         return asdict(self)
 
 
+LogitsFn = Callable[[torch.Tensor], torch.Tensor]  # input_ids [B, T] → logits [B, T, V]
+
+
+def model_logits(model: nn.Module, device: str = "cpu") -> LogitsFn:
+    """The logits function of a torch causal LM (no KV cache)."""
+
+    def logits(ids: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=ids.to(device), use_cache=False).logits
+
+    return logits
+
+
 @torch.inference_mode()
 def window_nll(
-    model: nn.Module, windows: torch.Tensor, batch_size: int = 1, device: str = "cpu", progress: bool = True
+    logits_fn: LogitsFn, windows: torch.Tensor, batch_size: int = 1, progress: bool = True
 ) -> tuple[float, int]:
     """Summed next-token NLL and the count of predicted tokens over ``windows: [n, seqlen]``."""
     total, count = 0.0, 0
     for batch in tqdm(windows.split(batch_size), desc="perplexity", disable=not progress):
-        ids = batch.to(device)
-        logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
-        target = ids[:, 1:]
+        logits = logits_fn(batch)[:, :-1].float().cpu()
+        target = batch[:, 1:]
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum").item()
         count += target.numel()
     return total, count
 
 
-def perplexity(
-    model: nn.Module, windows: torch.Tensor, batch_size: int = 1, device: str = "cpu", progress: bool = True
+def perplexity_of(
+    logits_fn: LogitsFn, windows: torch.Tensor, batch_size: int = 1, progress: bool = True
 ) -> PerplexityResult:
-    """Perplexity of ``model`` on ``windows: [n, seqlen]`` (see module docstring for the definition)."""
+    """Perplexity of any ``logits_fn`` (a torch model, an exported artifact's engine) on ``windows``."""
     start = time.perf_counter()
-    total, count = window_nll(model, windows, batch_size, device, progress)
+    total, count = window_nll(logits_fn, windows, batch_size, progress)
     nll = total / count
     return PerplexityResult(
         perplexity=math.exp(nll),
@@ -67,3 +79,10 @@ def perplexity(
         seqlen=windows.shape[1],
         seconds=time.perf_counter() - start,
     )
+
+
+def perplexity(
+    model: nn.Module, windows: torch.Tensor, batch_size: int = 1, device: str = "cpu", progress: bool = True
+) -> PerplexityResult:
+    """Perplexity of ``model`` on ``windows: [n, seqlen]`` (see module docstring for the definition)."""
+    return perplexity_of(model_logits(model, device), windows, batch_size, progress)

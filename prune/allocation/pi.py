@@ -20,7 +20,7 @@ import torch
 
 from prune.allocation import ALLOCATORS, Allocation, AllocationContext, block_plan
 from prune.errors import SlimpackError
-from prune.eval import window_nll
+from prune.eval import model_logits, window_nll
 from prune.masks import Pattern, select_prune_mask
 from prune.metrics import METRICS
 from prune.stats import Stats
@@ -100,5 +100,5 @@ class PI:
 
 
 def _nll(model: torch.nn.Module, windows: torch.Tensor, device: str) -> float:
-    total, count = window_nll(model, windows, 1, device, progress=False)
+    total, count = window_nll(model_logits(model, device), windows, 1, progress=False)
     return total / count

@@ -50,6 +50,25 @@ class Artifact:
         return str(self.manifest["engine"])
 
 
+class Stepper(Protocol):
+    """An engine that exposes its KV-cache loop (prefill once, then one token per step)."""
+
+    def prefill(self, input_ids: np.ndarray) -> tuple[np.ndarray, Any]: ...
+
+    def step(self, token: np.ndarray, past: Any) -> tuple[np.ndarray, Any]: ...
+
+
+def greedy_decode(engine: Stepper, input_ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
+    """Greedy decoding with the KV cache: plain argmax, no logits processors, no stop token; new tokens only."""
+    logits, past = engine.prefill(input_ids)
+    tokens: list[int] = []
+    while True:
+        tokens.append(int(logits[0].argmax()))
+        if len(tokens) >= max_new_tokens:
+            return np.array(tokens, np.int64)
+        logits, past = engine.step(np.array([[tokens[-1]]], np.int64), past)
+
+
 class Engine(Protocol):
     """Runs one artifact in its own runtime."""
 

@@ -1,0 +1,124 @@
+"""The package API behind ``slimpack export``: a model directory in, a runnable artifact directory out.
+
+Every format is a registered `Exporter` (``EXPORTERS``). `export_model` checks the source before any work,
+exports into a temporary directory beside ``--out`` and renames it into place only when it is complete,
+then writes ``export.json``: format, the engine that runs it, source, export seconds, bytes on disk, and the
+zeros of every prunable weight counted back from the artifact's own files beside the source's.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from export import deepsparse, gptq, onnx_int4, onnx_kv, semi24  # noqa: F401  (register the formats)
+from export.base import EXPORTERS, ZeroCounts
+from prune.errors import SlimpackError
+from prune.io import atomic_output_dir, check_output_dir, directory_bytes, write_json_atomic
+from prune.manifest import MANIFEST, environment, peak_rss_mib, read_manifest
+from prune.models import adapter_for, load_model
+from runtime_bench.engines.base import EXPORT_MANIFEST
+
+log = logging.getLogger(__name__)
+
+# Files copied next to every artifact so that it is self-contained (tokenizer, config for optimum).
+SIDE_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model: str
+    format: str
+    out: Path
+    overwrite: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+
+def source_zeros(model: nn.Module) -> ZeroCounts:
+    """Zeros of each prunable linear of the in-framework model."""
+    return {
+        name: {"zeros": int((lin.weight == 0).sum()), "numel": lin.weight.numel()}
+        for name, lin in adapter_for(model).named_linears(model).items()
+    }
+
+
+def zero_summary(source: ZeroCounts, exported: ZeroCounts) -> dict[str, Any]:
+    """Totals, and the modules that lost zeros (fewer exported zeros than the source) or gained some.
+
+    A format that rounds (fp16 in semi24) may turn a tiny weight into an extra zero; it must never lose one.
+    """
+    common = [m for m in source if m in exported]
+    return {
+        "source_zeros": sum(source[m]["zeros"] for m in source),
+        "exported_zeros": sum(exported[m]["zeros"] for m in common),
+        "numel": sum(v["numel"] for v in source.values()),
+        "modules": len(source),
+        "modules_missing": sorted(set(source) - set(exported)),
+        "modules_losing_zeros": {
+            m: [source[m]["zeros"], exported[m]["zeros"]] for m in common if exported[m]["zeros"] < source[m]["zeros"]
+        },
+        "extra_zeros": sum(max(0, exported[m]["zeros"] - source[m]["zeros"]) for m in common),
+    }
+
+
+def copy_side_files(model_dir: Path, out: Path) -> None:
+    for name in SIDE_FILES:
+        if (model_dir / name).is_file():
+            shutil.copy2(model_dir / name, out / name)
+
+
+def export_model(config: ExportConfig) -> dict[str, Any]:
+    """Export ``config.model`` as ``config.format`` into ``config.out``; returns the manifest written there."""
+    exporter = EXPORTERS.build(config.format, config.options)
+    model_dir = Path(config.model)
+    if not (model_dir / "config.json").is_file():
+        raise SlimpackError(
+            f"model directory {config.model!r} does not exist or has no config.json; pass a model directory "
+            "(e.g. the output of `slimpack prune` or `slimpack quantize`)"
+        )
+    check_output_dir(config.out, config.overwrite)
+    exporter.check_source(model_dir)
+    loaded = load_model(model_dir)
+    before = source_zeros(loaded.model)
+    with atomic_output_dir(config.out, config.overwrite) as tmp:
+        start = time.perf_counter()
+        details = exporter.export(loaded, model_dir, tmp)
+        seconds = time.perf_counter() - start
+        copy_side_files(model_dir, tmp)
+        zeros = zero_summary(before, exporter.count_zeros(tmp, details))
+        lost = zeros["modules_losing_zeros"]
+        if lost or zeros["modules_missing"]:
+            raise SlimpackError(
+                f"export to {config.format} lost zeros in {len(lost)} weights (e.g. {next(iter(lost), None)}) and "
+                f"{len(zeros['modules_missing'])} weights; nothing was written — please report this"
+            )
+        source_manifest = read_manifest(model_dir) if (model_dir / MANIFEST).is_file() else None
+        manifest = {
+            "format": config.format,
+            "engine": exporter.engine,
+            "source": str(model_dir),
+            "source_stage": (source_manifest or {}).get("stage"),
+            **details,
+            "zeros": zeros,
+            "export_seconds": round(seconds, 2),
+            "bytes": directory_bytes(tmp),
+            "peak_rss_mib": round(peak_rss_mib(), 1),
+            "environment": environment(),
+        }
+        write_json_atomic(tmp / EXPORT_MANIFEST, manifest)
+    log.info("%s export → %s (%.1f s, %.1f MiB)", config.format, config.out, seconds, manifest["bytes"] / 2**20)
+    return manifest

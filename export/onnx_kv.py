@@ -1,0 +1,255 @@
+"""ONNX (fp32) with KV cache, in the layout optimum's ``ORTModelForCausalLM`` loads.
+
+One graph serves prefill and decode (``past`` may have length 0):
+
+    inputs   input_ids                  int64   [batch, seq]
+             attention_mask             int64   [batch, past + seq]
+             position_ids               int64   [batch, seq]
+             past_key_values.{i}.key    float32 [batch, n_kv_heads, past, head_dim]   (and .value)
+    outputs  logits                     float32 [batch, seq, vocab]
+             present.{i}.key            float32 [batch, n_kv_heads, past + seq, head_dim] (and .value)
+
+Made with the dynamo exporter (``torch.onnx.export(dynamo=True)``, onnxscript) on `KVCacheWrapper`, which
+turns the flat past tensors into a transformers ``DynamicCache`` and the returned cache back into flat
+``present`` tensors. Weights stay fp32 initializers, so pruned zeros stay exactly zero (counted from the
+file by `count_zeros`, after `name_linear_weights` names them ``{module}.weight_t``). A tied embedding is
+stored once (`tied_embedding_copies` checks it).
+Models above 2 GB are saved with external data (``model.onnx.data``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.base import EXPORTERS, ZeroCounts
+from prune.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+EXTERNAL_DATA_THRESHOLD = 2 * 1024**3  # protobuf's 2 GB limit
+
+
+def kv_shape(config: Any) -> tuple[int, int, int]:
+    """``(layers, kv_heads, head_dim)`` of a decoder config."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return config.num_hidden_layers, kv_heads, head_dim
+
+
+def input_names(layers: int) -> list[str]:
+    past = [f"past_key_values.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
+    return ["input_ids", "attention_mask", "position_ids", *past]
+
+
+def output_names(layers: int) -> list[str]:
+    return ["logits", *[f"present.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]]
+
+
+class KVCacheWrapper(nn.Module):
+    """``forward(input_ids, attention_mask, position_ids, *past) -> (logits, *present)`` with flat KV tensors."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.layers = model.config.num_hidden_layers
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *past: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for i in range(self.layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        present: list[torch.Tensor] = []
+        for layer in out.past_key_values.layers:
+            present += [layer.keys, layer.values]
+        return (out.logits, *present)
+
+
+def example_inputs(config: Any, batch: int = 2, seq: int = 3, past: int = 4) -> tuple[torch.Tensor, ...]:
+    """Example inputs for tracing; sizes ≥ 2 so that no dynamic dimension is specialized to 0 or 1."""
+    layers, kv_heads, head_dim = kv_shape(config)
+    ids = torch.randint(0, config.vocab_size, (batch, seq))
+    mask = torch.ones(batch, past + seq, dtype=torch.int64)
+    positions = torch.arange(past, past + seq).expand(batch, seq).contiguous()
+    kv = [torch.zeros(batch, kv_heads, past, head_dim) for _ in range(2 * layers)]
+    return (ids, mask, positions, *kv)
+
+
+def export_onnx_kv(model: nn.Module, out_dir: Path, opset: int | None = None) -> dict[str, Any]:
+    """Export ``model`` (fp32, eval) to ``out_dir / model.onnx``; returns what the manifest records."""
+    proto, details = onnx_kv_proto(model, opset)
+    save_onnx(proto, out_dir / ONNX_FILE)
+    return details
+
+
+def onnx_kv_proto(model: nn.Module, opset: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """The KV-cache graph of ``model`` as an in-memory ``ModelProto`` (weights named) and its details."""
+    from torch.export import Dim
+
+    config = model.config
+    layers, kv_heads, head_dim = kv_shape(config)
+    batch, seq, past, total = Dim("batch"), Dim("sequence_length"), Dim("past_sequence_length"), Dim("total")
+    dynamic = {
+        "input_ids": {0: batch, 1: seq},
+        "attention_mask": {0: batch, 1: total},
+        "position_ids": {0: batch, 1: seq},
+        "past": tuple({0: batch, 2: past} for _ in range(2 * layers)),
+    }
+    wrapper = KVCacheWrapper(model).eval()
+    with torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            example_inputs(config),
+            dynamo=True,
+            input_names=input_names(layers),
+            output_names=output_names(layers),
+            dynamic_shapes=dynamic,
+            opset_version=opset,
+            optimize=True,
+            verbose=False,
+        )
+    import onnx
+
+    proto = program.model_proto
+    weights = name_linear_weights(proto, model)
+    copies = tied_embedding_copies(proto, model)
+    return proto, {
+        "file": ONNX_FILE,
+        "opset": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+        "ir_version": proto.ir_version,
+        "layers": layers,
+        "kv_heads": kv_heads,
+        "head_dim": head_dim,
+        "tied_embedding_copies": copies,
+        "weights": weights,
+        "onnx": onnx.__version__,
+    }
+
+
+def save_onnx(proto: Any, path: Path) -> None:
+    """Save ``proto`` to ``path``; tensors go to ``path.data`` when the model exceeds protobuf's 2 GB."""
+    import onnx
+
+    size = sum(_initializer_bytes(t) for t in proto.graph.initializer)
+    if size > EXTERNAL_DATA_THRESHOLD:
+        onnx.save_model(proto, str(path), save_as_external_data=True, location=path.name + ".data")
+    else:
+        onnx.save_model(proto, str(path))
+
+
+def _initializer_bytes(tensor: Any) -> int:
+    if tensor.HasField("raw_data"):
+        return len(tensor.raw_data)
+    return int(np.prod(tensor.dims, dtype=np.int64)) * 4
+
+
+def name_linear_weights(proto: Any, model: nn.Module) -> dict[str, str]:
+    """Rename the exporter's anonymous ``[in, out]`` weight initializers to ``{module}.weight_t``.
+
+    The dynamo exporter folds each ``nn.Linear``'s transpose into a new initializer (``val_83``); we find it by
+    content (sha256 of the bytes of ``weight.T``) so that later passes (zero counts, int4, tied embeddings)
+    can address weights by module name. Returns ``{module name: initializer name}``.
+    """
+    import hashlib
+
+    from onnx import numpy_helper
+
+    def digest(array: np.ndarray) -> str:
+        return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
+
+    by_digest: dict[str, list[Any]] = {}
+    for tensor in proto.graph.initializer:
+        if len(tensor.dims) == 2:
+            by_digest.setdefault(digest(numpy_helper.to_array(tensor)), []).append(tensor)
+    renames: dict[str, str] = {}
+    found: dict[str, str] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        candidates = [t for t in by_digest.get(digest(module.weight.detach().numpy().T), []) if t.name not in renames]
+        if not candidates:
+            continue
+        tensor = candidates[0]
+        new = f"{name}.weight_t"
+        renames[tensor.name] = new
+        found[name] = new
+    for tensor in proto.graph.initializer:
+        tensor.name = renames.get(tensor.name, tensor.name)
+    for node in proto.graph.node:
+        for i, value in enumerate(node.input):
+            if value in renames:
+                node.input[i] = renames[value]
+    return found
+
+
+def tied_embedding_copies(proto: Any, model: nn.Module) -> int | None:
+    """How many copies of a tied embedding the file holds (``None`` if the model does not tie them).
+
+    The dynamo exporter keeps the tied ``[vocab, hidden]`` parameter once and feeds the lm_head through a
+    ``Transpose`` node, which onnxruntime constant-folds at session creation (measured: same decode time as
+    a graph with a pre-transposed copy), so the file stores it once at no run-time cost.
+    """
+    import hashlib
+
+    from onnx import numpy_helper
+
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return None
+    embed = model.get_input_embeddings().weight.detach().numpy()
+    wanted = {hashlib.sha256(a.tobytes()).hexdigest() for a in (embed, np.ascontiguousarray(embed.T))}
+    shapes = {embed.shape, embed.shape[::-1]}
+    return sum(
+        1
+        for t in proto.graph.initializer
+        if tuple(t.dims) in shapes and hashlib.sha256(numpy_helper.to_array(t).tobytes()).hexdigest() in wanted
+    )
+
+
+def count_zeros(path: Path, weights: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Zeros of each exported weight, read back from the ONNX file: ``{module: {zeros, numel}}``."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    by_name = {t.name: t for t in proto.graph.initializer}
+    counts: dict[str, dict[str, int]] = {}
+    for module, init in weights.items():
+        array = numpy_helper.to_array(by_name[init])
+        counts[module] = {"zeros": int((array == 0).sum()), "numel": int(array.size)}
+    return counts
+
+
+@EXPORTERS.register("onnx")
+class OnnxExporter:
+    """``--format onnx``: fp32 ONNX with KV cache for onnxruntime (and optimum's ``ORTModelForCausalLM``)."""
+
+    engine = "onnxruntime"
+
+    def __init__(self, opset: int | None = None) -> None:
+        self.opset = opset
+
+    def check_source(self, model_dir: Path) -> None:
+        return None
+
+    def export(self, loaded: LoadedModel, model_dir: Path, out: Path) -> dict[str, Any]:
+        return export_onnx_kv(loaded.model, out, self.opset)
+
+    def count_zeros(self, out: Path, details: dict[str, Any]) -> ZeroCounts:
+        return count_zeros(out / details["file"], details["weights"])

@@ -1,0 +1,129 @@
+"""``slimpack verify``: does the exported artifact, run in its own runtime, compute the reference model?
+
+Two checks on the same inputs, the artifact through its engine (`runtime_bench.engines`) and the reference
+(the in-framework model, ``--reference MODEL_DIR``) through torch:
+
+1. perplexity over the evaluation windows of `prune.eval` (the one definition): relative difference
+   ``|ppl_artifact − ppl_reference| / ppl_reference`` must be ≤ ``ppl_rel``;
+2. greedy decoding of ``tokens`` new tokens after a ``prompt``-token prefix of the evaluation text, with the
+   engine's KV cache: the fraction of positions where both produce the same token must be ≥ ``token_match``
+   (positions after a first divergence are compared as produced, so one divergence usually costs the rest).
+
+Also reported: the maximum absolute logit difference on the first window. Failing either check is exit 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from prune.api import EvalSpec
+from prune.data import eval_windows, load_texts, tokenize
+from prune.eval import perplexity_of
+from prune.models import load_model
+from runtime_bench.engines import load_engines
+from runtime_bench.engines.base import ENGINES, Artifact
+from runtime_bench.engines.torch_engine import TorchEngine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    ppl_rel: float = 0.01  # |Δppl| / ppl_reference
+    token_match: float = 1.0  # fraction of greedy tokens equal
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    artifact: Path
+    reference: str
+    eval: EvalSpec = EvalSpec(windows=8)
+    tolerance: Tolerance = Tolerance()
+    prompt: int = 32
+    tokens: int = 32
+    threads: int | None = None
+    progress: bool = True
+
+
+def engine_logits(engine: Any) -> Any:
+    def logits(ids: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(engine.logits(ids.numpy())))
+
+    return logits
+
+
+def verify(config: VerifyConfig) -> dict[str, Any]:
+    """Run both checks; returns the report (``passed`` tells the verdict)."""
+    artifact = Artifact.open(config.artifact)
+    load_engines()
+    engine = ENGINES.build(artifact.engine, {"threads": config.threads} if config.threads else {})
+    start = time.perf_counter()
+    engine.load(artifact)
+    load_seconds = time.perf_counter() - start
+    reference = load_model(config.reference)
+    ref_engine = TorchEngine.from_model(reference.model)
+    tokens = tokenize(reference.tokenizer, load_texts(config.eval.dataset).evaluation)
+    windows = eval_windows(tokens, config.eval.seqlen, config.eval.windows)
+    try:
+        ref_ppl = perplexity_of(engine_logits(ref_engine), windows, config.eval.batch_size, config.progress)
+        art_ppl = perplexity_of(engine_logits(engine), windows, config.eval.batch_size, config.progress)
+        first = windows[:1].numpy()
+        max_logit_diff = float(np.abs(engine.logits(first) - ref_engine.logits(first)).max())
+        prompt = windows[:1, : config.prompt].numpy()
+        ref_tokens = ref_engine.generate(prompt, config.tokens)
+        art_tokens = engine.generate(prompt, config.tokens)
+    finally:
+        engine.close()
+    equal = ref_tokens == art_tokens
+    ppl_rel = abs(art_ppl.perplexity - ref_ppl.perplexity) / ref_ppl.perplexity
+    match = float(equal.mean())
+    passed = ppl_rel <= config.tolerance.ppl_rel and match >= config.tolerance.token_match
+    return {
+        "artifact": str(config.artifact),
+        "format": artifact.format,
+        "engine": artifact.engine,
+        "reference": config.reference,
+        "eval": asdict(config.eval),
+        "tolerance": asdict(config.tolerance),
+        "perplexity": {"artifact": art_ppl.to_dict(), "reference": ref_ppl.to_dict(), "relative_diff": ppl_rel},
+        "max_abs_logit_diff_window0": max_logit_diff,
+        "greedy": {
+            "prompt_tokens": config.prompt,
+            "new_tokens": config.tokens,
+            "equal": int(equal.sum()),
+            "match": match,
+            "first_divergence": None if equal.all() else int(np.argmin(equal)),
+            "artifact": art_tokens.tolist(),
+            "reference": ref_tokens.tolist(),
+        },
+        "engine_load_seconds": round(load_seconds, 2),
+        "passed": passed,
+    }
+
+
+def verify_table(report: dict[str, Any]) -> str:
+    """A readable markdown table of a verify report."""
+    ppl, greedy, tol = report["perplexity"], report["greedy"], report["tolerance"]
+    rows = [
+        ("perplexity (artifact)", f"{ppl['artifact']['perplexity']:.4f}", ""),
+        ("perplexity (reference)", f"{ppl['reference']['perplexity']:.4f}", ""),
+        ("relative Δ", f"{100 * ppl['relative_diff']:.4f} %", f"≤ {100 * tol['ppl_rel']:.4g} %"),
+        ("greedy tokens equal", f"{greedy['equal']}/{greedy['new_tokens']}", f"≥ {100 * tol['token_match']:.4g} %"),
+        ("max \\|Δ logit\\| (window 0)", f"{report['max_abs_logit_diff_window0']:.3g}", ""),
+    ]
+    lines = [
+        f"verify {report['format']} ({report['engine']}) vs {report['reference']}: "
+        f"{'PASSED' if report['passed'] else 'FAILED'}",
+        "",
+        "| check | value | tolerance |",
+        "|---|---|---|",
+        *(f"| {a} | {b} | {c} |" for a, b, c in rows),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""onnxruntime (CPU) engine for the KV-cache ONNX layout of `export.onnx_kv` (fp32 ``onnx`` and ``onnx-int4``).
+
+Prefill and decode run the same graph: prefill with an empty past (``[batch, kv_heads, 0, head_dim]``), then
+one token per step with the ``present`` tensors of the last step fed back as ``past_key_values``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prune.errors import SlimpackError
+from runtime_bench.engines.base import ENGINES, Artifact, greedy_decode
+
+log = logging.getLogger(__name__)
+
+
+def session_options(threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+@ENGINES.register("onnxruntime")
+class OnnxRuntimeEngine:
+    """Runs ``model.onnx`` (optimum's ``ORTModelForCausalLM`` layout) in an onnxruntime CPU session."""
+
+    name = "onnxruntime"
+
+    def __init__(self, threads: int | None = None, model_file: str = "model.onnx") -> None:
+        self.threads = threads
+        self.model_file = model_file
+        self.session: Any = None
+
+    def load(self, artifact: Artifact) -> None:
+        self.load_file(artifact.path / artifact.manifest.get("file", self.model_file))
+
+    def load_file(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        if not path.is_file():
+            raise SlimpackError(f"ONNX file {str(path)!r} is missing; re-export the artifact with `slimpack export`")
+        try:
+            self.session = ort.InferenceSession(
+                str(path), session_options(self.threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as err:  # onnxruntime raises its own exception types
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise SlimpackError(f"onnxruntime cannot load {str(path)!r}: {first}") from None
+        self.past_names = [i.name for i in self.session.get_inputs() if i.name.startswith("past_key_values.")]
+        shape = next(i.shape for i in self.session.get_inputs() if i.name.startswith("past_key_values."))
+        self.kv_heads, self.head_dim = int(shape[1]), int(shape[3])
+        self.present_names = [o.name for o in self.session.get_outputs() if o.name.startswith("present.")]
+
+    def empty_past(self, batch: int) -> list[np.ndarray]:
+        return [np.zeros((batch, self.kv_heads, 0, self.head_dim), np.float32) for _ in self.past_names]
+
+    def run(self, input_ids: np.ndarray, past: list[np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+        """One forward pass of ``input_ids: [B, T]`` after ``past`` (length P): ``[logits, *present]``."""
+        batch, seq = input_ids.shape
+        start = past[0].shape[2]
+        feed = {
+            "input_ids": input_ids.astype(np.int64, copy=False),
+            "attention_mask": np.ones((batch, start + seq), np.int64),
+            "position_ids": np.broadcast_to(np.arange(start, start + seq, dtype=np.int64), (batch, seq)).copy(),
+            **dict(zip(self.past_names, past)),
+        }
+        return self.session.run(outputs, feed)
+
+    def logits(self, input_ids: np.ndarray) -> np.ndarray:
+        return self.run(input_ids, self.empty_past(input_ids.shape[0]), ["logits"])[0]
+
+    def prefill(self, input_ids: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Last-position logits ``[B, V]`` and the cache after the prompt."""
+        logits, *present = self.run(input_ids, self.empty_past(input_ids.shape[0]))
+        return logits[:, -1], present
+
+    def step(self, token: np.ndarray, past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One decode step of ``token: [B, 1]``: its logits ``[B, V]`` and the grown cache."""
+        logits, *present = self.run(token, past)
+        return logits[:, -1], present
+
+    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
+        return greedy_decode(self, input_ids, max_new_tokens)
+
+    def close(self) -> None:
+        self.session = None

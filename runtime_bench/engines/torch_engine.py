@@ -1,0 +1,90 @@
+"""Torch engines: the in-framework model (``torch``: HF directories and GPTQ checkpoints, dequantized) and
+the 2:4 semi-structured checkpoint (``torch-semi24``: sparse kernels on CUDA, exact dense weights on CPU).
+
+Also the reference side of ``slimpack verify`` (`TorchEngine.from_model`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from runtime_bench.engines.base import ENGINES, Artifact, greedy_decode
+
+
+@ENGINES.register("torch")
+class TorchEngine:
+    """Eager PyTorch on a loaded model; ``generate`` is transformers' greedy decoding with its KV cache."""
+
+    name = "torch"
+
+    def __init__(self, threads: int | None = None, device: str = "cpu") -> None:
+        self.threads = threads
+        self.device = device
+        self.model: nn.Module | None = None
+
+    @classmethod
+    def from_model(cls, model: nn.Module, device: str = "cpu") -> TorchEngine:
+        engine = cls(device=device)
+        engine.model = model
+        return engine
+
+    def load(self, artifact: Artifact) -> None:
+        from prune.models import load_model
+
+        self.model = load_model(artifact.path, device=self.device).model
+
+    def _threads(self) -> Any:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+
+    @torch.inference_mode()
+    def logits(self, input_ids: np.ndarray) -> np.ndarray:
+        assert self.model is not None, "load() first"
+        self._threads()
+        ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self.device)
+        return self.model(input_ids=ids, use_cache=False).logits.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def prefill(self, input_ids: np.ndarray) -> tuple[np.ndarray, Any]:
+        """Last-position logits ``[B, V]`` and the KV cache after the prompt."""
+        assert self.model is not None, "load() first"
+        self._threads()
+        ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self.device)
+        out = self.model(input_ids=ids, use_cache=True)
+        return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
+
+    @torch.inference_mode()
+    def step(self, token: np.ndarray, past: Any) -> tuple[np.ndarray, Any]:
+        """One decode step of ``token: [B, 1]`` with the cache: its logits ``[B, V]`` and the grown cache."""
+        assert self.model is not None, "load() first"
+        ids = torch.from_numpy(np.ascontiguousarray(token, dtype=np.int64)).to(self.device)
+        out = self.model(input_ids=ids, past_key_values=past, use_cache=True)
+        return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
+
+    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
+        return greedy_decode(self, input_ids, max_new_tokens)
+
+    def close(self) -> None:
+        self.model = None
+
+
+@ENGINES.register("torch-semi24")
+class Semi24Engine(TorchEngine):
+    """A semi24 checkpoint: ``SparseSemiStructuredTensor`` weights on CUDA; on the CPU its exact dense
+    weights in fp32 arithmetic (torch has no CPU 2:4 kernel)."""
+
+    name = "torch-semi24"
+
+    def __init__(self, threads: int | None = None, device: str | None = None) -> None:
+        super().__init__(threads, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def load(self, artifact: Artifact) -> None:
+        from export.semi24 import load_semi24
+
+        self.model = load_semi24(
+            artifact.path, self.device, dtype=None if self.device.startswith("cuda") else torch.float32
+        )

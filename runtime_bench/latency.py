@@ -1,0 +1,175 @@
+"""Prefill and decode latency of several engines, measured interleaved in one run.
+
+For each engine: prefill latency of a ``prompt``-token prompt, then ``tokens`` greedy decode steps with
+the KV cache, timed one by one. Rounds run the engines in turn, alternating the order (A B, B A, …) so
+that drift of a shared, noisy machine falls on all alike; ``warmup`` rounds are discarded. Reported per
+engine: the median and quartiles over rounds of the prefill time and of the per-round median step time.
+
+``python -m runtime_bench.latency NAME=PATH … [--prompt 512] [--tokens 32] [--rounds 5] [--threads 2]``
+where PATH is an artifact of ``slimpack export``, a model directory (torch eager), or a directory / file
+holding a KV-cache ``model.onnx`` in optimum's layout (e.g. optimum-onnx's own export).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prune.errors import SlimpackError
+from runtime_bench.engines import load_engines
+from runtime_bench.engines.base import ENGINES, EXPORT_MANIFEST, Artifact
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationTiming:
+    prefill_s: float
+    steps_s: list[float]
+
+
+def time_generation(engine: Any, prompt: np.ndarray, tokens: int) -> GenerationTiming:
+    """Time one prefill and ``tokens`` decode steps (engines that run out of process time themselves)."""
+    if hasattr(engine, "time_generation"):
+        return GenerationTiming(*engine.time_generation(prompt, tokens))
+    start = time.perf_counter()
+    logits, past = engine.prefill(prompt)
+    prefill = time.perf_counter() - start
+    steps = []
+    for _ in range(tokens):
+        token = np.array([[int(logits[0].argmax())]], np.int64)
+        start = time.perf_counter()
+        logits, past = engine.step(token, past)
+        steps.append(time.perf_counter() - start)
+    return GenerationTiming(prefill, steps)
+
+
+def quartiles(values: list[float]) -> dict[str, float]:
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    return {"median": float(med), "q1": float(q1), "q3": float(q3), "n": len(values)}
+
+
+def compare(engines: dict[str, Any], prompt: np.ndarray, tokens: int, rounds: int, warmup: int = 1) -> dict[str, Any]:
+    """Interleaved rounds over ``engines``; times in milliseconds."""
+    names = list(engines)
+    prefill: dict[str, list[float]] = {n: [] for n in names}
+    decode: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(warmup + rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            timing = time_generation(engines[name], prompt, tokens)
+            if r >= warmup:
+                prefill[name].append(1e3 * timing.prefill_s)
+                decode[name].append(1e3 * float(np.median(timing.steps_s)))
+        log.info("round %d/%d done", r + 1, warmup + rounds)
+    return {n: {"prefill_ms": quartiles(prefill[n]), "decode_ms_per_token": quartiles(decode[n])} for n in names}
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model and the SIMD flags that matter for these runtimes."""
+    model, flags = platform.processor(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+    return {"model": model, "flags": [f for f in wanted if f in flags]}
+
+
+def open_engine(path: Path, threads: int | None) -> Any:
+    """An engine for an artifact, a model directory (torch eager), or an optimum-layout ONNX model."""
+    load_engines()
+    options = {"threads": threads} if threads else {}
+    if (path / EXPORT_MANIFEST).is_file():
+        artifact = Artifact.open(path)
+        engine = ENGINES.build(artifact.engine, options)
+        engine.load(artifact)
+        return engine
+    onnx_file = path if path.suffix == ".onnx" else path / "model.onnx"
+    if onnx_file.is_file():
+        engine = ENGINES.build("onnxruntime", options)
+        engine.load_file(onnx_file)
+        return engine
+    if (path / "config.json").is_file():
+        from prune.models import load_model
+        from runtime_bench.engines.torch_engine import TorchEngine
+
+        engine = TorchEngine.from_model(load_model(path).model)
+        engine.threads = threads
+        return engine
+    raise SlimpackError(f"{str(path)!r} is neither an artifact, a model directory nor an ONNX model")
+
+
+def prompt_vocab(paths: list[Path]) -> int:
+    """The smallest vocabulary among the engines' ``config.json`` files (prompt ids must fit every model)."""
+    sizes = []
+    for path in paths:
+        config = (path.parent if path.suffix == ".onnx" else path) / "config.json"
+        if config.is_file():
+            sizes.append(int(json.loads(config.read_text())["vocab_size"]))
+    if not sizes:
+        raise SlimpackError("no config.json beside any engine path; cannot tell the vocabulary size")
+    return min(sizes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("engines", nargs="+", help="NAME=PATH")
+    parser.add_argument("--prompt", type=int, default=512)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    specs = dict(item.split("=", 1) for item in args.engines)
+    engines = {name: open_engine(Path(path), args.threads) for name, path in specs.items()}
+    vocab = prompt_vocab([Path(p) for p in specs.values()])
+    prompt = np.random.RandomState(args.seed).randint(0, vocab, (1, args.prompt)).astype(np.int64)
+    try:
+        results = compare(engines, prompt, args.tokens, args.rounds, args.warmup)
+    finally:
+        for engine in engines.values():
+            engine.close()
+    report = {
+        "engines": specs,
+        "prompt": args.prompt,
+        "tokens": args.tokens,
+        "rounds": args.rounds,
+        "threads": args.threads,
+        "cpu": cpu_info(),
+        "results": results,
+    }
+    if args.json:
+        from prune.io import write_json_atomic
+
+        write_json_atomic(args.json, report)
+    print("| engine | prefill ms (q1–q3) | decode ms/token (q1–q3) |\n|---|---|---|")
+    for name, r in results.items():
+        p, d = r["prefill_ms"], r["decode_ms_per_token"]
+        print(
+            f"| {name} | {p['median']:.0f} ({p['q1']:.0f}–{p['q3']:.0f}) | {d['median']:.1f} ({d['q1']:.1f}–{d['q3']:.1f}) |"
+        )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""The design's CI check that exported models match perplexity (marked slow): SmolLM2-135M pruned 2:4
+(magnitude, no calibration) and quantized 4-bit (RTN), exported to every format, verified in each runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from prune.cli import main
+
+pytestmark = pytest.mark.slow
+
+VERIFY = ["--seqlen", "256", "--windows", "4", "--prompt", "32", "--tokens", "16"]
+
+
+@pytest.fixture(scope="module")
+def smol(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("smol-export")
+    pruned, quantized = root / "p24", root / "q4"
+    prune = [
+        "-q",
+        "prune",
+        "--model",
+        "smollm2-135m",
+        "--method",
+        "magnitude",
+        "--pattern",
+        "2:4",
+        "--out",
+        str(pruned),
+    ]
+    assert main(prune) == 0
+    calib = ["--nsamples", "4", "--seqlen", "128"]
+    assert (
+        main(
+            [
+                "-q",
+                "quantize",
+                str(pruned),
+                "--method",
+                "rtn",
+                "--bits",
+                "4",
+                "--group-size",
+                "64",
+                "--out",
+                str(quantized),
+                *calib,
+            ]
+        )
+        == 0
+    )
+    return {"root": root, "p24": pruned, "q4": quantized}
+
+
+def export_and_verify(smol: dict[str, Path], fmt: str, source: str, *extra: str) -> dict:
+    out = smol["root"] / f"artifact-{fmt}"
+    assert main(["-q", "export", str(smol[source]), "--format", fmt, "--out", str(out)]) == 0
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["zeros"]["exported_zeros"] >= manifest["zeros"]["source_zeros"] >= 0.5 * manifest["zeros"]["numel"]
+    report = smol["root"] / f"verify-{fmt}.json"
+    rc = main(["-q", "verify", str(out), "--reference", str(smol[source]), "--json", str(report), *VERIFY, *extra])
+    result = json.loads(report.read_text())
+    assert rc == 0, result
+    return result
+
+
+def test_onnx_matches_torch(smol: dict[str, Path]) -> None:
+    result = export_and_verify(smol, "onnx", "p24")
+    assert result["perplexity"]["relative_diff"] < 1e-4
+
+
+def test_onnx_int4_matches_the_gptq_checkpoint(smol: dict[str, Path]) -> None:
+    result = export_and_verify(smol, "onnx-int4", "q4")
+    assert result["perplexity"]["relative_diff"] < 1e-4
+
+
+def test_semi24_matches_torch(smol: dict[str, Path]) -> None:
+    """fp16 storage: within 1 % perplexity of the fp32 reference."""
+    export_and_verify(smol, "semi24", "p24")

@@ -15,6 +15,18 @@ from prune.models import load_model
 from runtime_bench.engines import load_engines
 from runtime_bench.engines.base import ENGINES, Artifact
 
+
+def deepsparse_available() -> bool:
+    from prune.errors import SlimpackError
+    from runtime_bench.engines.deepsparse import deepsparse_python
+
+    try:
+        deepsparse_python()
+    except SlimpackError:
+        return False
+    return True
+
+SOURCES = {"onnx": "p50", "semi24": "p24", "onnx-int4": "q4", "gptq": "q4", "deepsparse": "p50"}
 EVAL = ["--seqlen", "64", "--windows", "4", "--tokens", "12", "--prompt", "8"]
 
 
@@ -84,13 +96,12 @@ def models(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> dict[str
 @pytest.fixture(scope="module")
 def artifacts(models: dict[str, Path]) -> dict[str, Path]:
     out = {}
-    for fmt, source in [("onnx", "p50"), ("semi24", "p24"), ("onnx-int4", "q4"), ("gptq", "q4")]:
+    for fmt, source in SOURCES.items():
         out[fmt] = models["root"] / f"artifact-{fmt}"
         export_model(ExportConfig(str(models[source]), fmt, out[fmt], progress=False))
     return out
 
 
-SOURCES = {"onnx": "p50", "semi24": "p24", "onnx-int4": "q4", "gptq": "q4"}
 
 
 @pytest.mark.parametrize("fmt", list(SOURCES))
@@ -108,6 +119,8 @@ def test_zeros_counted_in_every_format(artifacts: dict[str, Path], models: dict[
 def test_verify_passes_for_every_format(
     artifacts: dict[str, Path], models: dict[str, Path], fmt: str, tmp_path: Path
 ) -> None:
+    if fmt == "deepsparse" and not deepsparse_available():
+        pytest.skip("needs .venv-deepsparse (scripts/setup-deepsparse.sh)")
     report_path = tmp_path / "verify.json"
     rc = main(
         ["verify", str(artifacts[fmt]), "--reference", str(models[SOURCES[fmt]]), "--json", str(report_path), *EVAL]

@@ -80,3 +80,15 @@ def test_onnx_int4_matches_the_gptq_checkpoint(smol: dict[str, Path]) -> None:
 def test_semi24_matches_torch(smol: dict[str, Path]) -> None:
     """fp16 storage: within 1 % perplexity of the fp32 reference."""
     export_and_verify(smol, "semi24", "p24")
+
+
+def test_deepsparse_matches_torch(smol: dict[str, Path]) -> None:
+    from prune.errors import SlimpackError
+    from runtime_bench.engines.deepsparse import deepsparse_python
+
+    try:
+        deepsparse_python()
+    except SlimpackError:
+        pytest.skip("needs .venv-deepsparse (scripts/setup-deepsparse.sh)")
+    result = export_and_verify(smol, "deepsparse", "p24")
+    assert result["perplexity"]["relative_diff"] < 1e-4

@@ -35,7 +35,12 @@ def test_semi24_checkpoint_on_cuda_matches_dense(tmp_path, tiny_dir) -> None:  #
     from prune.cli import main
 
     pruned = tmp_path / "p24"
-    assert main(["-q", "prune", "--model", str(tiny_dir), "--method", "magnitude", "--pattern", "2:4", "--out", str(pruned)]) == 0
+    assert (
+        main(
+            ["-q", "prune", "--model", str(tiny_dir), "--method", "magnitude", "--pattern", "2:4", "--out", str(pruned)]
+        )
+        == 0
+    )
     export_model(ExportConfig(str(pruned), "semi24", tmp_path / "semi24", progress=False))
     sparse = load_semi24(tmp_path / "semi24", device="cuda")
     dense = load_semi24(tmp_path / "semi24").to("cuda")

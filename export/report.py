@@ -1,0 +1,82 @@
+"""The export results table: per artifact, export time, size, perplexity through its runtime vs torch,
+greedy parity, and (from a `runtime_bench.latency` JSON) prefill and decode latency.
+
+``python -m export.report RUN_DIR`` reads ``RUN_DIR/*/export.json``, ``RUN_DIR/NAME.verify.json`` and
+``RUN_DIR/latency.json`` (as written by ``scripts/export_table.sh``) and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from runtime_bench.engines.base import EXPORT_MANIFEST
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def export_table(run_dir: Path) -> str:
+    latency = (_read(run_dir / "latency.json") or {}).get("results", {})
+    header = (
+        "| artifact | engine | export s | MiB | ppl runtime | ppl torch | Δ abs | Δ rel | greedy equal | zeros kept "
+        "| prefill 512 ms | decode ms/token |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for manifest_path in sorted(run_dir.glob(f"*/{EXPORT_MANIFEST}")):
+        name = manifest_path.parent.name
+        m = json.loads(manifest_path.read_text())
+        v = _read(run_dir / f"{name}.verify.json")
+        lat = latency.get(name, {})
+        zeros = m["zeros"]
+        kept = f"{zeros['exported_zeros']}/{zeros['source_zeros']}" if zeros["source_zeros"] else "–"
+        if v:
+            art, ref = v["perplexity"]["artifact"]["perplexity"], v["perplexity"]["reference"]["perplexity"]
+            g = v["greedy"]
+            ppl = [
+                f"{art:.3f}",
+                f"{ref:.3f}",
+                f"{art - ref:+.4f}",
+                f"{100 * (art - ref) / ref:+.3f} %",
+                f"{g['equal']}/{g['new_tokens']}",
+            ]
+        else:
+            ppl = ["–"] * 5
+        timing = (
+            [f"{lat['prefill_ms']['median']:.0f}", f"{lat['decode_ms_per_token']['median']:.1f}"] if lat else ["–", "–"]
+        )
+        row = [name, m["engine"], f"{m['export_seconds']:.0f}", f"{m['bytes'] / 2**20:.1f}", *ppl, kept, *timing]
+        lines.append("| " + " | ".join(row) + " |")
+    for name, lat in latency.items():
+        if not (run_dir / name / EXPORT_MANIFEST).is_file():
+            row = [
+                name,
+                "reference",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                f"{lat['prefill_ms']['median']:.0f}",
+                f"{lat['decode_ms_per_token']['median']:.1f}",
+            ]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    args = parser.parse_args(argv)
+    print(export_table(args.run_dir))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

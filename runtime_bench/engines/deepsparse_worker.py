@@ -41,6 +41,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -287,6 +288,20 @@ def _one_row(ids: np.ndarray | None) -> np.ndarray:
     return ids.astype(np.int64)
 
 
+def _generate(runner: Runner, header: dict[str, Any], payload: Any) -> tuple[dict[str, Any], Any]:
+    tokens, timing = runner.generate(payload, int(header["max_new_tokens"]))
+    return timing, tokens
+
+
+# op → handler(runner, header, payload) -> (extra header fields, payload or None)
+OPS: dict[str, Callable[[Runner, dict[str, Any], Any], tuple[dict[str, Any], Any]]] = {
+    "logits": lambda runner, header, payload: ({}, runner.logits(payload)),
+    "generate": _generate,
+    "prefill": lambda runner, header, payload: ({"seconds": runner.prefill_seconds(payload)}, None),
+    "info": lambda runner, header, payload: (runner.info(), None),
+}
+
+
 def serve(runner: Runner, inp: BinaryIO, out: BinaryIO) -> None:
     write_message(out, {"ok": True, "op": "ready", **runner.info()})
     while True:
@@ -299,21 +314,15 @@ def serve(runner: Runner, inp: BinaryIO, out: BinaryIO) -> None:
             return
         header, payload = message
         op = header.get("op")
+        if op == "close":
+            write_message(out, {"ok": True, "op": "close"})
+            return
         try:
-            if op == "close":
-                write_message(out, {"ok": True, "op": "close"})
-                return
-            if op == "logits":
-                write_message(out, {"ok": True, "op": op}, runner.logits(payload))
-            elif op == "generate":
-                tokens, timing = runner.generate(payload, int(header["max_new_tokens"]))
-                write_message(out, {"ok": True, "op": op, **timing}, tokens)
-            elif op == "prefill":
-                write_message(out, {"ok": True, "op": op, "seconds": runner.prefill_seconds(payload)})
-            elif op == "info":
-                write_message(out, {"ok": True, "op": op, **runner.info()})
-            else:
-                raise ValueError(f"unknown op {op!r}; ops: logits, generate, prefill, info, close")
+            handler = OPS.get(op)
+            if handler is None:
+                raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}, close")
+            fields, result = handler(runner, header, payload)
+            write_message(out, {"ok": True, "op": op, **fields}, result)
         except Exception as err:  # noqa: BLE001 - reported to the client
             traceback.print_exc(file=sys.stderr)
             write_message(out, {"ok": False, "op": op, "error": f"{type(err).__name__}: {err}"})

@@ -26,6 +26,7 @@ def deepsparse_available() -> bool:
         return False
     return True
 
+
 SOURCES = {"onnx": "p50", "semi24": "p24", "onnx-int4": "q4", "gptq": "q4", "deepsparse": "p50"}
 EVAL = ["--seqlen", "64", "--windows", "4", "--tokens", "12", "--prompt", "8"]
 
@@ -100,8 +101,6 @@ def artifacts(models: dict[str, Path]) -> dict[str, Path]:
         out[fmt] = models["root"] / f"artifact-{fmt}"
         export_model(ExportConfig(str(models[source]), fmt, out[fmt], progress=False))
     return out
-
-
 
 
 @pytest.mark.parametrize("fmt", list(SOURCES))
@@ -263,3 +262,28 @@ def test_export_does_not_modify_its_input(models: dict[str, Path], tmp_path: Pat
     before = hash_files(models["q4"])
     export_model(ExportConfig(str(models["q4"]), "onnx-int4", tmp_path / "again", progress=False))
     assert hash_files(models["q4"]) == before
+
+
+def test_deepsparse_environment_missing_is_one_line(
+    artifacts: dict[str, Path],
+    models: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SLIMPACK_DEEPSPARSE_PYTHON", str(tmp_path / "no-such-venv" / "bin" / "python"))
+    report = tmp_path / "verify.json"
+    argv = [
+        "-q",
+        "verify",
+        str(artifacts["deepsparse"]),
+        "--reference",
+        str(models["p50"]),
+        "--json",
+        str(report),
+        *EVAL,
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "DeepSparse environment not found" in err[0] and "setup-deepsparse.sh" in err[0]
+    assert not report.exists()

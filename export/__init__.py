@@ -1,4 +1,2 @@
-"""Exporters (ONNX with KV cache, DeepSparse, ONNX int4, PyTorch 2:4) and perplexity-parity ``verify``.
-
-Not built yet: issue #5 fills this package.
-"""
+"""Exporters (ONNX with KV cache, ONNX int4, DeepSparse, PyTorch 2:4, GPTQ) and ``verify``: each artifact,
+run in its own runtime, must compute the in-framework model (see `export.api` and `export.verify`)."""

@@ -45,7 +45,6 @@ class ExportConfig:
     out: Path
     overwrite: bool = False
     options: dict[str, Any] = field(default_factory=dict)
-    progress: bool = True
 
 
 def source_zeros(model: nn.Module) -> ZeroCounts:

@@ -292,7 +292,7 @@ class ExportCommand:
         from export.api import ExportConfig, export_model
 
         manifest = export_model(
-            ExportConfig(args.model, args.format, args.out, args.overwrite, parse_options(args.option), not args.quiet)
+            ExportConfig(args.model, args.format, args.out, args.overwrite, parse_options(args.option))
         )
         zeros = manifest["zeros"]
         print(

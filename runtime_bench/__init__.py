@@ -1,4 +1,2 @@
-"""The latency/throughput harness for the speedup-vs-sparsity tables.
-
-Not built yet: issue #6 fills this package.
-"""
+"""Running and timing artifacts: the engines (one way to run each exported format) and the interleaved
+latency comparison. The speedup-vs-sparsity sweep is issue #6."""

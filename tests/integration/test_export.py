@@ -99,7 +99,7 @@ def artifacts(models: dict[str, Path]) -> dict[str, Path]:
     out = {}
     for fmt, source in SOURCES.items():
         out[fmt] = models["root"] / f"artifact-{fmt}"
-        export_model(ExportConfig(str(models[source]), fmt, out[fmt], progress=False))
+        export_model(ExportConfig(str(models[source]), fmt, out[fmt]))
     return out
 
 
@@ -260,7 +260,7 @@ def test_export_does_not_modify_its_input(models: dict[str, Path], tmp_path: Pat
     from prune.io import hash_files
 
     before = hash_files(models["q4"])
-    export_model(ExportConfig(str(models["q4"]), "onnx-int4", tmp_path / "again", progress=False))
+    export_model(ExportConfig(str(models["q4"]), "onnx-int4", tmp_path / "again"))
     assert hash_files(models["q4"]) == before
 
 

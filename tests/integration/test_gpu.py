@@ -41,7 +41,7 @@ def test_semi24_checkpoint_on_cuda_matches_dense(tmp_path, tiny_dir) -> None:  #
         )
         == 0
     )
-    export_model(ExportConfig(str(pruned), "semi24", tmp_path / "semi24", progress=False))
+    export_model(ExportConfig(str(pruned), "semi24", tmp_path / "semi24"))
     sparse = load_semi24(tmp_path / "semi24", device="cuda")
     dense = load_semi24(tmp_path / "semi24").to("cuda")
     assert isinstance(sparse.model.layers[0].mlp.down_proj.weight, SparseSemiStructuredTensor)

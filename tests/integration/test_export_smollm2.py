@@ -78,8 +78,26 @@ def test_onnx_int4_matches_the_gptq_checkpoint(smol: dict[str, Path]) -> None:
 
 
 def test_semi24_matches_torch(smol: dict[str, Path]) -> None:
-    """fp16 storage: within 1 % perplexity of the fp32 reference."""
-    export_and_verify(smol, "semi24", "p24")
+    """semi24 stores fp16 values: against the fp32 source only perplexity is held (≤ 1 %; this magnitude-pruned
+    model, perplexity ≈ 1000, has near-ties that fp16 rounding flips, so greedy tokens may diverge); against
+    the same model with its weights rounded to fp16 (fp32 arithmetic), everything must match."""
+    import torch
+
+    from prune.models import load_model, save_model
+
+    loaded = load_model(smol["p24"])
+    with torch.no_grad():
+        for param in loaded.model.parameters():
+            param.copy_(param.half().float())
+    save_model(loaded.model, loaded.tokenizer, smol["root"] / "p24-fp16-values")
+    smol["p24-fp16-values"] = smol["root"] / "p24-fp16-values"
+    fp32 = export_and_verify(smol, "semi24", "p24", "--token-match", "0")
+    assert fp32["perplexity"]["relative_diff"] < 1e-3
+    report = smol["root"] / "verify-semi24-fp16.json"
+    argv = ["-q", "verify", str(smol["root"] / "artifact-semi24"), "--reference", str(smol["p24-fp16-values"])]
+    assert main([*argv, "--json", str(report), *VERIFY]) == 0
+    result = json.loads(report.read_text())
+    assert result["greedy"]["equal"] == 16 and result["perplexity"]["relative_diff"] < 1e-5
 
 
 def test_deepsparse_matches_torch(smol: dict[str, Path]) -> None:

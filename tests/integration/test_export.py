@@ -35,62 +35,13 @@ EVAL = ["--seqlen", "64", "--windows", "4", "--tokens", "12", "--prompt", "8"]
 def models(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> dict[str, Path]:
     """A 2:4 model, a 50 % unstructured model, and a 4-bit act-order GPTQ checkpoint of the 2:4 one."""
     root = tmp_path_factory.mktemp("export")
-    calib = ["--nsamples", "4", "--seqlen", "64", "-q"]
+    calib = ["--nsamples", "4", "--seqlen", "64"]
     p24, p50, q4 = root / "p24", root / "p50", root / "q4"
-    assert (
-        main(
-            [
-                "-q",
-                "prune",
-                "--model",
-                str(tiny_dir),
-                "--method",
-                "magnitude",
-                "--pattern",
-                "2:4",
-                "--out",
-                str(p24),
-                *calib[:-1],
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "-q",
-                "prune",
-                "--model",
-                str(tiny_dir),
-                "--method",
-                "wanda",
-                "--sparsity",
-                "0.5",
-                "--out",
-                str(p50),
-                *calib[:-1],
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "-q",
-                "quantize",
-                str(p24),
-                "--bits",
-                "4",
-                "--group-size",
-                "32",
-                "--act-order",
-                "--out",
-                str(q4),
-                *calib[:-1],
-            ]
-        )
-        == 0
-    )
+    source = ["--model", str(tiny_dir)]
+    assert main(["-q", "prune", *source, "--method", "magnitude", "--pattern", "2:4", "--out", str(p24), *calib]) == 0
+    assert main(["-q", "prune", *source, "--method", "wanda", "--sparsity", "0.5", "--out", str(p50), *calib]) == 0
+    quantize = ["-q", "quantize", str(p24), "--bits", "4", "--group-size", "32", "--act-order"]
+    assert main([*quantize, "--out", str(q4), *calib]) == 0
     return {"dense": tiny_dir, "p24": p24, "p50": p50, "q4": q4, "root": root}
 
 

@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from export.base import EXPORTERS, ZeroCounts, is_quantized
+from export.onnx_kv import count_zeros as onnx_initializer_zeros
 from prune.errors import SlimpackError
 from prune.models import LoadedModel, adapter_for
 
@@ -405,18 +406,11 @@ def export_deepsparse(
 
 def count_zeros(out_dir: Path, weights: dict[str, str]) -> ZeroCounts:
     """Zeros of each prunable weight as every graph reads it back (the fewest over the graphs)."""
-    import onnx
-    from onnx import numpy_helper
-
     counts: ZeroCounts = {}
     for file in (PREFILL_FILE, PROMPT_FILE, DECODE_FILE):
-        proto = onnx.load(str(Path(out_dir) / file))  # resolves weights.bin
-        by_name = {t.name: t for t in proto.graph.initializer}
-        for module, init in weights.items():
-            array = numpy_helper.to_array(by_name[init])
-            zeros = int((array == 0).sum())
-            if module not in counts or zeros < counts[module]["zeros"]:
-                counts[module] = {"zeros": zeros, "numel": int(array.size)}
+        for module, count in onnx_initializer_zeros(Path(out_dir) / file, weights).items():
+            if module not in counts or count["zeros"] < counts[module]["zeros"]:
+                counts[module] = count
     return counts
 
 

@@ -192,9 +192,11 @@ class OnnxInt4Exporter:
             )
 
     def export(self, loaded: LoadedModel, model_dir: Path, out: Path) -> dict[str, Any]:
-        from quant.checkpoint import load_gptq
-
-        quantized = load_gptq(model_dir).quantized
+        quantized = loaded.quantized
+        if not quantized:
+            raise SlimpackError(
+                f"{str(model_dir)!r} loaded without quantized weights; onnx-int4 needs its GPTQ tensors"
+            )
         proto, details = onnx_kv_proto(loaded.model, self.opset)
         placed = replace_matmuls(proto, details["weights"], quantized, self.accuracy_level)
         save_onnx(proto, out / ONNX_FILE)

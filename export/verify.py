@@ -27,8 +27,8 @@ from prune.api import EvalSpec
 from prune.data import eval_windows, load_texts, tokenize
 from prune.eval import perplexity_of
 from prune.models import load_model
-from runtime_bench.engines import load_engines
-from runtime_bench.engines.base import ENGINES, Artifact
+from runtime_bench.engines import open_artifact
+from runtime_bench.engines.base import Artifact
 from runtime_bench.engines.torch_engine import TorchEngine
 
 log = logging.getLogger(__name__)
@@ -62,10 +62,8 @@ def engine_logits(engine: Any) -> Any:
 def verify(config: VerifyConfig) -> dict[str, Any]:
     """Run both checks; returns the report (``passed`` tells the verdict)."""
     artifact = Artifact.open(config.artifact)
-    load_engines()
-    engine = ENGINES.build(artifact.engine, {"threads": config.threads} if config.threads else {})
     start = time.perf_counter()
-    engine.load(artifact)
+    engine = open_artifact(artifact, config.threads)
     load_seconds = time.perf_counter() - start
     reference = load_model(config.reference)
     ref_engine = TorchEngine.from_model(reference.model)

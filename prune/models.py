@@ -98,6 +98,7 @@ class LoadedModel:
     tokenizer: Any
     source: str
     path: Path | None
+    quantized: dict[str, Any] | None = None  # module → QuantizedWeight, for a GPTQ checkpoint
 
 
 # --- aliases ---------------------------------------------------------------------------------------
@@ -229,7 +230,7 @@ def _load_quantized(path: Path, dtype: torch.dtype, device: str, trust_remote_co
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     loaded.model.to(device)
     adapter_for(loaded.model)
-    return LoadedModel(model=loaded.model, tokenizer=tokenizer, source=str(path), path=path)
+    return LoadedModel(model=loaded.model, tokenizer=tokenizer, source=str(path), path=path, quantized=loaded.quantized)
 
 
 def save_model(model: nn.Module, tokenizer: Any, directory: Path) -> None:

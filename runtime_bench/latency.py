@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from prune.errors import SlimpackError
-from runtime_bench.engines import load_engines
+from runtime_bench.engines import load_engines, open_artifact
 from runtime_bench.engines.base import ENGINES, EXPORT_MANIFEST, Artifact
 from runtime_bench.harness import compare, cpu_info
 
@@ -30,10 +30,7 @@ def open_engine(path: Path, threads: int | None) -> Any:
     load_engines()
     options = {"threads": threads} if threads else {}
     if (path / EXPORT_MANIFEST).is_file():
-        artifact = Artifact.open(path)
-        engine = ENGINES.build(artifact.engine, options)
-        engine.load(artifact)
-        return engine
+        return open_artifact(Artifact.open(path), threads)
     onnx_file = path if path.suffix == ".onnx" else path / "model.onnx"
     if onnx_file.is_file():
         engine = ENGINES.build("onnxruntime", options)

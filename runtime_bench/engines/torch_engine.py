@@ -37,7 +37,7 @@ class TorchEngine:
 
         self.model = load_model(artifact.path, device=self.device).model
 
-    def _threads(self) -> Any:
+    def _threads(self) -> None:
         if self.threads:
             torch.set_num_threads(self.threads)
 

@@ -54,7 +54,11 @@ def main() -> int:
             kinds[key] += 1
             times[key] += layer["average_run_time_in_ms"]
     for (kind, role), n in sorted(kinds.items()):
-        print(json.dumps({"graph": args.graph, "kernel": kind, "role": role, "layers": n, "ms": round(times[(kind, role)], 2)}))
+        print(
+            json.dumps(
+                {"graph": args.graph, "kernel": kind, "role": role, "layers": n, "ms": round(times[(kind, role)], 2)}
+            )
+        )
     print(json.dumps({"graph": args.graph, "total_ms": round(float(info["average_total_time"]), 2)}))
     return 0
 

@@ -60,11 +60,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser, windows_default: int | N
     g.add_argument("--eval-batch-size", type=int, default=1)
 
 
-def add_allocation_arguments(parser: argparse.ArgumentParser) -> None:
+def add_allocation_arguments(parser: argparse.ArgumentParser, default: str = "uniform") -> None:
     parser.add_argument(
         "--allocation",
-        default="uniform",
-        help="layerwise sparsity: uniform | owl | dlp | log-increase (default uniform)",
+        default=default,
+        help=f"layerwise sparsity: uniform | owl | dlp | pi | log-increase (default {default})",
     )
     parser.add_argument(
         "-A", "--alloc-option", action="append", default=[], help="allocation option KEY=VALUE, e.g. -A alpha=0.1"
@@ -406,59 +406,121 @@ class ReportCommand:
         return 0
 
 
-@COMMANDS.register("demo")
-class DemoCommand:
-    help = "the embedded default: prune SmolLM2-135M (Wanda, sparsity 0.5) on offline text and compare perplexity"
+def number_list(kind: type, what: str) -> Any:
+    """An argparse type: ``"0.1,0.2"`` → ``(0.1, 0.2)``; a bad item is a one-line error naming it."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(item) for item in text.split(",") if item.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"bad {what} {text!r}; use comma-separated numbers, e.g. 0.1,0.5"
+            ) from None
+
+    return parse
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("timing")
+    g.add_argument("--prompt", type=int, default=128, help="prompt tokens before decoding (default 128)")
+    g.add_argument("--tokens", type=int, default=32, help="decode steps timed per round (default 32)")
+    g.add_argument("--rounds", type=int, default=5, help="timed rounds (default 5)")
+    g.add_argument("--warmup", type=int, default=1, help="discarded rounds first (default 1)")
+    g.add_argument("--batch", type=int, default=4, help="also decode this many sequences at once (0: no)")
+
+
+def bench_spec(args: argparse.Namespace):  # noqa: ANN201
+    from runtime_bench.sweep import BenchSpec
+
+    return BenchSpec(args.prompt, args.tokens, args.rounds, args.warmup, args.batch)
+
+
+@COMMANDS.register("bench")
+class BenchCommand:
+    help = "benchmarks: `bench sweep` (speedup vs sparsity, DLP Table 5 layout)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="directory for the results")
-        parser.add_argument("--method", default="wanda")
-        parser.add_argument("--sparsity", type=float, default=0.5)
-        parser.add_argument("--pattern", default="unstructured")
-        parser.add_argument("--overwrite", action="store_true")
-        add_data_arguments(parser)
-        add_eval_arguments(parser)
+        sub = parser.add_subparsers(dest="bench", required=True)
+        p = sub.add_parser("sweep", help="prune at many sparsities, export for each engine, time against dense")
+        p.add_argument("--model", default="smollm2-135m", help="model directory or alias (default smollm2-135m)")
+        p.add_argument(
+            "--sparsities", type=number_list(float, "sparsities"), default=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+        )
+        p.add_argument(
+            "--engines",
+            type=lambda t: tuple(e.strip() for e in t.split(",") if e.strip()),
+            default=("deepsparse", "onnxruntime"),
+            help="comma-separated: deepsparse, onnxruntime, onnxruntime-int4, torch, torch-semi24",
+        )
+        p.add_argument("--threads", type=number_list(int, "threads"), default=(1, 2), help="e.g. 1,2")
+        p.add_argument("--method", default="wanda")
+        p.add_argument("--pattern", default="unstructured")
+        p.add_argument("-O", "--option", action="append", default=[], help="method option KEY=VALUE")
+        add_allocation_arguments(parser=p, default="dlp")
+        p.add_argument("--out", type=Path, default=Path("runs/sweep"), help="sweep directory (cache + reports)")
+        add_data_arguments(p)
+        add_eval_arguments(p)
+        p.add_argument("--no-eval", action="store_true", help="skip the perplexity of each model")
+        add_bench_arguments(p)
 
     def run(self, args: argparse.Namespace) -> int:
-        from prune.api import PruneConfig, evaluate, prune
         from prune.data import DataSpec
-        from prune.report import markdown_table
+        from runtime_bench.report import table5
+        from runtime_bench.sweep import SweepConfig, sweep
 
-        spec = eval_spec(args)
-        dense = evaluate("smollm2-135m", spec, progress=not args.quiet)
-        out = args.out / f"smollm2-135m-{args.method}"
-        manifest = prune(
-            PruneConfig(
-                model="smollm2-135m",
-                out=out,
+        report = sweep(
+            SweepConfig(
+                model=args.model,
+                out=args.out,
+                sparsities=args.sparsities,
+                engines=args.engines,
+                threads=args.threads,
                 method=args.method,
-                sparsity=args.sparsity,
+                allocation=args.allocation,
                 pattern=args.pattern,
+                method_options=parse_options(args.option),
+                allocation_options=parse_options(args.alloc_option),
                 data=DataSpec(args.dataset, args.nsamples, args.seqlen, args.seed),
-                overwrite=args.overwrite,
-                evaluate=spec,
+                evaluate=None if args.no_eval else eval_spec(args),
+                bench=bench_spec(args),
                 progress=not args.quiet,
             )
         )
-        rows = [
-            ("dense", "-", "0.00 %", dense["perplexity"], "-"),
-            (
-                manifest["method"]["name"],
-                manifest["pattern"],
-                f"{100 * manifest['sparsity']['overall']:.2f} %",
-                manifest["evaluation"]["perplexity"],
-                f"{manifest['timing']['prune_seconds']:.1f}",
-            ),
-        ]
-        summary = {
-            "dense": dense,
-            "pruned": {k: manifest[k] for k in ("method", "pattern", "sparsity", "timing", "evaluation")},
-        }
-        summary["pruned"]["sparsity"] = {k: v for k, v in manifest["sparsity"].items() if k != "modules"}
-        write_json(args.out / "summary.json", summary)
-        print(markdown_table(["model", "pattern", "sparsity", "perplexity", "prune s"], rows))
-        print(f"\npruned model: {out}   summary: {args.out / 'summary.json'}")
+        for name, reason in report["skipped"].items():
+            print(f"{name}: skipped — {reason}")
+        for m in report["measurements"]:
+            print(f"\n{m['engine']}, {m['threads']} threads\n{table5(m['results'])}")
+        print(f"\n{args.out / 'sweep.md'}  {args.out / 'sweep.json'}  {args.out / 'sweep.png'}")
         return 0
+
+
+@COMMANDS.register("run")
+class RunCommand:
+    help = "the main job: a recipe's stages (prune → quantize → export → verify → bench) in one resumable run"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "recipe", nargs="?", type=Path, default=None, help="recipe YAML (default: SmolLM2 + offline text)"
+        )
+        parser.add_argument("--out", type=Path, default=None, help="run directory (default: the recipe's out)")
+        parser.add_argument("--check", action="store_true", help="only validate the recipe and print it")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from dataclasses import asdict
+
+        from runtime_bench.pipeline import run_pipeline
+        from runtime_bench.recipe import DEFAULT_RECIPE, load_recipe
+
+        recipe = load_recipe(args.recipe)
+        source = str(args.recipe) if args.recipe else f"default ({DEFAULT_RECIPE.name})"
+        if args.check:
+            print(json.dumps(asdict(recipe), indent=2))
+            return 0
+        out = args.out or Path(recipe.out)
+        summary = run_pipeline(recipe, out, progress=not args.quiet, source=source)
+        print((out / "report.md").read_text())
+        print(f"run directory: {out}   wall time {summary['wall_seconds'] / 60:.1f} min")
+        return 0 if summary["passed"] else 1
 
 
 def quiet_libraries() -> None:

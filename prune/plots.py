@@ -58,10 +58,10 @@ def perplexity_bars(results: Iterable[Mapping[str, Any]], out: Path, title: str 
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, out)
+    save_figure(fig, out)
 
 
-def _save(fig: Any, out: Path) -> None:
+def save_figure(fig: Any, out: Path) -> None:
     """Write ``fig`` to ``out`` through a temporary file and a rename."""
     import matplotlib.pyplot as plt
 
@@ -103,4 +103,4 @@ def plan_figure(allocation: Any, out: Path, title: str = "") -> None:
     ax.set_ylabel("sparsity (%)", color="tab:blue")
     ax.set_title(title)
     fig.tight_layout()
-    _save(fig, out)
+    save_figure(fig, out)

@@ -2,9 +2,15 @@
 
 Each round runs every engine once, in alternating order (A B, B A, …), so that drift of a shared, noisy
 machine falls on all engines alike; ``warmup`` rounds are discarded. An engine's round is one prefill of the
-prompt and ``tokens`` greedy decode steps with the KV cache, each step timed on its own; engines that run out
-of process (DeepSparse) time themselves (``time_generation``). Reported per engine, in milliseconds: the
-median and quartiles over rounds of the prefill time and of the round's median step time.
+prompt (``int64 [1, P]``) and ``tokens`` greedy decode steps with the KV cache, each step timed on its own;
+engines that run out of process (DeepSparse) time themselves (``time_generation``). With a batch prompt
+(``int64 [B, P]``) a round also decodes B sequences at once (throughput at batch B; engines whose
+``max_batch`` is smaller are skipped, with the reason recorded).
+
+Reported per engine: the median and quartiles over rounds of the prefill time (ms), of the round's median
+decode step (ms/token) and of the throughput (tokens/s: ``1000 / step ms`` at batch 1, ``B · 1000 / step ms``
+at batch B), and the raw per-round values, so that ratios between engines are taken round by round
+(`speedup`): the engines of one round ran under the same machine load.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ class GenerationTiming:
 
 
 def time_generation(engine: Any, prompt: np.ndarray, tokens: int) -> GenerationTiming:
-    """Time one prefill and ``tokens`` decode steps (engines that run out of process time themselves)."""
+    """Time one prefill of ``prompt: int64 [B, P]`` and ``tokens`` decode steps of all B rows at once
+    (engines that run out of process time themselves)."""
     if hasattr(engine, "time_generation"):
         return GenerationTiming(*engine.time_generation(prompt, tokens))
     start = time.perf_counter()
@@ -36,7 +43,7 @@ def time_generation(engine: Any, prompt: np.ndarray, tokens: int) -> GenerationT
     prefill = time.perf_counter() - start
     steps = []
     for _ in range(tokens):
-        token = np.array([[int(logits[0].argmax())]], np.int64)
+        token = np.asarray(logits).argmax(-1).astype(np.int64).reshape(-1, 1)
         start = time.perf_counter()
         logits, past = engine.step(token, past)
         steps.append(time.perf_counter() - start)
@@ -48,24 +55,72 @@ def quartiles(values: list[float]) -> dict[str, float]:
     return {"median": float(med), "q1": float(q1), "q3": float(q3), "n": len(values)}
 
 
-def compare(engines: dict[str, Any], prompt: np.ndarray, tokens: int, rounds: int, warmup: int = 1) -> dict[str, Any]:
-    """Interleaved rounds over ``engines``; times in milliseconds."""
+def batch_skip_reason(engine: Any, batch: int) -> str | None:
+    """Why ``engine`` cannot decode ``batch`` sequences at once (None: it can)."""
+    limit = getattr(engine, "max_batch", None)
+    if limit is not None and batch > limit:
+        return f"{getattr(engine, 'name', 'engine')} runs batch ≤ {limit} ({getattr(engine, 'batch_note', 'static shapes')})"
+    return None
+
+
+def compare(
+    engines: dict[str, Any],
+    prompt: np.ndarray,
+    tokens: int,
+    rounds: int,
+    warmup: int = 1,
+    batch_prompt: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Interleaved rounds over ``engines`` (times in ms, throughput in tokens/s; see the module docstring)."""
     names = list(engines)
-    prefill: dict[str, list[float]] = {n: [] for n in names}
-    decode: dict[str, list[float]] = {n: [] for n in names}
+    raw: dict[str, dict[str, list[float]]] = {
+        n: {"prefill_ms": [], "decode_ms": [], "batch_decode_ms": []} for n in names
+    }
+    batch = 0 if batch_prompt is None else int(batch_prompt.shape[0])
+    skips = {n: batch_skip_reason(engines[n], batch) if batch else None for n in names}
     for r in range(warmup + rounds):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             timing = time_generation(engines[name], prompt, tokens)
+            batch_timing = None
+            if batch and skips[name] is None:
+                assert batch_prompt is not None
+                batch_timing = time_generation(engines[name], batch_prompt, tokens)
             if r >= warmup:
-                prefill[name].append(1e3 * timing.prefill_s)
-                decode[name].append(1e3 * float(np.median(timing.steps_s)))
+                raw[name]["prefill_ms"].append(1e3 * timing.prefill_s)
+                raw[name]["decode_ms"].append(1e3 * float(np.median(timing.steps_s)))
+                if batch_timing is not None:
+                    raw[name]["batch_decode_ms"].append(1e3 * float(np.median(batch_timing.steps_s)))
         log.info("round %d/%d done", r + 1, warmup + rounds)
-    return {n: {"prefill_ms": quartiles(prefill[n]), "decode_ms_per_token": quartiles(decode[n])} for n in names}
+    results: dict[str, Any] = {}
+    for name in names:
+        values = raw[name]
+        entry: dict[str, Any] = {
+            "prefill_ms": quartiles(values["prefill_ms"]),
+            "decode_ms_per_token": quartiles(values["decode_ms"]),
+            "tokens_per_s": quartiles([1e3 / v for v in values["decode_ms"]]),
+        }
+        if batch:
+            entry["batch"] = {"batch": batch}
+            if skips[name] is None:
+                entry["batch"]["tokens_per_s"] = quartiles([batch * 1e3 / v for v in values["batch_decode_ms"]])
+            else:
+                entry["batch"]["skipped"] = skips[name]
+        entry["raw"] = {k: v for k, v in values.items() if v}
+        results[name] = entry
+    return results
+
+
+def speedup(results: dict[str, Any], base: str, other: str, key: str = "decode_ms") -> dict[str, float]:
+    """``base`` time / ``other`` time, round by round (the same round ran both under the same load)."""
+    a, b = results[base]["raw"][key], results[other]["raw"][key]
+    return quartiles([x / y for x, y in zip(a, b)])
 
 
 def cpu_info() -> dict[str, Any]:
-    """CPU model and the SIMD flags that matter for these runtimes."""
+    """CPU model, logical CPUs this process may use, and the SIMD flags that matter for these runtimes."""
+    import os
+
     model, flags = platform.processor(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -77,4 +132,4 @@ def cpu_info() -> dict[str, Any]:
     except OSError:
         pass
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-    return {"model": model, "flags": [f for f in wanted if f in flags]}
+    return {"model": model, "cpus": len(os.sched_getaffinity(0)), "flags": [f for f in wanted if f in flags]}

@@ -13,37 +13,14 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from prune.errors import SlimpackError
-from runtime_bench.engines import load_engines, open_artifact
-from runtime_bench.engines.base import ENGINES, EXPORT_MANIFEST, Artifact
+from runtime_bench.engines import open_engine
 from runtime_bench.harness import compare, cpu_info
 
 log = logging.getLogger(__name__)
-
-
-def open_engine(path: Path, threads: int | None) -> Any:
-    """An engine for an artifact, a model directory (torch eager), or an optimum-layout ONNX model."""
-    load_engines()
-    options = {"threads": threads} if threads else {}
-    if (path / EXPORT_MANIFEST).is_file():
-        return open_artifact(Artifact.open(path), threads)
-    onnx_file = path if path.suffix == ".onnx" else path / "model.onnx"
-    if onnx_file.is_file():
-        engine = ENGINES.build("onnxruntime", options)
-        engine.load_file(onnx_file)
-        return engine
-    if (path / "config.json").is_file():
-        from prune.models import load_model
-        from runtime_bench.engines.torch_engine import TorchEngine
-
-        engine = TorchEngine.from_model(load_model(path).model)
-        engine.threads = threads
-        return engine
-    raise SlimpackError(f"{str(path)!r} is neither an artifact, a model directory nor an ONNX model")
 
 
 def prompt_vocab(paths: list[Path]) -> int:

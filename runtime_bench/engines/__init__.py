@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from prune.errors import SlimpackError
 
 
 def load_engines() -> None:
@@ -14,11 +17,46 @@ def load_engines() -> None:
     )
 
 
-def open_artifact(artifact: Any, threads: int | None = None) -> Any:
-    """The engine named by ``artifact``'s manifest, loaded with it (``threads``: the runtime's default if None)."""
+def open_artifact(artifact: Any, threads: int | None = None, options: dict[str, dict[str, Any]] | None = None) -> Any:
+    """The engine named by ``artifact``'s manifest, loaded with it (``threads``: the runtime's default if None;
+    ``options``: constructor options per engine name, e.g. ``{"deepsparse": {"lazy": True}}``)."""
     from runtime_bench.engines.base import ENGINES
 
     load_engines()
-    engine = ENGINES.build(artifact.engine, {"threads": threads} if threads else {})
+    kwargs = {**(options or {}).get(artifact.engine, {}), **({"threads": threads} if threads else {})}
+    engine = ENGINES.build(artifact.engine, kwargs)
     engine.load(artifact)
     return engine
+
+
+def open_engine(path: Path, threads: int | None, options: dict[str, dict[str, Any]] | None = None) -> Any:
+    """An engine for an artifact, a model directory (torch eager), or an optimum-layout ONNX model
+    (``options``: as for `open_artifact`)."""
+    from runtime_bench.engines.base import ENGINES, EXPORT_MANIFEST, Artifact
+
+    load_engines()
+    path = Path(path)
+    if (path / EXPORT_MANIFEST).is_file():
+        return open_artifact(Artifact.open(path), threads, options)
+    onnx_file = path if path.suffix == ".onnx" else path / "model.onnx"
+    if onnx_file.is_file():
+        engine = ENGINES.build("onnxruntime", {"threads": threads} if threads else {})
+        engine.load_file(onnx_file)
+        return engine
+    if (path / "config.json").is_file():
+        from prune.models import load_model
+        from runtime_bench.engines.torch_engine import TorchEngine
+
+        engine = TorchEngine.from_model(load_model(path).model)
+        engine.threads = threads
+        return engine
+    raise SlimpackError(f"{str(path)!r} is neither an artifact, a model directory nor an ONNX model")
+
+
+def unavailable(engine: str) -> str | None:
+    """Why ``engine`` cannot run on this machine (its runtime is not installed), or None."""
+    from runtime_bench.engines.base import ENGINES
+
+    load_engines()
+    check = getattr(ENGINES.get(engine), "unavailable", None)
+    return check() if check is not None else None

@@ -48,6 +48,8 @@ class DeepSparseEngine:
     """`Engine` for ``format: deepsparse`` artifacts (prefill, prompt and decode graphs: `export.deepsparse`)."""
 
     name = "deepsparse"
+    max_batch = 1
+    batch_note = "the exported graphs have a static batch of 1"
 
     def __init__(self, threads: int | None = None, kv_cache: str = "internal", lazy: bool = False) -> None:
         if kv_cache not in ("internal", "external"):
@@ -60,6 +62,15 @@ class DeepSparseEngine:
         self.stderr: IO[bytes] | None = None
         self.info: dict[str, Any] = {}
         self.last: dict[str, Any] = {}  # header of the last response (timings of generate / prefill)
+
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why DeepSparse cannot run here (its environment is missing), or None."""
+        try:
+            deepsparse_python()
+        except SlimpackError as err:
+            return str(err)
+        return None
 
     # --- lifecycle --------------------------------------------------------------------------------
 

@@ -82,6 +82,11 @@ class Semi24Engine(TorchEngine):
     def __init__(self, threads: int | None = None, device: str | None = None) -> None:
         super().__init__(threads, device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
+    @staticmethod
+    def unavailable() -> str | None:
+        """The 2:4 kernels are CUDA-only; on the CPU this engine would time dense weights."""
+        return None if torch.cuda.is_available() else "torch-semi24 needs CUDA (2:4 sparse kernels); no GPU here"
+
     def load(self, artifact: Artifact) -> None:
         from export.semi24 import load_semi24
 

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from runtime_bench.harness import compare, quartiles, time_generation
+from runtime_bench.harness import compare, quartiles, speedup, time_generation
 
 
 class FakeEngine:
@@ -52,3 +52,40 @@ def test_time_generation_counts_every_step() -> None:
 def test_quartiles() -> None:
     q = quartiles([1.0, 2.0, 3.0, 4.0, 100.0])
     assert q == {"median": 3.0, "q1": 2.0, "q3": 4.0, "n": 5}
+
+
+def test_batch_throughput_and_skip() -> None:
+    class Rows(FakeEngine):
+        """Any batch; a step takes ``step_s`` whatever the batch, so B rows give B× the tokens/s."""
+
+        def prefill(self, input_ids: np.ndarray) -> tuple[np.ndarray, int]:
+            super().prefill(input_ids)
+            return np.zeros((input_ids.shape[0], 8)), 0
+
+        def step(self, token: np.ndarray, past: int) -> tuple[np.ndarray, int]:
+            time.sleep(self.step_s)
+            return np.zeros((token.shape[0], 8)), past + 1
+
+    log: list[str] = []
+    fast = Rows("fast", 0.0, 0.004, log)
+    static = Rows("static", 0.0, 0.004, log)
+    static.max_batch = 1  # type: ignore[attr-defined]
+    result = compare(
+        {"fast": fast, "static": static},
+        np.zeros((1, 4), np.int64),
+        tokens=4,
+        rounds=3,
+        warmup=0,
+        batch_prompt=np.zeros((4, 4), np.int64),
+    )
+    b1 = result["fast"]["tokens_per_s"]["median"]
+    b4 = result["fast"]["batch"]["tokens_per_s"]["median"]
+    assert 1000 / (4 + 15) < b1 <= 1000 / 4 and 3.0 < b4 / b1 < 5.0
+    assert "tokens_per_s" not in result["static"]["batch"] and "batch ≤ 1" in result["static"]["batch"]["skipped"]
+    assert len(result["static"]["raw"]["decode_ms"]) == 3 and "batch_decode_ms" not in result["static"]["raw"]
+
+
+def test_speedup_is_taken_round_by_round() -> None:
+    results = {"a": {"raw": {"decode_ms": [10.0, 20.0, 30.0]}}, "b": {"raw": {"decode_ms": [5.0, 10.0, 10.0]}}}
+    s = speedup(results, "a", "b")
+    assert s["median"] == 2.0 and s["q3"] == 2.5 and s["n"] == 3

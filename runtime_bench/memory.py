@@ -1,0 +1,88 @@
+"""Peak resident memory of one engine running one artifact, measured in a fresh process.
+
+Peak RSS only grows within a process, and the benchmark loads many engines into one, so each artifact is
+measured alone: ``python -m runtime_bench.memory PATH --threads T --prompt P --tokens N`` loads it, runs one
+greedy generation of N tokens after a P-token prompt, and prints one JSON line:
+
+- ``peak_rss_mib``: the peak RSS of that process plus the peak of its child (the DeepSparse worker), MiB;
+- ``baseline_rss_mib``: the RSS after importing the runtimes and before loading the artifact, so that
+  ``peak − baseline`` is what the model costs;
+- ``load_seconds``: load time of the engine (DeepSparse compiles its graphs lazily, in the generation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prune.errors import SlimpackError
+from runtime_bench.targets import BENCH_ENGINE_OPTIONS
+
+
+def current_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")  # pragma: no cover - not Linux
+
+
+def probe(path: Path, threads: int | None, prompt: int, tokens: int, vocab: int) -> dict[str, Any]:
+    """Load ``path``, generate once, return the figures of the module docstring (call in a fresh process)."""
+    from runtime_bench.engines import load_engines, open_engine
+
+    load_engines()
+    import onnxruntime  # noqa: F401  (imported by the baseline too, whichever engine runs)
+    import torch  # noqa: F401
+
+    baseline = current_rss_mib()
+    start = time.perf_counter()
+    engine = open_engine(path, threads, BENCH_ENGINE_OPTIONS)
+    load_seconds = time.perf_counter() - start
+    ids = np.random.RandomState(0).randint(0, vocab, (1, prompt)).astype(np.int64)
+    engine.generate(ids, tokens)
+    engine.close()
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {
+        "peak_rss_mib": round(own + children, 1),
+        "baseline_rss_mib": round(baseline, 1),
+        "worker_peak_rss_mib": round(children, 1),
+        "load_seconds": round(load_seconds, 2),
+        "prompt": prompt,
+        "tokens": tokens,
+    }
+
+
+def peak_rss(path: Path, threads: int | None, prompt: int, tokens: int, vocab: int) -> dict[str, Any]:
+    """Run `probe` for ``path`` in a fresh interpreter; a failure is a one-line `SlimpackError`."""
+    cmd = [sys.executable, "-m", "runtime_bench.memory", str(path), "--prompt", str(prompt), "--tokens", str(tokens)]
+    cmd += ["--vocab", str(vocab)] + (["--threads", str(threads)] if threads else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise SlimpackError(f"memory probe of {str(path)!r} failed: {lines[-1] if lines else proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--prompt", type=int, default=128)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--vocab", type=int, default=1000, help="prompt ids are drawn below this")
+    args = parser.parse_args(argv)
+    print(json.dumps(probe(args.path, args.threads, args.prompt, args.tokens, args.vocab)))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

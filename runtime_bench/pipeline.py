@@ -1,0 +1,246 @@
+"""``slimpack run [RECIPE.yaml]``: the main job — prune → quantize → export → verify → bench, one run directory.
+
+The recipe (`runtime_bench.recipe`) is read and checked whole before any work. Each stage is made of
+resumable steps (`runtime_bench.steps.StepCache`): a step whose configuration — its parameters and the keys
+of the steps it reads — matches its record, and whose outputs exist, is skipped; a killed run resumes at the
+first step that did not finish. Layout of the run directory::
+
+    eval-dense is recorded in state/; prune/ and quantize/ are model directories with their slimpack.json;
+    export/<name>/ artifacts with export.json; verify/<name>.json; bench/bench.json;
+    report.md (tables + plots), summary.json, run.json (recipe, steps, wall time), state/<step>.json
+
+A stage whose runtime is missing here (DeepSparse's environment; CUDA for 2:4 kernels) is skipped for the
+artifacts it concerns and the skip is written in the report. The run fails (exit 1) if a verify check fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from prune.io import directory_bytes, write_json_atomic, write_text_atomic
+from prune.manifest import environment
+from runtime_bench.recipe import Recipe
+from runtime_bench.steps import StepCache, StepResult
+from runtime_bench.sweep import (
+    BenchSpec,
+    add_speedups,
+    eval_step,
+    export_step,
+    measure,
+    memory_step,
+    model_dir,
+    prune_step,
+    quantize_step,
+    vocab_size,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Run:
+    """One run directory: its step cache and the record of every step (for the report)."""
+
+    def __init__(self, recipe: Recipe, out: Path, progress: bool) -> None:
+        self.recipe, self.out, self.progress = recipe, out, progress
+        self.cache = StepCache(out)
+        self.steps: list[dict[str, Any]] = []
+
+    def note(self, stage: str, name: str, step: StepResult | None, status: str | None = None, detail: str = "") -> None:
+        status = status or ("cached" if step is not None and step.cached else "ran")
+        seconds = round(step.seconds, 1) if step is not None else 0.0
+        self.steps.append({"stage": stage, "step": name, "status": status, "seconds": seconds, "detail": detail})
+        log.info("[%s] %s: %s%s", stage, name, status, f" ({detail})" if detail else "")
+
+
+def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[str, Any]]]:
+    """Dense evaluation, prune, quantize: model directories (source → (path, step key)) and their figures."""
+    from prune.api import PruneConfig
+    from quant.api import QuantizeConfig
+    from quant.grid import QuantSpec
+
+    recipe, st = run.recipe, run.recipe.stages
+    dense = model_dir(recipe.model)
+    models = {"dense": (dense, f"model:{dense.resolve()}")}
+    step = eval_step(run.cache, "eval-dense", dense, recipe.eval, models["dense"][1], run.progress)
+    run.note("eval", "dense", step)
+    figures: dict[str, dict[str, Any]] = {
+        "dense": {"perplexity": step.result["perplexity"], "sparsity": 0.0, "bytes": directory_bytes(dense)}
+    }
+    if st.prune is not None:
+        p = st.prune
+        out = run.out / "prune"
+        config = PruneConfig(
+            model=str(dense), out=out, method=p.method, sparsity=p.sparsity, pattern=p.pattern, scope=p.scope,
+            allocation=p.allocation, allocation_options=p.allocation_options, method_options=p.options,
+            data=recipe.data, overwrite=True, evaluate=recipe.eval, progress=run.progress,
+        )  # fmt: skip
+        step = prune_step(run.cache, "prune", config, out, models["dense"][1])
+        run.note("prune", f"{p.method} {p.pattern} {p.sparsity} ({p.allocation})", step)
+        models["prune"] = (out, step.key)
+        figures["prune"] = {**step.result, "bytes": directory_bytes(out)}
+    if st.quantize is not None:
+        q = st.quantize
+        source, key = models.get("prune", models["dense"])
+        out = run.out / "quantize"
+        spec = QuantSpec(q.bits, q.group_size, q.sym, q.act_order, q.static_groups)
+        config = QuantizeConfig(
+            model=str(source), out=out, method=q.method, spec=spec, options=q.options, data=recipe.data,
+            overwrite=True, evaluate=recipe.eval, progress=run.progress, checkpoint_format=q.checkpoint_format,
+        )  # fmt: skip
+        step = quantize_step(run.cache, "quantize", config, key)
+        run.note("quantize", f"{q.method} {q.bits}-bit g{q.group_size}", step)
+        models["quantize"] = (out, step.key)
+        figures["quantize"] = step.result
+    return models, figures
+
+
+def run_exports(run: Run, models: dict[str, tuple[Path, str]]) -> dict[str, dict[str, Any]]:
+    """Every artifact of ``stages.export``: name → {path, key, source, format, engine, bytes}."""
+    from runtime_bench.engines.base import Artifact
+
+    artifacts = {}
+    for name, item in run.recipe.stages.export.items():
+        source, key = models[item.source]
+        out = run.out / "export" / name
+        step = export_step(run.cache, f"export-{name}", source, key, item.format, out, item.options)
+        run.note("export", name, step, detail=f"{item.format} from {item.source}")
+        artifacts[name] = {
+            "path": str(out), "key": step.key, "source": item.source, "format": item.format,
+            "engine": Artifact.open(out).engine, "bytes": step.result["bytes"],
+        }  # fmt: skip
+    return artifacts
+
+
+def run_verify(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each artifact against the model it was exported from, in its own runtime (skipped where missing)."""
+    from export.verify import Tolerance, VerifyConfig, verify
+    from prune.api import EvalSpec
+    from runtime_bench.engines import unavailable
+
+    v = run.recipe.stages.verify
+    assert v is not None
+    reports: dict[str, Any] = {}
+    spec = EvalSpec(run.recipe.eval.dataset, run.recipe.eval.seqlen, v.windows)
+    for name, art in artifacts.items():
+        reason = unavailable(art["engine"])
+        if reason:
+            run.note("verify", name, None, "skipped", reason)
+            reports[name] = {"skipped": reason}
+            continue
+        reference = models[art["source"]][0]
+        path = run.out / "verify" / f"{name}.json"
+        config = VerifyConfig(Path(art["path"]), str(reference), spec, Tolerance(v.tolerance, v.token_match),
+                              v.prompt, v.tokens, v.threads, run.progress)  # fmt: skip
+
+        def check(config: VerifyConfig = config, path: Path = path) -> dict[str, Any]:
+            report = verify(config)
+            write_json_atomic(path, report)
+            return {"outputs": [str(path)], **report}
+
+        settings = {k: v for k, v in asdict(config).items() if k != "progress"}
+        step = run.cache.run(f"verify-{name}", {"verify": settings, "artifact": art["key"]}, check)
+        run.note("verify", name, step, None if step.result["passed"] else "FAILED")
+        reports[name] = step.result
+    return reports
+
+
+def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """All artifacts (and the eager models with ``torch: true``) timed interleaved per thread count."""
+    from runtime_bench.engines import unavailable
+    from runtime_bench.harness import cpu_info
+
+    b = run.recipe.stages.bench
+    assert b is not None
+    spec = BenchSpec(b.prompt, b.tokens, b.rounds, b.warmup, b.batch)
+    entries = {n: {k: a[k] for k in ("path", "key", "source", "engine", "bytes")} for n, a in artifacts.items()}
+    if b.torch:
+        for source in ("dense", "prune"):
+            if source in models:
+                path, key = models[source]
+                entries[f"torch-{source}"] = {
+                    "path": str(path), "key": key, "source": source, "engine": "torch", "bytes": directory_bytes(path)
+                }  # fmt: skip
+    skipped = {n: reason for n, e in entries.items() if (reason := unavailable(e["engine"]))}
+    for name, reason in skipped.items():
+        run.note("bench", name, None, "skipped", reason)
+    timed = {n: e for n, e in entries.items() if n not in skipped}
+    vocab = vocab_size(models["dense"][0])
+    bases = {
+        n: base
+        for n, e in timed.items()
+        if (base := next((m for m, f in timed.items() if f["engine"] == e["engine"] and f["source"] == "dense"), None))
+    }
+
+    def bench() -> dict[str, Any]:
+        memory = {
+            n: memory_step(run.cache, f"memory-{n}", Path(e["path"]), e["key"], spec, vocab).result
+            for n, e in timed.items()
+        }
+        measurements = []
+        for threads in b.threads:
+            results = measure({n: Path(e["path"]) for n, e in timed.items()}, threads, spec, vocab, "all")
+            add_speedups(results, bases)
+            measurements.append({"threads": threads, "results": results})
+        report = {"spec": asdict(spec), "threads": b.threads, "cpu": cpu_info(), "entries": timed,
+                  "bases": bases, "memory": memory, "measurements": measurements}  # fmt: skip
+        path = run.out / "bench" / "bench.json"
+        write_json_atomic(path, report)
+        return {"outputs": [str(path)], **report}
+
+    step = run.cache.run("bench", {"bench": asdict(b), "entries": {n: e["key"] for n, e in timed.items()}}, bench)
+    run.note("bench", f"{len(timed)} engines × threads {b.threads}", step)
+    return {**step.result, "skipped": skipped}
+
+
+def run_pipeline(
+    recipe: Recipe, out: Path | None = None, progress: bool = True, source: str = "default"
+) -> dict[str, Any]:
+    """Run every stage of ``recipe`` into ``out`` (default: ``recipe.out``); returns ``summary.json``."""
+    from runtime_bench.report import run_markdown, write_run_plots
+
+    start = time.perf_counter()
+    out = Path(out or recipe.out)
+    run = Run(recipe, out, progress)
+    st = recipe.stages
+    models, figures = run_models(run)
+    artifacts = run_exports(run, models) if st.export else {}
+    verified = run_verify(run, models, artifacts) if st.verify is not None else {}
+    bench = run_bench(run, models, artifacts) if st.bench is not None else None
+    wall = time.perf_counter() - start
+    failed = [n for n, r in verified.items() if r.get("passed") is False]
+    summary = {
+        "recipe": source,
+        "model": str(models["dense"][0]),
+        "models": figures,
+        "artifacts": artifacts,
+        "verify": {n: _verify_brief(r) for n, r in verified.items()},
+        "bench": bench,
+        "steps": run.steps,
+        "wall_seconds": round(wall, 1),
+        "passed": not failed,
+    }
+    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(out / "run.json", {"recipe": asdict(recipe), "source": source, "steps": run.steps,
+                                         "wall_seconds": round(wall, 1), "environment": environment()})  # fmt: skip
+    plots = write_run_plots(summary, out)
+    write_text_atomic(out / "report.md", run_markdown(summary, plots))
+    return summary
+
+
+def _verify_brief(report: dict[str, Any]) -> dict[str, Any]:
+    if "skipped" in report:
+        return report
+    ppl = report["perplexity"]
+    return {
+        "passed": report["passed"],
+        "perplexity": ppl["artifact"]["perplexity"],
+        "reference": ppl["reference"]["perplexity"],
+        "relative_diff": ppl["relative_diff"],
+        "windows": report["eval"]["windows"],
+        "greedy_equal": report["greedy"]["equal"],
+        "greedy_tokens": report["greedy"]["new_tokens"],
+    }

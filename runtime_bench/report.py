@@ -1,0 +1,298 @@
+"""Readable outputs of the benchmarks: markdown tables in the layout of DLP's Table 5 and the speedup plot."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from prune.plots import save_figure
+from runtime_bench.paper import TABLE5_DLP, TABLE5_DLP_SOURCE
+
+
+def q(entry: Mapping[str, float], digits: int = 1) -> str:
+    """``median (q1–q3)``."""
+    return f"{entry['median']:.{digits}f} ({entry['q1']:.{digits}f}–{entry['q3']:.{digits}f})"
+
+
+def sparsity_of(label: str) -> float:
+    return 0.0 if label == "dense" else float(label[1:])
+
+
+def pct(label: str) -> str:
+    return "Dense" if label == "dense" else f"{100 * sparsity_of(label):.0f}%"
+
+
+def table5(results: Mapping[str, Any]) -> str:
+    """Rows Latency / Throughput / Speedup, a column per sparsity — the layout of Table 5."""
+    labels = sorted(results, key=sparsity_of)
+    head = "| Sparsity | " + " | ".join(pct(lab) for lab in labels) + " |"
+    rule = "|---|" + "---|" * len(labels)
+    lat = "| Latency (ms) | " + " | ".join(f"{results[lab]['decode_ms_per_token']['median']:.2f}" for lab in labels)
+    thr = "| Throughput (tokens/s) | " + " | ".join(f"{results[lab]['tokens_per_s']['median']:.2f}" for lab in labels)
+    spd = "| Speedup | " + " | ".join(f"{results[lab]['speedup']['decode']['median']:.2f}×" for lab in labels)
+    return "\n".join([head, rule, lat + " |", thr + " |", spd + " |"])
+
+
+def paper_table5() -> str:
+    labels = sorted(TABLE5_DLP)
+    head = "| Sparsity | " + " | ".join("Dense" if s == 0 else f"{100 * s:.0f}%" for s in labels) + " |"
+    rows = [
+        "| " + name + " | " + " | ".join(fmt(TABLE5_DLP[s][i]) for s in labels) + " |"
+        for i, (name, fmt) in enumerate(
+            [
+                ("Latency (ms)", lambda v: f"{v:.2f}"),
+                ("Throughput (tokens/s)", lambda v: f"{v:.2f}"),
+                ("Speedup", lambda v: f"{v:.1f}×"),
+            ]
+        )
+    ]
+    return "\n".join([head, "|---|" + "---|" * len(labels), *rows])
+
+
+def speed_table(
+    results: Mapping[str, Any], leading: Mapping[str, Mapping[str, str]], sizes: Mapping[str, Mapping[str, Any]]
+) -> str:
+    """Every figure of one measurement, a row per entry of ``leading`` (its first columns, in its order);
+    ``sizes``: entry → {bytes, memory} (artifact bytes and the `runtime_bench.memory` probe)."""
+    batch = next((r["batch"]["batch"] for r in results.values() if "batch" in r), None)
+    first = next(iter(leading.values()), {})
+    head = [*first, "prefill ms (q1–q3)", "decode ms/token (q1–q3)", "tokens/s (b1)"]
+    head += [f"tokens/s (b{batch})"] if batch else []
+    head += ["decode speedup (q1–q3)", "prefill speedup", "MiB on disk", "peak RSS MiB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    skips = {r["batch"]["skipped"] for r in results.values() if "skipped" in r.get("batch", {})}
+    for lab, cols in leading.items():
+        r, size = results[lab], sizes.get(lab, {})
+        row = [
+            *cols.values(),
+            q(r["prefill_ms"], 1),
+            q(r["decode_ms_per_token"], 2),
+            f"{r['tokens_per_s']['median']:.1f}",
+        ]
+        if batch:
+            b = r.get("batch", {})
+            row.append(f"{b['tokens_per_s']['median']:.1f}" if "tokens_per_s" in b else "—")
+        row += [
+            q(r["speedup"]["decode"], 2) if "speedup" in r else "",
+            f"{r['speedup']['prefill']['median']:.2f}" if "speedup" in r else "",
+            f"{size['bytes'] / 2**20:.0f}" if size.get("bytes") else "",
+            f"{size['memory']['peak_rss_mib']:.0f}" if "memory" in size else "",
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += [f"\n—: {reason}" for reason in sorted(skips)]
+    return "\n".join(lines)
+
+
+def sweep_rows(results: Mapping[str, Any], quality: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Leading columns of the sweep's `speed_table`: artifact, measured sparsity, perplexity."""
+    rows = {}
+    for lab in sorted(results, key=sparsity_of):
+        qual = quality.get(lab, {})
+        ppl, measured = qual.get("perplexity"), qual.get("sparsity")
+        rows[lab] = {
+            "artifact": lab,
+            "sparsity": f"{100 * measured:.1f} %" if measured is not None else "",
+            "perplexity": f"{ppl:.2f}" if ppl is not None else "",
+        }
+    return rows
+
+
+def sweep_markdown(report: Mapping[str, Any]) -> str:
+    cfg, cpu = report["config"], report["cpu"]
+    bench = cfg["bench"]
+    parts = [
+        f"# Speedup vs sparsity: {report['model']}",
+        "",
+        f"Pruning: {cfg['method']} with {cfg['allocation']} allocation ({cfg['pattern']}), calibration "
+        f"{cfg['data']['nsamples']}×{cfg['data']['seqlen']} tokens of {cfg['data']['dataset']} (seed {cfg['data']['seed']}).",
+        f"Timing: prompt {bench['prompt']} tokens, then {bench['tokens']} greedy decode steps with the KV cache; "
+        f"{bench['rounds']} rounds after {bench['warmup']} warm-up, artifacts interleaved (A B … B A); medians "
+        f"(q1–q3). Latency = median decode step at batch 1; throughput = 1000 / latency; speedup = dense / sparse "
+        f"decode time, round by round. CPU: {cpu['model']} ({cpu['cpus']} CPUs usable; {', '.join(cpu['flags'])}).",
+        "",
+    ]
+    for name, reason in report.get("skipped", {}).items():
+        parts += [f"**{name}: skipped** — {reason}", ""]
+    for m in report["measurements"]:
+        parts += [
+            f"## {m['engine']}, {m['threads']} thread{'s' if m['threads'] > 1 else ''}",
+            "",
+            table5(m["results"]),
+            "",
+        ]
+    parts += [f"## Paper: {TABLE5_DLP_SOURCE}", "", paper_table5(), ""]
+    for m in report["measurements"]:
+        parts += [
+            f"## All figures: {m['engine']}, {m['threads']} thread{'s' if m['threads'] > 1 else ''}",
+            "",
+            speed_table(
+                m["results"],
+                sweep_rows(m["results"], report.get("quality", {})),
+                report["artifacts"].get(m["engine"], {}),
+            ),
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def speedup_figure(measurements: Iterable[Mapping[str, Any]], out: Path, title: str = "") -> None:
+    """Decode speedup (median, q1–q3 bars) vs sparsity per engine and thread count, with DLP's Table 5."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for m in measurements:
+        labs = sorted(m["results"], key=sparsity_of)
+        xs = [100 * sparsity_of(lab) for lab in labs]
+        sp = [m["results"][lab]["speedup"]["decode"] for lab in labs]
+        med = [s["median"] for s in sp]
+        err = [[s["median"] - s["q1"] for s in sp], [s["q3"] - s["median"] for s in sp]]
+        ax.errorbar(xs, med, yerr=err, marker="o", markersize=3, capsize=2, label=f"{m['engine']}, {m['threads']} thr")
+    ps = sorted(TABLE5_DLP)
+    ax.plot(
+        [100 * s for s in ps],
+        [TABLE5_DLP[s][2] for s in ps],
+        "k--",
+        marker="s",
+        markersize=3,
+        label="paper: LLaMA2-7B, DeepSparse, 24 cores",
+    )
+    ax.axhline(1.0, color="gray", linewidth=0.8)
+    ax.set_xlabel("sparsity (%)")
+    ax.set_ylabel("decode speedup over dense (×)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, out)
+
+
+def write_sweep_report(report: Mapping[str, Any], out: Path) -> None:
+    from prune.io import write_text_atomic
+
+    write_text_atomic(out / "sweep.md", sweep_markdown(report))
+    speedup_figure(report["measurements"], out / "sweep.png", f"speedup vs sparsity: {Path(report['model']).name}")
+
+
+# --- slimpack run ---------------------------------------------------------------------------------------
+
+
+def write_run_plots(summary: Mapping[str, Any], out: Path) -> list[str]:
+    """``sparsity.png`` (per-block sparsity of the prune stage) and ``speed.png`` (decode tokens/s per
+    artifact); returns the files written."""
+    from types import SimpleNamespace
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prune.plots import plan_figure
+
+    written = []
+    pruned = summary["models"].get("prune")
+    if pruned and pruned.get("block_ratios"):
+        allocation = SimpleNamespace(
+            block_ratios=pruned["block_ratios"],
+            importance=pruned.get("importance"),
+            importance_label=pruned.get("importance_label", ""),
+        )
+        plan_figure(allocation, out / "sparsity.png", f"sparsity per block (overall {100 * pruned['sparsity']:.1f} %)")
+        written.append("sparsity.png")
+    bench = summary.get("bench")
+    if bench and bench.get("measurements"):
+        fig, ax = plt.subplots(figsize=(7, 0.45 * len(bench["entries"]) * len(bench["measurements"]) + 1.5))
+        labels, values, errs = [], [], []
+        for m in bench["measurements"]:
+            for name, r in m["results"].items():
+                t = r["tokens_per_s"]
+                labels.append(f"{name} ({m['threads']} thr)")
+                values.append(t["median"])
+                errs.append([t["median"] - t["q1"], t["q3"] - t["median"]])
+        ax.barh(labels, values, xerr=list(map(list, zip(*errs))), color="tab:blue", capsize=2)
+        ax.invert_yaxis()
+        ax.set_xlabel("decode tokens/s at batch 1 (median, q1–q3)")
+        fig.tight_layout()
+        save_figure(fig, out / "speed.png")
+        written.append("speed.png")
+    return written
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def run_markdown(summary: Mapping[str, Any], plots: list[str]) -> str:
+    """``report.md`` of ``slimpack run``: steps, perplexity per stage and per artifact, speed, plots."""
+    verdict = "all verify checks passed" if summary["passed"] else "a verify check FAILED"
+    parts = [
+        f"# slimpack run: {Path(summary['model']).name}",
+        "",
+        f"Recipe: `{summary['recipe']}`. Wall time {summary['wall_seconds'] / 60:.1f} min; {verdict}.",
+        "",
+        "## Steps",
+        "",
+        "| stage | step | status | seconds | detail |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {s['stage']} | {s['step']} | {s['status']} | {s['seconds']:.1f} | {s['detail']} |"
+            for s in summary["steps"]
+        ),
+        "",
+        "## Perplexity per stage",
+        "",
+        "| model | sparsity | perplexity | size MiB |",
+        "|---|---|---|---|",
+    ]
+    for name, m in summary["models"].items():
+        size = m.get("bytes")
+        parts.append(f"| {name} | {100 * m['sparsity']:.2f} % | {_fmt(m.get('perplexity'), '.3f')} | "
+                     f"{_fmt(size / 2**20 if size else None, '.0f')} |")  # fmt: skip
+    if summary["verify"]:
+        parts += [
+            "",
+            "## Perplexity per exported format (verify: the artifact in its own runtime vs its source in torch)",
+            "",
+            "| artifact | format | engine | from | perplexity | reference | relative Δ | greedy tokens equal | verdict |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, v in summary["verify"].items():
+            a = summary["artifacts"][name]
+            if "skipped" in v:
+                parts.append(
+                    f"| {name} | {a['format']} | {a['engine']} | {a['source']} | | | | | skipped: {v['skipped']} |"
+                )
+                continue
+            parts.append(
+                f"| {name} | {a['format']} | {a['engine']} | {a['source']} | {v['perplexity']:.3f} | {v['reference']:.3f} "
+                f"| {100 * v['relative_diff']:.3f} % | {v['greedy_equal']}/{v['greedy_tokens']} | "
+                f"{'passed' if v['passed'] else 'FAILED'} |"
+            )
+        windows = next((v["windows"] for v in summary["verify"].values() if "windows" in v), None)
+        parts += ["", f"Verify perplexity over {windows} windows (the per-stage table uses the full protocol)."]
+    bench = summary.get("bench")
+    if bench:
+        spec = bench["spec"]
+        parts += [
+            "",
+            "## Speed",
+            "",
+            f"Prompt {spec['prompt']} tokens, {spec['tokens']} decode steps, {spec['rounds']} rounds after "
+            f"{spec['warmup']} warm-up, every artifact interleaved in each round; speedup over the dense artifact of "
+            f"the same engine, round by round. CPU: {bench['cpu']['model']} ({bench['cpu']['cpus']} CPUs usable).",
+        ]
+        for name, reason in bench.get("skipped", {}).items():
+            parts += ["", f"**{name}: skipped** — {reason}"]
+        sizes = {n: {"bytes": e.get("bytes"), "memory": bench["memory"][n]} for n, e in bench["entries"].items()}
+        for m in bench["measurements"]:
+            leading = {
+                n: {"artifact": n, "engine": e["engine"], "from": e["source"]} for n, e in bench["entries"].items()
+            }
+            parts += ["", f"### {m['threads']} thread{'s' if m['threads'] > 1 else ''}", "",
+                      speed_table(m["results"], leading, sizes)]  # fmt: skip
+    if plots:
+        parts += ["", "## Plots", "", *(f"![{p}]({p})" for p in plots)]
+    return "\n".join(parts) + "\n"

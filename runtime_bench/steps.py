@@ -1,0 +1,70 @@
+"""Resumable steps, shared by ``slimpack bench sweep`` and ``slimpack run``.
+
+A step has a name, a configuration (plain JSON data: its parameters and the keys of the steps it reads)
+and a function that writes its outputs and returns a JSON-able result. `StepCache.run` records
+``{key, config, result, seconds}`` in ``<root>/state/<name>.json`` after the function returns; a later call
+with the same configuration (same key) whose recorded ``outputs`` all still exist returns the recorded result
+without running anything. A step killed half-way has no record (outputs are written atomically by the
+functions themselves), so it simply runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prune.io import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def step_key(config: Any) -> str:
+    """A short, stable hash of a JSON-able configuration."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class StepResult:
+    key: str
+    result: dict[str, Any]
+    cached: bool
+    seconds: float
+
+
+class StepCache:
+    """Runs named steps under ``root``, skipping those whose record matches (see the module docstring)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.state = self.root / "state"
+
+    def record(self, name: str) -> dict[str, Any] | None:
+        path = self.state / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def run(self, name: str, config: Any, fn: Callable[[], dict[str, Any]]) -> StepResult:
+        key = step_key(config)
+        record = self.record(name)
+        if record is not None and record.get("key") == key:
+            outputs = [Path(p) for p in record["result"].get("outputs", [])]
+            if all(p.exists() for p in outputs):
+                log.info("%s: up to date, skipped (%s)", name, self.state / f"{name}.json")
+                return StepResult(key, record["result"], True, float(record.get("seconds", 0.0)))
+        log.info("%s: running", name)
+        start = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - start
+        record = {
+            "key": key,
+            "config": json.loads(json.dumps(config, default=str)),
+            "result": result,
+            "seconds": seconds,
+        }
+        write_json_atomic(self.state / f"{name}.json", record)
+        return StepResult(key, result, False, seconds)

@@ -1,0 +1,87 @@
+"""``slimpack bench sweep`` on a tiny model: reports, caching (a rerun only measures), resuming a killed step,
+a missing engine recorded as a skip, bad input refused before any work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from prune.cli import main
+
+TIMING = ["--prompt", "8", "--tokens", "4", "--rounds", "2", "--warmup", "1", "--batch", "2"]
+DATA = ["--nsamples", "4", "--seqlen", "64", "--windows", "2"]
+
+
+def sweep_args(model: Path, out: Path, engines: str = "onnxruntime,deepsparse") -> list[str]:
+    return ["-q", "bench", "sweep", "--model", str(model), "--sparsities", "0.5", "--engines", engines,
+            "--threads", "1", *DATA, *TIMING, "--out", str(out)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
+    out = tmp_path_factory.mktemp("sweep") / "sweep"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLIMPACK_DEEPSPARSE_PYTHON", str(out.parent / "no-such-python"))
+        assert main(sweep_args(tiny_dir, out)) == 0
+    return out
+
+
+def test_sweep_reports(sweep_dir: Path) -> None:
+    report = json.loads((sweep_dir / "sweep.json").read_text())
+    (m,) = report["measurements"]
+    assert m["engine"] == "onnxruntime" and m["threads"] == 1 and set(m["results"]) == {"dense", "s0.50"}
+    s50 = m["results"]["s0.50"]
+    assert s50["decode_ms_per_token"]["n"] == 2 and s50["batch"]["tokens_per_s"]["median"] > 0
+    assert s50["speedup"]["decode"]["median"] > 0 and m["results"]["dense"]["speedup"]["decode"]["median"] == 1.0
+    assert 0.45 < report["quality"]["s0.50"]["sparsity"] < 0.55 and report["quality"]["dense"]["perplexity"] > 1
+    assert report["artifacts"]["onnxruntime"]["s0.50"]["memory"]["peak_rss_mib"] > 0
+    assert "setup-deepsparse.sh" in report["skipped"]["deepsparse"]
+    md = (sweep_dir / "sweep.md").read_text()
+    assert "| Sparsity | Dense | 50% |" in md and "| Speedup |" in md and "**deepsparse: skipped**" in md
+    assert "| Latency (ms) | 353.42 |" in md  # the paper's row beside ours
+    assert (sweep_dir / "sweep.png").stat().st_size > 0
+
+
+def test_rerun_only_measures(sweep_dir: Path, tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cached step ran again")
+
+    monkeypatch.setattr("prune.api.prune", forbidden)
+    monkeypatch.setattr("prune.api.evaluate", forbidden)
+    monkeypatch.setattr("export.api.export_model", forbidden)
+    monkeypatch.setattr("runtime_bench.memory.peak_rss", forbidden)
+    before = (sweep_dir / "sweep.json").stat().st_mtime_ns
+    assert main(sweep_args(tiny_dir, sweep_dir, "onnxruntime")) == 0
+    assert (sweep_dir / "sweep.json").stat().st_mtime_ns > before  # measured again
+
+
+def test_killed_step_resumes(sweep_dir: Path, tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export whose record is missing (killed before it finished) runs again; the pruning does not."""
+    monkeypatch.setattr("prune.api.prune", lambda *a, **k: (_ for _ in ()).throw(AssertionError("pruned again")))
+    (sweep_dir / "state" / "onnxruntime-s0.50.json").unlink()
+    artifact = sweep_dir / "artifacts" / "onnxruntime" / "s0.50" / "export.json"
+    before = artifact.stat().st_mtime_ns
+    assert main(sweep_args(tiny_dir, sweep_dir, "onnxruntime")) == 0
+    assert artifact.stat().st_mtime_ns > before
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--engines", "onnxrt"], "unknown bench engine 'onnxrt'; choose one of: deepsparse, onnxruntime"),
+        (["--sparsities", "0.5,1.2"], "sparsity 1.2 is outside (0, 1)"),
+        (["--threads", "0"], "threads 0 must be ≥ 1"),
+        (["--method", "wandaa"], "unknown method 'wandaa'"),
+        (["--model", "/nonexistent/model"], "is not a local model directory"),
+    ],
+)
+def test_bad_sweep_input(
+    args: list[str], expected: str, tmp_path: Path, tiny_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sweep"
+    assert main([*sweep_args(tiny_dir, out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert not out.exists()

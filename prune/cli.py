@@ -430,7 +430,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def bench_spec(args: argparse.Namespace):  # noqa: ANN201
-    from runtime_bench.sweep import BenchSpec
+    from runtime_bench.stages import BenchSpec
 
     return BenchSpec(args.prompt, args.tokens, args.rounds, args.warmup, args.batch)
 

@@ -24,8 +24,7 @@ from typing import Any
 from prune.io import directory_bytes, write_json_atomic, write_text_atomic
 from prune.manifest import environment
 from runtime_bench.recipe import Recipe
-from runtime_bench.steps import StepCache, StepResult
-from runtime_bench.sweep import (
+from runtime_bench.stages import (
     BenchSpec,
     add_speedups,
     eval_step,
@@ -37,6 +36,7 @@ from runtime_bench.sweep import (
     quantize_step,
     vocab_size,
 )
+from runtime_bench.steps import StepCache, StepResult
 
 log = logging.getLogger(__name__)
 

@@ -168,7 +168,7 @@ def check_recipe(recipe: Recipe, source: str) -> None:
     import export.api  # noqa: F401  (registers the export formats)
     from export.base import EXPORTERS
     from quant.grid import QuantSpec
-    from runtime_bench.sweep import check_pruning
+    from runtime_bench.stages import check_pruning
 
     st = recipe.stages
     try:

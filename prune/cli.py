@@ -450,7 +450,7 @@ class BenchCommand:
             "--engines",
             type=lambda t: tuple(e.strip() for e in t.split(",") if e.strip()),
             default=("deepsparse", "onnxruntime"),
-            help="comma-separated: deepsparse, onnxruntime, onnxruntime-int4, torch, torch-semi24",
+            help="comma-separated: deepsparse, onnxruntime, onnxruntime-int4, torch",
         )
         p.add_argument("--threads", type=number_list(int, "threads"), default=(1, 2), help="e.g. 1,2")
         p.add_argument("--method", default="wanda")

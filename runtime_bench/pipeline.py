@@ -164,7 +164,7 @@ def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str
                 entries[f"torch-{source}"] = {
                     "path": str(path), "key": key, "source": source, "engine": "torch", "bytes": directory_bytes(path)
                 }  # fmt: skip
-    skipped = {n: reason for n, e in entries.items() if (reason := unavailable(e["engine"]))}
+    skipped = {n: reason for n, e in entries.items() if (reason := unavailable(e["engine"], timing=True))}
     for name, reason in skipped.items():
         run.note("bench", name, None, "skipped", reason)
     timed = {n: e for n, e in entries.items() if n not in skipped}

@@ -84,6 +84,11 @@ class SweepConfig:
         self.bench.check()
         self.data.check()
         check_pruning(self.method, self.method_options, self.allocation, self.allocation_options, self.pattern)
+        if self.pattern != "unstructured":
+            raise SlimpackError(
+                f"the sweep varies unstructured sparsity, and --pattern {self.pattern} fixes it; time N:M models "
+                "with `slimpack run` (a semi24 export) or `python -m runtime_bench.latency`"
+            )
         return [(name, TARGETS.get(name)) for name in self.engines]
 
 
@@ -101,7 +106,7 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
     from runtime_bench.report import write_sweep_report
 
     targets = config.check()
-    skipped = {name: reason for name, t in targets if (reason := unavailable(t.engine))}
+    skipped = {name: reason for name, t in targets if (reason := unavailable(t.engine, timing=True))}
     for name, reason in skipped.items():
         log.warning("skipping %s: %s", name, reason)
     active = [(name, t) for name, t in targets if name not in skipped]

@@ -26,7 +26,6 @@ TARGETS.register("onnxruntime")(Target("onnxruntime", "onnx"))
 TARGETS.register("deepsparse")(Target("deepsparse", "deepsparse"))
 TARGETS.register("onnxruntime-int4")(Target("onnxruntime", "onnx-int4", quantize={"bits": 4, "group_size": 64}))
 TARGETS.register("torch")(Target("torch"))
-TARGETS.register("torch-semi24")(Target("torch-semi24", "semi24"))
 
 # Engine constructor options for benchmarks: DeepSparse compiles only the graphs generation uses.
 BENCH_ENGINE_OPTIONS: dict[str, dict[str, Any]] = {"deepsparse": {"lazy": True}}

@@ -53,10 +53,15 @@ def open_engine(path: Path, threads: int | None, options: dict[str, dict[str, An
     raise SlimpackError(f"{str(path)!r} is neither an artifact, a model directory nor an ONNX model")
 
 
-def unavailable(engine: str) -> str | None:
-    """Why ``engine`` cannot run on this machine (its runtime is not installed), or None."""
+def unavailable(engine: str, timing: bool = False) -> str | None:
+    """Why ``engine`` cannot run on this machine (its runtime is not installed) or, with ``timing``, cannot
+    be timed meaningfully (2:4 kernels without CUDA); None when it can."""
     from runtime_bench.engines.base import ENGINES
 
     load_engines()
-    check = getattr(ENGINES.get(engine), "unavailable", None)
-    return check() if check is not None else None
+    cls = ENGINES.get(engine)
+    for hook in ("unavailable", "bench_unavailable") if timing else ("unavailable",):
+        check = getattr(cls, hook, None)
+        if check is not None and (reason := check()):
+            return str(reason)
+    return None

@@ -83,8 +83,8 @@ class Semi24Engine(TorchEngine):
         super().__init__(threads, device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     @staticmethod
-    def unavailable() -> str | None:
-        """The 2:4 kernels are CUDA-only; on the CPU this engine would time dense weights."""
+    def bench_unavailable() -> str | None:
+        """The 2:4 kernels are CUDA-only: on the CPU this engine runs (verify) but would time dense weights."""
         return None if torch.cuda.is_available() else "torch-semi24 needs CUDA (2:4 sparse kernels); no GPU here"
 
     def load(self, artifact: Artifact) -> None:

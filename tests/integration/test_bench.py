@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from prune.cli import main
+from tests.integration.test_deepsparse import needs_deepsparse
 
 TIMING = ["--prompt", "8", "--tokens", "4", "--rounds", "2", "--warmup", "1", "--batch", "2"]
 DATA = ["--nsamples", "4", "--seqlen", "64", "--windows", "2"]
@@ -85,3 +86,16 @@ def test_bad_sweep_input(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err, err
     assert not out.exists()
+
+
+@needs_deepsparse
+def test_sweep_times_deepsparse(tmp_path: Path, tiny_dir: Path) -> None:
+    """With ``.venv-deepsparse``: the DeepSparse artifacts are timed; batch > 1 is recorded as not possible."""
+    out = tmp_path / "sweep"
+    assert main(sweep_args(tiny_dir, out, "deepsparse")) == 0
+    report = json.loads((out / "sweep.json").read_text())
+    (m,) = report["measurements"]
+    assert m["engine"] == "deepsparse" and not report["skipped"]
+    assert m["results"]["s0.50"]["decode_ms_per_token"]["median"] > 0
+    assert "static batch of 1" in m["results"]["s0.50"]["batch"]["skipped"]
+    assert report["artifacts"]["deepsparse"]["dense"]["memory"]["worker_peak_rss_mib"] > 0

@@ -16,7 +16,7 @@ from prune.allocation import (
     validate_plan,
     weighted_mean,
 )
-from prune.allocation.dlp import ALPHA_TABLE_19, default_alpha, dlp_importance, dlp_ratios
+from prune.allocation.dlp import ALPHA_TABLE_19, default_alpha, dlp_importance, dlp_ratios, fit_alpha
 from prune.allocation.log_increase import log_ratios, solve_ends
 from prune.allocation.owl import outlier_ratio
 from prune.allocation.pi import PI, pi_ratios
@@ -74,6 +74,14 @@ def test_dlp_reproduces_algorithm_1_by_hand() -> None:
     assert dlp_importance(medians) == pytest.approx([0.9, 0.8, 0.7, 0.6])
     assert dlp_ratios(medians, 0.5, 0.1) == pytest.approx([0.4, 0.5 + 0.1 - 2 / 15, 0.5 + 0.1 - 1 / 15, 0.6])
     assert default_alpha(0.7) == 0.15 and default_alpha(0.68) == 0.15 and ALPHA_TABLE_19[0.5] == 0.04
+
+
+def test_dlp_default_alpha_is_fitted_below_ratio_one() -> None:
+    medians = [1.0, 2.0, 3.0, 4.0]  # d = minmax(I)·2α; max R = p + mean(d) = p + α
+    assert fit_alpha(medians, 0.5, 0.1) == 0.1  # fits: unchanged
+    alpha = fit_alpha(medians, 0.9, default_alpha(0.9))  # Table 19's 0.12 would give 1.02
+    assert alpha == pytest.approx(0.09) and max(dlp_ratios(medians, 0.9, alpha)) == pytest.approx(0.99)
+    assert sum(dlp_ratios(medians, 0.9, alpha)) / 4 == pytest.approx(0.9)
 
 
 def test_owl_outlier_ratio_and_mapping() -> None:

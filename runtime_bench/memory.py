@@ -27,9 +27,13 @@ from prune.errors import SlimpackError
 from runtime_bench.targets import BENCH_ENGINE_OPTIONS
 
 
-def current_rss_mib() -> float:
+def status_mib(field: str) -> float:
+    """A memory field of ``/proc/self/status`` (``VmRSS``: now, ``VmHWM``: peak of this process image), MiB.
+
+    ``getrusage``'s ``ru_maxrss`` is not used for this process: Linux carries it across ``execve``, so a probe
+    started from a big process would report its parent's peak."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")  # pragma: no cover - not Linux
 
@@ -42,15 +46,15 @@ def probe(path: Path, threads: int | None, prompt: int, tokens: int, vocab: int)
     import onnxruntime  # noqa: F401  (imported by the baseline too, whichever engine runs)
     import torch  # noqa: F401
 
-    baseline = current_rss_mib()
+    baseline = status_mib("VmRSS")
     start = time.perf_counter()
     engine = open_engine(path, threads, BENCH_ENGINE_OPTIONS)
     load_seconds = time.perf_counter() - start
     ids = np.random.RandomState(0).randint(0, vocab, (1, prompt)).astype(np.int64)
     engine.generate(ids, tokens)
     engine.close()
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    own = status_mib("VmHWM")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the worker forked from this probe
     return {
         "peak_rss_mib": round(own + children, 1),
         "baseline_rss_mib": round(baseline, 1),

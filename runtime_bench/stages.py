@@ -143,7 +143,7 @@ def memory_step(cache: StepCache, name: str, path: Path, key: str, bench: BenchS
     def run() -> dict[str, Any]:
         return peak_rss(path, None, bench.prompt, bench.tokens, vocab)
 
-    return cache.run(name, {"artifact": key, "prompt": bench.prompt, "tokens": bench.tokens}, run)
+    return cache.run(name, {"artifact": key, "prompt": bench.prompt, "tokens": bench.tokens, "probe": 2}, run)
 
 
 def build_target(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    bad = [item for item in args.engines if "=" not in item]
+    if bad:
+        parser.error(f"bad engine {bad[0]!r}; use NAME=PATH, e.g. onnx=runs/export/onnx")
     specs = dict(item.split("=", 1) for item in args.engines)
-    engines = {name: open_engine(Path(path), args.threads) for name, path in specs.items()}
-    vocab = prompt_vocab([Path(p) for p in specs.values()])
+    try:
+        engines = {name: open_engine(Path(path), args.threads) for name, path in specs.items()}
+        vocab = prompt_vocab([Path(p) for p in specs.values()])
+    except SlimpackError as err:
+        print(f"latency: error: {err}", file=sys.stderr)
+        return 2
     prompt = np.random.RandomState(args.seed).randint(0, vocab, (1, args.prompt)).astype(np.int64)
     try:
         results = compare(engines, prompt, args.tokens, args.rounds, args.warmup)

@@ -141,7 +141,7 @@ def run_verify(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[st
             write_json_atomic(path, report)
             return {"outputs": [str(path)], **report}
 
-        settings = {k: v for k, v in asdict(config).items() if k != "progress"}
+        settings = {k: val for k, val in asdict(config).items() if k != "progress"}
         step = run.cache.run(f"verify-{name}", {"verify": settings, "artifact": art["key"]}, check)
         run.note("verify", name, step, None if step.result["passed"] else "FAILED")
         reports[name] = step.result

@@ -155,7 +155,7 @@ def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str
 
     b = run.recipe.stages.bench
     assert b is not None
-    spec = BenchSpec(b.prompt, b.tokens, b.rounds, b.warmup, b.batch)
+    spec = BenchSpec(b.prompt, b.tokens, b.rounds, b.warmup, b.batch, b.seed)
     entries = {n: {k: a[k] for k in ("path", "key", "source", "engine", "bytes")} for n, a in artifacts.items()}
     if b.torch:
         for source in ("dense", "prune"):

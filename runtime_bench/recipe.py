@@ -30,6 +30,7 @@ from typing import Any, TypeVar, Union, get_type_hints
 from prune.api import EvalSpec
 from prune.data import DataSpec
 from prune.errors import SlimpackError
+from runtime_bench.stages import BenchSpec
 
 DEFAULT_RECIPE = Path(__file__).with_name("recipes") / "default.yaml"
 SOURCES = ("dense", "prune", "quantize")
@@ -76,13 +77,10 @@ class VerifyStage:
 
 
 @dataclass(frozen=True)
-class BenchStage:
+class BenchStage(BenchSpec):
+    """`runtime_bench.stages.BenchSpec` (prompt, tokens, rounds, warmup, batch, seed) and the thread counts."""
+
     threads: list[int] = field(default_factory=lambda: [2])
-    prompt: int = 128
-    tokens: int = 32
-    rounds: int = 5
-    warmup: int = 1
-    batch: int = 4
     torch: bool = False  # also time the dense and pruned models in eager PyTorch
 
 
@@ -193,6 +191,7 @@ def check_recipe(recipe: Recipe, source: str) -> None:
             if item.source != "dense" and getattr(st, item.source) is None:
                 raise SlimpackError(f"stages.export.{name} reads the {item.source} stage, which the recipe lacks")
         if st.bench is not None:
+            st.bench.check()
             if not st.bench.threads or min(st.bench.threads) < 1:
                 raise SlimpackError(f"stages.bench.threads {st.bench.threads} must be a list of counts ≥ 1")
             if not st.export and not st.bench.torch:

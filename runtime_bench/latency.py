@@ -10,27 +10,21 @@ holding a KV-cache ``model.onnx`` in optimum's layout (e.g. optimum-onnx's own e
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from prune.errors import SlimpackError
-from runtime_bench.engines import open_engine
-from runtime_bench.harness import compare, cpu_info
+from runtime_bench.harness import cpu_info
+from runtime_bench.stages import BenchSpec, measure, vocab_size
 
 log = logging.getLogger(__name__)
 
 
 def prompt_vocab(paths: list[Path]) -> int:
     """The smallest vocabulary among the engines' ``config.json`` files (prompt ids must fit every model)."""
-    sizes = []
-    for path in paths:
-        config = (path.parent if path.suffix == ".onnx" else path) / "config.json"
-        if config.is_file():
-            sizes.append(int(json.loads(config.read_text())["vocab_size"]))
+    dirs = [path.parent if path.suffix == ".onnx" else path for path in paths]
+    sizes = [vocab_size(d) for d in dirs if (d / "config.json").is_file()]
     if not sizes:
         raise SlimpackError("no config.json beside any engine path; cannot tell the vocabulary size")
     return min(sizes)
@@ -48,25 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import torch
-
-    torch.set_num_threads(args.threads)
     bad = [item for item in args.engines if "=" not in item]
     if bad:
         parser.error(f"bad engine {bad[0]!r}; use NAME=PATH, e.g. onnx=runs/export/onnx")
     specs = dict(item.split("=", 1) for item in args.engines)
+    spec = BenchSpec(args.prompt, args.tokens, args.rounds, args.warmup, batch=0, seed=args.seed)
     try:
-        engines = {name: open_engine(Path(path), args.threads) for name, path in specs.items()}
+        spec.check()
         vocab = prompt_vocab([Path(p) for p in specs.values()])
+        results = measure({name: Path(path) for name, path in specs.items()}, args.threads, spec, vocab, "latency")
     except SlimpackError as err:
         print(f"latency: error: {err}", file=sys.stderr)
         return 2
-    prompt = np.random.RandomState(args.seed).randint(0, vocab, (1, args.prompt)).astype(np.int64)
-    try:
-        results = compare(engines, prompt, args.tokens, args.rounds, args.warmup)
-    finally:
-        for engine in engines.values():
-            engine.close()
     report = {
         "engines": specs,
         "prompt": args.prompt,

@@ -99,3 +99,14 @@ def test_sweep_times_deepsparse(tmp_path: Path, tiny_dir: Path) -> None:
     assert m["results"]["s0.50"]["decode_ms_per_token"]["median"] > 0
     assert "static batch of 1" in m["results"]["s0.50"]["batch"]["skipped"]
     assert report["artifacts"]["deepsparse"]["dense"]["memory"]["worker_peak_rss_mib"] > 0
+
+
+def test_latency_compares_paths_with_the_same_harness(tmp_path: Path, tiny_dir: Path) -> None:
+    from runtime_bench.latency import main as latency
+
+    out = tmp_path / "latency.json"
+    args = [f"a={tiny_dir}", f"b={tiny_dir}", "--prompt", "8", "--tokens", "4", "--rounds", "2", "--threads", "1"]
+    assert latency([*args, "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"a", "b"} and results["a"]["decode_ms_per_token"]["n"] == 2
+    assert latency([f"a={tmp_path / 'missing'}"]) == 2

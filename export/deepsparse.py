@@ -59,6 +59,7 @@ from export.base import EXPORTERS, ZeroCounts, is_quantized
 from export.onnx_kv import count_zeros as onnx_initializer_zeros
 from prune.errors import SlimpackError
 from prune.models import LoadedModel, adapter_for
+from prune.structured.shapes import STRUCTURE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,11 @@ class _Graph:
 
 def dims_of(model: nn.Module) -> dict[str, Any]:
     config = model.config
+    if getattr(config, STRUCTURE_KEY, None):
+        raise SlimpackError(
+            "the deepsparse graph builder takes one head count and FFN width for all layers, and this model is "
+            "structured-pruned (per-layer shapes); export it with --format onnx (onnxruntime runs it)"
+        )
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     return {

@@ -256,6 +256,7 @@ def prune(config: PruneConfig) -> dict[str, Any]:
         body["evaluation"] = {**asdict(config.evaluate), **ppl.to_dict()}
     with atomic_output_dir(config.out, config.overwrite) as tmp:
         save_model(model, loaded.tokenizer, tmp)
+        allocation.write_artifacts(tmp)
         manifest = write_manifest(tmp, body)
     return manifest
 
@@ -311,5 +312,7 @@ def plan(config: PlanConfig) -> dict[str, Any]:
         "environment": environment(),
     }
     plan_figure(allocation, config.out.with_suffix(".png"), f"{config.allocation} plan, target {target:.2f}")
+    if allocation.artifacts:  # e.g. rl-search's agent and curves, in a folder named after the plan
+        allocation.write_artifacts(config.out.with_suffix(""))
     write_json_atomic(config.out, result)
     return result

@@ -60,11 +60,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser, windows_default: int | N
     g.add_argument("--eval-batch-size", type=int, default=1)
 
 
-def add_allocation_arguments(parser: argparse.ArgumentParser, default: str = "uniform") -> None:
+def add_allocation_arguments(parser: argparse.ArgumentParser, default: str | None = "uniform") -> None:
+    shown = default or "uniform; --structured: log-increase"
     parser.add_argument(
         "--allocation",
         default=default,
-        help=f"layerwise sparsity: uniform | owl | dlp | pi | log-increase (default {default})",
+        help=f"layerwise sparsity: uniform | owl | dlp | pi | log-increase | rl-search (default {shown})",
     )
     parser.add_argument(
         "-A", "--alloc-option", action="append", default=[], help="allocation option KEY=VALUE, e.g. -A alpha=0.1"
@@ -106,28 +107,46 @@ class PruneCommand:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--model", required=True, help="HF model directory, hub id, or alias (smollm2-135m)")
-        parser.add_argument("--method", default="wanda", help="magnitude | wanda | sparsegpt | pruner-zero | pgz")
-        parser.add_argument("--sparsity", type=float, default=0.5, help="target sparsity in [0, 1) (unstructured)")
+        parser.add_argument(
+            "--method",
+            default=None,
+            help="magnitude | wanda (default) | sparsegpt | pruner-zero | pgz; --structured: slimgpt (default) | "
+            "activation-l2",
+        )
+        parser.add_argument("--sparsity", type=float, default=0.5, help="target sparsity in [0, 1)")
         parser.add_argument("--pattern", default="unstructured", help="'unstructured' or N:M (N zeros per M), e.g. 2:4")
         parser.add_argument("--scope", default=None, help="row (per-output) | layer; default: the method's paper")
-        add_allocation_arguments(parser)
+        add_allocation_arguments(parser, None)
         parser.add_argument("--plan", type=Path, default=None, help="a sparsity plan JSON (from `slimpack plan`)")
         parser.add_argument("-O", "--option", action="append", default=[], help="method option KEY=VALUE")
         parser.add_argument("--true-sequential", action="store_true", help="calibrate qkv → o → up/gate → down in turn")
+        g = parser.add_argument_group("structured pruning (whole attention heads and FFN channels)")
+        g.add_argument("--structured", action="store_true", help="remove heads/channels: the model gets smaller")
+        g.add_argument("--reconstruct", action="store_true", help="SparsitySolver's ridge compensation (Eq. 8)")
+        g.add_argument("--ridge-lambda", type=float, default=0.9, help="λ of the ridge regression (default 0.9)")
+        g.add_argument(
+            "--keep-heads", type=int, default=None, help="query heads every layer keeps (multiple of KV heads)"
+        )
         add_output_arguments(parser, "pruned model")
 
     def run(self, args: argparse.Namespace) -> int:
         from prune.api import PruneConfig, prune
         from prune.data import DataSpec
 
+        if args.structured:
+            return self.run_structured(args)
+        unused = [flag for flag, value in (("--reconstruct", args.reconstruct), ("--keep-heads", args.keep_heads))
+                  if value]  # fmt: skip
+        if unused:
+            raise SlimpackError(f"{unused[0]} applies to structured pruning only; add --structured")
         config = PruneConfig(
             model=args.model,
             out=args.out,
-            method=args.method,
+            method=args.method or "wanda",
             sparsity=args.sparsity,
             pattern=args.pattern,
             scope=args.scope,
-            allocation=args.allocation,
+            allocation=args.allocation or "uniform",
             allocation_options=parse_options(args.alloc_option),
             plan_file=args.plan,
             data=DataSpec(args.dataset, args.nsamples, args.seqlen, args.seed),
@@ -143,6 +162,40 @@ class PruneCommand:
         line += f", {manifest['timing']['prune_seconds']:.1f} s, peak RSS {manifest['timing']['peak_rss_mib_after_prune']:.0f} MiB"
         if "evaluation" in manifest:
             line += f", perplexity {manifest['evaluation']['perplexity']:.3f}"
+        print(f"{line} → {args.out}")
+        return 0
+
+    def run_structured(self, args: argparse.Namespace) -> int:
+        from prune.data import DataSpec
+        from prune.structured.api import StructuredConfig, prune_structured
+
+        if args.pattern != "unstructured" or args.scope or args.true_sequential:
+            raise SlimpackError("--pattern, --scope and --true-sequential are for unstructured pruning; drop them")
+        config = StructuredConfig(
+            model=args.model,
+            out=args.out,
+            method=args.method or "slimgpt",
+            sparsity=args.sparsity,
+            allocation=args.allocation or "log-increase",
+            allocation_options=parse_options(args.alloc_option),
+            plan_file=args.plan,
+            method_options=parse_options(args.option),
+            reconstruct=args.reconstruct,
+            ridge_lambda=args.ridge_lambda,
+            keep_heads=args.keep_heads,
+            data=DataSpec(args.dataset, args.nsamples, args.seqlen, args.seed),
+            device=args.device,
+            overwrite=args.overwrite,
+            evaluate=eval_spec(args) if args.eval else None,
+            progress=not args.quiet,
+        )
+        m = prune_structured(config)
+        params = m["parameters"]
+        line = f"{m['method']['name']} structured ({m['allocation']['name']}): {params['before']['total']:,} → "
+        line += f"{params['after']['total']:,} parameters ({100 * m['sparsity']['overall']:.1f} % of the blocks)"
+        line += f", {m['timing']['prune_seconds']:.1f} s"
+        if "evaluation" in m:
+            line += f", perplexity {m['evaluation']['perplexity']:.3f}"
         print(f"{line} → {args.out}")
         return 0
 

@@ -24,6 +24,7 @@ from torch import nn
 from prune.errors import SlimpackError
 from prune.io import atomic_output_dir, sha256_file, write_json_atomic
 from prune.registry import Registry
+from prune.structured.shapes import STRUCTURE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +201,11 @@ def load_model(
     else:
         path = None  # hub id
     where = str(path) if path is not None else spec
-    if path is not None and "quantization_config" in json.loads((path / "config.json").read_text()):
-        return _load_quantized(path, dtype, device, trust_remote_code)
+    config_json = json.loads((path / "config.json").read_text()) if path is not None else {}
+    if "quantization_config" in config_json:
+        return _load_quantized(path, dtype, device, trust_remote_code)  # type: ignore[arg-type]
+    if STRUCTURE_KEY in config_json:
+        return _load_structured(path, dtype, device, trust_remote_code)  # type: ignore[arg-type]
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
@@ -231,6 +235,36 @@ def _load_quantized(path: Path, dtype: torch.dtype, device: str, trust_remote_co
     loaded.model.to(device)
     adapter_for(loaded.model)
     return LoadedModel(model=loaded.model, tokenizer=tokenizer, source=str(path), path=path, quantized=loaded.quantized)
+
+
+def _load_structured(path: Path, dtype: torch.dtype, device: str, trust_remote_code: bool) -> LoadedModel:
+    """A structured-pruned model: build the full-size architecture from config.json, cut every block to the
+    per-layer shapes recorded under ``slimpack_structure``, then load the safetensors weights strictly."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from prune.structured.shapes import apply_structure
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    adapter = adapter_for(model)
+    apply_structure(adapter.blocks(model), getattr(config, STRUCTURE_KEY))
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise SlimpackError(f"model directory {str(path)!r} has no *.safetensors weights")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(f))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if unexpected or set(missing) - tied:
+        bad = sorted(unexpected or (set(missing) - tied))
+        raise SlimpackError(f"weights in {str(path)!r} do not match its recorded structure (e.g. {bad[0]!r})")
+    if tied:
+        model.tie_weights()
+    model.to(dtype).eval().to(device)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return LoadedModel(model=model, tokenizer=tokenizer, source=str(path), path=path)
 
 
 def save_model(model: nn.Module, tokenizer: Any, directory: Path) -> None:

@@ -115,7 +115,7 @@ def run_block(block: nn.Module, inputs: Sequence[BlockInputs], device: torch.dev
     return outs
 
 
-def _collect(
+def collect(
     block: nn.Module,
     linears: dict[str, nn.Linear],
     needs: tuple[str, ...],
@@ -182,7 +182,7 @@ def walk(
         outs: list[torch.Tensor] = []
         for group in groups:
             members = {name: linears[name] for name in group}
-            accs, outs = _collect(block, members, method.needs, inputs, device) if calibrated else ({}, [])
+            accs, outs = collect(block, members, method.needs, inputs, device) if calibrated else ({}, [])
             for name, lin in members.items():
                 full = f"{prefix}.{name}"
                 values = {need: acc.result() for need, acc in accs.get(name, {}).items()}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -36,6 +37,7 @@ class AllocationContext:
     device: str = "cpu"
     progress: bool = False
     heldout: Callable[[int], Sequence[torch.Tensor]] | None = None  # n → held-out calibration windows
+    kind: str = "unstructured"  # "structured": the names are units (`{block}.self_attn`, `{block}.mlp`)
 
     def block_numel(self) -> list[int]:
         return [sum(self.numel.get(n, 1) for n in names) for names in self.block_linears]
@@ -48,6 +50,12 @@ class Allocation:
     importance: list[float] | None = None
     importance_label: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, Callable[[Path], None]] = field(default_factory=dict)  # file name → writer (not in JSON)
+
+    def write_artifacts(self, base: Path) -> None:
+        """Write each artifact to ``base / name`` (a prune's output directory)."""
+        for name, write in self.artifacts.items():
+            write(base / name)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -142,4 +150,4 @@ def quantize_nm(block_ratios: Sequence[float], m: int, n_base: int, weights: Seq
 
 
 # Import for registration side effects.
-from prune.allocation import dlp, log_increase, owl, pi, uniform  # noqa: E402,F401
+from prune.allocation import dlp, log_increase, owl, pi, rl_search, uniform  # noqa: E402,F401

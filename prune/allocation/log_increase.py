@@ -44,6 +44,7 @@ def solve_ends(
 class LogIncrease:
     name = "log-increase"
     needs_calibration = False
+    structured = True  # block ratios apply to structured units too
 
     def __init__(self, first: float | None = None, last: float | None = None, span: float | None = None) -> None:
         self.first, self.last, self.span = first, last, span

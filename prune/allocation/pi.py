@@ -24,7 +24,7 @@ from prune.eval import model_logits, window_nll
 from prune.masks import Pattern, select_prune_mask
 from prune.metrics import METRICS
 from prune.stats import Stats
-from prune.walker import _collect, capture_block_inputs
+from prune.walker import capture_block_inputs, collect
 
 
 def pi_ratios(sensitivity: list[float], target: float, delta: float, keep_ends: bool = False) -> list[float]:
@@ -64,7 +64,7 @@ class PI:
         ppl = []
         for block in adapter.blocks(model):
             linears = adapter.linears(block)
-            accs, outs = _collect(block, linears, self.metric.needs, inputs, device)
+            accs, outs = collect(block, linears, self.metric.needs, inputs, device)
             saved = {n: lin.weight.data.clone() for n, lin in linears.items()}
             try:
                 for n, lin in linears.items():

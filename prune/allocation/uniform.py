@@ -9,6 +9,7 @@ from prune.allocation import ALLOCATORS, Allocation, AllocationContext, block_pl
 class Uniform:
     name = "uniform"
     needs_calibration = False
+    structured = True  # block ratios apply to structured units too
 
     def allocate(self, target: float, ctx: AllocationContext) -> Allocation:
         ratios = [target] * len(ctx.block_linears)

@@ -31,6 +31,7 @@ DEDICATED = {
     "owl": "test_owl_outlier_ratio_and_mapping",
     "log-increase": "test_log_increase_is_monotone_and_hits_the_mean",
     "pi": "test_pi_ranks_blocks_by_perplexity_increase",
+    "rl-search": "test_rl_search_beats_its_first_episode_and_reuses_its_agent",
 }
 
 
@@ -142,3 +143,22 @@ def test_pi_ranks_blocks_by_perplexity_increase(ctx: AllocationContext) -> None:
     allocation = PI(delta=0.05).allocate(0.6, ctx)
     most = max(range(4), key=lambda i: allocation.importance[i])
     assert allocation.block_ratios[most] == pytest.approx(0.55)
+
+
+def test_rl_search_beats_its_first_episode_and_reuses_its_agent(ctx: AllocationContext, tmp_path) -> None:  # noqa: ANN001
+    first = ALLOCATORS.build("rl-search", {"episodes": 30, "windows": 2, "seqlen": 16}).allocate(0.6, ctx)
+    history = first.options["history"]
+    assert len(history) == 30 and first.options["best_heldout_ppl"] == min(h["ppl"] for h in history)
+    assert first.options["best_heldout_ppl"] <= history[0]["ppl"]
+    validate_plan(first.plan, ctx, 0.6, tol=1e-3)
+    first.write_artifacts(tmp_path)
+    assert (tmp_path / "search.png").stat().st_size > 0 and (tmp_path / "agent" / "agent.safetensors").is_file()
+    reused = ALLOCATORS.build(
+        "rl-search", {"episodes": 3, "windows": 2, "seqlen": 16, "agent": str(tmp_path / "agent")}
+    )
+    assert reused.allocate(0.5, ctx).options["agent_from"] == str(tmp_path / "agent")
+    other = tiny_llama(num_layers=2, seed=1)
+    small = allocation_context(LoadedModel(other, None, "tiny", None), ctx.batches, progress=False)
+    small.heldout = ctx.heldout
+    with pytest.raises(SlimpackError, match="trained on .* other units"):
+        reused.allocate(0.5, small)

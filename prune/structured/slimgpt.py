@@ -1,0 +1,141 @@
+"""SlimGPT: structured OBS pruning of attention heads and FFN channels (`004_f713cb29baee6c3d.txt`).
+
+Column OBS (Eq. 4): pruning input column ``p`` of ``W: [out, in]`` costs ``‖W_{:,p}‖² / [H⁻¹]_pp`` and the other
+columns absorb ``Δ = −W_{:,p}/[H⁻¹]_pp · H⁻¹_{p,:}``; ``H⁻¹`` is then updated by Eq. 3. Removing an *ordered*
+set of columns this way is one sweep over the upper Cholesky factor ``U`` of ``H⁻¹`` with those columns moved
+to the front (GPTQ's Cholesky reformulation): for ``j`` in order, ``W[:, j:] −= W[:, j]/U_jj · U_{j, j:}``
+(`prune_columns`).
+
+Batched Greedy Pruning (§4.2, Algorithm 1):
+- heads of ``o_proj`` (``d`` columns each): the head-wise error needs the *updated* diagonals of ``H⁻¹`` while the
+  head's own columns are removed one by one. By the two lemmas (permutation, principal-submatrix Cholesky)
+  these are the squared diagonals of the Cholesky factor of each head's diagonal block of ``H⁻¹`` — all heads
+  at once from ``Ĥ⁻¹ = Cholesky(Stack([H⁻¹_{0:d,0:d}, …]))`` (Eq. 5): ``err_h = Σ_j ‖W_{:,hd+j}‖² / Ĥ⁻¹_{h,j,j}²``
+  (W not updated during the estimate, as in the paper). Without grouped Cholesky ("−GCD", Table 5) the
+  initial diagonal ``[H⁻¹]_pp`` is used. The chosen head is then pruned column by column with the global
+  Cholesky of the reordered ``H⁻¹`` (`prune_columns`), its columns leave ``H``, and the search repeats.
+  GQA: the head is chosen among the KV groups that still hold the most heads, so every group loses one
+  head per round (`prune.structured.shapes`).
+- FFN channels of ``down_proj``: the ``g`` columns of least error ``‖W_{:,p}‖²/[H⁻¹]_pp`` are pruned together;
+  Dynamic Group Size starts large (half of what is left, at most 1024) and shrinks to a floor of 8, because
+  the compensation reshuffles the errors ("−DGS": a fixed group, 128 in Table 5).
+
+``H = 2XXᵀ/N: [in, in]`` (fp32, `prune.stats.HessianAccumulator`), damped by ``percdamp·mean(diag H)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from prune.errors import SlimpackError
+from prune.structured.shapes import even_choices, head_columns
+
+
+def damped_inverse(H: torch.Tensor, percdamp: float) -> torch.Tensor:
+    """``(H + λI)⁻¹`` with ``λ = percdamp·mean(diag H)``; dead inputs (``H_jj = 0``) get a unit diagonal."""
+    H = H.clone().double()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1.0
+    H.diagonal().add_(percdamp * torch.mean(torch.diag(H)))
+    try:
+        return torch.cholesky_inverse(torch.linalg.cholesky(H))
+    except torch.linalg.LinAlgError:  # pragma: no cover - depends on data
+        raise SlimpackError(
+            f"Hessian is not positive definite even with damping {percdamp}; raise -O percdamp= (e.g. 0.1) or use "
+            "more calibration samples"
+        ) from None
+
+
+def prune_columns(W: torch.Tensor, Hinv: torch.Tensor, cols: Sequence[int]) -> None:
+    """Zero columns ``cols`` of ``W: [out, in]`` in order, each compensated into the other columns (Eq. 4 + Eq. 3).
+    ``Hinv: [in, in]`` is the inverse Hessian of the columns still present (float64)."""
+    n = W.shape[1]
+    first = torch.tensor(list(cols), dtype=torch.long)
+    rest = torch.ones(n, dtype=torch.bool)
+    rest[first] = False
+    perm = torch.cat([first, torch.nonzero(rest).flatten()])
+    U = torch.linalg.cholesky(Hinv[perm][:, perm], upper=True)
+    Wp = W[:, perm].double()
+    for j in range(len(first)):
+        Wp[:, j:] -= torch.outer(Wp[:, j] / U[j, j], U[j, j:])
+    W[:, perm] = Wp.to(W.dtype)
+    W[:, first] = 0
+
+
+def head_errors(W: torch.Tensor, Hinv: torch.Tensor, head_dim: int, grouped: bool = True) -> torch.Tensor:
+    """Error of pruning each head of ``W: [out, n·d]`` (Eq. 5 with ``grouped``; initial diagonals without)."""
+    n = W.shape[1] // head_dim
+    col_sq = (W.double() ** 2).sum(0).reshape(n, head_dim)
+    if grouped:
+        blocks = torch.stack(
+            [Hinv[h * head_dim : (h + 1) * head_dim, h * head_dim : (h + 1) * head_dim] for h in range(n)]
+        )
+        diag = torch.linalg.cholesky(blocks, upper=True).diagonal(dim1=-2, dim2=-1) ** 2  # [n, d]
+    else:
+        diag = torch.diag(Hinv).reshape(n, head_dim)
+    return (col_sq / diag).sum(1)
+
+
+def prune_heads(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    n_remove: int,
+    head_dim: int,
+    kv_heads: int,
+    grouped: bool = True,
+    percdamp: float = 0.01,
+) -> list[int]:
+    """Remove ``n_remove`` heads (a multiple of ``kv_heads``) from ``W: [out, n·d]`` greedily; compensates ``W`` in
+    place (removed columns end at zero) and returns the removed heads."""
+    n = W.shape[1] // head_dim
+    alive = list(range(n))
+    removed: list[int] = []
+    for _ in range(n_remove):
+        cols = head_columns(alive, head_dim)
+        Hinv = damped_inverse(H[cols][:, cols], percdamp)
+        errors = head_errors(W[:, cols], Hinv, head_dim, grouped)
+        pick = min(even_choices(alive, n, kv_heads), key=lambda i: errors[i].item())
+        sub = W[:, cols]
+        prune_columns(sub, Hinv, range(pick * head_dim, (pick + 1) * head_dim))
+        W[:, cols] = sub
+        removed.append(alive.pop(pick))
+    return sorted(removed)
+
+
+def group_sizes(n_remove: int, first: int = 1024, floor: int = 8, fixed: int | None = None) -> list[int]:
+    """Dynamic Group Size: half of what is left (≤ ``first``), shrinking to ``floor``; or a ``fixed`` size."""
+    sizes, left = [], n_remove
+    while left > 0:
+        g = fixed if fixed else max(floor, min(first, left // 2))
+        g = min(g, left)
+        sizes.append(g)
+        left -= g
+    return sizes
+
+
+def prune_channels(
+    W: torch.Tensor,
+    H: torch.Tensor,
+    n_remove: int,
+    percdamp: float = 0.01,
+    first: int = 1024,
+    floor: int = 8,
+    fixed: int | None = None,
+) -> list[int]:
+    """Remove ``n_remove`` input channels of ``W: [out, I]`` group by group (Dynamic Group Size); compensates ``W``
+    in place and returns the removed channels."""
+    alive = list(range(W.shape[1]))
+    removed: list[int] = []
+    for g in group_sizes(n_remove, first, floor, fixed):
+        Hinv = damped_inverse(H[alive][:, alive], percdamp)
+        sub = W[:, alive]
+        errors = (sub.double() ** 2).sum(0) / torch.diag(Hinv)
+        pick = torch.argsort(errors)[:g].tolist()
+        prune_columns(sub, Hinv, pick)
+        W[:, alive] = sub
+        chosen = {alive[i] for i in pick}
+        removed.extend(chosen)
+        alive = [c for c in alive if c not in chosen]
+    return sorted(removed)

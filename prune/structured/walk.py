@@ -1,0 +1,119 @@
+"""The structured walk: block by block, prune heads, then FFN channels, on the shared walker's machinery.
+
+Per block (SlimGPT `004_…` §4 runs layer-wise the same way): calibrate the attention's last linear
+(``o_proj``) on the block inputs → the method picks the heads (SlimGPT also compensates ``o_proj``) →
+optional ridge reconstruction (SparsitySolver `003_…` Eq. 8) → cut q rows / o columns; then calibrate
+``down_proj`` *through the already-pruned attention* → channels → reconstruction → cut gate/up rows and down
+columns; finally re-run the pruned block so the next block sees the pruned model's activations.
+Block-0 input capture, statistics collection and block re-runs are `prune.walker`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from prune.models import DecoderAdapter
+from prune.stats import Stats
+from prune.structured import StructuredMethod
+from prune.structured.reconstruct import RIDGE_LAMBDA, ridge_compensate
+from prune.structured.shapes import block_counts, block_shape, cut_channels, cut_heads, head_columns, unit_names
+from prune.walker import BlockInputs, capture_block_inputs, collect, run_block
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UnitRecord:
+    name: str
+    ratio: float
+    removed: list[int]
+    before: int
+    after: int
+    seconds: float
+
+
+def _prune_unit(
+    block: nn.Module,
+    linear: nn.Linear,
+    needs: tuple[str, ...],
+    inputs: Sequence[BlockInputs],
+    device: torch.device | str,
+    choose,  # noqa: ANN001 - (W, stats) → removed input groups
+    columns,  # noqa: ANN001 - removed groups → column indices
+    reconstruct: bool,
+    lam: float,
+) -> list[int]:
+    accs, _ = collect(block, {"unit": linear}, needs, inputs, device)
+    stats = Stats({need: acc.result() for need, acc in accs["unit"].items()})
+    W = linear.weight.data
+    removed = choose(W, stats)
+    if reconstruct and removed:
+        ridge_compensate(W, stats["hessian"], accs["unit"]["hessian"].count, columns(removed).tolist(), lam)
+    return removed
+
+
+def structured_walk(
+    model: nn.Module,
+    adapter: DecoderAdapter,
+    method: StructuredMethod,
+    plan: Mapping[str, float],
+    batches: Sequence[torch.Tensor],
+    device: torch.device | str = "cpu",
+    reconstruct: bool = False,
+    keep_heads: int | None = None,
+    lam: float = RIDGE_LAMBDA,
+    progress: bool = True,
+) -> list[UnitRecord]:
+    """Remove heads and FFN channels of every block in place as ``plan`` (``{unit: ratio}``) says."""
+    needs = tuple(sorted(set(method.needs) | ({"hessian"} if reconstruct else set())))
+    blocks = adapter.blocks(model)
+    counts = [
+        block_counts(plan[a], plan[m], block_shape(b), a, keep_heads)
+        for b, (a, m) in ((b, unit_names(adapter.block_prefix(i))) for i, b in enumerate(blocks))
+    ]  # every block checked before any work
+    inputs = capture_block_inputs(model, adapter, batches, device)
+    records: list[UnitRecord] = []
+    for index in tqdm(range(len(blocks)), desc=f"{method.name} blocks", disable=not progress):
+        block = blocks[index]
+        home = next(block.parameters()).device
+        block.to(device)
+        shape = block_shape(block)
+        attn_name, mlp_name = unit_names(adapter.block_prefix(index))
+        n_heads, n_channels = counts[index]
+
+        start = time.perf_counter()
+        heads: list[int] = []
+        if n_heads:
+            heads = _prune_unit(
+                block, block.self_attn.o_proj, needs, inputs, device,
+                lambda W, s: method.heads(W, s, n_heads, shape.head_dim, shape.kv_heads),
+                lambda r: head_columns(r, shape.head_dim), reconstruct, lam,
+            )  # fmt: skip
+            cut_heads(block.self_attn, [h for h in range(shape.heads) if h not in set(heads)])
+        records.append(UnitRecord(attn_name, plan[attn_name], heads, shape.heads, shape.heads - len(heads),
+                                  time.perf_counter() - start))  # fmt: skip
+
+        start = time.perf_counter()
+        channels: list[int] = []
+        if n_channels:
+            channels = _prune_unit(
+                block, block.mlp.down_proj, needs, inputs, device,
+                lambda W, s: method.channels(W, s, n_channels),
+                lambda r: torch.tensor(r, dtype=torch.long), reconstruct, lam,
+            )  # fmt: skip
+            gone = set(channels)
+            cut_channels(block.mlp, [c for c in range(shape.intermediate) if c not in gone])
+        records.append(UnitRecord(mlp_name, plan[mlp_name], channels, shape.intermediate,
+                                  shape.intermediate - len(channels), time.perf_counter() - start))  # fmt: skip
+
+        for inp, out in zip(inputs, run_block(block, inputs, device)):
+            inp.hidden = out
+        block.to(home)
+    return records

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from prune.allocation import ALLOCATORS, AllocationContext
-from prune.api import EvalSpec, allocate, evaluate_model, read_plan_file
-from prune.data import DataSpec, calibration_batches, heldout_batches
+from prune.api import EvalSpec, allocate, allocation_context, evaluate_model, read_plan_file
+from prune.data import DataSpec, calibration_batches
 from prune.errors import SlimpackError
 from prune.io import atomic_output_dir, check_output_dir
 from prune.manifest import environment, peak_rss_mib, write_manifest
@@ -52,22 +52,17 @@ class StructuredConfig:
     progress: bool = True
 
 
-def unit_context(loaded: LoadedModel, batches: list | None, data: DataSpec | None, device: str = "cpu",
-                 progress: bool = True) -> AllocationContext:  # fmt: skip
+def unit_context(
+    loaded: LoadedModel, batches: list | None, data: DataSpec | None, device: str = "cpu", progress: bool = True
+) -> AllocationContext:
     """The allocation context of structured pruning: two units per block, weighted by removable parameters."""
-    adapter = adapter_for(loaded.model)
+    ctx = allocation_context(loaded, batches, device, progress, data)
     names, numel = [], {}
-    for i, block in enumerate(adapter.blocks(loaded.model)):
-        units = unit_names(adapter.block_prefix(i))
+    for i, block in enumerate(ctx.adapter.blocks(loaded.model)):
+        units = unit_names(ctx.adapter.block_prefix(i))
         names.append(list(units))
         numel.update(zip(units, unit_numel(block_shape(block))))
-
-    def heldout(n: int) -> list:
-        if data is None:
-            raise SlimpackError("this allocation needs held-out calibration text")
-        return heldout_batches(loaded.tokenizer, data, n)
-
-    return AllocationContext(names, numel, loaded.model, adapter, batches, device, progress, heldout, kind="structured")
+    return replace(ctx, block_linears=names, numel=numel, kind="structured")
 
 
 def prune_structured(config: StructuredConfig) -> dict[str, Any]:

@@ -44,6 +44,24 @@ def test_structured_prune_writes_a_smaller_model_that_reloads_exactly(slim: Path
         assert torch.equal(a, b) and not torch.allclose(a, dense(ids).logits)
 
 
+def test_in_memory_pruned_model_and_its_saved_form_give_identical_logits(tokenizer, tmp_path: Path) -> None:  # noqa: ANN001
+    from prune.models import adapter_for, save_model, tiny_llama
+    from prune.structured import STRUCTURED
+    from prune.structured.shapes import record_structure
+    from prune.structured.walk import structured_walk
+
+    model = tiny_llama(vocab_size=len(tokenizer), seed=4)
+    adapter = adapter_for(model)
+    plan = {f"model.layers.{i}.{u}": r for i, r in enumerate((0.3, 0.6)) for u in ("self_attn", "mlp")}
+    batches = list(torch.randint(0, 200, (4, 16), generator=torch.Generator().manual_seed(1)).split(2))
+    structured_walk(model, adapter, STRUCTURED.build("slimgpt", {}), plan, batches, progress=False)
+    record_structure(model.config, adapter.blocks(model))
+    save_model(model, tokenizer, tmp_path / "m")
+    ids = torch.randint(0, 200, (2, 11), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "m").model(ids).logits, model(ids).logits)
+
+
 def test_structured_model_exports_to_onnx_and_verifies(slim: Path, tmp_path: Path) -> None:
     out = tmp_path / "onnx"
     assert cli("export", str(slim), "--format", "onnx", "--out", str(out)) == 0

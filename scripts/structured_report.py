@@ -1,0 +1,135 @@
+"""Tables of docs/results/structured.md from the run directories of scripts/structured_experiments.sh.
+
+``python scripts/structured_report.py runs/structured`` prints markdown; every figure is read from a
+``slimpack.json`` manifest, ``dense.json`` (slimpack eval) or ``latency.json`` (runtime_bench.latency).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def load(root: Path, name: str) -> dict[str, Any] | None:
+    path = root / name / "slimpack.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def params(m: dict[str, Any]) -> str:
+    return f"{m['parameters']['after']['total'] / 1e6:.1f} M"
+
+
+def ppl(m: dict[str, Any] | None) -> str:
+    return f"{m['evaluation']['perplexity']:.2f}" if m and "evaluation" in m else "—"
+
+
+def structured_rows(root: Path, names: list[tuple[str, str]], dense: float) -> list[list[Any]]:
+    rows = []
+    for label, name in names:
+        m = load(root, name)
+        if m is None:
+            rows.append([label, "not run", "", "", "", ""])
+            continue
+        heads = [u["after"] for u in m["units"] if u["name"].endswith("self_attn")]
+        rows.append([
+            label, params(m), f"{100 * m['sparsity']['overall']:.1f} %", f"{min(heads)}–{max(heads)}", ppl(m),
+            f"{m['timing']['prune_seconds']:.0f}",
+        ])  # fmt: skip
+    return rows
+
+
+def main(root: Path) -> None:
+    dense = json.loads((root / "dense.json").read_text())
+    d_ppl = dense["perplexity"]
+    head = ["setting", "parameters", "block params removed", "query heads kept / layer", "perplexity", "prune s"]
+    dense_row = ["dense", "134.5 M", "0 %", "9", f"{d_ppl:.2f}", "—"]
+    print("### SlimGPT: layer schedule (Table 6 analogue of 004)\n")
+    names = [
+        (f"{a} {s} %", f"slimgpt-{k}-{s}")
+        for s in (20, 50)
+        for a, k in (("log increase (Eq. 6)", "log"), ("uniform", "uniform"))
+    ]
+    print(table(head, [dense_row, *structured_rows(root, names, d_ppl)]))
+    print("\n### SlimGPT: grouped Cholesky ablation (Table 5 analogue of 004, log increase)\n")
+    names = [
+        (f"{a} {s} %", f"slimgpt-{k}-{s}") for s in (20, 50) for a, k in (("SlimGPT", "log"), ("− GCD", "nogcd-log"))
+    ]
+    print(table(head, structured_rows(root, names, d_ppl)))
+    print("\n### Activation ℓ2 ± reconstruction, uniform vs searched (Table 5 analogue of 003)\n")
+    names = [
+        ("uniform 20 %", "l2-uniform-20"), ("Recon (uniform + ridge) 20 %", "l2-uniform-recon-20"),
+        ("Search (rl-search) 20 %", "l2-search-20"), ("Search + Recon 20 %", "l2-search-recon-20"),
+        ("uniform 50 %", "l2-uniform-50"), ("Recon (uniform + ridge) 50 %", "l2-uniform-recon-50"),
+    ]  # fmt: skip
+    print(table(head, structured_rows(root, names, d_ppl)))
+
+    print("\n### Unstructured 70 %, Wanda: searched plan vs OWL and DLP (Table 1 analogue of 003)\n")
+    rows = []
+    for label, name in (("uniform", "wanda-uniform-70"), ("OWL", "wanda-owl-70"), ("DLP", "wanda-dlp-70"),
+                        ("rl-search", "wanda-search-70")):  # fmt: skip
+        m = load(root, name)
+        o = (m or {}).get("allocation", {}).get("options", {})
+        extra = (
+            f"{o['episodes']} episodes, {o['episodes_per_hour']:.0f}/h, best held-out ppl {o['best_heldout_ppl']:.1f}"
+            if "history" in o
+            else ""
+        )
+        rows.append([label, ppl(m), f"{m['timing']['prune_seconds']:.0f}" if m else "", extra])
+    print(table(["allocation", "perplexity", "prune s (incl. search)", "search"], rows))
+
+    print("\n### Reusing the 70 % agent at 60 % (45 episodes each)\n")
+    rows = []
+    for label, name in (("fresh agent", "wanda-search-60-fresh"), ("agent trained at 70 %", "wanda-search-60-reused")):
+        m = load(root, name)
+        if m is None:
+            rows.append([label, "not run", "", "", ""])
+            continue
+        h = m["allocation"]["options"]["history"]
+        first10 = sum(x["ppl"] for x in h[:10]) / 10
+        rows.append(
+            [
+                label,
+                f"{h[0]['ppl']:.1f}",
+                f"{first10:.1f}",
+                f"{m['allocation']['options']['best_heldout_ppl']:.1f}",
+                ppl(m),
+            ]
+        )
+    print(
+        table(
+            ["agent", "held-out ppl, episode 0", "mean of episodes 0–9", "best held-out ppl", "eval perplexity"], rows
+        )
+    )
+
+    lat = root / "latency.json"
+    if lat.is_file():
+        r = json.loads(lat.read_text())
+        res = r["results"]
+        print(
+            f"\n### Latency (prompt {r['prompt']}, {r['tokens']} decode steps, {r['rounds']} rounds, {r['threads']} threads)\n"
+        )
+        rows = []
+        for engine in ("torch", "onnx"):
+            base = res.get(f"{engine}-dense")
+            for size in ("dense", "slim-20", "slim-50"):
+                x = res.get(f"{engine}-{size}")
+                if x is None or base is None:
+                    continue
+                p, dcd = x["prefill_ms"]["median"], x["decode_ms_per_token"]["median"]
+                rows.append([
+                    "onnxruntime" if engine == "onnx" else "torch", size, f"{p:.0f}", f"{dcd:.2f}",
+                    f"{base['prefill_ms']['median'] / p:.2f}×", f"{base['decode_ms_per_token']['median'] / dcd:.2f}×",
+                ])  # fmt: skip
+        print(table(["engine", "model", "prefill ms", "decode ms/token", "prefill speedup", "decode speedup"], rows))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/structured"))

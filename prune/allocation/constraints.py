@@ -18,7 +18,7 @@ Shapes: ``A, w, step, ã: [N]``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -39,7 +39,7 @@ def check_bounds(target: float, a_min: float, a_max: float, weights: Sequence[in
         )
 
 
-def _snap(x: torch.Tensor, step: torch.Tensor, how) -> torch.Tensor:  # noqa: ANN001
+def _snap(x: torch.Tensor, step: torch.Tensor, how: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """``x`` (parameters) to whole steps with ``how`` (floor / ceil / round); a zero step is continuous."""
     safe = torch.where(step > 0, step, torch.ones_like(step))
     return torch.where(step > 0, how(x / safe) * safe, x)
@@ -53,8 +53,13 @@ def constrain(
     w = torch.tensor(weights, dtype=torch.float64)
     step = torch.tensor(steps, dtype=torch.float64)
     eps = 1e-9
-    floor = lambda x: torch.floor(x + eps)  # noqa: E731
-    ceil = lambda x: torch.ceil(x - eps)  # noqa: E731
+
+    def floor(x: torch.Tensor) -> torch.Tensor:
+        return torch.floor(x + eps)
+
+    def ceil(x: torch.Tensor) -> torch.Tensor:
+        return torch.ceil(x - eps)
+
     a = (torch.tanh(raw.double()) + 1) / 2
     a = a * (a_max - a_min + 0.1) + a_min
     a = a.clamp(0.0, a_max)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -45,8 +45,8 @@ def _prune_unit(
     needs: tuple[str, ...],
     inputs: Sequence[BlockInputs],
     device: torch.device | str,
-    choose,  # noqa: ANN001 - (W, stats) → removed input groups
-    columns,  # noqa: ANN001 - removed groups → column indices
+    choose: Callable[[torch.Tensor, Stats], list[int]],  # (W, stats) → removed heads / channels
+    columns: Callable[[list[int]], torch.Tensor],  # removed heads / channels → their input columns
     reconstruct: bool,
     lam: float,
 ) -> list[int]:

@@ -131,5 +131,57 @@ def main(root: Path) -> None:
         print(table(["engine", "model", "prefill ms", "decode ms/token", "prefill speedup", "decode speedup"], rows))
 
 
+def reuse_figure(root: Path, out: Path) -> None:
+    """Held-out perplexity per episode at 60 %: a fresh agent vs the one trained at 70 %."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prune.plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for label, name, color in (("fresh agent", "wanda-search-60-fresh", "tab:gray"),
+                               ("agent trained at 70 % (300 episodes)", "wanda-search-60-reused", "tab:blue")):  # fmt: skip
+        m = load(root, name)
+        if m is None:
+            continue
+        h = m["allocation"]["options"]["history"]
+        ax.plot([x["episode"] for x in h], [x["ppl"] for x in h], ".-", color=color, label=label, markersize=4)
+    ax.set_xlabel("episode")
+    ax.set_ylabel("held-out perplexity (4 × 256 tokens)")
+    ax.set_title("rl-search at 60 % (Wanda, unstructured)")
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, out)
+
+
+def plans_figure(root: Path, out: Path) -> None:
+    """Per-block sparsity of the 70 % plans (rl-search's per-matrix plan averaged per block)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prune.plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for label, name in (("uniform", "wanda-uniform-70"), ("OWL", "wanda-owl-70"), ("DLP", "wanda-dlp-70"),
+                        ("rl-search", "wanda-search-70")):  # fmt: skip
+        m = load(root, name)
+        if m is not None:
+            r = m["allocation"]["block_ratios"]
+            ax.plot(range(len(r)), [100 * x for x in r], marker="o", markersize=3, label=f"{label} ({ppl(m)})")
+    ax.set_xlabel("block")
+    ax.set_ylabel("sparsity (%)")
+    ax.set_title("Wanda 70 %: per-block sparsity of each plan (perplexity)")
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, out)
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/structured"))
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/structured")
+    main(root)
+    reuse_figure(root, root / "reuse-60.png")
+    plans_figure(root, root / "plans-70.png")

@@ -135,8 +135,8 @@ class PruneCommand:
 
         if args.structured:
             return self.run_structured(args)
-        unused = [flag for flag, value in (("--reconstruct", args.reconstruct), ("--keep-heads", args.keep_heads))
-                  if value]  # fmt: skip
+        given = (("--reconstruct", args.reconstruct), ("--keep-heads", args.keep_heads is not None))
+        unused = [flag for flag, value in given if value]
         if unused:
             raise SlimpackError(f"{unused[0]} applies to structured pruning only; add --structured")
         config = PruneConfig(

@@ -69,6 +69,8 @@ def prune_structured(config: StructuredConfig) -> dict[str, Any]:
     """Structured-prune ``config.model`` into ``config.out`` (a model directory `load_model` reads back)."""
     method = STRUCTURED.build(config.method, config.method_options)
     target = check_sparsity(config.sparsity)
+    if not config.ridge_lambda >= 0:
+        raise SlimpackError(f"--ridge-lambda {config.ridge_lambda} must be ≥ 0 (the paper uses 0.9)")
     allocator = None if config.plan_file else ALLOCATORS.build(config.allocation, config.allocation_options)
     if allocator is not None and not getattr(allocator, "structured", False):
         usable = [n for n in ALLOCATORS.names() if getattr(ALLOCATORS.get(n), "structured", False)]

@@ -36,9 +36,15 @@ def model6() -> torch.nn.Module:
     return tiny_llama(hidden_size=96, num_heads=6, num_kv_heads=2, intermediate_size=96, seed=3)
 
 
-def capture_input(module: torch.nn.Module, run) -> torch.Tensor:  # noqa: ANN001
+def capture(module: torch.nn.Module, run, output: bool = False) -> torch.Tensor:  # noqa: ANN001
+    """The first input (or output) ``module`` sees while ``run()`` executes."""
     seen = []
-    handle = module.register_forward_hook(lambda m, args, out: seen.append(args[0].detach().clone()))
+
+    def hook(m: torch.nn.Module, args: tuple, out: torch.Tensor | tuple) -> None:
+        value = (out[0] if isinstance(out, tuple) else out) if output else args[0]
+        seen.append(value.detach().clone())
+
+    handle = module.register_forward_hook(hook)
     try:
         run()
     finally:
@@ -52,27 +58,17 @@ def test_cutting_heads_changes_attention_output_exactly_as_the_reduced_o_proj_pr
     block = adapter_for(model).blocks(model)[0]
     attn = block.self_attn
     ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
-    X = capture_input(attn.o_proj, lambda: model(ids))  # [2, 12, 6·16]
+    X = capture(attn.o_proj, lambda: model(ids))  # [2, 12, 6·16]
     W = attn.o_proj.weight.clone()
     keep = [0, 2, 3, 5]  # two per KV group
     cols = head_columns(keep, 16)
     cut_heads(attn, keep)
     assert attn.q_proj.weight.shape == (64, 96) and attn.o_proj.weight.shape == (96, 64)
     assert attn.num_key_value_groups == 2 and attn.k_proj.weight.shape == (32, 96)
-    X_new = capture_input(attn.o_proj, lambda: model(ids))
+    X_new = capture(attn.o_proj, lambda: model(ids))
     torch.testing.assert_close(X_new, X[..., cols], rtol=0, atol=1e-6)  # kept heads' outputs are untouched
-    out = capture_output(attn, lambda: model(ids))
+    out = capture(attn, lambda: model(ids), output=True)
     torch.testing.assert_close(out, X[..., cols] @ W[:, cols].T, rtol=1e-6, atol=1e-6)
-
-
-def capture_output(module: torch.nn.Module, run) -> torch.Tensor:  # noqa: ANN001
-    seen = []
-    handle = module.register_forward_hook(lambda m, args, out: seen.append(out[0] if isinstance(out, tuple) else out))
-    try:
-        run()
-    finally:
-        handle.remove()
-    return seen[0]
 
 
 @torch.no_grad()
@@ -80,7 +76,7 @@ def test_cutting_channels_equals_dropping_their_down_proj_columns() -> None:
     model = model6()
     mlp = adapter_for(model).blocks(model)[1].mlp
     x = torch.randn(3, 7, 96, generator=torch.Generator().manual_seed(1))
-    act = capture_input(mlp.down_proj, lambda: mlp(x))
+    act = capture(mlp.down_proj, lambda: mlp(x))
     W = mlp.down_proj.weight.clone()
     keep = [c for c in range(96) if c % 3]
     cut_channels(mlp, keep)

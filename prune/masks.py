@@ -79,6 +79,11 @@ def check_sparsity(sparsity: float) -> float:
     return float(sparsity)
 
 
+def prune_count(sparsity: float, n: int) -> int:
+    """How many of ``n`` weights a ratio prunes — the one rounding rule of every mask."""
+    return round(sparsity * n)
+
+
 def _lowest(score: torch.Tensor, k: int) -> torch.Tensor:
     """Indices (along the last dim) of the k lowest scores."""
     return torch.topk(score, k, dim=-1, largest=False, sorted=False).indices
@@ -98,11 +103,11 @@ def select_prune_mask(score: torch.Tensor, sparsity: float, pattern: Pattern) ->
         gmask.scatter_(2, _lowest(groups, pattern.n), True)
         return mask
     if pattern.scope == "row":
-        k = round(sparsity * in_f)
+        k = prune_count(sparsity, in_f)
         if k:
             mask.scatter_(1, _lowest(score, k), True)
         return mask
-    k = round(sparsity * score.numel())
+    k = prune_count(sparsity, score.numel())
     if k:
         mask.view(-1)[_lowest(score.reshape(-1), k)] = True
     return mask

@@ -104,3 +104,26 @@ def plan_figure(allocation: Any, out: Path, title: str = "") -> None:
     ax.set_title(title)
     fig.tight_layout()
     save_figure(fig, out)
+
+
+def search_figure(history: list[dict[str, float]], out: Path, title: str = "") -> None:
+    """Reward and held-out perplexity per episode (dots) with a running mean of 15 (line)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["episode"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, label in ((axes[0], "reward", "reward 10/ppl"), (axes[1], "ppl", "held-out perplexity")):
+        y = [h[key] for h in history]
+        ax.plot(ep, y, ".", color="tab:gray", markersize=3, alpha=0.6)
+        run = [sum(y[max(0, i - 14) : i + 1]) / len(y[max(0, i - 14) : i + 1]) for i in range(len(y))]
+        ax.plot(ep, run, color="tab:blue")
+        ax.set_xlabel("episode")
+        ax.set_ylabel(label)
+        if key == "ppl":
+            ax.set_yscale("log")
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, out)

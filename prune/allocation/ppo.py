@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from prune.errors import SlimpackError
+from prune.io import write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class PPOAgent:
         tensors["log_std"] = self.log_std.detach().clone()
         save_file(tensors, str(directory / "agent.safetensors"))
         body = {"n_actions": self.n_actions, "settings": asdict(self.settings), **meta}
-        (directory / "agent.json").write_text(json.dumps(body, indent=2) + "\n")
+        write_json_atomic(directory / "agent.json", body)
 
     @classmethod
     def load(cls, directory: Path, seed: int = 0) -> tuple[PPOAgent, dict[str, Any]]:

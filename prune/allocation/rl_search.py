@@ -29,56 +29,46 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
-from prune.allocation import ALLOCATORS, Allocation, AllocationContext
+from prune.allocation import ALLOCATORS, Allocation, AllocationContext, weighted_mean
 from prune.allocation.constraints import check_bounds, constrain
 from prune.allocation.ppo import PPOAgent, PPOSettings
+from prune.allocation.scores import module_values
 from prune.errors import SlimpackError
 from prune.eval import perplexity
-from prune.stats import InputNormAccumulator
+from prune.masks import prune_count
+from prune.metrics import METRICS
+from prune.plots import search_figure
+from prune.structured.activation import head_order
+from prune.structured.shapes import block_counts, block_shape, head_columns, unit_numel
 
 log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
-def input_norms(model: nn.Module, linears: dict[str, nn.Linear], batches: list[torch.Tensor], device: str) -> dict:
-    """``‖X_j‖₂`` of every named linear's input over the calibration batches (one dense forward pass each)."""
-    accs = {name: InputNormAccumulator(lin.in_features, device) for name, lin in linears.items()}
-    handles = [
-        lin.register_forward_hook(lambda m, args, out, acc=accs[name]: acc.update(args[0]))
-        for name, lin in linears.items()
-    ]
-    try:
-        for ids in batches:
-            model(input_ids=ids.to(device), use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    return {name: acc.result() for name, acc in accs.items()}
+def _row_rank(score: torch.Tensor) -> torch.Tensor:
+    """Each weight's rank within its output row (0 = lowest score): ``[out, in]`` int32."""
+    return torch.argsort(torch.argsort(score, dim=1), dim=1).to(torch.int32)
 
 
 class MatrixUnits:
-    """Unstructured units: weight matrices masked per output row by Wanda rank."""
+    """Unstructured units: weight matrices masked per output row by their Wanda rank (`prune.metrics.wanda`),
+    pruning `prune.masks.prune_count` weights per row as the Wanda prune does."""
 
     def __init__(self, ctx: AllocationContext) -> None:
+        wanda = METRICS.get("wanda")
+        ranks = module_values(ctx, wanda.needs, lambda W, stats: _row_rank(wanda.fn(W, stats)), "wanda ranks")
         linears = ctx.adapter.named_linears(ctx.model)
         self.names = [n for names in ctx.block_linears for n in names]
         self.linears = [linears[n] for n in self.names]
-        norms = input_norms(ctx.model, dict(zip(self.names, self.linears)), list(ctx.batches or []), ctx.device)
+        self.rank = [ranks[n] for n in self.names]
         self.dense = [lin.weight.data.clone() for lin in self.linears]
-        self.rank = []
-        for name, W in zip(self.names, self.dense):
-            score = W.abs() * norms[name].unsqueeze(0)
-            self.rank.append(torch.argsort(torch.argsort(score, dim=1), dim=1).to(torch.int32))
         self.weights = [W.numel() for W in self.dense]
         self.steps = [0] * len(self.dense)  # any ratio; the final prune rounds per row
 
     def apply(self, preserved: list[float]) -> None:
         for lin, W, rank, a in zip(self.linears, self.dense, self.rank, preserved):
-            k = W.shape[1] - round(a * W.shape[1])  # per output row, as Wanda prunes
-            lin.weight.data.copy_(W * (rank >= k))
+            lin.weight.data.copy_(W * (rank >= prune_count(1.0 - a, W.shape[1])))
 
     def restore(self) -> None:
         for lin, W in zip(self.linears, self.dense):
@@ -87,44 +77,35 @@ class MatrixUnits:
 
 class BlockUnits:
     """Structured units: each block's attention (query heads, in GQA rounds) and FFN (channels), zeroed in
-    ``o_proj`` / ``down_proj`` in activation-ℓ2 order."""
+    ``o_proj`` / ``down_proj`` in activation-ℓ2 order (`prune.structured.activation`)."""
 
     def __init__(self, ctx: AllocationContext) -> None:
-        from prune.structured.activation import head_order
-        from prune.structured.shapes import block_shape, head_columns, unit_numel
-
+        norms = module_values(ctx, ("input_norm",), lambda W, stats: stats["input_norm"], "activation norms")
         blocks = ctx.adapter.blocks(ctx.model)
+        prefixes = [ctx.adapter.block_prefix(i) for i in range(len(blocks))]
         self.names = [n for names in ctx.block_linears for n in names]
         self.shapes = [block_shape(b) for b in blocks]
         self.o = [b.self_attn.o_proj for b in blocks]
         self.down = [b.mlp.down_proj for b in blocks]
-        named = {f"o{i}": lin for i, lin in enumerate(self.o)} | {f"d{i}": lin for i, lin in enumerate(self.down)}
-        norms = input_norms(ctx.model, named, list(ctx.batches or []), ctx.device)
-        self.dense_o = [lin.weight.data.clone() for lin in self.o]
-        self.dense_d = [lin.weight.data.clone() for lin in self.down]
+        self.dense = [lin.weight.data.clone() for lin in self.o + self.down]
         self.head_cols = [
-            [head_columns([h], s.head_dim) for h in head_order(norms[f"o{i}"], s.head_dim, s.kv_heads)]
-            for i, s in enumerate(self.shapes)
+            [head_columns([h], s.head_dim) for h in head_order(norms[f"{p}.self_attn.o_proj"], s.head_dim, s.kv_heads)]
+            for p, s in zip(prefixes, self.shapes)
         ]
-        self.channel_order = [torch.argsort(norms[f"d{i}"], stable=True) for i in range(len(blocks))]
+        self.channel_order = [torch.argsort(norms[f"{p}.mlp.down_proj"], stable=True) for p in prefixes]
         self.weights = [w for s in self.shapes for w in unit_numel(s)]
         self.steps = [x for s in self.shapes for x in (s.kv_heads * s.head_params, 0)]  # GQA rounds; channels: any
 
     def apply(self, preserved: list[float]) -> None:
-        from prune.structured.shapes import block_counts
-
+        self.restore()
         for i, s in enumerate(self.shapes):
             heads, channels = block_counts(1 - preserved[2 * i], 1 - preserved[2 * i + 1], s, self.names[2 * i])
-            W = self.dense_o[i].clone()
             for cols in self.head_cols[i][:heads]:
-                W[:, cols] = 0
-            self.o[i].weight.data.copy_(W)
-            D = self.dense_d[i].clone()
-            D[:, self.channel_order[i][:channels]] = 0
-            self.down[i].weight.data.copy_(D)
+                self.o[i].weight.data[:, cols] = 0
+            self.down[i].weight.data[:, self.channel_order[i][:channels]] = 0
 
     def restore(self) -> None:
-        for lin, W in zip(self.o + self.down, self.dense_o + self.dense_d):
+        for lin, W in zip(self.o + self.down, self.dense):
             lin.weight.data.copy_(W)
 
 
@@ -172,8 +153,7 @@ class RLSearch:
         if ctx.model is None or ctx.heldout is None or not ctx.batches:
             raise SlimpackError("rl-search needs the model, calibration batches and held-out text; run it via slimpack")
         device = ctx.device
-        ctx.model.to(device)
-        units = UNITS[ctx.kind](ctx)
+        units = UNITS[ctx.kind](ctx)  # the walker moves blocks to the device and back
         a_min = self.a_min if self.a_min is not None else max(0.0, 1 - target - self.spread)
         a_max = self.a_max if self.a_max is not None else min(1.0, 1 - target + self.spread)
         if ctx.kind == "structured":
@@ -184,6 +164,8 @@ class RLSearch:
         history: list[dict[str, float]] = []
         best: tuple[float, list[float], int] = (-math.inf, [], -1)
         start = time.perf_counter()
+        home = next(ctx.model.parameters()).device
+        ctx.model.to(device)
         try:
             for episode in tqdm(range(self.episodes), desc="rl-search episodes", disable=not ctx.progress):
                 t0 = time.perf_counter()
@@ -199,13 +181,10 @@ class RLSearch:
                     best = (reward, preserved, episode)
         finally:
             units.restore()
+            ctx.model.to(home)
         seconds = time.perf_counter() - start
         plan = {n: 1.0 - a for n, a in zip(units.names, best[1])}
-        block_ratios = [
-            sum(plan[n] * w for n, w in zip(units.names, units.weights) if n in names)
-            / sum(w for n, w in zip(units.names, units.weights) if n in names)
-            for names in ctx.block_linears
-        ]
+        block_ratios = [weighted_mean({n: plan[n] for n in names}, ctx.numel) for names in ctx.block_linears]
         meta = {"units": units.names, "kind": ctx.kind, "trained_at": target, "episodes": self.episodes}
         log.info("rl-search: %d episodes in %.0f s (%.0f/hour); best ppl %.3f at episode %d", self.episodes, seconds,
                  3600 * self.episodes / seconds, 10.0 / best[0], best[2])  # fmt: skip
@@ -231,28 +210,3 @@ class RLSearch:
                 "search.png": lambda path: search_figure(history, path, f"rl-search at {target:.2f} ({ctx.kind})"),
             },
         )
-
-
-def search_figure(history: list[dict[str, float]], out: Path, title: str = "") -> None:
-    """Reward and held-out perplexity per episode (dots) with a running mean of 15 (line)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from prune.plots import save_figure
-
-    ep = [h["episode"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key, label in ((axes[0], "reward", "reward 10/ppl"), (axes[1], "ppl", "held-out perplexity")):
-        y = [h[key] for h in history]
-        ax.plot(ep, y, ".", color="tab:gray", markersize=3, alpha=0.6)
-        run = [sum(y[max(0, i - 14) : i + 1]) / len(y[max(0, i - 14) : i + 1]) for i in range(len(y))]
-        ax.plot(ep, run, color="tab:blue")
-        ax.set_xlabel("episode")
-        ax.set_ylabel(label)
-        if key == "ppl":
-            ax.set_yscale("log")
-    fig.suptitle(title)
-    fig.tight_layout()
-    save_figure(fig, out)

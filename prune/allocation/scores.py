@@ -54,14 +54,48 @@ class ScoreCollector:
         return {}
 
 
-def block_reductions(
-    ctx: AllocationContext, reducers: dict[str, Reducer], metric: str = "wanda"
-) -> dict[str, list[float]]:
-    """Run the collector over the dense model (weights untouched); ``{reducer: [value per block]}``."""
+class ModuleRecorder:
+    """A `LayerMethod` that compresses nothing and returns ``fn(W, stats)`` for each linear; the walker keeps
+    the returned values by module name (`WalkResult.outputs`)."""
+
+    modifies_weights = False
+    needs_gradients = False
+    default_scope = "row"
+
+    def __init__(self, name: str, needs: tuple[str, ...], fn: Callable[[torch.Tensor, Stats], Any]) -> None:
+        self.name, self.needs, self.fn = name, needs, fn
+
+    def compress(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> Any:
+        return self.fn(layer.weight.data.float(), stats)
+
+    def options(self) -> dict[str, Any]:
+        return {}
+
+
+def _check_calibrated(ctx: AllocationContext) -> None:
     if ctx.model is None or ctx.adapter is None or not ctx.batches:
         raise SlimpackError(
             "this allocation needs calibration data; run it through `slimpack prune` or `slimpack plan`"
         )
+
+
+def module_values(
+    ctx: AllocationContext, needs: tuple[str, ...], fn: Callable[[torch.Tensor, Stats], Any], name: str = "statistics"
+) -> dict[str, Any]:
+    """One calibration pass of the walker over the dense model (weights untouched): ``{linear: fn(W, stats)}``."""
+    _check_calibrated(ctx)
+    recorder = ModuleRecorder(name, needs, fn)
+    plan = {n: 0.0 for n in ctx.adapter.named_linears(ctx.model)}
+    result = walk(ctx.model, ctx.adapter, recorder, plan, Pattern(), ctx.batches, device=ctx.device,  # type: ignore[arg-type]
+                  progress=ctx.progress)  # fmt: skip
+    return result.outputs
+
+
+def block_reductions(
+    ctx: AllocationContext, reducers: dict[str, Reducer], metric: str = "wanda"
+) -> dict[str, list[float]]:
+    """Run the collector over the dense model (weights untouched); ``{reducer: [value per block]}``."""
+    _check_calibrated(ctx)
     collector = ScoreCollector(metric, reducers)
     plan = {n: 0.0 for names in ctx.block_linears for n in names}
     walk(

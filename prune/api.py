@@ -251,14 +251,29 @@ def prune(config: PruneConfig) -> dict[str, Any]:
         },
         "environment": environment(),
     }
-    if config.evaluate is not None:
-        ppl = evaluate_model(loaded, config.evaluate, config.device, config.progress)
-        body["evaluation"] = {**asdict(config.evaluate), **ppl.to_dict()}
-    with atomic_output_dir(config.out, config.overwrite) as tmp:
-        save_model(model, loaded.tokenizer, tmp)
+    return finish_prune(loaded, body, allocation, config.out, config.overwrite, config.evaluate, config.device,
+                        config.progress)  # fmt: skip
+
+
+def finish_prune(
+    loaded: LoadedModel,
+    body: dict[str, Any],
+    allocation: Allocation,
+    out: Path,
+    overwrite: bool,
+    spec: EvalSpec | None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate (if asked), then write the model, the allocation's artifacts and the manifest to ``out``
+    atomically; returns the manifest. Shared by unstructured and structured pruning."""
+    if spec is not None:
+        ppl = evaluate_model(loaded, spec, device, progress)
+        body["evaluation"] = {**asdict(spec), **ppl.to_dict()}
+    with atomic_output_dir(out, overwrite) as tmp:
+        save_model(loaded.model, loaded.tokenizer, tmp)
         allocation.write_artifacts(tmp)
-        manifest = write_manifest(tmp, body)
-    return manifest
+        return write_manifest(tmp, body)
 
 
 def evaluate(model_spec: str, spec: EvalSpec, device: str = "cpu", progress: bool = True) -> dict[str, Any]:

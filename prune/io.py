@@ -82,3 +82,16 @@ def hash_files(directory: Path, exclude: tuple[str, ...] = ()) -> dict[str, str]
 def directory_bytes(directory: Path) -> int:
     """Size on disk of every file under ``directory``."""
     return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file())
+
+
+def read_safetensors(directory: Path) -> dict[str, Any]:
+    """Every tensor of every ``*.safetensors`` file in ``directory`` (shards merged); never unpickles."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(directory).glob("*.safetensors"))
+    if not files:
+        raise SlimpackError(f"{directory} has no .safetensors weights")
+    tensors: dict[str, Any] = {}
+    for f in files:
+        tensors.update(load_file(str(f)))
+    return tensors

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from prune.errors import SlimpackError
-from prune.io import atomic_output_dir, sha256_file, write_json_atomic
+from prune.io import atomic_output_dir, read_safetensors, sha256_file, write_json_atomic
 from prune.registry import Registry
 from prune.structured.shapes import STRUCTURE_KEY
 
@@ -240,7 +240,6 @@ def _load_quantized(path: Path, dtype: torch.dtype, device: str, trust_remote_co
 def _load_structured(path: Path, dtype: torch.dtype, device: str, trust_remote_code: bool) -> LoadedModel:
     """A structured-pruned model: build the full-size architecture from config.json, cut every block to the
     per-layer shapes recorded under ``slimpack_structure``, then load the safetensors weights strictly."""
-    from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from prune.structured.shapes import apply_structure
@@ -249,12 +248,7 @@ def _load_structured(path: Path, dtype: torch.dtype, device: str, trust_remote_c
     model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
     adapter = adapter_for(model)
     apply_structure(adapter.blocks(model), getattr(config, STRUCTURE_KEY))
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise SlimpackError(f"model directory {str(path)!r} has no *.safetensors weights")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(f))
+    state = read_safetensors(path)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
     if unexpected or set(missing) - tied:

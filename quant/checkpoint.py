@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from prune.errors import SlimpackError
-from prune.io import write_json_atomic
+from prune.io import read_safetensors, write_json_atomic
 from quant.grid import QuantizedWeight, QuantSpec
 from quant.pack import ZERO_OFFSET, from_gptq, to_gptq
 
@@ -127,12 +127,7 @@ def load_gptq(directory: Path, dtype: torch.dtype = torch.float32) -> LoadedQuan
             f"{directory}: checkpoint_format {fmt!r} is not supported; slimpack reads {sorted(ZERO_OFFSET)}"
         )
     spec = spec_from_config(qconfig)
-    files = sorted(directory.glob("*.safetensors"))
-    if not files:
-        raise SlimpackError(f"{directory} has no .safetensors weights")
-    tensors: dict[str, torch.Tensor] = {}
-    for f in files:
-        tensors.update(load_file(str(f)))
+    tensors = read_safetensors(directory)
     config = AutoConfig.from_pretrained(directory)
     del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)

@@ -9,17 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from prune.allocation import ALLOCATORS, AllocationContext
-from prune.api import EvalSpec, allocate, allocation_context, evaluate_model, read_plan_file
+from prune.api import EvalSpec, allocate, allocation_context, finish_prune, read_plan_file
 from prune.data import DataSpec, calibration_batches
 from prune.errors import SlimpackError
-from prune.io import atomic_output_dir, check_output_dir
-from prune.manifest import environment, peak_rss_mib, write_manifest
+from prune.io import check_output_dir
+from prune.manifest import environment, peak_rss_mib
 from prune.masks import Pattern, check_sparsity
-from prune.models import LoadedModel, adapter_for, load_model, save_model
+from prune.models import LoadedModel, adapter_for, load_model
 from prune.structured import STRUCTURED
 from prune.structured.reconstruct import RIDGE_LAMBDA
 from prune.structured.shapes import (
-    block_counts,
     block_shape,
     check_keep_heads,
     parameter_count,
@@ -94,9 +93,6 @@ def prune_structured(config: StructuredConfig) -> dict[str, Any]:
     batches = calibration_batches(loaded.tokenizer, config.data)
     ctx = unit_context(loaded, batches, config.data, config.device, config.progress)
     allocation, target = allocate(allocator, plan_file, target, Pattern.parse("unstructured"), ctx)
-    for i, b in enumerate(blocks):  # fail on an impossible plan before any calibration pass
-        a, m = unit_names(adapter.block_prefix(i))
-        block_counts(allocation.plan[a], allocation.plan[m], block_shape(b), a, config.keep_heads)
     records = structured_walk(
         model, adapter, method, allocation.plan, batches, config.device, config.reconstruct, config.keep_heads,
         config.ridge_lambda, config.progress,
@@ -129,11 +125,5 @@ def prune_structured(config: StructuredConfig) -> dict[str, Any]:
         "timing": {"prune_seconds": seconds, "peak_rss_mib_after_prune": peak_rss_mib()},
         "environment": environment(),
     }
-    if config.evaluate is not None:
-        ppl = evaluate_model(loaded, config.evaluate, config.device, config.progress)
-        body["evaluation"] = {**asdict(config.evaluate), **ppl.to_dict()}
-    with atomic_output_dir(config.out, config.overwrite) as tmp:
-        save_model(model, loaded.tokenizer, tmp)
-        allocation.write_artifacts(tmp)
-        manifest = write_manifest(tmp, body)
-    return manifest
+    return finish_prune(loaded, body, allocation, config.out, config.overwrite, config.evaluate, config.device,
+                        config.progress)  # fmt: skip

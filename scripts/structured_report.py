@@ -31,7 +31,7 @@ def ppl(m: dict[str, Any] | None) -> str:
     return f"{m['evaluation']['perplexity']:.2f}" if m and "evaluation" in m else "—"
 
 
-def structured_rows(root: Path, names: list[tuple[str, str]], dense: float) -> list[list[Any]]:
+def structured_rows(root: Path, names: list[tuple[str, str]]) -> list[list[Any]]:
     rows = []
     for label, name in names:
         m = load(root, name)
@@ -57,19 +57,19 @@ def main(root: Path) -> None:
         for s in (20, 50)
         for a, k in (("log increase (Eq. 6)", "log"), ("uniform", "uniform"))
     ]
-    print(table(head, [dense_row, *structured_rows(root, names, d_ppl)]))
+    print(table(head, [dense_row, *structured_rows(root, names)]))
     print("\n### SlimGPT: grouped Cholesky ablation (Table 5 analogue of 004, log increase)\n")
     names = [
         (f"{a} {s} %", f"slimgpt-{k}-{s}") for s in (20, 50) for a, k in (("SlimGPT", "log"), ("− GCD", "nogcd-log"))
     ]
-    print(table(head, structured_rows(root, names, d_ppl)))
+    print(table(head, structured_rows(root, names)))
     print("\n### Activation ℓ2 ± reconstruction, uniform vs searched (Table 5 analogue of 003)\n")
     names = [
         ("uniform 20 %", "l2-uniform-20"), ("Recon (uniform + ridge) 20 %", "l2-uniform-recon-20"),
         ("Search (rl-search) 20 %", "l2-search-20"), ("Search + Recon 20 %", "l2-search-recon-20"),
         ("uniform 50 %", "l2-uniform-50"), ("Recon (uniform + ridge) 50 %", "l2-uniform-recon-50"),
     ]  # fmt: skip
-    print(table(head, structured_rows(root, names, d_ppl)))
+    print(table(head, structured_rows(root, names)))
 
     print("\n### Unstructured 70 %, Wanda: searched plan vs OWL and DLP (Table 1 analogue of 003)\n")
     rows = []

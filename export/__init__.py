@@ -1,2 +1,7 @@
-"""Exporters (ONNX with KV cache, ONNX int4, DeepSparse, PyTorch 2:4, GPTQ) and ``verify``: each artifact,
-run in its own runtime, must compute the in-framework model (see `export.api` and `export.verify`)."""
+"""export/ — the third floor: owns the artifact format and writes every deployable one.
+
+Holds: `artifact` (`Artifact` and ``export.json``: the format runtimes read), `base` (the `Exporter` protocol and
+registry), one module per format (`onnx_kv`, `onnx_int4`, `deepsparse`, `semi24`, `gptq`), `api` (`export_model`:
+checks, atomic output, zeros counted back), `cli` (``slimpack export``), `report` (the export results table).
+May import: `prune`, `quant`. Running an artifact (engines, ``verify``) is `runtime_bench`'s.
+"""

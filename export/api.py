@@ -15,15 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
+import quant  # noqa: F401  (registers the GPTQ checkpoint kind: exports read GPTQ checkpoints)
 from export import deepsparse, gptq, onnx_int4, onnx_kv, semi24  # noqa: F401  (register the formats)
+from export.artifact import EXPORT_MANIFEST
 from export.base import EXPORTERS, ZeroCounts
 from prune.errors import SlimpackError
 from prune.io import atomic_output_dir, check_output_dir, directory_bytes, write_json_atomic
-from prune.manifest import MANIFEST, environment, peak_rss_mib, read_manifest
-from prune.models import adapter_for, load_model
-from runtime_bench.engines.base import EXPORT_MANIFEST
+from prune.manifest import Manifest, environment, peak_rss_mib
+from prune.models import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +46,11 @@ class ExportConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def source_zeros(model: nn.Module) -> ZeroCounts:
+def source_zeros(loaded: LoadedModel) -> ZeroCounts:
     """Zeros of each prunable linear of the in-framework model."""
     return {
         name: {"zeros": int((lin.weight == 0).sum()), "numel": lin.weight.numel()}
-        for name, lin in adapter_for(model).named_linears(model).items()
+        for name, lin in loaded.adapter.named_linears(loaded.model).items()  # type: ignore[union-attr]
     }
 
 
@@ -92,7 +91,7 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
     check_output_dir(config.out, config.overwrite)
     exporter.check_source(model_dir)
     loaded = load_model(model_dir)
-    before = source_zeros(loaded.model)
+    before = source_zeros(loaded)
     with atomic_output_dir(config.out, config.overwrite) as tmp:
         start = time.perf_counter()
         details = exporter.export(loaded, model_dir, tmp)
@@ -105,12 +104,12 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
                 f"export to {config.format} lost zeros in {len(lost)} weights (e.g. {next(iter(lost), None)}) and "
                 f"{len(zeros['modules_missing'])} weights; nothing was written — please report this"
             )
-        source_manifest = read_manifest(model_dir) if (model_dir / MANIFEST).is_file() else None
+        source_manifest = Manifest.read_if_any(model_dir)
         manifest = {
             "format": config.format,
             "engine": exporter.engine,
             "source": str(model_dir),
-            "source_stage": (source_manifest or {}).get("stage"),
+            "source_stage": source_manifest.stage if source_manifest else None,
             **details,
             "zeros": zeros,
             "export_seconds": round(seconds, 2),

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
-from prune.models import LoadedModel
+from prune.models import CheckpointKind, LoadedModel, checkpoint_kind
 from prune.registry import Registry
 
 ZeroCounts = dict[str, dict[str, int]]  # module → {"zeros": n, "numel": n}
 
 
 class Exporter(Protocol):
-    """One artifact format: what it accepts, how it writes it, and how to count zeros in what it wrote."""
+    """One artifact format: what it accepts, how it writes it, and how to count zeros in what it wrote.
+    ``engine`` names the `runtime_bench` engine that runs the artifact (it is written into ``export.json``)."""
 
     engine: str
 
@@ -30,6 +30,6 @@ class Exporter(Protocol):
 EXPORTERS: Registry[type] = Registry("export format")
 
 
-def is_quantized(model_dir: Path) -> bool:
-    config = model_dir / "config.json"
-    return config.is_file() and "quantization_config" in json.loads(config.read_text())
+def source_kind(model_dir: Path) -> CheckpointKind:
+    """The checkpoint kind of an export's source (its flags say what formats may refuse)."""
+    return checkpoint_kind(model_dir)

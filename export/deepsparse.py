@@ -55,11 +55,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.base import EXPORTERS, ZeroCounts, is_quantized
+from export.base import EXPORTERS, ZeroCounts, source_kind
 from export.onnx_kv import count_zeros as onnx_initializer_zeros
 from prune.errors import SlimpackError
 from prune.models import LoadedModel, adapter_for
-from prune.structured.shapes import STRUCTURE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +130,6 @@ class _Graph:
 
 def dims_of(model: nn.Module) -> dict[str, Any]:
     config = model.config
-    if getattr(config, STRUCTURE_KEY, None):
-        raise SlimpackError(
-            "the deepsparse graph builder takes one head count and FFN width for all layers, and this model is "
-            "structured-pruned (per-layer shapes); export it with --format onnx (onnxruntime runs it)"
-        )
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     return {
@@ -430,9 +424,15 @@ class DeepSparseExporter:
         self.prefill_len, self.cache_len, self.prompt_len = prefill_len, cache_len, prompt_len
 
     def check_source(self, model_dir: Path) -> None:
-        if is_quantized(model_dir):
+        kind = source_kind(model_dir)
+        if kind.quantized:
             raise SlimpackError(
                 f"{str(model_dir)!r} is a quantized checkpoint; the deepsparse format exports the fp model it came from"
+            )
+        if kind.per_layer_shapes:
+            raise SlimpackError(
+                "the deepsparse graph builder takes one head count and FFN width for all layers, and this model is "
+                f"{kind.name}-pruned (per-layer shapes); export it with --format onnx (onnxruntime runs it)"
             )
 
     def export(self, loaded: LoadedModel, model_dir: Path, out: Path) -> dict[str, Any]:

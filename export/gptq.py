@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from export.base import EXPORTERS, ZeroCounts, is_quantized
+from export.base import EXPORTERS, ZeroCounts, source_kind
 from prune.errors import SlimpackError
 from prune.manifest import MANIFEST
 from prune.models import LoadedModel
@@ -34,7 +34,7 @@ class GptqExporter:
     engine = "torch"
 
     def check_source(self, model_dir: Path) -> None:
-        if not is_quantized(model_dir):
+        if not source_kind(model_dir).quantized:
             raise SlimpackError(
                 f"--format gptq needs a GPTQ checkpoint and {str(model_dir)!r} is not quantized; "
                 "run `slimpack quantize MODEL --out DIR` first and export DIR"

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from export.base import EXPORTERS, ZeroCounts, is_quantized
+from export.base import EXPORTERS, ZeroCounts, source_kind
 from export.onnx_kv import ONNX_FILE, onnx_kv_proto, save_onnx
 from prune.errors import SlimpackError
 from prune.models import LoadedModel
@@ -180,7 +180,7 @@ class OnnxInt4Exporter:
     def check_source(self, model_dir: Path) -> None:
         from quant.checkpoint import read_quantization_config
 
-        qconfig = read_quantization_config(model_dir) if is_quantized(model_dir) else None
+        qconfig = read_quantization_config(model_dir) if source_kind(model_dir).quantized else None
         if not qconfig or qconfig.get("quant_method") != "gptq":
             raise SlimpackError(
                 f"onnx-int4 needs a GPTQ checkpoint and {str(model_dir)!r} is not quantized; "
@@ -192,7 +192,7 @@ class OnnxInt4Exporter:
             )
 
     def export(self, loaded: LoadedModel, model_dir: Path, out: Path) -> dict[str, Any]:
-        quantized = loaded.quantized
+        quantized = loaded.extras.get("quantized")
         if not quantized:
             raise SlimpackError(
                 f"{str(model_dir)!r} loaded without quantized weights; onnx-int4 needs its GPTQ tensors"

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from runtime_bench.engines.base import EXPORT_MANIFEST
+from export.artifact import EXPORT_MANIFEST
 
 
 def _read(path: Path) -> dict[str, Any] | None:

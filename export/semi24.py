@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from export.base import EXPORTERS, ZeroCounts, is_quantized
+from export.base import EXPORTERS, ZeroCounts, source_kind
 from prune.errors import SlimpackError
 from prune.models import LoadedModel, adapter_for
 
@@ -151,7 +151,7 @@ class Semi24Exporter:
         self.dtype = DTYPES[dtype]
 
     def check_source(self, model_dir: Path) -> None:
-        if is_quantized(model_dir):
+        if source_kind(model_dir).quantized:
             raise SlimpackError(
                 f"{str(model_dir)!r} is a quantized checkpoint; semi24 exports the fp 2:4 model it came from"
             )

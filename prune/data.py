@@ -211,16 +211,47 @@ def eval_windows(tokens: torch.Tensor, seqlen: int, windows: int | None = None) 
     return tokens[: n * seqlen].reshape(n, seqlen)
 
 
-def heldout_batches(tokenizer: Any, spec: DataSpec, n: int) -> list[torch.Tensor]:
-    """``n`` held-out windows of the calibration split (see `heldout_windows`), as ``[1, seqlen]`` batches."""
-    tokens = tokenize(tokenizer, load_texts(spec.dataset).calibration)
-    return list(heldout_windows(tokens, n, spec).split(1))
+class Calibration:
+    """The calibration split of one `DataSpec` for one tokenizer, tokenized once (on first use): the calibration
+    batches (`batches`) and held-out windows disjoint from them (`heldout`). ``used`` tells whether any were
+    drawn, ``tokens`` how many calibration tokens."""
+
+    def __init__(self, tokenizer: Any, spec: DataSpec) -> None:
+        self.tokenizer, self.spec = tokenizer, spec
+        self._tokens: torch.Tensor | None = None
+        self._batches: list[torch.Tensor] | None = None
+
+    @property
+    def text_tokens(self) -> torch.Tensor:
+        if self._tokens is None:
+            if self.tokenizer is None:
+                raise SlimpackError("this step needs calibration text, and the model has no tokenizer")
+            self._tokens = tokenize(self.tokenizer, load_texts(self.spec.dataset).calibration)
+        return self._tokens
+
+    def batches(self) -> list[torch.Tensor]:
+        """The calibration set as ``[1, seqlen]`` batches (the same list on every call)."""
+        if self._batches is None:
+            self.spec.check()
+            windows = calibration_windows(self.text_tokens, self.spec.nsamples, self.spec.seqlen, self.spec.seed)
+            log.info("calibration: %d × %d tokens from %s (seed %d)", self.spec.nsamples, self.spec.seqlen,
+                     self.spec.dataset, self.spec.seed)  # fmt: skip
+            self._batches = list(windows.split(1))
+        return self._batches
+
+    def heldout(self, n: int) -> list[torch.Tensor]:
+        """``n`` held-out windows of the calibration split (see `heldout_windows`), as ``[1, seqlen]`` batches."""
+        return list(heldout_windows(self.text_tokens, n, self.spec).split(1))
+
+    @property
+    def used(self) -> bool:
+        return self._batches is not None
+
+    @property
+    def tokens(self) -> int:
+        return sum(b.numel() for b in self._batches or [])
 
 
 def calibration_batches(tokenizer: Any, spec: DataSpec, batch_size: int = 1) -> list[torch.Tensor]:
-    """The calibration set as a list of ``[b, seqlen]`` batches."""
-    spec.check()
-    tokens = tokenize(tokenizer, load_texts(spec.dataset).calibration)
-    windows = calibration_windows(tokens, spec.nsamples, spec.seqlen, spec.seed)
-    log.info("calibration: %d × %d tokens from %s (seed %d)", spec.nsamples, spec.seqlen, spec.dataset, spec.seed)
-    return list(windows.split(batch_size))
+    """The calibration set of ``spec`` as ``[batch_size, seqlen]`` batches."""
+    return list(torch.cat(Calibration(tokenizer, spec).batches()).split(batch_size))

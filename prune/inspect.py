@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 from prune.errors import SlimpackError
-from prune.manifest import MANIFEST, read_manifest, verify_files
+from prune.manifest import Manifest
 from prune.report import module_sparsity
 
 
@@ -39,16 +39,16 @@ def inspect_dir(directory: Path) -> dict[str, Any]:
     directory = Path(directory)
     if not directory.is_dir():
         raise SlimpackError(f"{str(directory)!r} is not a directory; pass a model directory written by slimpack")
-    manifest = read_manifest(directory) if (directory / MANIFEST).is_file() else {}
-    names = list(manifest["sparsity"]["modules"]) if manifest else None
+    manifest = Manifest.read_if_any(directory)
+    names = list(manifest.sparsity.get("modules", {})) or None if manifest else None
     measured = module_sparsity(read_weights(directory, names))
-    bad = verify_files(directory, manifest) if manifest else []
+    bad = manifest.mismatched_files(directory) if manifest else []
     return {
         "directory": str(directory),
-        "method": manifest.get("method", {}).get("name", "?"),
-        "pattern": manifest.get("pattern", "?"),
+        "method": manifest.method.name if manifest else "?",
+        "pattern": manifest.pattern if manifest else "?",
         "sparsity": measured,
-        "manifest_overall": manifest.get("sparsity", {}).get("overall"),
+        "manifest_overall": manifest.sparsity.get("overall") if manifest else None,
         "files_ok": not bad,
         "files_mismatched": bad,
     }

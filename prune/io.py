@@ -57,9 +57,15 @@ def write_text_atomic(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to ``path`` through a temporary file and a rename."""
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -95,3 +101,16 @@ def read_safetensors(directory: Path) -> dict[str, Any]:
     for f in files:
         tensors.update(load_file(str(f)))
     return tensors
+
+
+def external_python(what: str, variable: str, venv: str) -> Path:
+    """The interpreter of an external runtime's own environment: ``$variable``, else the virtual environment
+    ``venv`` beside the one running now (``.venv`` → ``.venv-deepsparse``: where ``scripts/setup-*.sh`` build
+    them); a one-line `SlimpackError` naming the setup script when it is missing."""
+    import sys
+
+    path = Path(os.environ.get(variable, Path(sys.prefix).parent / venv / "bin" / "python"))
+    if not path.is_file():
+        script = f"scripts/setup-{venv.removeprefix('.venv-')}.sh"
+        raise SlimpackError(f"{what} environment not found at {path}; create it with `bash {script}` or set {variable}")
+    return path

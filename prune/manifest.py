@@ -1,10 +1,22 @@
-"""The ``slimpack.json`` manifest every stage writes beside its model directory."""
+"""The ``slimpack.json`` manifest every model-writing stage (prune, structured prune, quantize) writes beside
+its model directory: one typed class, one writer (`Manifest.write`), one reader (`Manifest.read`).
+
+Layout (JSON keys = field names): ``stage``, ``source_model``, ``method`` {name, options}, ``pattern``,
+``target_sparsity``, ``allocation`` (name, plan_file, block_ratios, importance, options, plan; None when
+nothing was allocated), ``true_sequential``, ``calibration`` (the `DataSpec`, used, tokens), ``sparsity``
+(measured: overall, zeros, numel, modules), ``timing`` {seconds, compress_seconds, peak_rss_mib},
+``environment``, and where they apply ``evaluation`` (the `EvalSpec` + perplexity), ``structure``
+(structured pruning: parameters before/after, units, reconstruct, keep_heads) and ``quantization`` (grid,
+checkpoint format, the source's pruning, sparsity before, pruned zeros kept); ``size_bytes`` and ``files``
+(the sha256 of every other file of the directory).
+"""
 
 from __future__ import annotations
 
 import json
 import platform
 import resource
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -43,22 +55,121 @@ def environment() -> dict[str, str]:
     }
 
 
-def write_manifest(directory: Path, body: dict[str, Any]) -> dict[str, Any]:
-    """Add the sha256 of every file in ``directory`` and write the manifest there."""
-    manifest = {**body, "files": hash_files(directory, exclude=(MANIFEST,))}
-    write_json_atomic(directory / MANIFEST, manifest)
-    return manifest
+def setting_label(pattern: str, target: float) -> str:
+    """``"50 %"`` for an unstructured target, ``"2:4"`` for N:M."""
+    return pattern if ":" in pattern else f"{100 * target:.0f} %"
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise SlimpackError(f"{str(directory)!r} has no {MANIFEST}; pass a directory written by slimpack")
-    with open(path) as fh:
-        return json.load(fh)
+def pruning_label(method: str, pattern: str, target: float, allocation: str | None) -> str:
+    """``"sparsegpt 50 % dlp"`` / ``"wanda 2:4"``: how a model was pruned, in one phrase."""
+    alloc = allocation or "uniform"
+    return f"{method} {setting_label(pattern, target)}" + ("" if alloc == "uniform" else f" {alloc}")
 
 
-def verify_files(directory: Path, manifest: dict[str, Any]) -> list[str]:
-    """Names of files whose sha256 differs from the manifest (or that are missing)."""
-    actual = hash_files(Path(directory), exclude=(MANIFEST,))
-    return [name for name, digest in manifest.get("files", {}).items() if actual.get(name) != digest]
+def brief_pruning(brief: dict[str, Any] | None) -> str:
+    """`pruning_label` of a `Manifest.brief` (``"dense"`` when it is not a prune's)."""
+    if not brief or brief.get("stage") != "prune":
+        return "dense"
+    alloc = (brief.get("allocation") or {}).get("name")
+    return pruning_label(brief["method"]["name"], brief["pattern"], brief["target_sparsity"], alloc)
+
+
+@dataclass
+class MethodRecord:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Timing:
+    """``seconds``: the stage's own work (calibration data, gradients, allocation, the walk) — loading, saving and
+    evaluation excluded; ``compress_seconds``: the methods' solves alone; ``peak_rss_mib``: right after it."""
+
+    seconds: float
+    peak_rss_mib: float
+    compress_seconds: float | None = None
+
+
+@dataclass
+class Manifest:
+    stage: str  # "prune" | "quantize"
+    source_model: str
+    method: MethodRecord
+    pattern: str
+    target_sparsity: float
+    allocation: dict[str, Any] | None
+    calibration: dict[str, Any]
+    sparsity: dict[str, Any]
+    timing: Timing
+    true_sequential: bool = False
+    environment: dict[str, str] = field(default_factory=environment)
+    evaluation: dict[str, Any] | None = None
+    structure: dict[str, Any] | None = None
+    quantization: dict[str, Any] | None = None
+    size_bytes: int | None = None  # the directory's files, the manifest excluded
+    files: dict[str, str] = field(default_factory=dict)
+
+    # --- what readers ask -----------------------------------------------------------------------------
+
+    @property
+    def perplexity(self) -> float | None:
+        return None if self.evaluation is None else float(self.evaluation["perplexity"])
+
+    @property
+    def allocation_name(self) -> str:
+        return (self.allocation or {}).get("name") or "uniform"
+
+    @property
+    def setting(self) -> str:
+        return setting_label(self.pattern, self.target_sparsity)
+
+    def pruning(self) -> str:
+        """`pruning_label` of a prune manifest; ``"dense"`` for anything else."""
+        return brief_pruning(self.brief())
+
+    def brief(self) -> dict[str, Any]:
+        """How this model was made, without per-module detail (what a later stage records of its source)."""
+        data = self.to_dict()
+        keys = ("stage", "source_model", "method", "pattern", "target_sparsity", "allocation", "evaluation")
+        brief = {k: data[k] for k in keys}
+        if isinstance(brief["allocation"], dict):
+            brief["allocation"] = {k: v for k, v in brief["allocation"].items() if k not in ("plan", "block_ratios")}
+        return brief
+
+    # --- the one writer and reader ----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["method"] = MethodRecord(**data["method"])
+        values["timing"] = Timing(**data["timing"])
+        return cls(**values)
+
+    def write(self, directory: Path) -> Manifest:
+        """Hash every other file of ``directory`` into ``files`` and write the manifest there."""
+        self.files = hash_files(Path(directory), exclude=(MANIFEST,))
+        write_json_atomic(Path(directory) / MANIFEST, self.to_dict())
+        return self
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        path = Path(directory) / MANIFEST
+        if not path.is_file():
+            raise SlimpackError(f"{str(directory)!r} has no {MANIFEST}; pass a directory written by slimpack")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise SlimpackError(f"{str(path)!r} is not a slimpack manifest ({type(err).__name__}: {err})") from None
+
+    @classmethod
+    def read_if_any(cls, directory: Path) -> Manifest | None:
+        return cls.read(directory) if (Path(directory) / MANIFEST).is_file() else None
+
+    def mismatched_files(self, directory: Path) -> list[str]:
+        """Names of files whose sha256 differs from the manifest (or that are missing)."""
+        actual = hash_files(Path(directory), exclude=(MANIFEST,))
+        return [name for name, digest in self.files.items() if actual.get(name) != digest]

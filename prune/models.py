@@ -14,17 +14,16 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from prune.errors import SlimpackError
-from prune.io import atomic_output_dir, read_safetensors, sha256_file, write_json_atomic
+from prune.io import atomic_output_dir, sha256_file, write_json_atomic
 from prune.registry import Registry
-from prune.structured.shapes import STRUCTURE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +94,20 @@ def adapter_for(model: nn.Module) -> DecoderAdapter:
 
 @dataclass
 class LoadedModel:
+    """A loaded model with what every stage asks of it: tokenizer, where it came from, its checkpoint kind,
+    its architecture adapter (computed once), and the kind's extras (GPTQ: ``{"quantized": {module: …}}``)."""
+
     model: nn.Module
     tokenizer: Any
     source: str
     path: Path | None
-    quantized: dict[str, Any] | None = None  # module → QuantizedWeight, for a GPTQ checkpoint
+    kind: str = "plain"
+    adapter: DecoderAdapter | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.adapter is None:
+            self.adapter = adapter_for(self.model)
 
 
 # --- aliases ---------------------------------------------------------------------------------------
@@ -174,91 +182,145 @@ def materialize_alias(name: str, cache: Path | None = None) -> Path:
     return target
 
 
-# --- loading ---------------------------------------------------------------------------------------
+# --- loading: checkpoint kinds -------------------------------------------------------------------------
 
 
-def load_model(
-    spec: str | Path,
-    dtype: torch.dtype = torch.float32,
-    device: str = "cpu",
-    trust_remote_code: bool = False,
-) -> LoadedModel:
-    """Load a causal LM and its tokenizer from a directory, a hub id or an alias. Weights: safetensors only."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class CheckpointKind(Protocol):
+    """One kind of saved model directory, registered in `CHECKPOINT_KINDS` by the package that writes it
+    (structured models: `prune.structured.shapes`; GPTQ checkpoints: `quant.checkpoint`). `load_model`
+    asks each kind whether it ``claims`` a directory's ``config.json``; a directory nobody claims is a plain
+    transformers model. The flags answer, in one place, what other stages need to know about a kind."""
 
+    name: str
+    quantized: bool  # weights stored as integer codes (formats that re-quantize or need floats refuse it)
+    per_layer_shapes: bool  # layers may differ in shape (formats with one static layer shape refuse it)
+
+    def claims(self, config: dict[str, Any]) -> bool: ...
+
+    def load(self, path: Path, dtype: torch.dtype) -> tuple[nn.Module, dict[str, Any]]:
+        """The model (fp ``dtype``, eval mode, on the CPU) and kind-specific extras (e.g. quantized weights)."""
+        ...
+
+
+CHECKPOINT_KINDS: Registry[CheckpointKind] = Registry("checkpoint kind")
+
+
+@dataclass(frozen=True)
+class PlainCheckpoint:
+    """A plain transformers model directory (safetensors only)."""
+
+    name: str = "plain"
+    quantized: bool = False
+    per_layer_shapes: bool = False
+
+    def claims(self, config: dict[str, Any]) -> bool:
+        return False  # the fallback: asked last, never claims
+
+    def load(self, path: Path, dtype: torch.dtype) -> tuple[nn.Module, dict[str, Any]]:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, trust_remote_code=False)
+        return model.eval(), {}
+
+
+PLAIN = PlainCheckpoint()
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """``config.json`` of a model directory as a dict (a one-line error when it is missing or not JSON)."""
+    file = Path(path) / "config.json"
+    try:
+        return json.loads(file.read_text())
+    except FileNotFoundError:
+        raise SlimpackError(
+            f"model directory {str(path)!r} has no config.json; pass a Hugging Face model directory"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SlimpackError(f"{str(file)!r} is not valid JSON ({err}); the model directory is damaged") from None
+
+
+def checkpoint_kind(path: Path) -> CheckpointKind:
+    """The registered kind that claims the directory ``path``, or the plain kind."""
+    import prune.structured.shapes  # noqa: F401  (registers the core's own kind: structured models)
+
+    config = read_config(path)
+    for name in CHECKPOINT_KINDS.names():
+        kind = CHECKPOINT_KINDS.get(name)
+        if kind.claims(config):
+            return kind
+    if "quantization_config" in config:
+        method = config["quantization_config"].get("quant_method", "?")
+        raise SlimpackError(
+            f"{str(path)!r} is a quantized checkpoint ({method}) with no registered loader; slimpack reads GPTQ "
+            "checkpoints (through `quant`, which the slimpack CLI loads)"
+        )
+    return PLAIN
+
+
+def resolve_model_path(spec: str | Path) -> Path:
+    """A local directory for ``spec``: a model directory, or an alias materialized into the cache."""
     spec = str(spec)
     if spec in ALIASES:
-        path: Path | None = materialize_alias(spec)
-    elif Path(spec).exists():
-        path = Path(spec)
-        if not (path / "config.json").is_file():
-            raise SlimpackError(f"model directory {spec!r} has no config.json; pass a Hugging Face model directory")
-    elif not HUB_ID.fullmatch(spec):
-        raise SlimpackError(
-            f"model path {spec!r} does not exist; pass a model directory, an org/name hub id, or an alias "
-            f"({', '.join(ALIASES)})"
-        )
-    else:
-        path = None  # hub id
-    where = str(path) if path is not None else spec
-    config_json = json.loads((path / "config.json").read_text()) if path is not None else {}
-    if "quantization_config" in config_json:
-        return _load_quantized(path, dtype, device, trust_remote_code)  # type: ignore[arg-type]
-    if STRUCTURE_KEY in config_json:
-        return _load_structured(path, dtype, device, trust_remote_code)  # type: ignore[arg-type]
+        return materialize_alias(spec)
+    path = Path(spec)
+    if path.exists():
+        read_config(path)
+        return path
+    if HUB_ID.fullmatch(spec):
+        return hub_snapshot(spec)
+    raise SlimpackError(
+        f"model path {spec!r} does not exist; pass a model directory, an org/name hub id, or an alias "
+        f"({', '.join(ALIASES)})"
+    )
+
+
+def hub_snapshot(repo_id: str) -> Path:
+    """The local snapshot of a hub model (config, safetensors, tokenizer files only: nothing to unpickle)."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            where, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
-        )
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        where_text = "" if path is not None else "no local directory of that name, and the hub answered: "
         raise SlimpackError(
-            f"cannot load model {spec!r}: {where_text}{first} — pass a local safetensors model directory or an "
-            f"alias ({', '.join(ALIASES)})"
+            f"cannot load model {repo_id!r}: no local directory of that name, and the hub answered: {first} — pass "
+            f"a local safetensors model directory or an alias ({', '.join(ALIASES)})"
         ) from None
-    model.eval()
-    model.to(device)
-    adapter_for(model)  # fail early on unsupported architectures
-    return LoadedModel(model=model, tokenizer=tokenizer, source=spec, path=path)
 
 
-def _load_quantized(path: Path, dtype: torch.dtype, device: str, trust_remote_code: bool) -> LoadedModel:
-    """A quantized checkpoint (GPTQ), dequantized into a plain torch model by `quant.checkpoint`."""
+def load_model(spec: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
+    """Load a causal LM and its tokenizer from a directory (any registered checkpoint kind) or an alias.
+    Weights: safetensors only; remote code never runs."""
     from transformers import AutoTokenizer
 
-    from quant.checkpoint import load_gptq
+    path = resolve_model_path(spec)
+    kind = checkpoint_kind(path)
+    try:
+        model, extras = kind.load(path, dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SlimpackError(
+            f"cannot load model {str(spec)!r}: {first} — pass a local safetensors model directory or an alias "
+            f"({', '.join(ALIASES)})"
+        ) from None
+    adapter = adapter_for(model)  # fail early on unsupported architectures
+    model.to(device)
+    return LoadedModel(model, tokenizer, str(spec), path, kind.name, adapter, extras)
 
-    loaded = load_gptq(path, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    loaded.model.to(device)
-    adapter_for(loaded.model)
-    return LoadedModel(model=loaded.model, tokenizer=tokenizer, source=str(path), path=path, quantized=loaded.quantized)
 
-
-def _load_structured(path: Path, dtype: torch.dtype, device: str, trust_remote_code: bool) -> LoadedModel:
-    """A structured-pruned model: build the full-size architecture from config.json, cut every block to the
-    per-layer shapes recorded under ``slimpack_structure``, then load the safetensors weights strictly."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from prune.structured.shapes import apply_structure
-
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
-    adapter = adapter_for(model)
-    apply_structure(adapter.blocks(model), getattr(config, STRUCTURE_KEY))
-    state = read_safetensors(path)
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
+    """Load ``state`` into ``model``: every tensor must have a place and every place a tensor (a tied
+    ``lm_head`` excepted); the first mismatch is a one-line error naming it."""
     missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
-    if unexpected or set(missing) - tied:
-        bad = sorted(unexpected or (set(missing) - tied))
-        raise SlimpackError(f"weights in {str(path)!r} do not match its recorded structure (e.g. {bad[0]!r})")
+    tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+    bad = sorted(unexpected) or sorted(set(missing) - tied)
+    if bad:
+        what = "unexpected" if unexpected else "missing"
+        raise SlimpackError(f"weights in {str(where)!r} do not match its config.json ({what} tensor {bad[0]!r})")
     if tied:
         model.tie_weights()
-    model.to(dtype).eval().to(device)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    return LoadedModel(model=model, tokenizer=tokenizer, source=str(path), path=path)
 
 
 def save_model(model: nn.Module, tokenizer: Any, directory: Path) -> None:

@@ -1,4 +1,5 @@
-"""PNG figures of results (matplotlib, Agg backend; written atomically)."""
+"""PNG figures of results (matplotlib, Agg backend; written atomically). `pyplot` is the one way every figure
+of slimpack gets matplotlib: it selects the file-only Agg backend, so no figure ever needs a display."""
 
 from __future__ import annotations
 
@@ -9,34 +10,33 @@ from pathlib import Path
 from typing import Any
 
 
-def setting_label(manifest: Mapping[str, Any]) -> str:
-    """``"50 %"`` for unstructured, ``"2:4"`` for N:M."""
-    pattern = manifest["pattern"]
-    return pattern if ":" in pattern else f"{100 * manifest['target_sparsity']:.0f} %"
-
-
-def series_label(manifest: Mapping[str, Any], series: str) -> str:
-    """The bar series a run belongs to: its method or its allocation."""
-    if series == "allocation":
-        return manifest.get("allocation", {}).get("name", "uniform")
-    return manifest["method"]["name"]
-
-
-def perplexity_bars(results: Iterable[Mapping[str, Any]], out: Path, title: str = "", series: str = "method") -> None:
-    """Grouped bars: perplexity (log scale) per sparsity setting and ``series`` (method or allocation);
-    the dense model as a line."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def series_label(manifest: Any, series: str) -> str:
+    """The bar series a run (a `prune.manifest.Manifest`) belongs to: its method or its allocation."""
+    return manifest.allocation_name if series == "allocation" else manifest.method.name
+
+
+def perplexity_bars(results: Iterable[Any], out: Path, title: str = "", series: str = "method") -> None:
+    """Grouped bars: perplexity (log scale) per sparsity setting and ``series`` (method or allocation);
+    the dense model as a line."""
+    plt = pyplot()
+
     dense: float | None = None
     cells: dict[tuple[str, str], float] = {}
     for r in results:
-        if "stage" not in r:
+        if isinstance(r, Mapping):  # a dense `slimpack eval` result
             dense = r["perplexity"]
-        elif "evaluation" in r:
-            cells[(setting_label(r), series_label(r, series))] = r["evaluation"]["perplexity"]
+        elif r.perplexity is not None:
+            cells[(r.setting, series_label(r, series))] = r.perplexity
     settings = list(dict.fromkeys(s for s, _ in cells))
     methods = list(dict.fromkeys(m for _, m in cells))
     fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(settings), 4))
@@ -63,7 +63,7 @@ def perplexity_bars(results: Iterable[Mapping[str, Any]], out: Path, title: str 
 
 def save_figure(fig: Any, out: Path) -> None:
     """Write ``fig`` to ``out`` through a temporary file and a rename."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
@@ -80,10 +80,7 @@ def save_figure(fig: Any, out: Path) -> None:
 def plan_figure(allocation: Any, out: Path, title: str = "") -> None:
     """Per-block sparsity (line, left axis) over the allocator's per-block importance (bars, right axis,
     where it has one) — the layout of DLP's Figure 3."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ratios = allocation.block_ratios
     blocks = range(len(ratios))
@@ -108,10 +105,7 @@ def plan_figure(allocation: Any, out: Path, title: str = "") -> None:
 
 def search_figure(history: list[dict[str, float]], out: Path, title: str = "") -> None:
     """Reward and held-out perplexity per episode (dots) with a running mean of 15 (line)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ep = [h["episode"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))

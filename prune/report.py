@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
+
+from prune.registry import Registry
 
 
 def module_sparsity(weights: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -46,34 +48,36 @@ def sparsity_table(report: Mapping[str, Any]) -> str:
     return markdown_table(["module", "shape", "zeros", "sparsity"], rows)
 
 
-def results_table(results: Iterable[Mapping[str, Any]]) -> str:
+Result = Any  # a `prune.manifest.Manifest`, or a ``slimpack eval`` JSON dict (a dense model)
+
+# Tables for runs of a later stage (e.g. "quantize": `quant.report`), registered by the package that owns it.
+RESULT_TABLES: Registry[Callable[[list[Result]], str]] = Registry("result table")
+
+
+def is_manifest(r: Result) -> bool:
+    from prune.manifest import Manifest
+
+    return isinstance(r, Manifest)
+
+
+def results_table(results: Iterable[Result]) -> str:
     """One row per run: a dense ``slimpack eval`` JSON or a ``slimpack prune --eval`` manifest."""
     rows = []
     for r in results:
-        if "stage" not in r:  # an eval result of an unpruned model
-            rows.append(
-                (
-                    "dense",
-                    "-",
-                    "-",
-                    "0.00 %",
-                    r["perplexity"],
-                    "-",
-                    f"{r['peak_rss_mib']:.0f}",
-                    f"{r['windows']}×{r['seqlen']}",
-                )
-            )
+        if not is_manifest(r):  # an eval result of an unpruned model
+            rows.append(("dense", "-", "-", "0.00 %", r["perplexity"], "-", f"{r['peak_rss_mib']:.0f}",
+                         f"{r['windows']}×{r['seqlen']}"))  # fmt: skip
             continue
-        ev = r.get("evaluation", {})
+        ev = r.evaluation or {}
         rows.append(
             (
-                r["method"]["name"],
-                r.get("allocation", {}).get("name", "uniform"),
-                r["pattern"],
-                f"{100 * r['sparsity']['overall']:.2f} %",
+                r.method.name,
+                r.allocation_name,
+                r.pattern,
+                f"{100 * r.sparsity['overall']:.2f} %",
                 ev.get("perplexity", float("nan")),
-                f"{r['timing']['prune_seconds']:.1f}",
-                f"{r['timing']['peak_rss_mib_after_prune']:.0f}",
+                f"{r.timing.seconds:.1f}",
+                f"{r.timing.peak_rss_mib:.0f}",
                 f"{ev.get('windows', '?')}×{ev.get('seqlen', '?')}",
             )
         )
@@ -90,32 +94,29 @@ def results_table(results: Iterable[Mapping[str, Any]]) -> str:
     return markdown_table(headers, rows)
 
 
-def summarize(result: Mapping[str, Any]) -> dict[str, Any]:
+def summarize(result: Result) -> dict[str, Any]:
     """A run without its per-module detail and file hashes (for result JSON files)."""
-    drop = {"files", "environment"}
-    out = {k: v for k, v in result.items() if k not in drop}
-    if "sparsity" in out:
+    data = result.to_dict() if is_manifest(result) else dict(result)
+    out = {k: v for k, v in data.items() if k not in ("files", "environment")}
+    if isinstance(out.get("sparsity"), dict):
         out["sparsity"] = {k: v for k, v in out["sparsity"].items() if k != "modules"}
     if isinstance(out.get("allocation"), dict):
         out["allocation"] = {k: v for k, v in out["allocation"].items() if k != "plan"}
-    out["environment"] = result.get("environment", {})
+    out["environment"] = data.get("environment", {})
     return out
 
 
-def pivot_table(results: Iterable[Mapping[str, Any]]) -> str:
+def pivot_table(results: Iterable[Result]) -> str:
     """Perplexity with one row per (method, allocation) and one column per setting (sparsity or N:M)."""
-    from prune.plots import setting_label
-
     cells: dict[tuple[str, str], dict[str, float]] = {}
     settings: list[str] = []
     for r in results:
-        if "stage" not in r or "evaluation" not in r:
+        if not is_manifest(r) or r.perplexity is None:
             continue
-        key = (r["method"]["name"], r.get("allocation", {}).get("name", "uniform"))
-        setting = setting_label(r)
-        cells.setdefault(key, {})[setting] = r["evaluation"]["perplexity"]
-        if setting not in settings:
-            settings.append(setting)
+        key = (r.method.name, r.allocation_name)
+        cells.setdefault(key, {})[r.setting] = r.perplexity
+        if r.setting not in settings:
+            settings.append(r.setting)
     settings.sort(key=lambda s: (":" in s, s))
     rows = [(m, a, *(cells[(m, a)].get(s, "—") for s in settings)) for m, a in sorted(cells)]
     return markdown_table(["method", "allocation", *settings], rows)

@@ -163,7 +163,7 @@ def walk(
     module's N). ``block_done(index)`` is called after each block. A method whose
     ``modifies_weights`` is False (a statistics collector) hands on its calibration outputs
     instead of re-running the block."""
-    modifies = getattr(method, "modifies_weights", True)
+    modifies = method.modifies_weights
     calibrated = bool(method.needs)
     if calibrated and not batches:
         raise ValueError(f"method {method.name!r} needs calibration batches")

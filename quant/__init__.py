@@ -1,4 +1,10 @@
-"""Joint sparsification + GPTQ 4-bit that keeps pruned zeros, packed in the GPTQ checkpoint format.
+"""quant/ — 4-bit (2–8) quantization on the core's walker, and the GPTQ checkpoint.
 
-Not built yet: issue #4 fills this package (gptq.py, pack.py, rtn.py).
+- `grid` integer grids with 0 exact; `pack` GPTQ bit packing; `methods` GPTQ (the core's OBS sweep) and RTN as
+  layer methods, mask-aware and joint with any pruner; `checkpoint` writes the GPTQ format and registers its
+  loader as a checkpoint kind of `prune.models`; `api` the quantize stage; `cli` the ``slimpack quantize``
+  command; `report` the quantization table; `external/` the GPTQModel cross-check (its own environment).
+- May import: `prune` only. Importing `quant` registers the GPTQ checkpoint kind.
 """
+
+from quant import checkpoint as _checkpoint  # noqa: F401  (registers the GPTQ checkpoint kind)

@@ -1,154 +1,112 @@
-"""The package API behind ``slimpack quantize``: a (pruned) model in, a GPTQ checkpoint + manifest out.
+"""The quantize stage behind ``slimpack quantize``: a (pruned) model in, a GPTQ checkpoint + manifest out, through
+the core's stage template (`prune.stage.run_stage`).
 
 Sequential mode: the source's exact zeros are its prune mask (prune first with ``slimpack prune``).
-Joint mode (``joint_with``): the pruner and the quantizer share one walk — see `quant.methods`.
+Joint mode (``joint``: a `PruneSpec`): the pruner and the quantizer share one walk — see `quant.methods`.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from prune.allocation import ALLOCATORS
-from prune.api import EvalSpec, evaluate_model, load_checked, prepare_walk, read_plan_file
-from prune.data import DataSpec
+from prune.data import Calibration
 from prune.errors import SlimpackError
-from prune.io import atomic_output_dir, check_output_dir, directory_bytes
-from prune.manifest import MANIFEST, environment, peak_rss_mib, read_manifest, write_manifest
-from prune.masks import Pattern, check_sparsity
-from prune.methods import METHODS
-from prune.models import save_model
+from prune.manifest import Manifest, MethodRecord
+from prune.masks import Pattern
+from prune.models import LoadedModel, checkpoint_kind, resolve_model_path, save_model
 from prune.report import model_sparsity
+from prune.spec import Job, PruneSpec, Resolved
+from prune.stage import Outcome, check_layers, prepare_walk, run_stage
 from prune.walker import walk
-from quant.checkpoint import quantization_config, read_quantization_config, save_gptq
-from quant.grid import QuantSpec
+from quant.checkpoint import quantization_config, save_gptq
 from quant.methods import QUANT_METHODS, QuantizedLayer
-from quant.pack import CHECKPOINT_BITS, ZERO_OFFSET
+from quant.spec import DEQUANTIZED, QuantizeSpec
 
 log = logging.getLogger(__name__)
-DEQUANTIZED = "dequantized"  # no packed checkpoint: any bit width, simulated (e.g. 5–7 bits)
 
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    model: str
-    out: Path
-    method: str = "gptq"
-    spec: QuantSpec = field(default_factory=QuantSpec)
-    options: dict[str, Any] = field(default_factory=dict)  # blocksize, percdamp (GPTQ)
-    joint_with: str | None = None
-    joint_options: dict[str, Any] = field(default_factory=dict)
-    sparsity: float = 0.5
-    pattern: str = "unstructured"
-    scope: str | None = None
-    allocation: str = "uniform"
-    allocation_options: dict[str, Any] = field(default_factory=dict)
-    plan_file: Path | None = None
-    data: DataSpec = field(default_factory=DataSpec)
-    device: str = "cpu"
-    overwrite: bool = False
-    evaluate: EvalSpec | None = None
-    progress: bool = True
-    checkpoint_format: str = "gptq"
+    job: Job
+    quant: QuantizeSpec = field(default_factory=QuantizeSpec)
+    joint: PruneSpec | None = None  # prune in the same walk
 
 
-def _source_manifest(model: str) -> dict[str, Any] | None:
-    path = Path(model)
-    return read_manifest(path) if (path / MANIFEST).is_file() else None
+class Quantize:
+    """The quantize stage: GPTQ / RTN walked block by block, optionally with a joint pruner."""
 
+    def __init__(self, quant: QuantizeSpec, joint: PruneSpec | None) -> None:
+        if joint is not None and joint.structured is not None:
+            raise SlimpackError("joint quantization prunes weights, not heads; prune --structured first, then quantize")
+        if joint is not None and quant.act_order:
+            raise SlimpackError(
+                "--act-order cannot be combined with --joint-with: the joint sweep visits columns in order"
+            )
+        self.quant = quant
+        if joint is not None:
+            self.resolved = joint.resolve()
+        else:  # nothing to prune: a uniform plan of 0 over a plain pattern
+            uniform = ALLOCATORS.build("uniform", {})
+            self.resolved = Resolved(PruneSpec(sparsity=0.0), None, Pattern(), 0.0, uniform, None)
+        self.joint = joint
+        pruner = self.resolved.method
+        self.method = QUANT_METHODS.build(quant.method, {"spec": quant.grid, "pruner": pruner, **quant.options})
 
-def quantize(config: QuantizeConfig) -> dict[str, Any]:
-    """Quantize ``config.model`` (optionally pruning it in the same walk) into a GPTQ checkpoint."""
-    existing = read_quantization_config(Path(config.model))
-    if existing is not None:
-        raise SlimpackError(
-            f"{config.model!r} is already quantized ({existing.get('quant_method')}); "
-            "quantize the unquantized (pruned) model instead"
+    def check_model(self, loaded: LoadedModel) -> None:
+        check_layers(loaded, self.quant.grid.check_layer, self.resolved.pattern.check_features)
+
+    def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job) -> Outcome:
+        r, q = self.resolved, self.quant
+        model, adapter = loaded.model, loaded.adapter
+        assert adapter is not None
+        linears = adapter.named_linears(model)
+        source = Manifest.read_if_any(Path(job.model)) if Path(job.model).is_dir() else None
+        sparsity_before = model_sparsity(linears)["overall"]
+        prep = prepare_walk(loaded, r, self.method, calibration, job.device, job.progress)
+        result = walk(model, adapter, self.method, prep.allocation.plan, r.pattern, prep.batches, prep.grads,
+                      job.device, r.spec.true_sequential, job.progress)  # fmt: skip
+        layers: dict[str, QuantizedLayer] = result.outputs
+        pruned = sum(int(ql.pruned.sum()) for ql in layers.values())
+        kept = sum(int((lin.weight.data[layers[n].pruned] == 0).sum()) for n, lin in linears.items())
+        log.info("%d/%d pruned zeros kept", kept, pruned)
+        qconfig = quantization_config(q.grid, self.method.percdamp, self.method.name, q.checkpoint_format)
+
+        def save(directory: Path) -> None:
+            if q.checkpoint_format == DEQUANTIZED:  # a plain fp32 model holding the grid values
+                save_model(model, loaded.tokenizer, directory)
+            else:
+                save_gptq(model, {n: ql.weight for n, ql in layers.items()}, loaded.tokenizer, directory, qconfig)
+
+        return Outcome(
+            stage="quantize",
+            method=MethodRecord(self.method.name, self.method.options()),
+            pattern=str(r.pattern),
+            target_sparsity=prep.target,
+            sparsity=model_sparsity(linears),
+            save=save,
+            allocation=prep.allocation if self.joint else None,
+            allocation_record=prep.record if self.joint else None,
+            true_sequential=r.spec.true_sequential,
+            compress_seconds=sum(rec.seconds for rec in result.records),
+            quantization={
+                **q.grid.to_dict(),
+                "checkpoint_format": q.checkpoint_format,
+                "source": source.brief() if source is not None else None,
+                "sparsity_before": sparsity_before,
+                "pruned_zeros": {"pruned": pruned, "kept": kept, "fraction_kept": kept / pruned if pruned else 1.0},
+            },
         )
-    formats = (*ZERO_OFFSET, DEQUANTIZED)
-    if config.checkpoint_format not in formats:
+
+
+def quantize(config: QuantizeConfig) -> Manifest:
+    """Quantize ``config.job.model`` (optionally pruning it in the same walk) into a GPTQ checkpoint."""
+    stage = Quantize(config.quant, config.joint)  # every setting checked before the model is read
+    kind = checkpoint_kind(resolve_model_path(config.job.model))
+    if kind.quantized:
         raise SlimpackError(
-            f"unknown checkpoint format {config.checkpoint_format!r}; choose one of: {', '.join(formats)}"
+            f"{config.job.model!r} is already quantized ({kind.name}); quantize the unquantized (pruned) model instead"
         )
-    if config.checkpoint_format != DEQUANTIZED and config.spec.bits not in CHECKPOINT_BITS:
-        raise SlimpackError(
-            f"the GPTQ checkpoint format stores {CHECKPOINT_BITS} bits, not {config.spec.bits}; use one of those, "
-            f"or --checkpoint-format {DEQUANTIZED} to write the dequantized weights"
-        )
-    pruner = METHODS.build(config.joint_with, config.joint_options) if config.joint_with else None
-    if pruner is not None and config.spec.act_order:
-        raise SlimpackError("--act-order cannot be combined with --joint-with: the joint sweep visits columns in order")
-    method = QUANT_METHODS.build(config.method, {"spec": config.spec, "pruner": pruner, **config.options})
-    if pruner is not None:
-        pattern = Pattern.parse(config.pattern, config.scope or pruner.default_scope)
-        target = float(pattern.fixed_sparsity if pattern.is_nm else check_sparsity(config.sparsity))
-        allocator = None if config.plan_file else ALLOCATORS.build(config.allocation, config.allocation_options)
-    else:
-        pattern, target, allocator = Pattern(), 0.0, ALLOCATORS.build("uniform", {})
-    plan_file = read_plan_file(config.plan_file) if config.plan_file else None
-    config.data.check()
-    check_output_dir(config.out, config.overwrite)
-
-    loaded, adapter, linears = load_checked(config.model, config.spec.check_layer, pattern.check_features)
-    model = loaded.model
-    source = _source_manifest(config.model)
-    sparsity_before = model_sparsity(linears)
-
-    start = time.perf_counter()
-    prep = prepare_walk(
-        loaded, method, allocator, plan_file, target, pattern, config.data, config.device, config.progress
-    )
-    result = walk(model, adapter, method, prep.allocation.plan, pattern, prep.batches, prep.grads, config.device,
-                  progress=config.progress)  # fmt: skip
-    seconds = time.perf_counter() - start
-    layers: dict[str, QuantizedLayer] = result.outputs
-    pruned = sum(int(q.pruned.sum()) for q in layers.values())
-    kept = sum(int((lin.weight.data[layers[n].pruned] == 0).sum()) for n, lin in linears.items())
-    sparsity_after = model_sparsity(linears)
-    log.info(
-        "quantized %s with %s (%d-bit) in %.1f s; %d/%d pruned zeros kept, sparsity %.2f %%",
-        config.model, method.name, config.spec.bits, seconds, kept, pruned, 100 * sparsity_after["overall"],
-    )  # fmt: skip
-
-    body: dict[str, Any] = {
-        "stage": "quantize",
-        "source_model": config.model,
-        "source_manifest": _brief(source),
-        "method": {"name": method.name, "options": method.options()},
-        "quantization": {**config.spec.to_dict(), "checkpoint_format": config.checkpoint_format},
-        "pattern": str(pattern),
-        "target_sparsity": prep.target,
-        "allocation": {"name": config.allocation if pruner else None, **prep.allocation.to_dict()} if pruner else None,
-        "calibration": {**config.data.to_dict(), "used": prep.batches is not None},
-        "sparsity_before": sparsity_before["overall"],
-        "sparsity": sparsity_after,
-        "pruned_zeros": {"pruned": pruned, "kept": kept, "fraction_kept": kept / pruned if pruned else 1.0},
-        "timing": {"quantize_seconds": seconds, "peak_rss_mib_after_quantize": peak_rss_mib()},
-        "environment": environment(),
-    }
-    if config.evaluate is not None:
-        ppl = evaluate_model(loaded, config.evaluate, config.device, config.progress)
-        body["evaluation"] = {**asdict(config.evaluate), **ppl.to_dict()}
-    qconfig = quantization_config(config.spec, getattr(method, "percdamp", None), method.name, config.checkpoint_format)
-    with atomic_output_dir(config.out, config.overwrite) as tmp:
-        if config.checkpoint_format == DEQUANTIZED:  # a plain fp32 model holding the grid values
-            save_model(model, loaded.tokenizer, tmp)
-        else:
-            save_gptq(model, {n: q.weight for n, q in layers.items()}, loaded.tokenizer, tmp, qconfig)
-        body["size_bytes"] = directory_bytes(tmp)
-        manifest = write_manifest(tmp, body)
-    return manifest
-
-
-def _brief(source: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The parts of the source's manifest that describe how it was pruned."""
-    if source is None:
-        return None
-    keys = ("stage", "source_model", "method", "pattern", "target_sparsity", "allocation", "evaluation")
-    brief = {k: source[k] for k in keys if k in source}
-    if isinstance(brief.get("allocation"), dict):
-        brief["allocation"] = {k: v for k, v in brief["allocation"].items() if k not in ("plan", "block_ratios")}
-    return brief
+    return run_stage(config.job, stage)

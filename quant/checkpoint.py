@@ -29,6 +29,8 @@ from torch import nn
 
 from prune.errors import SlimpackError
 from prune.io import read_safetensors, write_json_atomic
+from prune.models import CHECKPOINT_KINDS, adapter_for, load_state_strict
+from prune.structured.shapes import STRUCTURE_KEY, apply_structure
 from quant.grid import QuantizedWeight, QuantSpec
 from quant.pack import ZERO_OFFSET, from_gptq, to_gptq
 
@@ -131,6 +133,9 @@ def load_gptq(directory: Path, dtype: torch.dtype = torch.float32) -> LoadedQuan
     config = AutoConfig.from_pretrained(directory)
     del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    structure = getattr(config, STRUCTURE_KEY, None)
+    if structure is not None:  # a structured-pruned model, quantized: cut its layers to their recorded shapes
+        apply_structure(adapter_for(model).blocks(model), structure)
     quantized: dict[str, QuantizedWeight] = {}
     state: dict[str, torch.Tensor] = {}
     for key, value in tensors.items():
@@ -142,14 +147,27 @@ def load_gptq(directory: Path, dtype: torch.dtype = torch.float32) -> LoadedQuan
         elif leaf not in SUFFIXES:
             state[key] = value
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    allowed = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
-    if set(missing) - allowed or unexpected:
-        raise SlimpackError(
-            f"{directory}: weights do not match the config (missing {sorted(set(missing) - allowed)[:3]}, "
-            f"unexpected {sorted(unexpected)[:3]})"
-        )
-    if allowed:
-        model.tie_weights()
+    load_state_strict(model, state, directory)
     model.eval()
     return LoadedQuantized(model, quantized, qconfig)
+
+
+@dataclass(frozen=True)
+class GPTQCheckpoint:
+    """The checkpoint kind (`prune.models.CheckpointKind`) of a GPTQ directory: read back by `load_gptq`; the
+    extras hold the quantized weights by module and the ``quantization_config``."""
+
+    name: str = "gptq"
+    quantized: bool = True
+    per_layer_shapes: bool = False  # (a GPTQ checkpoint of a structured model has them; `load_gptq` reads both)
+
+    def claims(self, config: dict[str, Any]) -> bool:
+        q = config.get("quantization_config")
+        return isinstance(q, dict) and q.get("quant_method") == "gptq"
+
+    def load(self, path: Path, dtype: torch.dtype) -> tuple[nn.Module, dict[str, Any]]:
+        loaded = load_gptq(path, dtype)
+        return loaded.model, {"quantized": loaded.quantized, "quantization_config": loaded.config}
+
+
+CHECKPOINT_KINDS.register("gptq")(GPTQCheckpoint())

@@ -3,8 +3,8 @@ Algorithm 1, run by the shared OBS sweep `prune.obs.obs_sweep`) and round-to-nea
 
 Mask-aware: the prune mask of a layer is its exact zeros (an already pruned model) — plus, in joint mode,
 the mask of the pruning method walked together with the quantizer:
-- a pruner with ``compress_joint`` (SparseGPT, PGZ) prunes and quantizes in its own single pass;
-- any other pruner (a metric: Wanda, magnitude, Pruner-Zero) gives its mask first, then GPTQ's sweep
+- a `prune.methods.JointPruner` (SparseGPT, PGZ) prunes and quantizes in its own single pass;
+- a `prune.methods.MaskPruner` (a metric: Wanda, magnitude, Pruner-Zero) gives its mask first, then GPTQ's sweep
   quantizes the kept weights and compensates both the pruning and the rounding error.
 A masked weight is exactly 0 on every grid (`quant.grid`), and the sweep sets it when its column is
 reached, so error propagation never revives it.
@@ -23,7 +23,7 @@ from torch import nn
 
 from prune.errors import SlimpackError
 from prune.masks import Pattern
-from prune.methods import LayerMethod
+from prune.methods import JointPruner, LayerMethod, MaskPruner
 from prune.obs import obs_sweep, round_to_grid
 from prune.registry import Registry
 from prune.stats import Stats
@@ -43,6 +43,8 @@ class _Quantizer:
 
     name = "quantizer"
     default_scope = "layer"
+    modifies_weights = True
+    percdamp: float | None = None  # the Hessian damping recorded in the checkpoint (None: no Hessian, as RTN)
 
     def __init__(self, spec: QuantSpec, pruner: LayerMethod | None = None) -> None:
         self.spec = spec
@@ -54,9 +56,9 @@ class _Quantizer:
         """Exact zeros of the layer, plus the joint pruner's mask (metric pruners)."""
         mask = layer.weight.data == 0
         if self.pruner is not None:
-            if not hasattr(self.pruner, "prune_mask"):
+            if not isinstance(self.pruner, MaskPruner):
                 raise SlimpackError(f"method {self.pruner.name!r} cannot be joined with {self.name}")
-            mask |= self.pruner.prune_mask(layer, stats, ratio, pattern)  # type: ignore[attr-defined]
+            mask |= self.pruner.prune_mask(layer, stats, ratio, pattern)
         return mask
 
     def options(self) -> dict[str, Any]:
@@ -83,9 +85,9 @@ class GPTQ(_Quantizer):
     def compress(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> QuantizedLayer:
         W = layer.weight.data
         quantizer = GroupQuantizer(self.spec, *W.shape)
-        if self.pruner is not None and hasattr(self.pruner, "compress_joint"):
+        if isinstance(self.pruner, JointPruner):
             zeros = W == 0
-            Wq, mask = self.pruner.compress_joint(layer, stats, ratio, pattern, quantizer)  # type: ignore[attr-defined]
+            Wq, mask = self.pruner.compress_joint(layer, stats, ratio, pattern, quantizer)
             pruned = zeros | mask
         else:
             pruned = self._pruned(layer, stats, ratio, pattern)

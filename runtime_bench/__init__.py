@@ -1,2 +1,11 @@
-"""Running and timing artifacts: the engines (one way to run each exported format), the timing discipline
-(`harness`) and the interleaved latency comparison (`latency`). The speedup-vs-sparsity sweep is issue #6."""
+"""runtime_bench/ — the top floor: runs and times artifacts, and orchestrates the whole job.
+
+Two rooms, the lower never importing the upper:
+- the benchmark proper: `engines/` (the one way to run each artifact, with declared limits), `harness` (timing
+  discipline, `BenchSpec`, `measure`), `latency` (NAME=PATH comparisons), `memory` (peak RSS in a fresh
+  process), `verify` (an artifact in its own runtime against its reference), `report` and `paper`;
+- `pipeline/`: ``slimpack run`` (recipe, run) and ``slimpack bench sweep`` (sweep), built from resumable steps
+  (stages, steps) and one description of how an artifact is made (targets).
+`cli` registers ``verify``, ``bench`` and ``run`` and is the console script (it imports every package's commands).
+May import: `prune`, `quant`, `export`.
+"""

@@ -3,7 +3,7 @@
 Each round runs every engine once, in alternating order (A B, B A, …), so that drift of a shared, noisy
 machine falls on all engines alike; ``warmup`` rounds are discarded. An engine's round is one prefill of the
 prompt (``int64 [1, P]``) and ``tokens`` greedy decode steps with the KV cache, each step timed on its own;
-engines that run out of process (DeepSparse) time themselves (``time_generation``). With a batch prompt
+engines that run out of process (DeepSparse) time themselves (`runtime_bench.engines.base.SelfTimed`). With a batch prompt
 (``int64 [B, P]``) a round also decodes B sequences at once (throughput at batch B; engines whose
 ``max_batch`` is smaller are skipped, with the reason recorded).
 
@@ -15,6 +15,7 @@ at batch B), and the raw per-round values, so that ratios between engines are ta
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
@@ -24,7 +25,30 @@ from typing import Any
 
 import numpy as np
 
+from prune.errors import SlimpackError
+from runtime_bench.engines import BENCH_ENGINE_OPTIONS
+from runtime_bench.engines.base import SelfTimed
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """What one timed round does: a P-token prompt, then ``tokens`` decode steps (batch 1 and ``batch``)."""
+
+    prompt: int = 128
+    tokens: int = 32
+    rounds: int = 5
+    warmup: int = 1
+    batch: int = 4  # 0 or 1: no batch throughput
+    seed: int = 0
+
+    def check(self) -> None:
+        for name, value in (("prompt", self.prompt), ("tokens", self.tokens), ("rounds", self.rounds)):
+            if value < 1:
+                raise SlimpackError(f"bench {name} {value} must be ≥ 1")
+        if self.warmup < 0 or self.batch < 0:
+            raise SlimpackError(f"bench warmup {self.warmup} and batch {self.batch} must be ≥ 0")
 
 
 @dataclass
@@ -36,7 +60,7 @@ class GenerationTiming:
 def time_generation(engine: Any, prompt: np.ndarray, tokens: int) -> GenerationTiming:
     """Time one prefill of ``prompt: int64 [B, P]`` and ``tokens`` decode steps of all B rows at once
     (engines that run out of process time themselves)."""
-    if hasattr(engine, "time_generation"):
+    if isinstance(engine, SelfTimed):
         return GenerationTiming(*engine.time_generation(prompt, tokens))
     start = time.perf_counter()
     logits, past = engine.prefill(prompt)
@@ -55,14 +79,6 @@ def quartiles(values: list[float]) -> dict[str, float]:
     return {"median": float(med), "q1": float(q1), "q3": float(q3), "n": len(values)}
 
 
-def batch_skip_reason(engine: Any, batch: int) -> str | None:
-    """Why ``engine`` cannot decode ``batch`` sequences at once (None: it can)."""
-    limit = getattr(engine, "max_batch", None)
-    if limit is not None and batch > limit:
-        return f"{getattr(engine, 'name', 'engine')} runs batch ≤ {limit} ({getattr(engine, 'batch_note', 'static shapes')})"
-    return None
-
-
 def compare(
     engines: dict[str, Any],
     prompt: np.ndarray,
@@ -77,7 +93,7 @@ def compare(
         n: {"prefill_ms": [], "decode_ms": [], "batch_decode_ms": []} for n in names
     }
     batch = 0 if batch_prompt is None else int(batch_prompt.shape[0])
-    skips = {n: batch_skip_reason(engines[n], batch) if batch else None for n in names}
+    skips = {n: engines[n].batch_limit(batch) if batch else None for n in names}
     for r in range(warmup + rounds):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
@@ -133,3 +149,38 @@ def cpu_info() -> dict[str, Any]:
         pass
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
     return {"model": model, "cpus": len(os.sched_getaffinity(0)), "flags": [f for f in wanted if f in flags]}
+
+
+def vocab_size(model: Path) -> int:
+    return int(json.loads((model / "config.json").read_text())["vocab_size"])
+
+
+def measure(paths: dict[str, Path], threads: int, bench: BenchSpec, vocab: int, engine_name: str) -> dict[str, Any]:
+    """Load every artifact of ``paths`` (label → artifact) with ``threads`` and time them interleaved."""
+    import torch
+
+    from runtime_bench.engines import open_engine
+
+    torch.set_num_threads(threads)
+    rng = np.random.RandomState(bench.seed)
+    prompt = rng.randint(0, vocab, (1, bench.prompt)).astype(np.int64)
+    batch_prompt = rng.randint(0, vocab, (bench.batch, bench.prompt)).astype(np.int64) if bench.batch > 1 else None
+    engines: dict[str, Any] = {}
+    try:
+        for lab, path in paths.items():
+            log.info("loading %s %s (%d threads)", engine_name, lab, threads)
+            engines[lab] = open_engine(path, threads, BENCH_ENGINE_OPTIONS)
+        return compare(engines, prompt, bench.tokens, bench.rounds, bench.warmup, batch_prompt)
+    finally:
+        for engine in engines.values():
+            engine.close()
+
+
+def add_speedups(results: dict[str, Any], bases: dict[str, str]) -> None:
+    """Decode and prefill speedups of each entry over its base (``bases``: entry → base entry), round by
+    round (in place); entries without a base get none."""
+    for lab, base in bases.items():
+        results[lab]["speedup"] = {
+            "decode": speedup(results, base, lab, "decode_ms"),
+            "prefill": speedup(results, base, lab, "prefill_ms"),
+        }

@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 from prune.errors import SlimpackError
-from runtime_bench.harness import cpu_info
-from runtime_bench.stages import BenchSpec, measure, vocab_size
+from runtime_bench.harness import BenchSpec, cpu_info, measure, vocab_size
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from prune.errors import SlimpackError
-from runtime_bench.targets import BENCH_ENGINE_OPTIONS
+from runtime_bench.engines import BENCH_ENGINE_OPTIONS
 
 
 def status_mib(field: str) -> float:

@@ -104,7 +104,7 @@ def sweep_markdown(report: Mapping[str, Any]) -> str:
     parts = [
         f"# Speedup vs sparsity: {report['model']}",
         "",
-        f"Pruning: {cfg['method']} with {cfg['allocation']} allocation ({cfg['pattern']}), calibration "
+        f"Pruning: {cfg['prune']['method']} with {cfg['prune']['allocation']} allocation ({cfg['prune']['pattern']}), calibration "
         f"{cfg['data']['nsamples']}×{cfg['data']['seqlen']} tokens of {cfg['data']['dataset']} (seed {cfg['data']['seed']}).",
         f"Timing: prompt {bench['prompt']} tokens, then {bench['tokens']} greedy decode steps with the KV cache; "
         f"{bench['rounds']} rounds after {bench['warmup']} warm-up, artifacts interleaved (A B … B A); medians "
@@ -138,10 +138,9 @@ def sweep_markdown(report: Mapping[str, Any]) -> str:
 
 def speedup_figure(measurements: Iterable[Mapping[str, Any]], out: Path, title: str = "") -> None:
     """Decode speedup (median, q1–q3 bars) vs sparsity per engine and thread count, with DLP's Table 5."""
-    import matplotlib
+    from prune.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for m in measurements:
@@ -185,10 +184,9 @@ def write_run_plots(summary: Mapping[str, Any], out: Path) -> list[str]:
     artifact); returns the files written."""
     from types import SimpleNamespace
 
-    import matplotlib
+    from prune.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from prune.plots import plan_figure
 

@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from prune.manifest import Manifest
 
-def load(root: Path, name: str) -> dict[str, Any] | None:
-    path = root / name / "slimpack.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+
+def load(root: Path, name: str) -> Manifest | None:
+    return Manifest.read_if_any(root / name) if (root / name).is_dir() else None
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -23,12 +24,12 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def params(m: dict[str, Any]) -> str:
-    return f"{m['parameters']['after']['total'] / 1e6:.1f} M"
+def params(m: Manifest) -> str:
+    return f"{m.structure['parameters']['after']['total'] / 1e6:.1f} M"
 
 
-def ppl(m: dict[str, Any] | None) -> str:
-    return f"{m['evaluation']['perplexity']:.2f}" if m and "evaluation" in m else "—"
+def ppl(m: Manifest | None) -> str:
+    return f"{m.perplexity:.2f}" if m and m.perplexity is not None else "—"
 
 
 def structured_rows(root: Path, names: list[tuple[str, str]]) -> list[list[Any]]:
@@ -38,10 +39,10 @@ def structured_rows(root: Path, names: list[tuple[str, str]]) -> list[list[Any]]
         if m is None:
             rows.append([label, "not run", "", "", "", ""])
             continue
-        heads = [u["after"] for u in m["units"] if u["name"].endswith("self_attn")]
+        heads = [u["after"] for u in m.structure["units"] if u["name"].endswith("self_attn")]
         rows.append([
-            label, params(m), f"{100 * m['sparsity']['overall']:.1f} %", f"{min(heads)}–{max(heads)}", ppl(m),
-            f"{m['timing']['prune_seconds']:.0f}",
+            label, params(m), f"{100 * m.sparsity['overall']:.1f} %", f"{min(heads)}–{max(heads)}", ppl(m),
+            f"{m.timing.seconds:.0f}",
         ])  # fmt: skip
     return rows
 
@@ -82,7 +83,7 @@ def main(root: Path) -> None:
             if "history" in o
             else ""
         )
-        rows.append([label, ppl(m), f"{m['timing']['prune_seconds']:.0f}" if m else "", extra])
+        rows.append([label, ppl(m), f"{m.timing.seconds:.0f}" if m else "", extra])
     print(table(["allocation", "perplexity", "prune s (incl. search)", "search"], rows))
 
     print("\n### Reusing the 70 % agent at 60 % (45 episodes each)\n")
@@ -92,14 +93,14 @@ def main(root: Path) -> None:
         if m is None:
             rows.append([label, "not run", "", "", ""])
             continue
-        h = m["allocation"]["options"]["history"]
+        h = m.allocation["options"]["history"]
         first10 = sum(x["ppl"] for x in h[:10]) / 10
         rows.append(
             [
                 label,
                 f"{h[0]['ppl']:.1f}",
                 f"{first10:.1f}",
-                f"{m['allocation']['options']['best_heldout_ppl']:.1f}",
+                f"{m.allocation['options']['best_heldout_ppl']:.1f}",
                 ppl(m),
             ]
         )
@@ -133,10 +134,9 @@ def main(root: Path) -> None:
 
 def reuse_figure(root: Path, out: Path) -> None:
     """Held-out perplexity per episode at 60 %: a fresh agent vs the one trained at 70 %."""
-    import matplotlib
+    from prune.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from prune.plots import save_figure
 
@@ -146,7 +146,7 @@ def reuse_figure(root: Path, out: Path) -> None:
         m = load(root, name)
         if m is None:
             continue
-        h = m["allocation"]["options"]["history"]
+        h = m.allocation["options"]["history"]
         ax.plot([x["episode"] for x in h], [x["ppl"] for x in h], ".-", color=color, label=label, markersize=4)
     ax.set_xlabel("episode")
     ax.set_ylabel("held-out perplexity (4 × 256 tokens)")
@@ -158,10 +158,9 @@ def reuse_figure(root: Path, out: Path) -> None:
 
 def plans_figure(root: Path, out: Path) -> None:
     """Per-block sparsity of the 70 % plans (rl-search's per-matrix plan averaged per block)."""
-    import matplotlib
+    from prune.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from prune.plots import save_figure
 
@@ -170,7 +169,7 @@ def plans_figure(root: Path, out: Path) -> None:
                         ("rl-search", "wanda-search-70")):  # fmt: skip
         m = load(root, name)
         if m is not None:
-            r = m["allocation"]["block_ratios"]
+            r = m.allocation["block_ratios"]
             ax.plot(range(len(r)), [100 * x for x in r], marker="o", markersize=3, label=f"{label} ({ppl(m)})")
     ax.set_xlabel("block")
     ax.set_ylabel("sparsity (%)")

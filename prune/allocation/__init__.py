@@ -10,6 +10,7 @@ number of pruned weights kept (`quantize_nm`): that is mixed N:M (DLP, Appendix 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,8 +69,13 @@ class Allocation:
 
 
 class Allocator(Protocol):
+    """A sparsity plan maker. Declares whether it runs a calibration pre-pass (``needs_calibration``: the
+    stage then prepares calibration batches) and whether it can allocate structured units (``structured``:
+    attention / FFN units of `prune.structured` instead of weight matrices)."""
+
     name: str
     needs_calibration: bool
+    structured: bool
 
     def allocate(self, target: float, ctx: AllocationContext) -> Allocation: ...
 
@@ -147,6 +153,48 @@ def quantize_nm(block_ratios: Sequence[float], m: int, n_base: int, weights: Seq
         if i > 4 * m * len(n):  # pragma: no cover - only if the budget is infeasible
             raise SlimpackError(f"cannot reach {n_base}:{m} on average with N in [0, {m - 1}]")
     return n
+
+
+def read_plan_file(path: Path) -> tuple[SparsityPlan, str]:
+    """A plan JSON: ``{module: ratio}`` or the ``slimpack plan`` output (``{"plan": {...}, ...}``); returns the
+    plan and the name of the allocation that wrote it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SlimpackError(f"plan file {str(path)!r} does not exist; write one with `slimpack plan`") from None
+    except json.JSONDecodeError as err:
+        raise SlimpackError(f"plan file {str(path)!r} is not valid JSON ({err.msg}, line {err.lineno})") from None
+    plan = data.get("plan", data) if isinstance(data, dict) else None
+    if not isinstance(plan, dict):
+        raise SlimpackError(f"plan file {str(path)!r} holds no {{module: ratio}} mapping")
+    return plan, str(data.get("allocation", "file"))
+
+
+def allocate(
+    allocator: Allocator | None,
+    plan_file: tuple[SparsityPlan, str] | None,
+    target: float,
+    pattern: Any,
+    ctx: AllocationContext,
+) -> tuple[Allocation, float]:
+    """The validated plan (from ``allocator``, or as read by `read_plan_file`) and its target; for an N:M
+    ``pattern`` (a `prune.masks.Pattern`) the plan becomes mixed N:M."""
+    if plan_file is not None:
+        plan, source = plan_file
+        validate_plan(plan, ctx)
+        target = weighted_mean(plan, ctx.numel)
+        ratios = [sum(plan[n] for n in names) / len(names) for names in ctx.block_linears]
+        allocation = Allocation(plan, ratios, options={"allocation": source})
+    else:
+        assert allocator is not None
+        allocation = allocator.allocate(target, ctx)
+    if pattern.is_nm:  # mixed N:M: an integer N per block, same kept-parameter total as uniform
+        ns = quantize_nm(allocation.block_ratios, pattern.m, pattern.n, ctx.block_numel())
+        allocation.block_ratios = [n / pattern.m for n in ns]
+        allocation.plan = block_plan(allocation.block_ratios, ctx)
+        allocation.options["block_n"] = ns
+    validate_plan(allocation.plan, ctx, target)
+    return allocation, target
 
 
 # Import for registration side effects.

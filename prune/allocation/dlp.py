@@ -54,6 +54,7 @@ def fit_alpha(medians: Sequence[float], target: float, alpha: float) -> float:
 class DLP:
     name = "dlp"
     needs_calibration = True
+    structured = False  # per-matrix statistics: weight matrices only
 
     def __init__(self, alpha: float | None = None) -> None:
         self.alpha = alpha

@@ -23,6 +23,7 @@ def outlier_ratio(scores: torch.Tensor, m: float) -> float:
 class OWL:
     name = "owl"
     needs_calibration = True
+    structured = False  # per-matrix statistics: weight matrices only
 
     def __init__(self, m: float = 5.0, lam: float = 0.08) -> None:
         self.m = m

@@ -45,6 +45,7 @@ def pi_ratios(sensitivity: list[float], target: float, delta: float, keep_ends: 
 class PI:
     name = "pi"
     needs_calibration = True
+    structured = False  # per-matrix statistics: weight matrices only
 
     def __init__(self, delta: float = 0.04, keep_ends: bool = False, metric: str = "wanda", heldout: int = 4) -> None:
         if METRICS.get(metric).needs_gradients:

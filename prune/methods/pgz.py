@@ -133,6 +133,7 @@ class PGZ:
     needs: tuple[str, ...] = ("hessian", "input_mean")
     needs_gradients = False
     default_scope = "row"
+    modifies_weights = True
 
     def __init__(
         self,

@@ -58,6 +58,7 @@ class SparseGPT:
     needs: tuple[str, ...] = ("hessian",)
     needs_gradients = False
     default_scope = "layer"
+    modifies_weights = True
 
     def __init__(self, blocksize: int = 128, percdamp: float = 0.01) -> None:
         if blocksize < 1:

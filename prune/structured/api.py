@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
-from prune.allocation import ALLOCATORS, AllocationContext
-from prune.api import EvalSpec, allocate, allocation_context, finish_prune, read_plan_file
-from prune.data import DataSpec, calibration_batches
-from prune.errors import SlimpackError
-from prune.io import check_output_dir
-from prune.manifest import environment, peak_rss_mib
-from prune.masks import Pattern, check_sparsity
-from prune.models import LoadedModel, adapter_for, load_model
-from prune.structured import STRUCTURED
-from prune.structured.reconstruct import RIDGE_LAMBDA
+from prune.allocation import AllocationContext, allocate
+from prune.data import Calibration
+from prune.manifest import MethodRecord
+from prune.masks import Pattern
+from prune.models import LoadedModel, save_model
+from prune.spec import Job, Resolved
+from prune.stage import Outcome, allocation_context, allocation_record
 from prune.structured.shapes import (
     block_shape,
     check_keep_heads,
@@ -31,31 +26,12 @@ from prune.structured.walk import structured_walk
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class StructuredConfig:
-    model: str
-    out: Path
-    method: str = "slimgpt"
-    sparsity: float = 0.2
-    allocation: str = "log-increase"
-    allocation_options: dict[str, Any] = field(default_factory=dict)
-    plan_file: Path | None = None
-    method_options: dict[str, Any] = field(default_factory=dict)
-    reconstruct: bool = False
-    ridge_lambda: float = RIDGE_LAMBDA
-    keep_heads: int | None = None
-    data: DataSpec = field(default_factory=DataSpec)
-    device: str = "cpu"
-    overwrite: bool = False
-    evaluate: EvalSpec | None = None
-    progress: bool = True
-
-
 def unit_context(
-    loaded: LoadedModel, batches: list | None, data: DataSpec | None, device: str = "cpu", progress: bool = True
-) -> AllocationContext:
+    loaded: LoadedModel, batches: list | None, calibration: Calibration | None, device: str = "cpu",
+    progress: bool = True,
+) -> AllocationContext:  # fmt: skip
     """The allocation context of structured pruning: two units per block, weighted by removable parameters."""
-    ctx = allocation_context(loaded, batches, device, progress, data)
+    ctx = allocation_context(loaded, calibration, device, progress, batches)
     names, numel = [], {}
     for i, block in enumerate(ctx.adapter.blocks(loaded.model)):
         units = unit_names(ctx.adapter.block_prefix(i))
@@ -64,66 +40,57 @@ def unit_context(
     return replace(ctx, block_linears=names, numel=numel, kind="structured")
 
 
-def prune_structured(config: StructuredConfig) -> dict[str, Any]:
-    """Structured-prune ``config.model`` into ``config.out`` (a model directory `load_model` reads back)."""
-    method = STRUCTURED.build(config.method, config.method_options)
-    target = check_sparsity(config.sparsity)
-    if not config.ridge_lambda >= 0:
-        raise SlimpackError(f"--ridge-lambda {config.ridge_lambda} must be ≥ 0 (the paper uses 0.9)")
-    allocator = None if config.plan_file else ALLOCATORS.build(config.allocation, config.allocation_options)
-    if allocator is not None and not getattr(allocator, "structured", False):
-        usable = [n for n in ALLOCATORS.names() if getattr(ALLOCATORS.get(n), "structured", False)]
-        raise SlimpackError(
-            f"allocation {config.allocation!r} works on weight matrices only; for --structured choose one of: "
-            f"{', '.join(usable)}"
+class StructuredPrune:
+    """The structured prune stage: allocate per-unit ratios, walk, save the smaller model with its record (a
+    model directory `prune.models.load_model` reads back)."""
+
+    def __init__(self, resolved: Resolved) -> None:
+        self.resolved = resolved
+        assert resolved.spec.structured is not None
+        self.options = resolved.spec.structured
+
+    def check_model(self, loaded: LoadedModel) -> None:
+        adapter = loaded.adapter
+        assert adapter is not None
+        if self.options.keep_heads is not None:
+            for i, b in enumerate(adapter.blocks(loaded.model)):
+                check_keep_heads(self.options.keep_heads, block_shape(b), unit_names(adapter.block_prefix(i))[0])
+
+    def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job) -> Outcome:
+        r, opts = self.resolved, self.options
+        model, adapter = loaded.model, loaded.adapter
+        assert adapter is not None
+        before = parameter_count(model)
+        batches = calibration.batches()
+        ctx = unit_context(loaded, batches, calibration, job.device, job.progress)
+        allocation, target = allocate(r.allocator, r.plan, r.target, Pattern.parse("unstructured"), ctx)
+        records = structured_walk(
+            model, adapter, r.method, allocation.plan, batches, job.device, opts.reconstruct, opts.keep_heads,
+            opts.ridge_lambda, job.progress,
+        )  # fmt: skip
+        blocks = adapter.blocks(model)
+        record_structure(model.config, blocks)
+        after = parameter_count(model)
+        removed = 1 - after["blocks"] / before["blocks"]
+        log.info("structured %s: %d → %d parameters (%.1f %% of the blocks)", r.method.name, before["total"],
+                 after["total"], 100 * removed)  # fmt: skip
+
+        def save(directory: Path) -> None:
+            save_model(model, loaded.tokenizer, directory)
+
+        return Outcome(
+            stage="prune",
+            method=MethodRecord(r.method.name, r.method.options()),
+            pattern="structured",
+            target_sparsity=target,
+            sparsity={"overall": removed, "parameters_removed": before["total"] - after["total"]},
+            save=save,
+            allocation=allocation,
+            allocation_record=allocation_record(r, allocation),
+            structure={
+                "reconstruct": {"enabled": opts.reconstruct, "lambda": opts.ridge_lambda},
+                "keep_heads": opts.keep_heads,
+                "parameters": {"before": before, "after": after},
+                "units": [asdict(u) for u in records],
+            },
         )
-    plan_file = read_plan_file(config.plan_file) if config.plan_file else None
-    config.data.check()
-    check_output_dir(config.out, config.overwrite)
-
-    loaded = load_model(config.model, device="cpu")
-    model, adapter = loaded.model, adapter_for(loaded.model)
-    blocks = adapter.blocks(model)
-    if config.keep_heads is not None:
-        for i, b in enumerate(blocks):
-            check_keep_heads(config.keep_heads, block_shape(b), unit_names(adapter.block_prefix(i))[0])
-    before = parameter_count(model)
-
-    start = time.perf_counter()
-    batches = calibration_batches(loaded.tokenizer, config.data)
-    ctx = unit_context(loaded, batches, config.data, config.device, config.progress)
-    allocation, target = allocate(allocator, plan_file, target, Pattern.parse("unstructured"), ctx)
-    records = structured_walk(
-        model, adapter, method, allocation.plan, batches, config.device, config.reconstruct, config.keep_heads,
-        config.ridge_lambda, config.progress,
-    )  # fmt: skip
-    seconds = time.perf_counter() - start
-    record_structure(model.config, blocks)
-    after = parameter_count(model)
-    removed = 1 - after["blocks"] / before["blocks"]
-    log.info("structured %s: %d → %d parameters (%.1f %% of the blocks) in %.1f s", method.name, before["total"],
-             after["total"], 100 * removed, seconds)  # fmt: skip
-
-    body: dict[str, Any] = {
-        "stage": "prune",
-        "structured": True,
-        "source_model": config.model,
-        "method": {"name": method.name, "options": method.options()},
-        "reconstruct": {"enabled": config.reconstruct, "lambda": config.ridge_lambda},
-        "keep_heads": config.keep_heads,
-        "pattern": "structured",
-        "target_sparsity": target,
-        "allocation": {
-            "name": allocation.options.get("allocation", config.allocation) if plan_file else config.allocation,
-            "plan_file": str(config.plan_file) if config.plan_file else None,
-            **allocation.to_dict(),
-        },
-        "calibration": {**config.data.to_dict(), "used": True, "tokens": sum(b.numel() for b in batches)},
-        "parameters": {"before": before, "after": after},
-        "sparsity": {"overall": removed, "parameters_removed": before["total"] - after["total"]},
-        "units": [asdict(r) for r in records],
-        "timing": {"prune_seconds": seconds, "peak_rss_mib_after_prune": peak_rss_mib()},
-        "environment": environment(),
-    }
-    return finish_prune(loaded, body, allocation, config.out, config.overwrite, config.evaluate, config.device,
-                        config.progress)  # fmt: skip

@@ -232,3 +232,38 @@ def parameter_count(model: nn.Module) -> dict[str, int]:
             total += p.numel()
     blocks = sum(p.numel() for name, p in model.named_parameters() if ".layers." in name)
     return {"total": total, "blocks": blocks}
+
+
+@dataclass(frozen=True)
+class StructuredCheckpoint:
+    """The checkpoint kind of a structured-pruned model (`prune.models.CheckpointKind`): ``config.json`` keeps
+    the original architecture plus ``slimpack_structure``; the loader builds the full-size architecture, cuts
+    every block to its recorded shape, then loads the safetensors strictly."""
+
+    name: str = "structured"
+    quantized: bool = False
+    per_layer_shapes: bool = True
+
+    def claims(self, config: dict[str, Any]) -> bool:
+        return STRUCTURE_KEY in config
+
+    def load(self, path: Any, dtype: torch.dtype) -> tuple[nn.Module, dict[str, Any]]:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from prune.io import read_safetensors
+        from prune.models import adapter_for, load_state_strict
+
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False)
+        apply_structure(adapter_for(model).blocks(model), getattr(config, STRUCTURE_KEY))
+        load_state_strict(model, read_safetensors(path), path)
+        return model.to(dtype).eval(), {}
+
+
+def _register() -> None:
+    from prune.models import CHECKPOINT_KINDS
+
+    CHECKPOINT_KINDS.register("structured")(StructuredCheckpoint())
+
+
+_register()

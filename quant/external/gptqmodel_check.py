@@ -22,22 +22,16 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from prune.errors import SlimpackError
+from prune.io import external_python
 from prune.models import adapter_for, load_model
 
 log = logging.getLogger(__name__)
 PROBE = Path(__file__).with_name("gptqmodel_probe.py")
-REPO = Path(__file__).resolve().parents[2]
 
 
 def gptqmodel_python() -> Path:
     """The interpreter of the GPTQModel environment: ``$SLIMPACK_GPTQMODEL_PYTHON`` or ``.venv-gptqmodel``."""
-    path = Path(os.environ.get("SLIMPACK_GPTQMODEL_PYTHON", REPO / ".venv-gptqmodel" / "bin" / "python"))
-    if not path.is_file():
-        raise SlimpackError(
-            f"GPTQModel environment not found at {path}; run `bash scripts/setup-gptqmodel.sh` "
-            "or set SLIMPACK_GPTQMODEL_PYTHON"
-        )
-    return path
+    return external_python("GPTQModel", "SLIMPACK_GPTQMODEL_PYTHON", ".venv-gptqmodel")
 
 
 @dataclass

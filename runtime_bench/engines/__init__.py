@@ -5,19 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from export.artifact import Artifact
 from prune.errors import SlimpackError
+
+# Engine constructor options for benchmarks: DeepSparse compiles only the graphs generation uses.
+BENCH_ENGINE_OPTIONS: dict[str, dict[str, Any]] = {"deepsparse": {"lazy": True}}
 
 
 def load_engines() -> None:
     """Import every engine module so that each registers itself in ``ENGINES``."""
-    from runtime_bench.engines import (  # noqa: F401
-        deepsparse,
-        ort,
-        torch_engine,
-    )
+    from runtime_bench.engines import deepsparse_client, ort, torch_engine  # noqa: F401
 
 
-def open_artifact(artifact: Any, threads: int | None = None, options: dict[str, dict[str, Any]] | None = None) -> Any:
+def open_artifact(
+    artifact: Artifact, threads: int | None = None, options: dict[str, dict[str, Any]] | None = None
+) -> Any:
     """The engine named by ``artifact``'s manifest, loaded with it (``threads``: the runtime's default if None;
     ``options``: constructor options per engine name, e.g. ``{"deepsparse": {"lazy": True}}``)."""
     from runtime_bench.engines.base import ENGINES
@@ -32,11 +34,11 @@ def open_artifact(artifact: Any, threads: int | None = None, options: dict[str, 
 def open_engine(path: Path, threads: int | None, options: dict[str, dict[str, Any]] | None = None) -> Any:
     """An engine for an artifact, a model directory (torch eager), or an optimum-layout ONNX model
     (``options``: as for `open_artifact`)."""
-    from runtime_bench.engines.base import ENGINES, EXPORT_MANIFEST, Artifact
+    from runtime_bench.engines.base import ENGINES
 
     load_engines()
     path = Path(path)
-    if (path / EXPORT_MANIFEST).is_file():
+    if Artifact.exists(path):
         return open_artifact(Artifact.open(path), threads, options)
     onnx_file = path if path.suffix == ".onnx" else path / "model.onnx"
     if onnx_file.is_file():
@@ -60,8 +62,4 @@ def unavailable(engine: str, timing: bool = False) -> str | None:
 
     load_engines()
     cls = ENGINES.get(engine)
-    for hook in ("unavailable", "bench_unavailable") if timing else ("unavailable",):
-        check = getattr(cls, hook, None)
-        if check is not None and (reason := check()):
-            return str(reason)
-    return None
+    return cls.timing_unavailable() if timing else cls.unavailable()

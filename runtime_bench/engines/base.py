@@ -1,53 +1,27 @@
 """The engine interface: the one way to run an exported artifact (used by ``slimpack verify`` and the bench).
 
-An `Artifact` is a directory written by ``slimpack export`` (its ``export.json`` names the format). An
-engine loads it in the artifact's own runtime and answers two questions:
+An `export.artifact.Artifact` is a directory written by ``slimpack export`` (its ``export.json`` names the
+format and the engine). An engine loads it in the artifact's own runtime and answers two questions:
 
 - ``logits(input_ids: int64 [B, T]) -> float32 [B, T, V]``: a full forward pass with no past (perplexity).
 - ``generate(input_ids: int64 [1, T], max_new_tokens) -> int64 [N]``: greedy decoding with the KV cache,
   returning only the new tokens (token-by-token parity, and the decode benchmark).
 
 Engines are registered by name in `ENGINES`; an artifact's manifest names the engine that runs it
-(``"engine"``), so nothing branches on format names.
+(``"engine"``), so nothing branches on format names. Every engine derives from `EngineBase`, which declares
+its limits with their defaults: ``max_batch`` (``batch_note`` says why), ``unavailable()`` (its runtime is
+not installed here) and ``timing_unavailable()`` (it runs, but its timings would mean nothing here, e.g. 2:4
+kernels without CUDA). An engine that times itself out of process is a `SelfTimed`.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from prune.errors import SlimpackError
+from export.artifact import Artifact
 from prune.registry import Registry
-
-EXPORT_MANIFEST = "export.json"
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """An exported model directory and its manifest (``export.json``)."""
-
-    path: Path
-    format: str
-    manifest: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def open(cls, path: str | Path) -> Artifact:
-        path = Path(path)
-        manifest_path = path / EXPORT_MANIFEST
-        if not manifest_path.is_file():
-            raise SlimpackError(
-                f"{str(path)!r} is not an exported artifact (no {EXPORT_MANIFEST}); make one with `slimpack export`"
-            )
-        manifest = json.loads(manifest_path.read_text())
-        return cls(path=path, format=str(manifest["format"]), manifest=manifest)
-
-    @property
-    def engine(self) -> str:
-        return str(self.manifest["engine"])
 
 
 class Stepper(Protocol):
@@ -73,6 +47,14 @@ class Engine(Protocol):
     """Runs one artifact in its own runtime."""
 
     name: str
+    max_batch: int | None
+    batch_note: str
+
+    @classmethod
+    def unavailable(cls) -> str | None: ...
+
+    @classmethod
+    def timing_unavailable(cls) -> str | None: ...
 
     def load(self, artifact: Artifact) -> None: ...
 
@@ -84,3 +66,39 @@ class Engine(Protocol):
 
 
 ENGINES: Registry[type] = Registry("engine")
+
+
+class EngineBase:
+    """The declared limits every engine has, with their defaults (override what differs)."""
+
+    name = "engine"
+    max_batch: int | None = None  # most sequences one decode step takes (None: any)
+    batch_note = ""
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this engine's runtime cannot run on this machine (not installed), or None."""
+        return None
+
+    @classmethod
+    def timing_unavailable(cls) -> str | None:
+        """Why this engine's timings would mean nothing here, or None (by default: when it cannot run)."""
+        return cls.unavailable()
+
+    def batch_limit(self, batch: int) -> str | None:
+        """Why this engine cannot decode ``batch`` sequences at once (None: it can)."""
+        if self.max_batch is not None and batch > self.max_batch:
+            return f"{self.name} runs batch ≤ {self.max_batch} ({self.batch_note or 'static shapes'})"
+        return None
+
+
+@runtime_checkable
+class SelfTimed(Protocol):
+    """An engine that times its own generation (it runs out of process, where our clock would add IPC)."""
+
+    def time_generation(self, input_ids: np.ndarray, tokens: int) -> tuple[float, list[float]]:
+        """Seconds of the prefill and of each of ``tokens`` decode steps."""
+        ...
+
+
+__all__ = ["ENGINES", "Artifact", "Engine", "EngineBase", "SelfTimed", "Stepper", "greedy_decode"]

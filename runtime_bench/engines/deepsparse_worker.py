@@ -1,6 +1,6 @@
 """DeepSparse worker: compiles an artifact of `export.deepsparse` and serves requests over stdin/stdout.
 
-Run by `runtime_bench.engines.deepsparse` with the python of ``.venv-deepsparse`` (DeepSparse 1.8.0 needs
+Run by `runtime_bench.engines.deepsparse_client` with the python of ``.venv-deepsparse`` (DeepSparse 1.8.0 needs
 Python ≤ 3.11, onnx < 1.15 and numpy < 2, so it cannot live in the main environment):
 
     .venv-deepsparse/bin/python runtime_bench/engines/deepsparse_worker.py ARTIFACT_DIR [--threads N]
@@ -45,11 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-# This script's directory holds the client module ``deepsparse.py``, which would shadow the deepsparse package.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 CONFIG_FILE = "deepsparse.json"
 

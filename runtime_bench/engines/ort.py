@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from prune.errors import SlimpackError
-from runtime_bench.engines.base import ENGINES, Artifact, greedy_decode
+from runtime_bench.engines.base import ENGINES, Artifact, EngineBase, greedy_decode
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def session_options(threads: int | None) -> Any:
 
 
 @ENGINES.register("onnxruntime")
-class OnnxRuntimeEngine:
+class OnnxRuntimeEngine(EngineBase):
     """Runs ``model.onnx`` (optimum's ``ORTModelForCausalLM`` layout) in an onnxruntime CPU session."""
 
     name = "onnxruntime"

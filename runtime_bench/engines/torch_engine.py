@@ -12,11 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime_bench.engines.base import ENGINES, Artifact, greedy_decode
+import quant  # noqa: F401  (registers the GPTQ checkpoint kind: this engine loads GPTQ checkpoints)
+from runtime_bench.engines.base import ENGINES, Artifact, EngineBase, greedy_decode
 
 
 @ENGINES.register("torch")
-class TorchEngine:
+class TorchEngine(EngineBase):
     """Eager PyTorch on a loaded model; ``generate`` is transformers' greedy decoding with its KV cache."""
 
     name = "torch"
@@ -82,8 +83,8 @@ class Semi24Engine(TorchEngine):
     def __init__(self, threads: int | None = None, device: str | None = None) -> None:
         super().__init__(threads, device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    @staticmethod
-    def bench_unavailable() -> str | None:
+    @classmethod
+    def timing_unavailable(cls) -> str | None:
         """The 2:4 kernels are CUDA-only: on the CPU this engine runs (verify) but would time dense weights."""
         return None if torch.cuda.is_available() else "torch-semi24 needs CUDA (2:4 sparse kernels); no GPU here"
 

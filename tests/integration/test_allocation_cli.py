@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from prune.cli import main
+from runtime_bench.cli import main
 
 FAST = ["--nsamples", "4", "--seqlen", "32"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from prune.cli import main
+from runtime_bench.cli import main
 from tests.integration.test_deepsparse import needs_deepsparse
 
 TIMING = ["--prompt", "8", "--tokens", "4", "--rounds", "2", "--warmup", "1", "--batch", "2"]
@@ -75,7 +75,7 @@ def test_killed_step_resumes(sweep_dir: Path, tiny_dir: Path, monkeypatch: pytes
         (["--sparsities", "0.5,1.2"], "sparsity 1.2 is outside (0, 1)"),
         (["--threads", "0"], "threads 0 must be ≥ 1"),
         (["--method", "wandaa"], "unknown method 'wandaa'"),
-        (["--model", "/nonexistent/model"], "is not a local model directory"),
+        (["--model", "/nonexistent/model"], "does not exist"),
     ],
 )
 def test_bad_sweep_input(

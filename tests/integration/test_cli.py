@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from prune.cli import main
 from prune.io import sha256_file
+from runtime_bench.cli import main
 
 FAST = ["--nsamples", "4", "--seqlen", "32"]
 
@@ -109,7 +109,7 @@ def gpt2_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:  # no
         (["--method", "obs"], "unknown method 'obs'; choose one of: magnitude, pgz, pruner-zero, sparsegpt, wanda"),
         (["--allocation", "magic"], "unknown allocator 'magic'"),
         (["--scope", "column"], "unknown scope 'column'"),
-        (["-O", "blocksize"], "bad method option 'blocksize'"),
+        (["-O", "blocksize"], "bad option 'blocksize'"),
         (["--method", "wanda", "-O", "blocksize=3"], "bad options"),
         (["--model", "/nonexistent/model"], "model path '/nonexistent/model' does not exist"),
         (["--dataset", "nope.txt"], "unknown dataset 'nope.txt'"),

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from export.artifact import EXPORT_MANIFEST, Artifact
 from export.deepsparse import (
     DECODE_FILE,
     IR_VERSION,
@@ -33,8 +34,8 @@ from export.deepsparse import (
 )
 from prune.errors import SlimpackError
 from prune.models import adapter_for, tiny_llama
-from runtime_bench.engines.base import ENGINES, EXPORT_MANIFEST, Artifact
-from runtime_bench.engines.deepsparse import DeepSparseEngine, deepsparse_python
+from runtime_bench.engines.base import ENGINES
+from runtime_bench.engines.deepsparse_client import DeepSparseEngine, deepsparse_python
 
 PREFILL, CACHE, PROMPT = 16, 64, 8
 RTOL = 1e-4
@@ -215,7 +216,8 @@ def test_missing_environment_is_one_line(tmp_path: Path, monkeypatch: pytest.Mon
     message = str(err.value)
     assert "\n" not in message
     assert message == (
-        f"DeepSparse environment not found at {missing}; create it with `bash scripts/setup-deepsparse.sh`"
+        f"DeepSparse environment not found at {missing}; create it with `bash scripts/setup-deepsparse.sh` "
+        "or set SLIMPACK_DEEPSPARSE_PYTHON"
     )
 
 

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from export.api import ExportConfig, export_model
-from prune.cli import main
 from prune.models import load_model
+from runtime_bench.cli import main
 from runtime_bench.engines import load_engines
 from runtime_bench.engines.base import ENGINES, Artifact
 
 
 def deepsparse_available() -> bool:
     from prune.errors import SlimpackError
-    from runtime_bench.engines.deepsparse import deepsparse_python
+    from runtime_bench.engines.deepsparse_client import deepsparse_python
 
     try:
         deepsparse_python()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from prune.cli import main
+from runtime_bench.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +102,7 @@ def test_semi24_matches_torch(smol: dict[str, Path]) -> None:
 
 def test_deepsparse_matches_torch(smol: dict[str, Path]) -> None:
     from prune.errors import SlimpackError
-    from runtime_bench.engines.deepsparse import deepsparse_python
+    from runtime_bench.engines.deepsparse_client import deepsparse_python
 
     try:
         deepsparse_python()

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from prune.cli import main
 from prune.errors import SlimpackError
 from quant.external.gptqmodel_check import compare, gptqmodel_python
+from runtime_bench.cli import main
 
 
 def have_gptqmodel() -> bool:

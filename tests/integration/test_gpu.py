@@ -32,7 +32,7 @@ def test_semi24_checkpoint_on_cuda_matches_dense(tmp_path, tiny_dir) -> None:  #
 
     from export.api import ExportConfig, export_model
     from export.semi24 import load_semi24
-    from prune.cli import main
+    from runtime_bench.cli import main
 
     pruned = tmp_path / "p24"
     assert (

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from prune.cli import main
 from prune.io import sha256_file
 from prune.models import adapter_for, load_model
 from quant.checkpoint import load_gptq
+from runtime_bench.cli import main
 
 FAST = ["--nsamples", "4", "--seqlen", "32"]
 EVAL = ["--eval", "--windows", "3"]
@@ -58,8 +58,11 @@ def test_sequential_gptq_checkpoint_keeps_every_pruned_zero(
     assert "model.layers.0.mlp.down_proj.qweight" in tensors and "model.layers.0.mlp.down_proj.weight" not in tensors
     assert tensors["model.layers.0.mlp.down_proj.qweight"].dtype == torch.int32
     manifest = json.loads((out / "slimpack.json").read_text())
-    assert manifest["pruned_zeros"]["fraction_kept"] == 1.0 and manifest["pruned_zeros"]["pruned"] > 0
-    assert manifest["source_manifest"]["method"]["name"] == "sparsegpt"
+    assert (
+        manifest["quantization"]["pruned_zeros"]["fraction_kept"] == 1.0
+        and manifest["quantization"]["pruned_zeros"]["pruned"] > 0
+    )
+    assert manifest["quantization"]["source"]["method"]["name"] == "sparsegpt"
     source, quantized = linears(pruned_dir), linears(out)
     for name, W in source.items():  # every layer: a pruned weight is exactly zero in the checkpoint
         assert (quantized[name][W == 0] == 0).all(), name
@@ -82,7 +85,7 @@ def test_joint_mode_prunes_and_quantizes_in_one_walk(tiny_dir: Path, tmp_path: P
     assert cli("quantize", str(tiny_dir), *args, "--out", str(out), *FAST) == 0
     manifest = json.loads((out / "slimpack.json").read_text())
     assert manifest["method"]["options"]["joint_with"]["name"] == pruner
-    assert manifest["pruned_zeros"]["fraction_kept"] == 1.0
+    assert manifest["quantization"]["pruned_zeros"]["fraction_kept"] == 1.0
     assert manifest["sparsity"]["overall"] >= 0.5
     for name, W in linears(out).items():
         if pattern != "unstructured":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from prune.cli import main
+from runtime_bench.cli import main
 
 RECIPE = """
 model: {model}
@@ -83,7 +83,7 @@ def test_rerun_skips_and_changed_stage_reruns(run_dir: Path, tiny_dir: Path, mon
         raise AssertionError("a cached step ran again")
 
     monkeypatch.setenv("SLIMPACK_DEEPSPARSE_PYTHON", str(run_dir / "no-such-python"))
-    for target in ("prune.api.prune", "quant.api.quantize", "export.api.export_model", "export.verify.verify"):
+    for target in ("prune.api.prune", "quant.api.quantize", "export.api.export_model", "runtime_bench.verify.verify"):
         monkeypatch.setattr(target, forbidden)
     recipe = write_recipe(run_dir.parent / "recipe.yaml", tiny_dir, run_dir)
     assert main(["-q", "run", str(recipe)]) == 0
@@ -93,3 +93,78 @@ def test_rerun_skips_and_changed_stage_reruns(run_dir: Path, tiny_dir: Path, mon
     assert main(["-q", "run", str(recipe)]) == 0
     steps = {s["stage"]: s["status"] for s in json.loads((run_dir / "summary.json").read_text())["steps"]}
     assert steps["bench"] == "ran" and steps["prune"] == "cached" and steps["export"] == "cached"
+
+
+CAPABILITIES = """
+model: {model}
+out: {out}
+data: {{dataset: offline, nsamples: 4, seqlen: 64, seed: 0}}
+eval: {{dataset: offline, seqlen: 64, windows: 2}}
+stages:
+  prune: {prune}
+  quantize: {quantize}
+  export:
+    onnx: {{format: onnx, source: prune}}
+    int4: {{format: {int4}, source: quantize}}
+  verify: {{windows: 2, prompt: 8, tokens: 4}}
+"""
+
+
+def run_recipe(root: Path, model: Path, prune: str, quantize: str, int4: str = "onnx-int4") -> dict:
+    out = root / "run"
+    recipe = root / "recipe.yaml"
+    recipe.write_text(CAPABILITIES.format(model=model, out=out, prune=prune, quantize=quantize, int4=int4))
+    assert main(["-q", "run", str(recipe)]) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_structured_prune_then_gptq_with_act_order(tmp_path: Path, tiny_dir: Path) -> None:
+    """A recipe reaches structured pruning (SlimGPT, ridge reconstruction, uniform units) and GPTQ with act-order
+    and static groups; the smaller model is quantized (per-row groups: the cut FFN has 98 channels), exported to
+    fp32 ONNX and as the GPTQ checkpoint, and both verify."""
+    summary = run_recipe(
+        tmp_path, tiny_dir,
+        "{method: slimgpt, sparsity: 0.3, allocation: uniform, structured: {reconstruct: true, keep_heads: 2}}",
+        "{bits: 4, group_size: -1, act_order: true, static_groups: true}",
+        int4="gptq",
+    )  # fmt: skip
+    manifest = json.loads((tmp_path / "run" / "prune" / "slimpack.json").read_text())
+    assert manifest["pattern"] == "structured" and manifest["structure"]["reconstruct"]["enabled"]
+    assert (
+        manifest["structure"]["parameters"]["after"]["total"] < manifest["structure"]["parameters"]["before"]["total"]
+    )
+    config = json.loads((tmp_path / "run" / "quantize" / "config.json").read_text())
+    assert config["quantization_config"]["desc_act"] and config["quantization_config"]["static_groups"]
+    assert [layer["num_attention_heads"] for layer in config["slimpack_structure"]["layers"]] == [2, 2]
+    assert summary["passed"] and {summary["verify"][n]["passed"] for n in ("onnx", "int4")} == {True}
+
+
+def test_joint_gptq_with_a_plan_file_and_true_sequential(tmp_path: Path, tiny_dir: Path) -> None:
+    """A recipe reaches a plan file, true-sequential calibration and joint pruning + GPTQ: the quantize stage
+    prunes from the dense model in its own walk with the prune stage's spec, and keeps every pruned zero."""
+    plan = tmp_path / "plan.json"
+    assert main(["-q", "plan", "--model", str(tiny_dir), "--allocation", "owl", "--sparsity", "0.5",
+                 "--nsamples", "4", "--seqlen", "64", "--out", str(plan)]) == 0  # fmt: skip
+    summary = run_recipe(
+        tmp_path, tiny_dir,
+        f"{{method: sparsegpt, plan: {plan}, true_sequential: true, options: {{blocksize: 32}}}}",
+        "{bits: 4, group_size: 32, joint: true}",
+    )  # fmt: skip
+    run = tmp_path / "run"
+    pruned = json.loads((run / "prune" / "slimpack.json").read_text())
+    joint = json.loads((run / "quantize" / "slimpack.json").read_text())
+    assert pruned["true_sequential"] and pruned["allocation"]["plan_file"] == str(plan)
+    assert pruned["allocation"]["plan"] == json.loads(plan.read_text())["plan"]
+    assert joint["source_model"] == str(tiny_dir) and joint["method"]["options"]["joint_with"]["name"] == "sparsegpt"
+    assert joint["true_sequential"] and joint["allocation"]["plan"] == pruned["allocation"]["plan"]
+    assert joint["quantization"]["pruned_zeros"]["fraction_kept"] == 1.0
+    assert joint["sparsity"]["overall"] >= 0.5 and summary["passed"]
+
+
+def test_joint_needs_a_prune_stage(tmp_path: Path, tiny_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model: {tiny_dir}\nout: {tmp_path / 'run'}\nstages: {{quantize: {{joint: true}}}}\n")
+    assert main(["-q", "run", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "stages.quantize.joint prunes as stages.prune says" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from prune.cli import main
+from runtime_bench.cli import main
 
 pytestmark = pytest.mark.slow
 

@@ -28,7 +28,7 @@ def test_alias_is_cached_as_safetensors_with_identical_logits(tmp_path: Path) ->
 
 
 def test_wanda_prunes_smollm2_end_to_end(tmp_path: Path) -> None:
-    from prune.cli import main
+    from runtime_bench.cli import main
 
     out = tmp_path / "wanda"
     common = ["--seqlen", "128", "--windows", "8"]
@@ -65,9 +65,9 @@ def test_wanda_prunes_smollm2_end_to_end(tmp_path: Path) -> None:
 def test_smollm2_gptq_checkpoint_loads_in_gptqmodel(tmp_path: Path) -> None:
     """SmolLM2 pruned 50 % (magnitude, data-free) + RTN 4-bit g64 → GPTQModel on this CPU: the same weights,
     logits within the rounding of its bf16-activation kernel (docs/results/quant.md §5)."""
-    from prune.cli import main
     from prune.data import load_texts, tokenize
     from prune.models import load_model
+    from runtime_bench.cli import main
     from tests.integration.test_gptqmodel import have_gptqmodel
 
     if not have_gptqmodel():
@@ -78,7 +78,7 @@ def test_smollm2_gptq_checkpoint_loads_in_gptqmodel(tmp_path: Path) -> None:
     assert main(["-q", "prune", "--model", "smollm2-135m", "--method", "magnitude", "--out", str(pruned)]) == 0
     assert main(["-q", "quantize", str(pruned), "--method", "rtn", "--group-size", "64", "--out", str(out)]) == 0
     manifest = json.loads((out / "slimpack.json").read_text())
-    assert manifest["pruned_zeros"]["fraction_kept"] == 1.0
+    assert manifest["quantization"]["pruned_zeros"]["fraction_kept"] == 1.0
     ids = tokenize(load_model(out).tokenizer, load_texts("offline").evaluation)[:128].unsqueeze(0)
     result = compare(out, ids, "float32")
     assert result.weights_compared == 210 and result.max_abs_weight_diff == 0.0

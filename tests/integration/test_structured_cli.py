@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from prune.cli import main
 from prune.models import load_model
+from runtime_bench.cli import main
 
 FAST = ["--nsamples", "4", "--seqlen", "32"]
 
@@ -28,9 +28,9 @@ def slim(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
 
 def test_structured_prune_writes_a_smaller_model_that_reloads_exactly(slim: Path, tiny_dir: Path) -> None:
     manifest = json.loads((slim / "slimpack.json").read_text())
-    assert manifest["structured"] and manifest["method"]["name"] == "slimgpt"
+    assert manifest["structure"] and manifest["method"]["name"] == "slimgpt"
     assert manifest["allocation"]["name"] == "log-increase"
-    before, after = manifest["parameters"]["before"], manifest["parameters"]["after"]
+    before, after = manifest["structure"]["parameters"]["before"], manifest["structure"]["parameters"]["after"]
     assert after["total"] < before["total"]
     config = json.loads((slim / "config.json").read_text())
     layers = config["slimpack_structure"]["layers"]
@@ -82,7 +82,7 @@ def test_reconstruct_and_uniform_keep_heads(method: str, tiny_dir: Path, tmp_pat
     layers = json.loads((out / "config.json").read_text())["slimpack_structure"]["layers"]
     assert [layer["num_attention_heads"] for layer in layers] == [2, 2]
     manifest = json.loads((out / "slimpack.json").read_text())
-    assert manifest["reconstruct"] == {"enabled": True, "lambda": 0.9}
+    assert manifest["structure"]["reconstruct"] == {"enabled": True, "lambda": 0.9}
 
 
 @pytest.mark.parametrize("structured", [True, False])

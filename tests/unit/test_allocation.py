@@ -20,9 +20,9 @@ from prune.allocation.dlp import ALPHA_TABLE_19, default_alpha, dlp_importance, 
 from prune.allocation.log_increase import log_ratios, solve_ends
 from prune.allocation.owl import outlier_ratio
 from prune.allocation.pi import PI, pi_ratios
-from prune.api import allocation_context
 from prune.errors import SlimpackError
 from prune.models import LoadedModel, tiny_llama
+from prune.stage import allocation_context
 
 # Each registered allocator must be named here with its dedicated test below (a new one fails the suite).
 DEDICATED = {
@@ -43,7 +43,7 @@ def test_every_registered_allocator_has_a_dedicated_test() -> None:
 @pytest.fixture(scope="module")
 def ctx(calib_batches_module) -> AllocationContext:  # noqa: ANN001
     model = tiny_llama(num_layers=4, seed=7)
-    ctx = allocation_context(LoadedModel(model, None, "tiny", None), calib_batches_module, progress=False)
+    ctx = allocation_context(LoadedModel(model, None, "tiny", None), None, progress=False, batches=calib_batches_module)
     ctx.heldout = lambda n: list(torch.randint(0, 256, (n, 24), generator=torch.Generator().manual_seed(9)).split(1))
     return ctx
 
@@ -158,7 +158,7 @@ def test_rl_search_beats_its_first_episode_and_reuses_its_agent(ctx: AllocationC
     )
     assert reused.allocate(0.5, ctx).options["agent_from"] == str(tmp_path / "agent")
     other = tiny_llama(num_layers=2, seed=1)
-    small = allocation_context(LoadedModel(other, None, "tiny", None), ctx.batches, progress=False)
+    small = allocation_context(LoadedModel(other, None, "tiny", None), None, progress=False, batches=ctx.batches)
     small.heldout = ctx.heldout
     with pytest.raises(SlimpackError, match="trained on .* other units"):
         reused.allocate(0.5, small)

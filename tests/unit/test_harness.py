@@ -6,10 +6,11 @@ import time
 
 import numpy as np
 
+from runtime_bench.engines.base import EngineBase
 from runtime_bench.harness import compare, quartiles, speedup, time_generation
 
 
-class FakeEngine:
+class FakeEngine(EngineBase):
     """Sleeps ``prefill_s`` per prefill and ``step_s`` per decode step; logs the calls in ``log``."""
 
     def __init__(self, name: str, prefill_s: float, step_s: float, log: list[str]) -> None:
@@ -69,7 +70,7 @@ def test_batch_throughput_and_skip() -> None:
     log: list[str] = []
     fast = Rows("fast", 0.0, 0.004, log)
     static = Rows("static", 0.0, 0.004, log)
-    static.max_batch = 1  # type: ignore[attr-defined]
+    static.max_batch = 1
     result = compare(
         {"fast": fast, "static": static},
         np.zeros((1, 4), np.int64),

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from prune.cli import main
-from runtime_bench.recipe import DEFAULT_RECIPE, load_recipe
+from runtime_bench.cli import main
+from runtime_bench.pipeline.recipe import DEFAULT_RECIPE, load_recipe
 
 BAD = {
     "unknown stage": ("stages: {prunee: {sparsity: 0.5}}", "unknown stage 'stages.prunee'"),
@@ -27,7 +27,7 @@ BAD = {
     ),
     "bad source": ("stages: {export: {x: {format: onnx, source: pruned}}}", "source 'pruned' must be one of"),
     "bad bits": ("stages: {quantize: {bits: 9}}", "bits 9 is outside 2–8"),
-    "sparsity out of range": ("stages: {prune: {sparsity: 1.5}}", "sparsity 1.5 must be in [0, 1)"),
+    "sparsity out of range": ("stages: {prune: {sparsity: 1.5}}", "stages.prune: sparsity 1.5 is outside [0, 1)"),
     "empty bench": ("stages: {bench: {threads: [1]}}", "stages.bench has nothing to time"),
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime_bench.steps import StepCache
+from runtime_bench.pipeline.steps import StepCache
 
 
 def test_step_is_skipped_only_when_key_and_outputs_match(tmp_path: Path) -> None:

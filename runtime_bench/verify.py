@@ -1,4 +1,4 @@
-"""``slimpack verify``: does the exported artifact, run in its own runtime, compute the reference model?
+"""``slimpack verify`` (here, beside the engines it runs): does the exported artifact, run in its own runtime, compute the reference model?
 
 Two checks on the same inputs, the artifact through its engine (`runtime_bench.engines`) and the reference
 (the in-framework model, ``--reference MODEL_DIR``) through torch:
@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from prune.api import EvalSpec
+from export.artifact import Artifact
 from prune.data import eval_windows, load_texts, tokenize
 from prune.eval import perplexity_of
 from prune.models import load_model
+from prune.spec import EvalSpec
 from runtime_bench.engines import open_artifact
-from runtime_bench.engines.base import Artifact
 from runtime_bench.engines.torch_engine import TorchEngine
 
 log = logging.getLogger(__name__)

@@ -1,14 +1,15 @@
 """Recipes for ``slimpack run``: which stages run, with which parameters — validated whole before any work.
 
-A recipe is YAML (see ``runtime_bench/recipes/default.yaml``, the embedded default)::
+A recipe is YAML (see ``runtime_bench/pipeline/recipes/default.yaml``, the embedded default)::
 
     model: smollm2-135m            # model directory or alias
     out: runs/main                 # the run directory
     data: {dataset: offline, nsamples: 32, seqlen: 512, seed: 0}   # calibration (prune.data.DataSpec)
-    eval: {dataset: offline, seqlen: 512, windows: 40}              # perplexity (prune.api.EvalSpec)
+    eval: {dataset: offline, seqlen: 512, windows: 40}              # perplexity (prune.spec.EvalSpec)
     stages:                        # any subset, always run in this order
-      prune:    {method: wanda, sparsity: 0.5, allocation: dlp}
-      quantize: {method: gptq, bits: 4, group_size: 64}
+      prune:    {method: sparsegpt, sparsity: 0.5, allocation: dlp}  # prune.spec.PruneSpec: also pattern,
+                                   # scope, options, allocation_options, plan, true_sequential, structured
+      quantize: {method: gptq, bits: 4, group_size: 64, joint: true} # quant.spec.QuantizeSpec (+ joint)
       export:                      # artifact name → format and source model (dense | prune | quantize)
         onnx: {format: onnx, source: prune}
       verify:   {windows: 8, tokens: 16}
@@ -21,49 +22,31 @@ the recipe file and the dotted path of the bad entry.
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_type_hints
 
-from prune.api import EvalSpec
 from prune.data import DataSpec
 from prune.errors import SlimpackError
-from runtime_bench.stages import BenchSpec
+from prune.spec import EvalSpec, PruneSpec
+from quant.spec import QuantizeSpec
+from runtime_bench.harness import BenchSpec
+from runtime_bench.pipeline.targets import SOURCES, ArtifactSpec
 
 DEFAULT_RECIPE = Path(__file__).with_name("recipes") / "default.yaml"
-SOURCES = ("dense", "prune", "quantize")
 
 
 @dataclass(frozen=True)
-class PruneStage:
-    method: str = "wanda"
-    sparsity: float = 0.5
-    pattern: str = "unstructured"
-    scope: str | None = None
-    allocation: str = "uniform"
-    options: dict[str, Any] = field(default_factory=dict)
-    allocation_options: dict[str, Any] = field(default_factory=dict)
+class QuantizeStage(QuantizeSpec):
+    """`quant.spec.QuantizeSpec`, and ``joint``: prune in the same walk as ``stages.prune`` says (from the dense
+    model), instead of quantizing the pruned model."""
 
-
-@dataclass(frozen=True)
-class QuantizeStage:
-    method: str = "gptq"
-    bits: int = 4
-    group_size: int = 128
-    sym: bool = True
-    act_order: bool = False
-    static_groups: bool = False
-    checkpoint_format: str = "gptq"
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ExportItem:
-    format: str
-    source: str = "prune"
-    options: dict[str, Any] = field(default_factory=dict)
+    joint: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,7 +61,7 @@ class VerifyStage:
 
 @dataclass(frozen=True)
 class BenchStage(BenchSpec):
-    """`runtime_bench.stages.BenchSpec` (prompt, tokens, rounds, warmup, batch, seed) and the thread counts."""
+    """`runtime_bench.harness.BenchSpec` (prompt, tokens, rounds, warmup, batch, seed) and the thread counts."""
 
     threads: list[int] = field(default_factory=lambda: [2])
     torch: bool = False  # also time the dense and pruned models in eager PyTorch
@@ -86,9 +69,9 @@ class BenchStage(BenchSpec):
 
 @dataclass(frozen=True)
 class Stages:
-    prune: PruneStage | None = None
+    prune: PruneSpec | None = None
     quantize: QuantizeStage | None = None
-    export: dict[str, ExportItem] = field(default_factory=dict)
+    export: dict[str, ArtifactSpec] = field(default_factory=dict)
     verify: VerifyStage | None = None
     bench: BenchStage | None = None
 
@@ -114,12 +97,16 @@ def _coerce(value: Any, hint: Any, where: str, source: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
         args = typing.get_args(hint)
-        if value is None and type(None) in args:
+        if (value is None or value is False) and type(None) in args:  # `structured: false` = none
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], where, source)
-    if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
-        return parse_section(hint, value, where, source)
+    if dataclasses.is_dataclass(hint):
+        return parse_section(hint, {} if value is True else value, where, source)  # `structured: true` = defaults
+    if hint is Path:
+        if not isinstance(value, str):
+            raise SlimpackError(f"recipe {source}: {where} must be a path, not {value!r}")
+        return Path(value)
     if origin is list:
         if not isinstance(value, list):
             raise SlimpackError(f"recipe {source}: {where} must be a list, not {value!r}")
@@ -159,36 +146,45 @@ def parse_section(cls: type[T], data: Any, where: str, source: str) -> T:
         return cls(**values)
     except TypeError as err:  # a required field is missing
         raise SlimpackError(f"recipe {source}: {where}: {err}") from None
+    except SlimpackError as err:  # a value the dataclass itself refuses (e.g. bits 5 in a GPTQ checkpoint)
+        raise SlimpackError(f"recipe {source}: {where}: {err}") from None
+
+
+@contextmanager
+def at(where: str) -> Iterator[None]:
+    """Prefix a `SlimpackError` raised inside with the dotted key of the recipe entry it concerns."""
+    try:
+        yield
+    except SlimpackError as err:
+        raise SlimpackError(f"{where}: {err}") from None
 
 
 def check_recipe(recipe: Recipe, source: str) -> None:
-    """Semantic checks (names exist in their registries, sources are produced, values in range)."""
-    import export.api  # noqa: F401  (registers the export formats)
-    from export.base import EXPORTERS
-    from quant.grid import QuantSpec
-    from runtime_bench.stages import check_pruning
+    """Semantic checks (names exist in their registries, sources are produced, values in range): every setting
+    is resolved the way the run will resolve it, so nothing the recipe names can fail after the first step."""
+    from quant.api import Quantize
+    from runtime_bench.pipeline.targets import engine_of
 
     st = recipe.stages
     try:
+        recipe.data.check()
+        if recipe.eval.windows is not None and recipe.eval.windows < 1:
+            raise SlimpackError(f"eval.windows {recipe.eval.windows} must be ≥ 1 (or null: all)")
         if st.prune is not None:
-            check_pruning(
-                st.prune.method, st.prune.options, st.prune.allocation, st.prune.allocation_options, st.prune.pattern
-            )
-            if st.prune.pattern == "unstructured" and not 0 <= st.prune.sparsity < 1:
-                raise SlimpackError(f"stages.prune.sparsity {st.prune.sparsity} must be in [0, 1)")
+            with at("stages.prune"):
+                st.prune.resolve()
         if st.quantize is not None:
-            QuantSpec(
-                st.quantize.bits,
-                st.quantize.group_size,
-                st.quantize.sym,
-                st.quantize.act_order,
-                st.quantize.static_groups,
-            )
+            if st.quantize.joint and st.prune is None:
+                raise SlimpackError(
+                    "stages.quantize.joint prunes as stages.prune says, and the recipe has no prune stage"
+                )
+            with at("stages.quantize"):
+                Quantize(st.quantize, st.prune if st.quantize.joint else None)
         for name, item in st.export.items():
-            EXPORTERS.get(item.format)
+            engine_of(item)
             if item.source not in SOURCES:
                 raise SlimpackError(f"stages.export.{name}.source {item.source!r} must be one of {', '.join(SOURCES)}")
-            if item.source != "dense" and getattr(st, item.source) is None:
+            if item.source != "dense" and {"prune": st.prune, "quantize": st.quantize}[item.source] is None:
                 raise SlimpackError(f"stages.export.{name} reads the {item.source} stage, which the recipe lacks")
         if st.bench is not None:
             st.bench.check()

@@ -4,7 +4,8 @@ DeepSparse 1.8.0 needs Python ≤ 3.11, onnx < 1.15 and numpy < 2, so it lives i
 (``bash scripts/setup-deepsparse.sh``) and runs `deepsparse_worker.py` there as a subprocess; this class
 speaks the worker's stdin/stdout protocol (JSON header line + ``.npy`` payload, see the worker's docstring).
 
-- interpreter: ``$SLIMPACK_DEEPSPARSE_PYTHON``, default ``<repo>/.venv-deepsparse/bin/python``
+- interpreter: ``$SLIMPACK_DEEPSPARSE_PYTHON``, default ``.venv-deepsparse/bin/python`` beside the environment
+  slimpack runs in (``scripts/setup-deepsparse.sh`` makes it there)
 - cores: the ``threads`` argument, else ``$SLIMPACK_DEEPSPARSE_THREADS``, else DeepSparse's default (all)
 - ``kv_cache``: ``internal`` (DeepSparse keeps the cache; fastest decode) or ``external`` (through numpy)
 - ``lazy``: compile each graph on first use instead of in `load`
@@ -27,24 +28,19 @@ from typing import IO, Any, NoReturn
 import numpy as np
 
 from prune.errors import SlimpackError
-from runtime_bench.engines.base import ENGINES, Artifact
+from prune.io import external_python
+from runtime_bench.engines.base import ENGINES, Artifact, EngineBase
 
-REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("deepsparse_worker.py")
 
 
 def deepsparse_python() -> Path:
     """The interpreter of the DeepSparse environment, or a one-line `SlimpackError` when it is missing."""
-    path = Path(os.environ.get("SLIMPACK_DEEPSPARSE_PYTHON", REPO / ".venv-deepsparse" / "bin" / "python"))
-    if not path.is_file():
-        raise SlimpackError(
-            f"DeepSparse environment not found at {path}; create it with `bash scripts/setup-deepsparse.sh`"
-        )
-    return path
+    return external_python("DeepSparse", "SLIMPACK_DEEPSPARSE_PYTHON", ".venv-deepsparse")
 
 
 @ENGINES.register("deepsparse")
-class DeepSparseEngine:
+class DeepSparseEngine(EngineBase):
     """`Engine` for ``format: deepsparse`` artifacts (prefill, prompt and decode graphs: `export.deepsparse`)."""
 
     name = "deepsparse"
@@ -63,8 +59,8 @@ class DeepSparseEngine:
         self.info: dict[str, Any] = {}
         self.last: dict[str, Any] = {}  # header of the last response (timings of generate / prefill)
 
-    @staticmethod
-    def unavailable() -> str | None:
+    @classmethod
+    def unavailable(cls) -> str | None:
         """Why DeepSparse cannot run here (its environment is missing), or None."""
         try:
             deepsparse_python()

@@ -2,7 +2,7 @@
 speed against the dense model — the CPU speedup-vs-sparsity table of DLP (`001_0da1aa919c7f675c.txt`,
 Table 5) for any model on any machine.
 
-Steps (each resumable through `runtime_bench.steps.StepCache`, so a rerun only measures):
+Steps (each resumable through `runtime_bench.pipeline.steps.StepCache`, so a rerun only measures):
 
 1. ``prune-<s>``: prune at sparsity s (default Wanda with DLP allocation), evaluated under the protocol;
    ``eval-dense``: the dense model's perplexity.
@@ -21,29 +21,19 @@ installed (DeepSparse's environment) is skipped, and the skip is recorded in all
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from prune.api import EvalSpec
 from prune.data import DataSpec
 from prune.errors import SlimpackError
 from prune.io import write_json_atomic
-from runtime_bench.harness import cpu_info
-from runtime_bench.stages import (
-    BenchSpec,
-    add_speedups,
-    build_target,
-    check_pruning,
-    eval_step,
-    measure,
-    memory_step,
-    model_dir,
-    prune_step,
-    vocab_size,
-)
-from runtime_bench.steps import StepCache
-from runtime_bench.targets import TARGETS, Target
+from prune.spec import EvalSpec, Job, PruneSpec
+from quant.spec import QuantizeSpec
+from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
+from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, model_dir, prune_step, quantize_step
+from runtime_bench.pipeline.steps import StepCache
+from runtime_bench.pipeline.targets import TARGETS, ArtifactSpec, engine_of
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +47,17 @@ class SweepConfig:
     sparsities: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     engines: tuple[str, ...] = ("deepsparse", "onnxruntime")
     threads: tuple[int, ...] = (1, 2)
-    method: str = "wanda"
-    allocation: str = "dlp"
-    pattern: str = "unstructured"
-    method_options: dict[str, Any] = field(default_factory=dict)
-    allocation_options: dict[str, Any] = field(default_factory=dict)
+    prune: PruneSpec = field(default_factory=lambda: PruneSpec(method="wanda", allocation="dlp"))  # its sparsity varies
+    quantize: QuantizeSpec = field(default_factory=lambda: QuantizeSpec(bits=4, group_size=64))  # int4 targets
     data: DataSpec = field(default_factory=DataSpec)
     evaluate: EvalSpec | None = field(default_factory=EvalSpec)
     bench: BenchSpec = field(default_factory=BenchSpec)
     progress: bool = True
 
-    def check(self) -> list[tuple[str, Target]]:
+    def spec_at(self, sparsity: float) -> PruneSpec:
+        return replace(self.prune, sparsity=sparsity)
+
+    def check(self) -> list[tuple[str, ArtifactSpec]]:
         """Validate everything before any work; returns the targets."""
         if not self.sparsities:
             raise SlimpackError("no sparsities given; pass e.g. --sparsities 0.1,0.5,0.9")
@@ -83,12 +73,12 @@ class SweepConfig:
             raise SlimpackError("pass at least one engine (--engines) and one thread count (--threads)")
         self.bench.check()
         self.data.check()
-        check_pruning(self.method, self.method_options, self.allocation, self.allocation_options, self.pattern)
-        if self.pattern != "unstructured":
+        if self.prune.pattern != "unstructured" or self.prune.structured is not None:
             raise SlimpackError(
-                f"the sweep varies unstructured sparsity, and --pattern {self.pattern} fixes it; time N:M models "
+                f"the sweep varies unstructured sparsity, and --pattern {self.prune.pattern} fixes it; time N:M models "
                 "with `slimpack run` (a semi24 export) or `python -m runtime_bench.latency`"
             )
+        self.spec_at(self.sparsities[0]).resolve()
         return [(name, TARGETS.get(name)) for name in self.engines]
 
 
@@ -102,11 +92,12 @@ def label(sparsity: float) -> str:
 def sweep(config: SweepConfig) -> dict[str, Any]:
     """Run the sweep of the module docstring; returns what ``sweep.json`` holds."""
     from prune.api import PruneConfig
+    from quant.api import QuantizeConfig
     from runtime_bench.engines import unavailable
     from runtime_bench.report import write_sweep_report
 
     targets = config.check()
-    skipped = {name: reason for name, t in targets if (reason := unavailable(t.engine, timing=True))}
+    skipped = {name: reason for name, t in targets if (reason := unavailable(engine_of(t), timing=True))}
     for name, reason in skipped.items():
         log.warning("skipping %s: %s", name, reason)
     active = [(name, t) for name, t in targets if name not in skipped]
@@ -114,6 +105,10 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
     dense = model_dir(config.model)
     dense_key = f"model:{dense.resolve()}"
     vocab = vocab_size(dense)
+    spec = config.prune
+
+    def job(source: Path, out: Path, evaluate: EvalSpec | None) -> Job:
+        return Job(str(source), out, config.data, overwrite=True, evaluate=evaluate, progress=config.progress)
 
     models: dict[str, tuple[Path, str]] = {DENSE: (dense, dense_key)}
     quality: dict[str, dict[str, Any]] = {DENSE: {"sparsity": 0.0}}
@@ -123,30 +118,24 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
         ).result["perplexity"]
     for s in config.sparsities:
         lab = label(s)
-        out = config.out / "models" / f"{config.method}-{config.allocation}-{lab}"
-        prune_config = PruneConfig(
-            model=str(dense),
-            out=out,
-            method=config.method,
-            sparsity=s,
-            pattern=config.pattern,
-            allocation=config.allocation,
-            allocation_options=config.allocation_options,
-            method_options=config.method_options,
-            data=config.data,
-            overwrite=True,
-            evaluate=config.evaluate,
-            progress=config.progress,
+        out = config.out / "models" / f"{spec.method_name}-{spec.allocation_name}-{lab}"
+        step = prune_step(
+            cache, f"prune-{lab}", PruneConfig(job(dense, out, config.evaluate), config.spec_at(s)), dense_key
         )
-        step = prune_step(cache, f"prune-{lab}", prune_config, out, dense_key)
         models[lab] = (out, step.key)
-        quality[lab] = {k: step.result[k] for k in ("sparsity", "perplexity", "prune_seconds")}
+        quality[lab] = {"sparsity": step.result["sparsity"], "perplexity": step.result["perplexity"],
+                        "prune_seconds": step.result["seconds"]}  # fmt: skip
 
     artifacts: dict[str, dict[str, dict[str, Any]]] = {}
     for name, target in active:
         artifacts[name] = {}
         for lab, (path, key) in models.items():
-            built = build_target(cache, name, target, lab, path, key, config.out, config.data)
+            if target.source == "quantize":  # the GPTQ checkpoint of this model first
+                qout = config.out / "quantized" / lab
+                q = quantize_step(cache, f"quantize-{lab}", QuantizeConfig(job(path, qout, None), config.quantize), key)
+                path, key = Path(q.result["path"]), q.key
+            out = config.out / "artifacts" / name / lab
+            built = artifact_step(cache, f"{name}-{lab}", target, path, key, out)
             mem = memory_step(cache, f"memory-{name}-{lab}", Path(built.result["path"]), built.key, config.bench, vocab)
             artifacts[name][lab] = {"path": built.result["path"], "bytes": built.result["bytes"], "memory": mem.result}
 
@@ -158,14 +147,15 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
             add_speedups(results, {lab: DENSE for lab in results})
             measurements.append({"engine": name, "threads": threads, "results": results})
     report = {
-        "config": {**asdict(config), "out": str(config.out)},
+        "config": {**asdict(config), "out": str(config.out),
+                   "prune": {**spec.to_dict(), "method": spec.method_name, "allocation": spec.allocation_name}},
         "model": str(dense),
         "cpu": cpu_info(),
         "quality": quality,
         "artifacts": artifacts,
         "skipped": skipped,
         "measurements": measurements,
-    }
+    }  # fmt: skip
     write_json_atomic(config.out / "sweep.json", report)
     write_sweep_report(report, config.out)
     return report

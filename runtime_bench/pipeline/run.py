@@ -1,7 +1,7 @@
 """``slimpack run [RECIPE.yaml]``: the main job — prune → quantize → export → verify → bench, one run directory.
 
-The recipe (`runtime_bench.recipe`) is read and checked whole before any work. Each stage is made of
-resumable steps (`runtime_bench.steps.StepCache`): a step whose configuration — its parameters and the keys
+The recipe (`runtime_bench.pipeline.recipe`) is read and checked whole before any work. Each stage is made of
+resumable steps (`runtime_bench.pipeline.steps.StepCache`): a step whose configuration — its parameters and the keys
 of the steps it reads — matches its record, and whose outputs exist, is skipped; a killed run resumes at the
 first step that did not finish. Layout of the run directory::
 
@@ -23,20 +23,12 @@ from typing import Any
 
 from prune.io import directory_bytes, write_json_atomic, write_text_atomic
 from prune.manifest import environment
-from runtime_bench.recipe import Recipe
-from runtime_bench.stages import (
-    BenchSpec,
-    add_speedups,
-    eval_step,
-    export_step,
-    measure,
-    memory_step,
-    model_dir,
-    prune_step,
-    quantize_step,
-    vocab_size,
-)
-from runtime_bench.steps import StepCache, StepResult
+from prune.spec import EvalSpec, Job
+from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
+from runtime_bench.pipeline.recipe import Recipe
+from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, model_dir, prune_step, quantize_step
+from runtime_bench.pipeline.steps import StepCache, StepResult
+from runtime_bench.pipeline.targets import engine_of
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +52,6 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[st
     """Dense evaluation, prune, quantize: model directories (source → (path, step key)) and their figures."""
     from prune.api import PruneConfig
     from quant.api import QuantizeConfig
-    from quant.grid import QuantSpec
 
     recipe, st = run.recipe, run.recipe.stages
     dense = model_dir(recipe.model)
@@ -70,29 +61,23 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[st
     figures: dict[str, dict[str, Any]] = {
         "dense": {"perplexity": step.result["perplexity"], "sparsity": 0.0, "bytes": directory_bytes(dense)}
     }
+
+    def job(source: Path, out: Path) -> Job:
+        return Job(str(source), out, recipe.data, overwrite=True, evaluate=recipe.eval, progress=run.progress)
+
     if st.prune is not None:
-        p = st.prune
         out = run.out / "prune"
-        config = PruneConfig(
-            model=str(dense), out=out, method=p.method, sparsity=p.sparsity, pattern=p.pattern, scope=p.scope,
-            allocation=p.allocation, allocation_options=p.allocation_options, method_options=p.options,
-            data=recipe.data, overwrite=True, evaluate=recipe.eval, progress=run.progress,
-        )  # fmt: skip
-        step = prune_step(run.cache, "prune", config, out, models["dense"][1])
-        run.note("prune", f"{p.method} {p.pattern} {p.sparsity} ({p.allocation})", step)
+        step = prune_step(run.cache, "prune", PruneConfig(job(dense, out), st.prune), models["dense"][1])
+        run.note("prune", st.prune.describe(), step)
         models["prune"] = (out, step.key)
-        figures["prune"] = {**step.result, "bytes": directory_bytes(out)}
+        figures["prune"] = step.result
     if st.quantize is not None:
         q = st.quantize
-        source, key = models.get("prune", models["dense"])
+        joint = st.prune if q.joint else None
+        source, key = models["dense"] if joint is not None else models.get("prune", models["dense"])
         out = run.out / "quantize"
-        spec = QuantSpec(q.bits, q.group_size, q.sym, q.act_order, q.static_groups)
-        config = QuantizeConfig(
-            model=str(source), out=out, method=q.method, spec=spec, options=q.options, data=recipe.data,
-            overwrite=True, evaluate=recipe.eval, progress=run.progress, checkpoint_format=q.checkpoint_format,
-        )  # fmt: skip
-        step = quantize_step(run.cache, "quantize", config, key)
-        run.note("quantize", f"{q.method} {q.bits}-bit g{q.group_size}", step)
+        step = quantize_step(run.cache, "quantize", QuantizeConfig(job(source, out), q, joint), key)
+        run.note("quantize", q.describe() + (f", joint with {joint.describe()}" if joint else ""), step)
         models["quantize"] = (out, step.key)
         figures["quantize"] = step.result
     return models, figures
@@ -100,26 +85,23 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[st
 
 def run_exports(run: Run, models: dict[str, tuple[Path, str]]) -> dict[str, dict[str, Any]]:
     """Every artifact of ``stages.export``: name → {path, key, source, format, engine, bytes}."""
-    from runtime_bench.engines.base import Artifact
-
     artifacts = {}
     for name, item in run.recipe.stages.export.items():
         source, key = models[item.source]
         out = run.out / "export" / name
-        step = export_step(run.cache, f"export-{name}", source, key, item.format, out, item.options)
+        step = artifact_step(run.cache, f"export-{name}", item, source, key, out)
         run.note("export", name, step, detail=f"{item.format} from {item.source}")
         artifacts[name] = {
-            "path": str(out), "key": step.key, "source": item.source, "format": item.format,
-            "engine": Artifact.open(out).engine, "bytes": step.result["bytes"],
+            "path": step.result["path"], "key": step.key, "source": item.source, "format": item.format,
+            "engine": engine_of(item), "bytes": step.result["bytes"],
         }  # fmt: skip
     return artifacts
 
 
 def run_verify(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Each artifact against the model it was exported from, in its own runtime (skipped where missing)."""
-    from export.verify import Tolerance, VerifyConfig, verify
-    from prune.api import EvalSpec
     from runtime_bench.engines import unavailable
+    from runtime_bench.verify import Tolerance, VerifyConfig, verify
 
     v = run.recipe.stages.verify
     assert v is not None
@@ -151,7 +133,6 @@ def run_verify(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[st
 def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """All artifacts (and the eager models with ``torch: true``) timed interleaved per thread count."""
     from runtime_bench.engines import unavailable
-    from runtime_bench.harness import cpu_info
 
     b = run.recipe.stages.bench
     assert b is not None

@@ -1,0 +1,36 @@
+"""``slimpack export``, registered into the core's command registry (`prune.cli.COMMANDS`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from prune.cli import COMMANDS
+from prune.spec import parse_options
+
+
+@COMMANDS.register("export")
+class ExportCommand:
+    help = "export a model directory to a runnable artifact: onnx | onnx-int4 | deepsparse | semi24 | gptq"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("model", help="model directory (output of slimpack prune / quantize)")
+        parser.add_argument("--format", required=True, help="onnx | onnx-int4 | deepsparse | semi24 | gptq")
+        parser.add_argument("--out", type=Path, required=True, help="artifact directory")
+        parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+        parser.add_argument(
+            "-O", "--option", action="append", default=[], help="format option KEY=VALUE, e.g. -O dtype=bfloat16"
+        )
+
+    def run(self, args: argparse.Namespace) -> int:
+        from export.api import ExportConfig, export_model
+
+        manifest = export_model(
+            ExportConfig(args.model, args.format, args.out, args.overwrite, parse_options(args.option))
+        )
+        zeros = manifest["zeros"]
+        print(
+            f"{args.format} ({manifest['engine']}): {manifest['bytes'] / 2**20:.1f} MiB in {manifest['export_seconds']:.1f} s; "
+            f"zeros kept {zeros['exported_zeros']}/{zeros['source_zeros']} over {zeros['modules']} weights → {args.out}"
+        )
+        return 0

@@ -1,0 +1,158 @@
+"""The specs every stage shares, each declared once: what to prune (`PruneSpec`), how to evaluate (`EvalSpec`)
+and what a model-writing stage reads and writes (`Job`). Calibration data is `prune.data.DataSpec`.
+
+The CLI (`prune.cli.prune_spec`), the recipe of ``slimpack run`` and ``slimpack bench sweep`` all parse into
+these frozen dataclasses; `PruneSpec.resolve` turns one into built objects (method, pattern, allocator, plan)
+and is the single place where a pruning setting is checked — before any model is loaded.
+
+This module is plain data: the registries it resolves against are imported only inside `resolve`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prune.data import DataSpec
+from prune.errors import SlimpackError
+
+
+def parse_options(items: Sequence[str]) -> dict[str, Any]:
+    """``["blocksize=128", "percdamp=0.01"]`` → ``{"blocksize": 128, "percdamp": 0.01}``."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SlimpackError(f"bad option {item!r}; use KEY=VALUE, e.g. -O percdamp=0.01")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """Perplexity protocol: which text, window length, how many windows (None = all), batch size."""
+
+    dataset: str = "offline"
+    seqlen: int = 512
+    windows: int | None = 40
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class StructuredSpec:
+    """Structured pruning (whole heads and FFN channels): SparsitySolver's ridge compensation and its λ,
+    and an optional fixed count of query heads per layer."""
+
+    reconstruct: bool = False
+    ridge_lambda: float = 0.9
+    keep_heads: int | None = None
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    """What to prune and how: method (+ options), target, pattern and scope, allocation (+ options) or a plan
+    file, true-sequential calibration, and — when set — structured pruning. ``None`` method / allocation
+    mean the defaults of the kind of pruning (`method_name`, `allocation_name`)."""
+
+    method: str | None = None
+    sparsity: float = 0.5
+    pattern: str = "unstructured"
+    scope: str | None = None
+    allocation: str | None = None
+    allocation_options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    plan: Path | None = None
+    true_sequential: bool = False
+    structured: StructuredSpec | None = None
+
+    @property
+    def method_name(self) -> str:
+        return self.method or ("slimgpt" if self.structured is not None else "wanda")
+
+    @property
+    def allocation_name(self) -> str:
+        return self.allocation or ("log-increase" if self.structured is not None else "uniform")
+
+    def resolve(self) -> Resolved:
+        """Build the method, pattern, allocator and plan; any bad value is a one-line `SlimpackError`."""
+        from prune.allocation import ALLOCATORS, read_plan_file
+        from prune.masks import Pattern, check_sparsity
+
+        plan = read_plan_file(self.plan) if self.plan is not None else None
+        allocator = None if plan is not None else ALLOCATORS.build(self.allocation_name, self.allocation_options)
+        if self.structured is None:
+            from prune.methods import METHODS
+
+            method = METHODS.build(self.method_name, self.options)
+            pattern = Pattern.parse(self.pattern, self.scope or method.default_scope)
+            target = float(pattern.fixed_sparsity if pattern.is_nm else check_sparsity(self.sparsity))
+            return Resolved(self, method, pattern, target, allocator, plan)
+        from prune.structured import STRUCTURED
+
+        if self.pattern != "unstructured" or self.scope or self.true_sequential:
+            raise SlimpackError("--pattern, --scope and --true-sequential are for unstructured pruning; drop them")
+        if not self.structured.ridge_lambda >= 0:
+            raise SlimpackError(f"--ridge-lambda {self.structured.ridge_lambda} must be ≥ 0 (the paper uses 0.9)")
+        if allocator is not None and not allocator.structured:
+            usable = [n for n in ALLOCATORS.names() if ALLOCATORS.get(n).structured]
+            raise SlimpackError(
+                f"allocation {self.allocation_name!r} works on weight matrices only; for --structured choose one "
+                f"of: {', '.join(usable)}"
+            )
+        method = STRUCTURED.build(self.method_name, self.options)
+        return Resolved(self, method, Pattern.parse("unstructured"), float(check_sparsity(self.sparsity)),
+                        allocator, plan)  # fmt: skip
+
+    def describe(self) -> str:
+        """``"wanda 50 % (dlp)"`` / ``"sparsegpt 2:4"`` / ``"slimgpt structured 20 % (log-increase)"``."""
+        kind = " structured" if self.structured is not None else ""
+        setting = self.pattern if ":" in self.pattern else f"{100 * self.sparsity:.0f} %"
+        source = f"plan {self.plan}" if self.plan is not None else self.allocation_name
+        return f"{self.method_name}{kind} {setting} ({source})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "plan": str(self.plan) if self.plan is not None else None}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A `PruneSpec` with its objects built: the layer (or structured) method, the pattern, the target, and
+    the allocator — or the plan read from the spec's plan file, as ``(plan, source name)``."""
+
+    spec: PruneSpec
+    method: Any
+    pattern: Any
+    target: float
+    allocator: Any
+    plan: tuple[dict[str, float], str] | None
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a model-writing stage reads and writes, and how: source model, output directory, calibration
+    data, compute device, whether an existing output may be replaced, the evaluation (None: none)."""
+
+    model: str
+    out: Path
+    data: DataSpec = field(default_factory=DataSpec)
+    device: str = "cpu"
+    overwrite: bool = False
+    evaluate: EvalSpec | None = None
+    progress: bool = True
+
+    def check(self) -> None:
+        from prune.io import check_output_dir
+
+        self.data.check()
+        check_output_dir(Path(self.out), self.overwrite)
+
+    def settings(self) -> dict[str, Any]:
+        """What determines the output (for a step's cache key): everything but progress and overwrite."""
+        return {"model": self.model, "out": str(self.out), "data": asdict(self.data), "device": self.device,
+                "evaluate": asdict(self.evaluate) if self.evaluate else None}  # fmt: skip

@@ -1,0 +1,171 @@
+"""The one template of every model-writing stage (prune, structured prune, quantize), and what they share.
+
+`run_stage(job, stage)`: check the job (data, output) → load the model → ``stage.check_model`` (layer fits)
+→ ``stage.apply`` (calibrate, allocate, walk; timed) → the `Manifest` → evaluate (if asked) → write the model,
+the allocation's artifacts and the manifest into a temporary directory renamed into place. A stage only
+says what is its own (`Stage`); the order, the timing, the evaluation and the atomic output are here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from prune.allocation import Allocation, AllocationContext, allocate
+from prune.data import Calibration, eval_windows, load_texts, tokenize
+from prune.errors import SlimpackError
+from prune.eval import PerplexityResult, perplexity
+from prune.io import atomic_output_dir, directory_bytes
+from prune.manifest import Manifest, MethodRecord, Timing, peak_rss_mib
+from prune.models import LoadedModel, load_model
+from prune.spec import EvalSpec, Job, Resolved
+from prune.stats import gradient_norms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """What a stage's ``apply`` produced: the manifest's stage-specific fields and the writer of its files."""
+
+    stage: str
+    method: MethodRecord
+    pattern: str
+    target_sparsity: float
+    sparsity: dict[str, Any]
+    save: Callable[[Path], None]  # writes the model files into the (temporary) output directory
+    allocation: Allocation | None = None
+    allocation_record: dict[str, Any] | None = None  # name, plan_file (+ the allocation's own dict)
+    true_sequential: bool = False
+    compress_seconds: float | None = None
+    structure: dict[str, Any] | None = None
+    quantization: dict[str, Any] | None = None
+
+
+class Stage(Protocol):
+    """One model-writing stage. Everything is checked before any work: the stage's settings when it is built,
+    the model's layers in `check_model` (right after loading)."""
+
+    def check_model(self, loaded: LoadedModel) -> None: ...
+
+    def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job) -> Outcome: ...
+
+
+def check_layers(loaded: LoadedModel, *checks: Callable[[int, str], None]) -> None:
+    """Run every ``check(in_features, module_name)`` on each prunable linear (pattern and group-size fit), so
+    that bad settings fail before any calibration."""
+    for name, lin in loaded.adapter.named_linears(loaded.model).items():  # type: ignore[union-attr]
+        for check in checks:
+            check(lin.in_features, name)
+
+
+def allocation_record(resolved: Resolved, allocation: Allocation) -> dict[str, Any]:
+    """The manifest's ``allocation``: the allocator's name (or the plan file's), the plan file, the plan."""
+    spec = resolved.spec
+    name = allocation.options.get("allocation", spec.allocation_name) if resolved.plan else spec.allocation_name
+    return {"name": name, "plan_file": str(spec.plan) if spec.plan else None, **allocation.to_dict()}
+
+
+def run_stage(job: Job, stage: Stage) -> Manifest:
+    """Run ``stage`` on ``job`` (see the module docstring); returns the manifest written with the model."""
+    job.check()
+    loaded = load_model(job.model)
+    stage.check_model(loaded)
+    calibration = Calibration(loaded.tokenizer, job.data)
+    start = time.perf_counter()
+    outcome = stage.apply(loaded, calibration, job)
+    seconds = time.perf_counter() - start
+    manifest = Manifest(
+        stage=outcome.stage,
+        source_model=job.model,
+        method=outcome.method,
+        pattern=outcome.pattern,
+        target_sparsity=outcome.target_sparsity,
+        allocation=outcome.allocation_record,
+        calibration={**job.data.to_dict(), "used": calibration.used, "tokens": calibration.tokens},
+        sparsity=outcome.sparsity,
+        timing=Timing(seconds, peak_rss_mib(), outcome.compress_seconds),
+        true_sequential=outcome.true_sequential,
+        structure=outcome.structure,
+        quantization=outcome.quantization,
+    )
+    log.info("%s %s of %s: sparsity %.2f %% in %.1f s", outcome.stage, outcome.method.name, job.model,
+             100 * outcome.sparsity["overall"], seconds)  # fmt: skip
+    if job.evaluate is not None:
+        ppl = evaluate_model(loaded, job.evaluate, job.device, job.progress)
+        manifest.evaluation = {**asdict(job.evaluate), **ppl.to_dict()}
+    with atomic_output_dir(job.out, job.overwrite) as tmp:
+        outcome.save(tmp)
+        if outcome.allocation is not None:
+            outcome.allocation.write_artifacts(tmp)
+        manifest.size_bytes = directory_bytes(tmp)
+        return manifest.write(tmp)
+
+
+def evaluate_model(loaded: LoadedModel, spec: EvalSpec, device: str = "cpu", progress: bool = True) -> PerplexityResult:
+    """Perplexity of a loaded model under ``spec`` (see `prune.eval` for the definition)."""
+    loaded.model.to(device)
+    tokens = tokenize(loaded.tokenizer, load_texts(spec.dataset).evaluation)
+    windows = eval_windows(tokens, spec.seqlen, spec.windows)
+    return perplexity(loaded.model, windows, spec.batch_size, device, progress)
+
+
+def allocation_context(
+    loaded: LoadedModel, calibration: Calibration | None, device: str = "cpu", progress: bool = True,
+    batches: list | None = None,
+) -> AllocationContext:  # fmt: skip
+    """What an allocator may use: the model's linears per block, the calibration batches (``batches``, when
+    drawn) and held-out windows of the calibration split."""
+    adapter = loaded.adapter
+    assert adapter is not None
+
+    def heldout(n: int) -> list:
+        if calibration is None:
+            raise SlimpackError("this allocation needs held-out calibration text; run it through slimpack prune/plan")
+        return calibration.heldout(n)
+
+    return AllocationContext(
+        heldout=heldout,
+        block_linears=adapter.block_linear_names(loaded.model),
+        numel={n: lin.weight.numel() for n, lin in adapter.named_linears(loaded.model).items()},
+        model=loaded.model,
+        adapter=adapter,
+        batches=batches,
+        device=device,
+        progress=progress,
+    )
+
+
+@dataclass
+class Prepared:
+    """What a walk needs besides the model: calibration batches, gradients, the validated plan."""
+
+    batches: list | None
+    grads: dict | None
+    allocation: Allocation
+    target: float
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_walk(
+    loaded: LoadedModel, resolved: Resolved, method: Any, calibration: Calibration, device: str = "cpu",
+    progress: bool = True,
+) -> Prepared:  # fmt: skip
+    """Calibration batches (only if ``method`` — the walked layer method — or the allocator needs data),
+    gradients (only if the method needs them) and the plan of ``resolved``; one copy for every stage."""
+    allocator = resolved.allocator
+    calibrated = bool(method.needs) or method.needs_gradients or (allocator is not None and allocator.needs_calibration)
+    batches = calibration.batches() if calibrated else None
+    grads = None
+    if method.needs_gradients:
+        linears = loaded.adapter.named_linears(loaded.model)  # type: ignore[union-attr]
+        loaded.model.to(device)
+        grads = gradient_norms(loaded.model, linears, batches or [], device, progress)
+        loaded.model.to("cpu")
+    ctx = allocation_context(loaded, calibration, device, progress, batches)
+    allocation, target = allocate(allocator, resolved.plan, resolved.target, resolved.pattern, ctx)
+    return Prepared(batches, grads, allocation, target, allocation_record(resolved, allocation))

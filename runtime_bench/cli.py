@@ -1,0 +1,175 @@
+"""The top floor of the ``slimpack`` command line: `main` (the console script) imports every package's commands
+— ``quantize`` (`quant.cli`), ``export`` (`export.cli`) — registers this package's own (``verify``, ``bench``,
+``run``) and hands over to the core's `prune.cli.main`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import export.cli  # noqa: F401  (registers `slimpack export`)
+import quant.cli  # noqa: F401  (registers `slimpack quantize`)
+from prune import cli as core
+from prune.cli import COMMANDS, add_data_arguments, add_eval_arguments, add_prune_arguments, eval_spec, write_json
+from prune.errors import SlimpackError
+
+
+@COMMANDS.register("verify")
+class VerifyCommand:
+    help = "check an exported artifact in its own runtime against the reference model (exit 1 beyond tolerance)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("artifact", type=Path, help="directory written by slimpack export")
+        parser.add_argument("--reference", required=True, help="the in-framework model directory it came from")
+        parser.add_argument(
+            "--tolerance", type=float, default=0.01, help="max relative perplexity difference (default 0.01)"
+        )
+        parser.add_argument(
+            "--token-match", type=float, default=1.0, help="min fraction of equal greedy tokens (default 1.0)"
+        )
+        parser.add_argument("--prompt", type=int, default=32, help="prompt tokens for the greedy check (default 32)")
+        parser.add_argument("--tokens", type=int, default=32, help="greedy tokens to compare (default 32)")
+        parser.add_argument("--threads", type=int, default=None, help="engine threads (default: the runtime's)")
+        parser.add_argument("--dataset", default="offline", help="offline | wikitext2 | c4 | ptb | PATH")
+        parser.add_argument("--seqlen", type=int, default=512)
+        parser.add_argument("--json", type=Path, default=None, help="also write the report to this JSON file")
+        add_eval_arguments(parser, windows_default=8)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from runtime_bench.verify import Tolerance, VerifyConfig, verify, verify_table
+
+        if not 0 <= args.tolerance or not 0 <= args.token_match <= 1:
+            raise SlimpackError("--tolerance must be ≥ 0 and --token-match in [0, 1]")
+        report = verify(
+            VerifyConfig(
+                artifact=args.artifact,
+                reference=args.reference,
+                eval=eval_spec(args),
+                tolerance=Tolerance(args.tolerance, args.token_match),
+                prompt=args.prompt,
+                tokens=args.tokens,
+                threads=args.threads,
+                progress=not args.quiet,
+            )
+        )
+        write_json(args.json, report)
+        print(verify_table(report))
+        return 0 if report["passed"] else 1
+
+
+def number_list(kind: type, what: str) -> Any:
+    """An argparse type: ``"0.1,0.2"`` → ``(0.1, 0.2)``; a bad item is a one-line error naming it."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(item) for item in text.split(",") if item.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"bad {what} {text!r}; use comma-separated numbers, e.g. 0.1,0.5"
+            ) from None
+
+    return parse
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("timing")
+    g.add_argument("--prompt", type=int, default=128, help="prompt tokens before decoding (default 128)")
+    g.add_argument("--tokens", type=int, default=32, help="decode steps timed per round (default 32)")
+    g.add_argument("--rounds", type=int, default=5, help="timed rounds (default 5)")
+    g.add_argument("--warmup", type=int, default=1, help="discarded rounds first (default 1)")
+    g.add_argument("--batch", type=int, default=4, help="also decode this many sequences at once (0: no)")
+
+
+@COMMANDS.register("bench")
+class BenchCommand:
+    help = "benchmarks: `bench sweep` (speedup vs sparsity, DLP Table 5 layout)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="bench", required=True)
+        p = sub.add_parser("sweep", help="prune at many sparsities, export for each engine, time against dense")
+        p.add_argument("--model", default="smollm2-135m", help="model directory or alias (default smollm2-135m)")
+        p.add_argument(
+            "--sparsities", type=number_list(float, "sparsities"), default=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+        )
+        p.add_argument(
+            "--engines",
+            type=lambda t: tuple(e.strip() for e in t.split(",") if e.strip()),
+            default=("deepsparse", "onnxruntime"),
+            help="comma-separated: deepsparse, onnxruntime, onnxruntime-int4, torch",
+        )
+        p.add_argument("--threads", type=number_list(int, "threads"), default=(1, 2), help="e.g. 1,2")
+        add_prune_arguments(p, allocation_default="dlp", sparsity=False, plan=False, structured=False)
+        p.set_defaults(prune_method="wanda")
+        p.add_argument("--out", type=Path, default=Path("runs/sweep"), help="sweep directory (cache + reports)")
+        add_data_arguments(p)
+        add_eval_arguments(p)
+        p.add_argument("--no-eval", action="store_true", help="skip the perplexity of each model")
+        add_bench_arguments(p)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from runtime_bench.harness import BenchSpec
+        from runtime_bench.pipeline.sweep import SweepConfig, sweep
+        from runtime_bench.report import table5
+
+        report = sweep(
+            SweepConfig(
+                model=args.model,
+                out=args.out,
+                sparsities=args.sparsities,
+                engines=args.engines,
+                threads=args.threads,
+                prune=core.prune_spec(args),
+                data=core.data_spec(args),
+                evaluate=None if args.no_eval else eval_spec(args),
+                bench=BenchSpec(args.prompt, args.tokens, args.rounds, args.warmup, args.batch),
+                progress=not args.quiet,
+            )
+        )
+        for name, reason in report["skipped"].items():
+            print(f"{name}: skipped — {reason}")
+        for m in report["measurements"]:
+            print(f"\n{m['engine']}, {m['threads']} threads\n{table5(m['results'])}")
+        print(f"\n{args.out / 'sweep.md'}  {args.out / 'sweep.json'}  {args.out / 'sweep.png'}")
+        return 0
+
+
+@COMMANDS.register("run")
+class RunCommand:
+    help = "the main job: a recipe's stages (prune → quantize → export → verify → bench) in one resumable run"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "recipe", nargs="?", type=Path, default=None, help="recipe YAML (default: SmolLM2 + offline text)"
+        )
+        parser.add_argument("--out", type=Path, default=None, help="run directory (default: the recipe's out)")
+        parser.add_argument("--check", action="store_true", help="only validate the recipe and print it")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from dataclasses import asdict
+
+        from runtime_bench.pipeline.recipe import DEFAULT_RECIPE, load_recipe
+        from runtime_bench.pipeline.run import run_pipeline
+
+        recipe = load_recipe(args.recipe)
+        source = str(args.recipe) if args.recipe else f"default ({DEFAULT_RECIPE.name})"
+        if args.check:
+            print(json.dumps(asdict(recipe), indent=2, default=str))
+            return 0
+        out = args.out or Path(recipe.out)
+        summary = run_pipeline(recipe, out, progress=not args.quiet, source=source)
+        print((out / "report.md").read_text())
+        print(f"run directory: {out}   wall time {summary['wall_seconds'] / 60:.1f} min")
+        return 0 if summary["passed"] else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``slimpack`` console script: every package's commands, run by the core's `prune.cli.main`."""
+    return core.main(argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""The steps ``slimpack bench sweep`` and ``slimpack run`` are built from, each resumable through
+`runtime_bench.pipeline.steps.StepCache`: evaluate, prune or quantize (one `stage_step`), export (one
+`artifact_step` for any `ArtifactSpec`) and the memory probe. The timed measurement is the benchmark's own
+(`runtime_bench.harness.measure`, never cached: it is what a rerun is for).
+
+A step's configuration holds its parameters and the key of the step whose output it reads, so a changed
+upstream step reruns everything downstream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from prune.io import directory_bytes
+from prune.manifest import Manifest
+from prune.models import resolve_model_path
+from prune.spec import EvalSpec, Job
+from runtime_bench.harness import BenchSpec
+from runtime_bench.pipeline.steps import StepCache, StepResult
+from runtime_bench.pipeline.targets import ArtifactSpec
+
+log = logging.getLogger(__name__)
+
+
+def model_dir(spec: str) -> Path:
+    """A local model directory for ``spec`` (an alias is materialized into the cache)."""
+    return resolve_model_path(spec)
+
+
+def stage_step(
+    cache: StepCache, name: str, job: Job, settings: dict[str, Any], source_key: str, produce: Callable[[], Manifest]
+) -> StepResult:
+    """A model-writing stage (``produce`` writes ``job.out`` and returns its manifest) as a resumable step;
+    the result holds the figures the reports read."""
+
+    def run() -> dict[str, Any]:
+        m = produce()
+        alloc = m.allocation or {}
+        return {
+            "outputs": [str(job.out)],
+            "path": str(job.out),
+            "bytes": m.size_bytes,
+            "perplexity": m.perplexity,
+            "sparsity": m.sparsity["overall"],
+            "seconds": m.timing.seconds,
+            "block_ratios": alloc.get("block_ratios"),
+            "importance": alloc.get("importance"),
+            "importance_label": alloc.get("importance_label", ""),
+        }
+
+    return cache.run(name, {**settings, "job": job.settings(), "source": source_key}, run)
+
+
+def prune_step(cache: StepCache, name: str, config: Any, source_key: str) -> StepResult:
+    """Prune (``config``: a `prune.api.PruneConfig`) as a resumable step."""
+    from prune.api import prune
+
+    return stage_step(cache, name, config.job, {"prune": config.spec.to_dict()}, source_key, lambda: prune(config))
+
+
+def quantize_step(cache: StepCache, name: str, config: Any, source_key: str) -> StepResult:
+    """Quantize (``config``: a `quant.api.QuantizeConfig`), jointly pruning or not, as a resumable step."""
+    from quant.api import quantize
+
+    settings = {"quantize": asdict(config.quant), "joint": config.joint.to_dict() if config.joint else None}
+    return stage_step(cache, name, config.job, settings, source_key, lambda: quantize(config))
+
+
+def eval_step(
+    cache: StepCache, name: str, model: Path, spec: EvalSpec, source_key: str, progress: bool = True
+) -> StepResult:
+    from prune.api import evaluate
+
+    def run() -> dict[str, Any]:
+        return {"perplexity": evaluate(str(model), spec, progress=progress)["perplexity"]}
+
+    return cache.run(name, {"eval": asdict(spec), "model": str(model), "source": source_key}, run)
+
+
+def artifact_step(
+    cache: StepCache, name: str, spec: ArtifactSpec, source: Path, source_key: str, out: Path
+) -> StepResult:
+    """The artifact of ``spec`` made from the model directory ``source`` (``source_key``: its step key); a
+    spec without a format is the model directory itself."""
+    if spec.format is None:
+        return StepResult(source_key, {"path": str(source), "bytes": directory_bytes(source)}, True, 0.0)
+    from export.api import ExportConfig, export_model
+
+    def run() -> dict[str, Any]:
+        m = export_model(ExportConfig(str(source), spec.format, out, overwrite=True, options=spec.options))
+        return {"outputs": [str(out)], "path": str(out), "bytes": m["bytes"], "export_seconds": m["export_seconds"]}
+
+    return cache.run(name, {"format": spec.format, "options": spec.options, "source": source_key, "out": str(out)}, run)
+
+
+def memory_step(cache: StepCache, name: str, path: Path, key: str, bench: BenchSpec, vocab: int) -> StepResult:
+    from runtime_bench.memory import peak_rss
+
+    def run() -> dict[str, Any]:
+        return peak_rss(path, None, bench.prompt, bench.tokens, vocab)
+
+    return cache.run(name, {"artifact": key, "prompt": bench.prompt, "tokens": bench.tokens, "probe": 2}, run)

@@ -1,0 +1,86 @@
+"""The packages are floors: imports only run downward, prune < quant < export < runtime_bench, and inside
+runtime_bench the benchmark proper (engines, harness, latency, memory, verify, report) never imports the
+pipeline that orchestrates it (`runtime_bench.pipeline`, and the CLI on top). Every import of every module is
+read — top-level and inside functions alike — so a lazy import cannot hide a cycle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FLOORS = ("prune", "quant", "export", "runtime_bench")
+PIPELINE = ("runtime_bench.pipeline", "runtime_bench.cli")  # the orchestration, above the benchmark proper
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+def imports_of(path: Path, name: str) -> list[tuple[int, str]]:
+    """``(line, module)`` of every import statement in ``path`` (module ``name``; relative imports resolved)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.append((node.lineno, module))
+            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
+    return found
+
+
+def modules() -> list[Path]:
+    return sorted(p for floor in FLOORS for p in (ROOT / floor).rglob("*.py"))
+
+
+def violations(path: Path, name: str) -> list[str]:
+    floor = FLOORS.index(name.split(".")[0])
+    in_pipeline = any(name == p or name.startswith(p + ".") for p in PIPELINE)
+    bad = []
+    for line, module in imports_of(path, name):
+        top = module.split(".")[0]
+        if top in FLOORS and FLOORS.index(top) > floor:
+            bad.append(f"{name}:{line} imports {module} (a higher floor)")
+        if (
+            top == "runtime_bench"
+            and not in_pipeline
+            and any(module == p or module.startswith(p + ".") for p in PIPELINE)
+        ):
+            bad.append(f"{name}:{line} imports {module} (the pipeline, above the benchmark proper)")
+    return bad
+
+
+def test_every_floor_has_modules() -> None:
+    found = {p.relative_to(ROOT).parts[0] for p in modules()}
+    assert found == set(FLOORS)
+    assert len(modules()) > 60
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_run_downward(path: Path) -> None:
+    assert violations(path, module_name(path)) == []
+
+
+def test_the_check_catches_upward_imports(tmp_path: Path) -> None:
+    """The rule itself can fail: a lazy upward import, and the benchmark proper importing the pipeline."""
+    fake = tmp_path / "probe.py"
+    fake.write_text("def f():\n    from export.api import export_model\n    return export_model\n")
+    assert violations(fake, "prune.probe") == [
+        "prune.probe:2 imports export.api (a higher floor)",
+        "prune.probe:2 imports export.api.export_model (a higher floor)",
+    ]
+    fake.write_text("from .pipeline import run\n")
+    assert violations(fake, "runtime_bench.harness") == [
+        "runtime_bench.harness:1 imports runtime_bench.pipeline (the pipeline, above the benchmark proper)",
+        "runtime_bench.harness:1 imports runtime_bench.pipeline.run (the pipeline, above the benchmark proper)",
+    ]
+    assert violations(fake, "runtime_bench.pipeline.sweep") == []

@@ -16,6 +16,7 @@ class Exporter(Protocol):
     ``engine`` names the `runtime_bench` engine that runs the artifact (it is written into ``export.json``)."""
 
     engine: str
+    per_layer_shapes: bool  # whether it exports models whose layers differ in shape (structured-pruned ones)
 
     def check_source(self, model_dir: Path) -> None:
         """Fail (one-line `SlimpackError`) before any work if ``model_dir`` cannot become this format."""

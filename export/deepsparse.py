@@ -419,6 +419,7 @@ class DeepSparseExporter:
     """``--format deepsparse``: fp32 static-shape ONNX graphs for DeepSparse 1.8.0 (sparse CPU kernels)."""
 
     engine = "deepsparse"
+    per_layer_shapes = False  # one head count and FFN width for every layer
 
     def __init__(self, prefill_len: int = 512, cache_len: int = 1024, prompt_len: int = 64) -> None:
         self.prefill_len, self.cache_len, self.prompt_len = prefill_len, cache_len, prompt_len
@@ -429,7 +430,7 @@ class DeepSparseExporter:
             raise SlimpackError(
                 f"{str(model_dir)!r} is a quantized checkpoint; the deepsparse format exports the fp model it came from"
             )
-        if kind.per_layer_shapes:
+        if kind.per_layer_shapes and not self.per_layer_shapes:
             raise SlimpackError(
                 "the deepsparse graph builder takes one head count and FFN width for all layers, and this model is "
                 f"{kind.name}-pruned (per-layer shapes); export it with --format onnx (onnxruntime runs it)"

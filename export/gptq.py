@@ -32,6 +32,7 @@ def gptq_zeros(directory: Path) -> ZeroCounts:
 @EXPORTERS.register("gptq")
 class GptqExporter:
     engine = "torch"
+    per_layer_shapes = True
 
     def check_source(self, model_dir: Path) -> None:
         if not source_kind(model_dir).quantized:

@@ -172,6 +172,7 @@ class OnnxInt4Exporter:
     """``--format onnx-int4``: a 4-bit GPTQ checkpoint → ONNX with ``MatMulNBits`` for onnxruntime CPU."""
 
     engine = "onnxruntime"
+    per_layer_shapes = True
 
     def __init__(self, accuracy_level: int = 0, opset: int | None = None) -> None:
         self.accuracy_level = accuracy_level

@@ -261,6 +261,7 @@ class OnnxExporter:
     """``--format onnx``: fp32 ONNX with KV cache for onnxruntime (and optimum's ``ORTModelForCausalLM``)."""
 
     engine = "onnxruntime"
+    per_layer_shapes = True
 
     def __init__(self, opset: int | None = None) -> None:
         self.opset = opset

@@ -144,6 +144,7 @@ class Semi24Exporter:
     """``--format semi24``: the compressed 2:4 checkpoint for ``torch.sparse`` semi-structured kernels."""
 
     engine = "torch-semi24"
+    per_layer_shapes = True
 
     def __init__(self, dtype: str = "float16") -> None:
         if dtype not in DTYPES:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from prune.errors import SlimpackError
-from prune.io import hash_files, write_json_atomic
+from prune.io import directory_bytes, hash_files, write_json_atomic
 
 MANIFEST = "slimpack.json"
 
@@ -72,6 +72,27 @@ def brief_pruning(brief: dict[str, Any] | None) -> str:
         return "dense"
     alloc = (brief.get("allocation") or {}).get("name")
     return pruning_label(brief["method"]["name"], brief["pattern"], brief["target_sparsity"], alloc)
+
+
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A manifest written before the typed layout (issue #14) in today's layout: stage-named timing keys, the
+    structured fields and the quantize fields at the top level."""
+    data = dict(data)
+    timing = data.get("timing", {})
+    if "seconds" not in timing:
+        stage = data.get("stage", "prune")
+        data["timing"] = {
+            "seconds": timing.get(f"{stage}_seconds", 0.0),
+            "peak_rss_mib": timing.get(f"peak_rss_mib_after_{stage}", 0.0),
+            "compress_seconds": timing.get("compress_seconds"),
+        }
+    if data.pop("structured", False):
+        data["structure"] = {k: data.pop(k, None) for k in ("reconstruct", "keep_heads", "parameters", "units")}
+    if "pruned_zeros" in data:
+        data["quantization"] = {**data.get("quantization", {}), "source": data.pop("source_manifest", None),
+                                "sparsity_before": data.pop("sparsity_before", None),
+                                "pruned_zeros": data.pop("pruned_zeros")}  # fmt: skip
+    return data
 
 
 @dataclass
@@ -143,6 +164,7 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        data = upgrade(data)
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["method"] = MethodRecord(**data["method"])
@@ -150,8 +172,9 @@ class Manifest:
         return cls(**values)
 
     def write(self, directory: Path) -> Manifest:
-        """Hash every other file of ``directory`` into ``files`` and write the manifest there."""
+        """Hash every other file of ``directory`` into ``files``, sum their sizes, and write the manifest there."""
         self.files = hash_files(Path(directory), exclude=(MANIFEST,))
+        self.size_bytes = sum((Path(directory) / name).stat().st_size for name in self.files)
         write_json_atomic(Path(directory) / MANIFEST, self.to_dict())
         return self
 
@@ -161,9 +184,12 @@ class Manifest:
         if not path.is_file():
             raise SlimpackError(f"{str(directory)!r} has no {MANIFEST}; pass a directory written by slimpack")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            manifest = cls.from_dict(json.loads(path.read_text()))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise SlimpackError(f"{str(path)!r} is not a slimpack manifest ({type(err).__name__}: {err})") from None
+        if manifest.size_bytes is None:  # written before size_bytes was recorded for every stage
+            manifest.size_bytes = directory_bytes(Path(directory)) - path.stat().st_size
+        return manifest
 
     @classmethod
     def read_if_any(cls, directory: Path) -> Manifest | None:

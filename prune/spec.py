@@ -50,7 +50,7 @@ class StructuredSpec:
     and an optional fixed count of query heads per layer."""
 
     reconstruct: bool = False
-    ridge_lambda: float = 0.9
+    ridge_lambda: float = 0.9  # = prune.structured.reconstruct.RIDGE_LAMBDA (the paper's λ; a test holds them equal)
     keep_heads: int | None = None
 
 

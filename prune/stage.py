@@ -19,7 +19,7 @@ from prune.allocation import Allocation, AllocationContext, allocate
 from prune.data import Calibration, eval_windows, load_texts, tokenize
 from prune.errors import SlimpackError
 from prune.eval import PerplexityResult, perplexity
-from prune.io import atomic_output_dir, directory_bytes
+from prune.io import atomic_output_dir
 from prune.manifest import Manifest, MethodRecord, Timing, peak_rss_mib
 from prune.models import LoadedModel, load_model
 from prune.spec import EvalSpec, Job, Resolved
@@ -102,7 +102,6 @@ def run_stage(job: Job, stage: Stage) -> Manifest:
         outcome.save(tmp)
         if outcome.allocation is not None:
             outcome.allocation.write_artifacts(tmp)
-        manifest.size_bytes = directory_bytes(tmp)
         return manifest.write(tmp)
 
 

@@ -72,7 +72,8 @@ class Quantize:
         pruned = sum(int(ql.pruned.sum()) for ql in layers.values())
         kept = sum(int((lin.weight.data[layers[n].pruned] == 0).sum()) for n, lin in linears.items())
         log.info("%d/%d pruned zeros kept", kept, pruned)
-        qconfig = quantization_config(q.grid, self.method.percdamp, self.method.name, q.checkpoint_format)
+        qconfig = quantization_config(q.grid, self.method.percdamp, self.method.name, q.checkpoint_format,
+                                      r.spec.true_sequential)  # fmt: skip
 
         def save(directory: Path) -> None:
             if q.checkpoint_format == DEQUANTIZED:  # a plain fp32 model holding the grid values
@@ -104,6 +105,7 @@ class Quantize:
 def quantize(config: QuantizeConfig) -> Manifest:
     """Quantize ``config.job.model`` (optionally pruning it in the same walk) into a GPTQ checkpoint."""
     stage = Quantize(config.quant, config.joint)  # every setting checked before the model is read
+    config.job.check()
     kind = checkpoint_kind(resolve_model_path(config.job.model))
     if kind.quantized:
         raise SlimpackError(

@@ -38,7 +38,9 @@ SUFFIXES = ("qweight", "qzeros", "scales", "g_idx")
 WEIGHTS = "model.safetensors"
 
 
-def quantization_config(spec: QuantSpec, percdamp: float | None, method: str, fmt: str = "gptq") -> dict[str, Any]:
+def quantization_config(
+    spec: QuantSpec, percdamp: float | None, method: str, fmt: str = "gptq", true_sequential: bool = False
+) -> dict[str, Any]:
     """The ``quantization_config`` object of ``config.json`` (``percdamp`` None: no Hessian, as RTN)."""
     config = {
         "quant_method": "gptq",
@@ -47,7 +49,7 @@ def quantization_config(spec: QuantSpec, percdamp: float | None, method: str, fm
         "desc_act": spec.act_order,
         "sym": spec.sym,
         "static_groups": spec.static_groups,
-        "true_sequential": True,
+        "true_sequential": true_sequential,
         "damp_percent": percdamp,
         "checkpoint_format": fmt,
         "pack_dtype": "int32",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from prune.cli import COMMANDS, add_output_arguments, add_prune_arguments, job, manifest_line, prune_spec
+from prune.errors import SlimpackError
 from prune.spec import parse_options
 from quant import report as _report  # noqa: F401  (registers the quantization table of `slimpack report`)
 
@@ -39,6 +40,12 @@ class QuantizeCommand:
                              static_groups=args.static_groups, method=args.method,
                              checkpoint_format=args.checkpoint_format, options=parse_options(args.option))  # fmt: skip
         joint = prune_spec(args) if args.prune_method is not None else None
+        given = {"--plan": args.plan, "--true-sequential": args.true_sequential, "--scope": args.scope,
+                 "--allocation": args.allocation, "-A": args.alloc_option, "-J": args.prune_option,
+                 "--pattern": args.pattern != "unstructured"}  # fmt: skip
+        unused = [flag for flag, value in given.items() if value]
+        if joint is None and unused:
+            raise SlimpackError(f"{unused[0]} applies to joint pruning only; add --joint-with METHOD")
         manifest = quantize(QuantizeConfig(job(args, args.model), quant, joint))
         print(manifest_line(manifest, args.out))
         return 0

@@ -100,11 +100,12 @@ def sweep_rows(results: Mapping[str, Any], quality: Mapping[str, Any]) -> dict[s
 
 def sweep_markdown(report: Mapping[str, Any]) -> str:
     cfg, cpu = report["config"], report["cpu"]
+    pruning = cfg.get("prune", cfg)  # sweeps before issue #14 kept the pruning settings at the top
     bench = cfg["bench"]
     parts = [
         f"# Speedup vs sparsity: {report['model']}",
         "",
-        f"Pruning: {cfg['prune']['method']} with {cfg['prune']['allocation']} allocation ({cfg['prune']['pattern']}), calibration "
+        f"Pruning: {pruning['method']} with {pruning['allocation']} allocation ({pruning['pattern']}), calibration "
         f"{cfg['data']['nsamples']}×{cfg['data']['seqlen']} tokens of {cfg['data']['dataset']} (seed {cfg['data']['seed']}).",
         f"Timing: prompt {bench['prompt']} tokens, then {bench['tokens']} greedy decode steps with the KV cache; "
         f"{bench['rounds']} rounds after {bench['warmup']} warm-up, artifacts interleaved (A B … B A); medians "

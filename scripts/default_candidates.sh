@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The candidates for the default recipe of `slimpack run` (issue #14), on the default protocol: SmolLM2-135M,
 # DLP allocation to 50 %, 4-bit GPTQ g64, offline corpus, 32 × 512 calibration and 40 × 512 evaluation windows.
-# Each row is one process; a row whose output exists is skipped. Then: python scripts/default_candidates.py DIR
+# Each row is one process; a row whose output exists is skipped. Then: slimpack report DIR/*/ (the quantization table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/candidates}

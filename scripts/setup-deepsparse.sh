@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv-deepsparse: DeepSparse 1.8.0 (Neural Magic's sparse CPU runtime; 1.9.0 on PyPI is an empty
 # stub) in its own environment. Its wheels stop at Python 3.11 and it pins onnx < 1.15 and numpy < 2, so it
-# cannot share the main .venv; runtime_bench/engines/deepsparse.py runs deepsparse_worker.py with this
+# cannot share the main .venv; runtime_bench/engines/deepsparse_client.py runs deepsparse_worker.py with this
 # environment's python as a subprocess. No torch: the worker imports only numpy and deepsparse.
 # onnxruntime, pandas, geocoder, … come with sparsezoo, which deepsparse requires.
 set -euo pipefail

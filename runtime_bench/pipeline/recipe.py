@@ -97,9 +97,11 @@ def _coerce(value: Any, hint: Any, where: str, source: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
         args = typing.get_args(hint)
-        if (value is None or value is False) and type(None) in args:  # `structured: false` = none
+        if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if value is False and type(None) in args and dataclasses.is_dataclass(inner[0]):  # `structured: false`
+            return None
         return _coerce(value, inner[0], where, source)
     if dataclasses.is_dataclass(hint):
         return parse_section(hint, {} if value is True else value, where, source)  # `structured: true` = defaults
@@ -162,6 +164,7 @@ def at(where: str) -> Iterator[None]:
 def check_recipe(recipe: Recipe, source: str) -> None:
     """Semantic checks (names exist in their registries, sources are produced, values in range): every setting
     is resolved the way the run will resolve it, so nothing the recipe names can fail after the first step."""
+    from export.base import EXPORTERS
     from quant.api import Quantize
     from runtime_bench.pipeline.targets import engine_of
 
@@ -181,7 +184,20 @@ def check_recipe(recipe: Recipe, source: str) -> None:
             with at("stages.quantize"):
                 Quantize(st.quantize, st.prune if st.quantize.joint else None)
         for name, item in st.export.items():
+            if item.format is None:
+                raise SlimpackError(f"stages.export.{name}.format must name an export format, e.g. onnx")
             engine_of(item)
+            exporter = EXPORTERS.get(item.format)
+            if (
+                st.prune is not None
+                and st.prune.structured is not None
+                and item.source != "dense"
+                and (not exporter.per_layer_shapes)
+            ):
+                raise SlimpackError(
+                    f"stages.export.{name}: the {item.format} format takes one layer shape, and stages.prune is "
+                    "structured (per-layer shapes); export it as onnx"
+                )
             if item.source not in SOURCES:
                 raise SlimpackError(f"stages.export.{name}.source {item.source!r} must be one of {', '.join(SOURCES)}")
             if item.source != "dense" and {"prune": st.prune, "quantize": st.quantize}[item.source] is None:

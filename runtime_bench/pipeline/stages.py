@@ -15,10 +15,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from prune.io import directory_bytes
+from prune.io import directory_bytes, sha256_file
 from prune.manifest import Manifest
 from prune.models import resolve_model_path
-from prune.spec import EvalSpec, Job
+from prune.spec import EvalSpec, Job, PruneSpec
 from runtime_bench.harness import BenchSpec
 from runtime_bench.pipeline.steps import StepCache, StepResult
 from runtime_bench.pipeline.targets import ArtifactSpec
@@ -55,18 +55,24 @@ def stage_step(
     return cache.run(name, {**settings, "job": job.settings(), "source": source_key}, run)
 
 
+def spec_settings(spec: PruneSpec) -> dict[str, Any]:
+    """A pruning spec as step settings: a plan file counts by its content, not only its path."""
+    plan = {"plan_sha256": sha256_file(spec.plan) if spec.plan is not None and spec.plan.is_file() else None}
+    return {**spec.to_dict(), **plan}
+
+
 def prune_step(cache: StepCache, name: str, config: Any, source_key: str) -> StepResult:
     """Prune (``config``: a `prune.api.PruneConfig`) as a resumable step."""
     from prune.api import prune
 
-    return stage_step(cache, name, config.job, {"prune": config.spec.to_dict()}, source_key, lambda: prune(config))
+    return stage_step(cache, name, config.job, {"prune": spec_settings(config.spec)}, source_key, lambda: prune(config))
 
 
 def quantize_step(cache: StepCache, name: str, config: Any, source_key: str) -> StepResult:
     """Quantize (``config``: a `quant.api.QuantizeConfig`), jointly pruning or not, as a resumable step."""
     from quant.api import quantize
 
-    settings = {"quantize": asdict(config.quant), "joint": config.joint.to_dict() if config.joint else None}
+    settings = {"quantize": asdict(config.quant), "joint": spec_settings(config.joint) if config.joint else None}
     return stage_step(cache, name, config.job, settings, source_key, lambda: quantize(config))
 
 

@@ -6,7 +6,7 @@ Steps (each resumable through `runtime_bench.pipeline.steps.StepCache`, so a rer
 
 1. ``prune-<s>``: prune at sparsity s (default Wanda with DLP allocation), evaluated under the protocol;
    ``eval-dense``: the dense model's perplexity.
-2. ``<target>-<label>``: the artifact of each bench target (`runtime_bench.targets`) for dense and every s
+2. ``<target>-<label>``: the artifact of each bench target (`runtime_bench.pipeline.targets`) for dense and every s
    (``quantize-<label>`` first for int4 targets).
 3. ``memory-<target>-<label>``: peak RSS of one generation in a fresh process (`runtime_bench.memory`).
 4. Measurement (never cached): per thread count and target, every artifact (dense and all sparsities) is

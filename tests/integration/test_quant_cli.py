@@ -135,6 +135,8 @@ def test_rtn_is_data_free_and_worse_than_gptq(tiny_dir: Path, tmp_path: Path) ->
         (["--joint-with", "nonsense"], "unknown method 'nonsense'"),
         (["--method", "awq"], "unknown quantization method 'awq'"),
         (["--joint-with", "wanda", "--sparsity", "1.5"], "sparsity 1.5 is outside [0, 1)"),
+        (["--true-sequential"], "--true-sequential applies to joint pruning only; add --joint-with METHOD"),
+        (["--joint-with", "sparsegpt", "--act-order"], "--act-order cannot be combined with --joint-with"),
     ],
 )
 def test_bad_input_is_one_line_nonzero_and_writes_nothing(

@@ -29,6 +29,25 @@ BAD = {
     "bad bits": ("stages: {quantize: {bits: 9}}", "bits 9 is outside 2–8"),
     "sparsity out of range": ("stages: {prune: {sparsity: 1.5}}", "stages.prune: sparsity 1.5 is outside [0, 1)"),
     "empty bench": ("stages: {bench: {threads: [1]}}", "stages.bench has nothing to time"),
+    "null format": ("stages: {export: {x: {format: null, source: dense}}}", "stages.export.x.format must name"),
+    "structured to deepsparse": (
+        "stages: {prune: {structured: {}}, export: {x: {format: deepsparse, source: prune}}}",
+        "stages.export.x: the deepsparse format takes one layer shape",
+    ),
+    "joint without prune": ("stages: {quantize: {joint: true}}", "stages.quantize.joint prunes as stages.prune says"),
+    "joint with act-order": (
+        "stages: {prune: {}, quantize: {joint: true, act_order: true}}",
+        "stages.quantize: --act-order cannot be combined with --joint-with",
+    ),
+    "structured with a pattern": (
+        "stages: {prune: {structured: true, pattern: '2:4'}}",
+        "stages.prune: --pattern, --scope and --true-sequential are for unstructured pruning",
+    ),
+    "allocation without units": (
+        "stages: {prune: {structured: {}, allocation: dlp}}",
+        "allocation 'dlp' works on weight matrices only",
+    ),
+    "false is no number": ("eval: {windows: false}", "eval.windows must be int"),
 }
 
 

@@ -20,8 +20,15 @@ ROWS = [
     ("export.md", "`onnx`: ppl runtime", "15.735861", "onnx.verify.json:artifact"),
     ("allocation.md", "wanda dlp 50 %", "20.3", "wanda-dlp-0.5"),
     ("allocation.md", "sparsegpt dlp 50 % (plan file)", "15.84", "sparsegpt-dlp-plan-0.5"),
-    ("bench.md", "default run (before #14): prune (Wanda + DLP)", "20.298", "wanda-dlp-0.5"),
-    ("bench.md", "default run (before #14): quantize (GPTQ 4-bit g64)", "26.122", "wanda-dlp-gptq"),
+    ("bench.md", "default run (before #14): dense", "10.958", "earlier-default/summary.json:dense"),
+    ("bench.md", "default run (before #14): prune (Wanda + DLP)", "20.298", "earlier-default/summary.json:prune"),
+    (
+        "bench.md",
+        "default run (before #14): quantize (GPTQ 4-bit g64)",
+        "26.122",
+        "earlier-default/summary.json:quantize",
+    ),
+    ("bench.md", "the same quantize as `slimpack quantize` (its own process)", "26.122", "wanda-dlp-gptq"),
     ("quant.md", "dense, rtn 4-bit g64", "15.85", "rtn-g64"),
     ("structured.md", "SlimGPT log increase 20 %", "14.51", "slimgpt-log-0.2"),
 ]
@@ -31,7 +38,10 @@ def measured(root: Path, where: str) -> float | None:
     if ":" in where:
         file, key = where.split(":")
         path = root / file
-        return json.loads(path.read_text())["perplexity"][key]["perplexity"] if path.is_file() else None
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        return data["models"][key]["perplexity"] if "models" in data else data["perplexity"][key]["perplexity"]
     manifest = Manifest.read_if_any(root / where) if (root / where).is_dir() else None
     return manifest.perplexity if manifest else None
 

@@ -18,5 +18,14 @@ run wanda-dlp-0.5    prune --model smollm2-135m --method wanda --sparsity 0.5 --
 run sparsegpt-dlp-plan-0.5  prune --model smollm2-135m --method sparsegpt --plan "$OUT/dlp-0.5.json" --eval  # allocation.md
 run rtn-g64          quantize smollm2-135m --method rtn --group-size 64 --eval                  # quant.md
 run wanda-dlp-gptq   quantize "$OUT/wanda-dlp-0.5" --group-size 64 --eval                       # bench.md (the earlier default)
+cat > "$OUT/earlier-default.yaml" <<YAML
+# the default recipe before issue #14, its model stages only (bench.md's perplexity-per-stage table)
+model: smollm2-135m
+out: $OUT/earlier-default
+stages:
+  prune: {method: wanda, sparsity: 0.5, allocation: dlp}
+  quantize: {method: gptq, bits: 4, group_size: 64}
+YAML
+[ -e "$OUT/earlier-default/summary.json" ] || $S run "$OUT/earlier-default.yaml" > /dev/null   # bench.md
 run slimgpt-log-0.2  prune --model smollm2-135m --structured --sparsity 0.2 --eval              # structured.md
 echo "reproduction done"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from prune.models import CheckpointKind, LoadedModel, checkpoint_kind
+from prune.models import LoadedModel
 from prune.registry import Registry
 
 ZeroCounts = dict[str, dict[str, int]]  # module → {"zeros": n, "numel": n}
@@ -29,8 +29,3 @@ class Exporter(Protocol):
 
 
 EXPORTERS: Registry[type] = Registry("export format")
-
-
-def source_kind(model_dir: Path) -> CheckpointKind:
-    """The checkpoint kind of an export's source (its flags say what formats may refuse)."""
-    return checkpoint_kind(model_dir)

@@ -55,10 +55,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.base import EXPORTERS, ZeroCounts, source_kind
+from export.base import EXPORTERS, ZeroCounts
 from export.onnx_kv import count_zeros as onnx_initializer_zeros
 from prune.errors import SlimpackError
-from prune.models import LoadedModel, adapter_for
+from prune.models import LoadedModel, adapter_for, checkpoint_kind
 
 log = logging.getLogger(__name__)
 
@@ -425,7 +425,7 @@ class DeepSparseExporter:
         self.prefill_len, self.cache_len, self.prompt_len = prefill_len, cache_len, prompt_len
 
     def check_source(self, model_dir: Path) -> None:
-        kind = source_kind(model_dir)
+        kind = checkpoint_kind(model_dir)
         if kind.quantized:
             raise SlimpackError(
                 f"{str(model_dir)!r} is a quantized checkpoint; the deepsparse format exports the fp model it came from"

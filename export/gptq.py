@@ -12,10 +12,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from export.base import EXPORTERS, ZeroCounts, source_kind
+from export.base import EXPORTERS, ZeroCounts
 from prune.errors import SlimpackError
 from prune.manifest import MANIFEST
-from prune.models import LoadedModel
+from prune.models import LoadedModel, checkpoint_kind
 
 
 def gptq_zeros(directory: Path) -> ZeroCounts:
@@ -35,7 +35,7 @@ class GptqExporter:
     per_layer_shapes = True
 
     def check_source(self, model_dir: Path) -> None:
-        if not source_kind(model_dir).quantized:
+        if not checkpoint_kind(model_dir).quantized:
             raise SlimpackError(
                 f"--format gptq needs a GPTQ checkpoint and {str(model_dir)!r} is not quantized; "
                 "run `slimpack quantize MODEL --out DIR` first and export DIR"

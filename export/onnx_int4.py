@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from export.base import EXPORTERS, ZeroCounts, source_kind
+from export.base import EXPORTERS, ZeroCounts
 from export.onnx_kv import ONNX_FILE, onnx_kv_proto, save_onnx
 from prune.errors import SlimpackError
-from prune.models import LoadedModel
+from prune.models import LoadedModel, checkpoint_kind
 from quant.grid import QuantizedWeight
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class OnnxInt4Exporter:
     def check_source(self, model_dir: Path) -> None:
         from quant.checkpoint import read_quantization_config
 
-        qconfig = read_quantization_config(model_dir) if source_kind(model_dir).quantized else None
+        qconfig = read_quantization_config(model_dir) if checkpoint_kind(model_dir).quantized else None
         if not qconfig or qconfig.get("quant_method") != "gptq":
             raise SlimpackError(
                 f"onnx-int4 needs a GPTQ checkpoint and {str(model_dir)!r} is not quantized; "

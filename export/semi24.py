@@ -25,9 +25,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from export.base import EXPORTERS, ZeroCounts, source_kind
+from export.base import EXPORTERS, ZeroCounts
 from prune.errors import SlimpackError
-from prune.models import LoadedModel, adapter_for
+from prune.models import LoadedModel, adapter_for, checkpoint_kind
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class Semi24Exporter:
         self.dtype = DTYPES[dtype]
 
     def check_source(self, model_dir: Path) -> None:
-        if source_kind(model_dir).quantized:
+        if checkpoint_kind(model_dir).quantized:
             raise SlimpackError(
                 f"{str(model_dir)!r} is a quantized checkpoint; semi24 exports the fp 2:4 model it came from"
             )

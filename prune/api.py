@@ -11,7 +11,6 @@ from typing import Any
 from prune.data import Calibration, DataSpec
 from prune.errors import SlimpackError
 from prune.manifest import Manifest, MethodRecord, environment, peak_rss_mib
-from prune.masks import Pattern
 from prune.models import LoadedModel, load_model, save_model
 from prune.report import model_sparsity
 from prune.spec import EvalSpec, Job, PruneSpec, Resolved
@@ -104,7 +103,6 @@ def plan(config: PlanConfig) -> dict[str, Any]:
 
     if config.spec.plan is not None or config.spec.structured is not None:
         raise SlimpackError("slimpack plan computes an unstructured plan; drop --plan / --structured")
-    pattern = Pattern.parse(config.spec.pattern)
     resolved = config.spec.resolve()
     config.data.check()
     if config.out.exists() and not config.overwrite:
@@ -113,13 +111,13 @@ def plan(config: PlanConfig) -> dict[str, Any]:
     calibration = Calibration(loaded.tokenizer, config.data)
     batches = calibration.batches() if resolved.allocator.needs_calibration else None
     ctx = allocation_context(loaded, calibration, config.device, config.progress, batches)
-    allocation, target = allocate(resolved.allocator, None, resolved.target, pattern, ctx)
+    allocation, target = allocate(resolved.allocator, None, resolved.target, resolved.pattern, ctx)
     name = config.spec.allocation_name
     result = {
         "model": config.model,
         "allocation": name,
         "target": target,
-        "pattern": str(pattern),
+        "pattern": config.spec.pattern,
         "calibration": {**config.data.to_dict(), "used": batches is not None},
         **allocation.to_dict(),
         "environment": environment(),

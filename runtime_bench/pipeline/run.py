@@ -23,10 +23,11 @@ from typing import Any
 
 from prune.io import directory_bytes, write_json_atomic, write_text_atomic
 from prune.manifest import environment
+from prune.models import resolve_model_path
 from prune.spec import EvalSpec, Job
 from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
 from runtime_bench.pipeline.recipe import Recipe
-from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, model_dir, prune_step, quantize_step
+from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, prune_step, quantize_step
 from runtime_bench.pipeline.steps import StepCache, StepResult
 from runtime_bench.pipeline.targets import engine_of
 
@@ -54,7 +55,7 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[st
     from quant.api import QuantizeConfig
 
     recipe, st = run.recipe, run.recipe.stages
-    dense = model_dir(recipe.model)
+    dense = resolve_model_path(recipe.model)
     models = {"dense": (dense, f"model:{dense.resolve()}")}
     step = eval_step(run.cache, "eval-dense", dense, recipe.eval, models["dense"][1], run.progress)
     run.note("eval", "dense", step)

@@ -17,18 +17,12 @@ from typing import Any
 
 from prune.io import directory_bytes, sha256_file
 from prune.manifest import Manifest
-from prune.models import resolve_model_path
 from prune.spec import EvalSpec, Job, PruneSpec
 from runtime_bench.harness import BenchSpec
 from runtime_bench.pipeline.steps import StepCache, StepResult
 from runtime_bench.pipeline.targets import ArtifactSpec
 
 log = logging.getLogger(__name__)
-
-
-def model_dir(spec: str) -> Path:
-    """A local model directory for ``spec`` (an alias is materialized into the cache)."""
-    return resolve_model_path(spec)
 
 
 def stage_step(

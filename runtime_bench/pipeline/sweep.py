@@ -28,10 +28,11 @@ from typing import Any
 from prune.data import DataSpec
 from prune.errors import SlimpackError
 from prune.io import write_json_atomic
+from prune.models import resolve_model_path
 from prune.spec import EvalSpec, Job, PruneSpec
 from quant.spec import QuantizeSpec
 from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
-from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, model_dir, prune_step, quantize_step
+from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, prune_step, quantize_step
 from runtime_bench.pipeline.steps import StepCache
 from runtime_bench.pipeline.targets import TARGETS, ArtifactSpec, engine_of
 
@@ -102,7 +103,7 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
         log.warning("skipping %s: %s", name, reason)
     active = [(name, t) for name, t in targets if name not in skipped]
     cache = StepCache(config.out)
-    dense = model_dir(config.model)
+    dense = resolve_model_path(config.model)
     dense_key = f"model:{dense.resolve()}"
     vocab = vocab_size(dense)
     spec = config.prune

@@ -19,6 +19,7 @@ import quant  # noqa: F401  (registers the GPTQ checkpoint kind: exports read GP
 from export import deepsparse, gptq, onnx_int4, onnx_kv, semi24  # noqa: F401  (register the formats)
 from export.artifact import EXPORT_MANIFEST
 from export.base import EXPORTERS, ZeroCounts
+from export.graph_cache import GraphCache
 from prune.errors import SlimpackError
 from prune.io import atomic_output_dir, check_output_dir, directory_bytes, write_json_atomic
 from prune.manifest import Manifest, environment, peak_rss_mib
@@ -44,6 +45,7 @@ class ExportConfig:
     out: Path
     overwrite: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    graph_cache: Path | None = None  # traced graphs reused across models of one shape (`export.graph_cache`)
 
 
 def source_zeros(loaded: LoadedModel) -> ZeroCounts:
@@ -94,7 +96,8 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
     before = source_zeros(loaded)
     with atomic_output_dir(config.out, config.overwrite) as tmp:
         start = time.perf_counter()
-        details = exporter.export(loaded, model_dir, tmp)
+        cache = GraphCache(config.graph_cache) if config.graph_cache is not None else None
+        details = exporter.export(loaded, model_dir, tmp, cache)
         seconds = time.perf_counter() - start
         copy_side_files(model_dir, tmp)
         zeros = zero_summary(before, exporter.count_zeros(tmp, details))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from export.graph_cache import GraphCache
 from prune.models import LoadedModel
 from prune.registry import Registry
 
@@ -21,8 +22,11 @@ class Exporter(Protocol):
     def check_source(self, model_dir: Path) -> None:
         """Fail (one-line `SlimpackError`) before any work if ``model_dir`` cannot become this format."""
 
-    def export(self, loaded: LoadedModel, model_dir: Path, out: Path) -> dict[str, Any]:
-        """Write the artifact into the empty directory ``out``; returns format details for the manifest."""
+    def export(
+        self, loaded: LoadedModel, model_dir: Path, out: Path, cache: GraphCache | None = None
+    ) -> dict[str, Any]:
+        """Write the artifact into the empty directory ``out``; returns format details for the manifest. Formats
+        made by tracing may reuse a graph traced for a model of the same shape from ``cache``."""
 
     def count_zeros(self, out: Path, details: dict[str, Any]) -> ZeroCounts:
         """Zeros of each prunable weight, read back from the files in ``out``."""

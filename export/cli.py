@@ -19,15 +19,25 @@ class ExportCommand:
         parser.add_argument("--out", type=Path, required=True, help="artifact directory")
         parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
         parser.add_argument(
+            "--graph-cache",
+            type=Path,
+            default=None,
+            help="reuse graphs traced for models of the same shape from here (default: $SLIMPACK_CACHE/onnx-graphs)",
+        )
+        parser.add_argument(
+            "--no-graph-cache", action="store_true", help="trace the graph afresh and cache nothing (onnx formats)"
+        )
+        parser.add_argument(
             "-O", "--option", action="append", default=[], help="format option KEY=VALUE, e.g. -O dtype=bfloat16"
         )
 
     def run(self, args: argparse.Namespace) -> int:
         from export.api import ExportConfig, export_model
+        from export.graph_cache import default_root
 
-        manifest = export_model(
-            ExportConfig(args.model, args.format, args.out, args.overwrite, parse_options(args.option))
-        )
+        cache = None if args.no_graph_cache else (args.graph_cache or default_root())
+        options = parse_options(args.option)
+        manifest = export_model(ExportConfig(args.model, args.format, args.out, args.overwrite, options, cache))
         zeros = manifest["zeros"]
         print(
             f"{args.format} ({manifest['engine']}): {manifest['bytes'] / 2**20:.1f} MiB in {manifest['export_seconds']:.1f} s; "

@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from export.base import EXPORTERS, ZeroCounts
+from export.graph_cache import GraphCache
 from export.onnx_kv import count_zeros as onnx_initializer_zeros
 from prune.errors import SlimpackError
 from prune.models import LoadedModel, adapter_for, checkpoint_kind
@@ -436,7 +437,9 @@ class DeepSparseExporter:
                 f"{kind.name}-pruned (per-layer shapes); export it with --format onnx (onnxruntime runs it)"
             )
 
-    def export(self, loaded: LoadedModel, model_dir: Path, out: Path) -> dict[str, Any]:
+    def export(
+        self, loaded: LoadedModel, model_dir: Path, out: Path, cache: GraphCache | None = None
+    ) -> dict[str, Any]:
         return export_deepsparse(loaded.model, out, self.prefill_len, self.cache_len, self.prompt_len)
 
     def count_zeros(self, out: Path, details: dict[str, Any]) -> ZeroCounts:

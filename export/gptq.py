@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from export.base import EXPORTERS, ZeroCounts
+from export.graph_cache import GraphCache
 from prune.errors import SlimpackError
 from prune.manifest import MANIFEST
 from prune.models import LoadedModel, checkpoint_kind
@@ -41,7 +42,9 @@ class GptqExporter:
                 "run `slimpack quantize MODEL --out DIR` first and export DIR"
             )
 
-    def export(self, loaded: LoadedModel, model_dir: Path, out: Path) -> dict[str, Any]:
+    def export(
+        self, loaded: LoadedModel, model_dir: Path, out: Path, cache: GraphCache | None = None
+    ) -> dict[str, Any]:
         files = [p for p in model_dir.iterdir() if p.is_file() and p.name != MANIFEST]
         for path in files:
             shutil.copy2(path, out / path.name)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from export.base import EXPORTERS, ZeroCounts
+from export.graph_cache import GraphCache
 from export.onnx_kv import ONNX_FILE, onnx_kv_proto, save_onnx
 from prune.errors import SlimpackError
 from prune.models import LoadedModel, checkpoint_kind
@@ -192,13 +193,15 @@ class OnnxInt4Exporter:
                 f"onnx-int4 stores 4-bit weights and {str(model_dir)!r} has {qconfig['bits']} bits; quantize with --bits 4"
             )
 
-    def export(self, loaded: LoadedModel, model_dir: Path, out: Path) -> dict[str, Any]:
+    def export(
+        self, loaded: LoadedModel, model_dir: Path, out: Path, cache: GraphCache | None = None
+    ) -> dict[str, Any]:
         quantized = loaded.extras.get("quantized")
         if not quantized:
             raise SlimpackError(
                 f"{str(model_dir)!r} loaded without quantized weights; onnx-int4 needs its GPTQ tensors"
             )
-        proto, details = onnx_kv_proto(loaded.model, self.opset)
+        proto, details = onnx_kv_proto(loaded.model, self.opset, cache)
         placed = replace_matmuls(proto, details["weights"], quantized, self.accuracy_level)
         save_onnx(proto, out / ONNX_FILE)
         fp32 = {m: n for m, n in details["weights"].items() if m not in placed}

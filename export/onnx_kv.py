@@ -26,6 +26,7 @@ optimum-onnx's export closed (docs/results/export.md).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ import torch
 from torch import nn
 
 from export.base import EXPORTERS, ZeroCounts
+from export.graph_cache import GraphCache, bind, fill, model_tensors, template_key
 from prune.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ EXTERNAL_DATA_THRESHOLD = 2 * 1024**3  # protobuf's 2 GB limit
 # transformers' eager attention: ``matmul(q, kᵀ)`` directly, which onnxruntime fuses (FusedMatMul, transB);
 # the SDPA decomposition scales k before the product and transposes the whole cache every step.
 ATTENTION = "eager"
+WRAPPER_PREFIX = "model."  # `KVCacheWrapper` holds the model as ``.model``: the exporter's tensor names
+WEIGHT_T = ".weight_t"  # `name_linear_weights`: ``{module}.weight_t`` holds ``{module}.weight`` transposed
 
 
 def kv_shape(config: Any) -> tuple[int, int, int]:
@@ -102,15 +106,52 @@ def example_inputs(config: Any, batch: int = 2, seq: int = 3, past: int = 4) -> 
     return (ids, mask, positions, *kv)
 
 
-def export_onnx_kv(model: nn.Module, out_dir: Path, opset: int | None = None) -> dict[str, Any]:
+def export_onnx_kv(
+    model: nn.Module, out_dir: Path, opset: int | None = None, cache: GraphCache | None = None
+) -> dict[str, Any]:
     """Export ``model`` (fp32, eval) to ``out_dir / model.onnx``; returns what the manifest records."""
-    proto, details = onnx_kv_proto(model, opset)
+    proto, details = onnx_kv_proto(model, opset, cache)
     save_onnx(proto, out_dir / ONNX_FILE)
     return details
 
 
-def onnx_kv_proto(model: nn.Module, opset: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """The KV-cache graph of ``model`` as an in-memory ``ModelProto`` (weights named) and its details."""
+def onnx_kv_proto(
+    model: nn.Module, opset: int | None = None, cache: GraphCache | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """The KV-cache graph of ``model`` as an in-memory ``ModelProto`` (weights named) and its details.
+
+    With a ``cache`` (`export.graph_cache`), a graph traced for a model of the same shape is reused and only
+    the weights are written; a newly traced graph is stored there for the next export."""
+    tensors = model_tensors(model, WRAPPER_PREFIX)
+    key = template_key(model, WRAPPER_PREFIX, {"opset": opset, "attention": ATTENTION, "exporter": _source_digest()})
+    cached = cache.load(key) if cache is not None else None
+    if cached is not None:
+        template, bindings, details = cached
+        log.info("reusing the exported graph %s… (same architecture); writing the weights only", key[:12])
+        proto = fill(template, bindings, tensors)
+        return proto, {**details, "tied_embedding_copies": tied_embedding_copies(proto, model), "graph": key}
+    proto, details = _trace(model, opset)
+    if cache is not None:
+        parameters = model_tensors(model, WRAPPER_PREFIX, buffers=False)
+        bindings = bind(proto, tensors, parameters, _transposed_source)
+        if bindings is not None:
+            cache.store(key, proto, bindings, {k: v for k, v in details.items() if k != "tied_embedding_copies"})
+    return proto, {**details, "graph": key}
+
+
+def _source_digest() -> str:
+    """The exporter's own code is part of the graph's key (a change here must not reuse an old graph)."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
+def _transposed_source(initializer: str) -> str | None:
+    """The tensor a ``{module}.weight_t`` initializer holds transposed (named as `model_tensors` names it)."""
+    if initializer.endswith(WEIGHT_T):
+        return WRAPPER_PREFIX + initializer[: -len(WEIGHT_T)] + ".weight"
+    return None
+
+
+def _trace(model: nn.Module, opset: int | None) -> tuple[Any, dict[str, Any]]:
     from torch.export import Dim
 
     config = model.config
@@ -187,7 +228,6 @@ def name_linear_weights(proto: Any, model: nn.Module) -> dict[str, str]:
     content (sha256 of the bytes of ``weight.T``) so that later passes (zero counts, int4, tied embeddings)
     can address weights by module name. Returns ``{module name: initializer name}``.
     """
-    import hashlib
 
     from onnx import numpy_helper
 
@@ -207,7 +247,7 @@ def name_linear_weights(proto: Any, model: nn.Module) -> dict[str, str]:
         if not candidates:
             continue
         tensor = candidates[0]
-        new = f"{name}.weight_t"
+        new = name + WEIGHT_T
         renames[tensor.name] = new
         found[name] = new
     for tensor in proto.graph.initializer:
@@ -226,7 +266,6 @@ def tied_embedding_copies(proto: Any, model: nn.Module) -> int | None:
     ``Transpose`` node, which onnxruntime constant-folds at session creation (measured: same decode time as
     a graph with a pre-transposed copy), so the file stores it once at no run-time cost.
     """
-    import hashlib
 
     from onnx import numpy_helper
 
@@ -269,8 +308,10 @@ class OnnxExporter:
     def check_source(self, model_dir: Path) -> None:
         return None
 
-    def export(self, loaded: LoadedModel, model_dir: Path, out: Path) -> dict[str, Any]:
-        return export_onnx_kv(loaded.model, out, self.opset)
+    def export(
+        self, loaded: LoadedModel, model_dir: Path, out: Path, cache: GraphCache | None = None
+    ) -> dict[str, Any]:
+        return export_onnx_kv(loaded.model, out, self.opset, cache)
 
     def count_zeros(self, out: Path, details: dict[str, Any]) -> ZeroCounts:
         return count_zeros(out / details["file"], details["weights"])

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from export.base import EXPORTERS, ZeroCounts
+from export.graph_cache import GraphCache
 from prune.errors import SlimpackError
 from prune.models import LoadedModel, adapter_for, checkpoint_kind
 
@@ -157,7 +158,9 @@ class Semi24Exporter:
                 f"{str(model_dir)!r} is a quantized checkpoint; semi24 exports the fp 2:4 model it came from"
             )
 
-    def export(self, loaded: LoadedModel, model_dir: Path, out: Path) -> dict[str, Any]:
+    def export(
+        self, loaded: LoadedModel, model_dir: Path, out: Path, cache: GraphCache | None = None
+    ) -> dict[str, Any]:
         return save_semi24(loaded.model, out, self.dtype)
 
     def count_zeros(self, out: Path, details: dict[str, Any]) -> ZeroCounts:

@@ -59,26 +59,48 @@ def engine_logits(engine: Any) -> Any:
     return logits
 
 
-def verify(config: VerifyConfig) -> dict[str, Any]:
-    """Run both checks; returns the report (``passed`` tells the verdict)."""
+@dataclass(frozen=True)
+class ReferenceRun:
+    """The reference model's side of both checks, computed once and shared by every artifact made from that
+    model with the same settings (`slimpack run` checks an ONNX and a DeepSparse export of one model)."""
+
+    windows: torch.Tensor  # int64 [windows, seqlen]
+    perplexity: Any  # `prune.eval.Perplexity`
+    logits0: np.ndarray  # float32 [1, seqlen, vocab]: the first window
+    tokens: np.ndarray  # int64 [1, tokens]: greedy continuation of the prompt
+
+    @staticmethod
+    def key(config: VerifyConfig) -> tuple[Any, ...]:
+        return (config.reference, config.eval, config.prompt, config.tokens)
+
+    @classmethod
+    def compute(cls, config: VerifyConfig) -> ReferenceRun:
+        reference = load_model(config.reference)
+        engine = TorchEngine.from_model(reference.model)
+        tokens = tokenize(reference.tokenizer, load_texts(config.eval.dataset).evaluation)
+        windows = eval_windows(tokens, config.eval.seqlen, config.eval.windows)
+        ppl = perplexity_of(engine_logits(engine), windows, config.eval.batch_size, config.progress)
+        logits0 = np.asarray(engine.logits(windows[:1].numpy()))
+        greedy = engine.generate(windows[:1, : config.prompt].numpy(), config.tokens)
+        return cls(windows, ppl, logits0, greedy)
+
+
+def verify(config: VerifyConfig, reference: ReferenceRun | None = None) -> dict[str, Any]:
+    """Run both checks; returns the report (``passed`` tells the verdict). ``reference``: the reference side,
+    if already computed for `ReferenceRun.key` of ``config``."""
     artifact = Artifact.open(config.artifact)
+    ref = reference or ReferenceRun.compute(config)
     start = time.perf_counter()
     engine = open_artifact(artifact, config.threads)
     load_seconds = time.perf_counter() - start
-    reference = load_model(config.reference)
-    ref_engine = TorchEngine.from_model(reference.model)
-    tokens = tokenize(reference.tokenizer, load_texts(config.eval.dataset).evaluation)
-    windows = eval_windows(tokens, config.eval.seqlen, config.eval.windows)
+    windows = ref.windows
     try:
-        ref_ppl = perplexity_of(engine_logits(ref_engine), windows, config.eval.batch_size, config.progress)
         art_ppl = perplexity_of(engine_logits(engine), windows, config.eval.batch_size, config.progress)
-        first = windows[:1].numpy()
-        max_logit_diff = float(np.abs(engine.logits(first) - ref_engine.logits(first)).max())
-        prompt = windows[:1, : config.prompt].numpy()
-        ref_tokens = ref_engine.generate(prompt, config.tokens)
-        art_tokens = engine.generate(prompt, config.tokens)
+        max_logit_diff = float(np.abs(engine.logits(windows[:1].numpy()) - ref.logits0).max())
+        art_tokens = engine.generate(windows[:1, : config.prompt].numpy(), config.tokens)
     finally:
         engine.close()
+    ref_ppl, ref_tokens = ref.perplexity, ref.tokens
     equal = ref_tokens == art_tokens
     ppl_rel = abs(art_ppl.perplexity - ref_ppl.perplexity) / ref_ppl.perplexity
     match = float(equal.mean())

@@ -102,12 +102,13 @@ def run_exports(run: Run, models: dict[str, tuple[Path, str]]) -> dict[str, dict
 def run_verify(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Each artifact against the model it was exported from, in its own runtime (skipped where missing)."""
     from runtime_bench.engines import unavailable
-    from runtime_bench.verify import Tolerance, VerifyConfig, verify
+    from runtime_bench.verify import ReferenceRun, Tolerance, VerifyConfig, verify
 
     v = run.recipe.stages.verify
     assert v is not None
     reports: dict[str, Any] = {}
     spec = EvalSpec(run.recipe.eval.dataset, run.recipe.eval.seqlen, v.windows)
+    references: dict[tuple[Any, ...], ReferenceRun] = {}  # each source model's side, computed once
     for name, art in artifacts.items():
         reason = unavailable(art["engine"])
         if reason:
@@ -120,7 +121,10 @@ def run_verify(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[st
                               v.prompt, v.tokens, v.threads, run.progress)  # fmt: skip
 
         def check(config: VerifyConfig = config, path: Path = path) -> dict[str, Any]:
-            report = verify(config)
+            key = ReferenceRun.key(config)
+            if key not in references:
+                references[key] = ReferenceRun.compute(config)
+            report = verify(config, references[key])
             write_json_atomic(path, report)
             return {"outputs": [str(path)], **report}
 

@@ -89,9 +89,11 @@ def artifact_step(
     if spec.format is None:
         return StepResult(source_key, {"path": str(source), "bytes": directory_bytes(source)}, True, 0.0)
     from export.api import ExportConfig, export_model
+    from export.graph_cache import default_root
 
     def run() -> dict[str, Any]:
-        m = export_model(ExportConfig(str(source), spec.format, out, overwrite=True, options=spec.options))
+        config = ExportConfig(str(source), spec.format, out, True, spec.options, graph_cache=default_root())
+        m = export_model(config)
         return {"outputs": [str(out)], "path": str(out), "bytes": m["bytes"], "export_seconds": m["export_seconds"]}
 
     return cache.run(name, {"format": spec.format, "options": spec.options, "source": source_key, "out": str(out)}, run)

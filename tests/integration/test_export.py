@@ -100,6 +100,21 @@ def test_verify_fails_on_corrupted_onnx(artifacts: dict[str, Path], models: dict
     assert main(["-q", "verify", str(broken), "--reference", str(models["p50"]), *EVAL]) == 1
 
 
+def test_a_shared_reference_run_gives_the_same_report(artifacts: dict[str, Path], models: dict[str, Path]) -> None:
+    """`slimpack run` computes the reference side once per source model; the report must not change."""
+    from prune.spec import EvalSpec
+    from runtime_bench.verify import ReferenceRun, VerifyConfig, verify
+
+    config = VerifyConfig(artifacts["onnx"], str(models["p50"]), EvalSpec(seqlen=64, windows=4), tokens=12, prompt=8)
+    shared = ReferenceRun.compute(config)
+    alone, first, second = verify(config), verify(config, shared), verify(config, shared)
+    for report in (alone, first, second):  # everything but the times
+        report.pop("engine_load_seconds")
+        for side in ("artifact", "reference"):
+            report["perplexity"][side].pop("seconds")
+    assert alone == first == second and alone["passed"]
+
+
 def test_verify_fails_on_truncated_artifact(
     artifacts: dict[str, Path], models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -12,7 +12,7 @@ from prune.data import Calibration, DataSpec
 from prune.errors import SlimpackError
 from prune.manifest import Manifest, MethodRecord, environment, peak_rss_mib
 from prune.models import LoadedModel, load_model, save_model
-from prune.report import model_sparsity
+from prune.report import model_sparsity, sparsity_summary
 from prune.spec import EvalSpec, Job, PruneSpec, Resolved
 from prune.stage import Outcome, allocation_context, check_layers, evaluate_model, prepare_walk, run_stage
 from prune.walker import walk
@@ -34,24 +34,49 @@ class UnstructuredPrune:
 
     def check_model(self, loaded: LoadedModel) -> None:
         check_layers(loaded, self.resolved.pattern.check_features)
+        if loaded.lazy is not None and self.resolved.method.needs_gradients:
+            params = sum(p.numel() for p in loaded.model.parameters())
+            raise SlimpackError(
+                f"method {self.resolved.method.name!r} needs whole-model gradients, which --stream cannot give: "
+                f"≈ {params * 8 / 2**30:.1f} GiB for the fp32 model and its gradients; choose magnitude, wanda or "
+                "sparsegpt, or drop --stream"
+            )
 
-    def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job) -> Outcome:
+    def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job, out: Path) -> Outcome:
         r = self.resolved
+        store = None
+        if job.stream is not None:  # each finished block is written into ``out`` as the walk goes
+            from prune.stream import StreamedBlocks, check_budget, estimate_memory, finish, output_writer
+
+            lazy = loaded.lazy
+            assert lazy is not None and loaded.adapter is not None
+            shard = int(job.stream.shard_mib * 2**20)
+            check_budget(estimate_memory(loaded, r.method.needs, job.data, shard), job.stream.max_memory_mib, job.data)
+            writer = output_writer(out, lazy, job.stream.torch_dtype(), shard)
+            store = StreamedBlocks(lazy, loaded.adapter, writer)
         prep = prepare_walk(loaded, r, r.method, calibration, job.device, job.progress)
         adapter = loaded.adapter
         assert adapter is not None
         result = walk(loaded.model, adapter, r.method, prep.allocation.plan, r.pattern, prep.batches, prep.grads,
-                      job.device, r.spec.true_sequential, job.progress)  # fmt: skip
+                      job.device, r.spec.true_sequential, job.progress, store=store)  # fmt: skip
+        if store is None:
+            sparsity = model_sparsity(adapter.named_linears(loaded.model))
 
-        def save(directory: Path) -> None:
-            save_model(loaded.model, loaded.tokenizer, directory)
+            def save(directory: Path) -> None:
+                save_model(loaded.model, loaded.tokenizer, directory)
+
+        else:
+            sparsity = sparsity_summary(store.sparsity)
+
+            def save(directory: Path) -> None:
+                finish(loaded, writer, directory)
 
         return Outcome(
             stage="prune",
             method=MethodRecord(r.method.name, r.method.options()),
             pattern=str(r.pattern),
             target_sparsity=prep.target,
-            sparsity=model_sparsity(adapter.named_linears(loaded.model)),
+            sparsity=sparsity,
             save=save,
             allocation=prep.allocation,
             allocation_record=prep.record,
@@ -63,6 +88,16 @@ class UnstructuredPrune:
 def prune(config: PruneConfig) -> Manifest:
     """Prune ``config.job.model`` as ``config.spec`` says and write it with its manifest to ``config.job.out``."""
     resolved = config.spec.resolve()
+    if config.job.stream is not None:
+        if config.spec.structured is not None:
+            raise SlimpackError(
+                "--stream prunes weight matrices; structured pruning loads the model whole (drop --stream)"
+            )
+        if resolved.allocator is not None and not resolved.allocator.streams:
+            raise SlimpackError(
+                f"allocation {config.spec.allocation_name!r} runs the whole model; with --stream use uniform, owl, "
+                "dlp or log-increase (or a --plan file)"
+            )
     if config.spec.structured is not None:
         from prune.structured.api import StructuredPrune
 
@@ -70,9 +105,17 @@ def prune(config: PruneConfig) -> Manifest:
     return run_stage(config.job, UnstructuredPrune(resolved))
 
 
-def evaluate(model_spec: str, spec: EvalSpec, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
-    loaded = load_model(model_spec, device=device)
-    result = evaluate_model(loaded, spec, device, progress)
+def evaluate(
+    model_spec: str, spec: EvalSpec, device: str = "cpu", progress: bool = True, stream: bool = False
+) -> dict[str, Any]:
+    """Perplexity of a model: loaded whole, or block-major from its shards (``stream``: `prune.stream`)."""
+    if stream:
+        from prune.models import resolve_model_path
+        from prune.stream import streamed_perplexity
+
+        result = streamed_perplexity(resolve_model_path(model_spec), spec, device, progress)
+    else:
+        result = evaluate_model(load_model(model_spec, device=device), spec, device, progress)
     return {
         "model": model_spec,
         **asdict(spec),

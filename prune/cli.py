@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from prune.data import DataSpec
 from prune.errors import SlimpackError
 from prune.registry import Registry
-from prune.spec import EvalSpec, Job, PruneSpec, StructuredSpec, parse_options
+from prune.spec import STREAM_DTYPES, EvalSpec, Job, PruneSpec, StreamSpec, StructuredSpec, parse_options
 
 log = logging.getLogger("slimpack")
 
@@ -72,14 +72,26 @@ def add_output_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--out", type=Path, required=True, help=f"output {what} directory")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--eval", action="store_true", help=f"also measure the {what}'s perplexity")
+    g = parser.add_argument_group("streaming (models larger than memory)")
+    g.add_argument("--stream", action="store_true",
+                   help="read one block at a time from the shards and write each finished block (never the whole model)")  # fmt: skip
+    g.add_argument(
+        "--dtype", default=None, help=f"--stream: output dtype, {' | '.join(STREAM_DTYPES)} (default: the source's)"
+    )
+    g.add_argument("--shard-size", type=float, default=2048, metavar="MIB", help="--stream: output shard size (MiB)")
+    g.add_argument("--max-memory", type=float, default=None, metavar="MIB",
+                   help="--stream: refuse, before any work, a run whose estimated peak exceeds this")  # fmt: skip
     add_data_arguments(parser)
     add_eval_arguments(parser)
 
 
 def job(args: argparse.Namespace, model: str) -> Job:
     """The `Job` of a model-writing command (see `add_output_arguments`)."""
+    if not args.stream and (args.dtype is not None or args.shard_size != 2048 or args.max_memory is not None):
+        raise SlimpackError("--dtype, --shard-size and --max-memory apply to the streamed path; add --stream")
+    stream = StreamSpec(args.dtype, args.shard_size, args.max_memory) if args.stream else None
     return Job(model=model, out=args.out, data=data_spec(args), device=args.device, overwrite=args.overwrite,
-               evaluate=eval_spec(args) if args.eval else None, progress=not args.quiet)  # fmt: skip
+               evaluate=eval_spec(args) if args.eval else None, progress=not args.quiet, stream=stream)  # fmt: skip
 
 
 def add_prune_arguments(
@@ -235,12 +247,13 @@ class EvalCommand:
         parser.add_argument("--seqlen", type=int, default=512)
         parser.add_argument("--device", default="cpu")
         parser.add_argument("--json", type=Path, default=None, help="also write the result to this JSON file")
+        parser.add_argument("--stream", action="store_true", help="one block in memory at a time (block-major)")
         add_eval_arguments(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         from prune.api import evaluate
 
-        result = evaluate(args.model, eval_spec(args), args.device, progress=not args.quiet)
+        result = evaluate(args.model, eval_spec(args), args.device, progress=not args.quiet, stream=args.stream)
         write_json(args.json, result)
         print(
             f"{args.model}: perplexity {result['perplexity']:.3f} on {result['dataset']} "

@@ -74,6 +74,22 @@ def offline_corpus() -> Texts:
     return split_text("\n\n".join(topics[key] for key in sorted(topics)))
 
 
+def offline_tokenizer(vocab_size: int) -> Any:
+    """A byte-level BPE tokenizer trained on the offline corpus (no download): for random-weight models with
+    real shapes and for tests. Its ids stay below ``vocab_size``."""
+    from pydoc_data.topics import topics
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
+    tok.train_from_iterator([topics[k] for k in sorted(topics)][:200], trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
 def local_file_corpus(path: Path) -> Texts:
     try:
         text = path.read_text(encoding="utf-8")

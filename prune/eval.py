@@ -57,11 +57,23 @@ def window_nll(
     """Summed next-token NLL and the count of predicted tokens over ``windows: [n, seqlen]``."""
     total, count = 0.0, 0
     for batch in tqdm(windows.split(batch_size), desc="perplexity", disable=not progress):
-        logits = logits_fn(batch)[:, :-1].float().cpu()
-        target = batch[:, 1:]
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum").item()
-        count += target.numel()
+        nll, n = batch_nll(logits_fn(batch), batch)
+        total, count = total + nll, count + n
     return total, count
+
+
+def batch_nll(logits: torch.Tensor, batch: torch.Tensor) -> tuple[float, int]:
+    """Summed next-token NLL of one batch of windows (``logits: [B, T, V]`` for ``batch: [B, T]``)."""
+    logits = logits[:, :-1].float().cpu()
+    target = batch[:, 1:]
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum"
+    ).item(), target.numel()
+
+
+def result(total: float, count: int, windows: torch.Tensor, seconds: float) -> PerplexityResult:
+    nll = total / count
+    return PerplexityResult(math.exp(nll), nll, count, windows.shape[0], windows.shape[1], seconds)
 
 
 def perplexity_of(
@@ -70,15 +82,7 @@ def perplexity_of(
     """Perplexity of any ``logits_fn`` (a torch model, an exported artifact's engine) on ``windows``."""
     start = time.perf_counter()
     total, count = window_nll(logits_fn, windows, batch_size, progress)
-    nll = total / count
-    return PerplexityResult(
-        perplexity=math.exp(nll),
-        nll=nll,
-        tokens=count,
-        windows=windows.shape[0],
-        seqlen=windows.shape[1],
-        seconds=time.perf_counter() - start,
-    )
+    return result(total, count, windows, time.perf_counter() - start)
 
 
 def perplexity(

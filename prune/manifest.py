@@ -127,6 +127,7 @@ class Manifest:
     evaluation: dict[str, Any] | None = None
     structure: dict[str, Any] | None = None
     quantization: dict[str, Any] | None = None
+    stream: dict[str, Any] | None = None  # the streamed path's settings (`prune.spec.StreamSpec`), if streamed
     size_bytes: int | None = None  # the directory's files, the manifest excluded
     files: dict[str, str] = field(default_factory=dict)
 

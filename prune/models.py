@@ -23,6 +23,7 @@ from torch import nn
 
 from prune.errors import SlimpackError
 from prune.io import atomic_output_dir, sha256_file, write_json_atomic
+from prune.lazy import LazyCheckpoint
 from prune.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,18 @@ for _model_type in ("llama", "mistral", "qwen2", "qwen3"):
     ADAPTERS.register(_model_type)(DecoderAdapter(_model_type))
 
 
+MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")  # Mixtral, Qwen-MoE, DeepSeek
+
+
 def adapter_for(model: nn.Module) -> DecoderAdapter:
     model_type = getattr(model.config, "model_type", None)
+    experts = next((getattr(model.config, k) for k in MOE_KEYS if getattr(model.config, k, None)), None)
+    if experts:
+        raise SlimpackError(
+            f"{model_type!r} is a mixture-of-experts model ({experts} experts per block); slimpack walks dense MLPs "
+            f"(gate/up/down projections) and has no adapter for routed experts yet; supported: "
+            f"{', '.join(ADAPTERS.names())}"
+        )
     if model_type not in ADAPTERS:
         raise SlimpackError(
             f"unsupported architecture {model_type!r}; slimpack supports model_type: {', '.join(ADAPTERS.names())}"
@@ -95,7 +106,8 @@ def adapter_for(model: nn.Module) -> DecoderAdapter:
 @dataclass
 class LoadedModel:
     """A loaded model with what every stage asks of it: tokenizer, where it came from, its checkpoint kind,
-    its architecture adapter (computed once), and the kind's extras (GPTQ: ``{"quantized": {module: …}}``)."""
+    its architecture adapter (computed once), the kind's extras (GPTQ: ``{"quantized": {module: …}}``), and
+    for a streamed model (`prune.stream.open_streamed`: ``model`` is a skeleton) where its weights lie."""
 
     model: nn.Module
     tokenizer: Any
@@ -104,6 +116,7 @@ class LoadedModel:
     kind: str = "plain"
     adapter: DecoderAdapter | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    lazy: LazyCheckpoint | None = None
 
     def __post_init__(self) -> None:
         if self.adapter is None:

@@ -19,6 +19,7 @@ For a linear ``W: [out, in]`` with calibration Hessian ``H = 2XXᵀ/N: [in, in]`
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +27,10 @@ import torch
 
 from prune.errors import SlimpackError
 from prune.masks import Pattern, select_prune_mask
+
+log = logging.getLogger(__name__)
+
+DAMPING_TRIES = 4  # λ, 10λ, 100λ, 1000λ (of mean diag H)
 
 
 class ColumnQuantizer(Protocol):
@@ -59,19 +64,32 @@ class SweepPruning:
 
 
 def inverse_hessian_factor(H: torch.Tensor, percdamp: float) -> torch.Tensor:
-    """Upper Cholesky factor of the damped inverse Hessian, ``[in, in]`` fp32. Modifies ``H`` in place."""
-    damp = percdamp * torch.mean(torch.diag(H))
+    """Upper Cholesky factor of the damped inverse Hessian, ``[in, in]`` fp32. Modifies ``H`` in place.
+
+    A Cholesky that fails (a rank-deficient or numerically indefinite ``H``: large layers, few or bf16-born
+    samples) is retried with 10× the damping, up to ``DAMPING_TRIES`` times (logged), then a clear error."""
+    mean_diag = torch.mean(torch.diag(H))
     idx = torch.arange(H.shape[0], device=H.device)
-    H[idx, idx] += damp
-    try:
-        L = torch.linalg.cholesky(H)
-        Hinv = torch.cholesky_inverse(L)
-        return torch.linalg.cholesky(Hinv, upper=True)
-    except torch.linalg.LinAlgError as err:  # pragma: no cover - depends on data
-        raise SlimpackError(
-            f"Hessian is not positive definite even with damping {percdamp}; raise --percdamp "
-            f"(e.g. 0.1) or use more calibration samples ({err})"
-        ) from None
+    added = 0.0
+    for attempt in range(DAMPING_TRIES):
+        factor = percdamp * 10**attempt
+        H[idx, idx] += (factor - added) * mean_diag
+        added = factor
+        try:
+            L = torch.linalg.cholesky(H)
+            Hinv = torch.cholesky_inverse(L)
+            U = torch.linalg.cholesky(Hinv, upper=True)
+        except torch.linalg.LinAlgError:
+            log.warning("Hessian [%d×%d] not positive definite with damping %g; retrying", *H.shape, factor)
+            continue
+        if attempt:
+            log.warning("Hessian [%d×%d] factored with damping %g (asked: %g)", *H.shape, factor, percdamp)
+        return U
+    raise SlimpackError(
+        f"Hessian [{H.shape[0]}×{H.shape[1]}] is not positive definite even with damping {added:g} "
+        f"({DAMPING_TRIES} tries from {percdamp:g}); use more calibration samples, or check the model for "
+        "inf/NaN weights"
+    )
 
 
 def act_order_permutation(H: torch.Tensor) -> torch.Tensor:

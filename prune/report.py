@@ -11,17 +11,22 @@ from torch import nn
 from prune.registry import Registry
 
 
+def weight_sparsity(w: torch.Tensor) -> dict[str, Any]:
+    """``{shape, zeros, numel, sparsity}`` of one weight, measured."""
+    z, n = int((w == 0).sum().item()), w.numel()
+    return {"shape": list(w.shape), "zeros": z, "numel": n, "sparsity": z / n}
+
+
+def sparsity_summary(modules: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """``{"overall": s, "zeros": z, "numel": n, "modules": {name: {shape, zeros, numel, sparsity}}}``."""
+    zeros = sum(m["zeros"] for m in modules.values())
+    numel = sum(m["numel"] for m in modules.values())
+    return {"overall": zeros / numel if numel else 0.0, "zeros": zeros, "numel": numel, "modules": dict(modules)}
+
+
 def module_sparsity(weights: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """``{"overall": s, "zeros": z, "numel": n, "modules": {name: {zeros, numel, sparsity}}}`` measured."""
-    modules: dict[str, dict[str, Any]] = {}
-    zeros = numel = 0
-    for name, w in weights.items():
-        z = int((w == 0).sum().item())
-        n = w.numel()
-        modules[name] = {"shape": list(w.shape), "zeros": z, "numel": n, "sparsity": z / n}
-        zeros += z
-        numel += n
-    return {"overall": zeros / numel if numel else 0.0, "zeros": zeros, "numel": numel, "modules": modules}
+    """`sparsity_summary` of ``weights``, measured."""
+    return sparsity_summary({name: weight_sparsity(w) for name, w in weights.items()})
 
 
 def model_sparsity(linears: Mapping[str, nn.Linear]) -> dict[str, Any]:

@@ -134,9 +134,35 @@ class Resolved:
 
 
 @dataclass(frozen=True)
+class StreamSpec:
+    """The streamed path (`prune.stream`): the output's dtype (None: the source's), shard size, memory budget."""
+
+    dtype: str | None = None
+    shard_mib: float = 2048
+    max_memory_mib: float | None = None  # refuse a run whose estimated peak exceeds it
+
+    def check(self) -> None:
+        if self.max_memory_mib is not None and not self.max_memory_mib > 0:
+            raise SlimpackError(f"--max-memory {self.max_memory_mib} MiB must be > 0")
+        if self.dtype is not None and self.dtype not in STREAM_DTYPES:
+            raise SlimpackError(f"--dtype {self.dtype!r} is not one of {', '.join(STREAM_DTYPES)}")
+        if not self.shard_mib > 0:
+            raise SlimpackError(f"--shard-size {self.shard_mib} MiB must be > 0")
+
+    def torch_dtype(self) -> Any:
+        import torch
+
+        return None if self.dtype is None else getattr(torch, self.dtype)
+
+
+STREAM_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
 class Job:
     """What a model-writing stage reads and writes, and how: source model, output directory, calibration
-    data, compute device, whether an existing output may be replaced, the evaluation (None: none)."""
+    data, compute device, whether an existing output may be replaced, the evaluation (None: none), and
+    whether the model is streamed block by block from its shards (None: loaded whole)."""
 
     model: str
     out: Path
@@ -145,14 +171,18 @@ class Job:
     overwrite: bool = False
     evaluate: EvalSpec | None = None
     progress: bool = True
+    stream: StreamSpec | None = None
 
     def check(self) -> None:
         from prune.io import check_output_dir
 
+        if self.stream is not None:
+            self.stream.check()
         self.data.check()
         check_output_dir(Path(self.out), self.overwrite)
 
     def settings(self) -> dict[str, Any]:
         """What determines the output (for a step's cache key): everything but progress and overwrite."""
         return {"model": self.model, "out": str(self.out), "data": asdict(self.data), "device": self.device,
-                "evaluate": asdict(self.evaluate) if self.evaluate else None}  # fmt: skip
+                "evaluate": asdict(self.evaluate) if self.evaluate else None,
+                "stream": asdict(self.stream) if self.stream else None}  # fmt: skip

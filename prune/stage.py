@@ -1,9 +1,11 @@
 """The one template of every model-writing stage (prune, structured prune, quantize), and what they share.
 
-`run_stage(job, stage)`: check the job (data, output) → load the model → ``stage.check_model`` (layer fits)
-→ ``stage.apply`` (calibrate, allocate, walk; timed) → the `Manifest` → evaluate (if asked) → write the model,
-the allocation's artifacts and the manifest into a temporary directory renamed into place. A stage only
-says what is its own (`Stage`); the order, the timing, the evaluation and the atomic output are here.
+`run_stage(job, stage)`: check the job (data, output) → load the model (whole, or as a skeleton streamed from
+its shards: ``job.stream``, `prune.stream`) → ``stage.check_model`` (layer fits) → inside a temporary output
+directory: ``stage.apply`` (calibrate, allocate, walk; timed; a streamed walk writes each finished block there)
+→ the `Manifest` → the model's files → evaluate (if asked; a streamed model block by block from what was
+written) → the allocation's artifacts and the manifest → renamed into place. A stage only says what is its own
+(`Stage`); the order, the timing, the evaluation and the atomic output are here.
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ class Stage(Protocol):
 
     def check_model(self, loaded: LoadedModel) -> None: ...
 
-    def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job) -> Outcome: ...
+    def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job, out: Path) -> Outcome:
+        """Compress ``loaded``; ``out`` is the (temporary) output directory, where a streamed stage writes
+        each finished block."""
+        ...
 
 
 def check_layers(loaded: LoadedModel, *checks: Callable[[int, str], None]) -> None:
@@ -73,36 +78,51 @@ def allocation_record(resolved: Resolved, allocation: Allocation) -> dict[str, A
 def run_stage(job: Job, stage: Stage) -> Manifest:
     """Run ``stage`` on ``job`` (see the module docstring); returns the manifest written with the model."""
     job.check()
-    loaded = load_model(job.model)
+    loaded = open_model(job)
     stage.check_model(loaded)
     calibration = Calibration(loaded.tokenizer, job.data)
-    start = time.perf_counter()
-    outcome = stage.apply(loaded, calibration, job)
-    seconds = time.perf_counter() - start
-    manifest = Manifest(
-        stage=outcome.stage,
-        source_model=job.model,
-        method=outcome.method,
-        pattern=outcome.pattern,
-        target_sparsity=outcome.target_sparsity,
-        allocation=outcome.allocation_record,
-        calibration={**job.data.to_dict(), "used": calibration.used, "tokens": calibration.tokens},
-        sparsity=outcome.sparsity,
-        timing=Timing(seconds, peak_rss_mib(), outcome.compress_seconds),
-        true_sequential=outcome.true_sequential,
-        structure=outcome.structure,
-        quantization=outcome.quantization,
-    )
-    log.info("%s %s of %s: sparsity %.2f %% in %.1f s", outcome.stage, outcome.method.name, job.model,
-             100 * outcome.sparsity["overall"], seconds)  # fmt: skip
-    if job.evaluate is not None:
-        ppl = evaluate_model(loaded, job.evaluate, job.device, job.progress)
-        manifest.evaluation = {**asdict(job.evaluate), **ppl.to_dict()}
     with atomic_output_dir(job.out, job.overwrite) as tmp:
+        start = time.perf_counter()
+        outcome = stage.apply(loaded, calibration, job, tmp)
+        seconds = time.perf_counter() - start
+        manifest = Manifest(
+            stage=outcome.stage,
+            source_model=job.model,
+            method=outcome.method,
+            pattern=outcome.pattern,
+            target_sparsity=outcome.target_sparsity,
+            allocation=outcome.allocation_record,
+            calibration={**job.data.to_dict(), "used": calibration.used, "tokens": calibration.tokens},
+            sparsity=outcome.sparsity,
+            timing=Timing(seconds, peak_rss_mib(), outcome.compress_seconds),
+            true_sequential=outcome.true_sequential,
+            structure=outcome.structure,
+            quantization=outcome.quantization,
+            stream=asdict(job.stream) if job.stream is not None else None,
+        )
+        log.info("%s %s of %s: sparsity %.2f %% in %.1f s", outcome.stage, outcome.method.name, job.model,
+                 100 * outcome.sparsity["overall"], seconds)  # fmt: skip
         outcome.save(tmp)
+        if job.evaluate is not None:
+            if job.stream is not None:
+                from prune.stream import streamed_perplexity
+
+                ppl = streamed_perplexity(tmp, job.evaluate, job.device, job.progress)
+            else:
+                ppl = evaluate_model(loaded, job.evaluate, job.device, job.progress)
+            manifest.evaluation = {**asdict(job.evaluate), **ppl.to_dict()}
         if outcome.allocation is not None:
             outcome.allocation.write_artifacts(tmp)
         return manifest.write(tmp)
+
+
+def open_model(job: Job) -> LoadedModel:
+    """The job's model: loaded whole, or opened as a skeleton streamed from its shards (``job.stream``)."""
+    if job.stream is None:
+        return load_model(job.model)
+    from prune.stream import open_streamed
+
+    return open_streamed(job.model)
 
 
 def evaluate_model(loaded: LoadedModel, spec: EvalSpec, device: str = "cpu", progress: bool = True) -> PerplexityResult:
@@ -127,7 +147,17 @@ def allocation_context(
             raise SlimpackError("this allocation needs held-out calibration text; run it through slimpack prune/plan")
         return calibration.heldout(n)
 
+    blocks = None
+    if loaded.lazy is not None:  # a streamed model: each pass reads the blocks from the shards
+        from prune.stream import StreamedBlocks
+
+        lazy = loaded.lazy
+
+        def blocks() -> StreamedBlocks:
+            return StreamedBlocks(lazy, adapter)
+
     return AllocationContext(
+        blocks=blocks,
         heldout=heldout,
         block_linears=adapter.block_linear_names(loaded.model),
         numel={n: lin.weight.numel() for n, lin in adapter.named_linears(loaded.model).items()},

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -71,6 +71,40 @@ class WalkRecord:
 class WalkResult:
     records: list[WalkRecord] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)  # what a method's compress returned, by module
+
+
+class BlockStore(Protocol):
+    """Where the walker gets each block and where it hands it back: in memory (`InMemoryBlocks`) or streamed
+    from the checkpoint's shards (`prune.stream.StreamedBlocks`: read before, written and released after)."""
+
+    def __len__(self) -> int: ...
+
+    def enter(self, index: int, device: torch.device | str) -> nn.Module:
+        """Block ``index`` on ``device``, ready to run in fp32."""
+        ...
+
+    def leave(self, index: int, block: nn.Module) -> None:
+        """Block ``index`` is finished (compressed, or only read)."""
+        ...
+
+
+class InMemoryBlocks:
+    """The blocks of a model held in memory: moved to the compute device and back."""
+
+    def __init__(self, model: nn.Module, adapter: DecoderAdapter) -> None:
+        self.blocks = adapter.blocks(model)
+        self.homes: dict[int, torch.device] = {}
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def enter(self, index: int, device: torch.device | str) -> nn.Module:
+        block = self.blocks[index]
+        self.homes[index] = next(block.parameters()).device
+        return block.to(device)
+
+    def leave(self, index: int, block: nn.Module) -> None:
+        block.to(self.homes.pop(index))
 
 
 @torch.no_grad()
@@ -156,13 +190,15 @@ def walk(
     true_sequential: bool = False,
     progress: bool = True,
     block_done: Callable[[int], None] | None = None,
+    store: BlockStore | None = None,
 ) -> WalkResult:
     """Compress every prunable linear of ``model`` in place, block by block.
 
     ``plan`` gives each linear's ratio (for N:M patterns, ``pattern.for_ratio`` turns it into that
     module's N). ``block_done(index)`` is called after each block. A method whose
     ``modifies_weights`` is False (a statistics collector) hands on its calibration outputs
-    instead of re-running the block."""
+    instead of re-running the block. ``store``: where the blocks come from (default: ``model``'s, in memory);
+    ``model`` then only needs what runs before block 0 (`capture_block_inputs`)."""
     modifies = method.modifies_weights
     calibrated = bool(method.needs)
     if calibrated and not batches:
@@ -171,11 +207,9 @@ def walk(
         raise ValueError(f"method {method.name!r} needs gradients")
     inputs = capture_block_inputs(model, adapter, batches, device) if calibrated else []
     result = WalkResult()
-    blocks = adapter.blocks(model)
-    for index in tqdm(range(len(blocks)), desc=f"{method.name} blocks", disable=not progress):
-        block = blocks[index]
-        home = next(block.parameters()).device
-        block.to(device)
+    store = store if store is not None else InMemoryBlocks(model, adapter)
+    for index in tqdm(range(len(store)), desc=f"{method.name} blocks", disable=not progress):
+        block = store.enter(index, device)
         prefix = adapter.block_prefix(index)
         linears = adapter.linears(block)
         groups = adapter.groups if true_sequential else (tuple(linears),)
@@ -199,7 +233,7 @@ def walk(
                 outs = run_block(block, inputs, device)
             for inp, out in zip(inputs, outs):
                 inp.hidden = out
-        block.to(home)
+        store.leave(index, block)
         if block_done is not None:
             block_done(index)
     return result

@@ -58,7 +58,7 @@ class Quantize:
     def check_model(self, loaded: LoadedModel) -> None:
         check_layers(loaded, self.quant.grid.check_layer, self.resolved.pattern.check_features)
 
-    def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job) -> Outcome:
+    def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job, out: Path) -> Outcome:
         r, q = self.resolved, self.quant
         model, adapter = loaded.model, loaded.adapter
         assert adapter is not None
@@ -105,6 +105,8 @@ class Quantize:
 def quantize(config: QuantizeConfig) -> Manifest:
     """Quantize ``config.job.model`` (optionally pruning it in the same walk) into a GPTQ checkpoint."""
     stage = Quantize(config.quant, config.joint)  # every setting checked before the model is read
+    if config.job.stream is not None:
+        raise SlimpackError("quantize loads the model whole; --stream is for slimpack prune (drop --stream)")
     config.job.check()
     kind = checkpoint_kind(resolve_model_path(config.job.model))
     if kind.quantized:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from prune.data import offline_tokenizer
 from prune.models import tiny_llama
 
 VOCAB = 256
@@ -14,18 +15,7 @@ VOCAB = 256
 
 def tiny_tokenizer():  # noqa: ANN201
     """A byte-level BPE tokenizer trained on the offline corpus (no download)."""
-    from pydoc_data.topics import topics
-
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
-    texts = [topics[k] for k in sorted(topics)][:200]
-    tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    return offline_tokenizer(VOCAB)
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +23,20 @@ def tokenizer():  # noqa: ANN201
     return tiny_tokenizer()
 
 
-def save_tiny(directory: Path, tokenizer, model_type: str = "llama", seed: int = 0) -> Path:  # noqa: ANN001
+def save_tiny(
+    directory: Path, tokenizer, model_type: str = "llama", seed: int = 0, *, distinct: bool = False,  # noqa: ANN001
+    dtype: torch.dtype = torch.float32, max_shard_size: str | None = None,
+) -> Path:  # fmt: skip
+    """A tiny random model directory. ``distinct``: norm weights and biases perturbed so that no two are equal,
+    as in a trained model (a fresh one's are all ones and zeros); ``max_shard_size``: several shards + index."""
     model = tiny_llama(seed=seed, vocab_size=len(tokenizer), model_type=model_type)
-    model.save_pretrained(directory, safe_serialization=True)
+    if distinct:
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith(("norm.weight", ".bias")):
+                    param.add_(0.1 * torch.randn_like(param))
+    shards = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.to(dtype).save_pretrained(directory, safe_serialization=True, **shards)
     tokenizer.save_pretrained(directory)
     return directory
 

@@ -39,6 +39,7 @@ class AllocationContext:
     progress: bool = False
     heldout: Callable[[int], Sequence[torch.Tensor]] | None = None  # n → held-out calibration windows
     kind: str = "unstructured"  # "structured": the names are units (`{block}.self_attn`, `{block}.mlp`)
+    blocks: Callable[[], Any] | None = None  # a fresh read-only `prune.walker.BlockStore` (streamed models)
 
     def block_numel(self) -> list[int]:
         return [sum(self.numel.get(n, 1) for n in names) for names in self.block_linears]
@@ -71,11 +72,13 @@ class Allocation:
 class Allocator(Protocol):
     """A sparsity plan maker. Declares whether it runs a calibration pre-pass (``needs_calibration``: the
     stage then prepares calibration batches) and whether it can allocate structured units (``structured``:
-    attention / FFN units of `prune.structured` instead of weight matrices)."""
+    attention / FFN units of `prune.structured` instead of weight matrices), and whether it runs on a streamed
+    model (``streams``: its passes use only the walker and ``AllocationContext.blocks``, never the whole model)."""
 
     name: str
     needs_calibration: bool
     structured: bool
+    streams: bool
 
     def allocate(self, target: float, ctx: AllocationContext) -> Allocation: ...
 

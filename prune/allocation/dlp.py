@@ -55,6 +55,7 @@ class DLP:
     name = "dlp"
     needs_calibration = True
     structured = False  # per-matrix statistics: weight matrices only
+    streams = True  # its passes go through the walker's block store
 
     def __init__(self, alpha: float | None = None) -> None:
         self.alpha = alpha

@@ -45,6 +45,7 @@ class LogIncrease:
     name = "log-increase"
     needs_calibration = False
     structured = True  # block ratios apply to structured units too
+    streams = True  # its passes go through the walker's block store
 
     def __init__(self, first: float | None = None, last: float | None = None, span: float | None = None) -> None:
         self.first, self.last, self.span = first, last, span

@@ -24,6 +24,7 @@ class OWL:
     name = "owl"
     needs_calibration = True
     structured = False  # per-matrix statistics: weight matrices only
+    streams = True  # its passes go through the walker's block store
 
     def __init__(self, m: float = 5.0, lam: float = 0.08) -> None:
         self.m = m

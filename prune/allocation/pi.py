@@ -46,6 +46,7 @@ class PI:
     name = "pi"
     needs_calibration = True
     structured = False  # per-matrix statistics: weight matrices only
+    streams = False  # runs the whole model (perplexity): not streamed
 
     def __init__(self, delta: float = 0.04, keep_ends: bool = False, metric: str = "wanda", heldout: int = 4) -> None:
         if METRICS.get(metric).needs_gradients:

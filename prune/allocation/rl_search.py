@@ -117,6 +117,7 @@ class RLSearch:
     name = "rl-search"
     needs_calibration = True
     structured = True
+    streams = False  # runs the whole model (perplexity): not streamed
 
     def __init__(
         self,

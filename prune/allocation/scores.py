@@ -87,7 +87,7 @@ def module_values(
     recorder = ModuleRecorder(name, needs, fn)
     plan = {n: 0.0 for n in ctx.adapter.named_linears(ctx.model)}
     result = walk(ctx.model, ctx.adapter, recorder, plan, Pattern(), ctx.batches, device=ctx.device,  # type: ignore[arg-type]
-                  progress=ctx.progress)  # fmt: skip
+                  progress=ctx.progress, store=ctx.blocks() if ctx.blocks else None)  # fmt: skip
     return result.outputs
 
 
@@ -108,6 +108,7 @@ def block_reductions(
         device=ctx.device,
         progress=ctx.progress,
         block_done=collector.block_done,
+        store=ctx.blocks() if ctx.blocks else None,
     )
     return collector.results
 

@@ -10,6 +10,7 @@ class Uniform:
     name = "uniform"
     needs_calibration = False
     structured = True  # block ratios apply to structured units too
+    streams = True  # its passes go through the walker's block store
 
     def allocate(self, target: float, ctx: AllocationContext) -> Allocation:
         ratios = [target] * len(ctx.block_linears)

@@ -56,7 +56,7 @@ class StructuredPrune:
             for i, b in enumerate(adapter.blocks(loaded.model)):
                 check_keep_heads(self.options.keep_heads, block_shape(b), unit_names(adapter.block_prefix(i))[0])
 
-    def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job) -> Outcome:
+    def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job, out: Path) -> Outcome:
         r, opts = self.resolved, self.options
         model, adapter = loaded.model, loaded.adapter
         assert adapter is not None

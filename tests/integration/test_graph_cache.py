@@ -13,23 +13,16 @@ import torch
 
 from export.api import ExportConfig, export_model
 from export.graph_cache import MAX_CONSTANT, bind
-from prune.models import tiny_llama
 from runtime_bench.cli import main
+from tests.conftest import save_tiny
 
 CALIB = ["--nsamples", "4", "--seqlen", "64"]
 
 
 def save_trained_like(directory: Path, tokenizer, arch: str = "llama", seed: int = 0) -> Path:  # noqa: ANN001
-    """A tiny model whose norm weights and biases differ from each other, as trained ones do. (A fresh model's
-    are all ones and zeros: the exporter stores identical tensors once, and such a graph is not cached.)"""
-    model = tiny_llama(seed=seed, vocab_size=len(tokenizer), model_type=arch)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith(("norm.weight", ".bias")):
-                param.add_(0.1 * torch.randn_like(param))
-    model.save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
-    return directory
+    """Norm weights and biases that differ from each other, as trained ones do. (A fresh model's are all ones
+    and zeros: the exporter stores identical tensors once, and such a graph is not cached.)"""
+    return save_tiny(directory, tokenizer, arch, seed, distinct=True)
 
 
 @pytest.fixture(scope="module")

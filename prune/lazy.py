@@ -1,0 +1,174 @@
+"""Models too big for memory: a skeleton whose weights stay in their safetensors shards until a block's turn.
+
+`LazyCheckpoint.open(path)` builds the model on the meta device (no weights in memory) and indexes the
+tensors of the directory's shards (``model.safetensors.index.json``, or every ``*.safetensors`` file). The
+checkpoint must match the skeleton exactly — a missing, extra or wrongly shaped tensor is one clear error,
+before any work. `materialize(module, prefix, dtype, device)` reads the module's tensors (each shard opened,
+read and closed again, so that its pages leave the process's resident memory), converts them to ``dtype`` on
+``device``; `release(module)` puts them back on the meta device. Buffers the checkpoint does not store
+(rope's ``inv_freq``) are computed by re-creating their module from the config (`fresh`).
+
+The in-memory path (`prune.models.load_model`) and this one hold the same tensors: fp32 → fp32 is a copy,
+so a streamed walk in fp32 gives bit-identical results (tests/integration/test_stream.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prune.errors import SlimpackError
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "model.safetensors.index.json"
+DTYPES = {
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F64": torch.float64,
+}
+
+
+def shard_files(path: Path) -> dict[str, Path]:
+    """``{tensor name: shard file}`` of a model directory (its index, else every ``*.safetensors`` header)."""
+    index = path / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as err:
+            raise SlimpackError(f"{str(index)!r} is not a safetensors index ({err}); the model directory is damaged")
+        missing = sorted({f for f in weight_map.values() if not (path / f).is_file()})
+        if missing:
+            raise SlimpackError(
+                f"shard {missing[0]!r} listed in {str(index)!r} is missing ({len(missing)} missing); "
+                "copy the complete model directory"
+            )
+        return {name: path / f for name, f in weight_map.items()}
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise SlimpackError(f"{str(path)!r} has no .safetensors weights; pass a safetensors model directory")
+    return {name: f for f in files for name in _header(f)}
+
+
+def _header(file: Path) -> dict[str, dict[str, Any]]:
+    """The tensors a safetensors file declares (``{name: {dtype, shape, …}}``), read from its header only."""
+    try:
+        with file.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            if not 0 < size < 100 * 2**20:
+                raise ValueError(f"header size {size}")
+            header = json.loads(fh.read(size))
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise SlimpackError(f"{str(file)!r} is not a safetensors file ({err}); the model directory is damaged")
+    header.pop("__metadata__", None)
+    return header
+
+
+@dataclass
+class LazyCheckpoint:
+    """A model skeleton (meta device) and where each of its tensors lies on disk."""
+
+    path: Path
+    model: nn.Module
+    files: dict[str, Path]  # tensor name → shard
+    dtypes: dict[str, torch.dtype]  # tensor name → stored dtype
+
+    @classmethod
+    def open(cls, path: Path) -> LazyCheckpoint:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        path = Path(path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        files = shard_files(path)
+        headers: dict[str, dict[str, Any]] = {}
+        for file in sorted(set(files.values())):
+            headers.update(_header(file))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+        model.eval()
+        lazy = cls(path, model, files, {n: DTYPES.get(h.get("dtype"), torch.float32) for n, h in headers.items()})
+        lazy.check(headers)
+        return lazy
+
+    def check(self, headers: dict[str, dict[str, Any]]) -> None:
+        """Every tensor of the skeleton is listed (index) and stored (shard header) with its shape, and nothing
+        else is listed (a tied head excepted)."""
+        expected = dict(self.model.state_dict())
+        tied = getattr(self.model.config, "tie_word_embeddings", False)
+        for name, tensor in expected.items():
+            if name not in self.files or name not in headers:
+                if tied and name == "lm_head.weight":
+                    continue
+                raise SlimpackError(
+                    f"weights in {str(self.path)!r} do not match its config.json (missing tensor {name!r})"
+                )
+            stored = list(headers[name].get("shape", []))
+            if stored != list(tensor.shape):
+                raise SlimpackError(
+                    f"tensor {name!r} in {str(self.path)!r} has shape {stored}, its config.json says {list(tensor.shape)}"
+                )
+        extra = sorted(set(self.files) - set(expected))
+        if extra:
+            raise SlimpackError(
+                f"weights in {str(self.path)!r} do not match its config.json (unexpected tensor {extra[0]!r})"
+            )
+
+    def stored_dtype(self) -> torch.dtype:
+        """The dtype most of the checkpoint's bytes are stored in."""
+        counts: dict[torch.dtype, int] = defaultdict(int)
+        for dtype in self.dtypes.values():
+            counts[dtype] += 1
+        return max(counts, key=counts.__getitem__)
+
+    def read(self, names: list[str], dtype: torch.dtype | None, device: torch.device | str) -> dict[str, torch.Tensor]:
+        """The tensors ``names`` as ``dtype`` (``None``: as stored) on ``device``; each shard is opened once and
+        closed after."""
+        from safetensors import safe_open
+
+        by_file: dict[Path, list[str]] = defaultdict(list)
+        for name in names:
+            by_file[self.files[name]].append(name)
+        out: dict[str, torch.Tensor] = {}
+        for file, members in by_file.items():
+            with safe_open(str(file), framework="pt") as fh:
+                for name in members:
+                    tensor = fh.get_tensor(name)
+                    out[name] = tensor.to(device=device, dtype=dtype or tensor.dtype)
+        return out
+
+    def materialize(self, module: nn.Module, prefix: str, dtype: torch.dtype, device: torch.device | str) -> None:
+        """Give ``module`` (named ``prefix`` in the model) its stored tensors as ``dtype`` on ``device``."""
+        names = {f"{prefix}.{n}" if prefix else n: n for n, _ in module.state_dict().items()}
+        stored = [n for n in names if n in self.files]
+        tensors = self.read(stored, dtype, device)
+        for full, local in names.items():
+            if full in tensors:
+                _set(module, local, tensors[full])
+
+    @staticmethod
+    def release(module: nn.Module) -> None:
+        """Drop ``module``'s tensors (back to the meta device)."""
+        module.to("meta")
+
+
+def _set(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    owner_name, _, leaf = name.rpartition(".")
+    owner = module.get_submodule(owner_name) if owner_name else module
+    if leaf in owner._parameters:
+        owner._parameters[leaf] = nn.Parameter(value, requires_grad=False)
+    else:
+        owner._buffers[leaf] = value
+
+
+def fresh(module: nn.Module, config: Any, device: torch.device | str = "cpu") -> nn.Module:
+    """A new instance of a module built from the config alone (rope: its ``inv_freq`` computed, not stored)."""
+    with torch.device(device):
+        return type(module)(config=config)

@@ -1,0 +1,224 @@
+"""The streamed path: a model that never sits in memory whole (issue 15's first stage: unstructured pruning).
+
+`open_streamed(path)` gives a `LoadedModel` whose model is a skeleton (`prune.lazy.LazyCheckpoint`): only the
+embedding (stored dtype; its output is cast to fp32 for the blocks) and the rope module are real.
+`StreamedBlocks` is the walker's `prune.walker.BlockStore` for it: block ``i`` is read from the shards as fp32
+on the compute device when the walker enters it and, when it leaves, written to a `prune.shards.ShardWriter`
+in the output dtype (or only dropped, for a read-only pass such as an allocator's statistics) and released.
+`finish` writes what is not in a block (embedding, final norm, lm_head: copied from the source shards), the
+config and the tokenizer. Peak memory: one fp32 block, its calibration statistics, the calibration
+activations and one output shard — not the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from prune.data import DataSpec
+from prune.errors import SlimpackError
+from prune.eval import PerplexityResult
+from prune.lazy import LazyCheckpoint, fresh
+from prune.models import DecoderAdapter, LoadedModel, adapter_for, checkpoint_kind
+from prune.report import weight_sparsity
+from prune.shards import DEFAULT_SHARD_BYTES, ShardWriter
+from prune.spec import EvalSpec
+
+log = logging.getLogger(__name__)
+
+COMPUTE_DTYPE = torch.float32
+
+
+def open_streamed(spec: str | Path) -> LoadedModel:
+    """A plain model directory (or alias) opened as a skeleton (``.lazy``: where its weights lie)."""
+    from transformers import AutoTokenizer
+
+    from prune.models import resolve_model_path
+
+    path = resolve_model_path(spec)
+    kind = checkpoint_kind(path)
+    if kind.quantized or kind.per_layer_shapes:
+        raise SlimpackError(
+            f"{str(path)!r} is a {kind.name} checkpoint; the streamed path reads plain model directories — "
+            "drop --stream"
+        )
+    lazy = LazyCheckpoint.open(path)
+    model = lazy.model
+    adapter = adapter_for(model)
+    embed = model.get_submodule(adapter.embed_path)
+    lazy.materialize(embed, adapter.embed_path, lazy.dtypes[f"{adapter.embed_path}.weight"], "cpu")
+    embed.register_forward_hook(lambda module, args, out: out.to(COMPUTE_DTYPE))
+    if adapter.rotary_path:
+        owner, _, leaf = adapter.rotary_path.rpartition(".")
+        rotary = model.get_submodule(adapter.rotary_path)
+        setattr(model.get_submodule(owner), leaf, fresh(rotary, model.config))
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    return LoadedModel(model, tokenizer, str(spec), path, kind.name, adapter, lazy=lazy)
+
+
+class StreamedBlocks:
+    """The blocks of a `LazyCheckpoint`: read in fp32 on entry; on leaving written to ``writer`` (if any) and
+    released."""
+
+    def __init__(self, lazy: LazyCheckpoint, adapter: DecoderAdapter, writer: ShardWriter | None = None) -> None:
+        self.lazy, self.adapter, self.writer = lazy, adapter, writer
+        self.blocks = adapter.blocks(lazy.model)
+        self.sparsity: dict[str, dict[str, Any]] = {}  # prunable linear → its zeros as written
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def enter(self, index: int, device: torch.device | str) -> nn.Module:
+        block = self.blocks[index]
+        self.lazy.materialize(block, self.adapter.block_prefix(index), COMPUTE_DTYPE, device)
+        return block
+
+    def leave(self, index: int, block: nn.Module) -> None:
+        if self.writer is not None:
+            prefix = self.adapter.block_prefix(index)
+            linears = {f"{name}.weight" for name in self.adapter.linears(block)}
+            for name, tensor in block.state_dict().items():
+                stored = self.writer.add(f"{prefix}.{name}", tensor)
+                if name in linears:
+                    self.sparsity[f"{prefix}.{name.removesuffix('.weight')}"] = weight_sparsity(stored)
+        self.lazy.release(block)
+
+
+def output_writer(
+    directory: Path, lazy: LazyCheckpoint, dtype: torch.dtype | None, shard_bytes: int | None
+) -> ShardWriter:
+    """The writer of a streamed output: ``dtype`` (default: the source's stored dtype)."""
+    return ShardWriter(directory, dtype or lazy.stored_dtype(), shard_bytes or DEFAULT_SHARD_BYTES)
+
+
+def finish(loaded: LoadedModel, writer: ShardWriter, directory: Path) -> None:
+    """Write the tensors outside the blocks (copied from the source), close the shards, write config and
+    tokenizer: ``directory`` then holds a complete model directory."""
+    lazy = loaded.lazy
+    adapter = loaded.adapter
+    assert lazy is not None and adapter is not None
+    inside = adapter.blocks_path + "."
+    outside = [n for n in lazy.model.state_dict() if not n.startswith(inside) and n in lazy.files]
+    for name, tensor in lazy.read(outside, None, "cpu").items():
+        writer.add(name, tensor)
+    writer.close()
+    config = lazy.model.config
+    config.dtype = writer.dtype
+    config.save_pretrained(directory)
+    if (lazy.path / "generation_config.json").is_file():
+        shutil.copy2(lazy.path / "generation_config.json", directory / "generation_config.json")
+    if loaded.tokenizer is not None:
+        loaded.tokenizer.save_pretrained(directory)
+
+
+@torch.no_grad()
+def streamed_perplexity(
+    model_dir: Path, spec: EvalSpec, device: str = "cpu", progress: bool = True
+) -> PerplexityResult:
+    """`prune.eval.perplexity` of the model in ``model_dir``, block-major: every window through block 0, then
+    block 1, …, then the final norm and lm_head — one block in memory at a time (SparseGPT's evaluation).
+    The same operations on the same batches as the whole-model forward, so the same number, bit for bit."""
+    from prune.data import eval_windows, load_texts, tokenize
+    from prune.eval import batch_nll, result
+    from prune.walker import capture_block_inputs, run_block
+
+    start = time.perf_counter()
+    loaded = open_streamed(model_dir)
+    lazy, adapter = loaded.lazy, loaded.adapter
+    assert lazy is not None and adapter is not None
+    tokens = tokenize(loaded.tokenizer, load_texts(spec.dataset).evaluation)
+    windows = eval_windows(tokens, spec.seqlen, spec.windows)
+    batches = list(windows.split(spec.batch_size))
+    inputs = capture_block_inputs(loaded.model, adapter, batches, device)
+    store = StreamedBlocks(lazy, adapter)
+    for index in tqdm(range(len(store)), desc="perplexity blocks", disable=not progress):
+        block = store.enter(index, device)
+        for inp, out in zip(inputs, run_block(block, inputs, device)):
+            inp.hidden = out
+        store.leave(index, block)
+    head = [adapter.norm_path, "lm_head"]
+    for path in head:
+        lazy.materialize(loaded.model.get_submodule(path), path, COMPUTE_DTYPE, device)
+    if getattr(loaded.model.config, "tie_word_embeddings", False):
+        lm_head = loaded.model.get_submodule("lm_head")
+        lm_head.weight = nn.Parameter(
+            lazy.read([f"{adapter.embed_path}.weight"], COMPUTE_DTYPE, device)[f"{adapter.embed_path}.weight"],
+            requires_grad=False,
+        )
+    norm, lm_head = (loaded.model.get_submodule(p) for p in head)
+    total, count = 0.0, 0
+    for batch, inp in zip(batches, inputs):
+        nll, n = batch_nll(lm_head(norm(inp.hidden.to(device))), batch)
+        total, count = total + nll, count + n
+    return result(total, count, windows, time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """The memory model of a streamed walk, in bytes: what is resident at the peak (one block in fp32, its
+    calibration statistics and the OBS sweep's work, the calibration activations — inputs and outputs of a
+    block —, the embedding in its stored dtype, one output shard) on top of what the process already holds."""
+
+    parts: dict[str, int]
+    per_sample: int  # activation bytes of one calibration window
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def describe(self) -> str:
+        items = ", ".join(f"{k} {v / 2**30:.2f}" for k, v in self.parts.items())
+        return f"≈ {self.total / 2**30:.2f} GiB ({items} GiB)"
+
+
+def estimate_memory(loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec, shard_bytes: int) -> MemoryEstimate:
+    """`MemoryEstimate` of pruning ``loaded`` (a skeleton) with a method that accumulates ``needs``."""
+    from prune.manifest import peak_rss_mib
+
+    lazy, adapter = loaded.lazy, loaded.adapter
+    assert lazy is not None and adapter is not None
+    blocks = adapter.blocks(lazy.model)
+    block = max(sum(p.numel() for p in b.parameters()) for b in blocks) * 4
+    linears = [lin for b in blocks[:1] for lin in adapter.linears(b).values()]
+    stats = 0
+    if "hessian" in needs:  # every linear's H [in, in] fp32, and the sweep's inverse and factor of the largest
+        stats = sum(4 * lin.in_features**2 for lin in linears) + 2 * 4 * max(lin.in_features for lin in linears) ** 2
+    elif needs:
+        stats = sum(8 * lin.in_features for lin in linears)
+    hidden = lazy.model.config.hidden_size
+    per_sample = 2 * data.seqlen * hidden * 4  # a block's inputs and outputs, fp32
+    writer = min(shard_bytes, sum(p.numel() for p in lazy.model.parameters()) * 4)
+    parts = {
+        "runtime": int(peak_rss_mib() * 2**20),
+        "block": block,
+        "statistics": stats,
+        "activations": per_sample * data.nsamples if needs else 0,
+        "output shard": writer,
+    }
+    return MemoryEstimate(parts, per_sample)
+
+
+def check_budget(estimate: MemoryEstimate, budget_mib: float | None, data: DataSpec) -> None:
+    """Refuse (one line, before any work) a run whose estimate exceeds ``budget_mib``, naming what would fit."""
+    log.info("streamed run: estimated peak memory %s", estimate.describe())
+    if budget_mib is None or estimate.total <= budget_mib * 2**20:
+        return
+    fixed = estimate.total - estimate.parts["activations"]
+    room = budget_mib * 2**20 - fixed
+    fits = int(room // estimate.per_sample) if room > 0 else 0
+    hint = (
+        f"--nsamples {fits} (of {data.nsamples}) would fit"
+        if fits > 0
+        else f"even one block needs {fixed / 2**30:.2f} GiB; raise --max-memory or use a smaller --shard-size"
+    )
+    raise SlimpackError(
+        f"--max-memory {budget_mib:.0f} MiB is too small for this run, estimated {estimate.describe()}; {hint}"
+    )

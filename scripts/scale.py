@@ -1,0 +1,105 @@
+"""Streamed pruning at real shapes: peak RSS, wall time and seconds per block (docs/results/scale.md).
+
+For each shape: build the random-weight model (`runtime_bench.shapes`, bf16, sharded) unless it exists, then
+run ``slimpack prune --stream`` for each method under ``/usr/bin/time -v`` (peak RSS of the whole process)
+with the evaluation of the result (block-major perplexity, few windows). Writes one JSON row per run to
+``--json`` and prints the table. ``--delete`` removes each shape model and its outputs once measured.
+
+    .venv/bin/python scripts/scale.py --shapes llama3.2-1b llama2-7b --methods wanda sparsegpt \\
+        --root /tmp/scale --json docs/results/scale.json --delete
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def timed(cmd: list[str]) -> tuple[float, float, str]:
+    """Run ``cmd`` under /usr/bin/time -v: (wall seconds, peak RSS MiB, stderr tail)."""
+    start = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return wall, int(peak.group(1)) / 1024 if peak else float("nan"), proc.stderr[-2000:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", default=["llama2-7b"])
+    parser.add_argument("--layers", type=int, default=None, help="build fewer blocks than the real model")
+    parser.add_argument("--methods", nargs="+", default=["wanda", "sparsegpt"])
+    parser.add_argument("--sparsity", default="0.5")
+    parser.add_argument("--nsamples", default="8")
+    parser.add_argument("--seqlen", default="512")
+    parser.add_argument("--windows", default="4")
+    parser.add_argument("--root", type=Path, default=Path("/tmp/slimpack-scale"))
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--delete", action="store_true", help="remove each shape model and output once measured")
+    args = parser.parse_args()
+    python = sys.executable
+    rows = []
+    for shape in args.shapes:
+        model = args.root / shape
+        if not model.exists():
+            layers = ["--layers", str(args.layers)] if args.layers else []
+            wall, peak, _ = timed([python, "scripts/shape_model.py", shape, str(model), *layers])
+            print(f"built {shape} in {wall:.0f} s (peak {peak:.0f} MiB)", flush=True)
+        size = sum(f.stat().st_size for f in model.glob("*.safetensors"))
+        config = json.loads((model / "config.json").read_text())
+        for method in args.methods:
+            out = args.root / f"{shape}-{method}"
+            cmd = [python, "-m", "runtime_bench.cli", "-q", "prune", "--model", str(model), "--method", method,
+                   "--sparsity", args.sparsity, "--nsamples", args.nsamples, "--seqlen", args.seqlen, "--eval",
+                   "--windows", args.windows, "--stream", "--out", str(out), "--overwrite"]  # fmt: skip
+            wall, peak, _ = timed(cmd)
+            manifest = json.loads((out / "slimpack.json").read_text())
+            blocks = config["num_hidden_layers"]
+            row = {
+                "shape": shape, "blocks": blocks, "hidden": config["hidden_size"],
+                "ffn": config["intermediate_size"], "vocab": config["vocab_size"],
+                "model_gib": round(size / 2**30, 2), "fp32_gib": round(2 * size / 2**30, 2), "method": method,
+                "sparsity": manifest["sparsity"]["overall"], "calibration": f"{args.nsamples}×{args.seqlen}",
+                "prune_seconds": round(manifest["timing"]["seconds"], 1),
+                "seconds_per_block": round(manifest["timing"]["seconds"] / blocks, 2),
+                "eval_seconds": round(manifest["evaluation"]["seconds"], 1),
+                "perplexity": manifest["evaluation"]["perplexity"], "eval_windows": int(args.windows),
+                "wall_seconds": round(wall, 1), "peak_rss_mib": round(peak), "cpu": cpu_model(),
+                "cores": os.cpu_count(),
+            }  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.delete:
+                shutil.rmtree(out)
+        if args.delete:
+            shutil.rmtree(model)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    print("| shape | blocks | bf16 GiB | method | prune s | s/block | eval s | wall s | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['shape']} | {r['blocks']} | {r['model_gib']} | {r['method']} | {r['prune_seconds']} | "
+              f"{r['seconds_per_block']} | {r['eval_seconds']} | {r['wall_seconds']} | {r['peak_rss_mib']} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

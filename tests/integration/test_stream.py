@@ -1,0 +1,201 @@
+"""The streamed path (`prune.stream`): block by block from the shards, each finished block written — and the
+same tensors, bit for bit, as the in-memory path for every method and allocator that streams."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from prune.lazy import INDEX_FILE, LazyCheckpoint
+from prune.methods import METHODS
+from runtime_bench.cli import main
+from tests.conftest import save_tiny
+
+FAST = ["--nsamples", "4", "--seqlen", "32", "--windows", "3"]
+
+
+def save_sharded(directory: Path, tokenizer, arch: str = "llama", dtype: torch.dtype = torch.float32) -> Path:  # noqa: ANN001
+    """A tiny model (norms and biases not all equal, as trained ones) saved in several shards with an index."""
+    save_tiny(directory, tokenizer, arch, seed=3, distinct=True, dtype=dtype, max_shard_size="100KB")
+    assert (directory / INDEX_FILE).is_file()
+    return directory
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:  # noqa: ANN001
+    return save_sharded(tmp_path_factory.mktemp("stream") / "model", tokenizer)
+
+
+def tensors(directory: Path) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for file in sorted(directory.glob("*.safetensors")):
+        out.update(load_file(str(file)))
+    return out
+
+
+def prune_both(model: Path, tmp_path: Path, *args: str) -> tuple[Path, Path]:
+    memory, streamed = tmp_path / "memory", tmp_path / "streamed"
+    base = ["-q", "prune", "--model", str(model), *args, *FAST, "--eval"]
+    assert main([*base, "--out", str(memory)]) == 0
+    assert main([*base, "--out", str(streamed), "--stream", "--shard-size", "0.1"]) == 0
+    return memory, streamed
+
+
+def assert_same_model(memory: Path, streamed: Path) -> None:
+    a, b = tensors(memory), tensors(streamed)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), name
+    ma = json.loads((memory / "slimpack.json").read_text())
+    mb = json.loads((streamed / "slimpack.json").read_text())
+    assert ma["sparsity"] == mb["sparsity"] and ma["sparsity"]["overall"] > 0.3
+    assert ma["evaluation"]["perplexity"] == mb["evaluation"]["perplexity"]  # the block-major evaluation, exactly
+
+
+STREAMED_METHODS = [m for m in METHODS.names() if not METHODS.build(m, {}).needs_gradients]  # all but pruner-zero
+
+
+@pytest.mark.parametrize("method", STREAMED_METHODS)
+def test_streamed_prune_equals_in_memory_for_every_forward_method(method: str, sharded: Path, tmp_path: Path) -> None:
+    memory, streamed = prune_both(sharded, tmp_path, "--method", method, "--sparsity", "0.5")
+    assert_same_model(memory, streamed)
+    assert len(list(streamed.glob("model-*-of-*.safetensors"))) > 1 and (streamed / INDEX_FILE).is_file()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--method", "wanda", "--allocation", "owl"],
+        ["--method", "sparsegpt", "--allocation", "dlp", "--true-sequential"],
+        ["--method", "magnitude", "--allocation", "log-increase"],
+        ["--method", "sparsegpt", "--pattern", "2:4"],
+    ],
+    ids=["owl", "dlp-true-sequential", "log-increase", "2of4"],
+)
+def test_streamed_prune_equals_in_memory_for_allocators_and_patterns(
+    args: list[str], sharded: Path, tmp_path: Path
+) -> None:
+    sparsity = [] if "--pattern" in args else ["--sparsity", "0.5"]
+    assert_same_model(*prune_both(sharded, tmp_path, *args, *sparsity))
+
+
+def test_qwen2_biases_stream_too(tokenizer, tmp_path: Path) -> None:  # noqa: ANN001
+    model = save_sharded(tmp_path / "qwen2", tokenizer, "qwen2")
+    assert_same_model(*prune_both(model, tmp_path, "--method", "sparsegpt", "--sparsity", "0.5"))
+
+
+def test_a_bf16_model_streams_in_its_dtype_and_reloads(tokenizer, tmp_path: Path) -> None:  # noqa: ANN001
+    from transformers import AutoModelForCausalLM
+
+    model = save_sharded(tmp_path / "bf16", tokenizer, dtype=torch.bfloat16)
+    out = tmp_path / "out"
+    assert main(["-q", "prune", "--model", str(model), "--method", "wanda", "--sparsity", "0.5", *FAST,
+                 "--stream", "--out", str(out)]) == 0  # fmt: skip
+    stored = tensors(out)
+    assert {t.dtype for t in stored.values()} == {torch.bfloat16}
+    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.bfloat16)
+    q = reloaded.model.layers[0].self_attn.q_proj.weight
+    assert torch.equal(q, stored["model.layers.0.self_attn.q_proj.weight"]) and (q == 0).float().mean() >= 0.5
+    source = tensors(model)
+    assert torch.equal(stored["model.embed_tokens.weight"], source["model.embed_tokens.weight"])
+    f32 = tmp_path / "f32"
+    assert main(["-q", "prune", "--model", str(model), "--method", "magnitude", "--sparsity", "0.5", *FAST,
+                 "--stream", "--dtype", "float32", "--out", str(f32)]) == 0  # fmt: skip
+    assert {t.dtype for t in tensors(f32).values()} == {torch.float32}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "pruner-zero"], "needs whole-model gradients, which --stream cannot give"),
+        (["--method", "wanda", "--allocation", "pi"], "allocation 'pi' runs the whole model"),
+        (["--structured"], "--stream prunes weight matrices"),
+        (["--method", "wanda", "--dtype", "int8"], "--dtype 'int8' is not one of float32, bfloat16, float16"),
+    ],
+)
+def test_what_cannot_stream_is_refused_in_one_line(
+    args: list[str], message: str, sharded: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    rc = main(
+        ["-q", "prune", "--model", str(sharded), *args, "--sparsity", "0.5", *FAST, "--stream", "--out", str(out)]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and message in err[-1] and not out.exists()
+    assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_stream_options_need_stream(sharded: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = main(["-q", "prune", "--model", str(sharded), "--dtype", "bfloat16", *FAST, "--out", str(tmp_path / "o")])
+    assert rc == 2 and "add --stream" in capsys.readouterr().err
+
+
+def test_a_missing_shard_or_tensor_is_named_before_any_work(
+    sharded: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import shutil
+
+    from prune.errors import SlimpackError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(sharded, broken)
+    index = json.loads((broken / INDEX_FILE).read_text())
+    first = sorted(set(index["weight_map"].values()))[0]
+    (broken / first).unlink()
+    rc = main(["-q", "prune", "--model", str(broken), *FAST, "--stream", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"shard {first!r}" in err and "is missing" in err and not (tmp_path / "o").exists()
+    lost = tmp_path / "lost"
+    shutil.copytree(sharded, lost)
+    index["weight_map"].pop("model.layers.1.mlp.up_proj.weight")
+    (lost / INDEX_FILE).write_text(json.dumps(index))
+    with pytest.raises(SlimpackError, match="missing tensor 'model.layers.1.mlp.up_proj.weight'"):
+        LazyCheckpoint.open(lost)
+
+
+def test_a_run_over_its_memory_budget_is_refused_before_any_work(
+    sharded: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    rc = main(["-q", "prune", "--model", str(sharded), *FAST, "--stream", "--max-memory", "1", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "--max-memory 1 MiB is too small" in err[-1] and "even one block needs" in err[-1]
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_the_budget_names_the_calibration_that_would_fit() -> None:
+    from prune.data import DataSpec
+    from prune.errors import SlimpackError
+    from prune.stream import MemoryEstimate, check_budget
+
+    estimate = MemoryEstimate({"runtime": 2**30, "block": 2**30, "activations": 64 * 2**24}, per_sample=2**24)
+    check_budget(estimate, 3 * 1024, DataSpec(nsamples=64))  # 3 GiB: fits
+    with pytest.raises(SlimpackError, match=r"--nsamples 32 \(of 64\) would fit"):
+        check_budget(estimate, 2.5 * 1024, DataSpec(nsamples=64))
+
+
+def test_streamed_eval_equals_the_whole_model_forward(sharded: Path, tmp_path: Path) -> None:
+    args = ["-q", "eval", str(sharded), "--seqlen", "32", "--windows", "5", "--eval-batch-size", "2"]
+    assert main([*args, "--json", str(tmp_path / "a.json")]) == 0
+    assert main([*args, "--stream", "--json", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    assert a["perplexity"] == b["perplexity"] and a["tokens"] == b["tokens"] == 5 * 31
+
+
+@pytest.mark.parametrize("model_type", ["mixtral", "qwen2_moe"])
+def test_a_mixture_of_experts_model_is_named_as_such(model_type: str) -> None:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from prune.errors import SlimpackError
+    from prune.models import adapter_for
+
+    config = AutoConfig.for_model(model_type, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                  num_attention_heads=4, num_key_value_heads=2, vocab_size=64)  # fmt: skip
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    with pytest.raises(SlimpackError, match=rf"'{model_type}' is a mixture-of-experts model \(\d+ experts per block\)"):
+        adapter_for(model)

@@ -1,7 +1,8 @@
 """export/ — the third floor: owns the artifact format and writes every deployable one.
 
 Holds: `artifact` (`Artifact` and ``export.json``: the format runtimes read), `base` (the `Exporter` protocol and
-registry), one module per format (`onnx_kv`, `onnx_int4`, `deepsparse`, `semi24`, `gptq`), `api` (`export_model`:
+registry), one module per format (`onnx_kv`, `onnx_int4`, `deepsparse`, `semi24`, `gptq`), `graph_cache` (a traced
+graph reused across models of one shape), `api` (`export_model`:
 checks, atomic output, zeros counted back), `cli` (``slimpack export``), `report` (the export results table).
 May import: `prune`, `quant`. Running an artifact (engines, ``verify``) is `runtime_bench`'s.
 """

@@ -1,6 +1,7 @@
 """prune/ — the ground floor: the shared core every other package builds on.
 
-Holds: `models` (load/save, checkpoint kinds registry, architecture adapters), `data` (calibration and
+Holds: `models` (load/save, checkpoint kinds registry, architecture adapters), `lazy`, `stream` and `shards`
+(the streamed path: a skeleton whose blocks are read from and written to shards), `data` (calibration and
 evaluation text), `walker` (block-by-block calibration), `stats` (accumulators), `masks`, `obs` (the one OBS
 sweep), `metrics/` and `methods/` (pure math + layer methods), `allocation/` (sparsity plans), `structured/`
 (heads/channels), `eval` (perplexity), `spec` (the pruning / eval / job specs, declared once), `manifest` (the

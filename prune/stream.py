@@ -27,7 +27,7 @@ from prune.data import DataSpec
 from prune.errors import SlimpackError
 from prune.eval import PerplexityResult
 from prune.lazy import LazyCheckpoint, fresh
-from prune.models import DecoderAdapter, LoadedModel, adapter_for, checkpoint_kind
+from prune.models import DecoderAdapter, LoadedModel, adapter_for, checkpoint_kind, resolve_model_path
 from prune.report import weight_sparsity
 from prune.shards import DEFAULT_SHARD_BYTES, ShardWriter
 from prune.spec import EvalSpec
@@ -40,8 +40,6 @@ COMPUTE_DTYPE = torch.float32
 def open_streamed(spec: str | Path) -> LoadedModel:
     """A plain model directory (or alias) opened as a skeleton (``.lazy``: where its weights lie)."""
     from transformers import AutoTokenizer
-
-    from prune.models import resolve_model_path
 
     path = resolve_model_path(spec)
     kind = checkpoint_kind(path)

@@ -55,7 +55,12 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("/tmp/slimpack-scale"))
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--delete", action="store_true", help="remove each shape model and output once measured")
+    parser.add_argument("--png", type=Path, default=None, help="plot peak RSS against the model's fp32 size")
+    parser.add_argument("--plot-only", type=Path, default=None, metavar="JSON", help="only plot rows of this JSON")
     args = parser.parse_args()
+    if args.plot_only:
+        plot(json.loads(args.plot_only.read_text()), args.png or args.plot_only.with_suffix(".png"))
+        return
     python = sys.executable
     rows = []
     for shape in args.shapes:
@@ -83,7 +88,8 @@ def main() -> None:
                 "seconds_per_block": round(manifest["timing"]["seconds"] / blocks, 2),
                 "eval_seconds": round(manifest["evaluation"]["seconds"], 1),
                 "perplexity": manifest["evaluation"]["perplexity"], "eval_windows": int(args.windows),
-                "wall_seconds": round(wall, 1), "peak_rss_mib": round(peak), "cpu": cpu_model(),
+                "wall_seconds": round(wall, 1), "peak_rss_mib": round(peak),
+                "prune_peak_rss_mib": round(manifest["timing"]["peak_rss_mib"]), "cpu": cpu_model(),
                 "cores": os.cpu_count(),
             }  # fmt: skip
             rows.append(row)
@@ -94,11 +100,37 @@ def main() -> None:
             shutil.rmtree(model)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    if args.png:
+        plot(rows, args.png)
     print("| shape | blocks | bf16 GiB | method | prune s | s/block | eval s | wall s | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['shape']} | {r['blocks']} | {r['model_gib']} | {r['method']} | {r['prune_seconds']} | "
               f"{r['seconds_per_block']} | {r['eval_seconds']} | {r['wall_seconds']} | {r['peak_rss_mib']} |")  # fmt: skip
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Peak RSS of each whole-model run against the model's size in fp32 (what loading it whole would take)."""
+    from prune.plots import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    whole = [r for r in rows if not r.get("note")]
+    sizes = [r["fp32_gib"] for r in whole]
+    ax.plot(sizes, sizes, "--", color="grey", label="the model in fp32 (what in-memory loading holds)")
+    ax.plot(sizes, [r["peak_rss_mib"] / 1024 for r in whole], "o-", label="streamed prune + eval, peak RSS")
+    for r in whole:
+        ax.annotate(f"{r['shape']} ({r['blocks']} blocks)", (r["fp32_gib"], r["peak_rss_mib"] / 1024),
+                    textcoords="offset points", xytext=(4, -12), fontsize=8)  # fmt: skip
+    ram = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20  # MemTotal, kB → GiB
+    ax.axhline(ram, color="red", linewidth=0.8, label=f"this machine's RAM ({ram:.1f} GiB)")
+    ax.set_xlabel("model size in fp32 (GiB)")
+    ax.set_ylabel("GiB")
+    ax.set_title(f"Wanda 50 % --stream, {whole[0]['calibration'] if whole else ''} calibration, {rows[0]['cpu']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

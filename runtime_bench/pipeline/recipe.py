@@ -33,7 +33,7 @@ from typing import Any, TypeVar, Union, get_type_hints
 
 from prune.data import DataSpec
 from prune.errors import SlimpackError
-from prune.spec import EvalSpec, PruneSpec
+from prune.spec import EvalSpec, PruneSpec, StreamSpec
 from quant.spec import QuantizeSpec
 from runtime_bench.harness import BenchSpec
 from runtime_bench.pipeline.targets import SOURCES, ArtifactSpec
@@ -82,6 +82,7 @@ class Recipe:
     out: str = "runs/main"
     data: DataSpec = field(default_factory=DataSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
+    stream: StreamSpec | None = None  # models larger than memory: the dense evaluation and the prune streamed
     stages: Stages = field(default_factory=Stages)
 
 
@@ -173,9 +174,25 @@ def check_recipe(recipe: Recipe, source: str) -> None:
         recipe.data.check()
         if recipe.eval.windows is not None and recipe.eval.windows < 1:
             raise SlimpackError(f"eval.windows {recipe.eval.windows} must be ≥ 1 (or null: all)")
+        if recipe.stream is not None:
+            with at("stream"):
+                recipe.stream.check()
+            later = [name for name, on in (("quantize", st.quantize), ("export", st.export)) if on]
+            if later:
+                raise SlimpackError(
+                    f"stream: the {' and '.join(later)} stages load the model whole and are not streamed yet; "
+                    "a streamed recipe has prune and its evaluation only"
+                )
+            if st.prune is not None and st.prune.structured is not None:
+                raise SlimpackError("stream: structured pruning loads the model whole; drop stream or structured")
         if st.prune is not None:
             with at("stages.prune"):
-                st.prune.resolve()
+                resolved = st.prune.resolve()
+            if recipe.stream is not None and resolved.allocator is not None and not resolved.allocator.streams:
+                raise SlimpackError(
+                    f"stages.prune.allocation {st.prune.allocation_name!r} runs the whole model and cannot stream; "
+                    "use uniform, owl, dlp or log-increase"
+                )
         if st.quantize is not None:
             if st.quantize.joint and st.prune is None:
                 raise SlimpackError(

@@ -57,14 +57,16 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[st
     recipe, st = run.recipe, run.recipe.stages
     dense = resolve_model_path(recipe.model)
     models = {"dense": (dense, f"model:{dense.resolve()}")}
-    step = eval_step(run.cache, "eval-dense", dense, recipe.eval, models["dense"][1], run.progress)
+    stream = recipe.stream is not None
+    step = eval_step(run.cache, "eval-dense", dense, recipe.eval, models["dense"][1], run.progress, stream)
     run.note("eval", "dense", step)
     figures: dict[str, dict[str, Any]] = {
         "dense": {"perplexity": step.result["perplexity"], "sparsity": 0.0, "bytes": directory_bytes(dense)}
     }
 
     def job(source: Path, out: Path) -> Job:
-        return Job(str(source), out, recipe.data, overwrite=True, evaluate=recipe.eval, progress=run.progress)
+        return Job(str(source), out, recipe.data, overwrite=True, evaluate=recipe.eval, progress=run.progress,
+                   stream=recipe.stream)  # fmt: skip
 
     if st.prune is not None:
         out = run.out / "prune"

@@ -71,12 +71,19 @@ def quantize_step(cache: StepCache, name: str, config: Any, source_key: str) -> 
 
 
 def eval_step(
-    cache: StepCache, name: str, model: Path, spec: EvalSpec, source_key: str, progress: bool = True
+    cache: StepCache,
+    name: str,
+    model: Path,
+    spec: EvalSpec,
+    source_key: str,
+    progress: bool = True,
+    stream: bool = False,
 ) -> StepResult:
+    """Perplexity of ``model`` (``stream``: block-major, one block in memory; the same number)."""
     from prune.api import evaluate
 
     def run() -> dict[str, Any]:
-        return {"perplexity": evaluate(str(model), spec, progress=progress)["perplexity"]}
+        return {"perplexity": evaluate(str(model), spec, progress=progress, stream=stream)["perplexity"]}
 
     return cache.run(name, {"eval": asdict(spec), "model": str(model), "source": source_key}, run)
 

@@ -199,3 +199,40 @@ def test_a_mixture_of_experts_model_is_named_as_such(model_type: str) -> None:
         model = AutoModelForCausalLM.from_config(config)
     with pytest.raises(SlimpackError, match=rf"'{model_type}' is a mixture-of-experts model \(\d+ experts per block\)"):
         adapter_for(model)
+
+
+STREAM_RECIPE = """
+model: {model}
+out: {out}
+data: {{dataset: offline, nsamples: 4, seqlen: 32, seed: 0}}
+eval: {{dataset: offline, seqlen: 32, windows: 3}}
+{stream}
+stages:
+  prune: {{method: sparsegpt, sparsity: 0.5, allocation: dlp}}
+"""
+
+
+def test_a_streamed_recipe_gives_the_in_memory_run_exactly(sharded: Path, tmp_path: Path) -> None:
+    runs = {}
+    for name, stream in (("memory", ""), ("streamed", "stream: {shard_mib: 0.1}")):
+        recipe = tmp_path / f"{name}.yaml"
+        recipe.write_text(STREAM_RECIPE.format(model=sharded, out=tmp_path / name, stream=stream))
+        assert main(["-q", "run", str(recipe)]) == 0
+        runs[name] = json.loads((tmp_path / name / "summary.json").read_text())["models"]
+    memory, streamed = runs["memory"], runs["streamed"]
+    assert memory["dense"]["perplexity"] == streamed["dense"]["perplexity"]
+    for key in ("perplexity", "sparsity", "block_ratios", "importance"):
+        assert memory["prune"][key] == streamed["prune"][key], key
+    assert_same_model(tmp_path / "memory" / "prune", tmp_path / "streamed" / "prune")
+
+
+def test_a_streamed_recipe_with_stages_that_do_not_stream_is_refused(
+    sharded: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    recipe = tmp_path / "r.yaml"
+    body = STREAM_RECIPE.format(model=sharded, out=tmp_path / "out", stream="stream: {}")
+    recipe.write_text(body + "  quantize: {bits: 4, group_size: 32}\n")
+    assert main(["-q", "run", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stream: the quantize stage" in err[0] and "not streamed yet" in err[0]
+    assert not (tmp_path / "out").exists()

@@ -354,9 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if not args.verbose:  # the ONNX exporter's passes log every rewrite at INFO
-        for name in ("onnx_ir", "onnxscript", "torch.onnx"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # library warnings go through logging: shown with -v only
+    if not args.verbose:  # the ONNX exporter's passes log every rewrite at INFO, and warn of optional packages
+        for name in ("onnx_ir", "onnxscript", "torch.onnx", "py.warnings"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     if args.quiet:
         quiet_libraries()
     try:

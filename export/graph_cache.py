@@ -107,7 +107,8 @@ def bind(proto: Any, tensors: Tensors, parameters: Tensors, transposed: Callable
                 return None
             continue
         expected = _array(tensor, flip)
-        if init.data_type != FLOAT or not np.array_equal(numpy_helper.to_array(init), expected):
+        stored = init.data_type == FLOAT and init.HasField("raw_data")  # the layout `fill` writes back
+        if not stored or not np.array_equal(numpy_helper.to_array(init), expected):
             log.debug("graph not cached: initializer %s does not hold %s", init.name, name)
             return None
         bindings[init.name] = (name, flip)
@@ -124,19 +125,23 @@ def _constant_numel(node: Any) -> int:
     return max((_numel(a.t.dims) for a in node.attribute if a.HasField("t")), default=0)
 
 
-def _template_of(proto: Any, bindings: Bindings, key: str, details: dict[str, Any]) -> Any:
-    import onnx
-
-    template = onnx.ModelProto()
-    template.CopyFrom(proto)
-    for init in template.graph.initializer:
+def _without_weights(proto: Any, bindings: Bindings, key: str, details: dict[str, Any]) -> bytes:
+    """The serialized template: ``proto`` with its bound initializers' data taken out for the serialization
+    and put back after (no copy of the weights is made)."""
+    taken = {}
+    for init in proto.graph.initializer:
         if init.name in bindings:
+            taken[init.name] = init.raw_data
             init.ClearField("raw_data")
-            init.ClearField("float_data")
-    meta = {"key": key, "bindings": bindings, "details": details}
-    entry = template.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps(meta)
-    return template
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps({"key": key, "bindings": bindings, "details": details})
+    try:
+        return proto.SerializeToString()
+    finally:
+        proto.metadata_props.remove(entry)
+        for init in proto.graph.initializer:
+            if init.name in taken:
+                init.raw_data = taken[init.name]
 
 
 def default_root() -> Path:
@@ -176,14 +181,12 @@ class GraphCache:
 
     def store(self, key: str, proto: Any, bindings: Bindings, details: dict[str, Any]) -> None:
         """Write the template of ``proto`` atomically; a cache that cannot be written only costs time later."""
-        import onnx
-
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.root)
-            os.close(fd)
             try:
-                onnx.save_model(_template_of(proto, bindings, key, details), tmp)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(_without_weights(proto, bindings, key, details))
                 os.replace(tmp, self.path(key))
             finally:
                 if os.path.exists(tmp):

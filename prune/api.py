@@ -34,13 +34,6 @@ class UnstructuredPrune:
 
     def check_model(self, loaded: LoadedModel) -> None:
         check_layers(loaded, self.resolved.pattern.check_features)
-        if loaded.lazy is not None and self.resolved.method.needs_gradients:
-            params = sum(p.numel() for p in loaded.model.parameters())
-            raise SlimpackError(
-                f"method {self.resolved.method.name!r} needs whole-model gradients, which --stream cannot give: "
-                f"≈ {params * 8 / 2**30:.1f} GiB for the fp32 model and its gradients; choose magnitude, wanda or "
-                "sparsegpt, or drop --stream"
-            )
 
     def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job, out: Path) -> Outcome:
         r = self.resolved
@@ -89,15 +82,9 @@ def prune(config: PruneConfig) -> Manifest:
     """Prune ``config.job.model`` as ``config.spec`` says and write it with its manifest to ``config.job.out``."""
     resolved = config.spec.resolve()
     if config.job.stream is not None:
-        if config.spec.structured is not None:
-            raise SlimpackError(
-                "--stream prunes weight matrices; structured pruning loads the model whole (drop --stream)"
-            )
-        if resolved.allocator is not None and not resolved.allocator.streams:
-            raise SlimpackError(
-                f"allocation {config.spec.allocation_name!r} runs the whole model; with --stream use uniform, owl, "
-                "dlp or log-increase (or a --plan file)"
-            )
+        from prune.stream import check_streamable
+
+        check_streamable(resolved)
     if config.spec.structured is not None:
         from prune.structured.api import StructuredPrune
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from prune.errors import SlimpackError
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "model.safetensors.index.json"
-DTYPES = {
+FLOAT_DTYPES = {  # safetensors' names of the floating dtypes
     "F32": torch.float32,
     "F16": torch.float16,
     "BF16": torch.bfloat16,
@@ -37,8 +38,9 @@ DTYPES = {
 }
 
 
-def shard_files(path: Path) -> dict[str, Path]:
-    """``{tensor name: shard file}`` of a model directory (its index, else every ``*.safetensors`` header)."""
+def read_index(path: Path) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
+    """``{tensor name: shard file}`` of a model directory (its index, else the shards' own headers) and every
+    shard's header (``{name: {dtype, shape, …}}``), each header read once."""
     index = path / INDEX_FILE
     if index.is_file():
         try:
@@ -51,11 +53,20 @@ def shard_files(path: Path) -> dict[str, Path]:
                 f"shard {missing[0]!r} listed in {str(index)!r} is missing ({len(missing)} missing); "
                 "copy the complete model directory"
             )
-        return {name: path / f for name, f in weight_map.items()}
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise SlimpackError(f"{str(path)!r} has no .safetensors weights; pass a safetensors model directory")
-    return {name: f for f in files for name in _header(f)}
+        files = {name: path / f for name, f in weight_map.items()}
+        shards = sorted(set(files.values()))
+    else:
+        shards = sorted(path.glob("*.safetensors"))
+        if not shards:
+            raise SlimpackError(f"{str(path)!r} has no .safetensors weights; pass a safetensors model directory")
+        files = {}
+    headers: dict[str, dict[str, Any]] = {}
+    for shard in shards:
+        header = _header(shard)
+        headers.update(header)
+        if not index.is_file():
+            files.update({name: shard for name in header})
+    return files, headers
 
 
 def _header(file: Path) -> dict[str, dict[str, Any]]:
@@ -79,7 +90,7 @@ class LazyCheckpoint:
     path: Path
     model: nn.Module
     files: dict[str, Path]  # tensor name → shard
-    dtypes: dict[str, torch.dtype]  # tensor name → stored dtype
+    headers: dict[str, dict[str, Any]]  # tensor name → {dtype, shape, data_offsets} as the shard declares it
 
     @classmethod
     def open(cls, path: Path) -> LazyCheckpoint:
@@ -87,20 +98,18 @@ class LazyCheckpoint:
 
         path = Path(path)
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-        files = shard_files(path)
-        headers: dict[str, dict[str, Any]] = {}
-        for file in sorted(set(files.values())):
-            headers.update(_header(file))
+        files, headers = read_index(path)
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
         model.eval()
-        lazy = cls(path, model, files, {n: DTYPES.get(h.get("dtype"), torch.float32) for n, h in headers.items()})
-        lazy.check(headers)
+        lazy = cls(path, model, files, headers)
+        lazy.check()
         return lazy
 
-    def check(self, headers: dict[str, dict[str, Any]]) -> None:
+    def check(self) -> None:
         """Every tensor of the skeleton is listed (index) and stored (shard header) with its shape, and nothing
         else is listed (a tied head excepted)."""
+        headers = self.headers
         expected = dict(self.model.state_dict())
         tied = getattr(self.model.config, "tie_word_embeddings", False)
         for name, tensor in expected.items():
@@ -122,10 +131,13 @@ class LazyCheckpoint:
             )
 
     def stored_dtype(self) -> torch.dtype:
-        """The dtype most of the checkpoint's bytes are stored in."""
+        """The floating dtype most of the checkpoint's weights (by element count) are stored in."""
         counts: dict[torch.dtype, int] = defaultdict(int)
-        for dtype in self.dtypes.values():
-            counts[dtype] += 1
+        for header in self.headers.values():
+            if header.get("dtype") in FLOAT_DTYPES:
+                counts[FLOAT_DTYPES[header["dtype"]]] += math.prod(header.get("shape", []))
+        if not counts:
+            raise SlimpackError(f"{str(self.path)!r} stores no floating-point weights; the streamed path needs them")
         return max(counts, key=counts.__getitem__)
 
     def read(self, names: list[str], dtype: torch.dtype | None, device: torch.device | str) -> dict[str, torch.Tensor]:
@@ -144,8 +156,11 @@ class LazyCheckpoint:
                     out[name] = tensor.to(device=device, dtype=dtype or tensor.dtype)
         return out
 
-    def materialize(self, module: nn.Module, prefix: str, dtype: torch.dtype, device: torch.device | str) -> None:
-        """Give ``module`` (named ``prefix`` in the model) its stored tensors as ``dtype`` on ``device``."""
+    def materialize(
+        self, module: nn.Module, prefix: str, dtype: torch.dtype | None, device: torch.device | str
+    ) -> None:
+        """Give ``module`` (named ``prefix`` in the model) its stored tensors as ``dtype`` (``None``: as stored)
+        on ``device``."""
         names = {f"{prefix}.{n}" if prefix else n: n for n, _ in module.state_dict().items()}
         stored = [n for n in names if n in self.files]
         tensors = self.read(stored, dtype, device)

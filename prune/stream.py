@@ -30,11 +30,31 @@ from prune.lazy import LazyCheckpoint, fresh
 from prune.models import DecoderAdapter, LoadedModel, adapter_for, checkpoint_kind, resolve_model_path
 from prune.report import weight_sparsity
 from prune.shards import DEFAULT_SHARD_BYTES, ShardWriter
-from prune.spec import EvalSpec
+from prune.spec import EvalSpec, Resolved
 
 log = logging.getLogger(__name__)
 
 COMPUTE_DTYPE = torch.float32
+
+
+def check_streamable(resolved: Resolved) -> None:
+    """Refuse (one line, before any work) a pruning spec the streamed path cannot run: structured pruning, a
+    method that needs whole-model gradients, an allocator that runs the whole model. `prune.api.prune` and
+    ``slimpack run``'s recipe check both ask here."""
+    spec = resolved.spec
+    if spec.structured is not None:
+        raise SlimpackError("--stream prunes weight matrices; structured pruning loads the model whole (drop --stream)")
+    if resolved.method.needs_gradients:
+        raise SlimpackError(
+            f"method {resolved.method.name!r} needs whole-model gradients, which --stream cannot give: the fp32 "
+            "model and its gradients, 8 bytes per parameter (≈ 50 GiB for a 6.7B model); choose magnitude, wanda, "
+            "sparsegpt or pgz, or drop --stream"
+        )
+    if resolved.allocator is not None and not resolved.allocator.streams:
+        raise SlimpackError(
+            f"allocation {spec.allocation_name!r} runs the whole model; with --stream use uniform, owl, dlp or "
+            "log-increase (or a --plan file)"
+        )
 
 
 def open_streamed(spec: str | Path) -> LoadedModel:
@@ -52,7 +72,7 @@ def open_streamed(spec: str | Path) -> LoadedModel:
     model = lazy.model
     adapter = adapter_for(model)
     embed = model.get_submodule(adapter.embed_path)
-    lazy.materialize(embed, adapter.embed_path, lazy.dtypes[f"{adapter.embed_path}.weight"], "cpu")
+    lazy.materialize(embed, adapter.embed_path, None, "cpu")  # stored dtype
     embed.register_forward_hook(lambda module, args, out: out.to(COMPUTE_DTYPE))
     if adapter.rotary_path:
         owner, _, leaf = adapter.rotary_path.rpartition(".")
@@ -183,9 +203,9 @@ def estimate_memory(loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec,
 
     lazy, adapter = loaded.lazy, loaded.adapter
     assert lazy is not None and adapter is not None
-    blocks = adapter.blocks(lazy.model)
-    block = max(sum(p.numel() for p in b.parameters()) for b in blocks) * 4
-    linears = [lin for b in blocks[:1] for lin in adapter.linears(b).values()]
+    first = adapter.blocks(lazy.model)[0]  # streamed models are plain: every block has this shape
+    block = sum(p.numel() for p in first.parameters()) * 4
+    linears = list(adapter.linears(first).values())
     stats = 0
     if "hessian" in needs:  # every linear's H [in, in] fp32, and the sweep's inverse and factor of the largest
         stats = sum(4 * lin.in_features**2 for lin in linears) + 2 * 4 * max(lin.in_features for lin in linears) ** 2

@@ -32,15 +32,15 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-def timed(cmd: list[str]) -> tuple[float, float, str]:
-    """Run ``cmd`` under /usr/bin/time -v: (wall seconds, peak RSS MiB, stderr tail)."""
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """Run ``cmd`` under /usr/bin/time -v: (wall seconds, peak RSS MiB)."""
     start = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - start
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return wall, int(peak.group(1)) / 1024 if peak else float("nan"), proc.stderr[-2000:]
+    return wall, int(peak.group(1)) / 1024 if peak else float("nan")
 
 
 def main() -> None:
@@ -67,7 +67,7 @@ def main() -> None:
         model = args.root / shape
         if not model.exists():
             layers = ["--layers", str(args.layers)] if args.layers else []
-            wall, peak, _ = timed([python, "scripts/shape_model.py", shape, str(model), *layers])
+            wall, peak = timed([python, "scripts/shape_model.py", shape, str(model), *layers])
             print(f"built {shape} in {wall:.0f} s (peak {peak:.0f} MiB)", flush=True)
         size = sum(f.stat().st_size for f in model.glob("*.safetensors"))
         config = json.loads((model / "config.json").read_text())
@@ -76,7 +76,7 @@ def main() -> None:
             cmd = [python, "-m", "runtime_bench.cli", "-q", "prune", "--model", str(model), "--method", method,
                    "--sparsity", args.sparsity, "--nsamples", args.nsamples, "--seqlen", args.seqlen, "--eval",
                    "--windows", args.windows, "--stream", "--out", str(out), "--overwrite"]  # fmt: skip
-            wall, peak, _ = timed(cmd)
+            wall, peak = timed(cmd)
             manifest = json.loads((out / "slimpack.json").read_text())
             blocks = config["num_hidden_layers"]
             row = {

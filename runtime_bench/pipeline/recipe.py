@@ -166,6 +166,7 @@ def check_recipe(recipe: Recipe, source: str) -> None:
     """Semantic checks (names exist in their registries, sources are produced, values in range): every setting
     is resolved the way the run will resolve it, so nothing the recipe names can fail after the first step."""
     from export.base import EXPORTERS
+    from prune.stream import check_streamable
     from quant.api import Quantize
     from runtime_bench.pipeline.targets import engine_of
 
@@ -183,16 +184,11 @@ def check_recipe(recipe: Recipe, source: str) -> None:
                     f"stream: the {' and '.join(later)} stages load the model whole and are not streamed yet; "
                     "a streamed recipe has prune and its evaluation only"
                 )
-            if st.prune is not None and st.prune.structured is not None:
-                raise SlimpackError("stream: structured pruning loads the model whole; drop stream or structured")
         if st.prune is not None:
             with at("stages.prune"):
                 resolved = st.prune.resolve()
-            if recipe.stream is not None and resolved.allocator is not None and not resolved.allocator.streams:
-                raise SlimpackError(
-                    f"stages.prune.allocation {st.prune.allocation_name!r} runs the whole model and cannot stream; "
-                    "use uniform, owl, dlp or log-increase"
-                )
+                if recipe.stream is not None:
+                    check_streamable(resolved)
         if st.quantize is not None:
             if st.quantize.joint and st.prune is None:
                 raise SlimpackError(

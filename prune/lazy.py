@@ -8,6 +8,10 @@ read and closed again, so that its pages leave the process's resident memory), c
 ``device``; `release(module)` puts them back on the meta device. Buffers the checkpoint does not store
 (rope's ``inv_freq``) are computed by re-creating their module from the config (`fresh`).
 
+A checkpoint kind whose files do not store the skeleton's tensors as they are (a GPTQ checkpoint stores a
+linear's ``weight`` as ``qweight/qzeros/scales/g_idx``) gives a `TensorCodec`: which stored tensors make each
+skeleton tensor, and how to decode them. Plain directories use `PLAIN_CODEC` (each tensor as it is).
+
 The in-memory path (`prune.models.load_model`) and this one hold the same tensors: fp32 → fp32 is a copy,
 so a streamed walk in fp32 gives bit-identical results (tests/integration/test_stream.py).
 """
@@ -20,7 +24,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -83,48 +87,88 @@ def _header(file: Path) -> dict[str, dict[str, Any]]:
     return header
 
 
+class TensorCodec(Protocol):
+    """How a checkpoint kind stores the skeleton's tensors (`prune.models.CheckpointKind.codec`)."""
+
+    def prepare(self, config: Any) -> None:
+        """Make the transformers config build the plain skeleton (e.g. drop ``quantization_config``)."""
+        ...
+
+    def sources(self, name: str, stored: dict[str, Path]) -> tuple[str, ...]:
+        """The stored tensors that make the skeleton's tensor ``name`` (``(name,)``: stored as it is)."""
+        ...
+
+    def decode(self, name: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The tensor ``name`` from its `sources` (read as stored, on the CPU)."""
+        ...
+
+
+class PlainCodec:
+    """Every tensor stored as it is."""
+
+    def prepare(self, config: Any) -> None:
+        pass
+
+    def sources(self, name: str, stored: dict[str, Path]) -> tuple[str, ...]:
+        return (name,)
+
+    def decode(self, name: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        return tensors[name]
+
+
+PLAIN_CODEC = PlainCodec()
+
+
 @dataclass
 class LazyCheckpoint:
     """A model skeleton (meta device) and where each of its tensors lies on disk."""
 
     path: Path
     model: nn.Module
-    files: dict[str, Path]  # tensor name → shard
-    headers: dict[str, dict[str, Any]]  # tensor name → {dtype, shape, data_offsets} as the shard declares it
+    files: dict[str, Path]  # stored tensor name → shard
+    headers: dict[str, dict[str, Any]]  # stored tensor name → {dtype, shape, data_offsets} as the shard declares it
+    codec: TensorCodec = PLAIN_CODEC
 
     @classmethod
-    def open(cls, path: Path) -> LazyCheckpoint:
+    def open(cls, path: Path, codec: TensorCodec = PLAIN_CODEC) -> LazyCheckpoint:
         from transformers import AutoConfig, AutoModelForCausalLM
 
         path = Path(path)
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        codec.prepare(config)
         files, headers = read_index(path)
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
         model.eval()
-        lazy = cls(path, model, files, headers)
+        lazy = cls(path, model, files, headers, codec)
         lazy.check()
         return lazy
 
     def check(self) -> None:
-        """Every tensor of the skeleton is listed (index) and stored (shard header) with its shape, and nothing
-        else is listed (a tied head excepted)."""
+        """Every tensor of the skeleton is listed (index) and stored (shard header) — with its shape, when it is
+        stored as it is — and nothing else is listed (a tied head excepted)."""
         headers = self.headers
         expected = dict(self.model.state_dict())
         tied = getattr(self.model.config, "tie_word_embeddings", False)
+        used: set[str] = set()
         for name, tensor in expected.items():
-            if name not in self.files or name not in headers:
+            sources = self.codec.sources(name, self.files)
+            absent = [s for s in sources if s not in self.files or s not in headers]
+            if absent:
                 if tied and name == "lm_head.weight":
                     continue
                 raise SlimpackError(
-                    f"weights in {str(self.path)!r} do not match its config.json (missing tensor {name!r})"
+                    f"weights in {str(self.path)!r} do not match its config.json (missing tensor {absent[0]!r})"
                 )
+            used.update(sources)
+            if sources != (name,):
+                continue  # decoded: its sources' shapes are the codec's to check
             stored = list(headers[name].get("shape", []))
             if stored != list(tensor.shape):
                 raise SlimpackError(
                     f"tensor {name!r} in {str(self.path)!r} has shape {stored}, its config.json says {list(tensor.shape)}"
                 )
-        extra = sorted(set(self.files) - set(expected))
+        extra = sorted(set(self.files) - used)
         if extra:
             raise SlimpackError(
                 f"weights in {str(self.path)!r} do not match its config.json (unexpected tensor {extra[0]!r})"
@@ -140,20 +184,28 @@ class LazyCheckpoint:
             raise SlimpackError(f"{str(self.path)!r} stores no floating-point weights; the streamed path needs them")
         return max(counts, key=counts.__getitem__)
 
+    def stored(self, name: str) -> bool:
+        """Whether the skeleton's tensor ``name`` is in the checkpoint (a tied head is not)."""
+        return all(s in self.files for s in self.codec.sources(name, self.files))
+
     def read(self, names: list[str], dtype: torch.dtype | None, device: torch.device | str) -> dict[str, torch.Tensor]:
-        """The tensors ``names`` as ``dtype`` (``None``: as stored) on ``device``; each shard is opened once and
-        closed after."""
+        """The skeleton's tensors ``names`` as ``dtype`` (``None``: as stored, or as decoded) on ``device``; each
+        shard is opened once and closed after."""
         from safetensors import safe_open
 
+        sources = {name: self.codec.sources(name, self.files) for name in names}
         by_file: dict[Path, list[str]] = defaultdict(list)
-        for name in names:
-            by_file[self.files[name]].append(name)
-        out: dict[str, torch.Tensor] = {}
+        for source in {s for group in sources.values() for s in group}:
+            by_file[self.files[source]].append(source)
+        raw: dict[str, torch.Tensor] = {}
         for file, members in by_file.items():
             with safe_open(str(file), framework="pt") as fh:
-                for name in members:
-                    tensor = fh.get_tensor(name)
-                    out[name] = tensor.to(device=device, dtype=dtype or tensor.dtype)
+                for source in members:
+                    raw[source] = fh.get_tensor(source)
+        out: dict[str, torch.Tensor] = {}
+        for name, group in sources.items():
+            tensor = self.codec.decode(name, {s: raw.pop(s) for s in group})
+            out[name] = tensor.to(device=device, dtype=dtype or tensor.dtype)
         return out
 
     def materialize(
@@ -162,7 +214,7 @@ class LazyCheckpoint:
         """Give ``module`` (named ``prefix`` in the model) its stored tensors as ``dtype`` (``None``: as stored)
         on ``device``."""
         names = {f"{prefix}.{n}" if prefix else n: n for n, _ in module.state_dict().items()}
-        stored = [n for n in names if n in self.files]
+        stored = [n for n in names if self.stored(n)]
         tensors = self.read(stored, dtype, device)
         for full, local in names.items():
             if full in tensors:

@@ -23,7 +23,7 @@ from torch import nn
 
 from prune.errors import SlimpackError
 from prune.io import atomic_output_dir, sha256_file, write_json_atomic
-from prune.lazy import LazyCheckpoint
+from prune.lazy import PLAIN_CODEC, LazyCheckpoint, TensorCodec
 from prune.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -214,6 +214,10 @@ class CheckpointKind(Protocol):
         """The model (fp ``dtype``, eval mode, on the CPU) and kind-specific extras (e.g. quantized weights)."""
         ...
 
+    def codec(self, config: dict[str, Any]) -> TensorCodec | None:
+        """How the streamed path (`prune.lazy`) reads this kind's tensors one block at a time; None: it cannot."""
+        ...
+
 
 CHECKPOINT_KINDS: Registry[CheckpointKind] = Registry("checkpoint kind")
 
@@ -234,6 +238,9 @@ class PlainCheckpoint:
 
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, trust_remote_code=False)
         return model.eval(), {}
+
+    def codec(self, config: dict[str, Any]) -> TensorCodec | None:
+        return PLAIN_CODEC
 
 
 PLAIN = PlainCheckpoint()

@@ -1,10 +1,12 @@
-"""The streamed path: a model that never sits in memory whole (issue 15's first stage: unstructured pruning).
+"""The streamed path: a model that never sits in memory whole (pruning, GPTQ / joint quantization, perplexity).
 
 `open_streamed(path)` gives a `LoadedModel` whose model is a skeleton (`prune.lazy.LazyCheckpoint`): only the
 embedding (stored dtype; its output is cast to fp32 for the blocks) and the rope module are real.
+A GPTQ checkpoint is read through its kind's codec: each quantized linear dequantized as its block is read.
 `StreamedBlocks` is the walker's `prune.walker.BlockStore` for it: block ``i`` is read from the shards as fp32
-on the compute device when the walker enters it and, when it leaves, written to a `prune.shards.ShardWriter`
-in the output dtype (or only dropped, for a read-only pass such as an allocator's statistics) and released.
+on the compute device when the walker enters it and, when it leaves, encoded (`BlockEncoder`: every tensor as
+it is, or GPTQ's packed tensors — `quant.checkpoint.GPTQEncoder`), written to a `prune.shards.ShardWriter` in
+the output dtype (or only dropped, for a read-only pass such as an allocator's statistics) and released.
 `finish` writes what is not in a block (embedding, final norm, lm_head: copied from the source shards), the
 config and the tokenizer. Peak memory: one fp32 block, its calibration statistics, the calibration
 activations and one output shard — not the model.
@@ -15,9 +17,10 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -27,7 +30,8 @@ from prune.data import DataSpec
 from prune.errors import SlimpackError
 from prune.eval import PerplexityResult
 from prune.lazy import LazyCheckpoint, fresh
-from prune.models import DecoderAdapter, LoadedModel, adapter_for, checkpoint_kind, resolve_model_path
+from prune.methods import LayerMethod
+from prune.models import DecoderAdapter, LoadedModel, adapter_for, checkpoint_kind, read_config, resolve_model_path
 from prune.report import weight_sparsity
 from prune.shards import DEFAULT_SHARD_BYTES, ShardWriter
 from prune.spec import EvalSpec, Resolved
@@ -37,16 +41,19 @@ log = logging.getLogger(__name__)
 COMPUTE_DTYPE = torch.float32
 
 
-def check_streamable(resolved: Resolved) -> None:
+def check_streamable(resolved: Resolved, method: LayerMethod | None = None) -> None:
     """Refuse (one line, before any work) a pruning spec the streamed path cannot run: structured pruning, a
-    method that needs whole-model gradients, an allocator that runs the whole model. `prune.api.prune` and
-    ``slimpack run``'s recipe check both ask here."""
+    method that needs whole-model gradients, an allocator that runs the whole model. ``method``: the walked
+    method when it is not ``resolved``'s own (a quantizer, with or without a joint pruner). `prune.api.prune`,
+    `quant.api.quantize` and ``slimpack run``'s recipe check all ask here."""
     spec = resolved.spec
+    method = method or resolved.method
     if spec.structured is not None:
         raise SlimpackError("--stream prunes weight matrices; structured pruning loads the model whole (drop --stream)")
-    if resolved.method.needs_gradients:
+    if method.needs_gradients:
+        name = resolved.method.name if resolved.method is not None else method.name
         raise SlimpackError(
-            f"method {resolved.method.name!r} needs whole-model gradients, which --stream cannot give: the fp32 "
+            f"method {name!r} needs whole-model gradients, which --stream cannot give: the fp32 "
             "model and its gradients, 8 bytes per parameter (≈ 50 GiB for a 6.7B model); choose magnitude, wanda, "
             "sparsegpt or pgz, or drop --stream"
         )
@@ -58,17 +65,18 @@ def check_streamable(resolved: Resolved) -> None:
 
 
 def open_streamed(spec: str | Path) -> LoadedModel:
-    """A plain model directory (or alias) opened as a skeleton (``.lazy``: where its weights lie)."""
+    """A model directory (or alias) opened as a skeleton (``.lazy``: where its weights lie), read through its
+    checkpoint kind's codec (plain, or GPTQ: dequantized as read)."""
     from transformers import AutoTokenizer
 
     path = resolve_model_path(spec)
     kind = checkpoint_kind(path)
-    if kind.quantized or kind.per_layer_shapes:
+    codec = kind.codec(read_config(path))
+    if codec is None:
         raise SlimpackError(
-            f"{str(path)!r} is a {kind.name} checkpoint; the streamed path reads plain model directories — "
-            "drop --stream"
+            f"{str(path)!r} is a {kind.name} checkpoint, which the streamed path does not read yet — drop --stream"
         )
-    lazy = LazyCheckpoint.open(path)
+    lazy = LazyCheckpoint.open(path, codec)
     model = lazy.model
     adapter = adapter_for(model)
     embed = model.get_submodule(adapter.embed_path)
@@ -82,13 +90,39 @@ def open_streamed(spec: str | Path) -> LoadedModel:
     return LoadedModel(model, tokenizer, str(spec), path, kind.name, adapter, lazy=lazy)
 
 
-class StreamedBlocks:
-    """The blocks of a `LazyCheckpoint`: read in fp32 on entry; on leaving written to ``writer`` (if any) and
-    released."""
+class BlockEncoder(Protocol):
+    """How a finished block is written: its tensors by full name (the writer converts floating ones to its
+    dtype), and what the walk keeps of the block's method outputs (``outputs``: by full module name)."""
 
-    def __init__(self, lazy: LazyCheckpoint, adapter: DecoderAdapter, writer: ShardWriter | None = None) -> None:
+    def encode(
+        self, prefix: str, block: nn.Module, outputs: dict[str, Any]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]: ...
+
+
+class PlainEncoder:
+    """Every tensor as it is (a plain model directory); the outputs are kept as they are."""
+
+    def encode(
+        self, prefix: str, block: nn.Module, outputs: dict[str, Any]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {f"{prefix}.{name}": tensor for name, tensor in block.state_dict().items()}, outputs
+
+
+class StreamedBlocks:
+    """The blocks of a `LazyCheckpoint`: read in fp32 on entry; on leaving encoded (`BlockEncoder`), written to
+    ``writer`` (if any) and released."""
+
+    def __init__(
+        self,
+        lazy: LazyCheckpoint,
+        adapter: DecoderAdapter,
+        writer: ShardWriter | None = None,
+        encoder: BlockEncoder | None = None,
+    ) -> None:
         self.lazy, self.adapter, self.writer = lazy, adapter, writer
+        self.encoder = encoder or PlainEncoder()
         self.blocks = adapter.blocks(lazy.model)
+        self.before: dict[str, dict[str, Any]] = {}  # prunable linear → its zeros as read
         self.sparsity: dict[str, dict[str, Any]] = {}  # prunable linear → its zeros as written
 
     def __len__(self) -> int:
@@ -96,18 +130,23 @@ class StreamedBlocks:
 
     def enter(self, index: int, device: torch.device | str) -> nn.Module:
         block = self.blocks[index]
-        self.lazy.materialize(block, self.adapter.block_prefix(index), COMPUTE_DTYPE, device)
+        prefix = self.adapter.block_prefix(index)
+        self.lazy.materialize(block, prefix, COMPUTE_DTYPE, device)
+        for name, lin in self.adapter.linears(block).items():
+            self.before[f"{prefix}.{name}"] = weight_sparsity(lin.weight)
         return block
 
-    def leave(self, index: int, block: nn.Module) -> None:
+    def leave(self, index: int, block: nn.Module, outputs: dict[str, Any]) -> dict[str, Any]:
+        kept = outputs
         if self.writer is not None:
             prefix = self.adapter.block_prefix(index)
-            linears = {f"{name}.weight" for name in self.adapter.linears(block)}
-            for name, tensor in block.state_dict().items():
-                stored = self.writer.add(f"{prefix}.{name}", tensor)
-                if name in linears:
-                    self.sparsity[f"{prefix}.{name.removesuffix('.weight')}"] = weight_sparsity(stored)
+            tensors, kept = self.encoder.encode(prefix, block, outputs)
+            stored = {name: self.writer.add(name, tensor) for name, tensor in tensors.items()}
+            for name, lin in self.adapter.linears(block).items():  # zeros as stored, or as computed (encoded)
+                full = f"{prefix}.{name}"
+                self.sparsity[full] = weight_sparsity(stored.get(f"{full}.weight", lin.weight))
         self.lazy.release(block)
+        return kept
 
 
 def output_writer(
@@ -117,20 +156,29 @@ def output_writer(
     return ShardWriter(directory, dtype or lazy.stored_dtype(), shard_bytes or DEFAULT_SHARD_BYTES)
 
 
-def finish(loaded: LoadedModel, writer: ShardWriter, directory: Path) -> None:
-    """Write the tensors outside the blocks (copied from the source), close the shards, write config and
-    tokenizer: ``directory`` then holds a complete model directory."""
+def finish(
+    loaded: LoadedModel,
+    writer: ShardWriter,
+    directory: Path,
+    write_config: Callable[[Any, Path], None] | None = None,
+) -> None:
+    """Write the tensors outside the blocks (copied from the source), close the shards, write config (with
+    ``write_config(config, directory)`` when the output kind has its own) and tokenizer: ``directory`` then
+    holds a complete model directory."""
     lazy = loaded.lazy
     adapter = loaded.adapter
     assert lazy is not None and adapter is not None
     inside = adapter.blocks_path + "."
-    outside = [n for n in lazy.model.state_dict() if not n.startswith(inside) and n in lazy.files]
+    outside = [n for n in lazy.model.state_dict() if not n.startswith(inside) and lazy.stored(n)]
     for name, tensor in lazy.read(outside, None, "cpu").items():
         writer.add(name, tensor)
     writer.close()
     config = lazy.model.config
     config.dtype = writer.dtype
-    config.save_pretrained(directory)
+    if write_config is not None:
+        write_config(config, directory)
+    else:
+        config.save_pretrained(directory)
     if (lazy.path / "generation_config.json").is_file():
         shutil.copy2(lazy.path / "generation_config.json", directory / "generation_config.json")
     if loaded.tokenizer is not None:
@@ -161,7 +209,7 @@ def streamed_perplexity(
         block = store.enter(index, device)
         for inp, out in zip(inputs, run_block(block, inputs, device)):
             inp.hidden = out
-        store.leave(index, block)
+        store.leave(index, block, {})
     head = [adapter.norm_path, "lm_head"]
     for path in head:
         lazy.materialize(loaded.model.get_submodule(path), path, COMPUTE_DTYPE, device)

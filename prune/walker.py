@@ -83,8 +83,10 @@ class BlockStore(Protocol):
         """Block ``index`` on ``device``, ready to run in fp32."""
         ...
 
-    def leave(self, index: int, block: nn.Module) -> None:
-        """Block ``index`` is finished (compressed, or only read)."""
+    def leave(self, index: int, block: nn.Module, outputs: dict[str, Any]) -> dict[str, Any]:
+        """Block ``index`` is finished (compressed, or only read); ``outputs``: what the method returned for its
+        linears (by full name). Returns what the walk keeps of them (a streamed store has written them and
+        keeps a summary)."""
         ...
 
 
@@ -103,8 +105,9 @@ class InMemoryBlocks:
         self.homes[index] = next(block.parameters()).device
         return block.to(device)
 
-    def leave(self, index: int, block: nn.Module) -> None:
+    def leave(self, index: int, block: nn.Module, outputs: dict[str, Any]) -> dict[str, Any]:
         block.to(self.homes.pop(index))
+        return outputs
 
 
 @torch.no_grad()
@@ -214,6 +217,7 @@ def walk(
         linears = adapter.linears(block)
         groups = adapter.groups if true_sequential else (tuple(linears),)
         outs: list[torch.Tensor] = []
+        outputs: dict[str, Any] = {}
         for group in groups:
             members = {name: linears[name] for name in group}
             accs, outs = collect(block, members, method.needs, inputs, device) if calibrated else ({}, [])
@@ -225,7 +229,7 @@ def walk(
                 start = time.perf_counter()
                 output = method.compress(lin, Stats(values), plan[full], pattern.for_ratio(plan[full]))
                 if output is not None:
-                    result.outputs[full] = output
+                    outputs[full] = output
                 result.records.append(WalkRecord(full, plan[full], time.perf_counter() - start))
             del accs
         if calibrated:
@@ -233,7 +237,7 @@ def walk(
                 outs = run_block(block, inputs, device)
             for inp, out in zip(inputs, outs):
                 inp.hidden = out
-        store.leave(index, block)
+        result.outputs.update(store.leave(index, block, outputs))
         if block_done is not None:
             block_done(index)
     return result

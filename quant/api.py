@@ -3,13 +3,18 @@ the core's stage template (`prune.stage.run_stage`).
 
 Sequential mode: the source's exact zeros are its prune mask (prune first with ``slimpack prune``).
 Joint mode (``joint``: a `PruneSpec`): the pruner and the quantizer share one walk — see `quant.methods`.
+Streamed (``job.stream``): the source is read one block at a time and each quantized block is written as it is
+finished (`quant.checkpoint.GPTQEncoder`), so a 7B model needs one block's memory.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+
+import torch
 
 from prune.allocation import ALLOCATORS
 from prune.data import Calibration
@@ -17,11 +22,12 @@ from prune.errors import SlimpackError
 from prune.manifest import Manifest, MethodRecord
 from prune.masks import Pattern
 from prune.models import LoadedModel, checkpoint_kind, resolve_model_path, save_model
-from prune.report import model_sparsity
-from prune.spec import Job, PruneSpec, Resolved
+from prune.report import model_sparsity, sparsity_summary
+from prune.spec import Job, PruneSpec, Resolved, StreamSpec
 from prune.stage import Outcome, check_layers, prepare_walk, run_stage
+from prune.stream import StreamedBlocks, check_budget, check_streamable, estimate_memory, finish, output_writer
 from prune.walker import walk
-from quant.checkpoint import quantization_config, save_gptq
+from quant.checkpoint import GPTQEncoder, quantization_config, save_gptq, write_gptq_config
 from quant.methods import QUANT_METHODS, QuantizedLayer
 from quant.spec import DEQUANTIZED, QuantizeSpec
 
@@ -62,31 +68,45 @@ class Quantize:
         r, q = self.resolved, self.quant
         model, adapter = loaded.model, loaded.adapter
         assert adapter is not None
-        linears = adapter.named_linears(model)
         source = Manifest.read_if_any(Path(job.model)) if Path(job.model).is_dir() else None
-        sparsity_before = model_sparsity(linears)["overall"]
+        store = self.streamed_store(loaded, job, out) if job.stream is not None else None
+        if store is None:
+            linears = adapter.named_linears(model)
+            sparsity_before = model_sparsity(linears)["overall"]
         prep = prepare_walk(loaded, r, self.method, calibration, job.device, job.progress)
         result = walk(model, adapter, self.method, prep.allocation.plan, r.pattern, prep.batches, prep.grads,
-                      job.device, r.spec.true_sequential, job.progress)  # fmt: skip
-        layers: dict[str, QuantizedLayer] = result.outputs
-        pruned = sum(int(ql.pruned.sum()) for ql in layers.values())
-        kept = sum(int((lin.weight.data[layers[n].pruned] == 0).sum()) for n, lin in linears.items())
-        log.info("%d/%d pruned zeros kept", kept, pruned)
+                      job.device, r.spec.true_sequential, job.progress, store=store)  # fmt: skip
         qconfig = quantization_config(q.grid, self.method.percdamp, self.method.name, q.checkpoint_format,
                                       r.spec.true_sequential)  # fmt: skip
+        if store is None:
+            layers: dict[str, QuantizedLayer] = result.outputs
+            pruned = sum(int(ql.pruned.sum()) for ql in layers.values())
+            kept = sum(int((lin.weight.data[layers[n].pruned] == 0).sum()) for n, lin in linears.items())
+            sparsity = model_sparsity(linears)
 
-        def save(directory: Path) -> None:
-            if q.checkpoint_format == DEQUANTIZED:  # a plain fp32 model holding the grid values
-                save_model(model, loaded.tokenizer, directory)
-            else:
-                save_gptq(model, {n: ql.weight for n, ql in layers.items()}, loaded.tokenizer, directory, qconfig)
+            def save(directory: Path) -> None:
+                if q.checkpoint_format == DEQUANTIZED:  # a plain fp32 model holding the grid values
+                    save_model(model, loaded.tokenizer, directory)
+                else:
+                    save_gptq(model, {n: ql.weight for n, ql in layers.items()}, loaded.tokenizer, directory, qconfig)
 
+        else:  # the walk wrote every block; ``result.outputs`` holds each linear's `PackedCount`
+            sparsity_before = sparsity_summary(store.before)["overall"]
+            sparsity = sparsity_summary(store.sparsity)
+            pruned = sum(c.pruned for c in result.outputs.values())
+            kept = sum(c.kept for c in result.outputs.values())
+
+            def save(directory: Path) -> None:
+                write = None if q.checkpoint_format == DEQUANTIZED else partial(write_gptq_config, qconfig=qconfig)
+                finish(loaded, store.writer, directory, write)
+
+        log.info("%d/%d pruned zeros kept", kept, pruned)
         return Outcome(
             stage="quantize",
             method=MethodRecord(self.method.name, self.method.options()),
             pattern=str(r.pattern),
             target_sparsity=prep.target,
-            sparsity=model_sparsity(linears),
+            sparsity=sparsity,
             save=save,
             allocation=prep.allocation if self.joint else None,
             allocation_record=prep.record if self.joint else None,
@@ -101,12 +121,32 @@ class Quantize:
             },
         )
 
+    def streamed_store(self, loaded: LoadedModel, job: Job, out: Path) -> StreamedBlocks:
+        """The walk's blocks read from the source's shards and written, quantized, into ``out`` (``--stream``)."""
+        stream, q = job.stream, self.quant
+        assert stream is not None and loaded.lazy is not None and loaded.adapter is not None
+        if q.checkpoint_format == DEQUANTIZED:
+            dtype = stream.torch_dtype() or torch.float32  # the grid values, exactly, unless --dtype says otherwise
+        else:
+            dtype = torch.float16  # the format's
+        shard = int(stream.shard_mib * 2**20)
+        check_budget(estimate_memory(loaded, self.method.needs, job.data, shard), stream.max_memory_mib, job.data)
+        writer = output_writer(out, loaded.lazy, dtype, shard)
+        return StreamedBlocks(loaded.lazy, loaded.adapter, writer, GPTQEncoder(q.checkpoint_format))
+
+
+def check_stream_quantize(stage: Quantize, stream: StreamSpec) -> None:
+    """Refuse (one line, before any work) a quantization the streamed path cannot run."""
+    check_streamable(stage.resolved, stage.method)
+    if stage.quant.checkpoint_format != DEQUANTIZED and stream.dtype not in (None, "float16"):
+        raise SlimpackError(f"a GPTQ checkpoint stores float16; drop --dtype {stream.dtype}")
+
 
 def quantize(config: QuantizeConfig) -> Manifest:
     """Quantize ``config.job.model`` (optionally pruning it in the same walk) into a GPTQ checkpoint."""
     stage = Quantize(config.quant, config.joint)  # every setting checked before the model is read
     if config.job.stream is not None:
-        raise SlimpackError("quantize loads the model whole; --stream is for slimpack prune (drop --stream)")
+        check_stream_quantize(stage, config.job.stream)
     config.job.check()
     kind = checkpoint_kind(resolve_model_path(config.job.model))
     if kind.quantized:

@@ -33,6 +33,7 @@ from prune.models import CHECKPOINT_KINDS, adapter_for, load_state_strict
 from prune.structured.shapes import STRUCTURE_KEY, apply_structure
 from quant.grid import QuantizedWeight, QuantSpec
 from quant.pack import ZERO_OFFSET, from_gptq, to_gptq
+from quant.spec import DEQUANTIZED
 
 SUFFIXES = ("qweight", "qzeros", "scales", "g_idx")
 WEIGHTS = "model.safetensors"
@@ -89,15 +90,81 @@ def save_gptq(
         for suffix, tensor in to_gptq(qw, qconfig["checkpoint_format"]).items():
             tensors[f"{name}.{suffix}"] = tensor
     save_file(tensors, str(Path(directory) / WEIGHTS), metadata={"format": "pt"})
-    config = model.config.to_dict()
-    config["quantization_config"] = qconfig
-    config["torch_dtype"] = config["dtype"] = "float16"
-    write_json_atomic(Path(directory) / "config.json", config)
-    write_json_atomic(Path(directory) / "quantize_config.json", qconfig)
+    write_gptq_config(model.config, Path(directory), qconfig)
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(directory)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
+
+
+def write_gptq_config(model_config: Any, directory: Path, qconfig: dict[str, Any]) -> None:
+    """``config.json`` (the model's, with ``quantization_config`` and the fp16 dtype) and ``quantize_config.json``."""
+    config = model_config.to_dict()
+    config["quantization_config"] = qconfig
+    config["torch_dtype"] = config["dtype"] = "float16"
+    write_json_atomic(directory / "config.json", config)
+    write_json_atomic(directory / "quantize_config.json", qconfig)
+
+
+@dataclass(frozen=True)
+class PackedCount:
+    """What the streamed quantize keeps of one linear once it is written: its pruned weights, and how many of
+    them are exactly zero in the quantized weight."""
+
+    pruned: int
+    kept: int
+
+
+@dataclass(frozen=True)
+class GPTQEncoder:
+    """A `prune.stream.BlockEncoder` writing a block in the GPTQ layout: each quantized linear (the walk's
+    `quant.methods.QuantizedLayer` outputs) as its four packed tensors, every other tensor as it is (the
+    writer stores floating tensors in fp16). ``fmt`` `quant.spec.DEQUANTIZED`: every tensor as it is."""
+
+    fmt: str
+
+    def encode(
+        self, prefix: str, block: nn.Module, outputs: dict[str, Any]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors: dict[str, torch.Tensor] = {}
+        for name, value in block.state_dict().items():
+            module, _, leaf = f"{prefix}.{name}".rpartition(".")
+            if not (module in outputs and leaf == "weight"):
+                tensors[f"{prefix}.{name}"] = value
+        counts: dict[str, Any] = {}
+        for module, layer in outputs.items():
+            if self.fmt == DEQUANTIZED:
+                tensors[f"{module}.weight"] = block.get_submodule(module.removeprefix(prefix + ".")).weight
+            else:
+                for suffix, tensor in to_gptq(layer.weight, self.fmt).items():
+                    tensors[f"{module}.{suffix}"] = tensor
+            weight = block.get_submodule(module.removeprefix(prefix + ".")).weight
+            counts[module] = PackedCount(int(layer.pruned.sum()), int((weight[layer.pruned] == 0).sum()))
+        return tensors, counts
+
+
+@dataclass(frozen=True)
+class GPTQCodec:
+    """A `prune.lazy.TensorCodec`: a quantized linear's ``weight`` is decoded from its four packed tensors
+    (dequantized, ``(q − zero) · scale``, as `load_gptq` does)."""
+
+    spec: QuantSpec
+    fmt: str
+
+    def prepare(self, config: Any) -> None:
+        del config.quantization_config
+
+    def sources(self, name: str, stored: dict[str, Path]) -> tuple[str, ...]:
+        module, _, leaf = name.rpartition(".")
+        if leaf == "weight" and f"{module}.qweight" in stored:
+            return tuple(f"{module}.{suffix}" for suffix in SUFFIXES)
+        return (name,)
+
+    def decode(self, name: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        if len(tensors) == 1:
+            return tensors[name]
+        module = name.rpartition(".")[0]
+        return from_gptq({s: tensors[f"{module}.{s}"] for s in SUFFIXES}, self.spec, self.fmt).dequantize()
 
 
 @dataclass
@@ -170,6 +237,15 @@ class GPTQCheckpoint:
     def load(self, path: Path, dtype: torch.dtype) -> tuple[nn.Module, dict[str, Any]]:
         loaded = load_gptq(path, dtype)
         return loaded.model, {"quantized": loaded.quantized, "quantization_config": loaded.config}
+
+    def codec(self, config: dict[str, Any]) -> GPTQCodec | None:
+        if STRUCTURE_KEY in config:
+            return None  # blocks of differing shapes (not streamed yet)
+        qconfig = config["quantization_config"]
+        fmt = qconfig.get("checkpoint_format", "gptq")
+        if fmt not in ZERO_OFFSET:
+            raise SlimpackError(f"checkpoint_format {fmt!r} is not supported; slimpack reads {sorted(ZERO_OFFSET)}")
+        return GPTQCodec(spec_from_config(qconfig), fmt)
 
 
 CHECKPOINT_KINDS.register("gptq")(GPTQCheckpoint())

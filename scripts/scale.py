@@ -1,9 +1,12 @@
-"""Streamed pruning at real shapes: peak RSS, wall time and seconds per block (docs/results/scale.md).
+"""Streamed pruning and quantization at real shapes: peak RSS, wall time and seconds per block
+(docs/results/scale.md).
 
 For each shape: build the random-weight model (`runtime_bench.shapes`, bf16, sharded) unless it exists, then
-run ``slimpack prune --stream`` for each method under ``/usr/bin/time -v`` (peak RSS of the whole process)
-with the evaluation of the result (block-major perplexity, few windows). Writes one JSON row per run to
-``--json`` and prints the table. ``--delete`` removes each shape model and its outputs once measured.
+run each of ``--methods`` (`RUNS`: ``slimpack prune --stream`` with a pruning method, or ``slimpack quantize
+--stream``: GPTQ 4-bit g128, alone or joint with SparseGPT 2:4) under ``/usr/bin/time -v`` (peak RSS of the
+whole process) with the evaluation of the result (block-major perplexity, few windows). Writes one JSON row per
+run to ``--json`` (``--append``: added to the rows already there) and prints the table. ``--delete`` removes
+each shape model and its outputs once measured.
 
     .venv/bin/python scripts/scale.py --shapes llama3.2-1b llama2-7b --methods wanda sparsegpt \\
         --root /tmp/scale --json docs/results/scale.json --delete
@@ -23,6 +26,25 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+GPTQ = ["--bits", "4", "--group-size", "128"]
+RUNS = {  # what --methods names: the slimpack command and its arguments after the model
+    "wanda": ["prune", "--method", "wanda"],
+    "sparsegpt": ["prune", "--method", "sparsegpt"],
+    "magnitude": ["prune", "--method", "magnitude"],
+    "gptq": ["quantize", *GPTQ],
+    "sparsegpt-2:4+gptq": ["quantize", *GPTQ, "--joint-with", "sparsegpt", "--pattern", "2:4"],
+}
+
+
+def command(run: str, model: Path, out: Path, args: argparse.Namespace) -> list[str]:
+    """The streamed command of ``run`` on ``model``."""
+    verb, *rest = RUNS[run]
+    source = ["--model", str(model)] if verb == "prune" else [str(model)]
+    sparsity = ["--sparsity", args.sparsity] if verb == "prune" else []
+    return [sys.executable, "-m", "runtime_bench.cli", "-q", verb, *source, *rest, *sparsity,
+            "--nsamples", args.nsamples, "--seqlen", args.seqlen, "--eval", "--windows", args.windows, "--stream",
+            "--out", str(out), "--overwrite"]  # fmt: skip
 
 
 def cpu_model() -> str:
@@ -47,13 +69,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=["llama2-7b"])
     parser.add_argument("--layers", type=int, default=None, help="build fewer blocks than the real model")
-    parser.add_argument("--methods", nargs="+", default=["wanda", "sparsegpt"])
+    parser.add_argument("--methods", nargs="+", default=["wanda", "sparsegpt"], choices=list(RUNS))
     parser.add_argument("--sparsity", default="0.5")
     parser.add_argument("--nsamples", default="8")
     parser.add_argument("--seqlen", default="512")
     parser.add_argument("--windows", default="4")
     parser.add_argument("--root", type=Path, default=Path("/tmp/slimpack-scale"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--append", action="store_true", help="add the rows to those already in --json")
     parser.add_argument("--delete", action="store_true", help="remove each shape model and output once measured")
     parser.add_argument("--png", type=Path, default=None, help="plot peak RSS against the model's fp32 size")
     parser.add_argument("--plot-only", type=Path, default=None, metavar="JSON", help="only plot rows of this JSON")
@@ -61,6 +84,8 @@ def main() -> None:
     if args.plot_only:
         plot(json.loads(args.plot_only.read_text()), args.png or args.plot_only.with_suffix(".png"))
         return
+    from runtime_bench.shapes import SHAPES
+
     python = sys.executable
     rows = []
     for shape in args.shapes:
@@ -72,14 +97,13 @@ def main() -> None:
         size = sum(f.stat().st_size for f in model.glob("*.safetensors"))
         config = json.loads((model / "config.json").read_text())
         for method in args.methods:
-            out = args.root / f"{shape}-{method}"
-            cmd = [python, "-m", "runtime_bench.cli", "-q", "prune", "--model", str(model), "--method", method,
-                   "--sparsity", args.sparsity, "--nsamples", args.nsamples, "--seqlen", args.seqlen, "--eval",
-                   "--windows", args.windows, "--stream", "--out", str(out), "--overwrite"]  # fmt: skip
-            wall, peak = timed(cmd)
+            out = args.root / f"{shape}-{method.replace(':', 'of')}"
+            wall, peak = timed(command(method, model, out, args))
             manifest = json.loads((out / "slimpack.json").read_text())
             blocks = config["num_hidden_layers"]
+            built = f"{blocks} of {SHAPES[shape].layers} blocks built" if blocks != SHAPES[shape].layers else None
             row = {
+                **({"note": built} if built else {}),
                 "shape": shape, "blocks": blocks, "hidden": config["hidden_size"],
                 "ffn": config["intermediate_size"], "vocab": config["vocab_size"],
                 "model_gib": round(size / 2**30, 2), "fp32_gib": round(2 * size / 2**30, 2), "method": method,
@@ -90,7 +114,8 @@ def main() -> None:
                 "perplexity": manifest["evaluation"]["perplexity"], "eval_windows": int(args.windows),
                 "wall_seconds": round(wall, 1), "peak_rss_mib": round(peak),
                 "prune_peak_rss_mib": round(manifest["timing"]["peak_rss_mib"]), "cpu": cpu_model(),
-                "cores": os.cpu_count(),
+                "cores": os.cpu_count(), "output_gib": round(
+                    sum(f.stat().st_size for f in out.glob("*.safetensors")) / 2**30, 2),
             }  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -99,7 +124,8 @@ def main() -> None:
         if args.delete:
             shutil.rmtree(model)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        before = json.loads(args.json.read_text()) if args.append and args.json.is_file() else []
+        args.json.write_text(json.dumps(before + rows, indent=2) + "\n")
     if args.png:
         plot(rows, args.png)
     print("| shape | blocks | bf16 GiB | method | prune s | s/block | eval s | wall s | peak RSS MiB |")

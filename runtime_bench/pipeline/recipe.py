@@ -167,7 +167,7 @@ def check_recipe(recipe: Recipe, source: str) -> None:
     is resolved the way the run will resolve it, so nothing the recipe names can fail after the first step."""
     from export.base import EXPORTERS
     from prune.stream import check_streamable
-    from quant.api import Quantize
+    from quant.api import Quantize, check_stream_quantize
     from runtime_bench.pipeline.targets import engine_of
 
     st = recipe.stages
@@ -178,11 +178,10 @@ def check_recipe(recipe: Recipe, source: str) -> None:
         if recipe.stream is not None:
             with at("stream"):
                 recipe.stream.check()
-            later = [name for name, on in (("quantize", st.quantize), ("export", st.export)) if on]
-            if later:
+            if st.export:
                 raise SlimpackError(
-                    f"stream: the {' and '.join(later)} stages load the model whole and are not streamed yet; "
-                    "a streamed recipe has prune and its evaluation only"
+                    "stream: the export stage loads the model whole and is not streamed yet; a streamed recipe has "
+                    "prune, quantize and their evaluations"
                 )
         if st.prune is not None:
             with at("stages.prune"):
@@ -195,7 +194,9 @@ def check_recipe(recipe: Recipe, source: str) -> None:
                     "stages.quantize.joint prunes as stages.prune says, and the recipe has no prune stage"
                 )
             with at("stages.quantize"):
-                Quantize(st.quantize, st.prune if st.quantize.joint else None)
+                quantize = Quantize(st.quantize, st.prune if st.quantize.joint else None)
+                if recipe.stream is not None:
+                    check_stream_quantize(quantize, recipe.stream)
         for name, item in st.export.items():
             if item.format is None:
                 raise SlimpackError(f"stages.export.{name}.format must name an export format, e.g. onnx")

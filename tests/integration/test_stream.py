@@ -209,14 +209,15 @@ eval: {{dataset: offline, seqlen: 32, windows: 3}}
 {stream}
 stages:
   prune: {{method: sparsegpt, sparsity: 0.5, allocation: dlp}}
-"""
+{quantize}"""
 
 
 def test_a_streamed_recipe_gives_the_in_memory_run_exactly(sharded: Path, tmp_path: Path) -> None:
     runs = {}
     for name, stream in (("memory", ""), ("streamed", "stream: {shard_mib: 0.1}")):
         recipe = tmp_path / f"{name}.yaml"
-        recipe.write_text(STREAM_RECIPE.format(model=sharded, out=tmp_path / name, stream=stream))
+        quantize = "  quantize: {bits: 4, group_size: 32}\n"
+        recipe.write_text(STREAM_RECIPE.format(model=sharded, out=tmp_path / name, stream=stream, quantize=quantize))
         assert main(["-q", "run", str(recipe)]) == 0
         runs[name] = json.loads((tmp_path / name / "summary.json").read_text())["models"]
     memory, streamed = runs["memory"], runs["streamed"]
@@ -224,15 +225,110 @@ def test_a_streamed_recipe_gives_the_in_memory_run_exactly(sharded: Path, tmp_pa
     for key in ("perplexity", "sparsity", "block_ratios", "importance"):
         assert memory["prune"][key] == streamed["prune"][key], key
     assert_same_model(tmp_path / "memory" / "prune", tmp_path / "streamed" / "prune")
+    assert_same_checkpoint(tmp_path / "memory" / "quantize", tmp_path / "streamed" / "quantize")
+
+
+@pytest.fixture(scope="module")
+def pruned_sharded(sharded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A streamed 50 %-sparse prune of ``sharded`` (sharded output): the source of sequential quantization."""
+    out = tmp_path_factory.mktemp("pruned") / "model"
+    base = ["-q", "prune", "--model", str(sharded), "--method", "sparsegpt", "--sparsity", "0.5", *FAST]
+    assert main([*base, "--stream", "--shard-size", "0.1", "--out", str(out)]) == 0
+    return out
+
+
+def quantize_both(model: Path, tmp_path: Path, *args: str) -> tuple[Path, Path]:
+    memory, streamed = tmp_path / "memory", tmp_path / "streamed"
+    base = ["-q", "quantize", str(model), "--group-size", "32", *args, *FAST, "--eval"]
+    assert main([*base, "--out", str(memory)]) == 0
+    assert main([*base, "--out", str(streamed), "--stream", "--shard-size", "0.03"]) == 0
+    return memory, streamed
+
+
+def assert_same_checkpoint(memory: Path, streamed: Path) -> None:
+    a, b = tensors(memory), tensors(streamed)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), name
+    ma, mb = (json.loads((d / "slimpack.json").read_text()) for d in (memory, streamed))
+    for key in ("sparsity", "method", "allocation"):
+        assert ma[key] == mb[key], key
+    ma["quantization"].pop("source"), mb["quantization"].pop("source")  # its source's timing and streaming differ
+    assert ma["quantization"] == mb["quantization"]
+    # the in-memory stage evaluates the fp32 model it quantized; the streamed one the checkpoint as written
+    # (fp16 norms and embeddings): the same number as evaluating the in-memory checkpoint loaded whole
+    json_out = memory.parent / "memory-eval.json"
+    assert main(["-q", "eval", str(memory), "--seqlen", "32", "--windows", "3", "--json", str(json_out)]) == 0
+    assert json.loads(json_out.read_text())["perplexity"] == mb["evaluation"]["perplexity"]
+    ca, cb = (json.loads((d / "config.json").read_text()) for d in (memory, streamed))
+    assert ca.get("quantization_config") == cb.get("quantization_config")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--act-order"],
+        ["--asym", "--bits", "3", "--checkpoint-format", "gptq_v2"],
+        ["--method", "rtn", "--bits", "8"],
+    ],
+    ids=["gptq", "act-order", "asym-3bit-v2", "rtn"],
+)
+def test_streamed_quantize_equals_in_memory(args: list[str], pruned_sharded: Path, tmp_path: Path) -> None:
+    memory, streamed = quantize_both(pruned_sharded, tmp_path, *args)
+    assert_same_checkpoint(memory, streamed)
+    manifest = json.loads((streamed / "slimpack.json").read_text())
+    zeros = manifest["quantization"]["pruned_zeros"]
+    assert zeros["fraction_kept"] == 1.0 and zeros["pruned"] > 0 and manifest["quantization"]["sparsity_before"] > 0.45
+    assert len(list(streamed.glob("model-*-of-*.safetensors"))) > 1 and (streamed / INDEX_FILE).is_file()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--joint-with", "sparsegpt", "--pattern", "2:4"],
+        ["--joint-with", "wanda", "--sparsity", "0.5", "--allocation", "owl", "--true-sequential"],
+    ],
+    ids=["sparsegpt-2of4", "wanda-owl"],
+)
+def test_streamed_joint_quantize_equals_in_memory(args: list[str], sharded: Path, tmp_path: Path) -> None:
+    assert_same_checkpoint(*quantize_both(sharded, tmp_path, *args))
+
+
+def test_a_streamed_dequantized_checkpoint_is_a_plain_model(pruned_sharded: Path, tmp_path: Path) -> None:
+    memory, streamed = quantize_both(pruned_sharded, tmp_path, "--checkpoint-format", "dequantized", "--bits", "5")
+    assert_same_checkpoint(memory, streamed)
+    assert {t.dtype for t in tensors(streamed).values()} == {torch.float32}
+
+
+def test_a_gptq_checkpoint_is_evaluated_streamed_as_loaded_whole(pruned_sharded: Path, tmp_path: Path) -> None:
+    out = tmp_path / "gptq"
+    assert main(["-q", "quantize", str(pruned_sharded), "--group-size", "32", *FAST, "--out", str(out)]) == 0
+    args = ["-q", "eval", str(out), "--seqlen", "32", "--windows", "4"]
+    assert main([*args, "--json", str(tmp_path / "a.json")]) == 0
+    assert main([*args, "--stream", "--json", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    assert a["perplexity"] == b["perplexity"]
+
+
+def test_a_streamed_gptq_checkpoint_refuses_another_dtype(
+    pruned_sharded: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    rc = main(["-q", "quantize", str(pruned_sharded), "--group-size", "32", *FAST, "--stream", "--dtype", "bfloat16",
+               "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].endswith("a GPTQ checkpoint stores float16; drop --dtype bfloat16")
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
 
 
 def test_a_streamed_recipe_with_stages_that_do_not_stream_is_refused(
     sharded: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     recipe = tmp_path / "r.yaml"
-    body = STREAM_RECIPE.format(model=sharded, out=tmp_path / "out", stream="stream: {}")
-    recipe.write_text(body + "  quantize: {bits: 4, group_size: 32}\n")
+    body = STREAM_RECIPE.format(model=sharded, out=tmp_path / "out", stream="stream: {}", quantize="")
+    recipe.write_text(body + "  export: {onnx: {format: onnx, source: prune}}\n")
     assert main(["-q", "run", str(recipe)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "stream: the quantize stage" in err[0] and "not streamed yet" in err[0]
+    assert len(err) == 1 and "stream: the export stage" in err[0] and "not streamed yet" in err[0]
     assert not (tmp_path / "out").exists()

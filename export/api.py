@@ -18,7 +18,7 @@ from typing import Any
 import quant  # noqa: F401  (registers the GPTQ checkpoint kind: exports read GPTQ checkpoints)
 from export import deepsparse, gptq, onnx_int4, onnx_kv, semi24  # noqa: F401  (register the formats)
 from export.artifact import EXPORT_MANIFEST
-from export.base import EXPORTERS, ZeroCounts
+from export.base import EXPORTERS, StreamingExporter, ZeroCounts
 from export.graph_cache import GraphCache
 from prune.errors import SlimpackError
 from prune.io import atomic_output_dir, check_output_dir, directory_bytes, write_json_atomic
@@ -46,6 +46,8 @@ class ExportConfig:
     overwrite: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     graph_cache: Path | None = None  # traced graphs reused across models of one shape (`export.graph_cache`)
+    stream: bool = False  # never the whole model: traced on a skeleton, weights written tensor by tensor
+    progress: bool = True
 
 
 def source_zeros(loaded: LoadedModel) -> ZeroCounts:
@@ -54,6 +56,19 @@ def source_zeros(loaded: LoadedModel) -> ZeroCounts:
         name: {"zeros": int((lin.weight == 0).sum()), "numel": lin.weight.numel()}
         for name, lin in loaded.adapter.named_linears(loaded.model).items()  # type: ignore[union-attr]
     }
+
+
+def streamed_source_zeros(loaded: LoadedModel, progress: bool = True) -> ZeroCounts:
+    """`source_zeros` of a streamed model: each linear read from the shards (decoded), counted, dropped."""
+    from tqdm.auto import tqdm
+
+    lazy, adapter = loaded.lazy, loaded.adapter
+    assert lazy is not None and adapter is not None
+    counts: ZeroCounts = {}
+    for name, lin in tqdm(adapter.named_linears(loaded.model).items(), desc="source zeros", disable=not progress):
+        weight = lazy.read([f"{name}.weight"], None, "cpu")[f"{name}.weight"]
+        counts[name] = {"zeros": int((weight == 0).sum()), "numel": weight.numel()}
+    return counts
 
 
 def zero_summary(source: ZeroCounts, exported: ZeroCounts) -> dict[str, Any]:
@@ -91,13 +106,27 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
             "(e.g. the output of `slimpack prune` or `slimpack quantize`)"
         )
     check_output_dir(config.out, config.overwrite)
+    if config.stream and not isinstance(exporter, StreamingExporter):
+        streamers = ", ".join(n for n in EXPORTERS.names() if isinstance(EXPORTERS.build(n, {}), StreamingExporter))
+        raise SlimpackError(
+            f"--format {config.format} loads the model whole; --stream writes {streamers} (drop --stream)"
+        )
     exporter.check_source(model_dir)
-    loaded = load_model(model_dir)
-    before = source_zeros(loaded)
+    if config.stream:
+        from prune.stream import open_streamed
+
+        loaded = open_streamed(model_dir)
+        before = streamed_source_zeros(loaded, config.progress)
+    else:
+        loaded = load_model(model_dir)
+        before = source_zeros(loaded)
     with atomic_output_dir(config.out, config.overwrite) as tmp:
         start = time.perf_counter()
         cache = GraphCache(config.graph_cache) if config.graph_cache is not None else None
-        details = exporter.export(loaded, model_dir, tmp, cache)
+        if config.stream:
+            details = exporter.export_streamed(loaded, tmp, config.progress)
+        else:
+            details = exporter.export(loaded, model_dir, tmp, cache)
         seconds = time.perf_counter() - start
         copy_side_files(model_dir, tmp)
         zeros = zero_summary(before, exporter.count_zeros(tmp, details))

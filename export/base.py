@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from export.graph_cache import GraphCache
 from prune.models import LoadedModel
@@ -33,3 +33,12 @@ class Exporter(Protocol):
 
 
 EXPORTERS: Registry[type] = Registry("export format")
+
+
+@runtime_checkable
+class StreamingExporter(Exporter, Protocol):
+    """A format that can also be written from a streamed model (`prune.stream.open_streamed`: a skeleton whose
+    weights stay in their shards), one tensor at a time (`export.onnx_stream`)."""
+
+    def export_streamed(self, loaded: LoadedModel, out: Path, progress: bool = True) -> dict[str, Any]:
+        """As `export`, never holding the whole model."""

@@ -28,6 +28,12 @@ class ExportCommand:
             "--no-graph-cache", action="store_true", help="trace the graph afresh and cache nothing (onnx formats)"
         )
         parser.add_argument(
+            "--stream",
+            action="store_true",
+            help="models larger than memory (onnx, onnx-int4): trace a weightless skeleton, write each weight from "
+            "the shards into model.onnx.data",
+        )
+        parser.add_argument(
             "-O", "--option", action="append", default=[], help="format option KEY=VALUE, e.g. -O dtype=bfloat16"
         )
 
@@ -37,7 +43,9 @@ class ExportCommand:
 
         cache = None if args.no_graph_cache else (args.graph_cache or default_root())
         options = parse_options(args.option)
-        manifest = export_model(ExportConfig(args.model, args.format, args.out, args.overwrite, options, cache))
+        config = ExportConfig(args.model, args.format, args.out, args.overwrite, options, cache, args.stream,
+                              progress=not args.quiet)  # fmt: skip
+        manifest = export_model(config)
         zeros = manifest["zeros"]
         print(
             f"{args.format} ({manifest['engine']}): {manifest['bytes'] / 2**20:.1f} MiB in {manifest['export_seconds']:.1f} s; "

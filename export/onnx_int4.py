@@ -21,6 +21,7 @@ graph computes the dequantized model; a pruned weight is a code equal to its zer
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,10 @@ import numpy as np
 
 from export.base import EXPORTERS, ZeroCounts
 from export.graph_cache import GraphCache
-from export.onnx_kv import ONNX_FILE, onnx_kv_proto, save_onnx
+from export.onnx_kv import ONNX_FILE, initializer_arrays, onnx_kv_proto, save_onnx
 from prune.errors import SlimpackError
 from prune.models import LoadedModel, checkpoint_kind
-from quant.grid import QuantizedWeight
+from quant.grid import QuantizedWeight, QuantSpec
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,9 @@ def block_size_for(group: int) -> int:
     )
 
 
-def column_order(qw: QuantizedWeight, group: int) -> np.ndarray | None:
+def column_order(g_idx: np.ndarray, group: int) -> np.ndarray | None:
     """The permutation that makes each group's columns contiguous (``None`` when they already are)."""
-    g_idx = qw.g_idx.numpy().astype(np.int64)
+    g_idx = g_idx.astype(np.int64)
     natural = np.arange(g_idx.size) // group
     if np.array_equal(g_idx, natural):
         return None
@@ -79,91 +80,117 @@ def column_order(qw: QuantizedWeight, group: int) -> np.ndarray | None:
     return order
 
 
-def nbits_tensors(qw: QuantizedWeight) -> dict[str, Any]:
-    """MatMulNBits inputs (B, scales, zero_points, perm, block, K, N) for one quantized linear."""
-    n_out, k_in = qw.codes.shape
-    group = k_in if qw.spec.group_size == -1 else qw.spec.group_size
-    block = block_size_for(group)
-    order = column_order(qw, group)
+@dataclass(frozen=True)
+class NBitsLayout:
+    """The shape of one linear as ``MatMulNBits``: K, N, block and the column order (from ``g_idx`` only)."""
+
+    K: int
+    N: int
+    group: int
+    block: int
+    perm: np.ndarray | None
+
+    @classmethod
+    def of(cls, spec: QuantSpec, g_idx: np.ndarray, n_out: int) -> NBitsLayout:
+        k_in = g_idx.size
+        group = k_in if spec.group_size == -1 else spec.group_size
+        return cls(k_in, n_out, group, block_size_for(group), column_order(g_idx, group))
+
+    def shapes(self) -> dict[str, tuple[tuple[int, ...], Any]]:
+        """``{input: (shape, numpy dtype)}`` of B, scales and zero_points."""
+        blocks = self.K // self.block
+        return {
+            "B": ((self.N, blocks, self.block // 2), np.uint8),
+            "scales": ((self.N * blocks,), np.float32),
+            "zero_points": ((self.N * -(-blocks // 2),), np.uint8),
+        }
+
+
+def nbits_tensors(qw: QuantizedWeight, layout: NBitsLayout) -> dict[str, np.ndarray]:
+    """MatMulNBits's B, scales and zero_points for one quantized linear."""
     codes = qw.codes.numpy()
-    if order is not None:
-        codes = codes[:, order]
-    blocks = k_in // block
-    block_group = (np.arange(blocks) * block) // group  # each block lies inside one (sorted) group
+    if layout.perm is not None:
+        codes = codes[:, layout.perm]
+    blocks = layout.K // layout.block
+    block_group = (np.arange(blocks) * layout.block) // layout.group  # each block lies inside one (sorted) group
     zeros = qw.zeros.numpy()[:, block_group]
     if zeros.min() < 0 or zeros.max() > 15:
         raise SlimpackError(f"zero points outside 0..15 ({zeros.min()}..{zeros.max()}) cannot be stored as 4-bit")
     return {
-        "B": pack_nibbles(codes).reshape(n_out, blocks, block // 2),
+        "B": pack_nibbles(codes).reshape(layout.N, blocks, layout.block // 2),
         "scales": qw.scales.numpy()[:, block_group].astype(np.float32).reshape(-1),
         "zero_points": pack_nibbles(zeros.astype(np.uint8)).reshape(-1),
-        "perm": order,
-        "block": block,
-        "K": k_in,
-        "N": n_out,
     }
+
+
+def swap_matmul(
+    proto: Any, module: str, weight: str | None, layout: NBitsLayout, accuracy_level: int
+) -> dict[str, Any]:
+    """Replace ``module``'s fp32 ``MatMul`` (reading initializer ``weight``) with ``MatMulNBits``, and drop
+    ``weight``. The B / scales / zero_points initializers are the caller's to add (inline or external); the
+    column order (``perm``, when act-order needs one) is added inline. Returns where the module's tensors live."""
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    users = [n for n in graph.node if n.op_type == "MatMul" and len(n.input) == 2 and n.input[1] == weight]
+    if weight is None or len(users) != 1:
+        raise SlimpackError(f"cannot find the MatMul of {module} in the exported graph; please report this")
+    node = users[0]
+    names = {k: f"{module}.{k}" for k in ("B", "scales", "zero_points", "perm")}
+    index = list(graph.node).index(node)
+    graph.node.remove(node)
+    activation = node.input[0]
+    if layout.perm is not None:
+        graph.initializer.append(numpy_helper.from_array(layout.perm.astype(np.int64), names["perm"]))
+        reordered = f"{module}/reordered_input"
+        graph.node.insert(index, helper.make_node("Gather", [activation, names["perm"]], [reordered], axis=-1))
+        activation, index = reordered, index + 1
+    graph.node.insert(
+        index,
+        helper.make_node(
+            "MatMulNBits",
+            [activation, names["B"], names["scales"], names["zero_points"]],
+            list(node.output),
+            domain=MS_DOMAIN,
+            K=layout.K,
+            N=layout.N,
+            bits=BITS,
+            block_size=layout.block,
+            accuracy_level=accuracy_level,
+        ),
+    )
+    graph.initializer.remove(next(t for t in graph.initializer if t.name == weight))
+    if not any(o.domain == MS_DOMAIN for o in proto.opset_import):
+        proto.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    return {"B": names["B"], "scales": names["scales"], "zero_points": names["zero_points"], "block": layout.block,
+            "K": layout.K}  # fmt: skip
 
 
 def replace_matmuls(
     proto: Any, weights: dict[str, str], quantized: dict[str, QuantizedWeight], accuracy_level: int
 ) -> dict[str, dict[str, Any]]:
-    """Swap each quantized linear's ``MatMul`` for ``MatMulNBits``; returns where each module's tensors live."""
-    from onnx import helper, numpy_helper
+    """Swap each quantized linear's ``MatMul`` for ``MatMulNBits`` with its tensors inline; returns where each
+    module's tensors live."""
+    from onnx import numpy_helper
 
-    graph = proto.graph
-    inits = {t.name: t for t in graph.initializer}
     placed: dict[str, dict[str, Any]] = {}
     for module, qw in quantized.items():
-        weight = weights.get(module)
-        users = [n for n in graph.node if n.op_type == "MatMul" and len(n.input) == 2 and n.input[1] == weight]
-        if weight is None or len(users) != 1:
-            raise SlimpackError(f"cannot find the MatMul of {module} in the exported graph; please report this")
-        node = users[0]
-        t = nbits_tensors(qw)
-        names = {k: f"{module}.{k}" for k in ("B", "scales", "zero_points", "perm")}
-        graph.initializer.extend(numpy_helper.from_array(t[k], names[k]) for k in ("B", "scales", "zero_points"))
-        index = list(graph.node).index(node)
-        graph.node.remove(node)
-        activation = node.input[0]
-        if t["perm"] is not None:
-            graph.initializer.append(numpy_helper.from_array(t["perm"].astype(np.int64), names["perm"]))
-            reordered = f"{module}/reordered_input"
-            graph.node.insert(index, helper.make_node("Gather", [activation, names["perm"]], [reordered], axis=-1))
-            activation, index = reordered, index + 1
-        graph.node.insert(
-            index,
-            helper.make_node(
-                "MatMulNBits",
-                [activation, names["B"], names["scales"], names["zero_points"]],
-                list(node.output),
-                domain=MS_DOMAIN,
-                K=t["K"],
-                N=t["N"],
-                bits=BITS,
-                block_size=t["block"],
-                accuracy_level=accuracy_level,
-            ),
-        )
-        graph.initializer.remove(inits[weight])
-        placed[module] = {"B": names["B"], "zero_points": names["zero_points"], "block": t["block"], "K": t["K"]}
-    if not any(o.domain == MS_DOMAIN for o in proto.opset_import):
-        proto.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+        layout = NBitsLayout.of(qw.spec, qw.g_idx.numpy(), qw.codes.shape[0])
+        placed[module] = swap_matmul(proto, module, weights.get(module), layout, accuracy_level)
+        arrays = nbits_tensors(qw, layout)
+        proto.graph.initializer.extend(numpy_helper.from_array(arrays[k], placed[module][k]) for k in arrays)
     return placed
 
 
 def count_int4_zeros(path: Path, placed: dict[str, dict[str, Any]]) -> ZeroCounts:
     """Weights that dequantize to exactly 0 (code == zero point), read back from the ONNX file."""
-    import onnx
-    from onnx import numpy_helper
-
-    proto = onnx.load(str(path))
-    inits = {t.name: t for t in proto.graph.initializer}
+    arrays = initializer_arrays(path)
     counts: ZeroCounts = {}
     for module, where in placed.items():
-        b = numpy_helper.to_array(inits[where["B"]])  # [N, blocks, block/2]
+        b = np.asarray(arrays[where["B"]]())  # [N, blocks, block/2]
         n_out, blocks, _ = b.shape
         codes = unpack_nibbles(b, where["block"])  # [N, blocks, block]
-        zp = unpack_nibbles(numpy_helper.to_array(inits[where["zero_points"]]).reshape(n_out, -1), blocks)
+        zp = unpack_nibbles(np.asarray(arrays[where["zero_points"]]()).reshape(n_out, -1), blocks)
         counts[module] = {"zeros": int((codes == zp[:, :, None]).sum()), "numel": int(codes.size)}
     return counts
 
@@ -206,6 +233,15 @@ class OnnxInt4Exporter:
         save_onnx(proto, out / ONNX_FILE)
         fp32 = {m: n for m, n in details["weights"].items() if m not in placed}
         return {**details, "weights": fp32, "int4": placed, "accuracy_level": self.accuracy_level}
+
+    def export_streamed(self, loaded: LoadedModel, out: Path, progress: bool = True) -> dict[str, Any]:
+        from export.onnx_stream import export_streamed_int4
+        from quant.checkpoint import GPTQCodec
+
+        lazy = loaded.lazy
+        assert lazy is not None and isinstance(lazy.codec, GPTQCodec)  # `check_source`: a GPTQ checkpoint
+        codec = lazy.codec
+        return export_streamed_int4(lazy, codec.spec, codec.fmt, out, self.opset, self.accuracy_level, progress)
 
     def count_zeros(self, out: Path, details: dict[str, Any]) -> ZeroCounts:
         return count_int4_zeros(out / details["file"], details["int4"])

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -151,18 +152,24 @@ def _transposed_source(initializer: str) -> str | None:
     return None
 
 
-def _trace(model: nn.Module, opset: int | None) -> tuple[Any, dict[str, Any]]:
+def dynamic_shapes(config: Any) -> dict[str, Any]:
+    """The dynamic axes of `KVCacheWrapper`'s inputs (batch, sequence, past, total length)."""
     from torch.export import Dim
 
-    config = model.config
-    layers, kv_heads, head_dim = kv_shape(config)
+    layers = kv_shape(config)[0]
     batch, seq, past, total = Dim("batch"), Dim("sequence_length"), Dim("past_sequence_length"), Dim("total")
-    dynamic = {
+    return {
         "input_ids": {0: batch, 1: seq},
         "attention_mask": {0: batch, 1: total},
         "position_ids": {0: batch, 1: seq},
         "past": tuple({0: batch, 2: past} for _ in range(2 * layers)),
     }
+
+
+def _trace(model: nn.Module, opset: int | None) -> tuple[Any, dict[str, Any]]:
+    config = model.config
+    layers, kv_heads, head_dim = kv_shape(config)
+    dynamic = dynamic_shapes(config)
     wrapper = KVCacheWrapper(model).eval()
     previous = model.config._attn_implementation
     model.set_attn_implementation(ATTENTION)
@@ -281,16 +288,35 @@ def tied_embedding_copies(proto: Any, model: nn.Module) -> int | None:
     )
 
 
+def initializer_arrays(path: Path) -> dict[str, Callable[[], np.ndarray]]:
+    """``{initializer: read}`` of an ONNX file: each ``read()`` gives that initializer's values, memory-mapped
+    from the external data file when it has one, so a file larger than memory is read one tensor at a time."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.load(str(path), load_external_data=False)
+
+    def reader(tensor: Any) -> Callable[[], np.ndarray]:
+        def read() -> np.ndarray:
+            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                return numpy_helper.to_array(tensor)
+            info = {e.key: e.value for e in tensor.external_data}
+            dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+            count = int(np.prod(tensor.dims, dtype=np.int64))
+            return np.memmap(path.parent / info["location"], dtype=dtype, mode="r",
+                             offset=int(info.get("offset", 0)), shape=(count,)).reshape(tuple(tensor.dims))  # fmt: skip
+
+        return read
+
+    return {tensor.name: reader(tensor) for tensor in proto.graph.initializer}
+
+
 def count_zeros(path: Path, weights: dict[str, str]) -> dict[str, dict[str, int]]:
     """Zeros of each exported weight, read back from the ONNX file: ``{module: {zeros, numel}}``."""
-    import onnx
-    from onnx import numpy_helper
-
-    proto = onnx.load(str(path))
-    by_name = {t.name: t for t in proto.graph.initializer}
+    arrays = initializer_arrays(path)
     counts: dict[str, dict[str, int]] = {}
     for module, init in weights.items():
-        array = numpy_helper.to_array(by_name[init])
+        array = arrays[init]()
         counts[module] = {"zeros": int((array == 0).sum()), "numel": int(array.size)}
     return counts
 
@@ -312,6 +338,12 @@ class OnnxExporter:
         self, loaded: LoadedModel, model_dir: Path, out: Path, cache: GraphCache | None = None
     ) -> dict[str, Any]:
         return export_onnx_kv(loaded.model, out, self.opset, cache)
+
+    def export_streamed(self, loaded: LoadedModel, out: Path, progress: bool = True) -> dict[str, Any]:
+        from export.onnx_stream import export_streamed_onnx
+
+        assert loaded.lazy is not None
+        return export_streamed_onnx(loaded.lazy, out, self.opset, progress)
 
     def count_zeros(self, out: Path, details: dict[str, Any]) -> ZeroCounts:
         return count_zeros(out / details["file"], details["weights"])

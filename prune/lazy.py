@@ -22,7 +22,7 @@ import json
 import logging
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -128,6 +128,7 @@ class LazyCheckpoint:
     files: dict[str, Path]  # stored tensor name → shard
     headers: dict[str, dict[str, Any]]  # stored tensor name → {dtype, shape, data_offsets} as the shard declares it
     codec: TensorCodec = PLAIN_CODEC
+    aliases: dict[str, str] = field(default_factory=dict)  # a tied tensor the checkpoint does not store → its twin
 
     @classmethod
     def open(cls, path: Path, codec: TensorCodec = PLAIN_CODEC) -> LazyCheckpoint:
@@ -142,6 +143,12 @@ class LazyCheckpoint:
         model.eval()
         lazy = cls(path, model, files, headers, codec)
         lazy.check()
+        shared: dict[int, list[str]] = defaultdict(list)  # read before any tensor is materialized (untied then)
+        for name, param in model.named_parameters(remove_duplicate=False):
+            shared[id(param)].append(name)
+        for group in shared.values():
+            stored = [n for n in group if lazy.stored(n)]
+            lazy.aliases.update({n: stored[0] for n in group if stored and n not in stored})
         return lazy
 
     def check(self) -> None:
@@ -184,24 +191,34 @@ class LazyCheckpoint:
             raise SlimpackError(f"{str(self.path)!r} stores no floating-point weights; the streamed path needs them")
         return max(counts, key=counts.__getitem__)
 
+    def stored_name(self, name: str) -> str:
+        """The name the checkpoint stores the skeleton's tensor ``name`` under: itself, or for a tied tensor (an
+        lm_head sharing the embedding) the name of the one it shares that is stored."""
+        return self.aliases.get(name, name)
+
     def stored(self, name: str) -> bool:
         """Whether the skeleton's tensor ``name`` is in the checkpoint (a tied head is not)."""
         return all(s in self.files for s in self.codec.sources(name, self.files))
 
-    def read(self, names: list[str], dtype: torch.dtype | None, device: torch.device | str) -> dict[str, torch.Tensor]:
-        """The skeleton's tensors ``names`` as ``dtype`` (``None``: as stored, or as decoded) on ``device``; each
-        shard is opened once and closed after."""
+    def read_stored(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """Stored tensors ``names`` (e.g. a GPTQ linear's ``qweight``) as stored, on the CPU; each shard is opened
+        once and closed after."""
         from safetensors import safe_open
 
-        sources = {name: self.codec.sources(name, self.files) for name in names}
         by_file: dict[Path, list[str]] = defaultdict(list)
-        for source in {s for group in sources.values() for s in group}:
-            by_file[self.files[source]].append(source)
-        raw: dict[str, torch.Tensor] = {}
+        for name in names:
+            by_file[self.files[name]].append(name)
+        out: dict[str, torch.Tensor] = {}
         for file, members in by_file.items():
             with safe_open(str(file), framework="pt") as fh:
-                for source in members:
-                    raw[source] = fh.get_tensor(source)
+                for name in members:
+                    out[name] = fh.get_tensor(name)
+        return out
+
+    def read(self, names: list[str], dtype: torch.dtype | None, device: torch.device | str) -> dict[str, torch.Tensor]:
+        """The skeleton's tensors ``names`` as ``dtype`` (``None``: as stored, or as decoded) on ``device``."""
+        sources = {name: self.codec.sources(name, self.files) for name in names}
+        raw = self.read_stored(sorted({s for group in sources.values() for s in group}))
         out: dict[str, torch.Tensor] = {}
         for name, group in sources.items():
             tensor = self.codec.decode(name, {s: raw.pop(s) for s in group})
@@ -212,13 +229,13 @@ class LazyCheckpoint:
         self, module: nn.Module, prefix: str, dtype: torch.dtype | None, device: torch.device | str
     ) -> None:
         """Give ``module`` (named ``prefix`` in the model) its stored tensors as ``dtype`` (``None``: as stored)
-        on ``device``."""
+        on ``device``; a tied tensor (lm_head) gets its own copy of its twin's (the embedding's)."""
         names = {f"{prefix}.{n}" if prefix else n: n for n, _ in module.state_dict().items()}
-        stored = [n for n in names if self.stored(n)]
-        tensors = self.read(stored, dtype, device)
+        sources = {full: self.stored_name(full) for full in names}
+        tensors = self.read(sorted({s for s in sources.values() if self.stored(s)}), dtype, device)
         for full, local in names.items():
-            if full in tensors:
-                _set(module, local, tensors[full])
+            if sources[full] in tensors:
+                _set(module, local, tensors[sources[full]])
 
     @staticmethod
     def release(module: nn.Module) -> None:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -185,44 +186,79 @@ def finish(
         loaded.tokenizer.save_pretrained(directory)
 
 
-@torch.no_grad()
+class StreamedForward:
+    """The forward pass of a streamed model, block-major: every batch through block 0, then block 1, …, then
+    the final norm and lm_head — one block in memory at a time (SparseGPT's evaluation). The same operations
+    on the same batches as the whole-model forward, so the same logits, bit for bit.
+
+    `prefill` / `step` serve greedy decoding (`runtime_bench.engines.base.greedy_decode`) without a KV cache:
+    ``past`` is the sequence so far and each step runs it whole again, reading every block — slow (one pass
+    over the checkpoint per token), for verifying a few tokens of a model that does not fit in memory."""
+
+    def __init__(self, model_dir: Path, device: str = "cpu", progress: bool = True) -> None:
+        self.loaded = open_streamed(model_dir)
+        self.device, self.progress = device, progress
+        self.tokenizer = self.loaded.tokenizer
+        self.head: tuple[nn.Module, nn.Module] | None = None
+
+    @torch.no_grad()
+    def logits_of(self, batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The logits ``[b, s, vocab]`` of each batch of token ids ``[b, s]``, one batch at a time."""
+        from prune.walker import capture_block_inputs, run_block
+
+        loaded, device = self.loaded, self.device
+        lazy, adapter = loaded.lazy, loaded.adapter
+        assert lazy is not None and adapter is not None
+        inputs = capture_block_inputs(loaded.model, adapter, batches, device)
+        store = StreamedBlocks(lazy, adapter)
+        for index in tqdm(range(len(store)), desc="blocks", disable=not self.progress):
+            block = store.enter(index, device)
+            for inp, out in zip(inputs, run_block(block, inputs, device)):
+                inp.hidden = out
+            store.leave(index, block, {})
+        norm, lm_head = self._head()
+        for inp in inputs:
+            yield lm_head(norm(inp.hidden.to(device)))
+
+    def _head(self) -> tuple[nn.Module, nn.Module]:
+        """The final norm and lm_head, read once (fp32, on the device) and kept."""
+        if self.head is None:
+            model, lazy, adapter = self.loaded.model, self.loaded.lazy, self.loaded.adapter
+            assert lazy is not None and adapter is not None
+            paths = [adapter.norm_path, "lm_head"]
+            for path in paths:  # a tied lm_head: a fp32 copy of the embedding (`LazyCheckpoint.stored_name`)
+                lazy.materialize(model.get_submodule(path), path, COMPUTE_DTYPE, self.device)
+            self.head = (model.get_submodule(paths[0]), model.get_submodule(paths[1]))
+        return self.head
+
+    def logits(self, input_ids: np.ndarray) -> np.ndarray:
+        ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64))
+        return next(iter(self.logits_of([ids]))).numpy()
+
+    def prefill(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.logits(input_ids)[:, -1], np.asarray(input_ids, np.int64)
+
+    def step(self, token: np.ndarray, past: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.concatenate([past, np.asarray(token, np.int64)], axis=1)
+        return self.logits(ids)[:, -1], ids
+
+
 def streamed_perplexity(
     model_dir: Path, spec: EvalSpec, device: str = "cpu", progress: bool = True
 ) -> PerplexityResult:
-    """`prune.eval.perplexity` of the model in ``model_dir``, block-major: every window through block 0, then
-    block 1, …, then the final norm and lm_head — one block in memory at a time (SparseGPT's evaluation).
-    The same operations on the same batches as the whole-model forward, so the same number, bit for bit."""
+    """`prune.eval.perplexity` of the model in ``model_dir``, block-major (`StreamedForward`): the same number
+    as the whole-model forward, bit for bit, with one block in memory."""
     from prune.data import eval_windows, load_texts, tokenize
     from prune.eval import batch_nll, result
-    from prune.walker import capture_block_inputs, run_block
 
     start = time.perf_counter()
-    loaded = open_streamed(model_dir)
-    lazy, adapter = loaded.lazy, loaded.adapter
-    assert lazy is not None and adapter is not None
-    tokens = tokenize(loaded.tokenizer, load_texts(spec.dataset).evaluation)
+    forward = StreamedForward(model_dir, device, progress)
+    tokens = tokenize(forward.tokenizer, load_texts(spec.dataset).evaluation)
     windows = eval_windows(tokens, spec.seqlen, spec.windows)
     batches = list(windows.split(spec.batch_size))
-    inputs = capture_block_inputs(loaded.model, adapter, batches, device)
-    store = StreamedBlocks(lazy, adapter)
-    for index in tqdm(range(len(store)), desc="perplexity blocks", disable=not progress):
-        block = store.enter(index, device)
-        for inp, out in zip(inputs, run_block(block, inputs, device)):
-            inp.hidden = out
-        store.leave(index, block, {})
-    head = [adapter.norm_path, "lm_head"]
-    for path in head:
-        lazy.materialize(loaded.model.get_submodule(path), path, COMPUTE_DTYPE, device)
-    if getattr(loaded.model.config, "tie_word_embeddings", False):
-        lm_head = loaded.model.get_submodule("lm_head")
-        lm_head.weight = nn.Parameter(
-            lazy.read([f"{adapter.embed_path}.weight"], COMPUTE_DTYPE, device)[f"{adapter.embed_path}.weight"],
-            requires_grad=False,
-        )
-    norm, lm_head = (loaded.model.get_submodule(p) for p in head)
     total, count = 0.0, 0
-    for batch, inp in zip(batches, inputs):
-        nll, n = batch_nll(lm_head(norm(inp.hidden.to(device))), batch)
+    for batch, logits in zip(batches, forward.logits_of(batches)):
+        nll, n = batch_nll(logits, batch)
         total, count = total + nll, count + n
     return result(total, count, windows, time.perf_counter() - start)
 

@@ -37,6 +37,12 @@ class VerifyCommand:
         parser.add_argument("--dataset", default="offline", help="offline | wikitext2 | c4 | ptb | PATH")
         parser.add_argument("--seqlen", type=int, default=512)
         parser.add_argument("--json", type=Path, default=None, help="also write the report to this JSON file")
+        parser.add_argument(
+            "--stream",
+            action="store_true",
+            help="the reference one block in memory at a time (a model larger than memory; each greedy token "
+            "reads every block, so keep --tokens small)",
+        )
         add_eval_arguments(parser, windows_default=8)
 
     def run(self, args: argparse.Namespace) -> int:
@@ -54,6 +60,7 @@ class VerifyCommand:
                 tokens=args.tokens,
                 threads=args.threads,
                 progress=not args.quiet,
+                stream=args.stream,
             )
         )
         write_json(args.json, report)
@@ -108,9 +115,13 @@ class BenchCommand:
         add_data_arguments(p)
         add_eval_arguments(p)
         p.add_argument("--no-eval", action="store_true", help="skip the perplexity of each model")
+        p.add_argument(
+            "--stream", action="store_true", help="evaluate, prune and export each model streamed (onnxruntime engines)"
+        )
         add_bench_arguments(p)
 
     def run(self, args: argparse.Namespace) -> int:
+        from prune.spec import StreamSpec
         from runtime_bench.harness import BenchSpec
         from runtime_bench.pipeline.sweep import SweepConfig, sweep
         from runtime_bench.report import table5
@@ -127,6 +138,7 @@ class BenchCommand:
                 evaluate=None if args.no_eval else eval_spec(args),
                 bench=BenchSpec(args.prompt, args.tokens, args.rounds, args.warmup, args.batch),
                 progress=not args.quiet,
+                stream=StreamSpec() if args.stream else None,
             )
         )
         for name, reason in report["skipped"].items():

@@ -102,8 +102,12 @@ def sweep_markdown(report: Mapping[str, Any]) -> str:
     cfg, cpu = report["config"], report["cpu"]
     pruning = cfg.get("prune", cfg)  # sweeps before issue #14 kept the pruning settings at the top
     bench = cfg["bench"]
+    shape = report.get("model_shape")  # sweeps before issue #15 did not record it
+    described = ", ".join(f"{k} {v}" for k, v in shape.items()) if shape else "not recorded"
     parts = [
         f"# Speedup vs sparsity: {report['model']}",
+        "",
+        f"Model shape: {described}.",
         "",
         f"Pruning: {pruning['method']} with {pruning['allocation']} allocation ({pruning['pattern']}), calibration "
         f"{cfg['data']['nsamples']}×{cfg['data']['seqlen']} tokens of {cfg['data']['dataset']} (seed {cfg['data']['seed']}).",

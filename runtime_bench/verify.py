@@ -29,6 +29,7 @@ from prune.eval import perplexity_of
 from prune.models import load_model
 from prune.spec import EvalSpec
 from runtime_bench.engines import open_artifact
+from runtime_bench.engines.base import greedy_decode
 from runtime_bench.engines.torch_engine import TorchEngine
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class VerifyConfig:
     tokens: int = 32
     threads: int | None = None
     progress: bool = True
+    stream: bool = False  # the reference read one block at a time (`prune.stream.StreamedForward`)
 
 
 def engine_logits(engine: Any) -> Any:
@@ -75,6 +77,8 @@ class ReferenceRun:
 
     @classmethod
     def compute(cls, config: VerifyConfig) -> ReferenceRun:
+        if config.stream:
+            return cls.streamed(config)
         reference = load_model(config.reference)
         engine = TorchEngine.from_model(reference.model)
         tokens = tokenize(reference.tokenizer, load_texts(config.eval.dataset).evaluation)
@@ -82,6 +86,28 @@ class ReferenceRun:
         ppl = perplexity_of(engine_logits(engine), windows, config.eval.batch_size, config.progress)
         logits0 = np.asarray(engine.logits(windows[:1].numpy()))
         greedy = engine.generate(windows[:1, : config.prompt].numpy(), config.tokens)
+        return cls(windows, ppl, logits0, greedy)
+
+    @classmethod
+    def streamed(cls, config: VerifyConfig) -> ReferenceRun:
+        """The same checks with the reference streamed: every window in one block-major pass, then one pass
+        per greedy token (no KV cache)."""
+        from prune.eval import batch_nll, result
+        from prune.models import resolve_model_path
+        from prune.stream import StreamedForward
+
+        start = time.perf_counter()
+        forward = StreamedForward(resolve_model_path(config.reference), "cpu", config.progress)
+        tokens = tokenize(forward.tokenizer, load_texts(config.eval.dataset).evaluation)
+        windows = eval_windows(tokens, config.eval.seqlen, config.eval.windows)
+        batches = list(windows.split(config.eval.batch_size))
+        total, count, logits0 = 0.0, 0, None
+        for batch, logits in zip(batches, forward.logits_of(batches)):
+            nll, n = batch_nll(logits, batch)
+            total, count = total + nll, count + n
+            logits0 = logits[:1].numpy() if logits0 is None else logits0
+        ppl = result(total, count, windows, time.perf_counter() - start)
+        greedy = greedy_decode(forward, windows[:1, : config.prompt].numpy(), config.tokens)
         return cls(windows, ppl, logits0, greedy)
 
 

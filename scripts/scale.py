@@ -54,13 +54,13 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """Run ``cmd`` under /usr/bin/time -v: (wall seconds, peak RSS MiB)."""
+def timed(cmd: list[str], ok: tuple[int, ...] = (0,)) -> tuple[float, float]:
+    """Run ``cmd`` under /usr/bin/time -v: (wall seconds, peak RSS MiB); an exit status not in ``ok`` stops."""
     start = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - start
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    if proc.returncode != 0:
+    if proc.returncode not in ok:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return wall, int(peak.group(1)) / 1024 if peak else float("nan")
 
@@ -78,6 +78,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--append", action="store_true", help="add the rows to those already in --json")
     parser.add_argument("--delete", action="store_true", help="remove each shape model and output once measured")
+    parser.add_argument("--export", default=None, help="then export each output streamed (onnx | onnx-int4) …")
+    parser.add_argument("--verify-tokens", default="4", help="… and verify it streamed with this many greedy tokens")
+    parser.add_argument("--reuse", action="store_true", help="an output already there is exported, not remade")
     parser.add_argument("--png", type=Path, default=None, help="plot peak RSS against the model's fp32 size")
     parser.add_argument("--plot-only", type=Path, default=None, metavar="JSON", help="only plot rows of this JSON")
     args = parser.parse_args()
@@ -98,6 +101,10 @@ def main() -> None:
         config = json.loads((model / "config.json").read_text())
         for method in args.methods:
             out = args.root / f"{shape}-{method.replace(':', 'of')}"
+            if args.reuse and (out / "slimpack.json").is_file():
+                print(f"reusing {out}", flush=True)
+                rows += export_rows(out, shape, args)
+                continue
             wall, peak = timed(command(method, model, out, args))
             manifest = json.loads((out / "slimpack.json").read_text())
             blocks = config["num_hidden_layers"]
@@ -119,6 +126,7 @@ def main() -> None:
             }  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
+            rows += export_rows(out, shape, args)
             if args.delete:
                 shutil.rmtree(out)
         if args.delete:
@@ -131,8 +139,43 @@ def main() -> None:
     print("| shape | blocks | bf16 GiB | method | prune s | s/block | eval s | wall s | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        if "stage" in r:
+            print(json.dumps(r))
+            continue
         print(f"| {r['shape']} | {r['blocks']} | {r['model_gib']} | {r['method']} | {r['prune_seconds']} | "
               f"{r['seconds_per_block']} | {r['eval_seconds']} | {r['wall_seconds']} | {r['peak_rss_mib']} |")  # fmt: skip
+
+
+def export_rows(out: Path, shape: str, args: argparse.Namespace) -> list[dict]:
+    """``--export``: ``slimpack export --stream`` of ``out``, then ``slimpack verify --stream`` of the artifact
+    against it (both under /usr/bin/time -v); one row each."""
+    if args.export is None:
+        return []
+    artifact = out.with_name(f"{out.name}-{args.export}")
+    cli = [sys.executable, "-m", "runtime_bench.cli", "-q"]
+    wall, peak = timed([*cli, "export", str(out), "--format", args.export, "--stream", "--out", str(artifact),
+                        "--overwrite"])  # fmt: skip
+    manifest = json.loads((artifact / "export.json").read_text())
+    common = {"shape": shape, "source": out.name, "format": args.export, "cpu": cpu_model(), "cores": os.cpu_count()}
+    rows = [{**common, "stage": "export", "export_seconds": manifest["export_seconds"], "wall_seconds": round(wall, 1),
+             "peak_rss_mib": round(peak), "artifact_gib": round(manifest["bytes"] / 2**30, 2),
+             "zeros": manifest["zeros"]["exported_zeros"], "source_zeros": manifest["zeros"]["source_zeros"]}]  # fmt: skip
+    print(json.dumps(rows[-1]), flush=True)
+    report = artifact / "verify.json"
+    wall, peak = timed([*cli, "verify", str(artifact), "--reference", str(out), "--stream", "--seqlen", args.seqlen,
+                        "--windows", args.windows, "--prompt", "16", "--tokens", args.verify_tokens, "--json",
+                        str(report)], ok=(0, 1))  # fmt: skip
+    verified = json.loads(report.read_text())
+    rows.append({**common, "stage": "verify", "wall_seconds": round(wall, 1), "peak_rss_mib": round(peak),
+                 "passed": verified["passed"], "perplexity": verified["perplexity"]["artifact"]["perplexity"],
+                 "reference": verified["perplexity"]["reference"]["perplexity"],
+                 "relative_diff": verified["perplexity"]["relative_diff"], "greedy_equal": verified["greedy"]["equal"],
+                 "greedy_tokens": verified["greedy"]["new_tokens"],
+                 "engine_load_seconds": verified["engine_load_seconds"]})  # fmt: skip
+    print(json.dumps(rows[-1]), flush=True)
+    if args.delete:
+        shutil.rmtree(artifact)
+    return rows
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -141,7 +184,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    whole = [r for r in rows if not r.get("note")]
+    whole = [r for r in rows if not r.get("note") and r.get("method") == "wanda" and "stage" not in r]
     sizes = [r["fp32_gib"] for r in whole]
     ax.plot(sizes, sizes, "--", color="grey", label="the model in fp32 (what in-memory loading holds)")
     ax.plot(sizes, [r["peak_rss_mib"] / 1024 for r in whole], "o-", label="streamed prune + eval, peak RSS")

@@ -168,7 +168,7 @@ def check_recipe(recipe: Recipe, source: str) -> None:
     from export.base import EXPORTERS
     from prune.stream import check_streamable
     from quant.api import Quantize, check_stream_quantize
-    from runtime_bench.pipeline.targets import engine_of
+    from runtime_bench.pipeline.targets import engine_of, streams
 
     st = recipe.stages
     try:
@@ -178,11 +178,16 @@ def check_recipe(recipe: Recipe, source: str) -> None:
         if recipe.stream is not None:
             with at("stream"):
                 recipe.stream.check()
-            if st.export:
+            whole = sorted(
+                f"{name} ({item.format})" for name, item in st.export.items() if item.format and not streams(item)
+            )
+            if whole:
                 raise SlimpackError(
-                    "stream: the export stage loads the model whole and is not streamed yet; a streamed recipe has "
-                    "prune, quantize and their evaluations"
+                    f"stream: stages.export {', '.join(whole)} load the model whole; a streamed recipe exports "
+                    "onnx and onnx-int4"
                 )
+            if st.bench is not None and st.bench.torch:
+                raise SlimpackError("stream: stages.bench.torch runs the model whole in torch; set torch: false")
         if st.prune is not None:
             with at("stages.prune"):
                 resolved = st.prune.resolve()

@@ -92,7 +92,7 @@ def run_exports(run: Run, models: dict[str, tuple[Path, str]]) -> dict[str, dict
     for name, item in run.recipe.stages.export.items():
         source, key = models[item.source]
         out = run.out / "export" / name
-        step = artifact_step(run.cache, f"export-{name}", item, source, key, out)
+        step = artifact_step(run.cache, f"export-{name}", item, source, key, out, run.recipe.stream is not None)
         run.note("export", name, step, detail=f"{item.format} from {item.source}")
         artifacts[name] = {
             "path": step.result["path"], "key": step.key, "source": item.source, "format": item.format,
@@ -120,7 +120,7 @@ def run_verify(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[st
         reference = models[art["source"]][0]
         path = run.out / "verify" / f"{name}.json"
         config = VerifyConfig(Path(art["path"]), str(reference), spec, Tolerance(v.tolerance, v.token_match),
-                              v.prompt, v.tokens, v.threads, run.progress)  # fmt: skip
+                              v.prompt, v.tokens, v.threads, run.progress, run.recipe.stream is not None)  # fmt: skip
 
         def check(config: VerifyConfig = config, path: Path = path) -> dict[str, Any]:
             key = ReferenceRun.key(config)
@@ -130,7 +130,8 @@ def run_verify(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[st
             write_json_atomic(path, report)
             return {"outputs": [str(path)], **report}
 
-        settings = {k: val for k, val in asdict(config).items() if k != "progress"}
+        settings = {k: val for k, val in asdict(config).items() if k not in ("progress", "stream")}
+        settings.update({"stream": True} if config.stream else {})
         step = run.cache.run(f"verify-{name}", {"verify": settings, "artifact": art["key"]}, check)
         run.note("verify", name, step, None if step.result["passed"] else "FAILED")
         reports[name] = step.result

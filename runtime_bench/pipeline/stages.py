@@ -89,21 +89,23 @@ def eval_step(
 
 
 def artifact_step(
-    cache: StepCache, name: str, spec: ArtifactSpec, source: Path, source_key: str, out: Path
+    cache: StepCache, name: str, spec: ArtifactSpec, source: Path, source_key: str, out: Path, stream: bool = False
 ) -> StepResult:
     """The artifact of ``spec`` made from the model directory ``source`` (``source_key``: its step key); a
-    spec without a format is the model directory itself."""
+    spec without a format is the model directory itself. ``stream``: written from the shards, tensor by tensor."""
     if spec.format is None:
         return StepResult(source_key, {"path": str(source), "bytes": directory_bytes(source)}, True, 0.0)
     from export.api import ExportConfig, export_model
     from export.graph_cache import default_root
 
     def run() -> dict[str, Any]:
-        config = ExportConfig(str(source), spec.format, out, True, spec.options, graph_cache=default_root())
+        config = ExportConfig(str(source), spec.format, out, True, spec.options, graph_cache=default_root(),
+                              stream=stream)  # fmt: skip
         m = export_model(config)
         return {"outputs": [str(out)], "path": str(out), "bytes": m["bytes"], "export_seconds": m["export_seconds"]}
 
-    return cache.run(name, {"format": spec.format, "options": spec.options, "source": source_key, "out": str(out)}, run)
+    settings = {"format": spec.format, "options": spec.options, "source": source_key, "out": str(out)}
+    return cache.run(name, {**settings, **({"stream": True} if stream else {})}, run)
 
 
 def memory_step(cache: StepCache, name: str, path: Path, key: str, bench: BenchSpec, vocab: int) -> StepResult:

@@ -29,12 +29,12 @@ from prune.data import DataSpec
 from prune.errors import SlimpackError
 from prune.io import write_json_atomic
 from prune.models import resolve_model_path
-from prune.spec import EvalSpec, Job, PruneSpec
+from prune.spec import EvalSpec, Job, PruneSpec, StreamSpec
 from quant.spec import QuantizeSpec
 from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
 from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, prune_step, quantize_step
 from runtime_bench.pipeline.steps import StepCache
-from runtime_bench.pipeline.targets import TARGETS, ArtifactSpec, engine_of
+from runtime_bench.pipeline.targets import TARGETS, ArtifactSpec, engine_of, streams
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class SweepConfig:
     evaluate: EvalSpec | None = field(default_factory=EvalSpec)
     bench: BenchSpec = field(default_factory=BenchSpec)
     progress: bool = True
+    stream: StreamSpec | None = None  # a model larger than memory: evaluated, pruned and exported streamed
 
     def spec_at(self, sparsity: float) -> PruneSpec:
         return replace(self.prune, sparsity=sparsity)
@@ -79,8 +80,33 @@ class SweepConfig:
                 f"the sweep varies unstructured sparsity, and --pattern {self.prune.pattern} fixes it; time N:M models "
                 "with `slimpack run` (a semi24 export) or `python -m runtime_bench.latency`"
             )
-        self.spec_at(self.sparsities[0]).resolve()
-        return [(name, TARGETS.get(name)) for name in self.engines]
+        resolved = self.spec_at(self.sparsities[0]).resolve()
+        targets = [(name, TARGETS.get(name)) for name in self.engines]
+        if self.stream is not None:
+            from prune.stream import check_streamable
+
+            self.stream.check()
+            check_streamable(resolved)
+            whole = [name for name, target in targets if not streams(target)]
+            if whole:
+                raise SlimpackError(
+                    f"--stream: the {', '.join(whole)} engine{'s load' if len(whole) > 1 else ' loads'} the model whole; "
+                    f"streamed sweeps time {', '.join(n for n in TARGETS.names() if streams(TARGETS.get(n)))}"
+                )
+        return targets
+
+
+SHAPE_KEYS = ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+              "num_key_value_heads", "vocab_size", "tie_word_embeddings")  # fmt: skip
+
+
+def model_shape(model_dir: Path) -> dict[str, Any]:
+    """What the speed depends on: the config's layer count and sizes (a sweep of a random-weight shape model
+    says so in its report)."""
+    from prune.models import read_config
+
+    config = read_config(model_dir)
+    return {key: config.get(key) for key in SHAPE_KEYS}
 
 
 def label(sparsity: float) -> str:
@@ -109,13 +135,16 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
     spec = config.prune
 
     def job(source: Path, out: Path, evaluate: EvalSpec | None) -> Job:
-        return Job(str(source), out, config.data, overwrite=True, evaluate=evaluate, progress=config.progress)
+        return Job(str(source), out, config.data, overwrite=True, evaluate=evaluate, progress=config.progress,
+                   stream=config.stream)  # fmt: skip
+
+    stream = config.stream is not None
 
     models: dict[str, tuple[Path, str]] = {DENSE: (dense, dense_key)}
     quality: dict[str, dict[str, Any]] = {DENSE: {"sparsity": 0.0}}
     if config.evaluate is not None:
         quality[DENSE]["perplexity"] = eval_step(
-            cache, "eval-dense", dense, config.evaluate, dense_key, config.progress
+            cache, "eval-dense", dense, config.evaluate, dense_key, config.progress, stream
         ).result["perplexity"]
     for s in config.sparsities:
         lab = label(s)
@@ -136,7 +165,7 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
                 q = quantize_step(cache, f"quantize-{lab}", QuantizeConfig(job(path, qout, None), config.quantize), key)
                 path, key = Path(q.result["path"]), q.key
             out = config.out / "artifacts" / name / lab
-            built = artifact_step(cache, f"{name}-{lab}", target, path, key, out)
+            built = artifact_step(cache, f"{name}-{lab}", target, path, key, out, stream)
             mem = memory_step(cache, f"memory-{name}-{lab}", Path(built.result["path"]), built.key, config.bench, vocab)
             artifacts[name][lab] = {"path": built.result["path"], "bytes": built.result["bytes"], "memory": mem.result}
 
@@ -151,6 +180,7 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
         "config": {**asdict(config), "out": str(config.out),
                    "prune": {**spec.to_dict(), "method": spec.method_name, "allocation": spec.allocation_name}},
         "model": str(dense),
+        "model_shape": model_shape(dense),
         "cpu": cpu_info(),
         "quality": quality,
         "artifacts": artifacts,

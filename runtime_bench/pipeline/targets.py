@@ -33,6 +33,17 @@ def engine_of(spec: ArtifactSpec) -> str:
     return str(EXPORTERS.get(spec.format).engine)
 
 
+def streams(spec: ArtifactSpec) -> bool:
+    """Whether the artifact of ``spec`` can be written from a streamed model (`export.base.StreamingExporter`);
+    a model directory run by eager torch cannot (torch loads it whole)."""
+    if spec.format is None:
+        return False
+    import export.api  # noqa: F401  (registers the formats)
+    from export.base import EXPORTERS, StreamingExporter
+
+    return isinstance(EXPORTERS.build(spec.format, {}), StreamingExporter)
+
+
 # The sweep's engines: each sparsity's pruned model (or its GPTQ checkpoint) made into one artifact.
 TARGETS: Registry[ArtifactSpec] = Registry("bench engine")
 TARGETS.register("onnxruntime")(ArtifactSpec("onnx"))

@@ -216,7 +216,11 @@ def test_a_streamed_recipe_gives_the_in_memory_run_exactly(sharded: Path, tmp_pa
     runs = {}
     for name, stream in (("memory", ""), ("streamed", "stream: {shard_mib: 0.1}")):
         recipe = tmp_path / f"{name}.yaml"
-        quantize = "  quantize: {bits: 4, group_size: 32}\n"
+        quantize = (
+            "  quantize: {bits: 4, group_size: 32}\n"
+            "  export: {int4: {format: onnx-int4, source: quantize}}\n"
+            "  verify: {windows: 2, prompt: 8, tokens: 3}\n"
+        )
         recipe.write_text(STREAM_RECIPE.format(model=sharded, out=tmp_path / name, stream=stream, quantize=quantize))
         assert main(["-q", "run", str(recipe)]) == 0
         runs[name] = json.loads((tmp_path / name / "summary.json").read_text())["models"]
@@ -226,6 +230,11 @@ def test_a_streamed_recipe_gives_the_in_memory_run_exactly(sharded: Path, tmp_pa
         assert memory["prune"][key] == streamed["prune"][key], key
     assert_same_model(tmp_path / "memory" / "prune", tmp_path / "streamed" / "prune")
     assert_same_checkpoint(tmp_path / "memory" / "quantize", tmp_path / "streamed" / "quantize")
+    verified = {name: json.loads((tmp_path / name / "summary.json").read_text())["verify"]["int4"] for name in runs}
+    assert verified["streamed"]["passed"] and verified["memory"]["passed"]
+    assert verified["streamed"]["perplexity"] == verified["memory"]["perplexity"]  # the same int4 computation
+    manifest = json.loads((tmp_path / "streamed" / "export" / "int4" / "export.json").read_text())
+    assert manifest["streamed"] and (tmp_path / "streamed" / "export" / "int4" / "model.onnx.data").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -327,8 +336,19 @@ def test_a_streamed_recipe_with_stages_that_do_not_stream_is_refused(
 ) -> None:
     recipe = tmp_path / "r.yaml"
     body = STREAM_RECIPE.format(model=sharded, out=tmp_path / "out", stream="stream: {}", quantize="")
-    recipe.write_text(body + "  export: {onnx: {format: onnx, source: prune}}\n")
+    recipe.write_text(body + "  export: {ds: {format: deepsparse, source: prune}}\n")
     assert main(["-q", "run", str(recipe)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "stream: the export stage" in err[0] and "not streamed yet" in err[0]
+    assert len(err) == 1 and "stream: stages.export ds (deepsparse) load the model whole" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_streamed_sweep_times_only_engines_whose_artifacts_stream(
+    sharded: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "sweep"
+    rc = main(["-q", "bench", "sweep", "--model", str(sharded), "--stream", "--engines", "deepsparse,onnxruntime",
+               "--sparsities", "0.5", "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--stream: the deepsparse engine loads the model whole" in err[0]
+    assert "streamed sweeps time onnxruntime, onnxruntime-int4" in err[0] and not out.exists()

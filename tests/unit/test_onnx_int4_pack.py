@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.onnx_int4 import block_size_for, column_order, nbits_tensors, pack_nibbles, unpack_nibbles
+from export.onnx_int4 import NBitsLayout, block_size_for, column_order, nbits_tensors, pack_nibbles, unpack_nibbles
 from prune.errors import SlimpackError
 from quant.grid import QuantizedWeight, QuantSpec
 
@@ -43,14 +43,16 @@ def test_act_order_columns_are_sorted_into_contiguous_groups() -> None:
         g_idx=g_idx,
         spec=QuantSpec(4, group, True, True, False),
     )
-    t = nbits_tensors(qw)
-    order = column_order(qw, group)
-    assert order is not None and np.array_equal(t["perm"], order)
-    blocks = k_in // t["block"]
-    codes = unpack_nibbles(t["B"], t["block"]).reshape(n_out, k_in).astype(np.float32)
+    layout = NBitsLayout.of(qw.spec, g_idx.numpy(), n_out)
+    t = nbits_tensors(qw, layout)
+    order = column_order(g_idx.numpy(), group)
+    assert order is not None and np.array_equal(layout.perm, order)
+    assert {k: v.shape for k, v in t.items()} == {k: shape for k, (shape, _) in layout.shapes().items()}
+    blocks = k_in // layout.block
+    codes = unpack_nibbles(t["B"], layout.block).reshape(n_out, k_in).astype(np.float32)
     zeros = unpack_nibbles(t["zero_points"].reshape(n_out, -1), blocks).astype(np.float32)
     scales = t["scales"].reshape(n_out, blocks)
-    blk = np.arange(k_in) // t["block"]
+    blk = np.arange(k_in) // layout.block
     w_sorted = (codes - zeros[:, blk]) * scales[:, blk]
     w = np.empty_like(w_sorted)
     w[:, order] = w_sorted

@@ -14,6 +14,11 @@ weights written one tensor at a time into the external data file.
    ``model.onnx.data`` tensor by tensor: each read from the checkpoint's shards (`prune.lazy`, decoded by its
    kind's codec), made fp32, transposed where bound so, written and dropped. Peak memory: the largest tensor.
 
+For onnx-int4 (`export_streamed_int4`) each quantized linear's ``MatMul`` is swapped for ``MatMulNBits`` as in
+the in-memory export (`export.onnx_int4.swap_matmul`); its B / scales / zero_points are payloads made from the
+checkpoint's packed integers one linear at a time. The skeleton graph is traced for every streamed export (the
+graph cache binds initializers by their values, which a skeleton does not have).
+
 The file holds the same operators on the same values as the in-memory export (onnxruntime's outputs are
 compared in tests/integration/test_export_stream.py); it is not byte-identical (node names, folding order).
 Zero counts read the file back one initializer at a time, memory-mapped (`export.onnx_kv.initializer_arrays`).
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -78,6 +84,7 @@ def skeleton_graph(lazy: LazyCheckpoint, opset: int | None = None) -> tuple[Any,
     import onnxscript.rewriter.onnx_fusions
     from transformers import AutoModelForCausalLM
 
+    start = time.perf_counter()
     config = lazy.model.config
     with torch.device("meta"):  # fp32, as the in-memory export, whatever the checkpoint stores
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=False)
@@ -105,6 +112,8 @@ def skeleton_graph(lazy: LazyCheckpoint, opset: int | None = None) -> tuple[Any,
     onnxscript.rewriter.onnx_fusions.fuse(program.model)
     bindings = {name: b for name, b in bindings.items() if name in graph.initializers}  # unused ones pruned
     proto = ir.serde.serialize_model(program.model)
+    log.info("traced the %d-block skeleton graph in %.1f s (%d nodes)", kv_shape(config)[0],
+             time.perf_counter() - start, len(proto.graph.node))  # fmt: skip
     tied = getattr(config, "tie_word_embeddings", False)
     weights = {
         source[len(WRAPPER_PREFIX) :].removesuffix(".weight"): name for name, (source, flip) in bindings.items() if flip
@@ -216,11 +225,12 @@ def write_external(proto: Any, payloads: list[Payload], out: Path, progress: boo
             bar.update(p.nbytes)
         fh.flush()
         os.fsync(fh.fileno())
-    _save_small(proto, out / ONNX_FILE)
+    _write_proto(proto, out / ONNX_FILE)
     return total
 
 
-def _save_small(proto: Any, path: Path) -> None:
+def _write_proto(proto: Any, path: Path) -> None:
+    """The graph alone (its weights are in the data file): small, so no external-data handling."""
     with path.open("wb") as fh:
         fh.write(proto.SerializeToString())
 

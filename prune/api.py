@@ -15,7 +15,7 @@ from prune.models import LoadedModel, load_model, save_model
 from prune.report import model_sparsity, sparsity_summary
 from prune.spec import EvalSpec, Job, PruneSpec, Resolved
 from prune.stage import Outcome, allocation_context, check_layers, evaluate_model, prepare_walk, run_stage
-from prune.walker import walk
+from prune.walker import in_memory, walk
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,11 @@ class UnstructuredPrune:
             lazy = loaded.lazy
             assert lazy is not None and loaded.adapter is not None
             shard = int(job.stream.shard_mib * 2**20)
-            check_budget(estimate_memory(loaded, r.method.needs, job.data, shard), job.stream.max_memory_mib, job.data)
+            keep = check_budget(estimate_memory(loaded, r.method.needs, job.data, shard), job.stream, job.data)
             writer = output_writer(out, lazy, job.stream.torch_dtype(), shard)
-            store = StreamedBlocks(lazy, loaded.adapter, writer)
-        prep = prepare_walk(loaded, r, r.method, calibration, job.device, job.progress)
+            store = StreamedBlocks(lazy, loaded.adapter, writer, keep=keep)
+        prep = prepare_walk(loaded, r, r.method, calibration, job.device, job.progress,
+                            store.keep if store is not None else in_memory)  # fmt: skip
         adapter = loaded.adapter
         assert adapter is not None
         result = walk(loaded.model, adapter, r.method, prep.allocation.plan, r.pattern, prep.batches, prep.grads,

@@ -81,15 +81,21 @@ def add_output_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     g.add_argument("--shard-size", type=float, default=2048, metavar="MIB", help="--stream: output shard size (MiB)")
     g.add_argument("--max-memory", type=float, default=None, metavar="MIB",
                    help="--stream: refuse, before any work, a run whose estimated peak exceeds this")  # fmt: skip
+    g.add_argument("--offload-dir", default=None, metavar="DIR",
+                   help="--stream: keep the calibration activations in files here when they would exceed "
+                   "--max-memory (always, without it)")  # fmt: skip
     add_data_arguments(parser)
     add_eval_arguments(parser)
 
 
 def job(args: argparse.Namespace, model: str) -> Job:
     """The `Job` of a model-writing command (see `add_output_arguments`)."""
-    if not args.stream and (args.dtype is not None or args.shard_size != 2048 or args.max_memory is not None):
-        raise SlimpackError("--dtype, --shard-size and --max-memory apply to the streamed path; add --stream")
-    stream = StreamSpec(args.dtype, args.shard_size, args.max_memory) if args.stream else None
+    streaming = (args.dtype, args.max_memory, args.offload_dir)
+    if not args.stream and (any(v is not None for v in streaming) or args.shard_size != 2048):
+        raise SlimpackError(
+            "--dtype, --shard-size, --max-memory and --offload-dir apply to the streamed path; add --stream"
+        )
+    stream = StreamSpec(args.dtype, args.shard_size, args.max_memory, args.offload_dir) if args.stream else None
     return Job(model=model, out=args.out, data=data_spec(args), device=args.device, overwrite=args.overwrite,
                evaluate=eval_spec(args) if args.eval else None, progress=not args.quiet, stream=stream)  # fmt: skip
 

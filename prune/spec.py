@@ -140,6 +140,7 @@ class StreamSpec:
     dtype: str | None = None
     shard_mib: float = 2048
     max_memory_mib: float | None = None  # refuse a run whose estimated peak exceeds it
+    offload_dir: str | None = None  # calibration activations spilled here when they would exceed max_memory_mib
 
     def check(self) -> None:
         if self.max_memory_mib is not None and not self.max_memory_mib > 0:

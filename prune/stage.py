@@ -26,6 +26,7 @@ from prune.manifest import Manifest, MethodRecord, Timing, peak_rss_mib
 from prune.models import LoadedModel, load_model
 from prune.spec import EvalSpec, Job, Resolved
 from prune.stats import gradient_norms
+from prune.walker import Keep, in_memory
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +136,10 @@ def evaluate_model(loaded: LoadedModel, spec: EvalSpec, device: str = "cpu", pro
 
 def allocation_context(
     loaded: LoadedModel, calibration: Calibration | None, device: str = "cpu", progress: bool = True,
-    batches: list | None = None,
+    batches: list | None = None, keep: Keep = in_memory,
 ) -> AllocationContext:  # fmt: skip
     """What an allocator may use: the model's linears per block, the calibration batches (``batches``, when
-    drawn) and held-out windows of the calibration split."""
+    drawn) and held-out windows of the calibration split. ``keep``: where a streamed pass keeps activations."""
     adapter = loaded.adapter
     assert adapter is not None
 
@@ -154,7 +155,7 @@ def allocation_context(
         lazy = loaded.lazy
 
         def blocks() -> StreamedBlocks:
-            return StreamedBlocks(lazy, adapter)
+            return StreamedBlocks(lazy, adapter, keep=keep)
 
     return AllocationContext(
         blocks=blocks,
@@ -182,10 +183,11 @@ class Prepared:
 
 def prepare_walk(
     loaded: LoadedModel, resolved: Resolved, method: Any, calibration: Calibration, device: str = "cpu",
-    progress: bool = True,
+    progress: bool = True, keep: Keep = in_memory,
 ) -> Prepared:  # fmt: skip
     """Calibration batches (only if ``method`` — the walked layer method — or the allocator needs data),
-    gradients (only if the method needs them) and the plan of ``resolved``; one copy for every stage."""
+    gradients (only if the method needs them) and the plan of ``resolved``; one copy for every stage.
+    ``keep``: where the allocators' streamed passes keep their activations."""
     allocator = resolved.allocator
     calibrated = bool(method.needs) or method.needs_gradients or (allocator is not None and allocator.needs_calibration)
     batches = calibration.batches() if calibrated else None
@@ -195,6 +197,6 @@ def prepare_walk(
         loaded.model.to(device)
         grads = gradient_norms(loaded.model, linears, batches or [], device, progress)
         loaded.model.to("cpu")
-    ctx = allocation_context(loaded, calibration, device, progress, batches)
+    ctx = allocation_context(loaded, calibration, device, progress, batches, keep)
     allocation, target = allocate(allocator, resolved.plan, resolved.target, resolved.pattern, ctx)
     return Prepared(batches, grads, allocation, target, allocation_record(resolved, allocation))

@@ -15,7 +15,9 @@ activations and one output shard — not the model.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,7 +37,8 @@ from prune.methods import LayerMethod
 from prune.models import DecoderAdapter, LoadedModel, adapter_for, checkpoint_kind, read_config, resolve_model_path
 from prune.report import weight_sparsity
 from prune.shards import DEFAULT_SHARD_BYTES, ShardWriter
-from prune.spec import EvalSpec, Resolved
+from prune.spec import EvalSpec, Resolved, StreamSpec
+from prune.walker import Keep, in_memory
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +122,11 @@ class StreamedBlocks:
         adapter: DecoderAdapter,
         writer: ShardWriter | None = None,
         encoder: BlockEncoder | None = None,
+        keep: Keep = in_memory,
     ) -> None:
         self.lazy, self.adapter, self.writer = lazy, adapter, writer
         self.encoder = encoder or PlainEncoder()
+        self.keep = keep  # where the calibration activations wait: in memory, or `Spill`
         self.blocks = adapter.blocks(lazy.model)
         self.before: dict[str, dict[str, Any]] = {}  # prunable linear → its zeros as read
         self.sparsity: dict[str, dict[str, Any]] = {}  # prunable linear → its zeros as written
@@ -263,6 +268,28 @@ def streamed_perplexity(
     return result(total, count, windows, time.perf_counter() - start)
 
 
+class Spill:
+    """A `prune.walker.Keep` for activations larger than the memory budget (``--offload-dir``): each hidden
+    state is written to a file under ``directory`` and returned memory-mapped from it. The file is unlinked at
+    once: its pages are the kernel's to evict and re-read (file-backed, not anonymous memory), its disk space
+    is freed with the tensor, and a killed run leaves nothing behind."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden = hidden.detach().contiguous()
+        fd, name = tempfile.mkstemp(prefix="slimpack-activations-", suffix=".bin", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(memoryview(hidden.reshape(-1).view(torch.uint8).numpy()))
+            mapped = torch.from_file(name, shared=True, size=hidden.numel(), dtype=hidden.dtype)
+        finally:
+            os.unlink(name)
+        return mapped.view(hidden.shape)
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     """The memory model of a streamed walk, in bytes: what is resident at the peak (one block in fp32, its
@@ -308,17 +335,32 @@ def estimate_memory(loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec,
     return MemoryEstimate(parts, per_sample)
 
 
-def check_budget(estimate: MemoryEstimate, budget_mib: float | None, data: DataSpec) -> None:
-    """Refuse (one line, before any work) a run whose estimate exceeds ``budget_mib``, naming what would fit."""
+def check_budget(estimate: MemoryEstimate, stream: StreamSpec, data: DataSpec) -> Keep:
+    """Where the calibration activations wait between blocks, within ``stream.max_memory_mib``: in memory if
+    they fit (or no budget is set), else spilled to ``stream.offload_dir`` (`Spill`; always, when it is given
+    without a budget). A run that cannot fit either way is refused (one line, before any work) naming what
+    would fit."""
+    budget_mib, offload = stream.max_memory_mib, stream.offload_dir
     log.info("streamed run: estimated peak memory %s", estimate.describe())
-    if budget_mib is None or estimate.total <= budget_mib * 2**20:
-        return
+    fits = budget_mib is None or estimate.total <= budget_mib * 2**20
+    if offload is not None and (budget_mib is None or not fits):
+        spilled = MemoryEstimate({**estimate.parts, "activations": estimate.per_sample}, estimate.per_sample)
+        log.info("activations spilled to %s: estimated peak memory %s", offload, spilled.describe())
+        if budget_mib is not None and spilled.total > budget_mib * 2**20:
+            raise SlimpackError(
+                f"--max-memory {budget_mib:.0f} MiB is too small for this run even with the activations in "
+                f"{offload!r}, estimated {spilled.describe()}; raise --max-memory or use a smaller --shard-size"
+            )
+        return Spill(Path(offload))
+    if fits:
+        return in_memory
+    assert budget_mib is not None
     fixed = estimate.total - estimate.parts["activations"]
     room = budget_mib * 2**20 - fixed
-    fits = int(room // estimate.per_sample) if room > 0 else 0
+    count = int(room // estimate.per_sample) if room > 0 else 0
     hint = (
-        f"--nsamples {fits} (of {data.nsamples}) would fit"
-        if fits > 0
+        f"--nsamples {count} (of {data.nsamples}) would fit, or --offload-dir DIR keeps the activations on disk"
+        if count > 0
         else f"even one block needs {fixed / 2**30:.2f} GiB; raise --max-memory or use a smaller --shard-size"
     )
     raise SlimpackError(

@@ -73,9 +73,19 @@ class WalkResult:
     outputs: dict[str, Any] = field(default_factory=dict)  # what a method's compress returned, by module
 
 
+Keep = Callable[[torch.Tensor], torch.Tensor]  # where a hidden state waits for the next block: RAM, or a file
+
+
+def in_memory(hidden: torch.Tensor) -> torch.Tensor:
+    return hidden
+
+
 class BlockStore(Protocol):
     """Where the walker gets each block and where it hands it back: in memory (`InMemoryBlocks`) or streamed
-    from the checkpoint's shards (`prune.stream.StreamedBlocks`: read before, written and released after)."""
+    from the checkpoint's shards (`prune.stream.StreamedBlocks`: read before, written and released after).
+    ``keep`` is where the calibration activations wait between blocks (in memory, or spilled to disk)."""
+
+    keep: Keep
 
     def __len__(self) -> int: ...
 
@@ -92,6 +102,8 @@ class BlockStore(Protocol):
 
 class InMemoryBlocks:
     """The blocks of a model held in memory: moved to the compute device and back."""
+
+    keep: Keep = staticmethod(in_memory)
 
     def __init__(self, model: nn.Module, adapter: DecoderAdapter) -> None:
         self.blocks = adapter.blocks(model)
@@ -112,15 +124,19 @@ class InMemoryBlocks:
 
 @torch.no_grad()
 def capture_block_inputs(
-    model: nn.Module, adapter: DecoderAdapter, batches: Sequence[torch.Tensor], device: torch.device | str
+    model: nn.Module,
+    adapter: DecoderAdapter,
+    batches: Sequence[torch.Tensor],
+    device: torch.device | str,
+    keep: Keep = in_memory,
 ) -> list[BlockInputs]:
-    """Run the model up to block 0 for every batch and keep block 0's inputs on the CPU."""
+    """Run the model up to block 0 for every batch and keep block 0's inputs on the CPU (``keep``: where)."""
     store: list[BlockInputs] = []
 
     def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         kwargs = dict(kwargs)
         hidden = args[0] if args else kwargs.pop("hidden_states")
-        store.append(BlockInputs(move(hidden, "cpu"), move(tuple(args[1:]), "cpu"), move(kwargs, "cpu")))
+        store.append(BlockInputs(keep(move(hidden, "cpu")), move(tuple(args[1:]), "cpu"), move(kwargs, "cpu")))
         raise _Captured
 
     pre = adapter.pre_block_modules(model)
@@ -142,13 +158,16 @@ def capture_block_inputs(
 
 
 @torch.no_grad()
-def run_block(block: nn.Module, inputs: Sequence[BlockInputs], device: torch.device | str) -> list[torch.Tensor]:
-    """Run one block on every stored batch; returns its outputs on the CPU."""
+def run_block(
+    block: nn.Module, inputs: Sequence[BlockInputs], device: torch.device | str, keep: Keep = in_memory
+) -> list[torch.Tensor]:
+    """Run one block on every stored batch; returns its outputs on the CPU, each kept by ``keep`` as soon as
+    it is computed."""
     outs = []
     for inp in inputs:
         out = block(inp.hidden.to(device), *move(inp.args, device), **move(inp.kwargs, device))
         out = out[0] if isinstance(out, tuple) else out
-        outs.append(out.to("cpu"))
+        outs.append(keep(out.to("cpu")))
     return outs
 
 
@@ -158,6 +177,7 @@ def collect(
     needs: tuple[str, ...],
     inputs: Sequence[BlockInputs],
     device: torch.device | str,
+    keep: Keep = in_memory,
 ) -> tuple[dict[str, dict[str, Accumulator]], list[torch.Tensor]]:
     """Feed the needed accumulators of ``linears`` with one pass over the calibration batches;
     returns them and the block's outputs of that pass."""
@@ -174,7 +194,7 @@ def collect(
 
     handles = [lin.register_forward_hook(make_hook(accs[name])) for name, lin in linears.items()]
     try:
-        outs = run_block(block, inputs, device)
+        outs = run_block(block, inputs, device, keep)
     finally:
         for h in handles:
             h.remove()
@@ -208,9 +228,9 @@ def walk(
         raise ValueError(f"method {method.name!r} needs calibration batches")
     if method.needs_gradients and grads is None:
         raise ValueError(f"method {method.name!r} needs gradients")
-    inputs = capture_block_inputs(model, adapter, batches, device) if calibrated else []
     result = WalkResult()
     store = store if store is not None else InMemoryBlocks(model, adapter)
+    inputs = capture_block_inputs(model, adapter, batches, device, store.keep) if calibrated else []
     for index in tqdm(range(len(store)), desc=f"{method.name} blocks", disable=not progress):
         block = store.enter(index, device)
         prefix = adapter.block_prefix(index)
@@ -220,7 +240,7 @@ def walk(
         outputs: dict[str, Any] = {}
         for group in groups:
             members = {name: linears[name] for name in group}
-            accs, outs = collect(block, members, method.needs, inputs, device) if calibrated else ({}, [])
+            accs, outs = collect(block, members, method.needs, inputs, device, store.keep) if calibrated else ({}, [])
             for name, lin in members.items():
                 full = f"{prefix}.{name}"
                 values = {need: acc.result() for need, acc in accs.get(name, {}).items()}
@@ -234,7 +254,7 @@ def walk(
             del accs
         if calibrated:
             if modifies:
-                outs = run_block(block, inputs, device)
+                outs = run_block(block, inputs, device, store.keep)
             for inp, out in zip(inputs, outs):
                 inp.hidden = out
         result.outputs.update(store.leave(index, block, outputs))

@@ -26,7 +26,7 @@ from prune.report import model_sparsity, sparsity_summary
 from prune.spec import Job, PruneSpec, Resolved, StreamSpec
 from prune.stage import Outcome, check_layers, prepare_walk, run_stage
 from prune.stream import StreamedBlocks, check_budget, check_streamable, estimate_memory, finish, output_writer
-from prune.walker import walk
+from prune.walker import in_memory, walk
 from quant.checkpoint import GPTQEncoder, quantization_config, save_gptq, write_gptq_config
 from quant.methods import QUANT_METHODS, QuantizedLayer
 from quant.spec import DEQUANTIZED, QuantizeSpec
@@ -73,7 +73,8 @@ class Quantize:
         if store is None:
             linears = adapter.named_linears(model)
             sparsity_before = model_sparsity(linears)["overall"]
-        prep = prepare_walk(loaded, r, self.method, calibration, job.device, job.progress)
+        prep = prepare_walk(loaded, r, self.method, calibration, job.device, job.progress,
+                            store.keep if store is not None else in_memory)  # fmt: skip
         result = walk(model, adapter, self.method, prep.allocation.plan, r.pattern, prep.batches, prep.grads,
                       job.device, r.spec.true_sequential, job.progress, store=store)  # fmt: skip
         qconfig = quantization_config(q.grid, self.method.percdamp, self.method.name, q.checkpoint_format,
@@ -130,9 +131,9 @@ class Quantize:
         else:
             dtype = torch.float16  # the format's
         shard = int(stream.shard_mib * 2**20)
-        check_budget(estimate_memory(loaded, self.method.needs, job.data, shard), stream.max_memory_mib, job.data)
+        keep = check_budget(estimate_memory(loaded, self.method.needs, job.data, shard), stream, job.data)
         writer = output_writer(out, loaded.lazy, dtype, shard)
-        return StreamedBlocks(loaded.lazy, loaded.adapter, writer, GPTQEncoder(q.checkpoint_format))
+        return StreamedBlocks(loaded.lazy, loaded.adapter, writer, GPTQEncoder(q.checkpoint_format), keep)
 
 
 def check_stream_quantize(stage: Quantize, stream: StreamSpec) -> None:

@@ -167,15 +167,43 @@ def test_a_run_over_its_memory_budget_is_refused_before_any_work(
     assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
 
 
-def test_the_budget_names_the_calibration_that_would_fit() -> None:
+def test_the_budget_names_the_calibration_that_would_fit_or_spills_to_disk(tmp_path: Path) -> None:
     from prune.data import DataSpec
     from prune.errors import SlimpackError
-    from prune.stream import MemoryEstimate, check_budget
+    from prune.spec import StreamSpec
+    from prune.stream import MemoryEstimate, Spill, check_budget
+    from prune.walker import in_memory
 
     estimate = MemoryEstimate({"runtime": 2**30, "block": 2**30, "activations": 64 * 2**24}, per_sample=2**24)
-    check_budget(estimate, 3 * 1024, DataSpec(nsamples=64))  # 3 GiB: fits
-    with pytest.raises(SlimpackError, match=r"--nsamples 32 \(of 64\) would fit"):
-        check_budget(estimate, 2.5 * 1024, DataSpec(nsamples=64))
+    data = DataSpec(nsamples=64)
+    assert check_budget(estimate, StreamSpec(max_memory_mib=3 * 1024), data) is in_memory  # 3 GiB: fits
+    with pytest.raises(SlimpackError, match=r"--nsamples 32 \(of 64\) would fit, or --offload-dir DIR"):
+        check_budget(estimate, StreamSpec(max_memory_mib=2.5 * 1024), data)
+    offload = str(tmp_path / "acts")
+    assert isinstance(check_budget(estimate, StreamSpec(max_memory_mib=2.5 * 1024, offload_dir=offload), data), Spill)
+    assert check_budget(estimate, StreamSpec(max_memory_mib=3 * 1024, offload_dir=offload), data) is in_memory
+    with pytest.raises(SlimpackError, match="even with the activations in"):
+        check_budget(estimate, StreamSpec(max_memory_mib=1.5 * 1024, offload_dir=offload), data)
+
+
+def test_spilled_activations_are_the_same_tensors_and_leave_no_file(tmp_path: Path) -> None:
+    from prune.stream import Spill
+
+    spill = Spill(tmp_path / "acts")
+    hidden = torch.randn(2, 5, 8)
+    kept = spill(hidden)
+    assert torch.equal(kept, hidden) and kept.shape == hidden.shape
+    assert list((tmp_path / "acts").iterdir()) == []  # unlinked at once: mapped, freed with the tensor
+
+
+def test_a_streamed_prune_with_its_activations_on_disk_gives_the_same_model(sharded: Path, tmp_path: Path) -> None:
+    args = ["--method", "sparsegpt", "--sparsity", "0.5", "--allocation", "dlp", "--true-sequential"]
+    memory, streamed = prune_both(sharded, tmp_path, *args)
+    offload = tmp_path / "offloaded"
+    assert main(["-q", "prune", "--model", str(sharded), *args, *FAST, "--eval", "--stream", "--shard-size", "0.1",
+                 "--offload-dir", str(tmp_path / "acts"), "--out", str(offload)]) == 0  # fmt: skip
+    assert_same_model(streamed, offload)
+    assert list((tmp_path / "acts").iterdir()) == []
 
 
 def test_streamed_eval_equals_the_whole_model_forward(sharded: Path, tmp_path: Path) -> None:

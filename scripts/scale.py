@@ -187,15 +187,21 @@ def plot(rows: list[dict], path: Path) -> None:
     whole = [r for r in rows if not r.get("note") and r.get("method") == "wanda" and "stage" not in r]
     sizes = [r["fp32_gib"] for r in whole]
     ax.plot(sizes, sizes, "--", color="grey", label="the model in fp32 (what in-memory loading holds)")
-    ax.plot(sizes, [r["peak_rss_mib"] / 1024 for r in whole], "o-", label="streamed prune + eval, peak RSS")
+    ax.plot(sizes, [r["peak_rss_mib"] / 1024 for r in whole], "o-", label="Wanda 50 % --stream + eval, peak RSS")
     for r in whole:
         ax.annotate(f"{r['shape']} ({r['blocks']} blocks)", (r["fp32_gib"], r["peak_rss_mib"] / 1024),
                     textcoords="offset points", xytext=(4, -12), fontsize=8)  # fmt: skip
+    others = [r for r in rows if not r.get("note") and r.get("method") not in (None, "wanda") and "stage" not in r]
+    for r in others:  # other whole-model runs (quantize) and their exports / verifies, at the source's size
+        ax.plot([r["fp32_gib"]], [r["peak_rss_mib"] / 1024], "s", label=f"{r['method']} --stream + eval, peak RSS")
+        for stage in (x for x in rows if x.get("stage") and x.get("source", "").startswith(f"{r['shape']}-")):
+            ax.plot([r["fp32_gib"]], [stage["peak_rss_mib"] / 1024], "^",
+                    label=f"{stage['format']} {stage['stage']} --stream, peak RSS")  # fmt: skip
     ram = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20  # MemTotal, kB → GiB
     ax.axhline(ram, color="red", linewidth=0.8, label=f"this machine's RAM ({ram:.1f} GiB)")
     ax.set_xlabel("model size in fp32 (GiB)")
     ax.set_ylabel("GiB")
-    ax.set_title(f"Wanda 50 % --stream, {whole[0]['calibration'] if whole else ''} calibration, {rows[0]['cpu']}")
+    ax.set_title(f"--stream, {whole[0]['calibration'] if whole else ''} calibration, {rows[0]['cpu']}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

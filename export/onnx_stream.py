@@ -103,7 +103,7 @@ def skeleton_graph(lazy: LazyCheckpoint, opset: int | None = None) -> tuple[Any,
             verbose=False,
         )
     graph = program.model.graph
-    computed = _computed_buffers(model, config)
+    computed = _computed_buffers(model, lazy)
     bindings = _bind(graph, computed)
     bound = {graph.initializers[name] for name in bindings}
     onnxscript.optimizer.optimize_ir(
@@ -134,15 +134,15 @@ def skeleton_graph(lazy: LazyCheckpoint, opset: int | None = None) -> tuple[Any,
     return proto, bindings, details
 
 
-def _computed_buffers(model: torch.nn.Module, config: Any) -> dict[str, torch.Tensor]:
-    """Buffers the checkpoint does not store, computed from the config (rope's ``inv_freq``), by traced name."""
+def _computed_buffers(model: torch.nn.Module, lazy: LazyCheckpoint) -> dict[str, torch.Tensor]:
+    """Buffers the checkpoint does not store, computed from the config (rope's ``inv_freq``: its module made
+    afresh, `prune.lazy.fresh`), by traced name."""
     out: dict[str, torch.Tensor] = {}
     for name, module in model.named_modules():
-        persistent = {n for n, _ in module.named_buffers(recurse=False)} - module._non_persistent_buffers_set
-        transient = [n for n, _ in module.named_buffers(recurse=False) if n not in persistent]
-        if transient:
-            real = fresh(module, config)
-            for leaf in transient:
+        computed = [leaf for leaf, _ in module.named_buffers(recurse=False) if not lazy.stored(f"{name}.{leaf}")]
+        if computed:
+            real = fresh(module, lazy.model.config)
+            for leaf in computed:
                 out[f"{WRAPPER_PREFIX}{name}.{leaf}"] = getattr(real, leaf).detach()
     return out
 

@@ -12,7 +12,8 @@ weights written one tensor at a time into the external data file.
 2. **Weights** (`write_external`): every external initializer is a `Payload` (name, dtype, shape and how to
    make its values). Offsets are assigned in graph order, ``model.onnx`` is written with the references, then
    ``model.onnx.data`` tensor by tensor: each read from the checkpoint's shards (`prune.lazy`, decoded by its
-   kind's codec), made fp32, transposed where bound so, written and dropped. Peak memory: the largest tensor.
+   kind's codec), made fp32, transposed where bound so, written and dropped. Peak memory: a few copies of the
+   largest tensor (as stored, in fp32, transposed).
 
 For onnx-int4 (`export_streamed_int4`) each quantized linear's ``MatMul`` is swapped for ``MatMulNBits`` as in
 the in-memory export (`export.onnx_int4.swap_matmul`); its B / scales / zero_points are payloads made from the

@@ -135,7 +135,8 @@ class Resolved:
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """The streamed path (`prune.stream`): the output's dtype (None: the source's), shard size, memory budget."""
+    """The streamed path (`prune.stream`): the output's dtype (None: the source's), shard size, memory budget,
+    and where calibration activations go when they would exceed it (`prune.stream.Spill`)."""
 
     dtype: str | None = None
     shard_mib: float = 2048
@@ -149,6 +150,8 @@ class StreamSpec:
             raise SlimpackError(f"--dtype {self.dtype!r} is not one of {', '.join(STREAM_DTYPES)}")
         if not self.shard_mib > 0:
             raise SlimpackError(f"--shard-size {self.shard_mib} MiB must be > 0")
+        if self.offload_dir is not None:
+            check_writable_dir(Path(self.offload_dir), "--offload-dir")
 
     def torch_dtype(self) -> Any:
         import torch
@@ -157,6 +160,19 @@ class StreamSpec:
 
 
 STREAM_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_writable_dir(path: Path, what: str) -> None:
+    """One line, before any work, if ``path`` cannot be (or become) a writable directory."""
+    import os
+
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == path and not path.is_dir():
+        raise SlimpackError(f"{what} {str(path)!r} is a file, not a directory; pass a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SlimpackError(f"{what} {str(path)!r} is not writable ({str(existing)!r}); pass a writable directory")
 
 
 @dataclass(frozen=True)

@@ -272,7 +272,7 @@ class Spill:
     """A `prune.walker.Keep` for activations larger than the memory budget (``--offload-dir``): each hidden
     state is written to a file under ``directory`` and returned memory-mapped from it. The file is unlinked at
     once: its pages are the kernel's to evict and re-read (file-backed, not anonymous memory), its disk space
-    is freed with the tensor, and a killed run leaves nothing behind."""
+    is freed with the tensor, and a killed run leaves no file behind (only the directory, if it made it)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)

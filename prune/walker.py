@@ -80,6 +80,11 @@ def in_memory(hidden: torch.Tensor) -> torch.Tensor:
     return hidden
 
 
+def discard(hidden: torch.Tensor) -> torch.Tensor:
+    """For outputs nobody reads (a calibration pass whose block is compressed, then run again)."""
+    return hidden.new_empty(0)
+
+
 class BlockStore(Protocol):
     """Where the walker gets each block and where it hands it back: in memory (`InMemoryBlocks`) or streamed
     from the checkpoint's shards (`prune.stream.StreamedBlocks`: read before, written and released after).
@@ -240,7 +245,8 @@ def walk(
         outputs: dict[str, Any] = {}
         for group in groups:
             members = {name: linears[name] for name in group}
-            accs, outs = collect(block, members, method.needs, inputs, device, store.keep) if calibrated else ({}, [])
+            keep = discard if modifies else store.keep  # a compressed block is run again below
+            accs, outs = collect(block, members, method.needs, inputs, device, keep) if calibrated else ({}, [])
             for name, lin in members.items():
                 full = f"{prefix}.{name}"
                 values = {need: acc.result() for need, acc in accs.get(name, {}).items()}

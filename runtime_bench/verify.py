@@ -105,7 +105,7 @@ class ReferenceRun:
         for batch, logits in zip(batches, forward.logits_of(batches)):
             nll, n = batch_nll(logits, batch)
             total, count = total + nll, count + n
-            logits0 = logits[:1].numpy() if logits0 is None else logits0
+            logits0 = logits[:1].numpy().copy() if logits0 is None else logits0  # not a view of the whole batch
         ppl = result(total, count, windows, time.perf_counter() - start)
         greedy = greedy_decode(forward, windows[:1, : config.prompt].numpy(), config.tokens)
         return cls(windows, ppl, logits0, greedy)

@@ -82,7 +82,7 @@ class Recipe:
     out: str = "runs/main"
     data: DataSpec = field(default_factory=DataSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
-    stream: StreamSpec | None = None  # models larger than memory: the dense evaluation and the prune streamed
+    stream: StreamSpec | None = None  # models larger than memory: evaluation, prune, quantize, export, verify streamed
     stages: Stages = field(default_factory=Stages)
 
 

@@ -186,6 +186,19 @@ def test_the_budget_names_the_calibration_that_would_fit_or_spills_to_disk(tmp_p
         check_budget(estimate, StreamSpec(max_memory_mib=1.5 * 1024, offload_dir=offload), data)
 
 
+def test_an_offload_dir_that_cannot_be_one_is_refused_before_any_work(
+    sharded: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = tmp_path / "out"
+    rc = main(["-q", "prune", "--model", str(sharded), *FAST, "--stream", "--offload-dir", str(blocker),
+               "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--offload-dir" in err[0] and "is a file, not a directory" in err[0]
+    assert not out.exists() and blocker.read_text() == ""
+
+
 def test_spilled_activations_are_the_same_tensors_and_leave_no_file(tmp_path: Path) -> None:
     from prune.stream import Spill
 

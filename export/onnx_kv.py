@@ -168,7 +168,7 @@ def dynamic_shapes(config: Any) -> dict[str, Any]:
 
 def _trace(model: nn.Module, opset: int | None) -> tuple[Any, dict[str, Any]]:
     config = model.config
-    layers, kv_heads, head_dim = kv_shape(config)
+    layers = kv_shape(config)[0]
     dynamic = dynamic_shapes(config)
     wrapper = KVCacheWrapper(model).eval()
     previous = model.config._attn_implementation
@@ -177,12 +177,17 @@ def _trace(model: nn.Module, opset: int | None) -> tuple[Any, dict[str, Any]]:
         program = _export(wrapper, config, layers, dynamic, opset)
     finally:
         model.set_attn_implementation(previous)
-    import onnx
-
     proto = program.model_proto
     weights = name_linear_weights(proto, model)
-    copies = tied_embedding_copies(proto, model)
-    return proto, {
+    return proto, graph_details(proto, config, weights, tied_embedding_copies(proto, model))
+
+
+def graph_details(proto: Any, config: Any, weights: dict[str, str], tied_copies: int | None) -> dict[str, Any]:
+    """What ``export.json`` records about a KV-cache graph (in-memory or streamed export)."""
+    import onnx
+
+    layers, kv_heads, head_dim = kv_shape(config)
+    return {
         "file": ONNX_FILE,
         "opset": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
         "ir_version": proto.ir_version,
@@ -190,7 +195,7 @@ def _trace(model: nn.Module, opset: int | None) -> tuple[Any, dict[str, Any]]:
         "kv_heads": kv_heads,
         "head_dim": head_dim,
         "attention": ATTENTION,
-        "tied_embedding_copies": copies,
+        "tied_embedding_copies": tied_copies,
         "weights": weights,
         "onnx": onnx.__version__,
     }

@@ -49,6 +49,7 @@ from export.onnx_kv import (
     KVCacheWrapper,
     dynamic_shapes,
     example_inputs,
+    graph_details,
     input_names,
     kv_shape,
     output_names,
@@ -79,7 +80,6 @@ class Payload:
 def skeleton_graph(lazy: LazyCheckpoint, opset: int | None = None) -> tuple[Any, Bindings, dict[str, Any]]:
     """The KV-cache graph of ``lazy``'s architecture as an ONNX ``ModelProto`` whose bound initializers are
     external references not yet written; their bindings; and the manifest's details (as `onnx_kv`'s)."""
-    import onnx
     import onnx_ir as ir
     import onnxscript.optimizer
     import onnxscript.rewriter.onnx_fusions
@@ -90,7 +90,7 @@ def skeleton_graph(lazy: LazyCheckpoint, opset: int | None = None) -> tuple[Any,
     with torch.device("meta"):  # fp32, as the in-memory export, whatever the checkpoint stores
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=False)
     model.eval().set_attn_implementation(ATTENTION)
-    layers, kv_heads, head_dim = kv_shape(config)
+    layers = kv_shape(config)[0]
     with torch.no_grad():
         program = torch.onnx.export(
             KVCacheWrapper(model).eval(),
@@ -113,25 +113,13 @@ def skeleton_graph(lazy: LazyCheckpoint, opset: int | None = None) -> tuple[Any,
     onnxscript.rewriter.onnx_fusions.fuse(program.model)
     bindings = {name: b for name, b in bindings.items() if name in graph.initializers}  # unused ones pruned
     proto = ir.serde.serialize_model(program.model)
-    log.info("traced the %d-block skeleton graph in %.1f s (%d nodes)", kv_shape(config)[0],
+    log.info("traced the %d-block skeleton graph in %.1f s (%d nodes)", layers,
              time.perf_counter() - start, len(proto.graph.node))  # fmt: skip
-    tied = getattr(config, "tie_word_embeddings", False)
     weights = {
         source[len(WRAPPER_PREFIX) :].removesuffix(".weight"): name for name, (source, flip) in bindings.items() if flip
     }
-    details = {
-        "file": ONNX_FILE,
-        "opset": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
-        "ir_version": proto.ir_version,
-        "layers": layers,
-        "kv_heads": kv_heads,
-        "head_dim": head_dim,
-        "attention": ATTENTION,
-        "tied_embedding_copies": 1 if tied else None,  # the embedding, read by Gather and (lm_head) Transpose
-        "weights": weights,
-        "onnx": onnx.__version__,
-        "streamed": True,
-    }
+    tied = 1 if getattr(config, "tie_word_embeddings", False) else None  # read by Gather and (lm_head) Transpose
+    details = {**graph_details(proto, config, weights, tied), "streamed": True}
     return proto, bindings, details
 
 

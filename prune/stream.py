@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -248,24 +248,37 @@ class StreamedForward:
         return self.logits(ids)[:, -1], ids
 
 
+def block_major_perplexity(
+    forward: StreamedForward, windows: torch.Tensor, batch_size: int = 1
+) -> tuple[PerplexityResult, torch.Tensor]:
+    """`prune.eval.perplexity` of ``windows`` through ``forward`` in one block-major pass, and the logits of
+    the first window (verify compares them)."""
+    from prune.eval import batch_nll, result
+
+    start = time.perf_counter()
+    batches = list(windows.split(batch_size))
+    total, count, first = 0.0, 0, None
+    for batch, logits in zip(batches, forward.logits_of(batches)):
+        nll, n = batch_nll(logits, batch)
+        total, count = total + nll, count + n
+        first = logits[:1].clone() if first is None else first  # not a view of the whole batch
+    assert first is not None, "no windows"
+    return result(total, count, windows, time.perf_counter() - start), first
+
+
 def streamed_perplexity(
     model_dir: Path, spec: EvalSpec, device: str = "cpu", progress: bool = True
 ) -> PerplexityResult:
     """`prune.eval.perplexity` of the model in ``model_dir``, block-major (`StreamedForward`): the same number
     as the whole-model forward, bit for bit, with one block in memory."""
     from prune.data import eval_windows, load_texts, tokenize
-    from prune.eval import batch_nll, result
 
     start = time.perf_counter()
     forward = StreamedForward(model_dir, device, progress)
     tokens = tokenize(forward.tokenizer, load_texts(spec.dataset).evaluation)
     windows = eval_windows(tokens, spec.seqlen, spec.windows)
-    batches = list(windows.split(spec.batch_size))
-    total, count = 0.0, 0
-    for batch, logits in zip(batches, forward.logits_of(batches)):
-        nll, n = batch_nll(logits, batch)
-        total, count = total + nll, count + n
-    return result(total, count, windows, time.perf_counter() - start)
+    ppl, _ = block_major_perplexity(forward, windows, spec.batch_size)
+    return replace(ppl, seconds=time.perf_counter() - start)
 
 
 class Spill:

@@ -92,23 +92,15 @@ class ReferenceRun:
     def streamed(cls, config: VerifyConfig) -> ReferenceRun:
         """The same checks with the reference streamed: every window in one block-major pass, then one pass
         per greedy token (no KV cache)."""
-        from prune.eval import batch_nll, result
         from prune.models import resolve_model_path
-        from prune.stream import StreamedForward
+        from prune.stream import StreamedForward, block_major_perplexity
 
-        start = time.perf_counter()
         forward = StreamedForward(resolve_model_path(config.reference), "cpu", config.progress)
         tokens = tokenize(forward.tokenizer, load_texts(config.eval.dataset).evaluation)
         windows = eval_windows(tokens, config.eval.seqlen, config.eval.windows)
-        batches = list(windows.split(config.eval.batch_size))
-        total, count, logits0 = 0.0, 0, None
-        for batch, logits in zip(batches, forward.logits_of(batches)):
-            nll, n = batch_nll(logits, batch)
-            total, count = total + nll, count + n
-            logits0 = logits[:1].numpy().copy() if logits0 is None else logits0  # not a view of the whole batch
-        ppl = result(total, count, windows, time.perf_counter() - start)
+        ppl, first = block_major_perplexity(forward, windows, config.eval.batch_size)
         greedy = greedy_decode(forward, windows[:1, : config.prompt].numpy(), config.tokens)
-        return cls(windows, ppl, logits0, greedy)
+        return cls(windows, ppl, first.numpy(), greedy)
 
 
 def verify(config: VerifyConfig, reference: ReferenceRun | None = None) -> dict[str, Any]:

@@ -37,19 +37,27 @@ def tensors(directory: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def prune_both(model: Path, tmp_path: Path, *args: str) -> tuple[Path, Path]:
+def run_both(tmp_path: Path, base: list[str], shard_mib: str) -> tuple[Path, Path]:
+    """``base`` run in memory and streamed (``--shard-size shard_mib``): the two output directories."""
     memory, streamed = tmp_path / "memory", tmp_path / "streamed"
-    base = ["-q", "prune", "--model", str(model), *args, *FAST, "--eval"]
     assert main([*base, "--out", str(memory)]) == 0
-    assert main([*base, "--out", str(streamed), "--stream", "--shard-size", "0.1"]) == 0
+    assert main([*base, "--out", str(streamed), "--stream", "--shard-size", shard_mib]) == 0
     return memory, streamed
 
 
-def assert_same_model(memory: Path, streamed: Path) -> None:
+def prune_both(model: Path, tmp_path: Path, *args: str) -> tuple[Path, Path]:
+    return run_both(tmp_path, ["-q", "prune", "--model", str(model), *args, *FAST, "--eval"], "0.1")
+
+
+def assert_same_tensors(memory: Path, streamed: Path) -> None:
     a, b = tensors(memory), tensors(streamed)
     assert sorted(a) == sorted(b)
     for name in a:
         assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), name
+
+
+def assert_same_model(memory: Path, streamed: Path) -> None:
+    assert_same_tensors(memory, streamed)
     ma = json.loads((memory / "slimpack.json").read_text())
     mb = json.loads((streamed / "slimpack.json").read_text())
     assert ma["sparsity"] == mb["sparsity"] and ma["sparsity"]["overall"] > 0.3
@@ -288,18 +296,11 @@ def pruned_sharded(sharded: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 def quantize_both(model: Path, tmp_path: Path, *args: str) -> tuple[Path, Path]:
-    memory, streamed = tmp_path / "memory", tmp_path / "streamed"
-    base = ["-q", "quantize", str(model), "--group-size", "32", *args, *FAST, "--eval"]
-    assert main([*base, "--out", str(memory)]) == 0
-    assert main([*base, "--out", str(streamed), "--stream", "--shard-size", "0.03"]) == 0
-    return memory, streamed
+    return run_both(tmp_path, ["-q", "quantize", str(model), "--group-size", "32", *args, *FAST, "--eval"], "0.03")
 
 
 def assert_same_checkpoint(memory: Path, streamed: Path) -> None:
-    a, b = tensors(memory), tensors(streamed)
-    assert sorted(a) == sorted(b)
-    for name in a:
-        assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name]), name
+    assert_same_tensors(memory, streamed)
     ma, mb = (json.loads((d / "slimpack.json").read_text()) for d in (memory, streamed))
     for key in ("sparsity", "method", "allocation"):
         assert ma[key] == mb[key], key

@@ -54,7 +54,7 @@ from export.onnx_kv import (
     kv_shape,
     output_names,
 )
-from prune.lazy import LazyCheckpoint, fresh
+from prune.lazy import LazyCheckpoint, fresh, skeleton
 from quant.grid import QuantSpec
 
 log = logging.getLogger(__name__)
@@ -83,13 +83,11 @@ def skeleton_graph(lazy: LazyCheckpoint, opset: int | None = None) -> tuple[Any,
     import onnx_ir as ir
     import onnxscript.optimizer
     import onnxscript.rewriter.onnx_fusions
-    from transformers import AutoModelForCausalLM
 
     start = time.perf_counter()
     config = lazy.model.config
-    with torch.device("meta"):  # fp32, as the in-memory export, whatever the checkpoint stores
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=False)
-    model.eval().set_attn_implementation(ATTENTION)
+    model = skeleton(config, torch.float32)  # fp32, as the in-memory export, whatever the checkpoint stores
+    model.set_attn_implementation(ATTENTION)
     layers = kv_shape(config)[0]
     with torch.no_grad():
         program = torch.onnx.export(

@@ -1,9 +1,10 @@
 """Models too big for memory: a skeleton whose weights stay in their safetensors shards until a block's turn.
 
 `LazyCheckpoint.open(path)` builds the model on the meta device (no weights in memory) and indexes the
-tensors of the directory's shards (``model.safetensors.index.json``, or every ``*.safetensors`` file). The
-checkpoint must match the skeleton exactly — a missing, extra or wrongly shaped tensor is one clear error,
-before any work. `materialize(module, prefix, dtype, device)` reads the module's tensors (each shard opened,
+tensors of the directory's shards (``model.safetensors.index.json``, or every ``*.safetensors`` file). A
+structured-pruned model's skeleton is cut to the per-layer shapes its config records. The checkpoint must
+match the skeleton exactly — a missing, extra or wrongly shaped tensor (decoded ones too: `TensorCodec.shape`)
+is one clear error, before any work. `materialize(module, prefix, dtype, device)` reads the module's tensors (each shard opened,
 read and closed again, so that its pages leave the process's resident memory), converts them to ``dtype`` on
 ``device``; `release(module)` puts them back on the meta device. Buffers the checkpoint does not store
 (rope's ``inv_freq``) are computed by re-creating their module from the config (`fresh`).
@@ -102,6 +103,11 @@ class TensorCodec(Protocol):
         """The tensor ``name`` from its `sources` (read as stored, on the CPU)."""
         ...
 
+    def shape(self, name: str, headers: dict[str, dict[str, Any]]) -> list[int]:
+        """The shape ``name`` decodes to, from its sources' headers alone (checked against the skeleton before
+        any work); sources that disagree with one another are one clear error naming them."""
+        ...
+
 
 class PlainCodec:
     """Every tensor stored as it is."""
@@ -111,6 +117,9 @@ class PlainCodec:
 
     def sources(self, name: str, stored: dict[str, Path]) -> tuple[str, ...]:
         return (name,)
+
+    def shape(self, name: str, headers: dict[str, dict[str, Any]]) -> list[int]:
+        return list(headers[name].get("shape", []))
 
     def decode(self, name: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         return tensors[name]
@@ -132,15 +141,13 @@ class LazyCheckpoint:
 
     @classmethod
     def open(cls, path: Path, codec: TensorCodec = PLAIN_CODEC) -> LazyCheckpoint:
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoConfig
 
         path = Path(path)
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
         codec.prepare(config)
         files, headers = read_index(path)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
-        model.eval()
+        model = skeleton(config)
         lazy = cls(path, model, files, headers, codec)
         lazy.check()
         shared: dict[int, list[str]] = defaultdict(list)  # read before any tensor is materialized (untied then)
@@ -168,9 +175,7 @@ class LazyCheckpoint:
                     f"weights in {str(self.path)!r} do not match its config.json (missing tensor {absent[0]!r})"
                 )
             used.update(sources)
-            if sources != (name,):
-                continue  # decoded: its sources' shapes are the codec's to check
-            stored = list(headers[name].get("shape", []))
+            stored = self.codec.shape(name, headers)
             if stored != list(tensor.shape):
                 raise SlimpackError(
                     f"tensor {name!r} in {str(self.path)!r} has shape {stored}, its config.json says {list(tensor.shape)}"
@@ -241,6 +246,23 @@ class LazyCheckpoint:
     def release(module: nn.Module) -> None:
         """Drop ``module``'s tensors (back to the meta device)."""
         module.to("meta")
+
+
+def skeleton(config: Any, dtype: torch.dtype | None = None) -> nn.Module:
+    """The model of ``config`` on the meta device (no weights; ``dtype``: its parameters' dtype), in eval mode,
+    its blocks cut to the per-layer shapes a structured-pruned model records in its config
+    (`prune.structured.shapes`; plain or GPTQ-quantized alike)."""
+    from transformers import AutoModelForCausalLM
+
+    from prune.models import adapter_for
+    from prune.structured.shapes import STRUCTURE_KEY, apply_structure
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False)
+    structure = getattr(config, STRUCTURE_KEY, None)
+    if structure is not None:
+        apply_structure(adapter_for(model).blocks(model), structure)
+    return model.eval()
 
 
 def _set(module: nn.Module, name: str, value: torch.Tensor) -> None:

@@ -46,14 +46,12 @@ COMPUTE_DTYPE = torch.float32
 
 
 def check_streamable(resolved: Resolved, method: LayerMethod | None = None) -> None:
-    """Refuse (one line, before any work) a pruning spec the streamed path cannot run: structured pruning, a
-    method that needs whole-model gradients, an allocator that runs the whole model. ``method``: the walked
+    """Refuse (one line, before any work) a pruning spec the streamed path cannot run: a method that needs
+    whole-model gradients, an allocator that runs the whole model. ``method``: the walked
     method when it is not ``resolved``'s own (a quantizer, with or without a joint pruner). `prune.api.prune`,
     `quant.api.quantize` and ``slimpack run``'s recipe check all ask here."""
     spec = resolved.spec
     method = method or resolved.method
-    if spec.structured is not None:
-        raise SlimpackError("--stream prunes weight matrices; structured pruning loads the model whole (drop --stream)")
     if method.needs_gradients:
         name = resolved.method.name if resolved.method is not None else method.name
         raise SlimpackError(
@@ -327,9 +325,10 @@ def estimate_memory(loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec,
 
     lazy, adapter = loaded.lazy, loaded.adapter
     assert lazy is not None and adapter is not None
-    first = adapter.blocks(lazy.model)[0]  # streamed models are plain: every block has this shape
-    block = sum(p.numel() for p in first.parameters()) * 4
-    linears = list(adapter.linears(first).values())
+    sizes = [sum(p.numel() for p in b.parameters()) for b in adapter.blocks(lazy.model)]
+    largest = adapter.blocks(lazy.model)[sizes.index(max(sizes))]  # a structured model's blocks differ
+    block = max(sizes) * 4
+    linears = list(adapter.linears(largest).values())
     stats = 0
     if "hessian" in needs:  # every linear's H [in, in] fp32, and the sweep's inverse and factor of the largest
         stats = sum(4 * lin.in_features**2 for lin in linears) + 2 * 4 * max(lin.in_features for lin in linears) ** 2

@@ -10,7 +10,7 @@ finished (`quant.checkpoint.GPTQEncoder`), so a 7B model needs one block's memor
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -134,6 +134,12 @@ class Quantize:
         keep = check_budget(estimate_memory(loaded, self.method.needs, job.data, shard), stream, job.data)
         writer = output_writer(out, loaded.lazy, dtype, shard)
         return StreamedBlocks(loaded.lazy, loaded.adapter, writer, GPTQEncoder(q.checkpoint_format), keep)
+
+
+def recipe_stream(quant: QuantizeSpec, stream: StreamSpec) -> StreamSpec:
+    """A streamed recipe's ``stream`` for its quantize stage: the recipe's one ``dtype`` names its plain model
+    directories' (the prune stage's output); a GPTQ checkpoint stores float16 whatever it says."""
+    return stream if quant.checkpoint_format == DEQUANTIZED else replace(stream, dtype=None)
 
 
 def check_stream_quantize(stage: Quantize, stream: StreamSpec) -> None:

@@ -32,7 +32,7 @@ from prune.io import read_safetensors, write_json_atomic
 from prune.models import CHECKPOINT_KINDS, adapter_for, load_state_strict
 from prune.structured.shapes import STRUCTURE_KEY, apply_structure
 from quant.grid import QuantizedWeight, QuantSpec
-from quant.pack import ZERO_OFFSET, from_gptq, to_gptq
+from quant.pack import ZERO_OFFSET, from_gptq, n_words, to_gptq
 from quant.spec import DEQUANTIZED
 
 SUFFIXES = ("qweight", "qzeros", "scales", "g_idx")
@@ -166,6 +166,25 @@ class GPTQCodec:
         module = name.rpartition(".")[0]
         return from_gptq({s: tensors[f"{module}.{s}"] for s in SUFFIXES}, self.spec, self.fmt).dequantize()
 
+    def shape(self, name: str, headers: dict[str, dict[str, Any]]) -> list[int]:
+        """``[out, in]`` of a quantized linear: ``scales [G, out]``, ``g_idx [in]``; ``qweight`` must then be
+        ``[⌈in·bits/32⌉, out]`` and ``qzeros`` ``[G, ⌈out·bits/32⌉]`` (`quant.pack.to_gptq`)."""
+        module, _, leaf = name.rpartition(".")
+        if f"{module}.qweight" not in headers:
+            return list(headers[name].get("shape", []))
+        shapes = {s: list(headers[f"{module}.{s}"].get("shape", [])) for s in SUFFIXES}
+        groups, out_f = (shapes["scales"] + [0, 0])[:2]
+        in_f = (shapes["g_idx"] + [0])[0]
+        bits = self.spec.bits
+        expected = {"qweight": [n_words(in_f, bits), out_f], "qzeros": [groups, n_words(out_f, bits)]}
+        for suffix, want in expected.items():
+            if shapes[suffix] != want:
+                raise SlimpackError(
+                    f"tensor '{module}.{suffix}' has shape {shapes[suffix]}, but its {bits}-bit quantization_config "
+                    f"with scales {shapes['scales']} and g_idx {shapes['g_idx']} needs {want}; the checkpoint is damaged"
+                )
+        return [out_f, in_f]
+
 
 @dataclass
 class LoadedQuantized:
@@ -239,8 +258,6 @@ class GPTQCheckpoint:
         return loaded.model, {"quantized": loaded.quantized, "quantization_config": loaded.config}
 
     def codec(self, config: dict[str, Any]) -> GPTQCodec | None:
-        if STRUCTURE_KEY in config:
-            return None  # blocks of differing shapes (not streamed yet)
         qconfig = config["quantization_config"]
         fmt = qconfig.get("checkpoint_format", "gptq")
         if fmt not in ZERO_OFFSET:

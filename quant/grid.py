@@ -61,9 +61,11 @@ class QuantSpec:
     def check_layer(self, in_features: int, name: str) -> None:
         """Groups tile the input dimension exactly; say which layer does not fit."""
         if self.group_size != -1 and in_features % self.group_size:
+            divisors = [d for d in range(2, in_features + 1) if in_features % d == 0]
+            near = sorted(sorted(divisors, key=lambda d: abs(d - self.group_size))[:2])
             raise SlimpackError(
                 f"group size {self.group_size} does not divide the {in_features} input features of {name}; "
-                f"choose a divisor of {in_features} (e.g. 32 or 64) or -1 (one group per row)"
+                f"choose a divisor of {in_features} (e.g. {' or '.join(map(str, near))}) or -1 (one group per row)"
             )
 
     def to_dict(self) -> dict[str, Any]:

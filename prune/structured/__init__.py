@@ -20,6 +20,7 @@ from prune.stats import Stats
 class StructuredMethod(Protocol):
     name: str
     needs: tuple[str, ...]  # accumulators on the unit's last linear
+    needs_gradients: bool  # (as `prune.methods.LayerMethod`'s: whether the walk needs whole-model gradients)
 
     def heads(self, W: torch.Tensor, stats: Stats, n_remove: int, head_dim: int, kv_heads: int) -> list[int]:
         """Query heads to remove from ``o_proj.weight W: [hidden, n·d]`` (compensating ``W`` in place if it can)."""
@@ -41,6 +42,7 @@ class SlimGPT:
 
     name = "slimgpt"
     needs = ("hessian",)
+    needs_gradients = False
 
     def __init__(
         self,
@@ -80,6 +82,7 @@ class ActivationL2:
 
     name = "activation-l2"
     needs = ("input_norm",)
+    needs_gradients = False
 
     def heads(self, W: torch.Tensor, stats: Stats, n_remove: int, head_dim: int, kv_heads: int) -> list[int]:
         from prune.structured.activation import lowest_heads

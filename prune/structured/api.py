@@ -22,16 +22,18 @@ from prune.structured.shapes import (
     unit_numel,
 )
 from prune.structured.walk import structured_walk
+from prune.walker import Keep, in_memory
 
 log = logging.getLogger(__name__)
 
 
 def unit_context(
     loaded: LoadedModel, batches: list | None, calibration: Calibration | None, device: str = "cpu",
-    progress: bool = True,
+    progress: bool = True, keep: Keep = in_memory,
 ) -> AllocationContext:  # fmt: skip
-    """The allocation context of structured pruning: two units per block, weighted by removable parameters."""
-    ctx = allocation_context(loaded, calibration, device, progress, batches)
+    """The allocation context of structured pruning: two units per block, weighted by removable parameters
+    (``keep``: where a streamed pre-pass keeps its activations)."""
+    ctx = allocation_context(loaded, calibration, device, progress, batches, keep)
     names, numel = [], {}
     for i, block in enumerate(ctx.adapter.blocks(loaded.model)):
         units = unit_names(ctx.adapter.block_prefix(i))
@@ -60,13 +62,25 @@ class StructuredPrune:
         r, opts = self.resolved, self.options
         model, adapter = loaded.model, loaded.adapter
         assert adapter is not None
-        before = parameter_count(model)
+        before = parameter_count(model)  # a streamed skeleton's shapes count the same
+        store = None
+        if job.stream is not None:  # each cut block is written into ``out`` as the walk goes
+            from prune.stream import StreamedBlocks, check_budget, estimate_memory, output_writer
+
+            lazy = loaded.lazy
+            assert lazy is not None
+            shard = int(job.stream.shard_mib * 2**20)
+            needs = tuple(sorted(set(r.method.needs) | ({"hessian"} if opts.reconstruct else set())))
+            keep = check_budget(estimate_memory(loaded, needs, job.data, shard), job.stream, job.data)
+            writer = output_writer(out, lazy, job.stream.torch_dtype(), shard)
+            store = StreamedBlocks(lazy, adapter, writer, keep=keep)
         batches = calibration.batches()
-        ctx = unit_context(loaded, batches, calibration, job.device, job.progress)
+        ctx = unit_context(loaded, batches, calibration, job.device, job.progress,
+                           store.keep if store is not None else in_memory)  # fmt: skip
         allocation, target = allocate(r.allocator, r.plan, r.target, Pattern.parse("unstructured"), ctx)
         records = structured_walk(
             model, adapter, r.method, allocation.plan, batches, job.device, opts.reconstruct, opts.keep_heads,
-            opts.ridge_lambda, job.progress,
+            opts.ridge_lambda, job.progress, store,
         )  # fmt: skip
         blocks = adapter.blocks(model)
         record_structure(model.config, blocks)
@@ -76,7 +90,12 @@ class StructuredPrune:
                  after["total"], 100 * removed)  # fmt: skip
 
         def save(directory: Path) -> None:
-            save_model(model, loaded.tokenizer, directory)
+            if store is None:
+                save_model(model, loaded.tokenizer, directory)
+            else:
+                from prune.stream import finish
+
+                finish(loaded, writer, directory)  # config.json carries the structure record
 
         return Outcome(
             stage="prune",

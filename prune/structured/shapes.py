@@ -259,8 +259,10 @@ class StructuredCheckpoint:
         load_state_strict(model, read_safetensors(path), path)
         return model.to(dtype).eval(), {}
 
-    def codec(self, config: dict[str, Any]) -> None:
-        return None  # blocks of differing shapes: the skeleton would need cutting first (not streamed yet)
+    def codec(self, config: dict[str, Any]) -> Any:
+        from prune.lazy import PLAIN_CODEC
+
+        return PLAIN_CODEC  # tensors as stored; `prune.lazy` cuts the skeleton to the recorded shapes first
 
 
 def _register() -> None:

@@ -24,7 +24,7 @@ from prune.stats import Stats
 from prune.structured import StructuredMethod
 from prune.structured.reconstruct import RIDGE_LAMBDA, ridge_compensate
 from prune.structured.shapes import block_counts, block_shape, cut_channels, cut_heads, head_columns, unit_names
-from prune.walker import BlockInputs, capture_block_inputs, collect, run_block
+from prune.walker import BlockInputs, BlockStore, InMemoryBlocks, capture_block_inputs, collect, discard, run_block
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _prune_unit(
     reconstruct: bool,
     lam: float,
 ) -> list[int]:
-    accs, _ = collect(block, {"unit": linear}, needs, inputs, device)
+    accs, _ = collect(block, {"unit": linear}, needs, inputs, device, discard)  # the block is run again after
     stats = Stats({need: acc.result() for need, acc in accs["unit"].items()})
     W = linear.weight.data
     removed = choose(W, stats)
@@ -70,20 +70,22 @@ def structured_walk(
     keep_heads: int | None = None,
     lam: float = RIDGE_LAMBDA,
     progress: bool = True,
+    store: BlockStore | None = None,
 ) -> list[UnitRecord]:
-    """Remove heads and FFN channels of every block in place as ``plan`` (``{unit: ratio}``) says."""
+    """Remove heads and FFN channels of every block in place as ``plan`` (``{unit: ratio}``) says. ``store``:
+    where the blocks come from and go (default: ``model``'s, in memory; `prune.stream.StreamedBlocks` reads
+    each from the shards and writes it, cut, to the output)."""
     needs = tuple(sorted(set(method.needs) | ({"hessian"} if reconstruct else set())))
-    blocks = adapter.blocks(model)
+    blocks = adapter.blocks(model)  # the shapes only (a streamed model's are on the meta device)
+    store = store if store is not None else InMemoryBlocks(model, adapter)
     counts = [
         block_counts(plan[a], plan[m], block_shape(b), a, keep_heads)
         for b, (a, m) in ((b, unit_names(adapter.block_prefix(i))) for i, b in enumerate(blocks))
     ]  # every block checked before any work
-    inputs = capture_block_inputs(model, adapter, batches, device)
+    inputs = capture_block_inputs(model, adapter, batches, device, store.keep)
     records: list[UnitRecord] = []
-    for index in tqdm(range(len(blocks)), desc=f"{method.name} blocks", disable=not progress):
-        block = blocks[index]
-        home = next(block.parameters()).device
-        block.to(device)
+    for index in tqdm(range(len(store)), desc=f"{method.name} blocks", disable=not progress):
+        block = store.enter(index, device)
         shape = block_shape(block)
         attn_name, mlp_name = unit_names(adapter.block_prefix(index))
         n_heads, n_channels = counts[index]
@@ -113,7 +115,7 @@ def structured_walk(
         records.append(UnitRecord(mlp_name, plan[mlp_name], channels, shape.intermediate,
                                   shape.intermediate - len(channels), time.perf_counter() - start))  # fmt: skip
 
-        for inp, out in zip(inputs, run_block(block, inputs, device)):
+        for inp, out in zip(inputs, run_block(block, inputs, device, store.keep)):
             inp.hidden = out
-        block.to(home)
+        store.leave(index, block, {})
     return records

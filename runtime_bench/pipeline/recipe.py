@@ -167,7 +167,7 @@ def check_recipe(recipe: Recipe, source: str) -> None:
     is resolved the way the run will resolve it, so nothing the recipe names can fail after the first step."""
     from export.base import EXPORTERS
     from prune.stream import check_streamable
-    from quant.api import Quantize, check_stream_quantize
+    from quant.api import Quantize, check_stream_quantize, recipe_stream
     from runtime_bench.pipeline.targets import engine_of, streams
 
     st = recipe.stages
@@ -201,7 +201,7 @@ def check_recipe(recipe: Recipe, source: str) -> None:
             with at("stages.quantize"):
                 quantize = Quantize(st.quantize, st.prune if st.quantize.joint else None)
                 if recipe.stream is not None:
-                    check_stream_quantize(quantize, recipe.stream)
+                    check_stream_quantize(quantize, recipe_stream(st.quantize, recipe.stream))
         for name, item in st.export.items():
             if item.format is None:
                 raise SlimpackError(f"stages.export.{name}.format must name an export format, e.g. onnx")

@@ -24,7 +24,7 @@ from typing import Any
 from prune.io import directory_bytes, write_json_atomic, write_text_atomic
 from prune.manifest import environment
 from prune.models import resolve_model_path
-from prune.spec import EvalSpec, Job
+from prune.spec import EvalSpec, Job, StreamSpec
 from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
 from runtime_bench.pipeline.recipe import Recipe
 from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, prune_step, quantize_step
@@ -52,7 +52,7 @@ class Run:
 def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[str, Any]]]:
     """Dense evaluation, prune, quantize: model directories (source → (path, step key)) and their figures."""
     from prune.api import PruneConfig
-    from quant.api import QuantizeConfig
+    from quant.api import QuantizeConfig, recipe_stream
 
     recipe, st = run.recipe, run.recipe.stages
     dense = resolve_model_path(recipe.model)
@@ -64,9 +64,9 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[st
         "dense": {"perplexity": step.result["perplexity"], "sparsity": 0.0, "bytes": directory_bytes(dense)}
     }
 
-    def job(source: Path, out: Path) -> Job:
+    def job(source: Path, out: Path, stream: StreamSpec | None = recipe.stream) -> Job:
         return Job(str(source), out, recipe.data, overwrite=True, evaluate=recipe.eval, progress=run.progress,
-                   stream=recipe.stream)  # fmt: skip
+                   stream=stream)  # fmt: skip
 
     if st.prune is not None:
         out = run.out / "prune"
@@ -79,7 +79,8 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[st
         joint = st.prune if q.joint else None
         source, key = models["dense"] if joint is not None else models.get("prune", models["dense"])
         out = run.out / "quantize"
-        step = quantize_step(run.cache, "quantize", QuantizeConfig(job(source, out), q, joint), key)
+        qstream = recipe_stream(q, recipe.stream) if recipe.stream is not None else None
+        step = quantize_step(run.cache, "quantize", QuantizeConfig(job(source, out, qstream), q, joint), key)
         run.note("quantize", q.describe() + (f", joint with {joint.describe()}" if joint else ""), step)
         models["quantize"] = (out, step.key)
         figures["quantize"] = step.result

@@ -70,6 +70,21 @@ def test_a_streamed_export_computes_what_the_in_memory_export_computes(
     assert_same_artifact(memory, streamed, source)
 
 
+def test_a_structured_model_exports_streamed(tokenizer, tmp_path: Path) -> None:  # noqa: ANN001
+    """Layers of differing shapes: the skeleton is cut to the recorded shapes before the trace."""
+    source = save_tiny(tmp_path / "dense", tokenizer, "llama", seed=5, distinct=True, max_shard_size="100KB")
+    slim = tmp_path / "slim"
+    assert cli("prune", "--model", str(source), "--structured", "--sparsity", "0.4", *FAST, "--stream",
+               "--shard-size", "0.1", "--out", str(slim)) == 0  # fmt: skip
+    memory, streamed = tmp_path / "memory", tmp_path / "streamed"
+    assert cli("export", str(slim), "--format", "onnx", "--out", str(memory), "--no-graph-cache") == 0
+    assert cli("export", str(slim), "--format", "onnx", "--out", str(streamed), "--stream") == 0
+    a, b = ort_outputs(memory, slim), ort_outputs(streamed, slim)
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+    ma, mb = (json.loads((d / "export.json").read_text()) for d in (memory, streamed))
+    assert ma["weights"] == mb["weights"] and mb["streamed"]
+
+
 def test_a_tied_bf16_model_exports_streamed(tokenizer, tmp_path: Path) -> None:  # noqa: ANN001
     """The embedding stored once and read by both Gather and lm_head; bf16 shards read as fp32."""
     from transformers import AutoModelForCausalLM

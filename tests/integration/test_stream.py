@@ -121,7 +121,6 @@ def test_a_bf16_model_streams_in_its_dtype_and_reloads(tokenizer, tmp_path: Path
     [
         (["--method", "pruner-zero"], "needs whole-model gradients, which --stream cannot give"),
         (["--method", "wanda", "--allocation", "pi"], "allocation 'pi' runs the whole model"),
-        (["--structured"], "--stream prunes weight matrices"),
         (["--method", "wanda", "--dtype", "int8"], "--dtype 'int8' is not one of float32, bfloat16, float16"),
     ],
 )
@@ -284,6 +283,86 @@ def test_a_streamed_recipe_gives_the_in_memory_run_exactly(sharded: Path, tmp_pa
     assert verified["streamed"]["perplexity"] == verified["memory"]["perplexity"]  # the same int4 computation
     manifest = json.loads((tmp_path / "streamed" / "export" / "int4" / "export.json").read_text())
     assert manifest["streamed"] and (tmp_path / "streamed" / "export" / "int4" / "model.onnx.data").is_file()
+
+
+def test_a_streamed_recipe_in_bf16_writes_its_gptq_checkpoint_in_fp16(sharded: Path, tmp_path: Path) -> None:
+    """The recipe's one ``stream.dtype`` is the plain models'; the GPTQ format stores float16 regardless."""
+    recipe = tmp_path / "bf16.yaml"
+    quantize = "  quantize: {bits: 4, group_size: 32}\n"
+    stream = "stream: {dtype: bfloat16, shard_mib: 0.1}"
+    recipe.write_text(STREAM_RECIPE.format(model=sharded, out=tmp_path / "run", stream=stream, quantize=quantize))
+    assert main(["-q", "run", str(recipe)]) == 0
+    pruned, gptq = tensors(tmp_path / "run" / "prune"), tensors(tmp_path / "run" / "quantize")
+    assert {t.dtype for t in pruned.values()} == {torch.bfloat16}
+    assert {t.dtype for n, t in gptq.items() if t.is_floating_point()} == {torch.float16}
+    assert "model.layers.0.self_attn.q_proj.qweight" in gptq
+
+
+def without_seconds(manifest: dict) -> dict:
+    return [{k: v for k, v in unit.items() if k != "seconds"} for unit in manifest["structure"]["units"]]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["--method", "activation-l2", "--reconstruct", "--allocation", "uniform"],
+        ["--reconstruct", "--keep-heads", "2"],
+    ],
+    ids=["slimgpt-log-increase", "activation-l2-ridge-uniform", "slimgpt-ridge-keep-heads"],
+)
+def test_streamed_structured_prune_equals_in_memory(args: list[str], sharded: Path, tmp_path: Path) -> None:
+    """Heads and channels cut block by block from the shards: the same smaller model, record and perplexity."""
+    memory, streamed = prune_both(sharded, tmp_path, "--structured", "--sparsity", "0.4", *args)
+    assert_same_tensors(memory, streamed)
+    ma, mb = (json.loads((d / "slimpack.json").read_text()) for d in (memory, streamed))
+    assert without_seconds(ma) == without_seconds(mb) and ma["sparsity"] == mb["sparsity"]
+    assert ma["structure"]["parameters"] == mb["structure"]["parameters"] and ma["sparsity"]["overall"] > 0.2
+    assert ma["evaluation"]["perplexity"] == mb["evaluation"]["perplexity"]
+    ca, cb = (json.loads((d / "config.json").read_text()) for d in (memory, streamed))
+    assert ca["slimpack_structure"] == cb["slimpack_structure"]
+    assert len(list(streamed.glob("model-*-of-*.safetensors"))) > 1
+
+
+@pytest.fixture(scope="module")
+def structured_sharded(sharded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A streamed structured prune of ``sharded`` (SlimGPT, 40 %; its layers differ in shape)."""
+    out = tmp_path_factory.mktemp("structured") / "model"
+    base = ["-q", "prune", "--model", str(sharded), "--structured", "--sparsity", "0.4", *FAST]
+    assert main([*base, "--stream", "--shard-size", "0.1", "--out", str(out)]) == 0
+    layers = json.loads((out / "config.json").read_text())["slimpack_structure"]["layers"]
+    assert len({(la["num_attention_heads"], la["intermediate_size"]) for la in layers}) > 1
+    return out
+
+
+def test_a_structured_model_is_evaluated_and_quantized_streamed_as_loaded_whole(
+    structured_sharded: Path, tmp_path: Path
+) -> None:
+    args = ["-q", "eval", str(structured_sharded), "--seqlen", "32", "--windows", "4"]
+    assert main([*args, "--json", str(tmp_path / "a.json")]) == 0
+    assert main([*args, "--stream", "--json", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    assert a["perplexity"] == b["perplexity"]
+    memory, streamed = quantize_both(structured_sharded, tmp_path / "q", "--act-order", "--group-size", "-1")
+    assert_same_checkpoint(memory, streamed)  # its streamed evaluation cuts the GPTQ skeleton too
+    config = json.loads((streamed / "config.json").read_text())
+    assert config["slimpack_structure"] and config["quantization_config"]["quant_method"] == "gptq"
+
+
+def test_a_damaged_gptq_checkpoint_is_named_before_any_work(
+    structured_sharded: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A packed tensor whose shape its config cannot give (here: bits changed in config.json) is refused up
+    front by the codec's shape check, not half-way through a block."""
+    gptq = tmp_path / "gptq"
+    assert main(["-q", "quantize", str(structured_sharded), "--group-size", "-1", *FAST, "--out", str(gptq)]) == 0
+    config = json.loads((gptq / "config.json").read_text())
+    config["quantization_config"]["bits"] = 8
+    (gptq / "config.json").write_text(json.dumps(config))
+    rc = main(["-q", "eval", str(gptq), "--seqlen", "32", "--windows", "2", "--stream"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "model.layers.0.self_attn.q_proj.qweight' has shape" in err[0]
+    assert "8-bit quantization_config" in err[0] and err[0].endswith("the checkpoint is damaged")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from typing import Any
 import quant  # noqa: F401  (registers the GPTQ checkpoint kind: exports read GPTQ checkpoints)
 from export import deepsparse, gptq, onnx_int4, onnx_kv, semi24  # noqa: F401  (register the formats)
 from export.artifact import EXPORT_MANIFEST
-from export.base import EXPORTERS, StreamingExporter, ZeroCounts
+from export.base import EXPORTERS, StreamingExporter, ZeroCounts, streaming_formats
 from export.graph_cache import GraphCache
 from prune.errors import SlimpackError
 from prune.io import atomic_output_dir, check_output_dir, directory_bytes, write_json_atomic
@@ -107,9 +107,9 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
         )
     check_output_dir(config.out, config.overwrite)
     if config.stream and not isinstance(exporter, StreamingExporter):
-        streamers = ", ".join(n for n in EXPORTERS.names() if isinstance(EXPORTERS.build(n, {}), StreamingExporter))
         raise SlimpackError(
-            f"--format {config.format} loads the model whole; --stream writes {streamers} (drop --stream)"
+            f"--format {config.format} loads the model whole; --stream writes {', '.join(streaming_formats())} "
+            "(drop --stream)"
         )
     exporter.check_source(model_dir)
     if config.stream:

@@ -38,7 +38,12 @@ EXPORTERS: Registry[type] = Registry("export format")
 @runtime_checkable
 class StreamingExporter(Exporter, Protocol):
     """A format that can also be written from a streamed model (`prune.stream.open_streamed`: a skeleton whose
-    weights stay in their shards), one tensor at a time (`export.onnx_stream`)."""
+    weights stay in their shards), one tensor at a time (`export.onnx_stream`, `export.deepsparse`)."""
 
     def export_streamed(self, loaded: LoadedModel, out: Path, progress: bool = True) -> dict[str, Any]:
         """As `export`, never holding the whole model."""
+
+
+def streaming_formats() -> list[str]:
+    """The registered formats a streamed model can be exported to (`StreamingExporter`)."""
+    return [n for n in EXPORTERS.names() if isinstance(EXPORTERS.build(n, {}), StreamingExporter)]

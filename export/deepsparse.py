@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from export.base import EXPORTERS, ZeroCounts
 from export.graph_cache import GraphCache
@@ -79,14 +81,49 @@ def weight_name(module: str) -> str:
     return f"{module}.weight_t"
 
 
+Reader = Callable[[], np.ndarray]  # a weight's fp32 values, read only when it is first written
+
+
+class SharedWeights:
+    """``weights.bin``: the named weights of the three graphs, each written once — when a graph first uses it,
+    64-byte aligned — and referenced by every graph as ONNX external data, so no graph holds a weight's bytes
+    and an export holds one weight at a time (a model streamed from its shards included)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fh = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self.entries: dict[str, tuple[int, int, tuple[int, ...]]] = {}  # name → offset, bytes, shape
+
+    def tensor(self, name: str, read: Reader) -> Any:
+        """The external-data initializer ``name``; its values (``read()``) are written on first use."""
+        from onnx import TensorProto
+
+        if name not in self.entries:
+            array = np.ascontiguousarray(read(), dtype=np.float32)
+            self.fh.write(b"\0" * (-self.fh.tell() % 64))
+            self.entries[name] = (self.fh.tell(), array.nbytes, array.shape)
+            self.fh.write(memoryview(array).cast("B"))
+            del array
+        offset, length, shape = self.entries[name]
+        tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=shape)
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", self.path.name), ("offset", str(offset)), ("length", str(length))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        return tensor
+
+    def close(self) -> None:
+        self.fh.close()
+
+
 @dataclass
 class _Graph:
-    """Nodes and initializers of one graph; ``shared`` initializers go to ``weights.bin``."""
+    """Nodes and initializers of one graph; named weights go to ``weights.bin`` (``store``)."""
 
     opset: int
+    store: SharedWeights
     nodes: list[Any] = field(default_factory=list)
     inits: list[Any] = field(default_factory=list)
-    shared: set[str] = field(default_factory=set)
     _n: int = 0
     _consts: dict[Any, str] = field(default_factory=dict)
 
@@ -94,11 +131,8 @@ class _Graph:
         self._n += 1
         return f"{hint}_{self._n}"
 
-    def weight(self, name: str, array: np.ndarray) -> str:
-        from onnx import numpy_helper
-
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
-        self.shared.add(name)
+    def weight(self, name: str, read: Reader) -> str:
+        self.inits.append(self.store.tensor(name, read))
         return name
 
     def const(self, value: Any, dtype: Any = np.float32) -> str:
@@ -174,27 +208,58 @@ def rope_tables(model: nn.Module, length: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class GraphBuilder:
-    """Writes the decoder's forward pass as ONNX nodes, reading the weights of an HF model."""
+    """Writes the decoder's forward pass as ONNX nodes. The model gives the structure (shapes, rope, config: a
+    weightless skeleton will do); ``tensor(name)`` gives a weight's values when the graph first needs them —
+    the model's own (`of_model`) or read from the shards of a streamed model (`of_checkpoint`)."""
 
-    def __init__(self, model: nn.Module, opset: int = OPSET) -> None:
+    def __init__(
+        self, model: nn.Module, tensor: Callable[[str], torch.Tensor], tied: bool, opset: int = OPSET,
+        progress: bool = False,
+    ) -> None:  # fmt: skip
         check_model(model)
-        self.model = model
+        self.model, self.tensor, self.tied = model, tensor, tied
         self.adapter = adapter_for(model)
         self.d = dims_of(model)
         self.opset = opset
         self.group = self.d["heads"] // self.d["kv_heads"]
+        self.progress = progress
+
+    @classmethod
+    def of_model(cls, model: nn.Module) -> GraphBuilder:
+        """The weights of a model in memory (a tied lm_head: the embedding, stored once)."""
+        tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+        return cls(model, model.get_parameter, tied)
+
+    @classmethod
+    def of_checkpoint(cls, loaded: LoadedModel, progress: bool = True) -> GraphBuilder:
+        """The weights of a streamed model (`prune.stream.open_streamed`), each read from its shard when written."""
+        lazy = loaded.lazy
+        assert lazy is not None
+
+        def tensor(name: str) -> torch.Tensor:
+            stored = lazy.stored_name(name)
+            return lazy.read([stored], torch.float32, "cpu")[stored]
+
+        return cls(loaded.model, tensor, lazy.stored_name("lm_head.weight") != "lm_head.weight", progress=progress)
+
+    def values(self, name: str, transpose: bool = False) -> Reader:
+        def read() -> np.ndarray:
+            array = _np(self.tensor(name))
+            return array.T if transpose else array
+
+        return read
 
     # --- pieces -----------------------------------------------------------------------------------
 
-    def rmsnorm(self, g: _Graph, x: str, weight: torch.Tensor, name: str) -> str:
+    def rmsnorm(self, g: _Graph, x: str, name: str) -> str:
         mean = g.reduce_mean(g.op("Mul", [x, x]), [-1])
         std = g.op("Sqrt", [g.op("Add", [mean, g.const(self.d["eps"])])])
-        return g.op("Mul", [g.op("Div", [x, std]), g.weight(name, _np(weight))])
+        return g.op("Mul", [g.op("Div", [x, std]), g.weight(name, self.values(name))])
 
     def linear(self, g: _Graph, x: str, module: nn.Linear, name: str) -> str:
-        y = g.op("MatMul", [x, g.weight(weight_name(name), _np(module.weight).T)])
+        y = g.op("MatMul", [x, g.weight(weight_name(name), self.values(f"{name}.weight", transpose=True))])
         if module.bias is not None:
-            y = g.op("Add", [y, g.weight(f"{name}.bias", _np(module.bias))])
+            y = g.op("Add", [y, g.weight(f"{name}.bias", self.values(f"{name}.bias"))])
         return y
 
     def heads(self, g: _Graph, x: str, n: int, t: int, out: str | None = None) -> str:
@@ -228,14 +293,16 @@ class GraphBuilder:
 
     # --- graphs -----------------------------------------------------------------------------------
 
-    def build(self, t: int, cache_len: int | None) -> Any:
+    def build(self, t: int, cache_len: int | None, store: SharedWeights) -> Any:
         """``cache_len=None``: T tokens from position 0, no past (prefill). Else T new tokens after a past of
-        ``cache_len - T`` slots, in DeepSparse's KV-cache layout (prompt chunks, and decode with T = 1)."""
+        ``cache_len - T`` slots, in DeepSparse's KV-cache layout (prompt chunks, and decode with T = 1). The
+        weights are referenced in ``store`` (written there by the first graph that uses them)."""
         from onnx import TensorProto, helper
 
         d, model = self.d, self.model
         hq, hkv, hd, rows = d["heads"], d["kv_heads"], d["head_dim"], self.group * t
-        g = _Graph(self.opset)
+        g = _Graph(self.opset, store)
+        writes = len(store.entries) == 0
         inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, t])]
         outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, t, d["vocab"]])]
         if cache_len is None:
@@ -251,8 +318,8 @@ class GraphBuilder:
             ]
             cos_np, sin_np = rope_tables(model, cache_len)
             # positions [1, T] → Gather → [1, T, D] → [1, 1, T, D]
-            cos = g.unsqueeze(g.op("Gather", [g.weight("rope.cos", cos_np), "positions"], axis=0), [1])
-            sin = g.unsqueeze(g.op("Gather", [g.weight("rope.sin", sin_np), "positions"], axis=0), [1])
+            cos = g.unsqueeze(g.op("Gather", [g.weight("rope.cos", lambda: cos_np), "positions"], axis=0), [1])
+            sin = g.unsqueeze(g.op("Gather", [g.weight("rope.sin", lambda: sin_np), "positions"], axis=0), [1])
             valid = g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
             mask = g.op("Mul", [g.op("Sub", [g.const(1.0), valid]), g.const(MASK_MIN)])
             mask = g.op("Reshape", [mask, g.const([1, 1, 1, cache_len], np.int64)])
@@ -260,13 +327,14 @@ class GraphBuilder:
                 causal = np.triu(np.full((t, cache_len), MASK_MIN, np.float32), cache_len - t + 1)
                 mask = g.op("Add", [mask, g.const(np.tile(causal, (self.group, 1)).reshape(1, 1, rows, cache_len))])
             kv_len = cache_len
-        embed = self.model.get_input_embeddings().weight
-        embed_name = g.weight(f"{self.adapter.embed_path}.weight", _np(embed))
+        embed = f"{self.adapter.embed_path}.weight"
+        embed_name = g.weight(embed, self.values(embed))
         x = g.op("Gather", [embed_name, "input_ids"], axis=0)
-        for i, block in enumerate(self.adapter.blocks(model)):
-            p = self.adapter.block_prefix(i)
+        blocks = self.adapter.blocks(model)
+        for i in tqdm(range(len(blocks)), desc="weights.bin blocks", disable=not (self.progress and writes)):
+            p, block = self.adapter.block_prefix(i), blocks[i]
             att, mlp = block.self_attn, block.mlp
-            h = self.rmsnorm(g, x, block.input_layernorm.weight, f"{p}.input_layernorm.weight")
+            h = self.rmsnorm(g, x, f"{p}.input_layernorm.weight")
             key, value = f"present.{i}.key", f"present.{i}.value"
             # no past: the present tensors are made under their output names (no Identity, see the docstring)
             kout, vout = (key, value) if cache_len is None else (None, None)
@@ -284,63 +352,22 @@ class GraphBuilder:
                 outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, hkv, kv_len, hd]))
             a = self.attention(g, q, k, v, mask, t)
             x = g.op("Add", [x, self.linear(g, a, att.o_proj, f"{p}.self_attn.o_proj")])
-            h = self.rmsnorm(g, x, block.post_attention_layernorm.weight, f"{p}.post_attention_layernorm.weight")
+            h = self.rmsnorm(g, x, f"{p}.post_attention_layernorm.weight")
             gate = self.linear(g, h, mlp.gate_proj, f"{p}.mlp.gate_proj")
             up = self.linear(g, h, mlp.up_proj, f"{p}.mlp.up_proj")
             act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up])  # silu(gate) · up
             x = g.op("Add", [x, self.linear(g, act, mlp.down_proj, f"{p}.mlp.down_proj")])
-        norm = self.model.get_submodule(self.adapter.norm_path).weight
-        x = self.rmsnorm(g, x, norm, f"{self.adapter.norm_path}.weight")
-        head = self.model.get_output_embeddings().weight
-        if head is embed:  # tied: the embedding transposed in the graph (stored once; DeepSparse folds it)
+        norm = f"{self.adapter.norm_path}.weight"
+        x = self.rmsnorm(g, x, norm)
+        if self.tied:  # the embedding transposed in the graph (stored once; DeepSparse folds it)
             g.op("MatMul", [x, g.op("Transpose", [embed_name], perm=[1, 0])], out="logits")
         else:
-            g.op("MatMul", [x, g.weight(weight_name("lm_head"), _np(head).T)], out="logits")
+            head = self.values("lm_head.weight", transpose=True)
+            g.op("MatMul", [x, g.weight(weight_name("lm_head"), head)], out="logits")
         graph = helper.make_graph(g.nodes, "prefill" if cache_len is None else f"cached_{t}", inputs, outputs, g.inits)
         proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)], producer_name="slimpack")
         proto.ir_version = IR_VERSION
-        return proto, g.shared
-
-
-class SharedWeights:
-    """``weights.bin``: the named weights of several graphs, each stored once (ONNX external data)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fh = open(path, "wb")  # noqa: SIM115 - closed by close()
-        self.offsets: dict[str, tuple[int, int, bytes]] = {}
-
-    def externalize(self, proto: Any, shared: set[str]) -> None:
-        """Move the ``shared`` initializers of ``proto`` into the file (once per name) and point at them."""
-        from onnx import TensorProto
-
-        for tensor in proto.graph.initializer:
-            if tensor.name not in shared:
-                continue
-            data = tensor.raw_data
-            if tensor.name in self.offsets:
-                if self.offsets[tensor.name][2] != _digest(data):
-                    raise RuntimeError(f"initializer {tensor.name} differs between graphs")
-            else:
-                self.fh.write(b"\0" * (-self.fh.tell() % 64))  # 64-byte aligned tensors
-                self.offsets[tensor.name] = (self.fh.tell(), len(data), _digest(data))
-                self.fh.write(data)
-            offset, length, _ = self.offsets[tensor.name]
-            tensor.ClearField("raw_data")
-            tensor.data_location = TensorProto.EXTERNAL
-            del tensor.external_data[:]
-            for key, value in (("location", self.path.name), ("offset", str(offset)), ("length", str(length))):
-                entry = tensor.external_data.add()
-                entry.key, entry.value = key, value
-
-    def close(self) -> None:
-        self.fh.close()
-
-
-def _digest(data: bytes) -> bytes:
-    import hashlib
-
-    return hashlib.sha256(data).digest()
+        return proto
 
 
 def export_deepsparse(
@@ -349,9 +376,11 @@ def export_deepsparse(
     prefill_len: int = 512,
     cache_len: int = 1024,
     prompt_len: int = 64,
+    builder: GraphBuilder | None = None,
 ) -> dict[str, Any]:
     """Write ``prefill.onnx``, ``prompt.onnx``, ``decode.onnx``, ``weights.bin`` and ``deepsparse.json`` (what the
-    worker reads) into the empty directory ``out_dir``; returns the details for the export manifest."""
+    worker reads) into the empty directory ``out_dir``; returns the details for the export manifest.
+    ``builder``: where the weights come from (default: ``model``'s own, `GraphBuilder.of_model`)."""
     if not 0 < prefill_len < cache_len:
         raise SlimpackError(f"prefill_len ({prefill_len}) must be positive and below cache_len ({cache_len})")
     if prompt_len % 4 or not 0 < 4 * prompt_len <= cache_len:
@@ -365,7 +394,7 @@ def export_deepsparse(
         raise SlimpackError(f"cache_len ({cache_len}) exceeds the model's sliding window ({window}), not modelled here")
     import onnx
 
-    builder = GraphBuilder(model)
+    builder = builder or GraphBuilder.of_model(model)
     out_dir = Path(out_dir)
     weights_file = SharedWeights(out_dir / WEIGHTS_FILE)
     try:
@@ -374,8 +403,7 @@ def export_deepsparse(
             (PROMPT_FILE, prompt_len, cache_len),
             (DECODE_FILE, 1, cache_len),
         ):
-            proto, shared = builder.build(t, length)  # one graph in memory at a time
-            weights_file.externalize(proto, shared)
+            proto = builder.build(t, length, weights_file)  # one graph in memory at a time, weights by reference
             onnx.save_model(proto, str(out_dir / file))
             outputs = [o.name for o in proto.graph.output]
             del proto
@@ -405,14 +433,27 @@ def export_deepsparse(
     }
 
 
+def _references(path: Path, names: set[str]) -> dict[str, Any]:
+    """Where each initializer ``names`` of an ONNX file lies: its external-data entries (or its inline bytes)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {
+        t.name: tuple((e.key, e.value) for e in t.external_data) or t.raw_data
+        for t in proto.graph.initializer
+        if t.name in names
+    }
+
+
 def count_zeros(out_dir: Path, weights: dict[str, str]) -> ZeroCounts:
-    """Zeros of each prunable weight as every graph reads it back (the fewest over the graphs)."""
-    counts: ZeroCounts = {}
-    for file in (PREFILL_FILE, PROMPT_FILE, DECODE_FILE):
-        for module, count in onnx_initializer_zeros(Path(out_dir) / file, weights).items():
-            if module not in counts or count["zeros"] < counts[module]["zeros"]:
-                counts[module] = count
-    return counts
+    """Zeros of each prunable weight as the graphs read it back: all three graphs must reference the same bytes
+    of ``weights.bin`` for it (checked), which are counted once, memory-mapped."""
+    out_dir = Path(out_dir)
+    names = set(weights.values())
+    refs = [_references(out_dir / file, names) for file in (PREFILL_FILE, PROMPT_FILE, DECODE_FILE)]
+    if any(r != refs[0] for r in refs[1:]) or set(refs[0]) != names:
+        raise RuntimeError(f"the graphs in {str(out_dir)!r} do not read the same weights; export it again")
+    return onnx_initializer_zeros(out_dir / PREFILL_FILE, weights)
 
 
 @EXPORTERS.register("deepsparse")
@@ -441,6 +482,11 @@ class DeepSparseExporter:
         self, loaded: LoadedModel, model_dir: Path, out: Path, cache: GraphCache | None = None
     ) -> dict[str, Any]:
         return export_deepsparse(loaded.model, out, self.prefill_len, self.cache_len, self.prompt_len)
+
+    def export_streamed(self, loaded: LoadedModel, out: Path, progress: bool = True) -> dict[str, Any]:
+        builder = GraphBuilder.of_checkpoint(loaded, progress)
+        details = export_deepsparse(loaded.model, out, self.prefill_len, self.cache_len, self.prompt_len, builder)
+        return {**details, "streamed": True}
 
     def count_zeros(self, out: Path, details: dict[str, Any]) -> ZeroCounts:
         return count_zeros(out, details["weights"])

@@ -170,7 +170,7 @@ class GPTQCodec:
         """``[out, in]`` of a quantized linear: ``scales [G, out]``, ``g_idx [in]``; ``qweight`` must then be
         ``[⌈in·bits/32⌉, out]`` and ``qzeros`` ``[G, ⌈out·bits/32⌉]`` (`quant.pack.to_gptq`)."""
         module, _, leaf = name.rpartition(".")
-        if f"{module}.qweight" not in headers:
+        if leaf != "weight" or f"{module}.qweight" not in headers:  # stored as it is (a bias, a norm)
             return list(headers[name].get("shape", []))
         shapes = {s: list(headers[f"{module}.{s}"].get("shape", [])) for s in SUFFIXES}
         groups, out_f = (shapes["scales"] + [0, 0])[:2]

@@ -165,7 +165,7 @@ def at(where: str) -> Iterator[None]:
 def check_recipe(recipe: Recipe, source: str) -> None:
     """Semantic checks (names exist in their registries, sources are produced, values in range): every setting
     is resolved the way the run will resolve it, so nothing the recipe names can fail after the first step."""
-    from export.base import EXPORTERS
+    from export.base import EXPORTERS, streaming_formats
     from prune.stream import check_streamable
     from quant.api import Quantize, check_stream_quantize, recipe_stream
     from runtime_bench.pipeline.targets import engine_of, streams
@@ -184,7 +184,7 @@ def check_recipe(recipe: Recipe, source: str) -> None:
             if whole:
                 raise SlimpackError(
                     f"stream: stages.export {', '.join(whole)} load the model whole; a streamed recipe exports "
-                    "onnx and onnx-int4"
+                    f"{', '.join(streaming_formats())}"
                 )
             if st.bench is not None and st.bench.torch:
                 raise SlimpackError("stream: stages.bench.torch runs the model whole in torch; set torch: false")

@@ -106,6 +106,11 @@ def test_a_tied_bf16_model_exports_streamed(tokenizer, tmp_path: Path) -> None: 
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     manifest = json.loads((streamed / "export.json").read_text())
     assert manifest["tied_embedding_copies"] == 1 and "lm_head" not in manifest["weights"]
+    options = ["--format", "deepsparse", "-O", "prefill_len=16", "-O", "cache_len=64", "-O", "prompt_len=8"]
+    assert cli("export", str(source), *options, "--out", str(tmp_path / "ds-memory")) == 0
+    assert cli("export", str(source), *options, "--out", str(tmp_path / "ds-streamed"), "--stream") == 0
+    for name in ("prefill.onnx", "decode.onnx", "weights.bin"):  # the embedding stored once, read transposed
+        assert (tmp_path / "ds-memory" / name).read_bytes() == (tmp_path / "ds-streamed" / name).read_bytes(), name
 
 
 def test_a_streamed_verify_agrees_with_the_in_memory_one(models: dict[str, Path], tmp_path: Path) -> None:
@@ -126,12 +131,33 @@ def test_a_streamed_verify_agrees_with_the_in_memory_one(models: dict[str, Path]
     assert memory["greedy"]["reference"] == streamed["greedy"]["reference"] and streamed["passed"]
 
 
-@pytest.mark.parametrize("fmt", ["deepsparse", "semi24", "gptq"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_a_streamed_deepsparse_export_is_the_in_memory_one_byte_for_byte(
+    arch: str, models: dict[str, Path], tmp_path: Path
+) -> None:
+    """The same three graphs and the same weights.bin, weights read from the shards one tensor at a time."""
+    source = models[f"{arch}-pruned"]
+    memory, streamed = tmp_path / "memory", tmp_path / "streamed"
+    options = ["-O", "prefill_len=16", "-O", "cache_len=64", "-O", "prompt_len=8"]
+    assert cli("export", str(source), "--format", "deepsparse", *options, "--out", str(memory)) == 0
+    assert cli("export", str(source), "--format", "deepsparse", *options, "--out", str(streamed), "--stream") == 0
+    files = sorted(p.name for p in memory.iterdir() if p.name != "export.json")
+    assert files == sorted(p.name for p in streamed.iterdir() if p.name != "export.json")
+    for name in files:
+        assert (memory / name).read_bytes() == (streamed / name).read_bytes(), name
+    ma, mb = (json.loads((d / "export.json").read_text()) for d in (memory, streamed))
+    assert ma["zeros"] == mb["zeros"] and mb["zeros"]["exported_zeros"] == mb["zeros"]["source_zeros"] > 0
+    assert mb["streamed"]
+
+
+@pytest.mark.parametrize("fmt", ["semi24", "gptq"])
 def test_formats_that_load_the_model_whole_refuse_stream(
     fmt: str, models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "out"
     assert cli("export", str(models["llama-pruned"]), "--format", fmt, "--out", str(out), "--stream") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"--format {fmt} loads the model whole; --stream writes onnx, onnx-int4" in err[0]
+    assert (
+        len(err) == 1 and f"--format {fmt} loads the model whole; --stream writes deepsparse, onnx, onnx-int4" in err[0]
+    )
     assert not out.exists() and not list(tmp_path.glob(".out*"))

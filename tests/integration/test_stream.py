@@ -457,10 +457,11 @@ def test_a_streamed_recipe_with_stages_that_do_not_stream_is_refused(
 ) -> None:
     recipe = tmp_path / "r.yaml"
     body = STREAM_RECIPE.format(model=sharded, out=tmp_path / "out", stream="stream: {}", quantize="")
-    recipe.write_text(body + "  export: {ds: {format: deepsparse, source: prune}}\n")
+    recipe.write_text(body + "  export: {pt: {format: semi24, source: prune}}\n")
     assert main(["-q", "run", str(recipe)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "stream: stages.export ds (deepsparse) load the model whole" in err[0]
+    assert len(err) == 1 and "stream: stages.export pt (semi24) load the model whole" in err[0]
+    assert err[0].endswith("a streamed recipe exports deepsparse, onnx, onnx-int4")
     assert not (tmp_path / "out").exists()
 
 
@@ -468,8 +469,8 @@ def test_a_streamed_sweep_times_only_engines_whose_artifacts_stream(
     sharded: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "sweep"
-    rc = main(["-q", "bench", "sweep", "--model", str(sharded), "--stream", "--engines", "deepsparse,onnxruntime",
+    rc = main(["-q", "bench", "sweep", "--model", str(sharded), "--stream", "--engines", "torch,onnxruntime",
                "--sparsities", "0.5", "--out", str(out)])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and "--stream: the deepsparse engine loads the model whole" in err[0]
-    assert "streamed sweeps time onnxruntime, onnxruntime-int4" in err[0] and not out.exists()
+    assert rc == 2 and len(err) == 1 and "--stream: the torch engine loads the model whole" in err[0]
+    assert "streamed sweeps time deepsparse, onnxruntime, onnxruntime-int4" in err[0] and not out.exists()

@@ -178,7 +178,13 @@ def write_sweep_report(report: Mapping[str, Any], out: Path) -> None:
     from prune.io import write_text_atomic
 
     write_text_atomic(out / "sweep.md", sweep_markdown(report))
-    speedup_figure(report["measurements"], out / "sweep.png", f"speedup vs sparsity: {Path(report['model']).name}")
+    shape, cpu = report.get("model_shape"), report["cpu"]
+    what = Path(report["model"]).name
+    if shape:  # e.g. "llama, 2 blocks, hidden 4096, FFN 11008"
+        what = (f"{shape['model_type']}, {shape['num_hidden_layers']} blocks, hidden {shape['hidden_size']}, "
+                f"FFN {shape['intermediate_size']}")  # fmt: skip
+    title = f"speedup vs sparsity: {what}\n{cpu['model']} ({', '.join(cpu['flags'])})"
+    speedup_figure(report["measurements"], out / "sweep.png", title)
 
 
 # --- slimpack run ---------------------------------------------------------------------------------------

@@ -4,10 +4,10 @@
 tensors of the directory's shards (``model.safetensors.index.json``, or every ``*.safetensors`` file). A
 structured-pruned model's skeleton is cut to the per-layer shapes its config records. The checkpoint must
 match the skeleton exactly — a missing, extra or wrongly shaped tensor (decoded ones too: `TensorCodec.shape`)
-is one clear error, before any work. `materialize(module, prefix, dtype, device)` reads the module's tensors (each shard opened,
-read and closed again, so that its pages leave the process's resident memory), converts them to ``dtype`` on
-``device``; `release(module)` puts them back on the meta device. Buffers the checkpoint does not store
-(rope's ``inv_freq``) are computed by re-creating their module from the config (`fresh`).
+is one clear error, before any work. `materialize(module, prefix, dtype, device)` reads the module's tensors
+(each shard opened, read and closed again, so that its pages leave the process's resident memory), converts
+them to ``dtype`` on ``device``; `release(module)` puts them back on the meta device. Buffers the checkpoint
+does not store (rope's ``inv_freq``) are computed by re-creating their module from the config (`fresh`).
 
 A checkpoint kind whose files do not store the skeleton's tensors as they are (a GPTQ checkpoint stores a
 linear's ``weight`` as ``qweight/qzeros/scales/g_idx``) gives a `TensorCodec`: which stored tensors make each

@@ -7,7 +7,9 @@ speaks the worker's stdin/stdout protocol (JSON header line + ``.npy`` payload, 
 - interpreter: ``$SLIMPACK_DEEPSPARSE_PYTHON``, default ``.venv-deepsparse/bin/python`` beside the environment
   slimpack runs in (``scripts/setup-deepsparse.sh`` makes it there)
 - cores: the ``threads`` argument, else ``$SLIMPACK_DEEPSPARSE_THREADS``, else DeepSparse's default (all)
-- ``kv_cache``: ``internal`` (DeepSparse keeps the cache; fastest decode) or ``external`` (through numpy)
+- ``kv_cache``: ``internal`` (DeepSparse keeps the cache; fastest decode), ``external`` (through numpy), or
+  ``decode-only`` (internal, one compiled graph: prompts go through the decode graph token by token — the mode
+  for a model whose weights fit memory once, the worker's ``--decode-only``)
 - ``lazy``: compile each graph on first use instead of in `load`
 
 A DeepSparse abort (it asserts on graphs it cannot compile and kills the process) becomes a one-line
@@ -39,6 +41,9 @@ def deepsparse_python() -> Path:
     return external_python("DeepSparse", "SLIMPACK_DEEPSPARSE_PYTHON", ".venv-deepsparse")
 
 
+KV_CACHES: dict[str, list[str]] = {"internal": [], "external": ["--external-cache"], "decode-only": ["--decode-only"]}
+
+
 @ENGINES.register("deepsparse")
 class DeepSparseEngine(EngineBase):
     """`Engine` for ``format: deepsparse`` artifacts (prefill, prompt and decode graphs: `export.deepsparse`)."""
@@ -48,8 +53,8 @@ class DeepSparseEngine(EngineBase):
     batch_note = "the exported graphs have a static batch of 1"
 
     def __init__(self, threads: int | None = None, kv_cache: str = "internal", lazy: bool = False) -> None:
-        if kv_cache not in ("internal", "external"):
-            raise SlimpackError(f"kv_cache must be 'internal' or 'external', not {kv_cache!r}")
+        if kv_cache not in KV_CACHES:
+            raise SlimpackError(f"kv_cache must be one of {', '.join(KV_CACHES)}, not {kv_cache!r}")
         env_threads = os.environ.get("SLIMPACK_DEEPSPARSE_THREADS")
         self.threads = threads if threads is not None else (int(env_threads) if env_threads else None)
         self.kv_cache = kv_cache
@@ -76,8 +81,7 @@ class DeepSparseEngine(EngineBase):
         cmd = [str(python), str(WORKER), str(artifact.path)]
         if self.threads is not None:
             cmd += ["--threads", str(self.threads)]
-        if self.kv_cache == "external":
-            cmd.append("--external-cache")
+        cmd += KV_CACHES[self.kv_cache]
         if self.lazy:
             cmd.append("--lazy")
         self.stderr = tempfile.TemporaryFile()

@@ -30,6 +30,11 @@ the valid ones; the t new entries are appended. Right-padding a prompt chunk app
 they stay masked out. Keys are cached after rope, so an entry's position never changes. By default DeepSparse
 keeps the cache itself (``cached_outputs``, the past inputs are empty batch-0 arrays, as its own text
 pipeline does); ``--external-cache`` passes it through numpy instead (``present`` → next ``past``).
+
+``--decode-only`` compiles ``decode.onnx`` alone and feeds every prompt through it, one token at a time, with
+the internal cache. DeepSparse holds each compiled graph's own copy of the weights, so this is the one mode in
+which a model whose sparse weights fit memory only once (a 50 % LLaMA-2-7B on 24 GB: docs/results/scale.md)
+runs at all; ``logits`` and ``prefill`` use the same path.
 """
 
 from __future__ import annotations
@@ -96,7 +101,9 @@ class Runner:
     ``decode.onnx`` with the cache passed through numpy (the plain engine API; a cross-check).
     """
 
-    def __init__(self, artifact: Path, threads: int | None, external_cache: bool = False) -> None:
+    def __init__(
+        self, artifact: Path, threads: int | None, external_cache: bool = False, decode_only: bool = False
+    ) -> None:
         self.artifact = artifact
         self.threads = threads
         self.config = json.loads((artifact / CONFIG_FILE).read_text())
@@ -107,6 +114,8 @@ class Runner:
         self.head_dim = int(self.config["head_dim"])
         self.n_cache = 2 * int(self.config["layers"])
         self.internal = not external_cache
+        self.decode_only = decode_only and self.internal  # one compiled graph: prompts go through decode.onnx too
+        self.chunk_graph, self.chunk = ("decode", 1) if self.decode_only else ("prompt", self.prompt_len)
         self.engines: dict[str, Any] = {}
         self.compile_s: dict[str, float] = {}
         self.supported: dict[str, float] = {}
@@ -128,7 +137,8 @@ class Runner:
         return self.engines[graph]
 
     def compile_all(self) -> None:
-        for graph in ("prefill", "prompt", "decode") if self.internal else ("prefill", "decode"):
+        graphs = ("prefill", "prompt", "decode") if self.internal else ("prefill", "decode")
+        for graph in ("decode",) if self.decode_only else graphs:
             self.engine(graph)
 
     def info(self) -> dict[str, Any]:
@@ -138,7 +148,7 @@ class Runner:
             "prefill_len": self.prefill_len,
             "prompt_len": self.prompt_len,
             "cache_len": self.cache_len,
-            "kv_cache": "internal" if self.internal else "external",
+            "kv_cache": "decode-only" if self.decode_only else "internal" if self.internal else "external",
             "compile_s": self.compile_s,
             "fraction_of_supported_ops": self.supported,
         }
@@ -212,9 +222,8 @@ class Runner:
         seq = self.new_sequence()
         begin = time.perf_counter()
         if self.internal:
-            rows = [
-                self._cached_run("prompt", seq, ids[i : i + self.prompt_len], i) for i in range(0, n, self.prompt_len)
-            ]
+            size = self.chunk
+            rows = [self._cached_run(self.chunk_graph, seq, ids[i : i + size], i) for i in range(0, n, size)]
         else:
             head = min(n, self.prefill_len)
             rows = [self.prefill(ids[:head], seq)]
@@ -224,14 +233,14 @@ class Runner:
     def check_fits(self, n: int, steps: int) -> None:
         """Fail before any work if a prompt of n tokens and ``steps`` decode steps overflow the cache."""
         if self.internal:
-            entries = -(-n // self.prompt_len) * self.prompt_len  # whole chunks
+            entries = -(-n // self.chunk) * self.chunk  # whole chunks
         else:
             entries = min(n, self.prefill_len) + max(0, n - self.prefill_len)
         # the last decode step must still see the first entry among its cache_len - 1 past slots
         if steps and entries + steps - 1 > self.cache_len - 1:
             raise ValueError(
                 f"{n} prompt tokens + {steps} decode steps do not fit the artifact's KV cache "
-                f"(cache_len {self.cache_len}, prompt chunks of {self.prompt_len})"
+                f"(cache_len {self.cache_len}, prompt chunks of {self.chunk})"
             )
         if not steps and n > self.prefill_len and entries > self.cache_len:
             raise ValueError(f"{n} tokens exceed the artifact's cache length {self.cache_len}")
@@ -240,7 +249,7 @@ class Runner:
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
         ids = _one_row(ids)
-        if ids.shape[0] <= self.prefill_len:
+        if ids.shape[0] <= self.prefill_len and not self.decode_only:
             return self.prefill(ids)[None]
         self.check_fits(ids.shape[0], 0)
         return self.run_prompt(ids)[0][None]
@@ -265,6 +274,9 @@ class Runner:
 
     def prefill_seconds(self, ids: np.ndarray) -> float:
         ids = _one_row(ids)
+        if self.decode_only:  # the prompt through decode.onnx, token by token
+            self.check_fits(ids.shape[0], 0)
+            return self.run_prompt(ids)[2]
         if ids.shape[0] > self.prefill_len:
             raise ValueError(f"{ids.shape[0]} tokens exceed the prefill graph's {self.prefill_len}")
         self.engine("prefill")
@@ -332,13 +344,16 @@ def main(argv: list[str] | None = None) -> int:
         "--external-cache", action="store_true", help="pass the KV cache through numpy instead of DeepSparse's own"
     )
     parser.add_argument("--lazy", action="store_true", help="compile each graph on first use, not at start")
+    parser.add_argument(
+        "--decode-only", action="store_true", help="compile decode.onnx alone; prompts go through it token by token"
+    )
     args = parser.parse_args(argv)
     # the protocol owns the original stdout; everything printed later (DeepSparse's banner, C++ logs) → stderr
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     inp = sys.stdin.buffer
     try:
-        runner = Runner(args.artifact, args.threads, args.external_cache)
+        runner = Runner(args.artifact, args.threads, args.external_cache, args.decode_only)
         if not args.lazy:
             runner.compile_all()
     except Exception as err:  # noqa: BLE001

@@ -231,7 +231,7 @@ def test_export_rejects_unsafe_prompt_chunks(model: torch.nn.Module, tmp_path: P
 # --- with DeepSparse ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["internal", "external"])
+@pytest.fixture(scope="module", params=["internal", "external", "decode-only"])
 def engine(request: pytest.FixtureRequest, artifact: Path):  # noqa: ANN201
     eng = DeepSparseEngine(threads=1, kv_cache=request.param)
     eng.load(Artifact.open(artifact))
@@ -263,7 +263,7 @@ def test_deepsparse_cache_capacity(model: torch.nn.Module, engine: DeepSparseEng
     """The longest generation that fits the cache matches torch; one more token is a clear error."""
     ids = ids_of(5, seed=7)
     # entries before the last decode step ≤ cache_len - 1: internal cache: one prompt chunk (8 entries);
-    # external: the 5 prompt entries
+    # external and decode-only: the 5 prompt entries
     fits = (CACHE - PROMPT if engine.kv_cache == "internal" else CACHE - 5) + 1
     np.testing.assert_array_equal(engine.generate(ids, fits), torch_greedy(model, ids, fits))
     with pytest.raises(SlimpackError, match="do not fit the artifact's KV cache"):
@@ -281,6 +281,26 @@ def test_deepsparse_reports_bad_requests(engine: DeepSparseEngine) -> None:
         v == 1.0 for v in engine.info["fraction_of_supported_ops"].values()
     )
     assert engine.prefill_seconds(ids_of(PREFILL)) > 0
+    if engine.kv_cache == "decode-only":  # one compiled graph: prompts went through decode.onnx
+        assert list(engine.info["compile_s"]) == ["decode"] and engine.info["kv_cache"] == "decode-only"
+
+
+@needs_deepsparse
+def test_the_memory_probe_runs_decode_only_and_names_a_bad_option(artifact: Path) -> None:
+    import sys
+
+    probe = [sys.executable, "-m", "runtime_bench.memory", str(artifact), "--prompt", "4", "--tokens", "3",
+             "--vocab", "200", "--threads", "1"]  # fmt: skip
+    done = subprocess.run(
+        [*probe, "--engine-option", "deepsparse.kv_cache=decode-only"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-500:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["worker_peak_rss_mib"] > 0 and figures["generate_seconds"] > 0
+    bad = subprocess.run([*probe, "--engine-option", "kv_cache=decode-only"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: --engine-option 'kv_cache=decode-only' is not ENGINE.KEY=VALUE, e.g. deepsparse.kv_cache=decode-only"
+    ]
 
 
 @needs_deepsparse

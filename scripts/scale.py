@@ -32,6 +32,7 @@ RUNS = {  # what --methods names: the slimpack command and its arguments after t
     "wanda": ["prune", "--method", "wanda"],
     "sparsegpt": ["prune", "--method", "sparsegpt"],
     "magnitude": ["prune", "--method", "magnitude"],
+    "slimgpt": ["prune", "--structured", "--method", "slimgpt"],  # heads and channels, log-increase allocation
     "gptq": ["quantize", *GPTQ],
     "sparsegpt-2:4+gptq": ["quantize", *GPTQ, "--joint-with", "sparsegpt", "--pattern", "2:4"],
 }

@@ -39,13 +39,13 @@ class UnstructuredPrune:
         r = self.resolved
         store = None
         if job.stream is not None:  # each finished block is written into ``out`` as the walk goes
-            from prune.stream import StreamedBlocks, check_budget, estimate_memory, finish, output_writer
+            from prune.stream import StreamedBlocks, finish, output_writer, plan_streamed_walk
 
             lazy = loaded.lazy
             assert lazy is not None and loaded.adapter is not None
-            shard = int(job.stream.shard_mib * 2**20)
-            keep = check_budget(estimate_memory(loaded, r.method.needs, job.data, shard), job.stream, job.data)
-            writer = output_writer(out, lazy, job.stream.torch_dtype(), shard)
+            needs, reruns = r.method.needs, r.method.modifies_weights
+            keep = plan_streamed_walk(loaded, needs, job.data, job.stream, reruns, job.device)
+            writer = output_writer(out, lazy, job.stream.torch_dtype(), int(job.stream.shard_mib * 2**20))
             store = StreamedBlocks(lazy, loaded.adapter, writer, keep=keep)
         prep = prepare_walk(loaded, r, r.method, calibration, job.device, job.progress,
                             store.keep if store is not None else in_memory)  # fmt: skip

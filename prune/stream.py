@@ -347,6 +347,95 @@ def estimate_memory(loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec,
     return MemoryEstimate(parts, per_sample)
 
 
+@dataclass(frozen=True)
+class MachineRates:
+    """This machine's speed now on the two kinds of work a walk does: fp32 matrix products (FLOP/s) and
+    row sorts (elements/s, as mask selection sorts each row's scores)."""
+
+    flops: float
+    sort: float
+
+    @classmethod
+    def measure(cls, device: torch.device | str = "cpu") -> MachineRates:
+        """The best of three ``[512, 2048] × [2048, 2048]`` products and of three sorts of ``[256, 4096]`` rows
+        on ``device`` (≈ 0.2 s on 2 CPU cores)."""
+        dev = torch.device(device)
+        a, b, rows = (
+            torch.randn(512, 2048, device=dev),
+            torch.randn(2048, 2048, device=dev),
+            torch.randn(256, 4096, device=dev),
+        )
+
+        def best(run: Callable[[], Any]) -> float:
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                run()
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                times.append(time.perf_counter() - start)
+            return min(times)
+
+        return cls(2 * 512 * 2048 * 2048 / best(lambda: torch.mm(a, b)), rows.numel() / best(lambda: rows.sort(dim=1)))
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    """The time model of a streamed walk: the work of one block (the largest) — floating-point operations and
+    sorted elements — over the rates measured on this machine now (`MachineRates`), times the blocks. Reading
+    and writing the shards, norms, rope and copies are not counted; docs/results/scale.md compares the model
+    with measured runs."""
+
+    block_flops: float
+    block_sorted: float
+    blocks: int
+    rates: MachineRates
+
+    @property
+    def per_block(self) -> float:
+        return self.block_flops / self.rates.flops + self.block_sorted / self.rates.sort
+
+    def describe(self) -> str:
+        total = self.per_block * self.blocks
+        return (f"≈ {total / 60:.0f} min ({self.per_block:.1f} s/block × {self.blocks} blocks; this machine now: "
+                f"{self.rates.flops / 1e9:.0f} GFLOP/s fp32 matmul, {self.rates.sort / 1e6:.0f} M elements/s sorted)")  # fmt: skip
+
+
+def estimate_time(
+    loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec, reruns: bool, rates: MachineRates
+) -> TimeEstimate:
+    """`TimeEstimate` of walking ``loaded`` (a skeleton) with a method that accumulates ``needs`` (calibrated:
+    one pass of the calibration tokens through the block, a second when the compressed block ``reruns``); a
+    Hessian adds ``XᵀX`` per linear (``2·in²`` per token) and the OBS sweep's inverse and updates
+    (``in³ + 2·in²·out``: SparseGPT §3, GPTQ Alg. 1); every weight is sorted once (mask selection)."""
+    lazy, adapter = loaded.lazy, loaded.adapter
+    assert lazy is not None and adapter is not None
+    blocks = adapter.blocks(lazy.model)
+    sizes = [sum(p.numel() for p in b.parameters()) for b in blocks]
+    linears = list(adapter.linears(blocks[sizes.index(max(sizes))]).values())
+    weights = sum(lin.in_features * lin.out_features for lin in linears)
+    tokens = data.nsamples * data.seqlen
+    hidden = lazy.model.config.hidden_size
+    per_pass = 2 * weights * tokens + 2 * tokens * data.seqlen * hidden  # the linears, and QKᵀ / PV (causal)
+    flops = (1 + int(reruns)) * per_pass if needs else 0.0
+    if "hessian" in needs:
+        flops += sum(2 * lin.in_features**2 * tokens for lin in linears)
+        flops += sum(lin.in_features**3 + 2 * lin.in_features**2 * lin.out_features for lin in linears)
+    return TimeEstimate(flops, weights, len(blocks), rates)
+
+
+def plan_streamed_walk(
+    loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec, stream: StreamSpec, reruns: bool = True,
+    device: torch.device | str = "cpu",
+) -> Keep:  # fmt: skip
+    """What a streamed walk says before any work: its estimated time and peak memory (logged), and the memory
+    budget's verdict (`check_budget`: where the calibration activations wait, or a one-line refusal)."""
+    estimate = estimate_time(loaded, needs, data, reruns, MachineRates.measure(device))
+    log.info("streamed run: estimated time %s", estimate.describe())
+    shard = int(stream.shard_mib * 2**20)
+    return check_budget(estimate_memory(loaded, needs, data, shard), stream, data)
+
+
 def check_budget(estimate: MemoryEstimate, stream: StreamSpec, data: DataSpec) -> Keep:
     """Where the calibration activations wait between blocks, within ``stream.max_memory_mib``: in memory if
     they fit (or no budget is set), else spilled to ``stream.offload_dir`` (`Spill`; always, when it is given

@@ -25,7 +25,7 @@ from prune.models import LoadedModel, checkpoint_kind, resolve_model_path, save_
 from prune.report import model_sparsity, sparsity_summary
 from prune.spec import Job, PruneSpec, Resolved, StreamSpec
 from prune.stage import Outcome, check_layers, prepare_walk, run_stage
-from prune.stream import StreamedBlocks, check_budget, check_streamable, estimate_memory, finish, output_writer
+from prune.stream import StreamedBlocks, check_streamable, finish, output_writer, plan_streamed_walk
 from prune.walker import in_memory, walk
 from quant.checkpoint import GPTQEncoder, quantization_config, save_gptq, write_gptq_config
 from quant.methods import QUANT_METHODS, QuantizedLayer
@@ -130,9 +130,8 @@ class Quantize:
             dtype = stream.torch_dtype() or torch.float32  # the grid values, exactly, unless --dtype says otherwise
         else:
             dtype = torch.float16  # the format's
-        shard = int(stream.shard_mib * 2**20)
-        keep = check_budget(estimate_memory(loaded, self.method.needs, job.data, shard), stream, job.data)
-        writer = output_writer(out, loaded.lazy, dtype, shard)
+        keep = plan_streamed_walk(loaded, self.method.needs, job.data, stream, self.method.modifies_weights, job.device)
+        writer = output_writer(out, loaded.lazy, dtype, int(stream.shard_mib * 2**20))
         return StreamedBlocks(loaded.lazy, loaded.adapter, writer, GPTQEncoder(q.checkpoint_format), keep)
 
 

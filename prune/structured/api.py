@@ -65,14 +65,15 @@ class StructuredPrune:
         before = parameter_count(model)  # a streamed skeleton's shapes count the same
         store = None
         if job.stream is not None:  # each cut block is written into ``out`` as the walk goes
-            from prune.stream import StreamedBlocks, check_budget, estimate_memory, output_writer
+            from prune.stream import StreamedBlocks, output_writer, plan_streamed_walk
 
             lazy = loaded.lazy
             assert lazy is not None
-            shard = int(job.stream.shard_mib * 2**20)
             needs = tuple(sorted(set(r.method.needs) | ({"hessian"} if opts.reconstruct else set())))
-            keep = check_budget(estimate_memory(loaded, needs, job.data, shard), job.stream, job.data)
-            writer = output_writer(out, lazy, job.stream.torch_dtype(), shard)
+            keep = plan_streamed_walk(
+                loaded, needs, job.data, job.stream, True, job.device
+            )  # (every linear: an upper bound)
+            writer = output_writer(out, lazy, job.stream.torch_dtype(), int(job.stream.shard_mib * 2**20))
             store = StreamedBlocks(lazy, adapter, writer, keep=keep)
         batches = calibration.batches()
         ctx = unit_context(loaded, batches, calibration, job.device, job.progress,

@@ -193,6 +193,42 @@ def test_the_budget_names_the_calibration_that_would_fit_or_spills_to_disk(tmp_p
         check_budget(estimate, StreamSpec(max_memory_mib=1.5 * 1024, offload_dir=offload), data)
 
 
+def test_the_time_estimate_counts_the_work_of_the_largest_block(
+    sharded: Path, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """The model's arithmetic on a tiny skeleton, by hand; and a streamed run says it before any work."""
+    from prune.data import DataSpec
+    from prune.stream import MachineRates, estimate_time, open_streamed
+
+    loaded = open_streamed(sharded)
+    cfg = loaded.model.config  # hidden 64, FFN 128, 4 query / 2 KV heads of 16
+    shapes = [
+        (64, 64),
+        (64, 32),
+        (64, 32),
+        (64, 64),
+        (64, 128),
+        (64, 128),
+        (128, 64),
+    ]  # (in, out): q k v o gate up down
+    weights = sum(i * o for i, o in shapes)
+    data, rates = DataSpec(nsamples=4, seqlen=32), MachineRates(flops=1e9, sort=1e6)
+    tokens = 4 * 32
+    one_pass = 2 * weights * tokens + 2 * tokens * 32 * cfg.hidden_size
+    wanda = estimate_time(loaded, ("input_norm",), data, True, rates)
+    assert wanda.blocks == cfg.num_hidden_layers and wanda.block_flops == 2 * one_pass and wanda.block_sorted == weights
+    assert wanda.per_block == pytest.approx(2 * one_pass / 1e9 + weights / 1e6)
+    obs = sum(2 * i * i * tokens + i**3 + 2 * i * i * o for i, o in shapes)
+    assert estimate_time(loaded, ("hessian",), data, True, rates).block_flops == 2 * one_pass + obs
+    assert estimate_time(loaded, (), data, True, rates).block_flops == 0  # data-free: the sort only
+    caplog.set_level("INFO", logger="prune.stream")
+    assert main(["-q", "prune", "--model", str(sharded), "--method", "sparsegpt", "--sparsity", "0.5", *FAST,
+                 "--stream", "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+    said = [r.getMessage() for r in caplog.records if r.name == "prune.stream"]
+    assert any(m.startswith("streamed run: estimated time ≈") and "GFLOP/s fp32 matmul" in m for m in said)
+    assert any(m.startswith("streamed run: estimated peak memory ≈") for m in said)
+
+
 def test_an_offload_dir_that_cannot_be_one_is_refused_before_any_work(
     sharded: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

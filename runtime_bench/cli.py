@@ -43,9 +43,15 @@ class VerifyCommand:
             help="the reference one block in memory at a time (a model larger than memory; each greedy token "
             "reads every block, so keep --tokens small)",
         )
+        parser.add_argument(
+            "--engine-option", action="append", default=[], metavar="ENGINE.KEY=VALUE",
+            help="engine constructor option, e.g. deepsparse.kv_cache=decode-only (one compiled graph: a model "
+            "whose weights fit memory once)",
+        )  # fmt: skip
         add_eval_arguments(parser, windows_default=8)
 
     def run(self, args: argparse.Namespace) -> int:
+        from runtime_bench.engines import parse_engine_options
         from runtime_bench.verify import Tolerance, VerifyConfig, verify, verify_table
 
         if not 0 <= args.tolerance or not 0 <= args.token_match <= 1:
@@ -61,6 +67,7 @@ class VerifyCommand:
                 threads=args.threads,
                 progress=not args.quiet,
                 stream=args.stream,
+                engine_options=parse_engine_options(args.engine_option),
             )
         )
         write_json(args.json, report)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from prune.errors import SlimpackError
-from runtime_bench.engines import BENCH_ENGINE_OPTIONS
+from runtime_bench.engines import BENCH_ENGINE_OPTIONS, parse_engine_options
 
 
 def status_mib(field: str) -> float:
@@ -70,7 +70,7 @@ def probe(
         "baseline_rss_mib": round(baseline, 1),
         "worker_peak_rss_mib": round(children, 1),
         "load_seconds": round(load_seconds, 2),
-        "generate_seconds": round(generate_seconds, 2),  # a lazy engine compiles its graphs in it
+        "generate_seconds": round(generate_seconds, 3),  # a lazy engine compiles its graphs in it
         "prompt": prompt,
         "tokens": tokens,
     }
@@ -87,24 +87,6 @@ def peak_rss(path: Path, threads: int | None, prompt: int, tokens: int, vocab: i
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def engine_options(items: list[str]) -> dict[str, dict[str, Any]] | None:
-    """``ENGINE.KEY=VALUE`` items → ``{engine: {key: value}}`` (values parsed as YAML scalars); None if none."""
-    import yaml
-
-    if not items:
-        return None
-    options: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        engine, dot, name = key.partition(".")
-        if not (sep and dot and engine and name):
-            raise SlimpackError(
-                f"--engine-option {item!r} is not ENGINE.KEY=VALUE, e.g. deepsparse.kv_cache=decode-only"
-            )
-        options.setdefault(engine, {})[name] = yaml.safe_load(value)
-    return options
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path)
@@ -118,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        options = engine_options(args.engine_option)
+        options = parse_engine_options(args.engine_option)
     except SlimpackError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -52,6 +52,7 @@ class VerifyConfig:
     threads: int | None = None
     progress: bool = True
     stream: bool = False  # the reference read one block at a time (`prune.stream.StreamedForward`)
+    engine_options: dict[str, dict[str, Any]] | None = None  # e.g. {"deepsparse": {"kv_cache": "decode-only"}}
 
 
 def engine_logits(engine: Any) -> Any:
@@ -109,7 +110,7 @@ def verify(config: VerifyConfig, reference: ReferenceRun | None = None) -> dict[
     artifact = Artifact.open(config.artifact)
     ref = reference or ReferenceRun.compute(config)
     start = time.perf_counter()
-    engine = open_artifact(artifact, config.threads)
+    engine = open_artifact(artifact, config.threads, config.engine_options)
     load_seconds = time.perf_counter() - start
     windows = ref.windows
     try:
@@ -142,6 +143,7 @@ def verify(config: VerifyConfig, reference: ReferenceRun | None = None) -> dict[
             "reference": ref_tokens.tolist(),
         },
         "engine_load_seconds": round(load_seconds, 2),
+        "engine_options": (config.engine_options or {}).get(artifact.engine, {}),
         "passed": passed,
     }
 

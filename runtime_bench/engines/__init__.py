@@ -12,6 +12,25 @@ from prune.errors import SlimpackError
 BENCH_ENGINE_OPTIONS: dict[str, dict[str, Any]] = {"deepsparse": {"lazy": True}}
 
 
+def parse_engine_options(items: list[str]) -> dict[str, dict[str, Any]] | None:
+    """``ENGINE.KEY=VALUE`` items (``--engine-option``) → ``{engine: {key: value}}``, values read as YAML scalars;
+    None if there are none. A bad key or value is named when the engine is built (`prune.registry.Registry`)."""
+    import yaml
+
+    if not items:
+        return None
+    options: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        engine, dot, name = key.partition(".")
+        if not (sep and dot and engine and name):
+            raise SlimpackError(
+                f"--engine-option {item!r} is not ENGINE.KEY=VALUE, e.g. deepsparse.kv_cache=decode-only"
+            )
+        options.setdefault(engine, {})[name] = yaml.safe_load(value)
+    return options
+
+
 def load_engines() -> None:
     """Import every engine module so that each registers itself in ``ENGINES``."""
     from runtime_bench.engines import deepsparse_client, ort, torch_engine  # noqa: F401

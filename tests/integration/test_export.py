@@ -81,6 +81,24 @@ def test_verify_passes_for_every_format(
     assert report["perplexity"]["relative_diff"] < 1e-3
 
 
+def test_verify_runs_deepsparse_decode_only_and_names_a_bad_engine_option(
+    artifacts: dict[str, Path], models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """One compiled graph (every window through decode.onnx, token by token) verifies like the default."""
+    if not deepsparse_available():
+        pytest.skip("needs .venv-deepsparse (scripts/setup-deepsparse.sh)")
+    base = ["-q", "verify", str(artifacts["deepsparse"]), "--reference", str(models["p50"]), *EVAL]
+    report_path = tmp_path / "verify.json"
+    assert main([*base, "--engine-option", "deepsparse.kv_cache=decode-only", "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["passed"] and report["greedy"]["equal"] == 12 and report["perplexity"]["relative_diff"] < 1e-3
+    assert report["engine_options"] == {"kv_cache": "decode-only"}
+    capsys.readouterr()
+    assert main([*base, "--engine-option", "deepsparse.colour=red"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "colour" in err[0] and "deepsparse" in err[0]
+
+
 def test_verify_fails_on_corrupted_onnx(artifacts: dict[str, Path], models: dict[str, Path], tmp_path: Path) -> None:
     """One weight matrix scaled by 3 in the ONNX file: verify must say FAILED and exit 1."""
     import onnx

@@ -401,13 +401,17 @@ class TimeEstimate:
                 f"{self.rates.flops / 1e9:.0f} GFLOP/s fp32 matmul, {self.rates.sort / 1e6:.0f} M elements/s sorted)")  # fmt: skip
 
 
+OBS_EFFICIENCY = 0.5  # the OBS sweep's share of the matmul rate: SparseGPT on LLaMA-2-7B blocks (scale.md)
+
+
 def estimate_time(
     loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec, reruns: bool, rates: MachineRates
 ) -> TimeEstimate:
     """`TimeEstimate` of walking ``loaded`` (a skeleton) with a method that accumulates ``needs`` (calibrated:
     one pass of the calibration tokens through the block, a second when the compressed block ``reruns``); a
     Hessian adds ``XᵀX`` per linear (``2·in²`` per token) and the OBS sweep's inverse and updates
-    (``in³ + 2·in²·out``: SparseGPT §3, GPTQ Alg. 1); every weight is sorted once (mask selection)."""
+    (``in³ + 2·in²·out``: SparseGPT §3, GPTQ Alg. 1; its column blocks run at `OBS_EFFICIENCY` of the matmul
+    rate); every weight is sorted once (mask selection)."""
     lazy, adapter = loaded.lazy, loaded.adapter
     assert lazy is not None and adapter is not None
     blocks = adapter.blocks(lazy.model)
@@ -420,7 +424,8 @@ def estimate_time(
     flops = (1 + int(reruns)) * per_pass if needs else 0.0
     if "hessian" in needs:
         flops += sum(2 * lin.in_features**2 * tokens for lin in linears)
-        flops += sum(lin.in_features**3 + 2 * lin.in_features**2 * lin.out_features for lin in linears)
+        obs = sum(lin.in_features**3 + 2 * lin.in_features**2 * lin.out_features for lin in linears)
+        flops += obs / OBS_EFFICIENCY
     return TimeEstimate(flops, weights, len(blocks), rates)
 
 

@@ -198,7 +198,7 @@ def test_the_time_estimate_counts_the_work_of_the_largest_block(
 ) -> None:
     """The model's arithmetic on a tiny skeleton, by hand; and a streamed run says it before any work."""
     from prune.data import DataSpec
-    from prune.stream import MachineRates, estimate_time, open_streamed
+    from prune.stream import OBS_EFFICIENCY, MachineRates, estimate_time, open_streamed
 
     loaded = open_streamed(sharded)
     cfg = loaded.model.config  # hidden 64, FFN 128, 4 query / 2 KV heads of 16
@@ -218,8 +218,9 @@ def test_the_time_estimate_counts_the_work_of_the_largest_block(
     wanda = estimate_time(loaded, ("input_norm",), data, True, rates)
     assert wanda.blocks == cfg.num_hidden_layers and wanda.block_flops == 2 * one_pass and wanda.block_sorted == weights
     assert wanda.per_block == pytest.approx(2 * one_pass / 1e9 + weights / 1e6)
-    obs = sum(2 * i * i * tokens + i**3 + 2 * i * i * o for i, o in shapes)
-    assert estimate_time(loaded, ("hessian",), data, True, rates).block_flops == 2 * one_pass + obs
+    hessian = sum(2 * i * i * tokens for i, _ in shapes)
+    obs = sum(i**3 + 2 * i * i * o for i, o in shapes) / OBS_EFFICIENCY
+    assert estimate_time(loaded, ("hessian",), data, True, rates).block_flops == 2 * one_pass + hessian + obs
     assert estimate_time(loaded, (), data, True, rates).block_flops == 0  # data-free: the sort only
     caplog.set_level("INFO", logger="prune.stream")
     assert main(["-q", "prune", "--model", str(sharded), "--method", "sparsegpt", "--sparsity", "0.5", *FAST,

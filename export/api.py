@@ -105,7 +105,7 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
             f"model directory {config.model!r} does not exist or has no config.json; pass a model directory "
             "(e.g. the output of `slimpack prune` or `slimpack quantize`)"
         )
-    check_output_dir(config.out, config.overwrite)
+    check_output_dir(config.out, config.overwrite, [model_dir])
     if config.stream and not isinstance(exporter, StreamingExporter):
         raise SlimpackError(
             f"--format {config.format} loads the model whole; --stream writes {', '.join(streaming_formats())} "
@@ -120,7 +120,7 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
     else:
         loaded = load_model(model_dir)
         before = source_zeros(loaded)
-    with atomic_output_dir(config.out, config.overwrite) as tmp:
+    with atomic_output_dir(config.out, config.overwrite, [model_dir]) as tmp:
         start = time.perf_counter()
         cache = GraphCache(config.graph_cache) if config.graph_cache is not None else None
         if config.stream:

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,24 @@ from typing import Any
 from prune.errors import SlimpackError
 
 
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Fail early (before any work) if ``out`` exists and may not be replaced."""
+def check_apart(out: Path, inputs: Sequence[Path | str]) -> None:
+    """One line if writing ``out`` would touch an input: ``out`` is one of ``inputs``, holds one, or lies inside
+    one (symlinks resolved) — with ``--overwrite`` the input would be deleted."""
+    where = Path(os.path.realpath(out))
+    for given in inputs:
+        source = Path(os.path.realpath(given))
+        if where == source or where in source.parents or source in where.parents:
+            relation = "is" if where == source else "holds" if where in source.parents else "lies inside"
+            raise SlimpackError(
+                f"output {str(out)!r} {relation} the input {str(given)!r}; writing it would change the input — "
+                "choose an --out outside it"
+            )
+
+
+def check_output_dir(out: Path, overwrite: bool, inputs: Sequence[Path | str] = ()) -> None:
+    """Fail early (before any work) if ``out`` exists and may not be replaced, or touches an input
+    (`check_apart`)."""
+    check_apart(out, inputs)
     if out.exists() and not overwrite:
         raise SlimpackError(f"output {str(out)!r} already exists; pass --overwrite or choose another --out")
     if out.exists() and not out.is_dir():
@@ -24,21 +40,29 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
 
 
 @contextmanager
-def atomic_output_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory beside ``out``; rename it to ``out`` only when the block succeeds."""
-    out = Path(out)
-    check_output_dir(out, overwrite)
+def atomic_output_dir(out: Path, overwrite: bool = False, inputs: Sequence[Path | str] = ()) -> Iterator[Path]:
+    """Yield a temporary directory beside ``out``; rename it to ``out`` only when the block succeeds. Without
+    ``overwrite``, an ``out`` that appeared meanwhile (another process writing it) is left as it is and this
+    run fails in one line; with it, the old ``out`` is moved aside and removed after the rename."""
+    out = Path(os.path.abspath(out))  # "." and "x/.." named by what they are
+    check_output_dir(out, overwrite, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield tmp
-        if out.exists():
+        if overwrite and out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / out.name)
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, out)
+            try:
+                os.rename(tmp, out)  # refused by the kernel if a non-empty ``out`` appeared meanwhile
+            except OSError as err:
+                raise SlimpackError(
+                    f"output {str(out)!r} appeared while this run worked (another process writing it?); it was "
+                    f"left as it is and this run's result discarded ({err.strerror}) — rerun with another --out"
+                ) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -114,3 +138,33 @@ def external_python(what: str, variable: str, venv: str) -> Path:
         script = f"scripts/setup-{venv.removeprefix('.venv-')}.sh"
         raise SlimpackError(f"{what} environment not found at {path}; create it with `bash {script}` or set {variable}")
     return path
+
+
+@contextmanager
+def locked_dir(directory: Path, what: str = "run directory") -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (``.lock`` inside it, `fcntl.flock`) for the block; a second
+    process fails at once in one line. The kernel drops the lock when the process dies, so a killed run never
+    leaves the directory locked."""
+    import fcntl
+
+    if directory.exists() and not directory.is_dir():
+        raise SlimpackError(f"{what} {str(directory)!r} is a file, not a directory; choose another --out")
+    directory.mkdir(parents=True, exist_ok=True)
+    fh = open(directory / ".lock", "a+")  # noqa: SIM115 - closed below
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            raise SlimpackError(
+                f"{what} {str(directory)!r} is in use by another slimpack process (pid {holder}); wait for it, "
+                "or choose another --out"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()

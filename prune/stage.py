@@ -82,7 +82,7 @@ def run_stage(job: Job, stage: Stage) -> Manifest:
     loaded = open_model(job)
     stage.check_model(loaded)
     calibration = Calibration(loaded.tokenizer, job.data)
-    with atomic_output_dir(job.out, job.overwrite) as tmp:
+    with atomic_output_dir(job.out, job.overwrite, [loaded.path] if loaded.path else []) as tmp:
         start = time.perf_counter()
         outcome = stage.apply(loaded, calibration, job, tmp)
         seconds = time.perf_counter() - start

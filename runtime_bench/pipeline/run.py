@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from prune.io import directory_bytes, write_json_atomic, write_text_atomic
+from prune.io import check_apart, directory_bytes, locked_dir, write_json_atomic, write_text_atomic
 from prune.manifest import environment
 from prune.models import resolve_model_path
 from prune.spec import EvalSpec, Job, StreamSpec
@@ -189,11 +189,18 @@ def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str
 def run_pipeline(
     recipe: Recipe, out: Path | None = None, progress: bool = True, source: str = "default"
 ) -> dict[str, Any]:
-    """Run every stage of ``recipe`` into ``out`` (default: ``recipe.out``); returns ``summary.json``."""
+    """Run every stage of ``recipe`` into ``out`` (default: ``recipe.out``; locked while it runs, never the
+    model's directory); returns ``summary.json``."""
+    out = Path(out or recipe.out)
+    check_apart(out, [resolve_model_path(recipe.model)])
+    with locked_dir(out):
+        return _run_pipeline(recipe, out, progress, source)
+
+
+def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str) -> dict[str, Any]:
     from runtime_bench.report import run_markdown, write_run_plots
 
     start = time.perf_counter()
-    out = Path(out or recipe.out)
     run = Run(recipe, out, progress)
     st = recipe.stages
     models, figures = run_models(run)

@@ -1,0 +1,104 @@
+"""Drills of issue #16 (a careless or hostile user): outputs never destroy inputs, an output that appears while a
+run works is never replaced without --overwrite, a run directory serves one run at a time."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from prune.errors import SlimpackError
+from prune.io import atomic_output_dir, locked_dir
+from runtime_bench.cli import main
+from tests.conftest import save_tiny
+
+FAST = ["--nsamples", "2", "--seqlen", "16"]
+
+
+def digest(directory: Path) -> dict[str, str]:
+    """sha256 of every file under ``directory``, by relative path."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def model(tmp_path: Path, tokenizer) -> Path:  # noqa: ANN001
+    parent = tmp_path / "models"
+    model = save_tiny(parent / "m", tokenizer)
+    (parent / "notes.txt").write_text("someone else's file\n")
+    return model
+
+
+def one_line(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    ("target", "relation"),
+    [(lambda m: m, "is"), (lambda m: m.parent, "holds"), (lambda m: m / "sub", "lies inside")],
+    ids=["the-model", "its-parent", "inside-it"],
+)
+def test_an_output_that_is_holds_or_lies_inside_the_input_is_refused(
+    model: Path,
+    target,
+    relation: str,
+    capsys: pytest.CaptureFixture,  # noqa: ANN001
+) -> None:
+    before = digest(model.parent)
+    out = target(model)
+    for args in (
+        ["prune", "--model", str(model), "--method", "magnitude", "--sparsity", "0.5"],
+        ["quantize", str(model), "--method", "rtn", "--group-size", "32"],
+        ["export", str(model), "--format", "onnx"],
+    ):
+        assert main(["-q", *args, *(FAST if args[0] != "export" else []), "--out", str(out), "--overwrite"]) == 2
+        line = one_line(capsys)
+        assert f"{relation} the input" in line and line.endswith("choose an --out outside it"), line
+    assert digest(model.parent) == before  # the model and its neighbour untouched, no temporary left
+
+
+def test_a_run_directory_that_holds_the_model_is_refused(model: Path, capsys: pytest.CaptureFixture) -> None:
+    recipe = model.parent.parent / "r.yaml"
+    recipe.write_text(f"model: {model}\nout: {model.parent}\nstages:\n  prune: {{method: magnitude, sparsity: 0.5}}\n")
+    before = digest(model.parent)
+    assert main(["-q", "run", str(recipe)]) == 2
+    assert "holds the input" in one_line(capsys) and digest(model.parent) == before
+
+
+def test_an_output_that_appears_meanwhile_is_left_as_it_is(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(SlimpackError, match="appeared while this run worked"):
+        with atomic_output_dir(out) as tmp:
+            (tmp / "ours.txt").write_text("ours")
+            out.mkdir()  # another process finished first
+            (out / "theirs.txt").write_text("theirs")
+    assert [p.name for p in out.iterdir()] == ["theirs.txt"]
+    assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_overwrite_replaces_and_leaves_nothing_beside(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with atomic_output_dir(out, overwrite=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in out.iterdir()] == ["new.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_run_directory_serves_one_run_at_a_time(tmp_path: Path) -> None:
+    with locked_dir(tmp_path / "run"):
+        with pytest.raises(SlimpackError, match=r"in use by another slimpack process \(pid \d+\)"):
+            with locked_dir(tmp_path / "run"):
+                pass
+    with locked_dir(tmp_path / "run"):  # released when the first run ends
+        pass
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SlimpackError, match="is a file, not a directory"):
+        with locked_dir(tmp_path / "file"):
+            pass

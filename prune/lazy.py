@@ -84,7 +84,23 @@ def _header(file: Path) -> dict[str, dict[str, Any]]:
             header = json.loads(fh.read(size))
     except (OSError, ValueError, UnicodeDecodeError) as err:
         raise SlimpackError(f"{str(file)!r} is not a safetensors file ({err}); the model directory is damaged")
+    if not isinstance(header, dict):
+        raise SlimpackError(
+            f"{str(file)!r} is not a safetensors file (its header is not a table); the model directory is damaged"
+        )
     header.pop("__metadata__", None)
+    try:
+        end = max((int(t["data_offsets"][1]) for t in header.values()), default=0)
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise SlimpackError(
+            f"{str(file)!r} is not a safetensors file (bad tensor entries); the model directory is damaged"
+        ) from None
+    have = file.stat().st_size - 8 - size
+    if have < end:
+        raise SlimpackError(
+            f"{str(file)!r} is truncated: its header declares {end} bytes of tensors, the file holds {max(have, 0)}; "
+            "the model directory is damaged — copy it again"
+        )
     return header
 
 

@@ -236,6 +236,7 @@ class PlainCheckpoint:
     def load(self, path: Path, dtype: torch.dtype) -> tuple[nn.Module, dict[str, Any]]:
         from transformers import AutoModelForCausalLM
 
+        LazyCheckpoint.open(path)  # every tensor present, expected and of its shape, files whole — named if not
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True, trust_remote_code=False)
         return model.eval(), {}
 

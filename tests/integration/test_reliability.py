@@ -102,3 +102,49 @@ def test_a_run_directory_serves_one_run_at_a_time(tmp_path: Path) -> None:
     with pytest.raises(SlimpackError, match="is a file, not a directory"):
         with locked_dir(tmp_path / "file"):
             pass
+
+
+def damage(model: Path, how: str) -> str:
+    """Damage the tiny model's safetensors as ``how`` says; returns what the error must name."""
+    from safetensors.torch import load_file, save_file
+
+    file = next(model.glob("*.safetensors"))
+    tensors = load_file(str(file))
+    name = "model.layers.1.mlp.down_proj.weight"
+    if how == "missing":
+        del tensors[name]
+    elif how == "extra":
+        tensors["model.layers.9.mlp.up_proj.weight"] = tensors[name].clone()
+        name = "model.layers.9.mlp.up_proj.weight"
+    elif how == "shape":
+        tensors[name] = tensors[name][:, :-1].contiguous()
+    if how in ("missing", "extra", "shape"):
+        save_file(tensors, str(file), metadata={"format": "pt"})
+        return name
+    data = file.read_bytes()
+    if how == "truncated":
+        file.write_bytes(data[: len(data) // 2])
+        return "is truncated"
+    file.write_bytes(b"\x80\x04\x95" + data[3:200])  # a pickle's opening bytes under a .safetensors name
+    return "is not a safetensors file"
+
+
+@pytest.mark.parametrize("how", ["missing", "extra", "shape", "truncated", "pickle"])
+def test_a_damaged_checkpoint_is_named_in_one_line_by_every_command(
+    model: Path, how: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    named = damage(model, how)
+    before = digest(model.parent)
+    commands = {
+        "prune": ["prune", "--model", str(model), "--method", "magnitude", "--sparsity", "0.5", *FAST],
+        "eval": ["eval", str(model), "--seqlen", "16", "--windows", "1"],
+        "export": ["export", str(model), "--format", "onnx"],
+        "quantize": ["quantize", str(model), "--method", "rtn", "--group-size", "32", *FAST],
+    }
+    for name, args in commands.items():
+        out = ["--out", str(tmp_path / name)] if name != "eval" else []
+        assert main(["-q", *args, *out]) == 2, name
+        line = one_line(capsys)
+        assert named in line, (name, line)
+        assert not (tmp_path / name).exists()
+    assert digest(model.parent) == before and not list(tmp_path.glob(".*tmp-*"))

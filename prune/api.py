@@ -97,6 +97,9 @@ def evaluate(
     model_spec: str, spec: EvalSpec, device: str = "cpu", progress: bool = True, stream: bool = False
 ) -> dict[str, Any]:
     """Perplexity of a model: loaded whole, or block-major from its shards (``stream``: `prune.stream`)."""
+    from prune.models import check_context, resolve_model_path
+
+    check_context(resolve_model_path(model_spec), {"--seqlen": spec.seqlen})
     if stream:
         from prune.models import resolve_model_path
         from prune.stream import streamed_perplexity

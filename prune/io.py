@@ -68,6 +68,23 @@ def atomic_output_dir(out: Path, overwrite: bool = False, inputs: Sequence[Path 
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def read_text_file(path: Path, what: str, hint: str) -> str:
+    """The text of ``path`` (a ``what`` the user named), or one line saying why it cannot be one: missing, a
+    directory, unreadable, or not UTF-8 text; ``hint`` says what to pass instead."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problem = "does not exist"
+    except IsADirectoryError:
+        problem = "is a directory"
+    except PermissionError:
+        problem = "cannot be read (permission denied)"
+    except UnicodeDecodeError as err:
+        problem = f"is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})"
+    raise SlimpackError(f"{what} {str(path)!r} {problem}; {hint}")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)

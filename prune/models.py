@@ -260,6 +260,19 @@ def read_config(path: Path) -> dict[str, Any]:
         raise SlimpackError(f"{str(file)!r} is not valid JSON ({err}); the model directory is damaged") from None
 
 
+def check_context(path: Path, lengths: dict[str, int]) -> None:
+    """One line, before any work, if a sequence length (``{option: tokens}``) exceeds the model's
+    ``max_position_embeddings`` (positions past it were never trained, and rope tables may not reach them)."""
+    limit = read_config(path).get("max_position_embeddings")
+    if not isinstance(limit, int):
+        return
+    for option, tokens in lengths.items():
+        if tokens > limit:
+            raise SlimpackError(
+                f"{option} {tokens} exceeds the model's max_position_embeddings {limit}; pass {option} ≤ {limit}"
+            )
+
+
 def checkpoint_kind(path: Path) -> CheckpointKind:
     """The registered kind that claims the directory ``path``, or the plain kind."""
     import prune.structured.shapes  # noqa: F401  (registers the core's own kind: structured models)

@@ -192,12 +192,17 @@ class Job:
 
     def check(self) -> None:
         from prune.io import check_output_dir
-        from prune.models import resolve_model_path
+        from prune.models import check_context, resolve_model_path
 
         if self.stream is not None:
             self.stream.check()
         self.data.check()
-        check_output_dir(Path(self.out), self.overwrite, [resolve_model_path(self.model)])
+        source = resolve_model_path(self.model)
+        check_output_dir(Path(self.out), self.overwrite, [source])
+        check_context(
+            source,
+            {"--seqlen": self.data.seqlen, **({"--seqlen (eval)": self.evaluate.seqlen} if self.evaluate else {})},
+        )
 
     def settings(self) -> dict[str, Any]:
         """What determines the output (for a step's cache key): everything but progress and overwrite."""

@@ -15,7 +15,6 @@ import export.cli  # noqa: F401  (registers `slimpack export`)
 import quant.cli  # noqa: F401  (registers `slimpack quantize`)
 from prune import cli as core
 from prune.cli import COMMANDS, add_data_arguments, add_eval_arguments, add_prune_arguments, eval_spec, write_json
-from prune.errors import SlimpackError
 
 
 @COMMANDS.register("verify")
@@ -54,8 +53,6 @@ class VerifyCommand:
         from runtime_bench.engines import parse_engine_options
         from runtime_bench.verify import Tolerance, VerifyConfig, verify, verify_table
 
-        if not 0 <= args.tolerance or not 0 <= args.token_match <= 1:
-            raise SlimpackError("--tolerance must be ≥ 0 and --token-match in [0, 1]")
         report = verify(
             VerifyConfig(
                 artifact=args.artifact,

@@ -25,6 +25,7 @@ import torch
 
 from export.artifact import Artifact
 from prune.data import eval_windows, load_texts, tokenize
+from prune.errors import SlimpackError
 from prune.eval import perplexity_of
 from prune.models import load_model
 from prune.spec import EvalSpec
@@ -41,6 +42,23 @@ class Tolerance:
     token_match: float = 1.0  # fraction of greedy tokens equal
 
 
+def check_settings(eval_spec: EvalSpec, tolerance: Tolerance, prompt: int, tokens: int, threads: int | None) -> None:
+    """One line, before any work, for a verify setting that cannot give a verdict (the CLI's and a recipe's)."""
+    problems = [
+        (not tolerance.ppl_rel >= 0, f"--tolerance {tolerance.ppl_rel} must be ≥ 0"),
+        (not 0 <= tolerance.token_match <= 1, f"--token-match {tolerance.token_match} must be in [0, 1]"),
+        (eval_spec.seqlen < 2, f"--seqlen {eval_spec.seqlen} leaves no token to predict; pass --seqlen ≥ 2"),
+        (eval_spec.windows is not None and eval_spec.windows < 1, f"--windows {eval_spec.windows} must be ≥ 1"),
+        (prompt < 1, f"--prompt {prompt} must be ≥ 1"),
+        (tokens < 1, f"--tokens {tokens} must be ≥ 1: verify compares greedy tokens"),
+        (prompt > eval_spec.seqlen, f"--prompt {prompt} is longer than one window (--seqlen {eval_spec.seqlen})"),
+        (threads is not None and threads < 1, f"--threads {threads} must be ≥ 1"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise SlimpackError(message)
+
+
 @dataclass(frozen=True)
 class VerifyConfig:
     artifact: Path
@@ -53,6 +71,13 @@ class VerifyConfig:
     progress: bool = True
     stream: bool = False  # the reference read one block at a time (`prune.stream.StreamedForward`)
     engine_options: dict[str, dict[str, Any]] | None = None  # e.g. {"deepsparse": {"kv_cache": "decode-only"}}
+
+    def check(self) -> None:
+        from prune.models import check_context, resolve_model_path
+
+        check_settings(self.eval, self.tolerance, self.prompt, self.tokens, self.threads)
+        check_context(resolve_model_path(self.reference), {"--seqlen": self.eval.seqlen,
+                                                           "--prompt + --tokens": self.prompt + self.tokens})  # fmt: skip
 
 
 def engine_logits(engine: Any) -> Any:
@@ -107,6 +132,7 @@ class ReferenceRun:
 def verify(config: VerifyConfig, reference: ReferenceRun | None = None) -> dict[str, Any]:
     """Run both checks; returns the report (``passed`` tells the verdict). ``reference``: the reference side,
     if already computed for `ReferenceRun.key` of ``config``."""
+    config.check()
     artifact = Artifact.open(config.artifact)
     ref = reference or ReferenceRun.compute(config)
     start = time.perf_counter()

@@ -161,10 +161,11 @@ def quantize_nm(block_ratios: Sequence[float], m: int, n_base: int, weights: Seq
 def read_plan_file(path: Path) -> tuple[SparsityPlan, str]:
     """A plan JSON: ``{module: ratio}`` or the ``slimpack plan`` output (``{"plan": {...}, ...}``); returns the
     plan and the name of the allocation that wrote it."""
+    from prune.io import read_text_file
+
+    text = read_text_file(Path(path), "plan file", "write one with `slimpack plan`")
     try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise SlimpackError(f"plan file {str(path)!r} does not exist; write one with `slimpack plan`") from None
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise SlimpackError(f"plan file {str(path)!r} is not valid JSON ({err.msg}, line {err.lineno})") from None
     plan = data.get("plan", data) if isinstance(data, dict) else None

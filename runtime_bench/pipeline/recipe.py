@@ -33,6 +33,7 @@ from typing import Any, TypeVar, Union, get_type_hints
 
 from prune.data import DataSpec
 from prune.errors import SlimpackError
+from prune.io import read_text_file
 from prune.spec import EvalSpec, PruneSpec, StreamSpec
 from quant.spec import QuantizeSpec
 from runtime_bench.harness import BenchSpec
@@ -227,8 +228,15 @@ def check_recipe(recipe: Recipe, source: str) -> None:
                 raise SlimpackError(f"stages.bench.threads {st.bench.threads} must be a list of counts ≥ 1")
             if not st.export and not st.bench.torch:
                 raise SlimpackError("stages.bench has nothing to time: add stages.export or bench.torch: true")
-        if st.verify is not None and not st.export:
-            raise SlimpackError("stages.verify has nothing to check: add stages.export")
+        if st.verify is not None:
+            from runtime_bench.verify import Tolerance, check_settings
+
+            if not st.export:
+                raise SlimpackError("stages.verify has nothing to check: add stages.export")
+            v = st.verify
+            with at("stages.verify"):
+                spec = EvalSpec(recipe.eval.dataset, recipe.eval.seqlen, v.windows)
+                check_settings(spec, Tolerance(v.tolerance, v.token_match), v.prompt, v.tokens, v.threads)
     except SlimpackError as err:
         raise SlimpackError(f"recipe {source}: {err}") from None
 
@@ -239,10 +247,9 @@ def load_recipe(path: Path | None = None) -> Recipe:
 
     path = Path(path) if path is not None else DEFAULT_RECIPE
     source = str(path)
+    text = read_text_file(path, "recipe", "pass a YAML file, or nothing for the default")
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SlimpackError(f"recipe {source!r} does not exist; pass a YAML file or nothing for the default") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -23,7 +23,7 @@ from typing import Any
 
 from prune.io import check_apart, directory_bytes, locked_dir, write_json_atomic, write_text_atomic
 from prune.manifest import environment
-from prune.models import resolve_model_path
+from prune.models import check_context, resolve_model_path
 from prune.spec import EvalSpec, Job, StreamSpec
 from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
 from runtime_bench.pipeline.recipe import Recipe
@@ -192,7 +192,9 @@ def run_pipeline(
     """Run every stage of ``recipe`` into ``out`` (default: ``recipe.out``; locked while it runs, never the
     model's directory); returns ``summary.json``."""
     out = Path(out or recipe.out)
-    check_apart(out, [resolve_model_path(recipe.model)])
+    source = resolve_model_path(recipe.model)
+    check_apart(out, [source])
+    check_context(source, {"data.seqlen": recipe.data.seqlen, "eval.seqlen": recipe.eval.seqlen})
     with locked_dir(out):
         return _run_pipeline(recipe, out, progress, source)
 

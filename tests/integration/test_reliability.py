@@ -148,3 +148,79 @@ def test_a_damaged_checkpoint_is_named_in_one_line_by_every_command(
         assert named in line, (name, line)
         assert not (tmp_path / name).exists()
     assert digest(model.parent) == before and not list(tmp_path.glob(".*tmp-*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seqlen", "1"], "--seqlen 1 leaves no token to predict"),
+        (["--prompt", "0"], "--prompt 0 must be ≥ 1"),
+        (["--tokens", "0"], "--tokens 0 must be ≥ 1"),
+        (["--prompt", "40", "--seqlen", "32"], "--prompt 40 is longer than one window"),
+        (["--tolerance", "-1"], "--tolerance -1.0 must be ≥ 0"),
+        (["--seqlen", "100000"], "--seqlen 100000 exceeds the model's max_position_embeddings"),
+    ],
+)
+def test_verify_settings_that_cannot_give_a_verdict_are_one_line(
+    model: Path, args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    artifact = tmp_path / "onnx"
+    assert main(["-q", "export", str(model), "--format", "onnx", "--out", str(artifact)]) == 0
+    capsys.readouterr()
+    assert main(["-q", "verify", str(artifact), "--reference", str(model), "--windows", "1", *args]) == 2
+    assert message in one_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("  verify: {tokens: -5}", "stages.verify: --tokens -5 must be ≥ 1"),
+        ("  verify: {tolerance: -1.0}", "stages.verify: --tolerance -1.0 must be ≥ 0"),
+    ],
+)
+def test_a_recipe_verify_section_is_checked_before_any_work(
+    model: Path, body: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {model}\nout: {tmp_path / 'run'}\nstages:\n  prune: {{method: magnitude, sparsity: 0.5}}\n"
+                      f"  export: {{onnx: {{format: onnx, source: prune}}}}\n{body}\n")  # fmt: skip
+    assert main(["-q", "run", str(recipe)]) == 2
+    assert message in one_line(capsys) and not (tmp_path / "run").exists()
+
+
+def test_a_sequence_longer_than_the_model_can_place_is_refused(model: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    args = ["--model", str(model), "--method", "wanda", "--sparsity", "0.5", "--nsamples", "2"]
+    assert main(["-q", "prune", *args, "--seqlen", "100000", "--out", str(tmp_path / "o")]) == 2
+    assert "--seqlen 100000 exceeds the model's max_position_embeddings" in one_line(capsys)
+    assert main(["-q", "eval", str(model), "--seqlen", "100000"]) == 2
+    assert "exceeds the model's max_position_embeddings" in one_line(capsys) and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"\x00\xff\xfe\x00", "is not UTF-8 text"), (None, "is a directory")],
+)
+def test_a_recipe_or_plan_that_is_not_text_is_one_line(
+    model: Path, content: bytes | None, message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "thing"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    assert main(["-q", "run", str(path)]) == 2
+    assert f"recipe {str(path)!r} {message}" in one_line(capsys)
+    args = [
+        "--model",
+        str(model),
+        "--plan",
+        str(path),
+        "--nsamples",
+        "2",
+        "--seqlen",
+        "16",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(["-q", "prune", *args]) == 2
+    assert f"plan file {str(path)!r} {message}" in one_line(capsys)

@@ -47,11 +47,12 @@ def atomic_output_dir(out: Path, overwrite: bool = False, inputs: Sequence[Path 
     out = Path(os.path.abspath(out))  # "." and "x/.." named by what they are
     check_output_dir(out, overwrite, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    remove_orphans(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         yield tmp
         if overwrite and out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
             os.replace(out, old / out.name)
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
@@ -66,6 +67,29 @@ def atomic_output_dir(out: Path, overwrite: bool = False, inputs: Sequence[Path 
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_orphans(out: Path) -> list[Path]:
+    """Remove the temporary siblings of ``out`` (``.NAME.tmp-PID-*``, ``.NAME.old-PID-*``) left by a process
+    that was killed: those whose PID no longer runs. A live writer's are left alone. Returns what went."""
+    gone = []
+    for path in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.old-*")]:
+        pid = path.name.rsplit(".", 1)[-1].split("-")[1] if "-" in path.name.rsplit(".", 1)[-1] else ""
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        gone.append(path)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_text_file(path: Path, what: str, hint: str) -> str:

@@ -28,7 +28,7 @@ from prune.spec import EvalSpec, Job, StreamSpec
 from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
 from runtime_bench.pipeline.recipe import Recipe
 from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, prune_step, quantize_step
-from runtime_bench.pipeline.steps import StepCache, StepResult
+from runtime_bench.pipeline.steps import StepCache, StepResult, model_key
 from runtime_bench.pipeline.targets import engine_of
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[st
 
     recipe, st = run.recipe, run.recipe.stages
     dense = resolve_model_path(recipe.model)
-    models = {"dense": (dense, f"model:{dense.resolve()}")}
+    models = {"dense": (dense, model_key(dense))}
     stream = recipe.stream is not None
     step = eval_step(run.cache, "eval-dense", dense, recipe.eval, models["dense"][1], run.progress, stream)
     run.note("eval", "dense", step)
@@ -186,6 +186,9 @@ def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str
     return {**step.result, "skipped": skipped}
 
 
+REPORTS = ("summary.json", "report.md", "run.json", "sparsity.png", "speed.png")  # what a finished run writes last
+
+
 def run_pipeline(
     recipe: Recipe, out: Path | None = None, progress: bool = True, source: str = "default"
 ) -> dict[str, Any]:
@@ -203,6 +206,8 @@ def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str) -> dic
     from runtime_bench.report import run_markdown, write_run_plots
 
     start = time.perf_counter()
+    for name in REPORTS:  # a rerun's report is never the last run's: removed until this run writes its own
+        (out / name).unlink(missing_ok=True)
     run = Run(recipe, out, progress)
     st = recipe.stages
     models, figures = run_models(run)
@@ -222,11 +227,11 @@ def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str) -> dic
         "wall_seconds": round(wall, 1),
         "passed": not failed,
     }
-    write_json_atomic(out / "summary.json", summary)
-    write_json_atomic(out / "run.json", {"recipe": asdict(recipe), "source": source, "steps": run.steps,
-                                         "wall_seconds": round(wall, 1), "environment": environment()})  # fmt: skip
     plots = write_run_plots(summary, out)
     write_text_atomic(out / "report.md", run_markdown(summary, plots))
+    write_json_atomic(out / "run.json", {"recipe": asdict(recipe), "source": source, "steps": run.steps,
+                                         "wall_seconds": round(wall, 1), "environment": environment()})  # fmt: skip
+    write_json_atomic(out / "summary.json", summary)  # last: a run directory with summary.json is complete
     return summary
 
 

@@ -24,6 +24,14 @@ from prune.io import write_json_atomic
 log = logging.getLogger(__name__)
 
 
+def model_key(path: Path) -> str:
+    """The key of a source model directory: its path and every file's name, size and modification time — so
+    model files replaced at the same path make every step that read them run again (cheap: no hashing)."""
+    path = Path(path).resolve()
+    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file())
+    return f"model:{path}:{step_key(files)}"
+
+
 def step_key(config: Any) -> str:
     """A short, stable hash of a JSON-able configuration."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]

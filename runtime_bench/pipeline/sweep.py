@@ -33,7 +33,7 @@ from prune.spec import EvalSpec, Job, PruneSpec, StreamSpec
 from quant.spec import QuantizeSpec
 from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
 from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, prune_step, quantize_step
-from runtime_bench.pipeline.steps import StepCache
+from runtime_bench.pipeline.steps import StepCache, model_key
 from runtime_bench.pipeline.targets import TARGETS, ArtifactSpec, engine_of, streams
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
     active = [(name, t) for name, t in targets if name not in skipped]
     cache = StepCache(config.out)
     dense = resolve_model_path(config.model)
-    dense_key = f"model:{dense.resolve()}"
+    dense_key = model_key(dense)
     vocab = vocab_size(dense)
     spec = config.prune
 

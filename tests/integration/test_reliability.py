@@ -224,3 +224,61 @@ def test_a_recipe_or_plan_that_is_not_text_is_one_line(
     ]
     assert main(["-q", "prune", *args]) == 2
     assert f"plan file {str(path)!r} {message}" in one_line(capsys)
+
+
+def test_a_killed_writers_temporaries_are_removed_and_a_live_ones_kept(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    done = subprocess.run(["true"])  # a pid that no longer runs
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / "onnx"
+    orphan, live = tmp_path / f".onnx.tmp-{dead.pid}-abc", tmp_path / f".onnx.tmp-{os.getpid()}-def"
+    for d in (orphan, live):
+        d.mkdir()
+        (d / "model.onnx").write_text("half")
+    with atomic_output_dir(out) as tmp:
+        (tmp / "model.onnx").write_text("whole")
+    assert (
+        done.returncode == 0 and not orphan.exists() and live.exists() and (out / "model.onnx").read_text() == "whole"
+    )
+
+
+RECIPE = "model: {model}\nout: {out}\ndata: {{nsamples: 2, seqlen: 16}}\neval: {{seqlen: 16, windows: 2}}\nstages:\n  prune: {{method: magnitude, sparsity: 0.5}}\n"
+
+
+def steps_of(run: Path) -> dict[str, str]:
+    import json
+
+    return {s["step"]: s["status"] for s in json.loads((run / "summary.json").read_text())["steps"]}
+
+
+def test_model_files_replaced_at_the_same_path_are_not_cached(model: Path, tmp_path: Path, tokenizer) -> None:  # noqa: ANN001
+    import json
+
+    recipe, run = tmp_path / "r.yaml", tmp_path / "run"
+    recipe.write_text(RECIPE.format(model=model, out=run))
+    assert main(["-q", "run", str(recipe)]) == 0
+    first = json.loads((run / "summary.json").read_text())["models"]["dense"]["perplexity"]
+    assert main(["-q", "run", str(recipe)]) == 0 and set(steps_of(run).values()) == {"cached"}
+    save_tiny(model, tokenizer, seed=7)  # other weights, same path
+    assert main(["-q", "run", str(recipe)]) == 0
+    assert set(steps_of(run).values()) == {"ran"}
+    assert json.loads((run / "summary.json").read_text())["models"]["dense"]["perplexity"] != first
+
+
+def test_a_rerun_that_fails_leaves_no_report_of_the_last_run(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    recipe, run = tmp_path / "r.yaml", tmp_path / "run"
+    recipe.write_text(RECIPE.format(model=model, out=run))
+    assert main(["-q", "run", str(recipe)]) == 0 and (run / "summary.json").is_file() and (run / "report.md").is_file()
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise SlimpackError("the prune stage broke")
+
+    monkeypatch.setattr("runtime_bench.pipeline.run.run_models", broken)
+    assert main(["-q", "run", str(recipe)]) == 2
+    assert "the prune stage broke" in one_line(capsys)
+    assert not (run / "summary.json").exists() and not (run / "report.md").exists()

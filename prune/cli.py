@@ -281,11 +281,19 @@ class InspectCommand:
         from prune.inspect import inspect_dir
         from prune.report import sparsity_table
 
-        report = inspect_dir(args.directory)
+        report = inspect_dir(args.directory, progress=not args.quiet)
         write_json(args.json, report)
         print(sparsity_table(report["sparsity"]))
-        print(f"\nmethod: {report['method']}  pattern: {report['pattern']}  files verified: {report['files_ok']}")
-        return 0 if report["files_ok"] else 1
+        files = report["files"]
+        print(f"\nmethod: {report['method']}  pattern: {report['pattern']}")
+        if "note" in files:
+            print(f"files: not verified — {files['note']}")
+            return 0
+        for what in ("changed", "missing", "unlisted"):
+            if files[what]:
+                print(f"files {what} since the manifest: {', '.join(files[what])}")
+        print(f"files verified against the manifest: {files['verified']}")
+        return 0 if files["verified"] else 1
 
 
 @COMMANDS.register("report")

@@ -5,50 +5,54 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors import safe_open
-
 from prune.errors import SlimpackError
-from prune.manifest import Manifest
-from prune.report import module_sparsity
+from prune.manifest import MANIFEST, Manifest
+from prune.report import sparsity_summary, weight_sparsity
 
 
-def read_weights(directory: Path, names: list[str] | None) -> dict[str, torch.Tensor]:
-    """Weights of the named linears (module names), or of every decoder-block 2-D weight."""
-    files = sorted(directory.glob("*.safetensors"))
-    if not files:
-        raise SlimpackError(f"{str(directory)!r} holds no *.safetensors; pass a model directory")
-    wanted = {f"{n}.weight": n for n in names} if names is not None else None
-    out: dict[str, torch.Tensor] = {}
-    for file in files:
-        with safe_open(str(file), framework="pt") as fh:
-            for key in fh.keys():
-                if wanted is not None and key in wanted:
-                    out[wanted[key]] = fh.get_tensor(key)
-                elif wanted is None and ".layers." in key and key.endswith("proj.weight"):
-                    out[key.removesuffix(".weight")] = fh.get_tensor(key)
-    missing = [n for n in names or [] if n not in out]
+def read_weights(directory: Path, names: list[str] | None) -> dict[str, dict[str, Any]]:  # noqa: D103
+    """Sparsity of the named linears (module names; None: every prunable linear), each read alone through the
+    directory's checkpoint kind (`prune.lazy`: plain, structured, or GPTQ decoded as `load_gptq` decodes it)."""
+    from prune.lazy import LazyCheckpoint
+    from prune.models import adapter_for, checkpoint_kind, read_config
+
+    kind = checkpoint_kind(directory)
+    codec = kind.codec(read_config(directory))
+    if codec is None:
+        raise SlimpackError(f"{str(directory)!r} is a {kind.name} checkpoint, which inspect cannot read")
+    lazy = LazyCheckpoint.open(directory, codec)  # every tensor present and of its shape, or named
+    linears = list(adapter_for(lazy.model).named_linears(lazy.model))
+    missing = [n for n in names or [] if n not in linears]
     if missing:
         raise SlimpackError(
             f"{str(directory)!r} lacks weights the manifest lists, e.g. {missing[0]!r}; the directory is damaged"
         )
-    return {n: out[n] for n in names} if names is not None else out
+    out: dict[str, dict[str, Any]] = {}
+    for name in names if names is not None else linears:
+        out[name] = weight_sparsity(lazy.read([f"{name}.weight"], None, "cpu")[f"{name}.weight"])
+    return out
 
 
-def inspect_dir(directory: Path) -> dict[str, Any]:
+def inspect_dir(directory: Path, progress: bool = True) -> dict[str, Any]:
+    """Measured sparsity of every prunable linear, and the files against the manifest's sha256 (changed,
+    missing, and files it does not list) — or, without a manifest, that there is nothing to verify against."""
     directory = Path(directory)
     if not directory.is_dir():
         raise SlimpackError(f"{str(directory)!r} is not a directory; pass a model directory written by slimpack")
     manifest = Manifest.read_if_any(directory)
     names = list(manifest.sparsity.get("modules", {})) or None if manifest else None
-    measured = module_sparsity(read_weights(directory, names))
-    bad = manifest.mismatched_files(directory) if manifest else []
+    measured = sparsity_summary(read_weights(directory, names))
+    files: dict[str, Any] = {"verified": False, "changed": [], "missing": [], "unlisted": []}
+    if manifest is None:
+        files["note"] = f"no {MANIFEST} in the directory: nothing to verify the files against"
+    else:
+        files.update(manifest.check_files(directory, progress))
+        files["verified"] = not (files["changed"] or files["missing"] or files["unlisted"])
     return {
         "directory": str(directory),
         "method": manifest.method.name if manifest else "?",
         "pattern": manifest.pattern if manifest else "?",
         "sparsity": measured,
         "manifest_overall": manifest.sparsity.get("overall") if manifest else None,
-        "files_ok": not bad,
-        "files_mismatched": bad,
+        "files": files,
     }

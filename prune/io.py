@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -133,21 +133,28 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: Path, chunk: int = 1 << 20, on_chunk: Callable[[int], Any] | None = None) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             h.update(block)
+            if on_chunk is not None:
+                on_chunk(len(block))
     return h.hexdigest()
 
 
-def hash_files(directory: Path, exclude: tuple[str, ...] = ()) -> dict[str, str]:
-    """sha256 of every file under ``directory`` (relative POSIX paths), except the excluded names."""
-    return {
-        p.relative_to(directory).as_posix(): sha256_file(p)
-        for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name not in exclude
-    }
+def hash_files(directory: Path, exclude: tuple[str, ...] = (), progress: bool = False) -> dict[str, str]:
+    """sha256 of every file under ``directory`` (relative POSIX paths), except the excluded names; each file
+    read in 1 MiB chunks, with a progress bar over the bytes when ``progress``."""
+    from tqdm.auto import tqdm
+
+    files = [p for p in sorted(directory.rglob("*")) if p.is_file() and p.name not in exclude]
+    total = sum(p.stat().st_size for p in files)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="sha256", disable=not progress) as bar:
+        out = {}
+        for p in files:
+            out[p.relative_to(directory).as_posix()] = sha256_file(p, on_chunk=bar.update)
+    return out
 
 
 def directory_bytes(directory: Path) -> int:

@@ -196,7 +196,12 @@ class Manifest:
     def read_if_any(cls, directory: Path) -> Manifest | None:
         return cls.read(directory) if (Path(directory) / MANIFEST).is_file() else None
 
-    def mismatched_files(self, directory: Path) -> list[str]:
-        """Names of files whose sha256 differs from the manifest (or that are missing)."""
-        actual = hash_files(Path(directory), exclude=(MANIFEST,))
-        return [name for name, digest in self.files.items() if actual.get(name) != digest]
+    def check_files(self, directory: Path, progress: bool = False) -> dict[str, list[str]]:
+        """The directory's files against the manifest's sha256: ``changed``, ``missing``, and ``unlisted``
+        (present, not in the manifest). Hashes stream each file (`prune.io.hash_files`, with progress)."""
+        actual = hash_files(Path(directory), exclude=(MANIFEST,), progress=progress)
+        return {
+            "changed": [n for n, digest in self.files.items() if n in actual and actual[n] != digest],
+            "missing": [n for n in self.files if n not in actual],
+            "unlisted": [n for n in actual if n not in self.files],
+        }

@@ -49,7 +49,7 @@ def test_prune_writes_model_manifest_and_inspect_agrees(tiny_dir: Path, tmp_path
     shown = capsys.readouterr().out
     assert "model.layers.0.mlp.down_proj" in shown and "50.00 %" in shown
     report = json.loads((tmp_path / "inspect.json").read_text())
-    assert report["files_ok"] and report["sparsity"]["overall"] == 0.5
+    assert report["files"]["verified"] and report["sparsity"]["overall"] == 0.5
 
 
 def test_inspect_detects_a_tampered_file(tiny_dir: Path, tmp_path: Path) -> None:

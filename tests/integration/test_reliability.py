@@ -282,3 +282,50 @@ def test_a_rerun_that_fails_leaves_no_report_of_the_last_run(
     assert main(["-q", "run", str(recipe)]) == 2
     assert "the prune stage broke" in one_line(capsys)
     assert not (run / "summary.json").exists() and not (run / "report.md").exists()
+
+
+def test_inspect_reads_every_kind_of_output_slimpack_writes(model: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """Plain, structured, GPTQ v1 / v2 and dequantized: each inspected, its files verified, its sparsity
+    measured through its own checkpoint kind (a GPTQ linear decoded; pruned zeros stay zeros)."""
+    import json
+
+    pruned = tmp_path / "pruned"
+    assert main(["-q", "prune", "--model", str(model), "--method", "magnitude", "--sparsity", "0.5", *FAST,
+                 "--out", str(pruned)]) == 0  # fmt: skip
+    outputs = {
+        "plain": (pruned, None),
+        "structured": (["prune", "--model", str(model), "--structured", "--sparsity", "0.3", *FAST], None),
+        "gptq": (["quantize", str(pruned), "--group-size", "32", *FAST], 0.5),
+        "gptq_v2": (["quantize", str(pruned), "--group-size", "32", "--checkpoint-format", "gptq_v2", *FAST], 0.5),
+        "dequantized": (["quantize", str(pruned), "--group-size", "32", "--checkpoint-format", "dequantized", *FAST],
+                        0.5),
+        "joint": (["quantize", str(model), "--group-size", "32", "--joint-with", "sparsegpt", "--pattern", "2:4",
+                   *FAST], 0.5),
+    }  # fmt: skip
+    for name, (made, at_least) in outputs.items():
+        out = made if isinstance(made, Path) else tmp_path / name
+        if not isinstance(made, Path):
+            assert main(["-q", *made, "--out", str(out)]) == 0, name
+        capsys.readouterr()
+        assert main(["-q", "inspect", str(out), "--json", str(tmp_path / f"{name}.json")]) == 0, name
+        report = json.loads((tmp_path / f"{name}.json").read_text())
+        assert report["files"]["verified"], name
+        assert report["sparsity"]["overall"] >= (at_least if at_least is not None else 0.0), name
+        assert "files verified against the manifest: True" in capsys.readouterr().out
+
+
+def test_inspect_names_tampering_and_says_when_there_is_nothing_to_verify(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "p"
+    assert main(["-q", "prune", "--model", str(model), "--method", "magnitude", "--sparsity", "0.5", *FAST,
+                 "--out", str(out)]) == 0  # fmt: skip
+    (out / "extra.txt").write_text("not written by slimpack")
+    capsys.readouterr()
+    assert main(["-q", "inspect", str(out)]) == 1
+    shown = capsys.readouterr().out
+    assert "files unlisted since the manifest: extra.txt" in shown and "verified against the manifest: False" in shown
+    (out / "slimpack.json").unlink()
+    assert main(["-q", "inspect", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "files: not verified — no slimpack.json in the directory: nothing to verify the files against" in shown

@@ -23,9 +23,13 @@ def test_round_trip_and_hashes(tmp_path: Path) -> None:
     written = manifest(evaluation={"perplexity": 12.5}).write(tmp_path)
     read = Manifest.read(tmp_path)
     assert read == written and read.perplexity == 12.5 and set(read.files) == {"model.safetensors"}
-    assert read.pruning() == "wanda 50 % dlp" and read.mismatched_files(tmp_path) == []
+    assert read.pruning() == "wanda 50 % dlp"
+    assert read.check_files(tmp_path) == {"changed": [], "missing": [], "unlisted": []}
     (tmp_path / "model.safetensors").write_bytes(b"tampered")
-    assert read.mismatched_files(tmp_path) == ["model.safetensors"]
+    (tmp_path / "extra.bin").write_bytes(b"?")
+    assert read.check_files(tmp_path) == {"changed": ["model.safetensors"], "missing": [], "unlisted": ["extra.bin"]}
+    (tmp_path / "model.safetensors").unlink()
+    assert read.check_files(tmp_path)["missing"] == ["model.safetensors"]
     assert brief_pruning(read.brief()) == "wanda 50 % dlp" and "plan" not in read.brief()["allocation"]
 
 

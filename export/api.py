@@ -21,7 +21,7 @@ from export.artifact import EXPORT_MANIFEST
 from export.base import EXPORTERS, StreamingExporter, ZeroCounts, streaming_formats
 from export.graph_cache import GraphCache
 from prune.errors import SlimpackError
-from prune.io import atomic_output_dir, check_output_dir, directory_bytes, write_json_atomic
+from prune.io import atomic_output_dir, check_output_dir, directory_bytes, hash_files, write_json_atomic
 from prune.manifest import Manifest, environment, peak_rss_mib
 from prune.models import LoadedModel, load_model
 
@@ -146,6 +146,7 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
             "zeros": zeros,
             "export_seconds": round(seconds, 2),
             "bytes": directory_bytes(tmp),
+            "sha256": hash_files(tmp, exclude=(EXPORT_MANIFEST,), progress=config.progress),  # verify checks them
             "peak_rss_mib": round(peak_rss_mib(), 1),
             "environment": environment(),
         }

@@ -157,6 +157,19 @@ def hash_files(directory: Path, exclude: tuple[str, ...] = (), progress: bool = 
     return out
 
 
+def compare_files(
+    directory: Path, recorded: dict[str, str], exclude: tuple[str, ...] = (), progress: bool = False
+) -> dict[str, list[str]]:
+    """``directory``'s files against ``recorded`` sha256s: ``changed``, ``missing``, and ``unlisted``
+    (present, not recorded)."""
+    actual = hash_files(Path(directory), exclude=exclude, progress=progress)
+    return {
+        "changed": [n for n, digest in recorded.items() if n in actual and actual[n] != digest],
+        "missing": [n for n in recorded if n not in actual],
+        "unlisted": [n for n in actual if n not in recorded],
+    }
+
+
 def directory_bytes(directory: Path) -> int:
     """Size on disk of every file under ``directory``."""
     return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file())

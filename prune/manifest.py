@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from prune.errors import SlimpackError
-from prune.io import directory_bytes, hash_files, write_json_atomic
+from prune.io import compare_files, directory_bytes, hash_files, write_json_atomic
 
 MANIFEST = "slimpack.json"
 
@@ -199,9 +199,4 @@ class Manifest:
     def check_files(self, directory: Path, progress: bool = False) -> dict[str, list[str]]:
         """The directory's files against the manifest's sha256: ``changed``, ``missing``, and ``unlisted``
         (present, not in the manifest). Hashes stream each file (`prune.io.hash_files`, with progress)."""
-        actual = hash_files(Path(directory), exclude=(MANIFEST,), progress=progress)
-        return {
-            "changed": [n for n, digest in self.files.items() if n in actual and actual[n] != digest],
-            "missing": [n for n in self.files if n not in actual],
-            "unlisted": [n for n in actual if n not in self.files],
-        }
+        return compare_files(Path(directory), self.files, (MANIFEST,), progress)

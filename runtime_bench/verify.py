@@ -134,6 +134,11 @@ def verify(config: VerifyConfig, reference: ReferenceRun | None = None) -> dict[
     if already computed for `ReferenceRun.key` of ``config``."""
     config.check()
     artifact = Artifact.open(config.artifact)
+    integrity = artifact.check_integrity(config.progress)
+    if not integrity["ok"]:  # a changed file or lost zeros: no number can vouch for this artifact
+        log.warning("verify: %s fails its integrity check: %s", artifact.path, integrity)
+        return {"artifact": str(config.artifact), "format": artifact.format, "engine": artifact.engine,
+                "reference": config.reference, "integrity": integrity, "passed": False}  # fmt: skip
     ref = reference or ReferenceRun.compute(config)
     start = time.perf_counter()
     engine = open_artifact(artifact, config.threads, config.engine_options)
@@ -168,6 +173,7 @@ def verify(config: VerifyConfig, reference: ReferenceRun | None = None) -> dict[
             "artifact": art_tokens.tolist(),
             "reference": ref_tokens.tolist(),
         },
+        "integrity": integrity,
         "engine_load_seconds": round(load_seconds, 2),
         "engine_options": (config.engine_options or {}).get(artifact.engine, {}),
         "passed": passed,
@@ -176,14 +182,29 @@ def verify(config: VerifyConfig, reference: ReferenceRun | None = None) -> dict[
 
 def verify_table(report: dict[str, Any]) -> str:
     """A readable markdown table of a verify report."""
-    ppl, greedy, tol = report["perplexity"], report["greedy"], report["tolerance"]
+    integrity = report["integrity"]
+    files, zeros = integrity["files"], integrity["zeros"]
+    changed = [f"{what}: {', '.join(files[what])}" for what in ("changed", "missing", "unlisted") if files.get(what)]
     rows = [
+        ("files against export.json's sha256", files.get("note") or "; ".join(changed) or "all equal", "equal"),
+        ("zeros of the pruned weights", f"{zeros.get('artifact', '—')} (source {zeros.get('source', '—')})",
+         "≥ the source's"),
+    ]  # fmt: skip
+    if "perplexity" not in report:  # failed its integrity check: nothing was run
+        rows.append(("numeric checks", "not run: the artifact is not the one exported", ""))
+        return _table(report, rows)
+    ppl, greedy, tol = report["perplexity"], report["greedy"], report["tolerance"]
+    rows += [
         ("perplexity (artifact)", f"{ppl['artifact']['perplexity']:.4f}", ""),
         ("perplexity (reference)", f"{ppl['reference']['perplexity']:.4f}", ""),
         ("relative Δ", f"{100 * ppl['relative_diff']:.4f} %", f"≤ {100 * tol['ppl_rel']:.4g} %"),
         ("greedy tokens equal", f"{greedy['equal']}/{greedy['new_tokens']}", f"≥ {100 * tol['token_match']:.4g} %"),
         ("max \\|Δ logit\\| (window 0)", f"{report['max_abs_logit_diff_window0']:.3g}", ""),
     ]
+    return _table(report, rows)
+
+
+def _table(report: dict[str, Any], rows: list[tuple[str, str, str]]) -> str:
     lines = [
         f"verify {report['format']} ({report['engine']}) vs {report['reference']}: "
         f"{'PASSED' if report['passed'] else 'FAILED'}",

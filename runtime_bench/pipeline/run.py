@@ -238,6 +238,8 @@ def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str) -> dic
 def _verify_brief(report: dict[str, Any]) -> dict[str, Any]:
     if "skipped" in report:
         return report
+    if "perplexity" not in report:  # failed its integrity check before any number
+        return {"passed": False, "integrity": report["integrity"]}
     ppl = report["perplexity"]
     return {
         "passed": report["passed"],

@@ -329,3 +329,50 @@ def test_inspect_names_tampering_and_says_when_there_is_nothing_to_verify(
     assert main(["-q", "inspect", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "files: not verified — no slimpack.json in the directory: nothing to verify the files against" in shown
+
+
+def tamper_zeros(artifact: Path) -> None:
+    """Set 200 pruned zeros of one exported weight to 0.05 (inline or external data alike)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(artifact / "model.onnx"))
+    for tensor in proto.graph.initializer:
+        if tensor.name.endswith("q_proj.weight_t") or "q_proj" in tensor.name and tensor.dims and len(tensor.dims) == 2:
+            array = numpy_helper.to_array(tensor).copy()
+            flat = array.reshape(-1)
+            flat[np.flatnonzero(flat == 0)[:200]] = 0.05
+            tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+            break
+    else:
+        raise AssertionError("no q_proj weight in the graph")
+    onnx.save(proto, str(artifact / "model.onnx"))
+
+
+def test_verify_catches_tampering_before_any_number(model: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    import json
+
+    from prune.io import hash_files
+
+    pruned, artifact = tmp_path / "pruned", tmp_path / "onnx"
+    assert main(["-q", "prune", "--model", str(model), "--method", "magnitude", "--sparsity", "0.5", *FAST,
+                 "--out", str(pruned)]) == 0  # fmt: skip
+    assert main(["-q", "export", str(pruned), "--format", "onnx", "--out", str(artifact)]) == 0
+    manifest = json.loads((artifact / "export.json").read_text())
+    assert set(manifest["sha256"]) == {p.name for p in artifact.iterdir() if p.name != "export.json"}
+    verify = ["-q", "verify", str(artifact), "--reference", str(pruned), "--seqlen", "16", "--windows", "2",
+              "--prompt", "4", "--tokens", "4"]  # fmt: skip
+    assert main([*verify, "--json", str(tmp_path / "ok.json")]) == 0
+    assert json.loads((tmp_path / "ok.json").read_text())["integrity"]["ok"]
+    tamper_zeros(artifact)
+    capsys.readouterr()
+    assert main([*verify, "--json", str(tmp_path / "changed.json")]) == 1
+    report = json.loads((tmp_path / "changed.json").read_text())
+    assert report["integrity"]["files"]["changed"] == ["model.onnx"] and "perplexity" not in report
+    assert "changed: model.onnx" in capsys.readouterr().out
+    manifest["sha256"] = hash_files(artifact, exclude=("export.json",))  # a hostile edit of the record too
+    (artifact / "export.json").write_text(json.dumps(manifest))
+    assert main([*verify, "--json", str(tmp_path / "zeros.json")]) == 1
+    zeros = json.loads((tmp_path / "zeros.json").read_text())["integrity"]["zeros"]
+    assert zeros["artifact"] == zeros["source"] - 200 and not zeros["ok"]

@@ -99,6 +99,7 @@ def evaluate(
     """Perplexity of a model: loaded whole, or block-major from its shards (``stream``: `prune.stream`)."""
     from prune.models import check_context, resolve_model_path
 
+    spec.check()
     check_context(resolve_model_path(model_spec), {"--seqlen": spec.seqlen})
     if stream:
         from prune.models import resolve_model_path

@@ -45,6 +45,7 @@ class DataSpec:
             raise SlimpackError(f"nsamples {self.nsamples} must be ≥ 1; e.g. --nsamples 32")
         if self.seqlen < 2:
             raise SlimpackError(f"seqlen {self.seqlen} must be ≥ 2; e.g. --seqlen 512")
+        check_dataset(self.dataset)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,17 +162,21 @@ for _name, _corpus in HF_CORPORA.items():
     CORPORA.register(_name)(_corpus.texts)
 
 
+def check_dataset(dataset: str) -> None:
+    """One line if ``dataset`` names neither a registered corpus nor a local text file (nothing is read)."""
+    if dataset not in CORPORA and not Path(dataset).is_file():
+        raise SlimpackError(
+            f"unknown dataset {dataset!r}: not a file and not one of {', '.join(CORPORA.names())}; "
+            "pass a corpus name or a path to a text file"
+        )
+
+
 def load_texts(dataset: str) -> Texts:
     """Resolve ``dataset``: a registered corpus name, or a path to a local text file."""
+    check_dataset(dataset)
     if dataset in CORPORA:
         return CORPORA.get(dataset)()
-    path = Path(dataset)
-    if path.is_file():
-        return local_file_corpus(path)
-    raise SlimpackError(
-        f"unknown dataset {dataset!r}: not a file and not one of {', '.join(CORPORA.names())}; "
-        "pass a corpus name or a path to a text file"
-    )
+    return local_file_corpus(Path(dataset))
 
 
 def tokenize(tokenizer: Any, text: str) -> torch.Tensor:

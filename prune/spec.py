@@ -43,6 +43,20 @@ class EvalSpec:
     windows: int | None = 40
     batch_size: int = 1
 
+    def check(self) -> None:
+        """One line, before any work, for a protocol that cannot give a perplexity."""
+        from prune.data import check_dataset
+
+        if self.seqlen < 2:
+            raise SlimpackError(f"eval seqlen {self.seqlen} leaves no token to predict; pass a seqlen ≥ 2")
+        if self.windows is not None and self.windows < 1:
+            raise SlimpackError(
+                f"eval windows {self.windows} must be ≥ 1 (all windows: null in a recipe, 0 on the command line)"
+            )
+        if self.batch_size < 1:
+            raise SlimpackError(f"eval batch size {self.batch_size} must be ≥ 1")
+        check_dataset(self.dataset)
+
 
 @dataclass(frozen=True)
 class StructuredSpec:
@@ -197,6 +211,8 @@ class Job:
         if self.stream is not None:
             self.stream.check()
         self.data.check()
+        if self.evaluate is not None:
+            self.evaluate.check()
         source = resolve_model_path(self.model)
         check_output_dir(Path(self.out), self.overwrite, [source])
         check_context(

@@ -44,11 +44,10 @@ class Tolerance:
 
 def check_settings(eval_spec: EvalSpec, tolerance: Tolerance, prompt: int, tokens: int, threads: int | None) -> None:
     """One line, before any work, for a verify setting that cannot give a verdict (the CLI's and a recipe's)."""
+    eval_spec.check()
     problems = [
         (not tolerance.ppl_rel >= 0, f"--tolerance {tolerance.ppl_rel} must be ≥ 0"),
         (not 0 <= tolerance.token_match <= 1, f"--token-match {tolerance.token_match} must be in [0, 1]"),
-        (eval_spec.seqlen < 2, f"--seqlen {eval_spec.seqlen} leaves no token to predict; pass --seqlen ≥ 2"),
-        (eval_spec.windows is not None and eval_spec.windows < 1, f"--windows {eval_spec.windows} must be ≥ 1"),
         (prompt < 1, f"--prompt {prompt} must be ≥ 1"),
         (tokens < 1, f"--tokens {tokens} must be ≥ 1: verify compares greedy tokens"),
         (prompt > eval_spec.seqlen, f"--prompt {prompt} is longer than one window (--seqlen {eval_spec.seqlen})"),

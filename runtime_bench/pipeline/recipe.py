@@ -173,9 +173,10 @@ def check_recipe(recipe: Recipe, source: str) -> None:
 
     st = recipe.stages
     try:
-        recipe.data.check()
-        if recipe.eval.windows is not None and recipe.eval.windows < 1:
-            raise SlimpackError(f"eval.windows {recipe.eval.windows} must be ≥ 1 (or null: all)")
+        with at("data"):
+            recipe.data.check()
+        with at("eval"):
+            recipe.eval.check()
         if recipe.stream is not None:
             with at("stream"):
                 recipe.stream.check()
@@ -237,6 +238,37 @@ def check_recipe(recipe: Recipe, source: str) -> None:
             with at("stages.verify"):
                 spec = EvalSpec(recipe.eval.dataset, recipe.eval.seqlen, v.windows)
                 check_settings(spec, Tolerance(v.tolerance, v.token_match), v.prompt, v.tokens, v.threads)
+    except SlimpackError as err:
+        raise SlimpackError(f"recipe {source}: {err}") from None
+
+
+def check_model_fits(recipe: Recipe, model: Path, source: str) -> None:
+    """Each prunable linear of ``model`` (its config only: a meta-device skeleton, no weights read) against the
+    recipe's pattern and group size — the checks each stage makes when it starts, made before the first step.
+    A quantize stage after a structured prune gets its shapes from that prune, so it is checked when it starts."""
+    from transformers import AutoConfig
+
+    from prune.lazy import skeleton
+    from prune.models import LoadedModel, adapter_for
+    from prune.structured.api import StructuredPrune
+    from quant.api import Quantize
+
+    st = recipe.stages
+    model_skeleton = skeleton(AutoConfig.from_pretrained(model, trust_remote_code=False))
+    loaded = LoadedModel(model_skeleton, None, str(model), model, adapter=adapter_for(model_skeleton))
+    try:
+        if st.prune is not None:
+            with at("stages.prune"):
+                resolved = st.prune.resolve()
+                stage = StructuredPrune(resolved) if st.prune.structured is not None else None
+                if stage is not None:
+                    stage.check_model(loaded)
+                else:
+                    for name, lin in loaded.adapter.named_linears(model_skeleton).items():  # type: ignore[union-attr]
+                        resolved.pattern.check_features(lin.in_features, name)
+        if st.quantize is not None and (st.prune is None or st.prune.structured is None or st.quantize.joint):
+            with at("stages.quantize"):
+                Quantize(st.quantize, st.prune if st.quantize.joint else None).check_model(loaded)
     except SlimpackError as err:
         raise SlimpackError(f"recipe {source}: {err}") from None
 

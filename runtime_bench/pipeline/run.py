@@ -26,7 +26,7 @@ from prune.manifest import environment
 from prune.models import check_context, resolve_model_path
 from prune.spec import EvalSpec, Job, StreamSpec
 from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
-from runtime_bench.pipeline.recipe import Recipe
+from runtime_bench.pipeline.recipe import Recipe, check_model_fits
 from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, prune_step, quantize_step
 from runtime_bench.pipeline.steps import StepCache, StepResult, model_key
 from runtime_bench.pipeline.targets import engine_of
@@ -195,9 +195,10 @@ def run_pipeline(
     """Run every stage of ``recipe`` into ``out`` (default: ``recipe.out``; locked while it runs, never the
     model's directory); returns ``summary.json``."""
     out = Path(out or recipe.out)
-    source = resolve_model_path(recipe.model)
-    check_apart(out, [source])
-    check_context(source, {"data.seqlen": recipe.data.seqlen, "eval.seqlen": recipe.eval.seqlen})
+    model = resolve_model_path(recipe.model)  # before any work: what the recipe asks of this model fits it
+    check_apart(out, [model])
+    check_context(model, {"data.seqlen": recipe.data.seqlen, "eval.seqlen": recipe.eval.seqlen})
+    check_model_fits(recipe, model, source)
     with locked_dir(out):
         return _run_pipeline(recipe, out, progress, source)
 

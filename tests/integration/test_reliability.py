@@ -153,7 +153,7 @@ def test_a_damaged_checkpoint_is_named_in_one_line_by_every_command(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--seqlen", "1"], "--seqlen 1 leaves no token to predict"),
+        (["--seqlen", "1"], "eval seqlen 1 leaves no token to predict"),
         (["--prompt", "0"], "--prompt 0 must be ≥ 1"),
         (["--tokens", "0"], "--tokens 0 must be ≥ 1"),
         (["--prompt", "40", "--seqlen", "32"], "--prompt 40 is longer than one window"),
@@ -376,3 +376,36 @@ def test_verify_catches_tampering_before_any_number(model: Path, tmp_path: Path,
     assert main([*verify, "--json", str(tmp_path / "zeros.json")]) == 1
     zeros = json.loads((tmp_path / "zeros.json").read_text())["integrity"]["zeros"]
     assert zeros["artifact"] == zeros["source"] - 200 and not zeros["ok"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "data: {dataset: /nonexistent.txt}\nstages:\n  prune: {method: magnitude, sparsity: 0.5}",
+            "data: unknown dataset '/nonexistent.txt'",
+        ),
+        (
+            "eval: {seqlen: 0}\nstages:\n  prune: {method: magnitude, sparsity: 0.5}",
+            "eval: eval seqlen 0 leaves no token to predict",
+        ),
+        (
+            "eval: {dataset: bogus}\nstages:\n  prune: {method: magnitude, sparsity: 0.5}",
+            "eval: unknown dataset 'bogus'",
+        ),
+        (
+            "stages:\n  quantize: {group_size: 48}",
+            "stages.quantize: group size 48 does not divide the 64 input features",
+        ),
+        ("stages:\n  prune: {method: sparsegpt, pattern: '3:7'}", "stages.prune: pattern 3:7 does not fit"),
+        ("stages:\n  quantize: {method: bogus}", "stages.quantize: unknown quantization method 'bogus'"),
+    ],
+    ids=["data-dataset", "eval-seqlen", "eval-dataset", "group-size-fit", "pattern-fit", "quant-method"],
+)
+def test_everything_a_recipe_names_is_checked_before_the_first_step(
+    model: Path, body: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model: {model}\nout: {tmp_path / 'run'}\n{body}\n")
+    assert main(["-q", "run", str(recipe)]) == 2
+    assert message in one_line(capsys) and not (tmp_path / "run").exists()

@@ -12,6 +12,7 @@ are printed as one line on stderr (exit 2) and nothing is written.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -378,4 +379,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler.run(args)
     except SlimpackError as err:
         print(f"slimpack: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        where = f" writing {err.filename!r}" if err.filename else ""
+        print(f"slimpack: error: {err.strerror}{where}; nothing was written (outputs are renamed into place only "
+              "when complete) — free space or choose a writable --out", file=sys.stderr)  # fmt: skip
         return 2

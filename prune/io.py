@@ -29,10 +29,33 @@ def check_apart(out: Path, inputs: Sequence[Path | str]) -> None:
             )
 
 
+def check_writable_dir(path: Path, what: str) -> None:
+    """One line, before any work, if ``path`` cannot be (or become) a writable directory."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == path and not path.is_dir():
+        raise SlimpackError(f"{what} {str(path)!r} is a file, not a directory; pass a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SlimpackError(f"{what} {str(path)!r} is not writable ({str(existing)!r}); pass a writable directory")
+
+
 def check_output_dir(out: Path, overwrite: bool, inputs: Sequence[Path | str] = ()) -> None:
-    """Fail early (before any work) if ``out`` exists and may not be replaced, or touches an input
-    (`check_apart`)."""
+    """Fail early (before any work) if ``out`` exists and may not be replaced, touches an input
+    (`check_apart`), cannot be written, or its disk has less free space than the inputs take (an output is
+    at least about as big as what it is made from; a disk that fills anyway is one line too: `prune.cli`)."""
     check_apart(out, inputs)
+    check_writable_dir(Path(out).parent if not Path(out).exists() else Path(out), "--out")
+    existing = Path(os.path.abspath(out))
+    while not existing.exists():
+        existing = existing.parent
+    need = sum(directory_bytes(Path(i)) if Path(i).is_dir() else 0 for i in inputs)
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        raise SlimpackError(
+            f"the disk of --out {str(out)!r} has {free / 2**30:.2f} GiB free, less than the {need / 2**30:.2f} GiB "
+            "the input takes; free space or choose another --out"
+        )
     if out.exists() and not overwrite:
         raise SlimpackError(f"output {str(out)!r} already exists; pass --overwrite or choose another --out")
     if out.exists() and not out.is_dir():

@@ -165,6 +165,8 @@ class StreamSpec:
         if not self.shard_mib > 0:
             raise SlimpackError(f"--shard-size {self.shard_mib} MiB must be > 0")
         if self.offload_dir is not None:
+            from prune.io import check_writable_dir
+
             check_writable_dir(Path(self.offload_dir), "--offload-dir")
 
     def torch_dtype(self) -> Any:
@@ -174,19 +176,6 @@ class StreamSpec:
 
 
 STREAM_DTYPES = ("float32", "bfloat16", "float16")
-
-
-def check_writable_dir(path: Path, what: str) -> None:
-    """One line, before any work, if ``path`` cannot be (or become) a writable directory."""
-    import os
-
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if existing == path and not path.is_dir():
-        raise SlimpackError(f"{what} {str(path)!r} is a file, not a directory; pass a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SlimpackError(f"{what} {str(path)!r} is not writable ({str(existing)!r}); pass a writable directory")
 
 
 @dataclass(frozen=True)

@@ -409,3 +409,28 @@ def test_everything_a_recipe_names_is_checked_before_the_first_step(
     recipe.write_text(f"model: {model}\nout: {tmp_path / 'run'}\n{body}\n")
     assert main(["-q", "run", str(recipe)]) == 2
     assert message in one_line(capsys) and not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_is_one_line_before_and_during_the_work(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    args = ["-q", "prune", "--model", str(model), "--method", "magnitude", "--sparsity", "0.5", *FAST]
+    usage = namedtuple("usage", "total used free")
+    with monkeypatch.context() as m:  # up front: less free space than the input takes
+        m.setattr("prune.io.shutil.disk_usage", lambda path: usage(10**12, 10**12 - 1000, 1000))
+        assert main([*args, "--out", str(tmp_path / "a")]) == 2
+        assert "GiB free, less than the" in one_line(capsys) and not (tmp_path / "a").exists()
+
+    def full(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "b" / "model.safetensors"))
+
+    monkeypatch.setattr("prune.api.save_model", full)  # the disk fills while writing
+    assert main([*args, "--out", str(tmp_path / "b")]) == 2
+    line = one_line(capsys)
+    assert line.startswith("slimpack: error: No space left on device writing") and "nothing was written" in line
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.tmp-*"))
+    assert shutil.disk_usage(tmp_path).free > 0

@@ -434,3 +434,72 @@ def test_a_full_disk_is_one_line_before_and_during_the_work(
     assert line.startswith("slimpack: error: No space left on device writing") and "nothing was written" in line
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.tmp-*"))
     assert shutil.disk_usage(tmp_path).free > 0
+
+
+KILL_RECIPE = """model: {model}
+out: {out}
+data: {{nsamples: 2, seqlen: 16}}
+eval: {{seqlen: 16, windows: 2}}
+stages:
+  prune: {{method: wanda, sparsity: 0.5}}
+  export: {{onnx: {{format: onnx, source: prune}}}}
+  verify: {{windows: 2, prompt: 4, tokens: 4}}
+"""
+
+
+def test_kill_9_at_random_moments_then_resume_gives_the_same_results(model: Path, tmp_path: Path) -> None:
+    """`slimpack run` killed with SIGKILL at three moments, resumed after each: the same figures and artifact
+    files as an uninterrupted run, no report while unfinished, no temporary left."""
+    import json
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def start(out: Path) -> subprocess.Popen:
+        recipe = tmp_path / f"{out.name}.yaml"
+        recipe.write_text(KILL_RECIPE.format(model=model, out=out))
+        cmd = [sys.executable, "-m", "runtime_bench.cli", "-q", "run", str(recipe)]
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=Path(__file__).parents[2])
+
+    def figures(out: Path) -> tuple:
+        summary = json.loads((out / "summary.json").read_text())
+        export = json.loads((out / "export" / "onnx" / "export.json").read_text())
+        return summary["models"]["dense"], summary["models"]["prune"]["perplexity"], summary["verify"], export["sha256"]
+
+    began = time.perf_counter()
+    reference = start(tmp_path / "reference")
+    assert reference.wait() == 0, reference.stderr.read().decode()[-2000:]
+    duration = time.perf_counter() - began
+    out = tmp_path / "killed"
+    rng = random.Random(16)
+    for moment in sorted(rng.uniform(0.3, 0.9) * duration for _ in range(3)):
+        proc = start(out)
+        time.sleep(moment)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            assert not (out / "summary.json").exists() and not (out / "report.md").exists()
+    resumed = start(out)
+    assert resumed.wait() == 0, resumed.stderr.read().decode()[-2000:]
+    assert figures(out) == figures(tmp_path / "reference")
+    assert not [p for p in out.rglob(".*") if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_two_writers_of_one_output_exactly_one_succeeds(model: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "runtime_bench.cli", "-q", "prune", "--model", str(model), "--method", "wanda",
+           "--sparsity", "0.5", *FAST, "--out", str(out)]  # fmt: skip
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    codes = sorted(p.wait() for p in procs)
+    errors = [p.stderr.read().strip().splitlines() for p in procs]
+    assert codes == [0, 2], errors
+    failed = next(e for e, p in zip(errors, procs) if p.returncode == 2)
+    said = [line for line in failed if line.startswith("slimpack: error:")]  # after the run's INFO log lines
+    assert len(said) == 1 and ("appeared while this run worked" in said[0] or "already exists" in said[0])
+    assert (out / "slimpack.json").is_file() and not list(tmp_path.glob(".out.*"))

@@ -185,13 +185,16 @@ def plot(rows: list[dict], path: Path) -> None:
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    whole = [r for r in rows if not r.get("note") and r.get("method") == "wanda" and "stage" not in r]
+    whole = sorted(
+        (r for r in rows if not r.get("note") and r.get("method") == "wanda" and "stage" not in r),
+        key=lambda r: r["fp32_gib"],
+    )  # fmt: skip  ("note": a partial model)
     sizes = [r["fp32_gib"] for r in whole]
     ax.plot(sizes, sizes, "--", color="grey", label="the model in fp32 (what in-memory loading holds)")
     ax.plot(sizes, [r["peak_rss_mib"] / 1024 for r in whole], "o-", label="Wanda 50 % --stream + eval, peak RSS")
-    for r in whole:
+    for i, r in enumerate(sorted(whole, key=lambda r: r["fp32_gib"])):  # labels alternate below / above
         ax.annotate(f"{r['shape']} ({r['blocks']} blocks)", (r["fp32_gib"], r["peak_rss_mib"] / 1024),
-                    textcoords="offset points", xytext=(4, -12), fontsize=8)  # fmt: skip
+                    textcoords="offset points", xytext=(-30, -14 if i % 2 == 0 else 8), fontsize=7)  # fmt: skip
     others = [r for r in rows if not r.get("note") and r.get("method") not in (None, "wanda") and "stage" not in r]
     for r in others:  # other whole-model runs (quantize) and their exports / verifies, at the source's size
         ax.plot([r["fp32_gib"]], [r["peak_rss_mib"] / 1024], "s", label=f"{r['method']} --stream + eval, peak RSS")

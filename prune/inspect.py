@@ -10,7 +10,7 @@ from prune.manifest import MANIFEST, Manifest
 from prune.report import sparsity_summary, weight_sparsity
 
 
-def read_weights(directory: Path, names: list[str] | None) -> dict[str, dict[str, Any]]:  # noqa: D103
+def read_weights(directory: Path, names: list[str] | None) -> dict[str, dict[str, Any]]:
     """Sparsity of the named linears (module names; None: every prunable linear), each read alone through the
     directory's checkpoint kind (`prune.lazy`: plain, structured, or GPTQ decoded as `load_gptq` decodes it)."""
     from prune.lazy import LazyCheckpoint

@@ -243,29 +243,27 @@ def check_recipe(recipe: Recipe, source: str) -> None:
 
 
 def check_model_fits(recipe: Recipe, model: Path, source: str) -> None:
-    """Each prunable linear of ``model`` (its config only: a meta-device skeleton, no weights read) against the
-    recipe's pattern and group size — the checks each stage makes when it starts, made before the first step.
-    A quantize stage after a structured prune gets its shapes from that prune, so it is checked when it starts."""
-    from transformers import AutoConfig
-
-    from prune.lazy import skeleton
-    from prune.models import LoadedModel, adapter_for
+    """Each prunable linear of ``model`` (a meta-device skeleton and the shards' headers, no weights read)
+    against the recipe's pattern and group size — the checks each stage makes when it starts, made before the
+    first step. A quantize stage after a structured prune gets its shapes from that prune: checked when it starts."""
+    from prune.api import UnstructuredPrune
+    from prune.lazy import LazyCheckpoint
+    from prune.models import LoadedModel, adapter_for, checkpoint_kind, read_config
     from prune.structured.api import StructuredPrune
     from quant.api import Quantize
 
     st = recipe.stages
-    model_skeleton = skeleton(AutoConfig.from_pretrained(model, trust_remote_code=False))
-    loaded = LoadedModel(model_skeleton, None, str(model), model, adapter=adapter_for(model_skeleton))
+    codec = checkpoint_kind(model).codec(read_config(model))
+    if codec is None:
+        return  # a kind the streamed reader cannot open: its stages check it when they load it
+    lazy = LazyCheckpoint.open(model, codec)  # the skeleton, and every tensor present and of its shape
+    loaded = LoadedModel(lazy.model, None, str(model), model, adapter=adapter_for(lazy.model))
     try:
         if st.prune is not None:
             with at("stages.prune"):
                 resolved = st.prune.resolve()
-                stage = StructuredPrune(resolved) if st.prune.structured is not None else None
-                if stage is not None:
-                    stage.check_model(loaded)
-                else:
-                    for name, lin in loaded.adapter.named_linears(model_skeleton).items():  # type: ignore[union-attr]
-                        resolved.pattern.check_features(lin.in_features, name)
+                prune_stage = StructuredPrune if st.prune.structured is not None else UnstructuredPrune
+                prune_stage(resolved).check_model(loaded)
         if st.quantize is not None and (st.prune is None or st.prune.structured is None or st.quantize.joint):
             with at("stages.quantize"):
                 Quantize(st.quantize, st.prune if st.quantize.joint else None).check_model(loaded)

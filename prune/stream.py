@@ -319,15 +319,21 @@ class MemoryEstimate:
         return f"≈ {self.total / 2**30:.2f} GiB ({items} GiB)"
 
 
+def largest_block(loaded: LoadedModel) -> nn.Module:
+    """The skeleton's block with the most parameters (a structured model's blocks differ): what the memory and
+    time models size a streamed walk by."""
+    assert loaded.lazy is not None and loaded.adapter is not None
+    return max(loaded.adapter.blocks(loaded.lazy.model), key=lambda b: sum(p.numel() for p in b.parameters()))
+
+
 def estimate_memory(loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec, shard_bytes: int) -> MemoryEstimate:
     """`MemoryEstimate` of pruning ``loaded`` (a skeleton) with a method that accumulates ``needs``."""
     from prune.manifest import peak_rss_mib
 
     lazy, adapter = loaded.lazy, loaded.adapter
     assert lazy is not None and adapter is not None
-    sizes = [sum(p.numel() for p in b.parameters()) for b in adapter.blocks(lazy.model)]
-    largest = adapter.blocks(lazy.model)[sizes.index(max(sizes))]  # a structured model's blocks differ
-    block = max(sizes) * 4
+    largest = largest_block(loaded)
+    block = sum(p.numel() for p in largest.parameters()) * 4
     linears = list(adapter.linears(largest).values())
     stats = 0
     if "hessian" in needs:  # every linear's H [in, in] fp32, and the sweep's inverse and factor of the largest
@@ -415,8 +421,7 @@ def estimate_time(
     lazy, adapter = loaded.lazy, loaded.adapter
     assert lazy is not None and adapter is not None
     blocks = adapter.blocks(lazy.model)
-    sizes = [sum(p.numel() for p in b.parameters()) for b in blocks]
-    linears = list(adapter.linears(blocks[sizes.index(max(sizes))]).values())
+    linears = list(adapter.linears(largest_block(loaded)).values())
     weights = sum(lin.in_features * lin.out_features for lin in linears)
     tokens = data.nsamples * data.seqlen
     hidden = lazy.model.config.hidden_size

@@ -1,10 +1,13 @@
 """SlimGPT: structured OBS pruning of attention heads and FFN channels (`004_f713cb29baee6c3d.txt`).
 
 Column OBS (Eq. 4): pruning input column ``p`` of ``W: [out, in]`` costs ``‖W_{:,p}‖² / [H⁻¹]_pp`` and the other
-columns absorb ``Δ = −W_{:,p}/[H⁻¹]_pp · H⁻¹_{p,:}``; ``H⁻¹`` is then updated by Eq. 3. Removing an *ordered*
-set of columns this way is one sweep over the upper Cholesky factor ``U`` of ``H⁻¹`` with those columns moved
-to the front (GPTQ's Cholesky reformulation): for ``j`` in order, ``W[:, j:] −= W[:, j]/U_jj · U_{j, j:}``
-(`prune_columns`).
+columns absorb ``Δ = −W_{:,p}/[H⁻¹]_pp · H⁻¹_{p,:}``; ``H⁻¹`` is then updated by Eq. 3 (the column leaves ``H``).
+Removing an *ordered* set ``F`` of columns this way, one after the other, ends where the closed form does
+(`remove_columns`; the paper's Cholesky sweep over the reordered ``H⁻¹`` is one way to compute it):
+``W_R −= W_F · (H⁻¹_FF)⁻¹ · H⁻¹_FR`` for the rest ``R``, and ``H⁻¹ ← H⁻¹_RR − H⁻¹_RF (H⁻¹_FF)⁻¹ H⁻¹_FR``, the
+inverse of the Hessian of the columns left (Eq. 3 for the whole set). With ``H⁻¹_FF = LLᵀ`` both are a
+triangular solve of ``g`` rows and one product, ``O(g·in·(out + in))`` for ``g`` columns, instead of ``g`` passes
+over ``W``; ``H`` is inverted once per linear, as in the paper.
 
 Batched Greedy Pruning (§4.2, Algorithm 1):
 - heads of ``o_proj`` (``d`` columns each): the head-wise error needs the *updated* diagonals of ``H⁻¹`` while the
@@ -12,13 +15,14 @@ Batched Greedy Pruning (§4.2, Algorithm 1):
   these are the squared diagonals of the Cholesky factor of each head's diagonal block of ``H⁻¹`` — all heads
   at once from ``Ĥ⁻¹ = Cholesky(Stack([H⁻¹_{0:d,0:d}, …]))`` (Eq. 5): ``err_h = Σ_j ‖W_{:,hd+j}‖² / Ĥ⁻¹_{h,j,j}²``
   (W not updated during the estimate, as in the paper). Without grouped Cholesky ("−GCD", Table 5) the
-  initial diagonal ``[H⁻¹]_pp`` is used. The chosen head is then pruned column by column with the global
-  Cholesky of the reordered ``H⁻¹`` (`prune_columns`), its columns leave ``H``, and the search repeats.
+  initial diagonal ``[H⁻¹]_pp`` is used. The chosen head's columns are then removed (`remove_columns`), they
+  leave ``H⁻¹``, and the search repeats on the updated ``H⁻¹``.
   GQA: the head is chosen among the KV groups that still hold the most heads, so every group loses one
   head per round (`prune.structured.shapes`).
 - FFN channels of ``down_proj``: the ``g`` columns of least error ``‖W_{:,p}‖²/[H⁻¹]_pp`` are pruned together;
   Dynamic Group Size starts large (half of what is left, at most 1024) and shrinks to a floor of 8, because
-  the compensation reshuffles the errors ("−DGS": a fixed group, 128 in Table 5).
+  the compensation reshuffles the errors ("−DGS": a fixed group, 128 in Table 5). Each group's errors use the
+  ``H⁻¹`` updated by the groups before it.
 
 ``H = 2XXᵀ/N: [in, in]`` (fp32, `prune.stats.HessianAccumulator`), damped by ``percdamp·mean(diag H)``.
 """
@@ -48,20 +52,21 @@ def damped_inverse(H: torch.Tensor, percdamp: float) -> torch.Tensor:
         ) from None
 
 
-def prune_columns(W: torch.Tensor, Hinv: torch.Tensor, cols: Sequence[int]) -> None:
-    """Zero columns ``cols`` of ``W: [out, in]`` in order, each compensated into the other columns (Eq. 4 + Eq. 3).
-    ``Hinv: [in, in]`` is the inverse Hessian of the columns still present (float64)."""
-    n = W.shape[1]
-    first = torch.tensor(list(cols), dtype=torch.long)
-    rest = torch.ones(n, dtype=torch.bool)
-    rest[first] = False
-    perm = torch.cat([first, torch.nonzero(rest).flatten()])
-    U = torch.linalg.cholesky(Hinv[perm][:, perm], upper=True)
-    Wp = W[:, perm].double()
-    for j in range(len(first)):
-        Wp[:, j:] -= torch.outer(Wp[:, j] / U[j, j], U[j, j:])
-    W[:, perm] = Wp.to(W.dtype)
-    W[:, first] = 0
+def remove_columns(W: torch.Tensor, Hinv: torch.Tensor, cols: Sequence[int]) -> torch.Tensor:
+    """Zero columns ``cols`` of ``W: [out, in]`` in place, compensated into the other columns as removing them one
+    by one with Eq. 4 and Eq. 3 would. ``Hinv: [in, in]`` (float64) is the inverse Hessian of ``W``'s columns;
+    returns the inverse Hessian of the columns left, ``[in − g, in − g]``, in their order."""
+    F = torch.tensor(list(cols), dtype=torch.long, device=W.device)
+    keep = torch.ones(W.shape[1], dtype=torch.bool, device=W.device)
+    keep[F] = False
+    R = torch.nonzero(keep).flatten()
+    L = torch.linalg.cholesky(Hinv[F][:, F])  # H⁻¹_FF = LLᵀ: [g, g]
+    A = torch.linalg.solve_triangular(L, Hinv[F][:, R], upper=False)  # L⁻¹ H⁻¹_FR: [g, r]
+    B = torch.linalg.solve_triangular(L, W[:, F].double().T, upper=False)  # L⁻¹ W_Fᵀ: [g, out]
+    W[:, R] = torch.addmm(W[:, R].double(), B.T, A, alpha=-1).to(W.dtype)  # W_R − W_F (H⁻¹_FF)⁻¹ H⁻¹_FR
+    W[:, F] = 0
+    rest = Hinv[R][:, R]
+    return rest.addmm_(A.T, A, alpha=-1)  # H⁻¹_RR − H⁻¹_RF (H⁻¹_FF)⁻¹ H⁻¹_FR
 
 
 def head_errors(W: torch.Tensor, Hinv: torch.Tensor, head_dim: int, grouped: bool = True) -> torch.Tensor:
@@ -92,13 +97,13 @@ def prune_heads(
     n = W.shape[1] // head_dim
     alive = list(range(n))
     removed: list[int] = []
+    Hinv = damped_inverse(H, percdamp)  # of the alive heads' columns, updated as heads go
     for _ in range(n_remove):
         cols = head_columns(alive, head_dim)
-        Hinv = damped_inverse(H[cols][:, cols], percdamp)
         errors = head_errors(W[:, cols], Hinv, head_dim, grouped)
         pick = min(even_choices(alive, n, kv_heads), key=lambda i: errors[i].item())
         sub = W[:, cols]
-        prune_columns(sub, Hinv, range(pick * head_dim, (pick + 1) * head_dim))
+        Hinv = remove_columns(sub, Hinv, range(pick * head_dim, (pick + 1) * head_dim))
         W[:, cols] = sub
         removed.append(alive.pop(pick))
     return sorted(removed)
@@ -128,12 +133,12 @@ def prune_channels(
     in place and returns the removed channels."""
     alive = list(range(W.shape[1]))
     removed: list[int] = []
+    Hinv = damped_inverse(H, percdamp)  # of the alive channels, updated as groups go
     for g in group_sizes(n_remove, first, floor, fixed):
-        Hinv = damped_inverse(H[alive][:, alive], percdamp)
         sub = W[:, alive]
         errors = (sub.double() ** 2).sum(0) / torch.diag(Hinv)
         pick = torch.argsort(errors)[:g].tolist()
-        prune_columns(sub, Hinv, pick)
+        Hinv = remove_columns(sub, Hinv, pick)
         W[:, alive] = sub
         chosen = {alive[i] for i in pick}
         removed.extend(chosen)

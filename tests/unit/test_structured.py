@@ -25,8 +25,8 @@ from prune.structured.slimgpt import (
     group_sizes,
     head_errors,
     prune_channels,
-    prune_columns,
     prune_heads,
+    remove_columns,
 )
 from prune.structured.walk import structured_walk
 
@@ -99,7 +99,7 @@ def test_zeroed_units_compute_the_same_function_as_cut_units() -> None:
     torch.testing.assert_close(a(ids).logits, b(ids).logits, rtol=1e-5, atol=1e-5)
 
 
-def test_prune_columns_single_column_is_equation_4() -> None:
+def test_remove_columns_single_column_is_equation_4() -> None:
     gen = torch.Generator().manual_seed(0)
     X = torch.randn(200, 8, generator=gen, dtype=torch.float64)
     H = 2 * X.T @ X / 200
@@ -107,9 +107,32 @@ def test_prune_columns_single_column_is_equation_4() -> None:
     Hinv = torch.linalg.inv(H)
     expected = W - torch.outer(W[:, 3] / Hinv[3, 3], Hinv[3])
     got = W.clone()
-    prune_columns(got, Hinv, [3])
+    rest = remove_columns(got, Hinv, [3])
     torch.testing.assert_close(got, expected)
     assert torch.all(got[:, 3] == 0)
+    keep = [0, 1, 2, 4, 5, 6, 7]
+    torch.testing.assert_close(rest, torch.linalg.inv(H[keep][:, keep]))  # Eq. 3: the inverse of H without p
+
+
+def test_remove_columns_is_the_one_by_one_sweep_of_equations_4_and_3() -> None:
+    """The closed form ends where removing the columns one at a time does (Eq. 4 for W, Eq. 3 for H⁻¹)."""
+    gen = torch.Generator().manual_seed(3)
+    X = torch.randn(300, 12, generator=gen, dtype=torch.float64)
+    H = 2 * X.T @ X / 300
+    W = torch.randn(6, 12, generator=gen, dtype=torch.float64)
+    Hinv = torch.linalg.inv(H)
+    cols = [7, 2, 10, 5]
+    expected, B = W.clone(), Hinv.clone()
+    for p in cols:
+        expected -= torch.outer(expected[:, p] / B[p, p], B[p])  # Eq. 4 (column p ends at zero)
+        B = B - torch.outer(B[:, p], B[p]) / B[p, p]  # Eq. 3 (row and column p now zero)
+    got = W.clone()
+    rest = remove_columns(got, Hinv, cols)
+    torch.testing.assert_close(got, expected)
+    assert torch.all(got[:, cols] == 0)
+    keep = [c for c in range(12) if c not in cols]
+    torch.testing.assert_close(rest, B[keep][:, keep])
+    torch.testing.assert_close(rest, torch.linalg.inv(H[keep][:, keep]))
 
 
 def test_grouped_cholesky_diagonals_are_the_sequential_equation_3_updates() -> None:

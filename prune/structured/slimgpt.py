@@ -39,12 +39,14 @@ from prune.structured.shapes import even_choices, head_columns
 
 def damped_inverse(H: torch.Tensor, percdamp: float) -> torch.Tensor:
     """``(H + λI)⁻¹`` with ``λ = percdamp·mean(diag H)``; dead inputs (``H_jj = 0``) get a unit diagonal."""
-    H = H.clone().double()
+    H = H.to(torch.float64, copy=True)  # the caller's H is left as it is
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     H.diagonal().add_(percdamp * torch.mean(torch.diag(H)))
     try:
-        return torch.cholesky_inverse(torch.linalg.cholesky(H))
+        L = torch.linalg.cholesky(H)
+        del H  # at most two [in, in] float64 matrices at once (11008² is 0.9 GiB each)
+        return torch.cholesky_inverse(L)
     except torch.linalg.LinAlgError:  # pragma: no cover - depends on data
         raise SlimpackError(
             f"Hessian is not positive definite even with damping {percdamp}; raise -O percdamp= (e.g. 0.1) or use "
@@ -65,7 +67,7 @@ def remove_columns(W: torch.Tensor, Hinv: torch.Tensor, cols: Sequence[int]) -> 
     B = torch.linalg.solve_triangular(L, W[:, F].double().T, upper=False)  # L⁻¹ W_Fᵀ: [g, out]
     W[:, R] = torch.addmm(W[:, R].double(), B.T, A, alpha=-1).to(W.dtype)  # W_R − W_F (H⁻¹_FF)⁻¹ H⁻¹_FR
     W[:, F] = 0
-    rest = Hinv[R][:, R]
+    rest = Hinv[R[:, None], R]  # one gather, no [r, in] intermediate
     return rest.addmm_(A.T, A, alpha=-1)  # H⁻¹_RR − H⁻¹_RF (H⁻¹_FF)⁻¹ H⁻¹_FR
 
 

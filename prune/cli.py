@@ -17,13 +17,24 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from prune.data import DataSpec
 from prune.errors import SlimpackError
 from prune.registry import Registry
-from prune.spec import STREAM_DTYPES, EvalSpec, Job, PruneSpec, StreamSpec, StructuredSpec, parse_options
+from prune.spec import (
+    PROTOCOLS,
+    STREAM_DTYPES,
+    EvalSpec,
+    Job,
+    PruneSpec,
+    StreamSpec,
+    StructuredSpec,
+    parse_options,
+    protocol,
+)
 
 log = logging.getLogger("slimpack")
 
@@ -47,7 +58,11 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the calibration window offsets")
 
 
-def data_spec(args: argparse.Namespace) -> DataSpec:
+def data_spec(args: argparse.Namespace, protocol_name: str | None = None) -> DataSpec:
+    """The calibration of the command line, or of the perplexity protocol ``protocol_name`` (``--protocol``,
+    with the command's ``--seed``)."""
+    if protocol_name:
+        return replace(protocol(protocol_name).calibration, seed=args.seed)
     return DataSpec(args.dataset, args.nsamples, args.seqlen, args.seed)
 
 
@@ -56,9 +71,16 @@ def add_eval_arguments(parser: argparse.ArgumentParser, windows_default: int | N
     g.add_argument("--eval-dataset", default=None, help="text to evaluate on (default: --dataset)")
     g.add_argument("--windows", type=int, default=windows_default, help="evaluation windows (default 40; 0 = all)")
     g.add_argument("--eval-batch-size", type=int, default=1)
+    g.add_argument(
+        "--protocol", default=None, metavar="NAME",
+        help="a paper's perplexity protocol; replaces the evaluation's dataset, seqlen and windows (and the "
+        "calibration's, where the command calibrates): " + ", ".join(PROTOCOLS),
+    )  # fmt: skip
 
 
 def eval_spec(args: argparse.Namespace) -> EvalSpec:
+    if args.protocol:
+        return replace(protocol(args.protocol).eval, batch_size=args.eval_batch_size)
     return EvalSpec(
         dataset=args.eval_dataset or args.dataset,
         seqlen=args.seqlen,
@@ -97,7 +119,7 @@ def job(args: argparse.Namespace, model: str) -> Job:
             "--dtype, --shard-size, --max-memory and --offload-dir apply to the streamed path; add --stream"
         )
     stream = StreamSpec(args.dtype, args.shard_size, args.max_memory, args.offload_dir) if args.stream else None
-    return Job(model=model, out=args.out, data=data_spec(args), device=args.device, overwrite=args.overwrite,
+    return Job(model=model, out=args.out, data=data_spec(args, args.protocol), device=args.device, overwrite=args.overwrite,
                evaluate=eval_spec(args) if args.eval else None, progress=not args.quiet, stream=stream)  # fmt: skip
 
 

@@ -59,6 +59,50 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
+class PerplexityProtocol:
+    """A paper's perplexity protocol, by name: its evaluation (text, window length, how many windows) and the
+    calibration it is paired with. ``--protocol NAME`` replaces the command's own dataset / seqlen / windows
+    (and, where it calibrates, nsamples) with these."""
+
+    eval: EvalSpec
+    calibration: DataSpec
+    used_by: str
+
+
+PROTOCOLS: dict[str, PerplexityProtocol] = {
+    "wikitext2-2048": PerplexityProtocol(
+        EvalSpec("wikitext2", 2048, None), DataSpec("c4", 128, 2048, 0),
+        "SparseGPT §4 and Wanda §4 (LLaMA-1, OPT): WikiText-2 raw test, every 2048-token window; calibration "
+        "128 × 2048 tokens of C4",
+    ),
+    "wikitext2-4096": PerplexityProtocol(
+        EvalSpec("wikitext2", 4096, None), DataSpec("c4", 128, 4096, 0),
+        "Wanda's README for LLaMA-2 (its model.seqlen, 4096): 5.12 for dense LLaMA-2-7B, against 5.47 with "
+        "2048-token windows",
+    ),
+    "c4-256x2048": PerplexityProtocol(
+        EvalSpec("c4", 2048, 256), DataSpec("c4", 128, 2048, 0),
+        "SparseGPT's C4: the first 256 windows of 2048 tokens of the first 1100 validation documents, joined",
+    ),
+    "ptb-2048": PerplexityProtocol(
+        EvalSpec("ptb", 2048, None), DataSpec("c4", 128, 2048, 0),
+        "SparseGPT's PTB: the test sentences joined, every 2048-token window",
+    ),
+    "offline-512": PerplexityProtocol(
+        EvalSpec("offline", 512, 40), DataSpec("offline", 32, 512, 0),
+        "this project's tables (docs/results/README.md): CPython's pydoc topics, 40 × 512; calibration 32 × 512",
+    ),
+}  # fmt: skip
+
+
+def protocol(name: str) -> PerplexityProtocol:
+    """The protocol registered as ``name`` (one line naming the known ones otherwise)."""
+    if name not in PROTOCOLS:
+        raise SlimpackError(f"unknown --protocol {name!r}; choose one of: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+@dataclass(frozen=True)
 class StructuredSpec:
     """Structured pruning (whole heads and FFN channels): SparsitySolver's ridge compensation and its λ,
     and an optional fixed count of query heads per layer."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,8 @@ import export.cli  # noqa: F401  (registers `slimpack export`)
 import quant.cli  # noqa: F401  (registers `slimpack quantize`)
 from prune import cli as core
 from prune.cli import COMMANDS, add_data_arguments, add_eval_arguments, add_prune_arguments, eval_spec, write_json
+from prune.errors import SlimpackError
+from runtime_bench.zeroshot import PAPER_TASKS
 
 
 @COMMANDS.register("verify")
@@ -138,7 +141,7 @@ class BenchCommand:
                 engines=args.engines,
                 threads=args.threads,
                 prune=core.prune_spec(args),
-                data=core.data_spec(args),
+                data=core.data_spec(args, args.protocol),
                 evaluate=None if args.no_eval else eval_spec(args),
                 bench=BenchSpec(args.prompt, args.tokens, args.rounds, args.warmup, args.batch),
                 progress=not args.quiet,
@@ -180,6 +183,62 @@ class RunCommand:
         print((out / "report.md").read_text())
         print(f"run directory: {out}   wall time {summary['wall_seconds'] / 60:.1f} min")
         return 0 if summary["passed"] else 1
+
+
+@COMMANDS.replace("eval")
+class EvalCommand(core.EvalCommand):
+    help = (
+        "perplexity of a model; with --tasks, zero-shot accuracy (lm-evaluation-harness) of a model or of an exported "
+        "artifact through its own runtime"
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        super().add_arguments(parser)
+        g = parser.add_argument_group("zero-shot tasks (lm-evaluation-harness; MODEL may then be an exported artifact)")
+        g.add_argument(
+            "--tasks", default=None,
+            help="comma-separated lm-eval task names, or 'paper' for the papers' seven: " + ",".join(PAPER_TASKS),
+        )  # fmt: skip
+        g.add_argument("--task-data", default="hub",
+                       help="hub (lm-eval's own data loading) | local (slimpack's 30-item files per task, written by "
+                            "the project: not the papers' data) | DIR of <task>.jsonl (default hub)")  # fmt: skip
+        g.add_argument("--num-fewshot", type=int, default=0, help="in-context examples (default 0, the papers')")
+        g.add_argument("--limit", type=int, default=None, help="first N examples of each task (default all)")
+        g.add_argument("--batch-size", type=int, default=1, help="sequences per forward (default 1)")
+        g.add_argument("--threads", type=int, default=None, help="engine threads (default: the runtime's)")
+        g.add_argument("--engine-option", action="append", default=[], metavar="ENGINE.KEY=VALUE",
+                       help="engine constructor option, e.g. deepsparse.kv_cache=decode-only")  # fmt: skip
+
+    def run(self, args: argparse.Namespace) -> int:
+        from export.artifact import Artifact
+
+        if args.tasks is None:
+            if Artifact.exists(args.model):
+                raise SlimpackError(
+                    f"{args.model!r} is an exported artifact: measure its perplexity with `slimpack verify "
+                    f"{args.model} --reference MODEL`, or its zero-shot accuracy with --tasks"
+                )
+            return super().run(args)
+        from runtime_bench.engines import parse_engine_options
+        from runtime_bench.zeroshot import TaskData, ZeroShotConfig, zeroshot, zeroshot_table
+
+        if not args.verbose:  # lm-eval's notes (e.g. "Overwriting default num_fewshot of rte") only with -v
+            logging.getLogger("lm_eval").setLevel(logging.ERROR)
+
+        names = PAPER_TASKS if args.tasks == "paper" else tuple(t.strip() for t in args.tasks.split(","))
+        report = zeroshot(
+            ZeroShotConfig(
+                model=args.model, tasks=names, data=TaskData(args.task_data), num_fewshot=args.num_fewshot,
+                limit=args.limit, batch_size=args.batch_size, threads=args.threads,
+                engine_options=parse_engine_options(args.engine_option), stream=args.stream, progress=not args.quiet,
+                device=args.device,
+            )
+        )  # fmt: skip
+        write_json(args.json, report)
+        print(f"{args.model} ({report['runtime']}): zero-shot, lm-eval {report['lm_eval']}, task data "
+              f"{report['task_data']}, {report['seconds']:.1f} s")  # fmt: skip
+        print(zeroshot_table(report))
+        return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,393 @@
+"""Zero-shot accuracy as the papers measure it — EleutherAI's lm-evaluation-harness (`lm-eval`, pinned) — through
+the runtime an artifact deploys on (onnxruntime, DeepSparse, torch), or on a model directory in torch.
+
+`runtime_bench.lm_eval_model.EngineLM` is an lm-eval model (`lm_eval.api.model.TemplateLM`) over a `LogitSource`: the next-token logits of
+token sequences. The log-likelihood of a continuation ``c`` after a context ``x`` is
+``Σ_t log softmax(z_{|x|+t−1})[c_t]`` over the logits ``z: [|x|+|c|−1, vocab]`` of ``(x + c)[:−1]``, and it is
+greedy when every ``c_t`` is the arg-max (lm-eval's ``loglikelihood`` contract; a context longer than the
+model's window keeps its last tokens, as lm-eval's HF model does). Sources:
+- `EngineSource`: any slimpack engine (`runtime_bench.engines`), one forward per sequence (or right-padded
+  batches: a causal model's logits before the padding do not see it).
+- `StreamedSource`: `prune.stream.StreamedForward`, every request's sequence through block 0, then block 1, …
+  (one block in memory: a 7B's zero-shot run never holds the model).
+
+Tasks are lm-eval's own configs (prompts, choices, metrics) by name. Their data comes from the Hugging Face hub as
+lm-eval loads it (``--task-data hub``), or from local JSON Lines files in the datasets' schema (``local``: the
+30-item files of `runtime_bench/zeroshot_tasks`, written by this project — not the papers' data; or a directory
+of ``<task>.jsonl``): the config is lm-eval's with only the data source swapped.
+
+The headline metric of a task (its mean across tasks is the papers' "mean zero-shot accuracy") is ``acc_norm``
+where the task reports it (HellaSwag, ARC, OpenBookQA) and ``acc`` otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from prune.errors import SlimpackError
+
+log = logging.getLogger(__name__)
+
+LOCAL_TASKS = Path(__file__).with_name("zeroshot_tasks")
+PAPER_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
+SPLITS = ("training_split", "validation_split", "test_split", "fewshot_split")
+
+
+class LogitSource(Protocol):
+    """Next-token logits of token sequences, and greedy continuation."""
+
+    def logits_of(self, sequences: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+        """The logits ``[len(s), vocab]`` of each int64 sequence ``s``, in order."""
+        ...
+
+    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
+        """Greedy continuation ``[1, max_new_tokens]`` of ``input_ids: [1, T]``."""
+        ...
+
+
+class EngineSource:
+    """A slimpack engine's logits: ``batch_size`` sequences per forward, right-padded with ``pad_id``."""
+
+    def __init__(self, engine: Any, batch_size: int = 1, pad_id: int = 0) -> None:
+        limit = engine.batch_limit(batch_size)
+        if limit:
+            raise SlimpackError(f"--batch-size {batch_size}: {limit}; use --batch-size 1")
+        self.engine, self.batch_size, self.pad_id = engine, batch_size, pad_id
+
+    def logits_of(self, sequences: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+        for start in range(0, len(sequences), self.batch_size):
+            group = sequences[start : start + self.batch_size]
+            width = max(len(s) for s in group)
+            ids = np.full((len(group), width), self.pad_id, dtype=np.int64)
+            for row, seq in enumerate(group):
+                ids[row, : len(seq)] = seq
+            logits = np.asarray(self.engine.logits(ids))
+            for row, seq in enumerate(group):
+                yield logits[row, : len(seq)]
+
+    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
+        return np.asarray(self.engine.generate(input_ids, max_new_tokens))
+
+
+class StreamedSource:
+    """`prune.stream.StreamedForward`: all sequences block-major, ``batch_size`` (right-padded) per batch."""
+
+    def __init__(self, forward: Any, batch_size: int = 1, pad_id: int = 0) -> None:
+        self.forward, self.batch_size, self.pad_id = forward, batch_size, pad_id
+
+    def logits_of(self, sequences: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+        batches, lengths = [], []
+        for start in range(0, len(sequences), self.batch_size):
+            group = sequences[start : start + self.batch_size]
+            ids = torch.full((len(group), max(len(s) for s in group)), self.pad_id, dtype=torch.long)
+            for row, seq in enumerate(group):
+                ids[row, : len(seq)] = torch.from_numpy(np.asarray(seq, np.int64))
+            batches.append(ids)
+            lengths.append([len(s) for s in group])
+        for logits, group_lengths in zip(self.forward.logits_of(batches), lengths):
+            for row, n in enumerate(group_lengths):
+                yield logits[row, :n].float().numpy()
+
+    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
+        from runtime_bench.engines.base import greedy_decode
+
+        return greedy_decode(self.forward, input_ids, max_new_tokens)
+
+
+def continuation_logprob(logits: np.ndarray, continuation: Sequence[int]) -> tuple[float, bool]:
+    """``(Σ log p(c_t), every c_t greedy)`` from the logits ``[n, vocab]`` of the positions that predict
+    ``continuation`` (``n = len(continuation)``), computed in float64."""
+    z = torch.from_numpy(np.asarray(logits, np.float64))
+    logp = torch.log_softmax(z, dim=-1)
+    target = torch.tensor(list(continuation), dtype=torch.long)
+    picked = logp.gather(1, target[:, None]).squeeze(1)
+    return float(picked.sum()), bool(torch.equal(logp.argmax(-1), target))
+
+
+# --- tasks --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Where the tasks' documents come from: ``hub`` (lm-eval's own loading), ``local`` (`LOCAL_TASKS`), or a
+    directory of ``<task>.jsonl`` files in the datasets' schema."""
+
+    source: str = "hub"
+
+    @property
+    def directory(self) -> Path | None:
+        if self.source == "hub":
+            return None
+        return LOCAL_TASKS if self.source == "local" else Path(self.source)
+
+    def check(self) -> None:
+        directory = self.directory
+        if directory is not None and not directory.is_dir():
+            raise SlimpackError(
+                f"--task-data {self.source!r} is not a directory; pass hub, local (slimpack's 30-item files) or a "
+                "directory of <task>.jsonl files"
+            )
+
+
+def check_tasks(names: Sequence[str], limit: int | None, num_fewshot: int) -> None:
+    """One line for an empty task list, a ``--limit`` below 1 or a negative ``--num-fewshot`` (before any work)."""
+    if not names or any(not n for n in names):
+        raise SlimpackError(f"--tasks {','.join(names)!r} names no task; e.g. --tasks {','.join(PAPER_TASKS)}")
+    if limit is not None and limit < 1:
+        raise SlimpackError(f"--limit {limit}: evaluate at least 1 example per task (or leave --limit out: all)")
+    if num_fewshot < 0:
+        raise SlimpackError(f"--num-fewshot {num_fewshot}: give 0 (zero-shot, the papers') or more examples")
+
+
+def task_manager() -> Any:
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
+def task_specs(names: Sequence[str], data: TaskData, manager: Any) -> list[Any]:
+    """lm-eval task specs for ``names``: the registered name (hub data), or the registered config with its data
+    swapped for ``<task>.jsonl`` of ``data``'s directory (every split the config names reads that file)."""
+    from difflib import get_close_matches
+
+    from lm_eval.tasks._index import Kind
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    data.check()
+    specs: list[Any] = []
+    for name in names:
+        entry = manager.task_index.get(name)
+        if entry is None or entry.kind is not Kind.TASK or entry.yaml_path is None:
+            close = get_close_matches(name, manager.all_subtasks, n=5, cutoff=0.6) or list(PAPER_TASKS)
+            raise SlimpackError(
+                f"unknown task {name!r}: lm-eval {lm_eval_version()} has no such task (a single task, not a group); "
+                f"e.g. {', '.join(close)} "
+                "(`python -m lm_eval ls tasks` lists them all)"
+            )
+        directory = data.directory
+        if directory is None:
+            specs.append(name)
+            continue
+        path = directory / f"{name}.jsonl"
+        if not path.is_file():
+            raise SlimpackError(
+                f"task {name!r}: no {path}; --task-data {data.source} has "
+                f"{', '.join(sorted(p.stem for p in directory.glob('*.jsonl'))) or 'no task files'} "
+                f"(write {name}.jsonl in the Hugging Face dataset's schema, or use --task-data hub)"
+            )
+        config = load_yaml(entry.yaml_path, resolve_func=True)
+        splits = {config[key] for key in SPLITS if config.get(key)}
+        config.update(
+            dataset_path="json",
+            dataset_name=None,
+            dataset_kwargs={"data_files": {split: str(path.resolve()) for split in splits}},
+        )
+        config.pop("tag", None)
+        specs.append(config)
+    return specs
+
+
+def lm_eval_version() -> str:
+    from importlib.metadata import version
+
+    return version("lm_eval")
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    """The task's metric for the papers' mean: ``acc_norm`` if the task has it, else ``acc``."""
+    return "acc_norm" if "acc_norm,none" in metrics else "acc"
+
+
+@dataclass(frozen=True)
+class Tasks:
+    """Tasks checked and resolved before any model is opened: names, their lm-eval specs and the manager."""
+
+    names: tuple[str, ...]
+    data: TaskData
+    specs: list[Any]
+    manager: Any
+
+    @classmethod
+    def prepare(cls, names: Sequence[str], data: TaskData) -> Tasks:
+        manager = task_manager()
+        return cls(tuple(names), data, task_specs(names, data, manager), manager)
+
+
+def run_tasks(lm: Any, tasks: Tasks, num_fewshot: int = 0, limit: int | None = None, seed: int = 0) -> dict[str, Any]:
+    """Evaluate ``lm`` on ``tasks``; returns ``{"tasks": {name: {metric: value, metric_stderr: …, "examples":
+    {metric: [per-example 0/1 …]}, "n": …}}, "headline": {name: metric}, "mean": …, …}``."""
+    import lm_eval
+
+    names, data = tasks.names, tasks.data
+    check_tasks(names, limit, num_fewshot)
+    try:
+        out = lm_eval.simple_evaluate(
+            model=lm, tasks=tasks.specs, num_fewshot=num_fewshot, limit=limit, task_manager=tasks.manager,
+            log_samples=True, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+            fewshot_random_seed=seed, bootstrap_iters=1000,
+        )  # fmt: skip
+    except (ConnectionError, OSError, ValueError) as err:
+        if data.directory is not None:
+            raise
+        raise SlimpackError(
+            f"task data for {', '.join(names)} could not be loaded from the hub or the Hugging Face cache "
+            f"({os.environ.get('HF_DATASETS_CACHE') or Path.home() / '.cache/huggingface/datasets'}): "
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} — run once with network access, or "
+            "pass --task-data local (slimpack's 30-item files, not the papers' data) or --task-data DIR"
+        ) from None
+    rows: dict[str, Any] = {}
+    for name in names:
+        metrics = out["results"][name]
+        row: dict[str, Any] = {
+            key.split(",")[0]: value
+            for key, value in metrics.items()
+            if key.endswith(",none") and isinstance(value, (int, float))
+        }
+        row["examples"] = {
+            metric: [float(s[metric]) for s in sorted(out["samples"][name], key=lambda s: s["doc_id"])]
+            for metric in ("acc", "acc_norm")
+            if f"{metric},none" in metrics
+        }
+        row["n"] = len(out["samples"][name])
+        rows[name] = row
+    heads = {name: headline(out["results"][name]) for name in names}
+    return {
+        "tasks": rows,
+        "headline": heads,
+        "mean": float(np.mean([rows[n][heads[n]] for n in names])),
+        "num_fewshot": num_fewshot,
+        "limit": limit,
+        "task_data": data.source,
+        "lm_eval": lm_eval_version(),
+    }
+
+
+def zeroshot_table(report: dict[str, Any]) -> str:
+    """Task, metric, value and stderr, one row per metric; then the mean of the headline metrics."""
+    lines = ["| task | metric | value | stderr | n |", "|---|---|---|---|---|"]
+    for name, row in report["tasks"].items():
+        for metric in ("acc", "acc_norm"):
+            if metric in row:
+                mark = " (headline)" if report["headline"][name] == metric else ""
+                stderr = row.get(f"{metric}_stderr")
+                lines.append(
+                    f"| {name} | {metric}{mark} | {row[metric]:.4f} | "
+                    f"{'—' if stderr is None else f'{stderr:.4f}'} | {row['n']} |"
+                )
+    lines.append(f"| **mean** ({len(report['tasks'])} tasks, headline metrics) | | {report['mean']:.4f} | | |")
+    return "\n".join(lines)
+
+
+# --- a model or an artifact, end to end ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    model: str  # an exported artifact (its engine), a model directory or alias (torch), any checkpoint kind
+    tasks: tuple[str, ...]
+    data: TaskData = TaskData()
+    num_fewshot: int = 0
+    limit: int | None = None
+    batch_size: int = 1
+    threads: int | None = None
+    engine_options: dict[str, dict[str, Any]] | None = None
+    stream: bool = False  # a model directory read one block at a time (block-major over every request)
+    seed: int = 0
+    progress: bool = True
+    device: str = "cpu"  # torch's, for a model directory (an artifact runs where its engine runs)
+
+    def check(self) -> None:
+        check_tasks(self.tasks, self.limit, self.num_fewshot)
+        self.data.check()
+        if self.batch_size < 1:
+            raise SlimpackError(f"--batch-size {self.batch_size}: give 1 or more sequences per forward")
+
+
+@dataclass
+class Opened:
+    source: LogitSource
+    tokenizer: Any
+    max_length: int
+    runtime: str  # what computed the logits: the engine's name, "torch", or "torch, streamed"
+    close: Any = None
+
+
+def open_source(config: ZeroShotConfig) -> Opened:
+    """The logit source, tokenizer and context length of ``config.model``: an artifact through its own engine,
+    a model directory through torch (whole, or streamed)."""
+    from transformers import AutoTokenizer
+
+    from export.artifact import Artifact
+    from prune.models import read_config, resolve_model_path
+    from runtime_bench.engines import open_artifact
+
+    if Artifact.exists(config.model):
+        if config.stream:
+            raise SlimpackError(
+                f"--stream reads a model directory one block at a time; {config.model!r} is an exported artifact, "
+                "which runs in its own engine: leave --stream out"
+            )
+        artifact = Artifact.open(config.model)
+        integrity = artifact.check_integrity()
+        if not integrity["ok"]:  # no accuracy can vouch for an artifact that is not what was exported
+            files, zeros = integrity["files"], integrity["zeros"]
+            what = "; ".join(f"{k}: {', '.join(files[k])}" for k in ("changed", "missing", "unlisted") if files.get(k))
+            if not what:
+                what = f"{zeros['artifact']} zeros in its pruned weights, its source had {zeros['source']}"
+            raise SlimpackError(
+                f"{config.model!r} is not the artifact its export.json records ({what}); export it again"
+            )
+        engine = open_artifact(artifact, config.threads, config.engine_options)
+        tokenizer = AutoTokenizer.from_pretrained(artifact.path, trust_remote_code=False)
+        source: LogitSource = EngineSource(engine, config.batch_size, int(tokenizer.eos_token_id))
+        return Opened(source, tokenizer, context_length(read_config(artifact.path)), artifact.engine, engine.close)
+    path = resolve_model_path(config.model)
+    if config.stream:
+        from prune.stream import StreamedForward
+
+        forward = StreamedForward(path, config.device, progress=config.progress)
+        source = StreamedSource(forward, config.batch_size, int(forward.tokenizer.eos_token_id))
+        return Opened(source, forward.tokenizer, context_length(read_config(path)), "torch, streamed")
+    from prune.models import load_model
+    from runtime_bench.engines.torch_engine import TorchEngine
+
+    loaded = load_model(path, device=config.device)
+    engine = TorchEngine.from_model(loaded.model, config.device)
+    engine.threads = config.threads
+    source = EngineSource(engine, config.batch_size, int(loaded.tokenizer.eos_token_id))
+    return Opened(source, loaded.tokenizer, context_length(read_config(path)), "torch")
+
+
+def context_length(model_config: dict[str, Any]) -> int:
+    """The model's window (``max_position_embeddings``), at most 4096 tokens: lm-eval's requests are short."""
+    return min(int(model_config.get("max_position_embeddings") or 2048), 4096)
+
+
+def zeroshot(config: ZeroShotConfig) -> dict[str, Any]:
+    """Run ``config.tasks`` on ``config.model`` through its runtime; the report of `run_tasks` with the model,
+    the runtime and the seconds."""
+    import time
+
+    from runtime_bench.lm_eval_model import EngineLM
+
+    config.check()
+    tasks = Tasks.prepare(config.tasks, config.data)  # unknown tasks and missing files: before the model opens
+    start = time.perf_counter()
+    opened = open_source(config)
+    log.info("zero-shot: %s through %s, task data %s", ", ".join(config.tasks), opened.runtime, config.data.source)
+    try:
+        lm = EngineLM(opened.source, opened.tokenizer, opened.max_length, config.progress)
+        report = run_tasks(lm, tasks, config.num_fewshot, config.limit, config.seed)
+    finally:
+        if opened.close is not None:
+            opened.close()
+    return {"model": str(config.model), "runtime": opened.runtime, **report,
+            "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip

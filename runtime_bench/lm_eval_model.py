@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from lm_eval.api.model import TemplateLM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from tqdm.auto import tqdm
 
 from runtime_bench.zeroshot import LogitSource, continuation_logprob
 
@@ -42,7 +43,9 @@ class EngineLM(TemplateLM):
             targets.append(list(continuation))
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))  # batches of like lengths
         results: list[tuple[float, bool]] = [(0.0, False)] * len(sequences)
-        for i, logits in zip(order, self.source.logits_of([sequences[i] for i in order])):
+        scored = self.source.logits_of([sequences[i] for i in order])
+        bar = tqdm(scored, total=len(order), desc="scoring", disable=disable_tqdm or not self.progress)
+        for i, logits in zip(order, bar):
             results[i] = continuation_logprob(logits[-len(targets[i]) :], targets[i])
             if requests[i][0] is not None:
                 self.cache_hook.add_partial("loglikelihood", requests[i][0], results[i])

@@ -53,6 +53,19 @@ class LogitSource(Protocol):
         ...
 
 
+def padded_batches(
+    sequences: Sequence[np.ndarray], batch_size: int, pad_id: int
+) -> Iterator[tuple[np.ndarray, list[int]]]:
+    """Consecutive groups of ``batch_size`` sequences as int64 ``[b, longest]`` right-padded with ``pad_id``, with
+    each sequence's length (a causal model's logits before the padding do not see it)."""
+    for start in range(0, len(sequences), batch_size):
+        group = sequences[start : start + batch_size]
+        ids = np.full((len(group), max(len(s) for s in group)), pad_id, dtype=np.int64)
+        for row, seq in enumerate(group):
+            ids[row, : len(seq)] = seq
+        yield ids, [len(seq) for seq in group]
+
+
 class EngineSource:
     """A slimpack engine's logits: ``batch_size`` sequences per forward, right-padded with ``pad_id``."""
 
@@ -63,15 +76,10 @@ class EngineSource:
         self.engine, self.batch_size, self.pad_id = engine, batch_size, pad_id
 
     def logits_of(self, sequences: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
-        for start in range(0, len(sequences), self.batch_size):
-            group = sequences[start : start + self.batch_size]
-            width = max(len(s) for s in group)
-            ids = np.full((len(group), width), self.pad_id, dtype=np.int64)
-            for row, seq in enumerate(group):
-                ids[row, : len(seq)] = seq
+        for ids, lengths in padded_batches(sequences, self.batch_size, self.pad_id):
             logits = np.asarray(self.engine.logits(ids))
-            for row, seq in enumerate(group):
-                yield logits[row, : len(seq)]
+            for row, n in enumerate(lengths):
+                yield logits[row, :n]
 
     def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
         return np.asarray(self.engine.generate(input_ids, max_new_tokens))
@@ -84,16 +92,10 @@ class StreamedSource:
         self.forward, self.batch_size, self.pad_id = forward, batch_size, pad_id
 
     def logits_of(self, sequences: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
-        batches, lengths = [], []
-        for start in range(0, len(sequences), self.batch_size):
-            group = sequences[start : start + self.batch_size]
-            ids = torch.full((len(group), max(len(s) for s in group)), self.pad_id, dtype=torch.long)
-            for row, seq in enumerate(group):
-                ids[row, : len(seq)] = torch.from_numpy(np.asarray(seq, np.int64))
-            batches.append(ids)
-            lengths.append([len(s) for s in group])
-        for logits, group_lengths in zip(self.forward.logits_of(batches), lengths):
-            for row, n in enumerate(group_lengths):
+        padded = list(padded_batches(sequences, self.batch_size, self.pad_id))
+        batches = [torch.from_numpy(ids) for ids, _ in padded]
+        for logits, (_, lengths) in zip(self.forward.logits_of(batches), padded):
+            for row, n in enumerate(lengths):
                 yield logits[row, :n].float().numpy()
 
     def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> np.ndarray:

@@ -99,12 +99,17 @@ def test_zeroed_units_compute_the_same_function_as_cut_units() -> None:
     torch.testing.assert_close(a(ids).logits, b(ids).logits, rtol=1e-5, atol=1e-5)
 
 
+def obs_problem(seed: int, tokens: int, features: int, out: int) -> tuple[torch.Tensor, ...]:
+    """A float64 layer: ``H = 2XᵀX/N: [in, in]``, ``W: [out, in]`` and ``H⁻¹``."""
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(tokens, features, generator=gen, dtype=torch.float64)
+    H = 2 * X.T @ X / tokens
+    W = torch.randn(out, features, generator=gen, dtype=torch.float64)
+    return H, W, torch.linalg.inv(H)
+
+
 def test_remove_columns_single_column_is_equation_4() -> None:
-    gen = torch.Generator().manual_seed(0)
-    X = torch.randn(200, 8, generator=gen, dtype=torch.float64)
-    H = 2 * X.T @ X / 200
-    W = torch.randn(5, 8, generator=gen, dtype=torch.float64)
-    Hinv = torch.linalg.inv(H)
+    H, W, Hinv = obs_problem(0, 200, 8, 5)
     expected = W - torch.outer(W[:, 3] / Hinv[3, 3], Hinv[3])
     got = W.clone()
     rest = remove_columns(got, Hinv, [3])
@@ -116,11 +121,7 @@ def test_remove_columns_single_column_is_equation_4() -> None:
 
 def test_remove_columns_is_the_one_by_one_sweep_of_equations_4_and_3() -> None:
     """The closed form ends where removing the columns one at a time does (Eq. 4 for W, Eq. 3 for H⁻¹)."""
-    gen = torch.Generator().manual_seed(3)
-    X = torch.randn(300, 12, generator=gen, dtype=torch.float64)
-    H = 2 * X.T @ X / 300
-    W = torch.randn(6, 12, generator=gen, dtype=torch.float64)
-    Hinv = torch.linalg.inv(H)
+    H, W, Hinv = obs_problem(3, 300, 12, 6)
     cols = [7, 2, 10, 5]
     expected, B = W.clone(), Hinv.clone()
     for p in cols:

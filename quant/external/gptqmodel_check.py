@@ -3,6 +3,9 @@
 its logits and dequantized weights are compared with our loader's.
 
 ``python -m quant.external.gptqmodel_check CHECKPOINT [--tokens N] [--dtype float32]`` prints the comparison.
+The machinery (`Runtime`, `compare_in`, `check_main`) is shared with the other runtimes' checks
+(`quant.external.autogptq_check`): a probe script run by the runtime's own interpreter writes its logits and
+dequantized weights to a safetensors file, and they are compared here with ours.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,6 +38,20 @@ def gptqmodel_python() -> Path:
     return external_python("GPTQModel", "SLIMPACK_GPTQMODEL_PYTHON", ".venv-gptqmodel")
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """An external GPTQ runtime: its name, its environment's interpreter, the probe script that interpreter runs
+    (``probe CHECKPOINT IDS.safetensors OUT.safetensors DTYPE``) and environment defaults (ours win)."""
+
+    name: str
+    python: Callable[[], Path]
+    probe: Path
+    env_defaults: dict[str, str] = field(default_factory=dict)
+
+
+GPTQMODEL = Runtime("GPTQModel", gptqmodel_python, PROBE, {"GPTQMODEL_CPU_WORKERS": "2"})
+
+
 @dataclass
 class Comparison:
     kernels: str
@@ -47,9 +65,11 @@ class Comparison:
     weights_compared: int
 
 
-def compare(checkpoint: Path, input_ids: torch.Tensor, dtype: str = "float32", timeout: int = 900) -> Comparison:
-    """Logits and dequantized weights of GPTQModel vs `prune.models.load_model` on ``input_ids [1, T]``."""
-    python = gptqmodel_python()
+def compare_in(
+    runtime: Runtime, checkpoint: Path, input_ids: torch.Tensor, dtype: str = "float32", timeout: int = 900
+) -> Comparison:
+    """Logits and dequantized weights of ``runtime`` vs `prune.models.load_model` on ``input_ids [1, T]``."""
+    python = runtime.python()
     ours = load_model(checkpoint).model
     with torch.inference_mode():
         mine = ours(input_ids=input_ids).logits.float()
@@ -57,14 +77,14 @@ def compare(checkpoint: Path, input_ids: torch.Tensor, dtype: str = "float32", t
     with tempfile.TemporaryDirectory() as tmp:
         ids_path, out_path = Path(tmp) / "ids.safetensors", Path(tmp) / "out.safetensors"
         save_file({"input_ids": input_ids.contiguous()}, str(ids_path))
-        env = {**os.environ, "GPTQMODEL_CPU_WORKERS": os.environ.get("GPTQMODEL_CPU_WORKERS", "2")}
+        env = {**runtime.env_defaults, **os.environ}
         run = subprocess.run(
-            [str(python), str(PROBE), str(checkpoint), str(ids_path), str(out_path), dtype],
+            [str(python), str(runtime.probe), str(checkpoint), str(ids_path), str(out_path), dtype],
             capture_output=True, text=True, env=env, timeout=timeout,
         )  # fmt: skip
         if run.returncode != 0:
             tail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise SlimpackError(f"GPTQModel could not load {checkpoint}: {tail[0]}")
+            raise SlimpackError(f"{runtime.name} could not load {checkpoint}: {tail[0]}")
         theirs = load_file(str(out_path))
         with safe_open(str(out_path), "pt") as fh:
             meta = fh.metadata()
@@ -86,11 +106,24 @@ def compare(checkpoint: Path, input_ids: torch.Tensor, dtype: str = "float32", t
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m quant.external.gptqmodel_check", description=__doc__)
+def compare(checkpoint: Path, input_ids: torch.Tensor, dtype: str = "float32", timeout: int = 900) -> Comparison:
+    """Logits and dequantized weights of GPTQModel vs `prune.models.load_model` on ``input_ids [1, T]``."""
+    return compare_in(GPTQMODEL, checkpoint, input_ids, dtype, timeout)
+
+
+def check_main(
+    argv: list[str] | None,
+    prog: str,
+    description: str | None,
+    name: str,
+    compare_fn: Callable[[Path, torch.Tensor, str], Comparison],
+    default_dtype: str = "float32",
+) -> int:
+    """The command line of a runtime check: offline text → ``compare_fn`` → a Markdown table (and ``--json``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--tokens", type=int, default=128, help="tokens of offline text to run (default 128)")
-    parser.add_argument("--dtype", default="float32", help="GPTQModel's compute dtype: float32 | bfloat16 | float16")
+    parser.add_argument("--dtype", default=default_dtype, help=f"{name}'s compute dtype: float32 | bfloat16 | float16")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -99,17 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(args.checkpoint)
     ids = tokenize(loaded.tokenizer, load_texts("offline").evaluation)[: args.tokens].unsqueeze(0)
     try:
-        result = compare(args.checkpoint, ids, args.dtype)
+        result = compare_fn(args.checkpoint, ids, args.dtype)
     except SlimpackError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     rows = "\n".join(
         f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in asdict(result).items()
     )
-    print(f"| GPTQModel vs slimpack | value |\n|---|---|\n{rows}")
+    print(f"| {name} vs slimpack | value |\n|---|---|\n{rows}")
     if args.json:
         args.json.write_text(json.dumps(asdict(result), indent=2))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return check_main(argv, "python -m quant.external.gptqmodel_check", __doc__, "GPTQModel", compare)
 
 
 if __name__ == "__main__":

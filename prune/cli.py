@@ -28,6 +28,7 @@ from prune.spec import (
     PROTOCOLS,
     STREAM_DTYPES,
     EvalSpec,
+    Evaluation,
     Job,
     PruneSpec,
     StreamSpec,
@@ -48,6 +49,18 @@ class Command(Protocol):
 
 
 COMMANDS: Registry[type[Command]] = Registry("command")
+
+
+class OutputEvaluation(Protocol):
+    """Arguments an upper floor adds to every model-writing command for a further evaluation of its output
+    (zero-shot tasks: `runtime_bench.cli`), and the `Evaluation` they ask for (None: not asked)."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def evaluation(self, args: argparse.Namespace) -> Evaluation | None: ...
+
+
+OUTPUT_EVALUATIONS: Registry[type[OutputEvaluation]] = Registry("output evaluation")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,6 +122,8 @@ def add_output_arguments(parser: argparse.ArgumentParser, what: str) -> None:
                    "--max-memory (always, without it)")  # fmt: skip
     add_data_arguments(parser)
     add_eval_arguments(parser)
+    for name in OUTPUT_EVALUATIONS.names():
+        OUTPUT_EVALUATIONS.get(name)().add_arguments(parser)
 
 
 def job(args: argparse.Namespace, model: str) -> Job:
@@ -119,8 +134,10 @@ def job(args: argparse.Namespace, model: str) -> Job:
             "--dtype, --shard-size, --max-memory and --offload-dir apply to the streamed path; add --stream"
         )
     stream = StreamSpec(args.dtype, args.shard_size, args.max_memory, args.offload_dir) if args.stream else None
+    asked = (OUTPUT_EVALUATIONS.get(name)().evaluation(args) for name in OUTPUT_EVALUATIONS.names())
     return Job(model=model, out=args.out, data=data_spec(args, args.protocol), device=args.device, overwrite=args.overwrite,
-               evaluate=eval_spec(args) if args.eval else None, progress=not args.quiet, stream=stream)  # fmt: skip
+               evaluate=eval_spec(args) if args.eval else None, progress=not args.quiet, stream=stream,
+               evaluations=tuple(e for e in asked if e is not None))  # fmt: skip
 
 
 def add_prune_arguments(
@@ -217,6 +234,9 @@ def manifest_line(m: Any, out: Path) -> str:
     )
     if m.perplexity is not None:
         line += f", perplexity {m.perplexity:.3f}"
+    zeroshot = (m.evaluation or {}).get("zeroshot")
+    if zeroshot is not None:
+        line += f", zero-shot mean {100 * zeroshot['mean']:.2f} % ({len(zeroshot['tasks'])} tasks)"
     return f"{line} → {out}"
 
 

@@ -5,7 +5,8 @@ Layout (JSON keys = field names): ``stage``, ``source_model``, ``method`` {name,
 ``target_sparsity``, ``allocation`` (name, plan_file, block_ratios, importance, options, plan; None when
 nothing was allocated), ``true_sequential``, ``calibration`` (the `DataSpec`, used, tokens), ``sparsity``
 (measured: overall, zeros, numel, modules), ``timing`` {seconds, compress_seconds, peak_rss_mib},
-``environment``, and where they apply ``evaluation`` (the `EvalSpec` + perplexity), ``structure``
+``environment``, and where they apply ``evaluation`` (the `EvalSpec` + perplexity; further evaluations by
+name, e.g. ``zeroshot``: the tasks' accuracies and per-example results), ``structure``
 (structured pruning: parameters before/after, units, reconstruct, keep_heads) and ``quantization`` (grid,
 checkpoint format, the source's pruning, sparsity before, pruned zeros kept); ``size_bytes`` and ``files``
 (the sha256 of every other file of the directory).
@@ -135,7 +136,8 @@ class Manifest:
 
     @property
     def perplexity(self) -> float | None:
-        return None if self.evaluation is None else float(self.evaluation["perplexity"])
+        ppl = (self.evaluation or {}).get("perplexity")
+        return None if ppl is None else float(ppl)
 
     @property
     def allocation_name(self) -> str:
@@ -154,6 +156,12 @@ class Manifest:
         data = self.to_dict()
         keys = ("stage", "source_model", "method", "pattern", "target_sparsity", "allocation", "evaluation")
         brief = {k: data[k] for k in keys}
+        if isinstance(brief["evaluation"], dict) and "zeroshot" in brief["evaluation"]:  # its figures, not each example
+            zeroshot = brief["evaluation"]["zeroshot"]
+            brief["evaluation"] = {
+                **brief["evaluation"],
+                "zeroshot": {k: v for k, v in zeroshot.items() if k != "tasks"},
+            }
         if isinstance(brief["allocation"], dict):
             brief["allocation"] = {k: v for k, v in brief["allocation"].items() if k not in ("plan", "block_ratios")}
         return brief

@@ -14,10 +14,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prune.data import DataSpec
 from prune.errors import SlimpackError
+
+if TYPE_CHECKING:
+    from prune.models import LoadedModel
 
 
 def parse_options(items: Sequence[str]) -> dict[str, Any]:
@@ -222,11 +225,32 @@ class StreamSpec:
 STREAM_DTYPES = ("float32", "bfloat16", "float16")
 
 
+class Evaluation(Protocol):
+    """A further evaluation of a stage's output beside perplexity, asked for by an upper floor (zero-shot tasks:
+    `runtime_bench.zeroshot.ZeroShotEvaluation`); its result is the manifest's ``evaluation[name]``."""
+
+    name: str
+
+    def check(self) -> None:
+        """Refuse bad settings with one line, before any work."""
+        ...
+
+    def settings(self) -> dict[str, Any]:
+        """What determines the result (JSON data, for a step's cache key)."""
+        ...
+
+    def run(self, model: Path, loaded: LoadedModel | None, device: str, progress: bool) -> dict[str, Any]:
+        """Evaluate the model just written to ``model``: ``loaded`` is it in memory, or None when it was
+        streamed (then read it from ``model`` one block at a time)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Job:
     """What a model-writing stage reads and writes, and how: source model, output directory, calibration
     data, compute device, whether an existing output may be replaced, the evaluation (None: none), and
-    whether the model is streamed block by block from its shards (None: loaded whole)."""
+    whether the model is streamed block by block from its shards (None: loaded whole); ``evaluations``: further
+    evaluations of the output (`Evaluation`), beside the perplexity of ``evaluate``."""
 
     model: str
     out: Path
@@ -236,6 +260,7 @@ class Job:
     evaluate: EvalSpec | None = None
     progress: bool = True
     stream: StreamSpec | None = None
+    evaluations: tuple[Evaluation, ...] = ()
 
     def check(self) -> None:
         from prune.io import check_output_dir
@@ -246,6 +271,8 @@ class Job:
         self.data.check()
         if self.evaluate is not None:
             self.evaluate.check()
+        for evaluation in self.evaluations:
+            evaluation.check()
         source = resolve_model_path(self.model)
         check_output_dir(Path(self.out), self.overwrite, [source])
         check_context(
@@ -257,4 +284,5 @@ class Job:
         """What determines the output (for a step's cache key): everything but progress and overwrite."""
         return {"model": self.model, "out": str(self.out), "data": asdict(self.data), "device": self.device,
                 "evaluate": asdict(self.evaluate) if self.evaluate else None,
-                "stream": asdict(self.stream) if self.stream else None}  # fmt: skip
+                "stream": asdict(self.stream) if self.stream else None,
+                **({"evaluations": {e.name: e.settings() for e in self.evaluations}} if self.evaluations else {})}  # fmt: skip

@@ -3,8 +3,8 @@
 `run_stage(job, stage)`: check the job (data, output) → load the model (whole, or as a skeleton streamed from
 its shards: ``job.stream``, `prune.stream`) → ``stage.check_model`` (layer fits) → inside a temporary output
 directory: ``stage.apply`` (calibrate, allocate, walk; timed; a streamed walk writes each finished block there)
-→ the `Manifest` → the model's files → evaluate (if asked; a streamed model block by block from what was
-written) → the allocation's artifacts and the manifest → renamed into place. A stage only says what is its own
+→ the `Manifest` → the model's files → evaluate (if asked: perplexity, then ``job.evaluations``; a streamed
+model block by block from what was written) → the allocation's artifacts and the manifest → renamed into place. A stage only says what is its own
 (`Stage`); the order, the timing, the evaluation and the atomic output are here.
 """
 
@@ -104,6 +104,7 @@ def run_stage(job: Job, stage: Stage) -> Manifest:
         log.info("%s %s of %s: sparsity %.2f %% in %.1f s", outcome.stage, outcome.method.name, job.model,
                  100 * outcome.sparsity["overall"], seconds)  # fmt: skip
         outcome.save(tmp)
+        evaluation: dict[str, Any] = {}
         if job.evaluate is not None:
             if job.stream is not None:
                 from prune.stream import streamed_perplexity
@@ -111,7 +112,12 @@ def run_stage(job: Job, stage: Stage) -> Manifest:
                 ppl = streamed_perplexity(tmp, job.evaluate, job.device, job.progress)
             else:
                 ppl = evaluate_model(loaded, job.evaluate, job.device, job.progress)
-            manifest.evaluation = {**asdict(job.evaluate), **ppl.to_dict()}
+            evaluation.update(asdict(job.evaluate), **ppl.to_dict())
+        for extra in job.evaluations:  # e.g. zero-shot tasks: the model as written (streamed) or as held
+            evaluation[extra.name] = extra.run(
+                tmp, None if job.stream is not None else loaded, job.device, job.progress
+            )
+        manifest.evaluation = evaluation or None
         if outcome.allocation is not None:
             outcome.allocation.write_artifacts(tmp)
         return manifest.write(tmp)

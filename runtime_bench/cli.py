@@ -15,7 +15,15 @@ from typing import Any
 import export.cli  # noqa: F401  (registers `slimpack export`)
 import quant.cli  # noqa: F401  (registers `slimpack quantize`)
 from prune import cli as core
-from prune.cli import COMMANDS, add_data_arguments, add_eval_arguments, add_prune_arguments, eval_spec, write_json
+from prune.cli import (
+    COMMANDS,
+    OUTPUT_EVALUATIONS,
+    add_data_arguments,
+    add_eval_arguments,
+    add_prune_arguments,
+    eval_spec,
+    write_json,
+)
 from prune.errors import SlimpackError
 from runtime_bench.zeroshot import PAPER_TASKS
 
@@ -185,6 +193,45 @@ class RunCommand:
         return 0 if summary["passed"] else 1
 
 
+def add_task_arguments(parser: argparse.ArgumentParser, title: str) -> None:
+    """``--tasks`` and how they run: task data, few-shot examples, limit, batch size."""
+    g = parser.add_argument_group(title)
+    g.add_argument(
+        "--tasks", default=None,
+        help="comma-separated lm-eval task names, or 'paper' for the papers' seven: " + ",".join(PAPER_TASKS),
+    )  # fmt: skip
+    g.add_argument("--task-data", default="hub",
+                   help="hub (lm-eval's own data loading) | local (slimpack's 30-item files per task, written by "
+                        "the project: not the papers' data) | DIR of <task>.jsonl (default hub)")  # fmt: skip
+    g.add_argument("--num-fewshot", type=int, default=0, help="in-context examples (default 0, the papers')")
+    g.add_argument("--limit", type=int, default=None, help="first N examples of each task (default all)")
+    g.add_argument("--batch-size", type=int, default=1, help="sequences per forward (default 1)")
+
+
+def task_names(args: argparse.Namespace) -> tuple[str, ...]:
+    """``--tasks``: ``paper`` or comma-separated names; lm-eval's own notes are shown only with ``-v``."""
+    if not args.verbose:  # e.g. "Overwriting default num_fewshot of rte"
+        logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    return PAPER_TASKS if args.tasks == "paper" else tuple(t.strip() for t in args.tasks.split(","))
+
+
+@OUTPUT_EVALUATIONS.register("zeroshot")
+class ZeroShotOption:
+    """``slimpack prune | quantize … --tasks …``: zero-shot tasks of the written model, in its manifest."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_task_arguments(parser, "zero-shot tasks of the output (lm-evaluation-harness; recorded in slimpack.json)")
+
+    def evaluation(self, args: argparse.Namespace) -> Any:
+        from runtime_bench.zeroshot import TaskData, ZeroShotEvaluation
+
+        if args.tasks is None:
+            return None
+        return ZeroShotEvaluation.prepare(
+            task_names(args), TaskData(args.task_data), args.num_fewshot, args.limit, args.batch_size
+        )
+
+
 @COMMANDS.replace("eval")
 class EvalCommand(core.EvalCommand):
     help = (
@@ -194,17 +241,8 @@ class EvalCommand(core.EvalCommand):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         super().add_arguments(parser)
-        g = parser.add_argument_group("zero-shot tasks (lm-evaluation-harness; MODEL may then be an exported artifact)")
-        g.add_argument(
-            "--tasks", default=None,
-            help="comma-separated lm-eval task names, or 'paper' for the papers' seven: " + ",".join(PAPER_TASKS),
-        )  # fmt: skip
-        g.add_argument("--task-data", default="hub",
-                       help="hub (lm-eval's own data loading) | local (slimpack's 30-item files per task, written by "
-                            "the project: not the papers' data) | DIR of <task>.jsonl (default hub)")  # fmt: skip
-        g.add_argument("--num-fewshot", type=int, default=0, help="in-context examples (default 0, the papers')")
-        g.add_argument("--limit", type=int, default=None, help="first N examples of each task (default all)")
-        g.add_argument("--batch-size", type=int, default=1, help="sequences per forward (default 1)")
+        add_task_arguments(parser, "zero-shot tasks (lm-evaluation-harness; MODEL may then be an exported artifact)")
+        g = parser.add_argument_group("the artifact's engine")
         g.add_argument("--threads", type=int, default=None, help="engine threads (default: the runtime's)")
         g.add_argument("--engine-option", action="append", default=[], metavar="ENGINE.KEY=VALUE",
                        help="engine constructor option, e.g. deepsparse.kv_cache=decode-only")  # fmt: skip
@@ -222,13 +260,9 @@ class EvalCommand(core.EvalCommand):
         from runtime_bench.engines import parse_engine_options
         from runtime_bench.zeroshot import TaskData, ZeroShotConfig, zeroshot, zeroshot_table
 
-        if not args.verbose:  # lm-eval's notes (e.g. "Overwriting default num_fewshot of rte") only with -v
-            logging.getLogger("lm_eval").setLevel(logging.ERROR)
-
-        names = PAPER_TASKS if args.tasks == "paper" else tuple(t.strip() for t in args.tasks.split(","))
         report = zeroshot(
             ZeroShotConfig(
-                model=args.model, tasks=names, data=TaskData(args.task_data), num_fewshot=args.num_fewshot,
+                model=args.model, tasks=task_names(args), data=TaskData(args.task_data), num_fewshot=args.num_fewshot,
                 limit=args.limit, batch_size=args.batch_size, threads=args.threads,
                 engine_options=parse_engine_options(args.engine_option), stream=args.stream, progress=not args.quiet,
                 device=args.device,

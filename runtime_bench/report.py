@@ -234,6 +234,49 @@ def _fmt(value: Any, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
+def accuracy_of(entry: str, zeroshot: Mapping[str, Any] | None) -> dict[str, str]:
+    """The zero-shot column of a timed entry (an artifact, or ``torch-<model>``), when the run measured one."""
+    if not zeroshot:
+        return {}
+    kind, name = ("model", entry.removeprefix("torch-")) if entry.startswith("torch-") else ("artifact", entry)
+    row = zeroshot[kind].get(name, {})
+    return {"zero-shot mean": f"{100 * row['mean']:.2f} %" if "mean" in row else "—"}
+
+
+def zeroshot_section(zeroshot: Mapping[str, Any]) -> list[str]:
+    """``report.md``'s zero-shot table: headline accuracy per task and mean, per model and artifact; for an
+    artifact, how many per-example results equal its source model's."""
+    tasks = zeroshot["tasks"]
+    limit = f"the first {zeroshot['limit']} examples of each task" if zeroshot["limit"] else "every example"
+    lines = [
+        "## Zero-shot accuracy (lm-evaluation-harness)",
+        "",
+        f"{zeroshot['num_fewshot']}-shot, {limit}, task data {zeroshot['task_data']}"
+        + (" (slimpack's own 30-item files: not the papers' data)" if zeroshot["task_data"] == "local" else "")
+        + "; accuracy in % of each task's headline metric ("
+        + ", ".join(f"{t}: {m}" for t, m in zeroshot["headline"].items())
+        + "). Equal examples: an artifact's per-example results equal to its source model's, every metric. "
+        "In the speed table, — is an artifact the recipe's zero-shot stage did not evaluate.",
+        "",
+        "| model / artifact | runtime | " + " | ".join(tasks) + " | mean | equal examples | seconds |",
+        "|" + "---|" * (len(tasks) + 5),
+    ]
+    for kind in ("model", "artifact"):
+        for name, row in zeroshot[kind].items():
+            label = name if kind == "model" else f"{name} (from {row.get('source', '?')})"
+            if "skipped" in row:
+                lines.append(f"| {label} | skipped: {row['skipped']} |" + " |" * (len(tasks) + 3))
+                continue
+            equal = row.get("equal_examples")
+            lines.append(
+                f"| {label} | {row['runtime']} | "
+                + " | ".join(f"{100 * row['accuracy'][t]:.1f}" for t in tasks)
+                + f" | **{100 * row['mean']:.2f}** | {f'{equal[0]} / {equal[1]}' if equal else '—'} | "
+                f"{row['seconds']:.0f} |"
+            )
+    return lines
+
+
 def run_markdown(summary: Mapping[str, Any], plots: list[str]) -> str:
     """``report.md`` of ``slimpack run``: steps, perplexity per stage and per artifact, speed, plots."""
     verdict = "all verify checks passed" if summary["passed"] else "a verify check FAILED"
@@ -282,6 +325,9 @@ def run_markdown(summary: Mapping[str, Any], plots: list[str]) -> str:
             )
         windows = next((v["windows"] for v in summary["verify"].values() if "windows" in v), None)
         parts += ["", f"Verify perplexity over {windows} windows (the per-stage table uses the full protocol)."]
+    zeroshot = summary.get("zeroshot")
+    if zeroshot:
+        parts += ["", *zeroshot_section(zeroshot)]
     bench = summary.get("bench")
     if bench:
         spec = bench["spec"]
@@ -298,7 +344,8 @@ def run_markdown(summary: Mapping[str, Any], plots: list[str]) -> str:
         sizes = {n: {"bytes": e.get("bytes"), "memory": bench["memory"][n]} for n, e in bench["entries"].items()}
         for m in bench["measurements"]:
             leading = {
-                n: {"artifact": n, "engine": e["engine"], "from": e["source"]} for n, e in bench["entries"].items()
+                n: {"artifact": n, "engine": e["engine"], "from": e["source"], **accuracy_of(n, zeroshot)}
+                for n, e in bench["entries"].items()
             }
             parts += ["", f"### {m['threads']} thread{'s' if m['threads'] > 1 else ''}", "",
                       speed_table(m["results"], leading, sizes)]  # fmt: skip

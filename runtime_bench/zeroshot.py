@@ -22,6 +22,7 @@ where the task reports it (HellaSwag, ARC, OpenBookQA) and ``acc`` otherwise.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -232,7 +233,7 @@ def run_tasks(lm: Any, tasks: Tasks, num_fewshot: int = 0, limit: int | None = N
     check_tasks(names, limit, num_fewshot)
     try:
         out = lm_eval.simple_evaluate(
-            model=lm, tasks=tasks.specs, num_fewshot=num_fewshot, limit=limit, task_manager=tasks.manager,
+            model=lm, tasks=copy.deepcopy(tasks.specs), num_fewshot=num_fewshot, limit=limit, task_manager=tasks.manager,
             log_samples=True, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
             fewshot_random_seed=seed, bootstrap_iters=1000,
         )  # fmt: skip
@@ -351,21 +352,34 @@ def open_source(config: ZeroShotConfig) -> Opened:
         tokenizer = AutoTokenizer.from_pretrained(artifact.path, trust_remote_code=False)
         source: LogitSource = EngineSource(engine, config.batch_size, int(tokenizer.eos_token_id))
         return Opened(source, tokenizer, context_length(read_config(artifact.path)), artifact.engine, engine.close)
+    from prune.models import load_model
+
     path = resolve_model_path(config.model)
-    if config.stream:
+    loaded = None if config.stream else load_model(path, device=config.device)
+    return torch_source(path, loaded, config.device, config.batch_size, config.threads, config.progress)
+
+
+def torch_source(
+    path: Path, loaded: Any, device: str, batch_size: int = 1, threads: int | None = None, progress: bool = True
+) -> Opened:
+    """The model directory ``path`` in torch: ``loaded`` (a `prune.models.LoadedModel` of it), or streamed from
+    its shards one block at a time when ``loaded`` is None."""
+    from prune.models import read_config
+
+    window = context_length(read_config(path))
+    if loaded is None:
         from prune.stream import StreamedForward
 
-        forward = StreamedForward(path, config.device, progress=config.progress)
-        source = StreamedSource(forward, config.batch_size, int(forward.tokenizer.eos_token_id))
-        return Opened(source, forward.tokenizer, context_length(read_config(path)), "torch, streamed")
-    from prune.models import load_model
+        forward = StreamedForward(path, device, progress=progress)
+        source = StreamedSource(forward, batch_size, int(forward.tokenizer.eos_token_id))
+        return Opened(source, forward.tokenizer, window, "torch, streamed")
     from runtime_bench.engines.torch_engine import TorchEngine
 
-    loaded = load_model(path, device=config.device)
-    engine = TorchEngine.from_model(loaded.model, config.device)
-    engine.threads = config.threads
-    source = EngineSource(engine, config.batch_size, int(loaded.tokenizer.eos_token_id))
-    return Opened(source, loaded.tokenizer, context_length(read_config(path)), "torch")
+    engine = TorchEngine.from_model(loaded.model, device)
+    engine.threads = threads
+    return Opened(
+        EngineSource(engine, batch_size, int(loaded.tokenizer.eos_token_id)), loaded.tokenizer, window, "torch"
+    )
 
 
 def context_length(model_config: dict[str, Any]) -> int:
@@ -373,23 +387,65 @@ def context_length(model_config: dict[str, Any]) -> int:
     return min(int(model_config.get("max_position_embeddings") or 2048), 4096)
 
 
-def zeroshot(config: ZeroShotConfig) -> dict[str, Any]:
-    """Run ``config.tasks`` on ``config.model`` through its runtime; the report of `run_tasks` with the model,
-    the runtime and the seconds."""
+def evaluate_opened(
+    opened: Opened, tasks: Tasks, num_fewshot: int, limit: int | None, seed: int, progress: bool
+) -> dict[str, Any]:
+    """`run_tasks` through ``opened`` (closed afterwards), with the runtime and the seconds."""
     import time
 
     from runtime_bench.lm_eval_model import EngineLM
 
-    config.check()
-    tasks = Tasks.prepare(config.tasks, config.data)  # unknown tasks and missing files: before the model opens
     start = time.perf_counter()
-    opened = open_source(config)
-    log.info("zero-shot: %s through %s, task data %s", ", ".join(config.tasks), opened.runtime, config.data.source)
+    log.info("zero-shot: %s through %s, task data %s", ", ".join(tasks.names), opened.runtime, tasks.data.source)
     try:
-        lm = EngineLM(opened.source, opened.tokenizer, opened.max_length, config.progress)
-        report = run_tasks(lm, tasks, config.num_fewshot, config.limit, config.seed)
+        lm = EngineLM(opened.source, opened.tokenizer, opened.max_length, progress)
+        report = run_tasks(lm, tasks, num_fewshot, limit, seed)
     finally:
         if opened.close is not None:
             opened.close()
-    return {"model": str(config.model), "runtime": opened.runtime, **report,
-            "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+    return {"runtime": opened.runtime, **report, "seconds": round(time.perf_counter() - start, 1)}
+
+
+@dataclass(frozen=True)
+class ZeroShotEvaluation:
+    """Zero-shot tasks as a stage's further evaluation (`prune.spec.Evaluation`): ``slimpack prune | quantize
+    --tasks …`` records `run_tasks`' report in the manifest's ``evaluation["zeroshot"]``. Build it with
+    `prepare` (the tasks are resolved then: an unknown task fails before any work)."""
+
+    tasks: Tasks
+    num_fewshot: int = 0
+    limit: int | None = None
+    batch_size: int = 1
+    seed: int = 0
+    name: str = "zeroshot"
+
+    @classmethod
+    def prepare(
+        cls, names: Sequence[str], data: TaskData, num_fewshot: int = 0, limit: int | None = None, batch_size: int = 1
+    ) -> ZeroShotEvaluation:
+        check_tasks(names, limit, num_fewshot)
+        if batch_size < 1:
+            raise SlimpackError(f"--batch-size {batch_size}: give 1 or more sequences per forward")
+        return cls(Tasks.prepare(names, data), num_fewshot, limit, batch_size)
+
+    def check(self) -> None:
+        check_tasks(self.tasks.names, self.limit, self.num_fewshot)
+
+    def settings(self) -> dict[str, Any]:
+        return {"tasks": list(self.tasks.names), "task_data": self.tasks.data.source, "num_fewshot": self.num_fewshot,
+                "limit": self.limit, "batch_size": self.batch_size, "seed": self.seed, "lm_eval": lm_eval_version()}  # fmt: skip
+
+    def run(self, model: Path, loaded: Any, device: str, progress: bool) -> dict[str, Any]:
+        opened = torch_source(model, loaded, device, self.batch_size, None, progress)
+        return evaluate_opened(opened, self.tasks, self.num_fewshot, self.limit, self.seed, progress)
+
+
+def zeroshot(config: ZeroShotConfig, tasks: Tasks | None = None) -> dict[str, Any]:
+    """Run ``config.tasks`` on ``config.model`` through its runtime; the report of `run_tasks` with the model,
+    the runtime and the seconds. ``tasks``: ``config``'s, already prepared (a caller evaluating many models)."""
+    config.check()
+    if tasks is None:
+        tasks = Tasks.prepare(config.tasks, config.data)  # unknown tasks and missing files: before the model opens
+    opened = open_source(config)
+    return {"model": str(config.model), **evaluate_opened(opened, tasks, config.num_fewshot, config.limit,
+                                                          config.seed, config.progress)}  # fmt: skip

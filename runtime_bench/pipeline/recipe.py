@@ -13,6 +13,8 @@ A recipe is YAML (see ``runtime_bench/pipeline/recipes/default.yaml``, the embed
       export:                      # artifact name → format and source model (dense | prune | quantize)
         onnx: {format: onnx, source: prune}
       verify:   {windows: 8, tokens: 16}
+      zeroshot: {tasks: [boolq, rte], task_data: local, limit: 10, artifacts: [onnx]}   # lm-eval tasks on every
+                                   # model (dense, prune, quantize) and the artifacts named (default: all)
       bench:    {threads: [2], prompt: 128, tokens: 32, rounds: 5}
 
 Every mapping is read into a frozen dataclass by `parse`: an unknown key, a value of the wrong type, an unknown
@@ -38,6 +40,7 @@ from prune.spec import EvalSpec, PruneSpec, StreamSpec
 from quant.spec import QuantizeSpec
 from runtime_bench.harness import BenchSpec
 from runtime_bench.pipeline.targets import SOURCES, ArtifactSpec
+from runtime_bench.zeroshot import PAPER_TASKS
 
 DEFAULT_RECIPE = Path(__file__).with_name("recipes") / "default.yaml"
 
@@ -61,6 +64,20 @@ class VerifyStage:
 
 
 @dataclass(frozen=True)
+class ZeroShotStage:
+    """lm-evaluation-harness tasks (`runtime_bench.zeroshot`) on every model of the run (dense, prune, quantize:
+    torch) and on the artifacts named in ``artifacts`` (None: every one) through their own runtimes."""
+
+    tasks: list[str] = field(default_factory=lambda: list(PAPER_TASKS))
+    task_data: str = "hub"  # hub | local (slimpack's 30-item files: not the papers' data) | DIR of <task>.jsonl
+    num_fewshot: int = 0
+    limit: int | None = None
+    batch_size: int = 1
+    threads: int | None = None
+    artifacts: list[str] | None = None
+
+
+@dataclass(frozen=True)
 class BenchStage(BenchSpec):
     """`runtime_bench.harness.BenchSpec` (prompt, tokens, rounds, warmup, batch, seed) and the thread counts."""
 
@@ -74,6 +91,7 @@ class Stages:
     quantize: QuantizeStage | None = None
     export: dict[str, ArtifactSpec] = field(default_factory=dict)
     verify: VerifyStage | None = None
+    zeroshot: ZeroShotStage | None = None
     bench: BenchStage | None = None
 
 
@@ -229,6 +247,17 @@ def check_recipe(recipe: Recipe, source: str) -> None:
                 raise SlimpackError(f"stages.bench.threads {st.bench.threads} must be a list of counts ≥ 1")
             if not st.export and not st.bench.torch:
                 raise SlimpackError("stages.bench has nothing to time: add stages.export or bench.torch: true")
+        if st.zeroshot is not None:
+            z = st.zeroshot
+            with at("stages.zeroshot"):
+                zeroshot_evaluation(z)  # the tasks resolved (an unknown one, a missing file: here, not after hours)
+                unknown = [name for name in z.artifacts or [] if name not in st.export]
+                if unknown:
+                    raise SlimpackError(
+                        f"artifacts {unknown} are not exported by stages.export ({', '.join(st.export) or 'none'})"
+                    )
+                if z.threads is not None and z.threads < 1:
+                    raise SlimpackError(f"threads {z.threads} must be 1 or more (or left out: the runtime's)")
         if st.verify is not None:
             from runtime_bench.verify import Tolerance, check_settings
 
@@ -240,6 +269,16 @@ def check_recipe(recipe: Recipe, source: str) -> None:
                 check_settings(spec, Tolerance(v.tolerance, v.token_match), v.prompt, v.tokens, v.threads)
     except SlimpackError as err:
         raise SlimpackError(f"recipe {source}: {err}") from None
+
+
+def zeroshot_evaluation(stage: ZeroShotStage) -> Any:
+    """The `runtime_bench.zeroshot.ZeroShotEvaluation` of ``stage`` (its tasks checked and resolved)."""
+    from runtime_bench.zeroshot import TaskData, ZeroShotEvaluation
+
+    names = PAPER_TASKS if stage.tasks == ["paper"] else stage.tasks
+    return ZeroShotEvaluation.prepare(
+        names, TaskData(stage.task_data), stage.num_fewshot, stage.limit, stage.batch_size
+    )
 
 
 def check_model_fits(recipe: Recipe, model: Path, source: str) -> None:

@@ -1,4 +1,5 @@
-"""``slimpack run [RECIPE.yaml]``: the main job — prune → quantize → export → verify → bench, one run directory.
+"""``slimpack run [RECIPE.yaml]``: the main job — prune → quantize → export → verify → zero-shot → bench, one run
+directory.
 
 The recipe (`runtime_bench.pipeline.recipe`) is read and checked whole before any work. Each stage is made of
 resumable steps (`runtime_bench.pipeline.steps.StepCache`): a step whose configuration — its parameters and the keys
@@ -6,7 +7,8 @@ of the steps it reads — matches its record, and whose outputs exist, is skippe
 first step that did not finish. Layout of the run directory::
 
     eval-dense is recorded in state/; prune/ and quantize/ are model directories with their slimpack.json;
-    export/<name>/ artifacts with export.json; verify/<name>.json; bench/bench.json;
+    export/<name>/ artifacts with export.json; verify/<name>.json; zeroshot/{model,artifact}-<name>.json;
+    bench/bench.json;
     report.md (tables + plots), summary.json, run.json (recipe, steps, wall time), state/<step>.json
 
 A stage whose runtime is missing here (DeepSparse's environment; CUDA for 2:4 kernels) is skipped for the
@@ -15,6 +17,7 @@ artifacts it concerns and the skip is written in the report. The run fails (exit
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict
@@ -139,6 +142,67 @@ def run_verify(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[st
     return reports
 
 
+def run_zeroshot(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The recipe's zero-shot tasks on every model (torch; streamed in a streamed recipe) and on the artifacts
+    it names (each in its own runtime; skipped where the runtime is missing). Each artifact's per-example results
+    are compared with its source model's: ``equal_examples`` = [equal, compared]."""
+    from runtime_bench.engines import unavailable
+    from runtime_bench.pipeline.recipe import zeroshot_evaluation
+    from runtime_bench.zeroshot import ZeroShotConfig, zeroshot
+
+    z = run.recipe.stages.zeroshot
+    assert z is not None
+    evaluation = zeroshot_evaluation(z)
+    tasks = evaluation.tasks
+    entries = [("model", name, path, key, "torch", None) for name, (path, key) in models.items()]
+    entries += [("artifact", name, Path(a["path"]), a["key"], a["engine"], a["source"]) for name, a in artifacts.items()
+                if z.artifacts is None or name in z.artifacts]  # fmt: skip
+    stream = run.recipe.stream is not None
+    out: dict[str, dict[str, Any]] = {"model": {}, "artifact": {}}
+    full: dict[str, dict[str, Any]] = {}  # each model's report, for the artifacts' comparison
+    for kind, name, path, key, engine, source in entries:
+        reason = unavailable(engine)
+        if reason:
+            run.note("zeroshot", name, None, "skipped", reason)
+            out[kind][name] = {"skipped": reason, **({"source": source} if source else {})}
+            continue
+        config = ZeroShotConfig(str(path), tasks.names, tasks.data, z.num_fewshot, z.limit, z.batch_size, z.threads,
+                                stream=stream and kind == "model", progress=run.progress)  # fmt: skip
+        target = run.out / "zeroshot" / f"{kind}-{name}.json"
+
+        def evaluate(config: ZeroShotConfig = config, target: Path = target) -> dict[str, Any]:
+            report = zeroshot(config, tasks)
+            write_json_atomic(target, report)
+            return {"outputs": [str(target)], "path": str(target)}
+
+        settings = {"zeroshot": evaluation.settings(), "threads": z.threads, "stream": config.stream, "of": key}
+        step = run.cache.run(f"zeroshot-{kind}-{name}", settings, evaluate)
+        report = json.loads(Path(step.result["path"]).read_text())
+        if kind == "model":
+            full[name] = report
+        out[kind][name] = {
+            "runtime": report["runtime"], "mean": report["mean"], "seconds": report["seconds"],
+            "accuracy": {t: report["tasks"][t][report["headline"][t]] for t in tasks.names},
+            **({"source": source, "equal_examples": equal_examples(report, full.get(source))} if source else {}),
+        }  # fmt: skip
+        run.note("zeroshot", name, step, detail=f"{report['runtime']}, mean {100 * report['mean']:.2f} %")
+    return {"tasks": list(tasks.names), "headline": next((r["headline"] for r in full.values()), {}),
+            "task_data": tasks.data.source, "limit": z.limit, "num_fewshot": z.num_fewshot, **out}  # fmt: skip
+
+
+def equal_examples(report: dict[str, Any], source: dict[str, Any] | None) -> list[int] | None:
+    """``[equal, compared]``: the per-example results (every metric) of ``report`` equal to ``source``'s."""
+    if source is None:
+        return None
+    equal = compared = 0
+    for task, row in report["tasks"].items():
+        for metric, values in row["examples"].items():
+            theirs = source["tasks"][task]["examples"][metric]
+            equal += sum(a == b for a, b in zip(values, theirs))
+            compared += len(values)
+    return [equal, compared]
+
+
 def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """All artifacts (and the eager models with ``torch: true``) timed interleaved per thread count."""
     from runtime_bench.engines import unavailable
@@ -214,6 +278,7 @@ def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str) -> dic
     models, figures = run_models(run)
     artifacts = run_exports(run, models) if st.export else {}
     verified = run_verify(run, models, artifacts) if st.verify is not None else {}
+    accuracy = run_zeroshot(run, models, artifacts) if st.zeroshot is not None else None
     bench = run_bench(run, models, artifacts) if st.bench is not None else None
     wall = time.perf_counter() - start
     failed = [n for n, r in verified.items() if r.get("passed") is False]
@@ -223,6 +288,7 @@ def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str) -> dic
         "models": figures,
         "artifacts": artifacts,
         "verify": {n: _verify_brief(r) for n, r in verified.items()},
+        "zeroshot": accuracy,
         "bench": bench,
         "steps": run.steps,
         "wall_seconds": round(wall, 1),

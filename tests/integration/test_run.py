@@ -23,6 +23,7 @@ stages:
     gptq: {{format: gptq, source: quantize}}
     deepsparse: {{format: deepsparse, source: prune}}
   verify: {{windows: 2, prompt: 8, tokens: 4}}
+  zeroshot: {{tasks: [boolq, arc_easy], task_data: local, limit: 4, artifacts: [onnx, gptq, deepsparse]}}
   bench: {{threads: [1], prompt: 8, tokens: 4, rounds: {rounds}, batch: 2, torch: true}}
 """
 
@@ -71,8 +72,18 @@ def test_report_has_every_stage(run_dir: Path) -> None:
     assert (
         summary["bench"]["bases"]["onnx"] == "dense-onnx" and summary["bench"]["bases"]["torch-prune"] == "torch-dense"
     )
+    zeroshot = summary["zeroshot"]
+    assert zeroshot["tasks"] == ["boolq", "arc_easy"] and set(zeroshot["model"]) == {"dense", "prune", "quantize"}
+    assert (
+        set(zeroshot["artifact"]) == {"onnx", "gptq", "deepsparse"} and "skipped" in zeroshot["artifact"]["deepsparse"]
+    )
+    onnx = zeroshot["artifact"]["onnx"]
+    assert onnx["runtime"] == "onnxruntime" and onnx["source"] == "prune"
+    assert onnx["equal_examples"] == [12, 12] and onnx["mean"] == zeroshot["model"]["prune"]["mean"]  # acc, acc_norm
+    assert zeroshot["model"]["dense"]["runtime"] == "torch" and 0 <= zeroshot["model"]["dense"]["mean"] <= 1
     report = (run_dir / "report.md").read_text()
-    for heading in ("## Perplexity per stage", "## Perplexity per exported format", "## Speed", "setup-deepsparse.sh"):
+    for heading in ("## Perplexity per stage", "## Perplexity per exported format", "## Speed", "setup-deepsparse.sh",
+                    "## Zero-shot accuracy", "| zero-shot mean |", "| 12 / 12 |"):  # fmt: skip
         assert heading in report
     assert (run_dir / "sparsity.png").is_file() and (run_dir / "speed.png").is_file()
     assert (run_dir / "prune" / "slimpack.json").is_file() and (run_dir / "verify" / "onnx.json").is_file()
@@ -83,7 +94,13 @@ def test_rerun_skips_and_changed_stage_reruns(run_dir: Path, tiny_dir: Path, mon
         raise AssertionError("a cached step ran again")
 
     monkeypatch.setenv("SLIMPACK_DEEPSPARSE_PYTHON", str(run_dir / "no-such-python"))
-    for target in ("prune.api.prune", "quant.api.quantize", "export.api.export_model", "runtime_bench.verify.verify"):
+    for target in (
+        "prune.api.prune",
+        "quant.api.quantize",
+        "export.api.export_model",
+        "runtime_bench.verify.verify",
+        "runtime_bench.zeroshot.zeroshot",
+    ):
         monkeypatch.setattr(target, forbidden)
     recipe = write_recipe(run_dir.parent / "recipe.yaml", tiny_dir, run_dir)
     assert main(["-q", "run", str(recipe)]) == 0
@@ -91,8 +108,10 @@ def test_rerun_skips_and_changed_stage_reruns(run_dir: Path, tiny_dir: Path, mon
     assert {s["status"] for s in steps} <= {"cached", "skipped"}
     recipe = write_recipe(run_dir.parent / "recipe2.yaml", tiny_dir, run_dir, rounds=2)  # only the bench changed
     assert main(["-q", "run", str(recipe)]) == 0
-    steps = {s["stage"]: s["status"] for s in json.loads((run_dir / "summary.json").read_text())["steps"]}
+    records = json.loads((run_dir / "summary.json").read_text())["steps"]
+    steps = {s["stage"]: s["status"] for s in records}
     assert steps["bench"] == "ran" and steps["prune"] == "cached" and steps["export"] == "cached"
+    assert {s["status"] for s in records if s["stage"] == "zeroshot"} == {"cached", "skipped"}  # deepsparse: skipped
 
 
 CAPABILITIES = """

@@ -1,5 +1,6 @@
 """The README's main job, ``slimpack run`` with the default recipe on SmolLM2-135M (marked slow, ≈15 min on
-2 cores): every stage runs, every exported format passes verify in its own runtime, the report is complete."""
+2 cores): every stage runs, every exported format passes verify in its own runtime, the onnxruntime artifacts give their
+torch models' zero-shot answers example by example, the report is complete."""
 
 from __future__ import annotations
 
@@ -25,5 +26,13 @@ def test_default_recipe_end_to_end(tmp_path: Path) -> None:
     assert all(v["passed"] and v["relative_diff"] < 0.01 for v in verified.values())
     timed = summary["bench"]["measurements"][0]["results"]
     assert {"dense-onnx", "onnx", "onnx-int4"} <= set(timed)
+    zeroshot = summary["zeroshot"]  # the papers' seven local tasks, 10 examples each
+    assert set(zeroshot["model"]) == {"dense", "prune", "quantize"} and set(zeroshot["artifact"]) == {
+        "onnx",
+        "onnx-int4",
+    }
+    for name in ("onnx", "onnx-int4"):  # the lossless exports answer as their torch models, example by example
+        equal, compared = zeroshot["artifact"][name]["equal_examples"]
+        assert compared == 110 and equal == compared, (name, equal)
     report = (out / "report.md").read_text()
-    assert "## Speed" in report and "## Perplexity per exported format" in report
+    assert "## Speed" in report and "## Perplexity per exported format" in report and "## Zero-shot accuracy" in report

@@ -200,3 +200,40 @@ def test_bad_input_is_one_line(
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty-cache"))
     refused(["eval", model, "--tasks", "arc_easy"], capsys, "could not be loaded", str(tmp_path / "empty-cache"),
             "--task-data local")  # fmt: skip
+
+
+def test_prune_with_tasks_records_them_in_the_manifest_and_streamed_equals_in_memory(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    """``slimpack prune --tasks``: the manifest's ``evaluation.zeroshot`` is the zero-shot report of the model as
+    written (``slimpack eval OUT --tasks`` gives the same examples), in memory and streamed alike."""
+    from prune.manifest import Manifest
+
+    tasks = ["--tasks", "boolq,arc_easy", "--task-data", "local", "--limit", "6"]
+    fast = ["--method", "wanda", "--nsamples", "4", "--seqlen", "32"]
+    whole, streamed = tmp_path / "whole", tmp_path / "streamed"
+    assert main(["-q", "prune", "--model", str(tiny_dir), *fast, "--eval", "--windows", "2", *tasks,
+                 "--out", str(whole)]) == 0  # fmt: skip
+    assert main(["-q", "prune", "--model", str(tiny_dir), *fast, "--stream", *tasks, "--out", str(streamed)]) == 0
+    memory, stream = (Manifest.read(d).evaluation for d in (whole, streamed))
+    assert memory["perplexity"] > 0 and "perplexity" not in stream  # --eval is its own choice
+    assert memory["zeroshot"]["runtime"] == "torch" and stream["zeroshot"]["runtime"] == "torch, streamed"
+    report = tmp_path / "eval.json"
+    assert main(["-q", "eval", str(whole), *tasks, "--json", str(report)]) == 0
+    again = json.loads(report.read_text())
+    for name in ("boolq", "arc_easy"):
+        assert memory["zeroshot"]["tasks"][name]["n"] == 6
+        assert memory["zeroshot"]["tasks"][name]["examples"] == again["tasks"][name]["examples"], name
+        assert stream["zeroshot"]["tasks"][name]["examples"] == again["tasks"][name]["examples"], name
+    assert memory["zeroshot"]["mean"] == again["mean"]
+
+
+def test_a_model_writing_command_refuses_bad_tasks_before_any_work(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    refused(["prune", "--model", str(tiny_dir), "--tasks", "boolqq", "--task-data", "local", "--out", str(out)],
+            capsys, "unknown task 'boolqq'", "boolq")  # fmt: skip
+    refused(["quantize", str(tiny_dir), "--tasks", "rte", "--task-data", "local", "--limit", "0", "--out", str(out)],
+            capsys, "--limit 0")  # fmt: skip
+    assert not out.exists()

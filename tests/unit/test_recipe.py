@@ -48,6 +48,22 @@ BAD = {
         "allocation 'dlp' works on weight matrices only",
     ),
     "false is no number": ("eval: {windows: false}", "eval.windows must be int"),
+    "unknown zero-shot task": (
+        "stages: {zeroshot: {tasks: [boolq, arc_eazy], task_data: local}}",
+        "stages.zeroshot: unknown task 'arc_eazy'",
+    ),
+    "zero-shot limit 0": (
+        "stages: {zeroshot: {tasks: [rte], task_data: local, limit: 0}}",
+        "stages.zeroshot: --limit 0",
+    ),
+    "zero-shot of an artifact not exported": (
+        "stages: {export: {a: {format: onnx, source: dense}}, zeroshot: {tasks: [rte], task_data: local, artifacts: [b]}}",
+        "stages.zeroshot: artifacts ['b'] are not exported by stages.export (a)",
+    ),
+    "zero-shot data missing": (
+        "stages: {zeroshot: {tasks: [rte], task_data: /no/such/dir}}",
+        "stages.zeroshot: --task-data '/no/such/dir' is not a directory",
+    ),
 }
 
 
@@ -74,7 +90,8 @@ def test_default_recipe_is_valid_and_complete() -> None:
     recipe = load_recipe()
     st = recipe.stages
     assert recipe.model == "smollm2-135m" and recipe.data.dataset == "offline" and DEFAULT_RECIPE.is_file()
-    assert st.prune and st.quantize and st.verify and st.bench
+    assert st.prune and st.quantize and st.verify and st.bench and st.zeroshot
+    assert st.zeroshot.task_data == "local" and set(st.zeroshot.artifacts or []) <= set(st.export)
     assert {e.format for e in st.export.values()} == {"onnx", "onnx-int4", "deepsparse"}
     assert {e.source for e in st.export.values()} == {"dense", "prune", "quantize"}
     assert main(["run", "--check"]) == 0

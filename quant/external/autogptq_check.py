@@ -3,21 +3,38 @@ release; CPU) in its own environment (``scripts/setup-autogptq.sh`` → ``.venv-
 dequantized weights are compared with our loader's, as `quant.external.gptqmodel_check` does for GPTQModel.
 
 AutoGPTQ 0.7.1 runs here on its torch fallback (no CPU kernel: ``quant/external/autogptq_probe.py`` says why).
-It reads only the v1 format (``checkpoint_format: gptq``): it ignores ``checkpoint_format`` and adds 1 to every
-stored zero point, so a ``gptq_v2`` checkpoint would load with every weight one quantization step off —
-`compare` refuses one rather than report that as a mismatch of ours.
+`compare` refuses, in one line, a checkpoint AutoGPTQ 0.7.1 (with its transformers 4.38) would misread, rather
+than report that as a mismatch of ours — each found on SmolLM2's checkpoint:
+- ``checkpoint_format: gptq_v2``: it reads only v1, ignores ``checkpoint_format`` and adds 1 to every stored zero
+  point (every weight one quantization step off);
+- tied embeddings with no ``lm_head.weight`` stored (the HF convention): its accelerate load leaves the shared
+  embedding / lm_head at zero (every logit 0);
+- a ``rope_theta`` other than 10 000 kept only in transformers 5's ``rope_parameters``: transformers 4.38 reads
+  the legacy top-level ``rope_theta`` and falls back to 10 000 (SmolLM2's is 100 000).
+With the last two adjusted in a copy (``lm_head.weight`` stored, untied; ``rope_theta`` added), SmolLM2's
+logits through AutoGPTQ equal ours exactly (docs/results/quant.md).
 
-``python -m quant.external.autogptq_check CHECKPOINT [--tokens N] [--dtype float32]`` prints the comparison.
+``python -m quant.external.autogptq_check CHECKPOINT [--tokens N] [--dtype float32]`` prints the comparison;
+``--copy-to DIR`` first writes `autogptq_copy` of the checkpoint there and compares AutoGPTQ on the copy with
+ours on the checkpoint.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import shutil
+import sys
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from prune.errors import SlimpackError
-from prune.io import external_python
+from prune.io import atomic_output_dir, external_python
+from prune.lazy import INDEX_FILE, read_index
+from prune.models import read_config
 from quant.checkpoint import read_quantization_config
 from quant.external.gptqmodel_check import Comparison, Runtime, check_main, compare_in
 
@@ -32,19 +49,87 @@ def autogptq_python() -> Path:
 AUTOGPTQ = Runtime("AutoGPTQ", autogptq_python, PROBE)
 
 
-def compare(checkpoint: Path, input_ids: torch.Tensor, dtype: str = "float32", timeout: int = 900) -> Comparison:
-    """Logits and dequantized weights of AutoGPTQ vs `prune.models.load_model` on ``input_ids [1, T]``."""
+def misreadings(checkpoint: Path) -> list[str]:
+    """What AutoGPTQ 0.7.1 and its transformers 4.38 would misread in ``checkpoint`` (see the module docstring)."""
+    config = read_config(Path(checkpoint))
+    found = []
     fmt = (read_quantization_config(Path(checkpoint)) or {}).get("checkpoint_format", "gptq")
     if fmt != "gptq":
+        found.append(f"it reads only checkpoint_format 'gptq' (v1) and would misread {fmt!r} (zero points off by one; "
+                     "write it with --checkpoint-format gptq)")  # fmt: skip
+    if config.get("tie_word_embeddings", True) and "lm_head.weight" not in read_index(Path(checkpoint))[0]:
+        found.append("its CPU load leaves tied embeddings (no lm_head.weight stored) at zero: every logit would be 0")
+    theta = (config.get("rope_parameters") or {}).get("rope_theta")
+    if "rope_theta" not in config and theta is not None and float(theta) != 10000.0:
+        found.append(f"transformers 4.38 reads no rope_parameters: it would use rope_theta 10000, not {theta:g}")
+    return found
+
+
+def compare(
+    checkpoint: Path, input_ids: torch.Tensor, dtype: str = "float32", timeout: int = 900, reference: Path | None = None
+) -> Comparison:
+    """Logits and dequantized weights of AutoGPTQ on ``checkpoint`` vs `prune.models.load_model` on ``reference``
+    (default: the checkpoint) on ``input_ids [1, T]``; a checkpoint it would misread is refused (`misreadings`)."""
+    found = misreadings(checkpoint)
+    if found:
         raise SlimpackError(
-            f"{checkpoint}: AutoGPTQ 0.7.1 reads only checkpoint_format 'gptq' (v1) and would misread {fmt!r} "
-            "(zero points off by one); write it with --checkpoint-format gptq"
+            f"{checkpoint}: AutoGPTQ 0.7.1 would misread it: {'; '.join(found)} (`--copy-to DIR` writes a copy with "
+            "the embeddings untied and rope_theta set)"
         )
-    return compare_in(AUTOGPTQ, checkpoint, input_ids, dtype, timeout)
+    return compare_in(AUTOGPTQ, checkpoint, input_ids, dtype, timeout, reference)
+
+
+def autogptq_copy(checkpoint: Path, out: Path) -> Path:
+    """A copy of ``checkpoint`` that AutoGPTQ 0.7.1 reads right (same weights): tied embeddings stored as an
+    untied ``lm_head.weight`` (in the single file, or a shard added to the index) and the legacy ``rope_theta``.
+    Written atomically beside ``out`` (an existing ``out`` is refused); the checkpoint is not modified. Its
+    ``slimpack.json`` is left out: its file hashes would not describe the copy."""
+    checkpoint = Path(checkpoint)
+    with atomic_output_dir(out, False, [checkpoint]) as tmp:
+        for file in checkpoint.iterdir():
+            if file.is_file() and file.name != "slimpack.json":
+                shutil.copy2(file, tmp / file.name)
+        config = read_config(tmp)
+        names = read_index(checkpoint)[0]
+        if config.get("tie_word_embeddings", True) and "lm_head.weight" not in names:
+            source = names["model.embed_tokens.weight"]
+            index = tmp / INDEX_FILE
+            if index.is_file():
+                with safe_open(str(source), "pt") as fh:
+                    save_file(
+                        {"lm_head.weight": fh.get_tensor("model.embed_tokens.weight")}, str(tmp / "lm_head.safetensors")
+                    )
+                data = json.loads(index.read_text())
+                data["weight_map"]["lm_head.weight"] = "lm_head.safetensors"
+                index.write_text(json.dumps(data, indent=2))
+            else:
+                tensors = load_file(str(tmp / source.name))
+                tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+                save_file(tensors, str(tmp / source.name), metadata={"format": "pt"})
+            config["tie_word_embeddings"] = False
+        theta = (config.get("rope_parameters") or {}).get("rope_theta")
+        if theta is not None and "rope_theta" not in config:
+            config["rope_theta"] = theta
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    return Path(out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return check_main(argv, "python -m quant.external.autogptq_check", __doc__, "AutoGPTQ", compare)
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--copy-to", type=Path, default=None)
+    known, rest = parser.parse_known_args(argv)
+    prog = "python -m quant.external.autogptq_check"
+    if known.copy_to is None:
+        return check_main(rest, prog, __doc__, "AutoGPTQ", compare)
+    checkpoint = Path(next((a for a in rest if not a.startswith("-")), ""))
+    try:
+        copy = autogptq_copy(checkpoint, known.copy_to)
+    except SlimpackError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rest = [str(copy) if a == str(checkpoint) else a for a in rest]
+    return check_main(rest, prog, __doc__, "AutoGPTQ",
+                      lambda ckpt, ids, dtype: compare(ckpt, ids, dtype, reference=checkpoint))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -66,11 +66,17 @@ class Comparison:
 
 
 def compare_in(
-    runtime: Runtime, checkpoint: Path, input_ids: torch.Tensor, dtype: str = "float32", timeout: int = 900
+    runtime: Runtime,
+    checkpoint: Path,
+    input_ids: torch.Tensor,
+    dtype: str = "float32",
+    timeout: int = 900,
+    reference: Path | None = None,
 ) -> Comparison:
-    """Logits and dequantized weights of ``runtime`` vs `prune.models.load_model` on ``input_ids [1, T]``."""
+    """Logits and dequantized weights of ``runtime`` on ``checkpoint`` vs `prune.models.load_model` on
+    ``reference`` (default: the same checkpoint), on ``input_ids [1, T]``."""
     python = runtime.python()
-    ours = load_model(checkpoint).model
+    ours = load_model(reference or checkpoint).model
     with torch.inference_mode():
         mine = ours(input_ids=input_ids).logits.float()
     linears = adapter_for(ours).named_linears(ours)

@@ -1,0 +1,40 @@
+"""`quant.external.autogptq_check.misreadings`: what AutoGPTQ 0.7.1 (transformers 4.38) would misread in a
+checkpoint — found on SmolLM2's — is named before AutoGPTQ runs (no AutoGPTQ environment needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from quant.external.autogptq_check import misreadings
+
+
+def checkpoint(tmp_path: Path, tied: bool, theta: float, legacy: bool, fmt: str = "gptq") -> Path:
+    tensors = {"model.embed_tokens.weight": torch.zeros(8, 4)}
+    if not tied:
+        tensors["lm_head.weight"] = torch.zeros(8, 4)
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    config = {"tie_word_embeddings": tied, "rope_parameters": {"rope_theta": theta, "rope_type": "default"},
+              "quantization_config": {"quant_method": "gptq", "checkpoint_format": fmt}}  # fmt: skip
+    if legacy:
+        config["rope_theta"] = theta
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+def test_smollm2_like_checkpoint_is_misread_twice(tmp_path: Path) -> None:
+    found = misreadings(checkpoint(tmp_path, tied=True, theta=100000.0, legacy=False))
+    assert len(found) == 2 and "tied embeddings" in found[0] and "rope_theta 10000, not 100000" in found[1], found
+
+
+def test_what_autogptq_reads_right_is_not_flagged(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    assert misreadings(checkpoint(tmp_path / "a", tied=False, theta=100000.0, legacy=True)) == []
+    assert misreadings(checkpoint(tmp_path / "b", tied=False, theta=10000.0, legacy=False)) == []  # its default
+    (v2,) = misreadings(checkpoint(tmp_path / "c", tied=False, theta=10000.0, legacy=False, fmt="gptq_v2"))
+    assert "only checkpoint_format 'gptq'" in v2

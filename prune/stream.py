@@ -336,7 +336,7 @@ def estimate_memory(loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec,
     block = sum(p.numel() for p in largest.parameters()) * 4
     linears = list(adapter.linears(largest).values())
     stats = 0
-    if "hessian" in needs:  # every linear's H [in, in] fp32, and the sweep's inverse and factor of the largest
+    if "hessian" in needs:  # every linear's H [in, in] fp32, and the largest's sweep: its H (then H⁻¹) and factor
         stats = sum(4 * lin.in_features**2 for lin in linears) + 2 * 4 * max(lin.in_features for lin in linears) ** 2
     elif needs:
         stats = sum(8 * lin.in_features for lin in linears)

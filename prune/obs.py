@@ -64,12 +64,13 @@ class SweepPruning:
 
 
 def inverse_hessian_factor(H: torch.Tensor, percdamp: float) -> torch.Tensor:
-    """Upper Cholesky factor of the damped inverse Hessian, ``[in, in]`` fp32. ``H`` is consumed: damped in
-    place, then overwritten with ``H⁻¹``, and the factor is written where the Cholesky factor of ``H`` was — two
-    ``[in, in]`` matrices at a time besides the caller's, not four (Qwen2.5-7B's ``down_proj``: 1.34 GiB each).
+    """Upper Cholesky factor of the damped inverse Hessian, ``[in, in]`` fp32. ``H`` (contiguous) is consumed:
+    damped in place, then overwritten with ``H⁻¹`` — one more ``[in, in]`` matrix at a time, not three
+    (Qwen2.5-7B's ``down_proj``: 1.34 GiB each).
 
-    A Cholesky that fails (a rank-deficient or numerically indefinite ``H``: large layers, few or bf16-born
-    samples) is retried with 10× the damping, up to ``DAMPING_TRIES`` times (logged), then a clear error."""
+    A Cholesky of ``H`` that fails (a rank-deficient or numerically indefinite ``H``: large layers, few or
+    bf16-born samples) is retried with 10× the damping, up to ``DAMPING_TRIES`` times (logged), then a clear
+    error; so is an ``H⁻¹`` that is not positive definite (``H`` is gone by then)."""
     mean_diag = torch.mean(torch.diag(H))
     idx = torch.arange(H.shape[0], device=H.device)
     added = 0.0
@@ -82,13 +83,15 @@ def inverse_hessian_factor(H: torch.Tensor, percdamp: float) -> torch.Tensor:
         except torch.linalg.LinAlgError:
             log.warning("Hessian [%d×%d] not positive definite with damping %g; retrying", *H.shape, factor)
             continue
-        torch.cholesky_inverse(L, out=H)  # H⁻¹ where H was
+        torch.cholesky_inverse(L, out=H.mT)  # H⁻¹ (symmetric) where H was; the column-major view needs no copy
+        del L
         try:
-            U = torch.linalg.cholesky(H, upper=True, out=L)  # its factor where L was
+            U = torch.linalg.cholesky(H, upper=True)
         except torch.linalg.LinAlgError:
-            H.copy_(torch.linalg.inv(H))  # the damped H again, for more damping
-            log.warning("Hessian [%d×%d]: inverse not positive definite with damping %g; retrying", *H.shape, factor)
-            continue
+            raise SlimpackError(
+                f"Hessian [{H.shape[0]}×{H.shape[1]}]: its inverse is not positive definite with damping "
+                f"{factor:g}; use more calibration samples or more damping (-O percdamp=…)"
+            ) from None
         if attempt:
             log.warning("Hessian [%d×%d] factored with damping %g (asked: %g)", *H.shape, factor, percdamp)
         return U

@@ -140,14 +140,17 @@ class TaskData:
             )
 
 
-def check_tasks(names: Sequence[str], limit: int | None, num_fewshot: int) -> None:
-    """One line for an empty task list, a ``--limit`` below 1 or a negative ``--num-fewshot`` (before any work)."""
+def check_tasks(names: Sequence[str], limit: int | None, num_fewshot: int, batch_size: int = 1) -> None:
+    """One line for an empty task list, a ``--limit`` below 1, a negative ``--num-fewshot`` or a ``--batch-size``
+    below 1 (before any work)."""
     if not names or any(not n for n in names):
         raise SlimpackError(f"--tasks {','.join(names)!r} names no task; e.g. --tasks {','.join(PAPER_TASKS)}")
     if limit is not None and limit < 1:
         raise SlimpackError(f"--limit {limit}: evaluate at least 1 example per task (or leave --limit out: all)")
     if num_fewshot < 0:
         raise SlimpackError(f"--num-fewshot {num_fewshot}: give 0 (zero-shot, the papers') or more examples")
+    if batch_size < 1:
+        raise SlimpackError(f"--batch-size {batch_size}: give 1 or more sequences per forward")
 
 
 def task_manager() -> Any:
@@ -308,10 +311,8 @@ class ZeroShotConfig:
     device: str = "cpu"  # torch's, for a model directory (an artifact runs where its engine runs)
 
     def check(self) -> None:
-        check_tasks(self.tasks, self.limit, self.num_fewshot)
+        check_tasks(self.tasks, self.limit, self.num_fewshot, self.batch_size)
         self.data.check()
-        if self.batch_size < 1:
-            raise SlimpackError(f"--batch-size {self.batch_size}: give 1 or more sequences per forward")
 
 
 @dataclass
@@ -423,13 +424,11 @@ class ZeroShotEvaluation:
     def prepare(
         cls, names: Sequence[str], data: TaskData, num_fewshot: int = 0, limit: int | None = None, batch_size: int = 1
     ) -> ZeroShotEvaluation:
-        check_tasks(names, limit, num_fewshot)
-        if batch_size < 1:
-            raise SlimpackError(f"--batch-size {batch_size}: give 1 or more sequences per forward")
+        check_tasks(names, limit, num_fewshot, batch_size)
         return cls(Tasks.prepare(names, data), num_fewshot, limit, batch_size)
 
     def check(self) -> None:
-        check_tasks(self.tasks.names, self.limit, self.num_fewshot)
+        check_tasks(self.tasks.names, self.limit, self.num_fewshot, self.batch_size)
 
     def settings(self) -> dict[str, Any]:
         return {"tasks": list(self.tasks.names), "task_data": self.tasks.data.source, "num_fewshot": self.num_fewshot,

@@ -33,3 +33,16 @@ def test_a_hessian_no_damping_can_fix_is_one_clear_error() -> None:
     H = -torch.eye(4)  # mean diag < 0: damping only makes it worse
     with pytest.raises(SlimpackError, match=rf"not positive definite even with damping 10 \({DAMPING_TRIES} tries"):
         inverse_hessian_factor(H, 0.01)
+
+
+def test_an_inverse_that_is_not_positive_definite_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = torch.linalg.cholesky
+
+    def fail_upper(A: torch.Tensor, *, upper: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+        if upper:
+            raise torch.linalg.LinAlgError("not positive definite")
+        return real(A)
+
+    monkeypatch.setattr(torch.linalg, "cholesky", fail_upper)
+    with pytest.raises(SlimpackError, match=r"Hessian \[3×3\]: its inverse is not positive definite with damping 0.01"):
+        inverse_hessian_factor(torch.eye(3), 0.01)

@@ -234,9 +234,9 @@ def manifest_line(m: Any, out: Path) -> str:
     )
     if m.perplexity is not None:
         line += f", perplexity {m.perplexity:.3f}"
-    zeroshot = (m.evaluation or {}).get("zeroshot")
-    if zeroshot is not None:
-        line += f", zero-shot mean {100 * zeroshot['mean']:.2f} % ({len(zeroshot['tasks'])} tasks)"
+    for result in (m.evaluation or {}).values():  # further evaluations (`prune.spec.Evaluation`) say their own
+        if isinstance(result, dict) and "summary" in result:
+            line += f", {result['summary']}"
     return f"{line} → {out}"
 
 

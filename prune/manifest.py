@@ -56,6 +56,13 @@ def environment() -> dict[str, str]:
     }
 
 
+def without_examples(data: Any) -> Any:
+    """``data`` without its per-example results (every ``examples`` key, at any depth)."""
+    if isinstance(data, dict):
+        return {k: without_examples(v) for k, v in data.items() if k != "examples"}
+    return data
+
+
 def setting_label(pattern: str, target: float) -> str:
     """``"50 %"`` for an unstructured target, ``"2:4"`` for N:M."""
     return pattern if ":" in pattern else f"{100 * target:.0f} %"
@@ -156,12 +163,7 @@ class Manifest:
         data = self.to_dict()
         keys = ("stage", "source_model", "method", "pattern", "target_sparsity", "allocation", "evaluation")
         brief = {k: data[k] for k in keys}
-        if isinstance(brief["evaluation"], dict) and "zeroshot" in brief["evaluation"]:  # its figures, not each example
-            zeroshot = brief["evaluation"]["zeroshot"]
-            brief["evaluation"] = {
-                **brief["evaluation"],
-                "zeroshot": {k: v for k, v in zeroshot.items() if k != "tasks"},
-            }
+        brief["evaluation"] = without_examples(brief["evaluation"])  # the figures, not each example's result
         if isinstance(brief["allocation"], dict):
             brief["allocation"] = {k: v for k, v in brief["allocation"].items() if k not in ("plan", "block_ratios")}
         return brief

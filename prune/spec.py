@@ -240,8 +240,10 @@ class Evaluation(Protocol):
         ...
 
     def run(self, model: Path, loaded: LoadedModel | None, device: str, progress: bool) -> dict[str, Any]:
-        """Evaluate the model just written to ``model``: ``loaded`` is it in memory, or None when it was
-        streamed (then read it from ``model`` one block at a time)."""
+        """Evaluate the stage's output: ``loaded``, the model as the stage holds it in memory (what ``--eval``'s
+        perplexity measures; a GPTQ checkpoint's fp16 embeddings and norms are written rounded), or, when the
+        stage streamed (``loaded`` None), the model written to ``model``, read one block at a time. A result
+        with a ``summary`` string is shown in the stage's one-line summary."""
         ...
 
 

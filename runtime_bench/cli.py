@@ -193,6 +193,9 @@ class RunCommand:
         return 0 if summary["passed"] else 1
 
 
+TASK_DEFAULTS = {"task_data": "hub", "num_fewshot": 0, "limit": None, "batch_size": 1}  # of add_task_arguments
+
+
 def add_task_arguments(parser: argparse.ArgumentParser, title: str) -> None:
     """``--tasks`` and how they run: task data, few-shot examples, limit, batch size."""
     g = parser.add_argument_group(title)
@@ -200,19 +203,34 @@ def add_task_arguments(parser: argparse.ArgumentParser, title: str) -> None:
         "--tasks", default=None,
         help="comma-separated lm-eval task names, or 'paper' for the papers' seven: " + ",".join(PAPER_TASKS),
     )  # fmt: skip
-    g.add_argument("--task-data", default="hub",
+    g.add_argument("--task-data", default=TASK_DEFAULTS["task_data"],
                    help="hub (lm-eval's own data loading) | local (slimpack's 30-item files per task, written by "
                         "the project: not the papers' data) | DIR of <task>.jsonl (default hub)")  # fmt: skip
-    g.add_argument("--num-fewshot", type=int, default=0, help="in-context examples (default 0, the papers')")
-    g.add_argument("--limit", type=int, default=None, help="first N examples of each task (default all)")
-    g.add_argument("--batch-size", type=int, default=1, help="sequences per forward (default 1)")
+    g.add_argument(
+        "--num-fewshot",
+        type=int,
+        default=TASK_DEFAULTS["num_fewshot"],
+        help="in-context examples (default 0, the papers')",
+    )
+    g.add_argument(
+        "--limit", type=int, default=TASK_DEFAULTS["limit"], help="first N examples of each task (default all)"
+    )
+    g.add_argument(
+        "--batch-size", type=int, default=TASK_DEFAULTS["batch_size"], help="sequences per forward (default 1)"
+    )
 
 
 def task_names(args: argparse.Namespace) -> tuple[str, ...]:
-    """``--tasks``: ``paper`` or comma-separated names; lm-eval's own notes are shown only with ``-v``."""
-    if not args.verbose:  # e.g. "Overwriting default num_fewshot of rte"
+    """``--tasks``: ``paper`` or comma-separated names."""
+    from runtime_bench.zeroshot import resolve_task_names
+
+    return resolve_task_names([t.strip() for t in args.tasks.split(",")])
+
+
+def quiet_lm_eval(args: argparse.Namespace) -> None:
+    """lm-eval's own notes (e.g. "Overwriting default num_fewshot of rte") only with ``-v``."""
+    if not args.verbose:
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    return PAPER_TASKS if args.tasks == "paper" else tuple(t.strip() for t in args.tasks.split(","))
 
 
 @OUTPUT_EVALUATIONS.register("zeroshot")
@@ -226,7 +244,11 @@ class ZeroShotOption:
         from runtime_bench.zeroshot import TaskData, ZeroShotEvaluation
 
         if args.tasks is None:
+            given = [f"--{k.replace('_', '-')}" for k, v in TASK_DEFAULTS.items() if getattr(args, k) != v]
+            if given:
+                raise SlimpackError(f"{given[0]} applies to zero-shot tasks; add --tasks (e.g. --tasks paper)")
             return None
+        quiet_lm_eval(args)
         return ZeroShotEvaluation.prepare(
             task_names(args), TaskData(args.task_data), args.num_fewshot, args.limit, args.batch_size
         )
@@ -260,6 +282,7 @@ class EvalCommand(core.EvalCommand):
         from runtime_bench.engines import parse_engine_options
         from runtime_bench.zeroshot import TaskData, ZeroShotConfig, zeroshot, zeroshot_table
 
+        quiet_lm_eval(args)
         report = zeroshot(
             ZeroShotConfig(
                 model=args.model, tasks=task_names(args), data=TaskData(args.task_data), num_fewshot=args.num_fewshot,

@@ -234,12 +234,12 @@ def _fmt(value: Any, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def accuracy_of(entry: str, zeroshot: Mapping[str, Any] | None) -> dict[str, str]:
-    """The zero-shot column of a timed entry (an artifact, or ``torch-<model>``), when the run measured one."""
+def accuracy_of(name: str, entry: Mapping[str, Any], zeroshot: Mapping[str, Any] | None) -> dict[str, str]:
+    """The zero-shot column of a timed entry (an artifact, or one of the run's models: ``entry["model"]``), when
+    the run measured one."""
     if not zeroshot:
         return {}
-    kind, name = ("model", entry.removeprefix("torch-")) if entry.startswith("torch-") else ("artifact", entry)
-    row = zeroshot[kind].get(name, {})
+    row = zeroshot["model"].get(entry["model"], {}) if "model" in entry else zeroshot["artifact"].get(name, {})
     return {"zero-shot mean": f"{100 * row['mean']:.2f} %" if "mean" in row else "—"}
 
 
@@ -344,7 +344,7 @@ def run_markdown(summary: Mapping[str, Any], plots: list[str]) -> str:
         sizes = {n: {"bytes": e.get("bytes"), "memory": bench["memory"][n]} for n, e in bench["entries"].items()}
         for m in bench["measurements"]:
             leading = {
-                n: {"artifact": n, "engine": e["engine"], "from": e["source"], **accuracy_of(n, zeroshot)}
+                n: {"artifact": n, "engine": e["engine"], "from": e["source"], **accuracy_of(n, e, zeroshot)}
                 for n, e in bench["entries"].items()
             }
             parts += ["", f"### {m['threads']} thread{'s' if m['threads'] > 1 else ''}", "",

@@ -153,6 +153,11 @@ def check_tasks(names: Sequence[str], limit: int | None, num_fewshot: int, batch
         raise SlimpackError(f"--batch-size {batch_size}: give 1 or more sequences per forward")
 
 
+def resolve_task_names(names: Sequence[str]) -> tuple[str, ...]:
+    """``paper`` (alone) stands for the papers' seven tasks, `PAPER_TASKS`."""
+    return PAPER_TASKS if tuple(names) == ("paper",) else tuple(names)
+
+
 def task_manager() -> Any:
     from lm_eval.tasks import TaskManager
 
@@ -223,8 +228,28 @@ class Tasks:
 
     @classmethod
     def prepare(cls, names: Sequence[str], data: TaskData) -> Tasks:
+        """Resolve ``names``; hub data is loaded once here (from the cache, or the hub), so that data that is
+        neither reachable nor cached fails before any model is opened or compressed."""
         manager = task_manager()
-        return cls(tuple(names), data, task_specs(names, data, manager), manager)
+        specs = task_specs(names, data, manager)
+        if data.directory is None:
+            from lm_eval.tasks import get_task_dict
+
+            try:
+                get_task_dict(copy.deepcopy(specs), manager)
+            except (ConnectionError, OSError, ValueError) as err:
+                raise hub_data_error(names, err) from None
+        return cls(tuple(names), data, specs, manager)
+
+
+def hub_data_error(names: Sequence[str], err: Exception) -> SlimpackError:
+    """The one line for hub data that could not be loaded: where it looked, how to provide it."""
+    return SlimpackError(
+        f"task data for {', '.join(names)} could not be loaded from the hub or the Hugging Face cache "
+        f"({os.environ.get('HF_DATASETS_CACHE') or Path.home() / '.cache/huggingface/datasets'}): "
+        f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} — run once with network access, or "
+        "pass --task-data local (slimpack's 30-item files, not the papers' data) or --task-data DIR"
+    )
 
 
 def run_tasks(lm: Any, tasks: Tasks, num_fewshot: int = 0, limit: int | None = None, seed: int = 0) -> dict[str, Any]:
@@ -243,12 +268,7 @@ def run_tasks(lm: Any, tasks: Tasks, num_fewshot: int = 0, limit: int | None = N
     except (ConnectionError, OSError, ValueError) as err:
         if data.directory is not None:
             raise
-        raise SlimpackError(
-            f"task data for {', '.join(names)} could not be loaded from the hub or the Hugging Face cache "
-            f"({os.environ.get('HF_DATASETS_CACHE') or Path.home() / '.cache/huggingface/datasets'}): "
-            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} — run once with network access, or "
-            "pass --task-data local (slimpack's 30-item files, not the papers' data) or --task-data DIR"
-        ) from None
+        raise hub_data_error(names, err) from None
     rows: dict[str, Any] = {}
     for name in names:
         metrics = out["results"][name]
@@ -376,6 +396,7 @@ def torch_source(
         return Opened(source, forward.tokenizer, window, "torch, streamed")
     from runtime_bench.engines.torch_engine import TorchEngine
 
+    loaded.model.to(device)  # a stage's model comes back to where it was loaded (the CPU)
     engine = TorchEngine.from_model(loaded.model, device)
     engine.threads = threads
     return Opened(
@@ -431,12 +452,20 @@ class ZeroShotEvaluation:
         check_tasks(self.tasks.names, self.limit, self.num_fewshot, self.batch_size)
 
     def settings(self) -> dict[str, Any]:
+        """The settings, lm-eval's version and, for local data, each task file's sha256 (an edited file is a
+        different evaluation)."""
+        from prune.io import sha256_file
+
+        directory = self.tasks.data.directory
+        files = {n: sha256_file(directory / f"{n}.jsonl") for n in self.tasks.names} if directory is not None else None
         return {"tasks": list(self.tasks.names), "task_data": self.tasks.data.source, "num_fewshot": self.num_fewshot,
-                "limit": self.limit, "batch_size": self.batch_size, "seed": self.seed, "lm_eval": lm_eval_version()}  # fmt: skip
+                "limit": self.limit, "batch_size": self.batch_size, "seed": self.seed, "lm_eval": lm_eval_version(),
+                **({"task_files": files} if files else {})}  # fmt: skip
 
     def run(self, model: Path, loaded: Any, device: str, progress: bool) -> dict[str, Any]:
         opened = torch_source(model, loaded, device, self.batch_size, None, progress)
-        return evaluate_opened(opened, self.tasks, self.num_fewshot, self.limit, self.seed, progress)
+        report = evaluate_opened(opened, self.tasks, self.num_fewshot, self.limit, self.seed, progress)
+        return {**report, "summary": f"zero-shot mean {100 * report['mean']:.2f} % ({len(self.tasks.names)} tasks)"}
 
 
 def zeroshot(config: ZeroShotConfig, tasks: Tasks | None = None) -> dict[str, Any]:

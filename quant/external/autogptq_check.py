@@ -21,10 +21,8 @@ ours on the checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -47,6 +45,7 @@ def autogptq_python() -> Path:
 
 
 AUTOGPTQ = Runtime("AutoGPTQ", autogptq_python, PROBE)
+EMBEDDING = "model.embed_tokens.weight"  # the decoders' (Llama, Mistral, Qwen2) embedding, tied to lm_head
 
 
 def misreadings(checkpoint: Path) -> list[str]:
@@ -82,30 +81,34 @@ def compare(
 def autogptq_copy(checkpoint: Path, out: Path) -> Path:
     """A copy of ``checkpoint`` that AutoGPTQ 0.7.1 reads right (same weights): tied embeddings stored as an
     untied ``lm_head.weight`` (in the single file, or a shard added to the index) and the legacy ``rope_theta``.
-    Written atomically beside ``out`` (an existing ``out`` is refused); the checkpoint is not modified. Its
-    ``slimpack.json`` is left out: its file hashes would not describe the copy."""
+    Written atomically (an existing ``out`` is refused); the checkpoint is not modified. Its ``slimpack.json`` is
+    left out: its file hashes would not describe the copy."""
     checkpoint = Path(checkpoint)
+    config = read_config(checkpoint)  # not a model directory: one line
+    names = read_index(checkpoint)[0]
+    tie = config.get("tie_word_embeddings", True) and "lm_head.weight" not in names
+    if tie and EMBEDDING not in names:
+        raise SlimpackError(f"{checkpoint} ties lm_head to {EMBEDDING!r}, which it does not store")
     with atomic_output_dir(out, False, [checkpoint]) as tmp:
         for file in checkpoint.iterdir():
             if file.is_file() and file.name != "slimpack.json":
                 shutil.copy2(file, tmp / file.name)
-        config = read_config(tmp)
-        names = read_index(checkpoint)[0]
-        if config.get("tie_word_embeddings", True) and "lm_head.weight" not in names:
-            source = names["model.embed_tokens.weight"]
+        if tie:
             index = tmp / INDEX_FILE
             if index.is_file():
-                with safe_open(str(source), "pt") as fh:
-                    save_file(
-                        {"lm_head.weight": fh.get_tensor("model.embed_tokens.weight")}, str(tmp / "lm_head.safetensors")
-                    )
+                with safe_open(str(names[EMBEDDING]), "pt") as fh:
+                    embedding = fh.get_tensor(EMBEDDING)
+                save_file({"lm_head.weight": embedding}, str(tmp / "lm_head.safetensors"), metadata={"format": "pt"})
                 data = json.loads(index.read_text())
                 data["weight_map"]["lm_head.weight"] = "lm_head.safetensors"
+                if "total_size" in data.get("metadata", {}):
+                    data["metadata"]["total_size"] += embedding.numel() * embedding.element_size()
                 index.write_text(json.dumps(data, indent=2))
             else:
-                tensors = load_file(str(tmp / source.name))
-                tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
-                save_file(tensors, str(tmp / source.name), metadata={"format": "pt"})
+                single = tmp / names[EMBEDDING].name
+                tensors = load_file(str(single))
+                tensors["lm_head.weight"] = tensors[EMBEDDING].clone()
+                save_file(tensors, str(single), metadata={"format": "pt"})
             config["tie_word_embeddings"] = False
         theta = (config.get("rope_parameters") or {}).get("rope_theta")
         if theta is not None and "rope_theta" not in config:
@@ -115,21 +118,7 @@ def autogptq_copy(checkpoint: Path, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--copy-to", type=Path, default=None)
-    known, rest = parser.parse_known_args(argv)
-    prog = "python -m quant.external.autogptq_check"
-    if known.copy_to is None:
-        return check_main(rest, prog, __doc__, "AutoGPTQ", compare)
-    checkpoint = Path(next((a for a in rest if not a.startswith("-")), ""))
-    try:
-        copy = autogptq_copy(checkpoint, known.copy_to)
-    except SlimpackError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    rest = [str(copy) if a == str(checkpoint) else a for a in rest]
-    return check_main(rest, prog, __doc__, "AutoGPTQ",
-                      lambda ckpt, ids, dtype: compare(ckpt, ids, dtype, reference=checkpoint))  # fmt: skip
+    return check_main(argv, "python -m quant.external.autogptq_check", __doc__, "AutoGPTQ", compare, copy=autogptq_copy)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ dequantized weights to a safetensors file, and they are compared here with ours.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import subprocess
@@ -26,7 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from prune.errors import SlimpackError
-from prune.io import external_python
+from prune.io import external_python, write_json_atomic
 from prune.models import adapter_for, load_model
 
 log = logging.getLogger(__name__)
@@ -122,23 +121,34 @@ def check_main(
     prog: str,
     description: str | None,
     name: str,
-    compare_fn: Callable[[Path, torch.Tensor, str], Comparison],
+    compare_fn: Callable[..., Comparison],
     default_dtype: str = "float32",
+    copy: Callable[[Path, Path], Path] | None = None,
 ) -> int:
-    """The command line of a runtime check: offline text → ``compare_fn`` → a Markdown table (and ``--json``)."""
+    """The command line of a runtime check: offline text → ``compare_fn`` → a Markdown table (and ``--json``).
+    With ``copy`` (a writer of a checkpoint copy the runtime reads right), ``--copy-to DIR`` writes it and
+    compares the runtime on the copy with ours on the checkpoint (``compare_fn(copy, ids, dtype, reference=…)``)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--tokens", type=int, default=128, help="tokens of offline text to run (default 128)")
-    parser.add_argument("--dtype", default=default_dtype, help=f"{name}'s compute dtype: float32 | bfloat16 | float16")
+    parser.add_argument("--dtype", default=default_dtype, choices=["float32", "bfloat16", "float16"],
+                        help=f"{name}'s compute dtype (default {default_dtype})")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None)
+    if copy is not None:
+        parser.add_argument("--copy-to", type=Path, default=None, metavar="DIR",
+                            help=f"first write a copy {name} reads right here, and check that")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from prune.data import load_texts, tokenize
 
-    loaded = load_model(args.checkpoint)
-    ids = tokenize(loaded.tokenizer, load_texts("offline").evaluation)[: args.tokens].unsqueeze(0)
     try:
-        result = compare_fn(args.checkpoint, ids, args.dtype)
+        loaded = load_model(args.checkpoint)
+        ids = tokenize(loaded.tokenizer, load_texts("offline").evaluation)[: args.tokens].unsqueeze(0)
+        if copy is not None and args.copy_to is not None:
+            target = copy(args.checkpoint, args.copy_to)
+            result = compare_fn(target, ids, args.dtype, reference=args.checkpoint)
+        else:
+            result = compare_fn(args.checkpoint, ids, args.dtype)
     except SlimpackError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -147,7 +157,7 @@ def check_main(
     )
     print(f"| {name} vs slimpack | value |\n|---|---|\n{rows}")
     if args.json:
-        args.json.write_text(json.dumps(asdict(result), indent=2))
+        write_json_atomic(args.json, asdict(result))
     return 0
 
 

@@ -273,9 +273,9 @@ def check_recipe(recipe: Recipe, source: str) -> None:
 
 def zeroshot_evaluation(stage: ZeroShotStage) -> Any:
     """The `runtime_bench.zeroshot.ZeroShotEvaluation` of ``stage`` (its tasks checked and resolved)."""
-    from runtime_bench.zeroshot import TaskData, ZeroShotEvaluation
+    from runtime_bench.zeroshot import TaskData, ZeroShotEvaluation, resolve_task_names
 
-    names = PAPER_TASKS if stage.tasks == ["paper"] else stage.tasks
+    names = resolve_task_names(stage.tasks)
     return ZeroShotEvaluation.prepare(
         names, TaskData(stage.task_data), stage.num_fewshot, stage.limit, stage.batch_size
     )

@@ -167,7 +167,7 @@ def run_zeroshot(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[
             out[kind][name] = {"skipped": reason, **({"source": source} if source else {})}
             continue
         config = ZeroShotConfig(str(path), tasks.names, tasks.data, z.num_fewshot, z.limit, z.batch_size, z.threads,
-                                stream=stream and kind == "model", progress=run.progress)  # fmt: skip
+                                stream=stream and kind == "model", seed=evaluation.seed, progress=run.progress)  # fmt: skip
         target = run.out / "zeroshot" / f"{kind}-{name}.json"
 
         def evaluate(config: ZeroShotConfig = config, target: Path = target) -> dict[str, Any]:
@@ -216,7 +216,8 @@ def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str
             if source in models:
                 path, key = models[source]
                 entries[f"torch-{source}"] = {
-                    "path": str(path), "key": key, "source": source, "engine": "torch", "bytes": directory_bytes(path)
+                    "path": str(path), "key": key, "source": source, "engine": "torch", "bytes": directory_bytes(path),
+                    "model": source,  # the run's model itself, not an exported artifact
                 }  # fmt: skip
     skipped = {n: reason for n, e in entries.items() if (reason := unavailable(e["engine"], timing=True))}
     for name, reason in skipped.items():

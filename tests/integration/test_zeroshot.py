@@ -28,6 +28,7 @@ from runtime_bench.zeroshot import (  # noqa: E402
     TaskData,
     Tasks,
     ZeroShotConfig,
+    task_specs,
     zeroshot,
 )
 
@@ -103,7 +104,7 @@ def test_local_tasks_are_the_papers_seven_with_their_lm_eval_configs() -> None:
         files = set(spec["dataset_kwargs"]["data_files"].values())
         assert files == {str((LOCAL_TASKS / f"{name}.jsonl").resolve())}
         assert sum(1 for _ in (LOCAL_TASKS / f"{name}.jsonl").open()) == 30
-    assert Tasks.prepare(["arc_easy"], TaskData("hub")).specs == ["arc_easy"]  # the registry's, data from the hub
+    assert task_specs(["arc_easy"], TaskData("hub"), tasks.manager) == ["arc_easy"]  # the registry's, hub data
 
 
 @pytest.fixture(scope="module")
@@ -229,11 +230,19 @@ def test_prune_with_tasks_records_them_in_the_manifest_and_streamed_equals_in_me
 
 
 def test_a_model_writing_command_refuses_bad_tasks_before_any_work(
-    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
+    refused(["prune", "--model", str(tiny_dir), "--limit", "5", "--out", str(out)], capsys,
+            "--limit applies to zero-shot tasks; add --tasks")  # fmt: skip
     refused(["prune", "--model", str(tiny_dir), "--tasks", "boolqq", "--task-data", "local", "--out", str(out)],
             capsys, "unknown task 'boolqq'", "boolq")  # fmt: skip
     refused(["quantize", str(tiny_dir), "--tasks", "rte", "--task-data", "local", "--limit", "0", "--out", str(out)],
             capsys, "--limit 0")  # fmt: skip
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # hub data neither reachable nor cached: before calibration
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "empty-cache"))
+    refused(
+        ["prune", "--model", str(tiny_dir), "--tasks", "arc_easy", "--out", str(out)], capsys, "could not be loaded"
+    )
     assert not out.exists()

@@ -227,6 +227,13 @@ def task_names(args: argparse.Namespace) -> tuple[str, ...]:
     return resolve_task_names([t.strip() for t in args.tasks.split(",")])
 
 
+def refuse_task_options(args: argparse.Namespace) -> None:
+    """Task options without ``--tasks``: one line, not silently ignored."""
+    given = [f"--{k.replace('_', '-')}" for k, v in TASK_DEFAULTS.items() if getattr(args, k) != v]
+    if given:
+        raise SlimpackError(f"{given[0]} applies to zero-shot tasks; add --tasks (e.g. --tasks paper)")
+
+
 def quiet_lm_eval(args: argparse.Namespace) -> None:
     """lm-eval's own notes (e.g. "Overwriting default num_fewshot of rte") only with ``-v``."""
     if not args.verbose:
@@ -244,9 +251,7 @@ class ZeroShotOption:
         from runtime_bench.zeroshot import TaskData, ZeroShotEvaluation
 
         if args.tasks is None:
-            given = [f"--{k.replace('_', '-')}" for k, v in TASK_DEFAULTS.items() if getattr(args, k) != v]
-            if given:
-                raise SlimpackError(f"{given[0]} applies to zero-shot tasks; add --tasks (e.g. --tasks paper)")
+            refuse_task_options(args)
             return None
         quiet_lm_eval(args)
         return ZeroShotEvaluation.prepare(
@@ -273,6 +278,7 @@ class EvalCommand(core.EvalCommand):
         from export.artifact import Artifact
 
         if args.tasks is None:
+            refuse_task_options(args)
             if Artifact.exists(args.model):
                 raise SlimpackError(
                     f"{args.model!r} is an exported artifact: measure its perplexity with `slimpack verify "

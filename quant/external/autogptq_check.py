@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from prune.errors import SlimpackError
 from prune.io import atomic_output_dir, external_python
 from prune.lazy import INDEX_FILE, read_index
-from prune.models import read_config
+from prune.models import ADAPTERS, read_config
 from quant.checkpoint import read_quantization_config
 from quant.external.gptqmodel_check import Comparison, Runtime, check_main, compare_in
 
@@ -45,7 +45,6 @@ def autogptq_python() -> Path:
 
 
 AUTOGPTQ = Runtime("AutoGPTQ", autogptq_python, PROBE)
-EMBEDDING = "model.embed_tokens.weight"  # the decoders' (Llama, Mistral, Qwen2) embedding, tied to lm_head
 
 
 def misreadings(checkpoint: Path) -> list[str]:
@@ -87,8 +86,9 @@ def autogptq_copy(checkpoint: Path, out: Path) -> Path:
     config = read_config(checkpoint)  # not a model directory: one line
     names = read_index(checkpoint)[0]
     tie = config.get("tie_word_embeddings", True) and "lm_head.weight" not in names
-    if tie and EMBEDDING not in names:
-        raise SlimpackError(f"{checkpoint} ties lm_head to {EMBEDDING!r}, which it does not store")
+    embedding_name = f"{ADAPTERS.get(config.get('model_type', '?')).embed_path}.weight"  # the one lm_head is tied to
+    if tie and embedding_name not in names:
+        raise SlimpackError(f"{checkpoint} ties lm_head to {embedding_name!r}, which it does not store")
     with atomic_output_dir(out, False, [checkpoint]) as tmp:
         for file in checkpoint.iterdir():
             if file.is_file() and file.name != "slimpack.json":
@@ -96,8 +96,8 @@ def autogptq_copy(checkpoint: Path, out: Path) -> Path:
         if tie:
             index = tmp / INDEX_FILE
             if index.is_file():
-                with safe_open(str(names[EMBEDDING]), "pt") as fh:
-                    embedding = fh.get_tensor(EMBEDDING)
+                with safe_open(str(names[embedding_name]), "pt") as fh:
+                    embedding = fh.get_tensor(embedding_name)
                 save_file({"lm_head.weight": embedding}, str(tmp / "lm_head.safetensors"), metadata={"format": "pt"})
                 data = json.loads(index.read_text())
                 data["weight_map"]["lm_head.weight"] = "lm_head.safetensors"
@@ -105,9 +105,9 @@ def autogptq_copy(checkpoint: Path, out: Path) -> Path:
                     data["metadata"]["total_size"] += embedding.numel() * embedding.element_size()
                 index.write_text(json.dumps(data, indent=2))
             else:
-                single = tmp / names[EMBEDDING].name
+                single = tmp / names[embedding_name].name
                 tensors = load_file(str(single))
-                tensors["lm_head.weight"] = tensors[EMBEDDING].clone()
+                tensors["lm_head.weight"] = tensors[embedding_name].clone()
                 save_file(tensors, str(single), metadata={"format": "pt"})
             config["tie_word_embeddings"] = False
         theta = (config.get("rope_parameters") or {}).get("rope_theta")

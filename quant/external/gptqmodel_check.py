@@ -47,6 +47,14 @@ class Runtime:
     probe: Path
     env_defaults: dict[str, str] = field(default_factory=dict)
 
+    def available(self) -> bool:
+        """Whether its environment exists (the tests that need it skip otherwise)."""
+        try:
+            self.python()
+        except SlimpackError:
+            return False
+        return True
+
 
 GPTQMODEL = Runtime("GPTQModel", gptqmodel_python, PROBE, {"GPTQMODEL_CPU_WORKERS": "2"})
 

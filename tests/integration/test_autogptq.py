@@ -18,21 +18,12 @@ import pytest
 import torch
 
 from prune.errors import SlimpackError
-from quant.external.autogptq_check import autogptq_python, compare
+from quant.external.autogptq_check import AUTOGPTQ, compare
 from runtime_bench.cli import main
-
-
-def have_autogptq() -> bool:
-    try:
-        autogptq_python()
-        return True
-    except SlimpackError:
-        return False
-
 
 pytestmark = [
     pytest.mark.autogptq,
-    pytest.mark.skipif(not have_autogptq(), reason="no .venv-autogptq (bash scripts/setup-autogptq.sh)"),
+    pytest.mark.skipif(not AUTOGPTQ.available(), reason="no .venv-autogptq (bash scripts/setup-autogptq.sh)"),
 ]
 
 FAST = ["--nsamples", "4", "--seqlen", "32"]

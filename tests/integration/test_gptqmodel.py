@@ -15,22 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from prune.errors import SlimpackError
-from quant.external.gptqmodel_check import compare, gptqmodel_python
+from quant.external.gptqmodel_check import GPTQMODEL, compare
 from runtime_bench.cli import main
-
-
-def have_gptqmodel() -> bool:
-    try:
-        gptqmodel_python()
-        return True
-    except SlimpackError:
-        return False
-
 
 pytestmark = [
     pytest.mark.gptqmodel,
-    pytest.mark.skipif(not have_gptqmodel(), reason="no .venv-gptqmodel (bash scripts/setup-gptqmodel.sh)"),
+    pytest.mark.skipif(not GPTQMODEL.available(), reason="no .venv-gptqmodel (bash scripts/setup-gptqmodel.sh)"),
 ]
 
 

@@ -18,7 +18,7 @@ def checkpoint(tmp_path: Path, tied: bool, theta: float, legacy: bool, fmt: str 
     if not tied:
         tensors["lm_head.weight"] = torch.zeros(8, 4)
     save_file(tensors, str(tmp_path / "model.safetensors"))
-    config = {"tie_word_embeddings": tied, "rope_parameters": {"rope_theta": theta, "rope_type": "default"},
+    config = {"model_type": "llama", "tie_word_embeddings": tied, "rope_parameters": {"rope_theta": theta, "rope_type": "default"},
               "quantization_config": {"quant_method": "gptq", "checkpoint_format": fmt}}  # fmt: skip
     if legacy:
         config["rope_theta"] = theta

@@ -67,12 +67,11 @@ def test_smollm2_gptq_checkpoint_loads_in_gptqmodel(tmp_path: Path) -> None:
     logits within the rounding of its bf16-activation kernel (docs/results/quant.md §5)."""
     from prune.data import load_texts, tokenize
     from prune.models import load_model
+    from quant.external.gptqmodel_check import GPTQMODEL, compare
     from runtime_bench.cli import main
-    from tests.integration.test_gptqmodel import have_gptqmodel
 
-    if not have_gptqmodel():
+    if not GPTQMODEL.available():
         pytest.skip("no .venv-gptqmodel (bash scripts/setup-gptqmodel.sh)")
-    from quant.external.gptqmodel_check import compare
 
     pruned, out = tmp_path / "pruned", tmp_path / "rtn"
     assert main(["-q", "prune", "--model", "smollm2-135m", "--method", "magnitude", "--out", str(pruned)]) == 0

@@ -5,9 +5,12 @@ One graph serves prefill and decode (``past`` may have length 0):
     inputs   input_ids                  int64   [batch, seq]
              attention_mask             int64   [batch, past + seq]
              position_ids               int64   [batch, seq]
-             past_key_values.{i}.key    float32 [batch, n_kv_heads, past, head_dim]   (and .value)
+             past_key_values.{i}.key    float32 [batch, n_kv_heads_i, past, head_dim] (and .value)
     outputs  logits                     float32 [batch, seq, vocab]
-             present.{i}.key            float32 [batch, n_kv_heads, past + seq, head_dim] (and .value)
+             present.{i}.key            float32 [batch, n_kv_heads_i, past + seq, head_dim] (and .value)
+
+``n_kv_heads_i`` is layer ``i``'s: the config's, or what a structured prune left of a multi-head model's
+(`prune.structured.shapes.layer_kv_heads`).
 
 Made with the dynamo exporter (``torch.onnx.export(dynamo=True)``, onnxscript) on `KVCacheWrapper`, which
 turns the flat past tensors into a transformers ``DynamicCache`` and the returned cache back into flat
@@ -39,6 +42,7 @@ from torch import nn
 from export.base import EXPORTERS, ZeroCounts
 from export.graph_cache import GraphCache, bind, fill, model_tensors, template_key
 from prune.models import LoadedModel
+from prune.structured.shapes import layer_kv_heads
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +55,10 @@ WRAPPER_PREFIX = "model."  # `KVCacheWrapper` holds the model as ``.model``: the
 WEIGHT_T = ".weight_t"  # `name_linear_weights`: ``{module}.weight_t`` holds ``{module}.weight`` transposed
 
 
-def kv_shape(config: Any) -> tuple[int, int, int]:
-    """``(layers, kv_heads, head_dim)`` of a decoder config."""
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return config.num_hidden_layers, kv_heads, head_dim
+def kv_shape(config: Any) -> tuple[int, list[int], int]:
+    """``(layers, each layer's KV heads, head_dim)`` of a decoder config."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return config.num_hidden_layers, layer_kv_heads(config), head_dim
 
 
 def input_names(layers: int) -> list[str]:
@@ -103,7 +105,7 @@ def example_inputs(config: Any, batch: int = 2, seq: int = 3, past: int = 4) -> 
     ids = torch.randint(0, config.vocab_size, (batch, seq))
     mask = torch.ones(batch, past + seq, dtype=torch.int64)
     positions = torch.arange(past, past + seq).expand(batch, seq).contiguous()
-    kv = [torch.zeros(batch, kv_heads, past, head_dim) for _ in range(2 * layers)]
+    kv = [torch.zeros(batch, n, past, head_dim) for n in kv_heads for _ in ("key", "value")]
     return (ids, mask, positions, *kv)
 
 
@@ -192,7 +194,7 @@ def graph_details(proto: Any, config: Any, weights: dict[str, str], tied_copies:
         "opset": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
         "ir_version": proto.ir_version,
         "layers": layers,
-        "kv_heads": kv_heads,
+        "kv_heads": kv_heads[0] if len(set(kv_heads)) == 1 else kv_heads,  # one count, or one per layer
         "head_dim": head_dim,
         "attention": ATTENTION,
         "tied_embedding_copies": tied_copies,

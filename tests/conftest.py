@@ -25,11 +25,12 @@ def tokenizer():  # noqa: ANN201
 
 def save_tiny(
     directory: Path, tokenizer, model_type: str = "llama", seed: int = 0, *, distinct: bool = False,  # noqa: ANN001
-    dtype: torch.dtype = torch.float32, max_shard_size: str | None = None,
+    dtype: torch.dtype = torch.float32, max_shard_size: str | None = None, num_kv_heads: int = 2,
 ) -> Path:  # fmt: skip
-    """A tiny random model directory. ``distinct``: norm weights and biases perturbed so that no two are equal,
-    as in a trained model (a fresh one's are all ones and zeros); ``max_shard_size``: several shards + index."""
-    model = tiny_llama(seed=seed, vocab_size=len(tokenizer), model_type=model_type)
+    """A tiny random model directory (4 query heads; ``num_kv_heads`` 4: multi-head attention). ``distinct``: norm
+    weights and biases perturbed so that no two are equal, as in a trained model (a fresh one's are all ones and
+    zeros); ``max_shard_size``: several shards + index."""
+    model = tiny_llama(seed=seed, vocab_size=len(tokenizer), model_type=model_type, num_kv_heads=num_kv_heads)
     if distinct:
         with torch.no_grad():
             for name, param in model.named_parameters():

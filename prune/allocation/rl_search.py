@@ -94,7 +94,7 @@ class BlockUnits:
         ]
         self.channel_order = [torch.argsort(norms[f"{p}.mlp.down_proj"], stable=True) for p in prefixes]
         self.weights = [w for s in self.shapes for w in unit_numel(s)]
-        self.steps = [x for s in self.shapes for x in (s.kv_heads * s.head_params, 0)]  # GQA rounds; channels: any
+        self.steps = [x for s in self.shapes for x in (s.step * s.head_params, 0)]  # heads by steps; channels: any
 
     def apply(self, preserved: list[float]) -> None:
         self.restore()

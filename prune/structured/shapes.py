@@ -2,21 +2,27 @@
 and the record that lets `prune.models.load_model` rebuild the smaller model exactly.
 
 Units (SparsitySolver `003_…` §3.1; SlimGPT `004_…` §4.1): each decoder block has two prunable units,
-``{block}.self_attn`` (query heads: rows of q_proj, columns of o_proj) and ``{block}.mlp`` (FFN channels:
-rows of gate_proj/up_proj, columns of down_proj). A unit's *ratio* is the share of its removable
-parameters that goes: a head costs ``2·d_head·hidden`` (q rows + o columns), a channel ``3·hidden``.
+``{block}.self_attn`` (heads: rows of q_proj, columns of o_proj, and in multi-head attention the head's k/v
+rows too) and ``{block}.mlp`` (FFN channels: rows of gate_proj/up_proj, columns of down_proj). A unit's
+*ratio* is the share of its removable parameters that goes: a query head costs ``2·d_head·hidden`` (q rows +
+o columns), a multi-head attention head ``4·d_head·hidden`` (q, k, v rows + o columns), a channel
+``3·hidden``.
+
+Multi-head attention (LLaMA-2-7B: 32 query heads, 32 KV heads): every query head has its own KV head, and a
+removed head takes its k/v rows with it, as SlimGPT removes LLaMA-7B's heads. Heads go one at a time, and the
+layer's KV cache becomes ``[batch, n_kv_left, past, d_head]``: each layer has its own cache width, which the
+ONNX exporter (`export.onnx_kv`), onnxruntime's engine and transformers' ``DynamicCache`` take per layer.
 
 Grouped-query attention. HF's Llama repeats every KV head for ``n_q / n_kv`` query heads (``repeat_kv``),
 so a layer stays valid only if every KV group keeps the same number of query heads. slimpack removes
-query heads *evenly within the groups* — one query head per KV group per round — and never removes k/v:
-with SmolLM2's 9 query / 3 KV heads a layer keeps 9, 6 or 3 query heads. Keeping the KV heads keeps every
-layer's KV cache shape ``[batch, n_kv, past, d_head]`` the same, so the ONNX exporter, onnxruntime and the
-bench's cache handling run a structured model unchanged (removing whole KV groups would give each layer its
-own cache width). A block's attention ratio is rounded to the nearest whole round; its FFN absorbs the
-rounding so the block removes its planned share of parameters (`block_counts`).
+query heads *evenly within the groups* — one query head per KV group per round — and keeps every KV head:
+with SmolLM2's 9 query / 3 KV heads a layer keeps 9, 6 or 3 query heads, and its k/v projections and KV
+cache stay whole. (`cut_heads` and the record can also drop whole KV groups; no method chooses that.) A
+block's attention ratio is rounded to the nearest whole round (one head in multi-head attention); its FFN
+absorbs the rounding so the block removes its planned share of parameters (`block_counts`).
 
-Shapes: ``q_proj.weight [n_q·d, hidden]``, ``o_proj.weight [hidden, n_q·d]``, ``gate/up.weight [I, hidden]``,
-``down_proj.weight [hidden, I]``.
+Shapes: ``q_proj.weight [n_q·d, hidden]``, ``k/v_proj.weight [n_kv·d, hidden]``, ``o_proj.weight [hidden,
+n_q·d]``, ``gate/up.weight [I, hidden]``, ``down_proj.weight [hidden, I]``.
 """
 
 from __future__ import annotations
@@ -49,8 +55,19 @@ class BlockShape:
         return self.heads // self.kv_heads
 
     @property
+    def multi_head(self) -> bool:
+        """One query head per KV head: a removed head takes its KV head along."""
+        return self.heads == self.kv_heads
+
+    @property
+    def step(self) -> int:
+        """Query heads removed at a time: one in multi-head attention, one per KV group (a round) in GQA."""
+        return 1 if self.multi_head else self.kv_heads
+
+    @property
     def head_params(self) -> int:
-        return 2 * self.head_dim * self.hidden
+        """Weights one removed query head takes: q rows and o columns, and k/v rows in multi-head attention."""
+        return (4 if self.multi_head else 2) * self.head_dim * self.hidden
 
     @property
     def channel_params(self) -> int:
@@ -87,12 +104,16 @@ def unit_numel(shape: BlockShape) -> tuple[int, int]:
 
 
 def heads_for_ratio(ratio: float, shape: BlockShape) -> int:
-    """Query heads to remove: the nearest whole number of rounds (one head per KV group) to ``ratio``."""
-    rounds = round(ratio * shape.heads / shape.kv_heads)
-    return int(rounds * shape.kv_heads)
+    """Query heads to remove: the nearest whole number of steps (`BlockShape.step`) to ``ratio``."""
+    steps = round(ratio * shape.heads / shape.step)
+    return int(steps * shape.step)
 
 
 def check_keep_heads(keep: int, shape: BlockShape, layer: str) -> None:
+    if shape.multi_head:
+        if not 0 < keep <= shape.heads:
+            raise SlimpackError(f"--keep-heads {keep}: {layer} has {shape.heads} heads; keep 1 to {shape.heads}")
+        return
     if keep <= 0 or keep > shape.heads or keep % shape.kv_heads:
         options = ", ".join(str(shape.kv_heads * k) for k in range(1, shape.group + 1))
         raise SlimpackError(
@@ -104,7 +125,7 @@ def check_keep_heads(keep: int, shape: BlockShape, layer: str) -> None:
 def block_counts(
     attn_ratio: float, mlp_ratio: float, shape: BlockShape, layer: str, keep_heads: int | None = None
 ) -> tuple[int, int]:
-    """``(heads, channels)`` to remove from one block: heads by whole GQA rounds (or ``keep_heads``), channels so
+    """``(heads, channels)`` to remove from one block: heads by whole steps (or ``keep_heads``), channels so
     that the block removes ``attn_ratio·attn_params + mlp_ratio·mlp_params`` parameters."""
     if keep_heads is not None:
         check_keep_heads(keep_heads, shape, layer)
@@ -112,10 +133,11 @@ def block_counts(
     else:
         heads = heads_for_ratio(attn_ratio, shape)
     if heads >= shape.heads:
-        top = (shape.heads - shape.kv_heads + shape.kv_heads / 2) / shape.heads
+        top = (shape.heads - shape.step / 2) / shape.heads
+        least = "one" if shape.multi_head else "one per KV group"
         raise SlimpackError(
             f"structured ratio {attn_ratio:.2f} would remove all {shape.heads} query heads of {layer}; keep at least "
-            f"one per KV group: lower --sparsity (attention ratio below {top:.2f}) or pass --keep-heads"
+            f"{least}: lower --sparsity (attention ratio below {top:.2f}) or pass --keep-heads"
         )
     budget = attn_ratio * shape.attn_params + mlp_ratio * shape.mlp_params
     channels = round((budget - heads * shape.head_params) / shape.channel_params)
@@ -161,19 +183,25 @@ def even_choices(alive: Sequence[int], heads: int, kv_heads: int) -> list[int]:
 
 
 def cut_heads(attn: nn.Module, keep: Sequence[int]) -> None:
-    """Keep only query heads ``keep`` (sorted, the same count in every KV group): q_proj rows, o_proj columns."""
+    """Keep only query heads ``keep``: q_proj rows, o_proj columns. A KV group left without query heads goes
+    too (its k_proj/v_proj rows); the groups that stay must keep the same number of query heads."""
     d = attn.head_dim
     n_kv = attn.k_proj.out_features // d
     heads = attn.q_proj.out_features // d
     keep = sorted(keep)
     group = heads // n_kv
     per_group = [sum(1 for h in keep if h // group == g) for g in range(n_kv)]
-    if len(set(per_group)) != 1 or per_group[0] == 0:
-        raise ValueError(f"heads {keep} are not the same non-zero count per KV group (groups of {group})")
+    kept_groups = [g for g, n in enumerate(per_group) if n]
+    if not kept_groups or len({per_group[g] for g in kept_groups}) != 1:
+        raise ValueError(f"heads {keep} are not the same non-zero count per kept KV group (groups of {group})")
     index = head_columns(keep, d).to(attn.q_proj.weight.device)
     attn.q_proj = _rows(attn.q_proj, index)
     attn.o_proj = _cols(attn.o_proj, index)
-    attn.num_key_value_groups = per_group[0]
+    if len(kept_groups) < n_kv:
+        kv_index = head_columns(kept_groups, d).to(attn.k_proj.weight.device)
+        attn.k_proj = _rows(attn.k_proj, kv_index)
+        attn.v_proj = _rows(attn.v_proj, kv_index)
+    attn.num_key_value_groups = per_group[kept_groups[0]]
 
 
 def cut_channels(mlp: nn.Module, keep: Sequence[int]) -> None:
@@ -193,10 +221,21 @@ def cut_channels(mlp: nn.Module, keep: Sequence[int]) -> None:
 class LayerRecord:
     num_attention_heads: int
     intermediate_size: int
+    num_key_value_heads: int  # (records written before KV heads could go lack it: the config's)
 
 
 def structure_of(blocks: Sequence[nn.Module]) -> list[LayerRecord]:
-    return [LayerRecord(s.heads, s.intermediate) for s in (block_shape(b) for b in blocks)]
+    return [LayerRecord(s.heads, s.intermediate, s.kv_heads) for s in (block_shape(b) for b in blocks)]
+
+
+def layer_kv_heads(config: Any) -> list[int]:
+    """Each layer's KV heads: the config's, or a structured-pruned model's recorded per layer."""
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    record = getattr(config, STRUCTURE_KEY, None)
+    if not record:
+        return [kv] * config.num_hidden_layers
+    return [int(layer.get("num_key_value_heads", kv)) for layer in record["layers"]]
 
 
 def record_structure(config: Any, blocks: Sequence[nn.Module]) -> None:
@@ -212,12 +251,19 @@ def apply_structure(blocks: Sequence[nn.Module], record: dict[str, Any]) -> None
             f"config.json's {STRUCTURE_KEY} lists {len(layers or [])} layers for a {len(blocks)}-layer model; "
             "the model directory is damaged — prune it again"
         )
-    for block, layer in zip(blocks, layers):
+    for i, (block, layer) in enumerate(zip(blocks, layers)):
         shape = block_shape(block)
         heads, inter = int(layer["num_attention_heads"]), int(layer["intermediate_size"])
-        if heads != shape.heads:
-            per = heads // shape.kv_heads
-            cut_heads(block.self_attn, [g * shape.group + j for g in range(shape.kv_heads) for j in range(per)])
+        kv = int(layer.get("num_key_value_heads", shape.kv_heads))
+        if not (0 < kv <= shape.kv_heads and heads % kv == 0 and 0 < heads // kv <= shape.group):
+            raise SlimpackError(
+                f"config.json's {STRUCTURE_KEY} gives layer {i} {heads} query heads over {kv} KV heads, which a "
+                f"{shape.heads} / {shape.kv_heads}-head layer cannot become; the model directory is damaged — prune "
+                "it again"
+            )
+        if heads != shape.heads or kv != shape.kv_heads:
+            per = heads // kv
+            cut_heads(block.self_attn, [g * shape.group + j for g in range(kv) for j in range(per)])
         if inter != shape.intermediate:
             cut_channels(block.mlp, range(inter))
 

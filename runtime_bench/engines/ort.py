@@ -56,13 +56,13 @@ class OnnxRuntimeEngine(EngineBase):
         except Exception as err:  # onnxruntime raises its own exception types
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise SlimpackError(f"onnxruntime cannot load {str(path)!r}: {first}") from None
-        self.past_names = [i.name for i in self.session.get_inputs() if i.name.startswith("past_key_values.")]
-        shape = next(i.shape for i in self.session.get_inputs() if i.name.startswith("past_key_values."))
-        self.kv_heads, self.head_dim = int(shape[1]), int(shape[3])
+        past = [i for i in self.session.get_inputs() if i.name.startswith("past_key_values.")]
+        self.past_names = [i.name for i in past]
+        self.past_shapes = [(int(i.shape[1]), int(i.shape[3])) for i in past]  # (KV heads, head_dim): per layer
         self.present_names = [o.name for o in self.session.get_outputs() if o.name.startswith("present.")]
 
     def empty_past(self, batch: int) -> list[np.ndarray]:
-        return [np.zeros((batch, self.kv_heads, 0, self.head_dim), np.float32) for _ in self.past_names]
+        return [np.zeros((batch, heads, 0, dim), np.float32) for heads, dim in self.past_shapes]
 
     def run(self, input_ids: np.ndarray, past: list[np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
         """One forward pass of ``input_ids: [B, T]`` after ``past`` (length P): ``[logits, *present]``."""

@@ -18,6 +18,7 @@ from prune.structured.shapes import (
     cut_channels,
     cut_heads,
     head_columns,
+    layer_kv_heads,
     record_structure,
 )
 from prune.structured.slimgpt import (
@@ -34,6 +35,11 @@ from prune.structured.walk import structured_walk
 def model6() -> torch.nn.Module:
     """6 query heads in 2 KV groups of 3, head_dim 16, FFN 96."""
     return tiny_llama(hidden_size=96, num_heads=6, num_kv_heads=2, intermediate_size=96, seed=3)
+
+
+def mha6() -> torch.nn.Module:
+    """6 heads, each with its own KV head (multi-head attention, as LLaMA-2-7B), head_dim 16, FFN 96."""
+    return tiny_llama(hidden_size=96, num_heads=6, num_kv_heads=6, intermediate_size=96, seed=3)
 
 
 def capture(module: torch.nn.Module, run, output: bool = False) -> torch.Tensor:  # noqa: ANN001
@@ -256,3 +262,74 @@ def test_damped_inverse_survives_dead_inputs() -> None:
     H = torch.eye(4)
     H[2, 2] = 0
     assert torch.isfinite(damped_inverse(H, 0.01)).all()
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(("make", "keep", "kv_left", "groups"), [(mha6, [0, 2, 3, 5], 4, 1), (model6, [0, 1, 2], 1, 3)],
+                         ids=["multi-head", "gqa-whole-group"])  # fmt: skip
+def test_cutting_heads_drops_the_kv_heads_left_without_query_heads(make, keep, kv_left, groups) -> None:  # noqa: ANN001
+    """A KV head whose query heads are all gone goes too (its k/v rows): the same function as zeroing the
+    removed heads' o_proj columns, with a narrower cache."""
+    zeroed, cut = make(), make()
+    gone = [h for h in range(6) if h not in keep]
+    adapter_for(zeroed).blocks(zeroed)[0].self_attn.o_proj.weight[:, head_columns(gone, 16)] = 0
+    attn = adapter_for(cut).blocks(cut)[0].self_attn
+    cut_heads(attn, keep)
+    assert attn.k_proj.weight.shape == attn.v_proj.weight.shape == (kv_left * 16, 96)
+    assert attn.num_key_value_groups == groups
+    ids = torch.randint(0, 256, (2, 10), generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(cut(ids).logits, zeroed(ids).logits, rtol=1e-5, atol=1e-5)
+    out = cut(ids, use_cache=True)
+    assert [layer.keys.shape[1] for layer in out.past_key_values.layers] == [kv_left, make().config.num_key_value_heads]
+
+
+def test_multi_head_counting_removes_single_heads_with_their_kv_rows() -> None:
+    model = mha6()
+    shape = block_shape(adapter_for(model).blocks(model)[0])
+    assert shape.multi_head and shape.step == 1 and shape.head_params == 4 * 16 * 96  # q, k, v rows + o columns
+    heads, channels = block_counts(0.3, 0.3, shape, "layer 0")
+    assert heads == 2  # 0.3·6 = 1.8 → 2 single heads (GQA would round to whole rounds)
+    removed = heads * shape.head_params + channels * shape.channel_params
+    assert abs(removed - 0.3 * (shape.attn_params + shape.mlp_params)) <= shape.channel_params / 2
+    with pytest.raises(SlimpackError, match="would remove all 6 query heads of layer 0; keep at least one:"):
+        block_counts(0.95, 0.3, shape, "layer 0")
+    with pytest.raises(SlimpackError, match="--keep-heads 7: layer 0 has 6 heads; keep 1 to 6"):
+        block_counts(0.2, 0.2, shape, "layer 0", keep_heads=7)
+    assert block_counts(0.2, 0.2, shape, "layer 0", keep_heads=5)[0] == 1
+
+
+@pytest.mark.parametrize("method", STRUCTURED.names())
+def test_every_structured_method_removes_whole_heads_of_multi_head_attention(method: str) -> None:
+    model = mha6()
+    adapter = adapter_for(model)
+    plan = {f"model.layers.{i}.{u}": 0.4 for i in range(2) for u in ("self_attn", "mlp")}
+    batches = list(torch.randint(0, 256, (4, 16), generator=torch.Generator().manual_seed(0)).split(2))
+    records = structured_walk(model, adapter, STRUCTURED.build(method, {}), plan, batches, progress=False)
+    assert [(r.before, r.after) for r in records][:2] == [(6, 4), (96, 49)]  # 2·6144 + 47·288 ≈ 0.4 of 64 512
+    record_structure(model.config, adapter.blocks(model))
+    assert layer_kv_heads(model.config) == [4, 4] and layer_kv_heads(mha6().config) == [6, 6]
+    fresh = mha6()
+    apply_structure(adapter.blocks(fresh), model.config.slimpack_structure)
+    fresh.load_state_dict(model.state_dict())
+    ids = torch.randint(0, 256, (1, 9))
+    with torch.no_grad():
+        assert torch.equal(fresh(ids).logits, model(ids).logits)
+
+
+def test_a_record_without_kv_heads_reads_as_before_and_a_damaged_one_is_named() -> None:
+    import copy
+
+    model = model6()
+    adapter = adapter_for(model)
+    cut_heads(adapter.blocks(model)[0].self_attn, [0, 2, 3, 5])
+    record_structure(model.config, adapter.blocks(model))
+    old = copy.deepcopy(model.config.slimpack_structure)
+    for layer in old["layers"]:
+        del layer["num_key_value_heads"]  # as written before KV heads could go
+    fresh = model6()
+    apply_structure(adapter_for(fresh).blocks(fresh), old)
+    fresh.load_state_dict(model.state_dict())  # strict: every shape as recorded
+    bad = copy.deepcopy(model.config.slimpack_structure)
+    bad["layers"][0]["num_key_value_heads"] = 3
+    with pytest.raises(SlimpackError, match="gives layer 0 4 query heads over 3 KV heads"):
+        apply_structure(adapter_for(fresh).blocks(model6()), bad)

@@ -10,7 +10,8 @@ One graph serves prefill and decode (``past`` may have length 0):
              present.{i}.key            float32 [batch, n_kv_heads_i, past + seq, head_dim] (and .value)
 
 ``n_kv_heads_i`` is layer ``i``'s: the config's, or what a structured prune left of a multi-head model's
-(`prune.structured.shapes.layer_kv_heads`).
+(`prune.structured.shapes.layer_kv_heads`). Such a graph runs in `runtime_bench.engines.ort`, which reads each
+input's width; optimum builds every layer's empty cache from the config's one ``num_key_value_heads``.
 
 Made with the dynamo exporter (``torch.onnx.export(dynamo=True)``, onnxscript) on `KVCacheWrapper`, which
 turns the flat past tensors into a transformers ``DynamicCache`` and the returned cache back into flat

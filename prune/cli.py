@@ -175,7 +175,7 @@ def add_prune_arguments(
         s.add_argument("--structured", action="store_true", help="remove heads/channels: the model gets smaller")
         s.add_argument("--reconstruct", action="store_true", help="SparsitySolver's ridge compensation (Eq. 8)")
         s.add_argument("--ridge-lambda", type=float, default=None, help="λ of the ridge regression (default 0.9)")
-        s.add_argument("--keep-heads", type=int, default=None, help="query heads every layer keeps (× KV heads)")
+        s.add_argument("--keep-heads", type=int, default=None, help="query heads each layer keeps (GQA: × KV heads)")
     parser.set_defaults(
         **({} if sparsity else {"sparsity": PruneSpec.sparsity}),
         **({} if plan else {"plan": None, "true_sequential": False}),

@@ -125,9 +125,15 @@ def main() -> None:
                 "cores": os.cpu_count(), "output_gib": round(
                     sum(f.stat().st_size for f in out.glob("*.safetensors")) / 2**30, 2),
             }  # fmt: skip
+            if manifest.get("structure"):  # what a structured prune left of each block
+                units = manifest["structure"]["units"]
+                out_config = json.loads((out / "config.json").read_text())["slimpack_structure"]["layers"]
+                row["heads_kept"] = [u["after"] for u in units if u["name"].endswith(".self_attn")]
+                row["kv_heads_kept"] = [layer.get("num_key_value_heads") for layer in out_config]
+                row["ffn_kept"] = [u["after"] for u in units if u["name"].endswith(".mlp")]
             rows.append(row)
             print(json.dumps(row), flush=True)
-            rows += export_rows(out, shape, args)
+            rows += export_rows(out, shape, args, built)
             if args.delete:
                 shutil.rmtree(out)
         if args.delete:
@@ -147,7 +153,7 @@ def main() -> None:
               f"{r['seconds_per_block']} | {r['eval_seconds']} | {r['wall_seconds']} | {r['peak_rss_mib']} |")  # fmt: skip
 
 
-def export_rows(out: Path, shape: str, args: argparse.Namespace) -> list[dict]:
+def export_rows(out: Path, shape: str, args: argparse.Namespace, note: str | None = None) -> list[dict]:
     """``--export``: ``slimpack export --stream`` of ``out``, then ``slimpack verify --stream`` of the artifact
     against it (both under /usr/bin/time -v); one row each."""
     if args.export is None:
@@ -157,7 +163,8 @@ def export_rows(out: Path, shape: str, args: argparse.Namespace) -> list[dict]:
     wall, peak = timed([*cli, "export", str(out), "--format", args.export, "--stream", "--out", str(artifact),
                         "--overwrite"])  # fmt: skip
     manifest = json.loads((artifact / "export.json").read_text())
-    common = {"shape": shape, "source": out.name, "format": args.export, "cpu": cpu_model(), "cores": os.cpu_count()}
+    common = {**({"note": note} if note else {}), "shape": shape, "source": out.name, "format": args.export,
+              "cpu": cpu_model(), "cores": os.cpu_count()}  # fmt: skip
     rows = [{**common, "stage": "export", "export_seconds": manifest["export_seconds"], "wall_seconds": round(wall, 1),
              "peak_rss_mib": round(peak), "artifact_gib": round(manifest["bytes"] / 2**30, 2),
              "zeros": manifest["zeros"]["exported_zeros"], "source_zeros": manifest["zeros"]["source_zeros"]}]  # fmt: skip
@@ -196,11 +203,12 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.annotate(f"{r['shape']} ({r['blocks']} blocks)", (r["fp32_gib"], r["peak_rss_mib"] / 1024),
                     textcoords="offset points", xytext=(-30, -14 if i % 2 == 0 else 8), fontsize=7)  # fmt: skip
     others = [r for r in rows if not r.get("note") and r.get("method") not in (None, "wanda") and "stage" not in r]
-    for r in others:  # other whole-model runs (quantize) and their exports / verifies, at the source's size
+    for r in others:  # other whole-model runs and their exports / verifies (of whole models), at the source's size
         ax.plot([r["fp32_gib"]], [r["peak_rss_mib"] / 1024], "s", label=f"{r['method']} --stream + eval, peak RSS")
-        for stage in (x for x in rows if x.get("stage") and x.get("source", "").startswith(f"{r['shape']}-")):
+        source = f"{r['shape']}-{r['method'].replace(':', 'of')}"
+        for stage in (x for x in rows if x.get("stage") and not x.get("note") and x.get("source") == source):
             ax.plot([r["fp32_gib"]], [stage["peak_rss_mib"] / 1024], "^",
-                    label=f"{stage['format']} {stage['stage']} --stream, peak RSS")  # fmt: skip
+                    label=f"{stage['format']} {stage['stage']} --stream of {r['method']}, peak RSS")  # fmt: skip
     ram = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20  # MemTotal, kB → GiB
     ax.axhline(ram, color="red", linewidth=0.8, label=f"this machine's RAM ({ram:.1f} GiB)")
     ax.set_xlabel("model size in fp32 (GiB)")

@@ -17,7 +17,8 @@ Grouped-query attention. HF's Llama repeats every KV head for ``n_q / n_kv`` que
 so a layer stays valid only if every KV group keeps the same number of query heads. slimpack removes
 query heads *evenly within the groups* — one query head per KV group per round — and keeps every KV head:
 with SmolLM2's 9 query / 3 KV heads a layer keeps 9, 6 or 3 query heads, and its k/v projections and KV
-cache stay whole. (`cut_heads` and the record can also drop whole KV groups; no method chooses that.) A
+cache stay whole. (`cut_heads` and the record can also drop whole KV groups; no method chooses that, and a
+GQA layer cut to one query head per group stays GQA: `BlockShape.multi_head` reads the config.) A
 block's attention ratio is rounded to the nearest whole round (one head in multi-head attention); its FFN
 absorbs the rounding so the block removes its planned share of parameters (`block_counts`).
 
@@ -27,6 +28,7 @@ n_q·d]``, ``gate/up.weight [I, hidden]``, ``down_proj.weight [hidden, I]``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -48,16 +50,14 @@ class BlockShape:
     head_dim: int
     hidden: int
     intermediate: int
+    # the architecture's attention (its config, not this block's current shape): one query head per KV head,
+    # so a removed head takes its KV head along. A GQA layer cut down to one query head per group stays GQA.
+    multi_head: bool
 
     @property
     def group(self) -> int:
         """Query heads per KV head."""
         return self.heads // self.kv_heads
-
-    @property
-    def multi_head(self) -> bool:
-        """One query head per KV head: a removed head takes its KV head along."""
-        return self.heads == self.kv_heads
 
     @property
     def step(self) -> int:
@@ -85,12 +85,14 @@ class BlockShape:
 def block_shape(block: nn.Module) -> BlockShape:
     attn, mlp = block.self_attn, block.mlp
     d = attn.head_dim
+    config = attn.config  # transformers' attention modules keep their model's config
     return BlockShape(
         heads=attn.q_proj.out_features // d,
         kv_heads=attn.k_proj.out_features // d,
         head_dim=d,
         hidden=attn.o_proj.out_features,
         intermediate=mlp.down_proj.in_features,
+        multi_head=config.num_attention_heads == (config.num_key_value_heads or config.num_attention_heads),
     )
 
 
@@ -133,7 +135,7 @@ def block_counts(
     else:
         heads = heads_for_ratio(attn_ratio, shape)
     if heads >= shape.heads:
-        top = (shape.heads - shape.step / 2) / shape.heads
+        top = math.floor(100 * (shape.heads - shape.step / 2) / shape.heads) / 100  # a ratio below it keeps one
         least = "one" if shape.multi_head else "one per KV group"
         raise SlimpackError(
             f"structured ratio {attn_ratio:.2f} would remove all {shape.heads} query heads of {layer}; keep at least "
@@ -253,8 +255,14 @@ def apply_structure(blocks: Sequence[nn.Module], record: dict[str, Any]) -> None
         )
     for i, (block, layer) in enumerate(zip(blocks, layers)):
         shape = block_shape(block)
-        heads, inter = int(layer["num_attention_heads"]), int(layer["intermediate_size"])
-        kv = int(layer.get("num_key_value_heads", shape.kv_heads))
+        try:
+            heads, inter = int(layer["num_attention_heads"]), int(layer["intermediate_size"])
+            kv = int(layer.get("num_key_value_heads", shape.kv_heads))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise SlimpackError(
+                f"config.json's {STRUCTURE_KEY} layer {i} is {layer!r}, not whole numbers of heads and channels; the "
+                "model directory is damaged — prune it again"
+            ) from None
         if not (0 < kv <= shape.kv_heads and heads % kv == 0 and 0 < heads // kv <= shape.group):
             raise SlimpackError(
                 f"config.json's {STRUCTURE_KEY} gives layer {i} {heads} query heads over {kv} KV heads, which a "

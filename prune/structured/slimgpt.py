@@ -94,8 +94,8 @@ def prune_heads(
     grouped: bool = True,
     percdamp: float = 0.01,
 ) -> list[int]:
-    """Remove ``n_remove`` heads (a multiple of ``kv_heads``) from ``W: [out, n·d]`` greedily; compensates ``W`` in
-    place (removed columns end at zero) and returns the removed heads."""
+    """Remove ``n_remove`` heads (GQA: a multiple of ``kv_heads``; multi-head: any) from ``W: [out, n·d]`` greedily;
+    compensates ``W`` in place (removed columns end at zero) and returns the removed heads."""
     n = W.shape[1] // head_dim
     alive = list(range(n))
     removed: list[int] = []

@@ -293,9 +293,24 @@ def test_multi_head_counting_removes_single_heads_with_their_kv_rows() -> None:
     assert abs(removed - 0.3 * (shape.attn_params + shape.mlp_params)) <= shape.channel_params / 2
     with pytest.raises(SlimpackError, match="would remove all 6 query heads of layer 0; keep at least one:"):
         block_counts(0.95, 0.3, shape, "layer 0")
-    with pytest.raises(SlimpackError, match="--keep-heads 7: layer 0 has 6 heads; keep 1 to 6"):
-        block_counts(0.2, 0.2, shape, "layer 0", keep_heads=7)
+    for keep in (0, 7):
+        with pytest.raises(SlimpackError, match=f"--keep-heads {keep}: layer 0 has 6 heads; keep 1 to 6"):
+            block_counts(0.2, 0.2, shape, "layer 0", keep_heads=keep)
     assert block_counts(0.2, 0.2, shape, "layer 0", keep_heads=5)[0] == 1
+
+
+def test_a_gqa_layer_cut_to_one_query_head_per_group_stays_grouped_query() -> None:
+    """Multi-head or not is the architecture's (its config), not the layer's current shape: pruning a GQA model
+    again never takes its KV heads."""
+    model = model6()
+    block = adapter_for(model).blocks(model)[0]
+    cut_heads(block.self_attn, [0, 3])  # 2 query heads over 2 KV heads
+    shape = block_shape(block)
+    assert shape.heads == shape.kv_heads == 2 and not shape.multi_head and shape.step == 2
+    assert shape.head_params == 2 * 16 * 96
+    with pytest.raises(SlimpackError, match="keep at least one per KV group"):
+        block_counts(0.6, 0.3, shape, "layer 0")
+    assert block_counts(0.3, 0.3, shape, "layer 0")[0] == 0  # the FFN takes the whole budget
 
 
 @pytest.mark.parametrize("method", STRUCTURED.names())
@@ -333,3 +348,9 @@ def test_a_record_without_kv_heads_reads_as_before_and_a_damaged_one_is_named() 
     bad["layers"][0]["num_key_value_heads"] = 3
     with pytest.raises(SlimpackError, match="gives layer 0 4 query heads over 3 KV heads"):
         apply_structure(adapter_for(fresh).blocks(model6()), bad)
+    bad["layers"][0]["num_key_value_heads"] = "two"
+    with pytest.raises(SlimpackError, match="layer 0 is .*'two'.* damaged — prune it again"):
+        apply_structure(adapter_for(fresh).blocks(model6()), bad)
+    assert layer_kv_heads(model.config) == [2, 2]
+    model.config.slimpack_structure = old
+    assert layer_kv_heads(model.config) == [2, 2]  # an old record: the config's count

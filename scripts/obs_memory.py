@@ -21,9 +21,11 @@ VARIANTS = ("before", "out-row-major", "now")
 def measure(variant: str, n: int) -> float:
     import torch
 
+    from runtime_bench.memory import status_mib
+
     H = torch.full((n, n), 0.1)
     H.diagonal().add_(n)  # symmetric, diagonally dominant: positive definite, built without temporaries
-    base = status_kib("VmRSS")
+    base = status_mib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # the high-water mark starts again from here
     if variant == "before":
         L = torch.linalg.cholesky(H)
@@ -37,17 +39,9 @@ def measure(variant: str, n: int) -> float:
         from prune.obs import inverse_hessian_factor
 
         U = inverse_hessian_factor(H, 0.0)
-    peak = status_kib("VmHWM")
+    peak = status_mib("VmHWM")
     assert torch.isfinite(U).all()
-    return (peak - base) * 1024 / (n * n * 4)
-
-
-def status_kib(field: str) -> int:
-    """A ``/proc/self/status`` figure (kB): the resident set now (VmRSS) or its high-water mark (VmHWM)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
+    return (peak - base) * 2**20 / (n * n * 4)
 
 
 def main() -> None:

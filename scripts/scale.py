@@ -125,12 +125,11 @@ def main() -> None:
                 "cores": os.cpu_count(), "output_gib": round(
                     sum(f.stat().st_size for f in out.glob("*.safetensors")) / 2**30, 2),
             }  # fmt: skip
-            if manifest.get("structure"):  # what a structured prune left of each block
-                units = manifest["structure"]["units"]
-                out_config = json.loads((out / "config.json").read_text())["slimpack_structure"]["layers"]
-                row["heads_kept"] = [u["after"] for u in units if u["name"].endswith(".self_attn")]
-                row["kv_heads_kept"] = [layer.get("num_key_value_heads") for layer in out_config]
-                row["ffn_kept"] = [u["after"] for u in units if u["name"].endswith(".mlp")]
+            if manifest.get("structure"):  # what a structured prune left of each block: its structure record
+                layers = json.loads((out / "config.json").read_text())["slimpack_structure"]["layers"]
+                for key, field in (("heads_kept", "num_attention_heads"), ("kv_heads_kept", "num_key_value_heads"),
+                                   ("ffn_kept", "intermediate_size")):  # fmt: skip
+                    row[key] = [layer[field] for layer in layers]
             rows.append(row)
             print(json.dumps(row), flush=True)
             rows += export_rows(out, shape, args, built)

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from export.onnx_kv import example_inputs, input_names
 from prune.models import load_model
 from runtime_bench.cli import main
 from tests.conftest import save_tiny
+from tests.integration.test_export_stream import ort_outputs
+from tests.integration.test_stream import tensors
 
 FAST = ["--nsamples", "4", "--seqlen", "32"]
 HEADS, HEAD_DIM = 4, 16  # `save_tiny`'s: hidden 64
@@ -25,13 +25,6 @@ HEADS, HEAD_DIM = 4, 16  # `save_tiny`'s: hidden 64
 
 def cli(*args: str) -> int:
     return main(["-q", *args])
-
-
-def tensors(directory: Path) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    for file in sorted(directory.glob("*.safetensors")):
-        out.update(load_file(str(file)))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -84,15 +77,6 @@ def test_decoding_with_per_layer_caches_equals_the_full_forward(slim: dict[str, 
         past = out.past_key_values
         steps.append(out.logits[:, -1])
     torch.testing.assert_close(torch.stack(steps, 1), full[:, 8:], rtol=1e-5, atol=1e-5)
-
-
-def ort_outputs(artifact: Path, source: Path) -> list[np.ndarray]:
-    import onnxruntime as ort
-
-    config = load_model(source).model.config
-    torch.manual_seed(0)
-    feeds = {n: t.numpy() for n, t in zip(input_names(config.num_hidden_layers), example_inputs(config))}
-    return ort.InferenceSession(str(artifact / "model.onnx")).run(None, feeds)
 
 
 def verify(artifact: Path, reference: Path, report: Path, *extra: str) -> dict:

@@ -21,9 +21,16 @@ from export.artifact import EXPORT_MANIFEST
 from export.base import EXPORTERS, StreamingExporter, ZeroCounts, streaming_formats
 from export.graph_cache import GraphCache
 from prune.errors import SlimpackError
-from prune.io import atomic_output_dir, check_output_dir, directory_bytes, hash_files, write_json_atomic
+from prune.io import (
+    atomic_output_dir,
+    check_output_dir,
+    directory_bytes,
+    hash_files,
+    output_bytes,
+    write_json_atomic,
+)
 from prune.manifest import Manifest, environment, peak_rss_mib
-from prune.models import LoadedModel, load_model
+from prune.models import LoadedModel, load_model, read_config
 
 log = logging.getLogger(__name__)
 
@@ -91,21 +98,27 @@ def zero_summary(source: ZeroCounts, exported: ZeroCounts) -> dict[str, Any]:
 
 
 def copy_side_files(model_dir: Path, out: Path) -> None:
+    """`SIDE_FILES` of ``model_dir`` into ``out``; config.json and tokenizer_config.json without ``auto_map``
+    (`drop_remote_code`: the code it names is not copied)."""
+    import json
+
+    from prune.models import drop_remote_code
+
     for name in SIDE_FILES:
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, out / name)
+    for config in (out / "config.json", out / "tokenizer_config.json"):
+        if config.is_file() and drop_remote_code(data := json.loads(config.read_text())):
+            write_json_atomic(config, data)
 
 
 def export_model(config: ExportConfig) -> dict[str, Any]:
     """Export ``config.model`` as ``config.format`` into ``config.out``; returns the manifest written there."""
     exporter = EXPORTERS.build(config.format, config.options)
     model_dir = Path(config.model)
-    if not (model_dir / "config.json").is_file():
-        raise SlimpackError(
-            f"model directory {config.model!r} does not exist or has no config.json; pass a model directory "
-            "(e.g. the output of `slimpack prune` or `slimpack quantize`)"
-        )
-    check_output_dir(config.out, config.overwrite, [model_dir])
+    read_config(model_dir)  # missing, damaged, a FIFO: one line
+    need = output_bytes(model_dir, 4)  # every format holds floats as fp32 at most, integer codes as stored
+    check_output_dir(config.out, config.overwrite, [model_dir], need, record=EXPORT_MANIFEST)
     if config.stream and not isinstance(exporter, StreamingExporter):
         raise SlimpackError(
             f"--format {config.format} loads the model whole; --stream writes {', '.join(streaming_formats())} "
@@ -120,7 +133,7 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
     else:
         loaded = load_model(model_dir)
         before = source_zeros(loaded)
-    with atomic_output_dir(config.out, config.overwrite, [model_dir]) as tmp:
+    with atomic_output_dir(config.out, config.overwrite, [model_dir], need, record=EXPORT_MANIFEST) as tmp:
         start = time.perf_counter()
         cache = GraphCache(config.graph_cache) if config.graph_cache is not None else None
         if config.stream:

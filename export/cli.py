@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from prune.cli import COMMANDS
+from prune.cli import COMMANDS, Reads, Writes
 from prune.spec import parse_options
 
 
@@ -14,13 +13,14 @@ class ExportCommand:
     help = "export a model directory to a runnable artifact: onnx | onnx-int4 | deepsparse | semi24 | gptq"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("model", help="model directory (output of slimpack prune / quantize)")
+        parser.add_argument("model", action=Reads, kind="model", help="model directory (output of slimpack prune / quantize)")
         parser.add_argument("--format", required=True, help="onnx | onnx-int4 | deepsparse | semi24 | gptq")
-        parser.add_argument("--out", type=Path, required=True, help="artifact directory")
+        parser.add_argument("--out", action=Writes, kind="dir", required=True, help="artifact directory")
         parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
         parser.add_argument(
             "--graph-cache",
-            type=Path,
+            action=Writes,
+            kind="dir",
             default=None,
             help="reuse graphs traced for models of the same shape from here (default: $SLIMPACK_CACHE/onnx-graphs)",
         )

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from prune.io import umask
 from prune.models import cache_root
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,7 @@ class GraphCache:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.root)
+            os.fchmod(fd, 0o666 & ~umask())
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(_without_weights(proto, bindings, key, details))

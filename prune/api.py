@@ -29,6 +29,8 @@ class PruneConfig:
 class UnstructuredPrune:
     """The unstructured / N:M prune stage: a layer method walked block by block over the allocated plan."""
 
+    linear_bytes = None
+
     def __init__(self, resolved: Resolved) -> None:
         self.resolved = resolved
 

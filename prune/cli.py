@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from prune.data import DataSpec
 from prune.errors import SlimpackError
+from prune.paths import Output, check_writes
 from prune.registry import Registry
 from prune.spec import (
     PROTOCOLS,
@@ -51,6 +52,66 @@ class Command(Protocol):
 COMMANDS: Registry[type[Command]] = Registry("command")
 
 
+class Reads(argparse.Action):
+    """A path argument the command reads (``kind``: ``model`` — a directory, hub id or alias; ``path`` — a file
+    or directory, when one exists by that name). Every output is checked apart from it (`prune.paths`)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, kind: str = "path", **kwargs: Any) -> None:
+        self.kind = kind
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+
+    def locate(self, value: Any) -> Path | None:
+        """Where the input ``value`` lies on this machine (None: nowhere yet, e.g. a dataset name)."""
+        from prune.models import model_location
+
+        return model_location(str(value)) if self.kind == "model" else Path(value) if Path(value).exists() else None
+
+
+class Writes(argparse.Action):
+    """A path argument the command writes: a ``file`` or a ``dir``, and what is written ``beside`` it
+    (``(suffix, kind)``: a plan's ``.png``). `main` checks each with `prune.paths.check_writes` before the
+    command runs — the one rule of which paths may be written."""
+
+    def __init__(
+        self, option_strings: Sequence[str], dest: str, kind: str = "file",
+        beside: tuple[tuple[str, str], ...] = (), **kwargs: Any,
+    ) -> None:  # fmt: skip
+        self.kind, self.beside = kind, beside
+        kwargs.setdefault("type", Path)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+
+    def outputs(self, value: Any) -> list[Output]:
+        option = max(self.option_strings, key=len) if self.option_strings else self.dest
+        path = Path(value)
+        return [Output(option, path, self.kind)] + [Output(option, path.with_suffix(s), k) for s, k in self.beside]
+
+
+def declared_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[Path], list[Output]]:
+    """The inputs and outputs the parsed command line names (its `Reads` and `Writes`, sub-commands included)."""
+    inputs: list[Path] = []
+    outputs: list[Output] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                more_in, more_out = declared_paths(chosen, args)
+                inputs, outputs = inputs + more_in, outputs + more_out
+            continue
+        value = getattr(args, action.dest, None)
+        values = [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+        if isinstance(action, Reads):
+            inputs += [p for v in values if (p := action.locate(v)) is not None]
+        elif isinstance(action, Writes):
+            outputs += [o for v in values for o in action.outputs(v)]
+    return inputs, outputs
+
+
 class OutputEvaluation(Protocol):
     """Arguments an upper floor adds to every model-writing command for a further evaluation of its output
     (zero-shot tasks: `runtime_bench.cli`), and the `Evaluation` they ask for (None: not asked)."""
@@ -65,7 +126,7 @@ OUTPUT_EVALUATIONS: Registry[type[OutputEvaluation]] = Registry("output evaluati
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("calibration data")
-    g.add_argument("--dataset", default="offline", help="offline | wikitext2 | c4 | ptb | PATH to a text file")
+    g.add_argument("--dataset", action=Reads, default="offline", help="offline | wikitext2 | c4 | ptb | PATH to a text file")
     g.add_argument("--nsamples", type=int, default=32, help="calibration windows (default 32)")
     g.add_argument("--seqlen", type=int, default=512, help="tokens per calibration/eval window (default 512)")
     g.add_argument("--seed", type=int, default=0, help="seed of the calibration window offsets")
@@ -81,7 +142,7 @@ def data_spec(args: argparse.Namespace, protocol_name: str | None = None) -> Dat
 
 def add_eval_arguments(parser: argparse.ArgumentParser, windows_default: int | None = 40) -> None:
     g = parser.add_argument_group("evaluation")
-    g.add_argument("--eval-dataset", default=None, help="text to evaluate on (default: --dataset)")
+    g.add_argument("--eval-dataset", action=Reads, default=None, help="text to evaluate on (default: --dataset)")
     g.add_argument("--windows", type=int, default=windows_default, help="evaluation windows (default 40; 0 = all)")
     g.add_argument("--eval-batch-size", type=int, default=1)
     g.add_argument(
@@ -105,7 +166,7 @@ def eval_spec(args: argparse.Namespace) -> EvalSpec:
 def add_output_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     """Device, output directory, --overwrite, --eval and the data/eval groups of a model-writing command."""
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, required=True, help=f"output {what} directory")
+    parser.add_argument("--out", action=Writes, kind="dir", required=True, help=f"output {what} directory")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--eval", action="store_true", help=f"also measure the {what}'s perplexity")
     g = parser.add_argument_group("streaming (models larger than memory)")
@@ -117,7 +178,7 @@ def add_output_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     g.add_argument("--shard-size", type=float, default=2048, metavar="MIB", help="--stream: output shard size (MiB)")
     g.add_argument("--max-memory", type=float, default=None, metavar="MIB",
                    help="--stream: refuse, before any work, a run whose estimated peak exceeds this")  # fmt: skip
-    g.add_argument("--offload-dir", default=None, metavar="DIR",
+    g.add_argument("--offload-dir", action=Writes, kind="dir", type=str, default=None, metavar="DIR",
                    help="--stream: keep the calibration activations in files here when they would exceed "
                    "--max-memory (always, without it)")  # fmt: skip
     add_data_arguments(parser)
@@ -168,7 +229,7 @@ def add_prune_arguments(
                    help=f"layerwise sparsity: uniform | owl | dlp | pi | log-increase | rl-search (default {shown})")  # fmt: skip
     g.add_argument("-A", "--alloc-option", action="append", default=[], help="allocation option KEY=VALUE")
     if plan:
-        g.add_argument("--plan", type=Path, default=None, help="a sparsity plan JSON (from `slimpack plan`)")
+        g.add_argument("--plan", action=Reads, type=Path, default=None, help="a sparsity plan JSON (from `slimpack plan`)")
         g.add_argument("--true-sequential", action="store_true", help="calibrate qkv → o → up/gate → down in turn")
     if structured:
         s = parser.add_argument_group("structured pruning (whole attention heads and FFN channels)")
@@ -245,7 +306,8 @@ class PruneCommand:
     help = "prune a model layer by layer and write an HF model directory + slimpack.json"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--model", required=True, help="HF model directory, hub id, or alias (smollm2-135m)")
+        parser.add_argument("--model", action=Reads, kind="model", required=True,
+                            help="HF model directory, hub id, or alias (smollm2-135m)")  # fmt: skip
         add_prune_arguments(parser)
         add_output_arguments(parser, "pruned model")
 
@@ -262,7 +324,8 @@ class PlanCommand:
     help = "compute a layerwise sparsity plan (JSON + PNG) without pruning"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--model", required=True, help="HF model directory, hub id, or alias (smollm2-135m)")
+        parser.add_argument("--model", action=Reads, kind="model", required=True,
+                            help="HF model directory, hub id, or alias (smollm2-135m)")  # fmt: skip
         parser.add_argument("--sparsity", type=float, default=0.5, help="target sparsity in [0, 1)")
         parser.add_argument("--pattern", default="unstructured", help="'unstructured' or N:M for a mixed N:M plan")
         parser.add_argument(
@@ -270,7 +333,8 @@ class PlanCommand:
         )
         parser.add_argument("-A", "--alloc-option", action="append", default=[], help="allocation option KEY=VALUE")
         parser.add_argument("--device", default="cpu")
-        parser.add_argument("--out", type=Path, required=True, help="plan JSON to write (a PNG is written beside it)")
+        parser.add_argument("--out", action=Writes, beside=((".png", "file"), ("", "dir")), required=True,
+                            help="plan JSON to write (a PNG is written beside it)")  # fmt: skip
         parser.add_argument("--overwrite", action="store_true")
         add_data_arguments(parser)
 
@@ -291,11 +355,11 @@ class EvalCommand:
     help = "perplexity of a model (non-overlapping windows; see prune/eval.py)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("model", help="HF model directory, hub id, or alias (smollm2-135m)")
-        parser.add_argument("--dataset", default="offline", help="offline | wikitext2 | c4 | ptb | PATH")
+        parser.add_argument("model", action=Reads, kind="model", help="HF model directory, hub id, or alias (smollm2-135m)")
+        parser.add_argument("--dataset", action=Reads, default="offline", help="offline | wikitext2 | c4 | ptb | PATH")
         parser.add_argument("--seqlen", type=int, default=512)
         parser.add_argument("--device", default="cpu")
-        parser.add_argument("--json", type=Path, default=None, help="also write the result to this JSON file")
+        parser.add_argument("--json", action=Writes, default=None, help="also write the result to this JSON file")
         parser.add_argument("--stream", action="store_true", help="one block in memory at a time (block-major)")
         add_eval_arguments(parser)
 
@@ -317,8 +381,8 @@ class InspectCommand:
     help = "measured sparsity per module of a slimpack output, checked against its manifest"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("directory", type=Path)
-        parser.add_argument("--json", type=Path, default=None, help="also write the report to this JSON file")
+        parser.add_argument("directory", action=Reads, type=Path)
+        parser.add_argument("--json", action=Writes, default=None, help="also write the report to this JSON file")
 
     def run(self, args: argparse.Namespace) -> int:
         from prune.inspect import inspect_dir
@@ -344,10 +408,11 @@ class ReportCommand:
     help = "one markdown table from slimpack eval JSON files and prune / quantize output directories"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("results", nargs="+", type=Path, help="eval .json files and/or pruned model directories")
-        parser.add_argument("--png", type=Path, default=None, help="also draw perplexity per method and setting")
+        parser.add_argument("results", action=Reads, nargs="+", type=Path,
+                            help="eval .json files and/or pruned model directories")  # fmt: skip
+        parser.add_argument("--png", action=Writes, default=None, help="also draw perplexity per method and setting")
         parser.add_argument("--title", default="", help="title of the --png figure")
-        parser.add_argument("--json", type=Path, default=None, help="also write the runs' key figures as JSON")
+        parser.add_argument("--json", action=Writes, default=None, help="also write the runs' key figures as JSON")
         parser.add_argument("--pivot", action="store_true", help="perplexity per (method, allocation) × setting")
         parser.add_argument("--series", default="method", choices=["method", "allocation"], help="bars of --png")
 
@@ -396,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="slimpack", description="Sparse (and 4-bit) artifacts from dense HF causal LMs."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS.names():
         command = COMMANDS.get(name)()
@@ -407,10 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)  # library warnings go through logging: shown with -v only
     if not args.verbose:  # the ONNX exporter's passes log every rewrite at INFO, and warn of optional packages
         for name in ("onnx_ir", "onnxscript", "torch.onnx", "py.warnings"):
@@ -418,6 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quiet:
         quiet_libraries()
     try:
+        inputs, outputs = declared_paths(parser, args)
+        check_writes(outputs, inputs)  # the one rule of which paths may be written, before any work
         return args.handler.run(args)
     except SlimpackError as err:
         print(f"slimpack: error: {err}", file=sys.stderr)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import math
 import os
 import shutil
+import signal
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -16,64 +20,102 @@ from prune.errors import SlimpackError
 
 
 def check_apart(out: Path, inputs: Sequence[Path | str]) -> None:
-    """One line if writing ``out`` would touch an input: ``out`` is one of ``inputs``, holds one, or lies inside
-    one (symlinks resolved) — with ``--overwrite`` the input would be deleted."""
-    where = Path(os.path.realpath(out))
-    for given in inputs:
-        source = Path(os.path.realpath(given))
-        if where == source or where in source.parents or source in where.parents:
-            relation = "is" if where == source else "holds" if where in source.parents else "lies inside"
-            raise SlimpackError(
-                f"output {str(out)!r} {relation} the input {str(given)!r}; writing it would change the input — "
-                "choose an --out outside it"
-            )
+    """One line if writing the directory ``out`` would touch an input (`prune.paths.check_apart`)."""
+    from prune.paths import Output
+    from prune.paths import check_apart as apart
+
+    apart(Output("--out", Path(out), "dir"), [Path(i) for i in inputs])
 
 
 def check_writable_dir(path: Path, what: str) -> None:
-    """One line, before any work, if ``path`` cannot be (or become) a writable directory."""
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if existing == path and not path.is_dir():
-        raise SlimpackError(f"{what} {str(path)!r} is a file, not a directory; pass a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SlimpackError(f"{what} {str(path)!r} is not writable ({str(existing)!r}); pass a writable directory")
+    """One line, before any work, if ``path`` cannot be (or become) a writable directory (`prune.paths`)."""
+    from prune.paths import Output, check_kind, check_writable
+
+    check_kind(Output(what, Path(path), "dir"))
+    check_writable(Output(what, Path(path), "dir"))
 
 
-def check_output_dir(out: Path, overwrite: bool, inputs: Sequence[Path | str] = ()) -> None:
+def human_bytes(count: float) -> str:
+    """``1536`` → ``1.5 KiB``: a size as a person reads it (no "0.00 GiB" for a small file)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.2f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def weight_bytes(directory: Path) -> int:
+    """Bytes of the ``*.safetensors`` files of a model directory (what an output made from it rewrites)."""
+    return sum(p.stat().st_size for p in Path(directory).glob("*.safetensors") if p.is_file())
+
+
+STORED_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def output_bytes(directory: Path, float_bytes: float | None, linear_bytes: float | None = None) -> int:
+    """An estimate of the bytes an output made from the model ``directory`` takes, from its shards' headers alone:
+    each stored floating tensor's elements × ``float_bytes`` (None: as stored) — ``linear_bytes`` for the blocks'
+    linear weights, when the output stores them otherwise (4-bit codes) — and every other tensor as stored."""
+    from prune.lazy import read_index
+
+    total = 0.0
+    for name, header in read_index(Path(directory))[1].items():
+        stored = STORED_BYTES.get(str(header.get("dtype")), 4)
+        elements = math.prod(int(n) for n in header.get("shape", []))
+        per = stored
+        if str(header.get("dtype")).startswith(("F", "BF")):
+            per = linear_bytes if linear_bytes is not None and name.endswith("_proj.weight") else float_bytes or stored
+        total += elements * per
+    return int(total)
+
+
+def check_output_dir(
+    out: Path, overwrite: bool, inputs: Sequence[Path | str] = (), need: int | None = None, record: str | None = None
+) -> None:
     """Fail early (before any work) if ``out`` exists and may not be replaced, touches an input
-    (`check_apart`), cannot be written, or its disk has less free space than the inputs take (an output is
-    at least about as big as what it is made from; a disk that fills anyway is one line too: `prune.cli`)."""
+    (`check_apart`), cannot be written, or its disk has less free space than the output will take (``need``
+    bytes, estimated by the caller; default: the inputs' weights, rewritten once; a disk that fills anyway is one
+    line too: `prune.cli`). ``--overwrite`` replaces only an output slimpack wrote: one holding ``record`` (its
+    manifest), or an empty directory — never a directory of someone else's files."""
     check_apart(out, inputs)
-    check_writable_dir(Path(out).parent if not Path(out).exists() else Path(out), "--out")
+    check_writable_dir(Path(out), "--out")
     existing = Path(os.path.abspath(out))
     while not existing.exists():
         existing = existing.parent
-    need = sum(directory_bytes(Path(i)) if Path(i).is_dir() else 0 for i in inputs)
+    if need is None:
+        need = sum(weight_bytes(Path(i)) if Path(i).is_dir() else 0 for i in inputs)
     free = shutil.disk_usage(existing).free
     if need > free:
         raise SlimpackError(
-            f"the disk of --out {str(out)!r} has {free / 2**30:.2f} GiB free, less than the {need / 2**30:.2f} GiB "
-            "the input takes; free space or choose another --out"
+            f"the disk of --out {str(out)!r} has {human_bytes(free)} free, less than the {human_bytes(need)} the "
+            "output will take (estimated); free space or choose another --out"
         )
     if out.exists() and not overwrite:
         raise SlimpackError(f"output {str(out)!r} already exists; pass --overwrite or choose another --out")
-    if out.exists() and not out.is_dir():
-        raise SlimpackError(f"output {str(out)!r} exists and is not a directory; choose another --out")
+    if out.exists() and any(out.iterdir()) and (record is None or not (out / record).is_file()):
+        raise SlimpackError(
+            f"output {str(out)!r} holds files slimpack did not write (no {record or 'slimpack record'}); --overwrite "
+            "replaces only slimpack's own outputs — choose another --out"
+        )
 
 
 @contextmanager
-def atomic_output_dir(out: Path, overwrite: bool = False, inputs: Sequence[Path | str] = ()) -> Iterator[Path]:
+def atomic_output_dir(
+    out: Path, overwrite: bool = False, inputs: Sequence[Path | str] = (), need: int | None = None,
+    record: str | None = None,
+) -> Iterator[Path]:  # fmt: skip
     """Yield a temporary directory beside ``out``; rename it to ``out`` only when the block succeeds. Without
     ``overwrite``, an ``out`` that appeared meanwhile (another process writing it) is left as it is and this
-    run fails in one line; with it, the old ``out`` is moved aside and removed after the rename."""
+    run fails in one line; with it, the old ``out`` (slimpack's own: ``record`` inside, `check_output_dir`) is
+    moved aside and removed after the rename. The directory gets the permissions the umask gives."""
     out = Path(os.path.abspath(out))  # "." and "x/.." named by what they are
-    check_output_dir(out, overwrite, inputs)
+    check_output_dir(out, overwrite, inputs, need, record)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_orphans(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         yield tmp
+        follow_umask(tmp)
         if overwrite and out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
             os.replace(out, old / out.name)
@@ -132,11 +174,38 @@ def read_text_file(path: Path, what: str, hint: str) -> str:
     raise SlimpackError(f"{what} {str(path)!r} {problem}; {hint}")
 
 
+def umask() -> int:
+    """The process's umask (read from /proc, which leaves it as it is; else set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(directory: Path) -> None:
+    """Give ``directory`` and everything in it the permissions the umask gives (writers such as ``mkdtemp``,
+    ``mkstemp`` and some libraries' savers create 0700 / 0600)."""
+    mask = umask()
+    os.chmod(directory, 0o777 & ~mask)
+    for root, dirs, files in os.walk(directory):
+        for name in dirs:
+            os.chmod(Path(root) / name, 0o777 & ~mask)
+        for name in files:
+            if not (Path(root) / name).is_symlink():
+                os.chmod(Path(root) / name, 0o666 & ~mask)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    """Write ``text`` to ``path`` through a temporary file (with the permissions the umask gives) and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.replace(tmp, path)
@@ -166,6 +235,27 @@ def sha256_file(path: Path, chunk: int = 1 << 20, on_chunk: Callable[[int], Any]
     return h.hexdigest()
 
 
+WHOLE_HASH_BYTES = 64 * 2**20  # files up to this size are hashed whole by `fingerprint`
+SAMPLE_BLOCKS, SAMPLE_BYTES = 32, 64 * 2**10
+
+
+def fingerprint(path: Path) -> str:
+    """What a file holds, cheaply: the sha256 of a small file (≤ 64 MiB) whole; of a large one, its size, its
+    first MiB (a safetensors header and the first tensors), 32 blocks of 64 KiB evenly spread and its last
+    MiB. A file replaced by another of the same size with the old mtime kept (``cp -p``, ``rsync -a``) gets a
+    new fingerprint unless the two agree on every sampled byte."""
+    size = Path(path).stat().st_size
+    if size <= WHOLE_HASH_BYTES:
+        return sha256_file(path)
+    h = hashlib.sha256(f"sampled:{size}:".encode())
+    with open(path, "rb") as fh:
+        spots = [0, *((size - 2**20) * (i + 1) // (SAMPLE_BLOCKS + 1) for i in range(SAMPLE_BLOCKS)), size - 2**20]
+        for i, offset in enumerate(spots):
+            fh.seek(offset)
+            h.update(fh.read(2**20 if i in (0, len(spots) - 1) else SAMPLE_BYTES))
+    return h.hexdigest()
+
+
 def hash_files(directory: Path, exclude: tuple[str, ...] = (), progress: bool = False) -> dict[str, str]:
     """sha256 of every file under ``directory`` (relative POSIX paths), except the excluded names; each file
     read in 1 MiB chunks, with a progress bar over the bytes when ``progress``."""
@@ -184,7 +274,16 @@ def compare_files(
     directory: Path, recorded: dict[str, str], exclude: tuple[str, ...] = (), progress: bool = False
 ) -> dict[str, list[str]]:
     """``directory``'s files against ``recorded`` sha256s: ``changed``, ``missing``, and ``unlisted``
-    (present, not recorded)."""
+    (present, not recorded). Every recorded name must lie inside ``directory`` (`prune.paths.inside`: one line
+    naming the manifest that lists it, ``exclude[0]``, otherwise)."""
+    from prune.paths import inside
+
+    listed_in = Path(directory) / (exclude[0] if exclude else "")
+    if not isinstance(recorded, dict):
+        raise SlimpackError(f"{str(listed_in)!r} records no file → sha256 table; the directory was edited or "
+                            "damaged — write it again")  # fmt: skip
+    for name in recorded:
+        inside(Path(directory), name, listed_in)
     actual = hash_files(Path(directory), exclude=exclude, progress=progress)
     return {
         "changed": [n for n, digest in recorded.items() if n in actual and actual[n] != digest],
@@ -215,13 +314,30 @@ def external_python(what: str, variable: str, venv: str) -> Path:
     """The interpreter of an external runtime's own environment: ``$variable``, else the virtual environment
     ``venv`` beside the one running now (``.venv`` → ``.venv-deepsparse``: where ``scripts/setup-*.sh`` build
     them); a one-line `SlimpackError` naming the setup script when it is missing."""
-    import sys
-
     path = Path(os.environ.get(variable, Path(sys.prefix).parent / venv / "bin" / "python"))
     if not path.is_file():
         script = f"scripts/setup-{venv.removeprefix('.venv-')}.sh"
         raise SlimpackError(f"{what} environment not found at {path}; create it with `bash {script}` or set {variable}")
     return path
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child killed (``SIGKILL``) when the thread that starts it dies — with its
+    process, even by ``kill -9`` (Linux ``PR_SET_PDEATHSIG``, kept across ``exec``); a parent already gone when
+    it takes effect ends the child at once. None off Linux. libc is opened here, before the fork."""
+    if sys.platform != "linux":  # pragma: no cover
+        return None
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        if os.getppid() != parent:  # the parent died between the fork and the prctl
+            os._exit(1)
+
+    return preexec
 
 
 @contextmanager

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from prune.errors import SlimpackError
+from prune.paths import inside, regular_file
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +46,45 @@ FLOAT_DTYPES = {  # safetensors' names of the floating dtypes
 
 def read_index(path: Path) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
     """``{tensor name: shard file}`` of a model directory (its index, else the shards' own headers) and every
-    shard's header (``{name: {dtype, shape, …}}``), each header read once."""
+    shard's header (``{name: {dtype, shape, …}}``), each header read once. Every shard the index names lies
+    inside the directory and is a regular file (`prune.paths.inside`); a damaged index is one line."""
     index = path / INDEX_FILE
-    if index.is_file():
+    damaged = "the model directory is damaged — copy it again"
+    if index.exists():
+        regular_file(index, "shard index", damaged)
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as err:
-            raise SlimpackError(f"{str(index)!r} is not a safetensors index ({err}); the model directory is damaged")
-        missing = sorted({f for f in weight_map.values() if not (path / f).is_file()})
+            data = json.loads(index.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise SlimpackError(f"{str(index)!r} is not a safetensors index (not JSON); {damaged}") from None
+        except OSError as err:
+            raise SlimpackError(f"{str(index)!r} cannot be read ({err.strerror}); check its permissions") from None
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            problem = f"it holds a JSON {type(data).__name__}, not an object"
+        elif not isinstance(weight_map, dict) or not weight_map:
+            what = (
+                "no weight_map" if weight_map is None
+                else "an empty weight_map" if isinstance(weight_map, dict)
+                else f"a {type(weight_map).__name__} as its weight_map"
+            )  # fmt: skip
+            problem = f"it has {what}, not a table of tensor → shard file"
+        elif not isinstance(data.get("metadata"), dict):
+            problem = "its metadata is missing or not a table"
+        else:
+            problem = None
+        if problem is not None:
+            raise SlimpackError(f"{str(index)!r} is not a safetensors index ({problem}); {damaged}")
+        listed: dict[str, Path] = {}
+        for f in weight_map.values():  # a name that is not a string is refused before it is hashed
+            if not isinstance(f, str) or f not in listed:
+                listed[f] = inside(path, f, index)
+        missing = sorted(f for f, file in listed.items() if not file.is_file())
         if missing:
             raise SlimpackError(
                 f"shard {missing[0]!r} listed in {str(index)!r} is missing ({len(missing)} missing); "
                 "copy the complete model directory"
             )
-        files = {name: path / f for name, f in weight_map.items()}
+        files = {name: listed[f] for name, f in weight_map.items()}
         shards = sorted(set(files.values()))
     else:
         shards = sorted(path.glob("*.safetensors"))
@@ -66,35 +92,48 @@ def read_index(path: Path) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
             raise SlimpackError(f"{str(path)!r} has no .safetensors weights; pass a safetensors model directory")
         files = {}
     headers: dict[str, dict[str, Any]] = {}
+    held: dict[Path, dict[str, Any]] = {}
     for shard in shards:
-        header = _header(shard)
+        held[shard] = header = _header(shard)
         headers.update(header)
-        if not index.is_file():
+        if not index.exists():
             files.update({name: shard for name in header})
+    wrong = next((name for name, shard in files.items() if name not in held[shard]), None)
+    if wrong is not None:
+        raise SlimpackError(
+            f"{str(index)!r} lists tensor {wrong[:80]!r} in {files[wrong].name!r}, which does not hold it; {damaged}"
+        )
     return files, headers
 
 
 def _header(file: Path) -> dict[str, dict[str, Any]]:
-    """The tensors a safetensors file declares (``{name: {dtype, shape, …}}``), read from its header only."""
+    """The tensors a safetensors file declares (``{name: {dtype, shape, …}}``), read from its header only. A file
+    that is not one is named with the reason, never with its bytes (it may be any file)."""
+    regular_file(file, "weights file", "the model directory is damaged — copy it again")
+
+    def refuse(reason: str) -> SlimpackError:
+        return SlimpackError(f"{str(file)!r} is not a safetensors file ({reason}); the model directory is damaged")
+
     try:
         with file.open("rb") as fh:
             size = int.from_bytes(fh.read(8), "little")
             if not 0 < size < 100 * 2**20:
-                raise ValueError(f"header size {size}")
+                raise refuse("its first 8 bytes are not a header length")
             header = json.loads(fh.read(size))
-    except (OSError, ValueError, UnicodeDecodeError) as err:
-        raise SlimpackError(f"{str(file)!r} is not a safetensors file ({err}); the model directory is damaged")
+    except OSError as err:
+        raise refuse(f"it cannot be read: {err.strerror}") from None
+    except (ValueError, UnicodeDecodeError):
+        raise refuse("its header is not JSON") from None
     if not isinstance(header, dict):
-        raise SlimpackError(
-            f"{str(file)!r} is not a safetensors file (its header is not a table); the model directory is damaged"
-        )
+        raise refuse("its header is not a table")
     header.pop("__metadata__", None)
     try:
         end = max((int(t["data_offsets"][1]) for t in header.values()), default=0)
+        bad = [n for n, t in header.items() if not isinstance(t["dtype"], str) or not _is_shape(t["shape"])]
     except (KeyError, TypeError, ValueError, IndexError):
-        raise SlimpackError(
-            f"{str(file)!r} is not a safetensors file (bad tensor entries); the model directory is damaged"
-        ) from None
+        raise refuse("bad tensor entries") from None
+    if bad:
+        raise refuse(f"tensor {bad[0][:80]!r} has no dtype name or a shape that is not whole numbers")
     have = file.stat().st_size - 8 - size
     if have < end:
         raise SlimpackError(
@@ -102,6 +141,10 @@ def _header(file: Path) -> dict[str, dict[str, Any]]:
             "the model directory is damaged — copy it again"
         )
     return header
+
+
+def _is_shape(shape: object) -> bool:
+    return isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
 
 
 class TensorCodec(Protocol):
@@ -159,10 +202,15 @@ class LazyCheckpoint:
     def open(cls, path: Path, codec: TensorCodec = PLAIN_CODEC) -> LazyCheckpoint:
         from transformers import AutoConfig
 
+        from prune.models import check_sizes, drop_remote_code, read_config
+
         path = Path(path)
+        sizes = read_config(path)  # checked: an architecture slimpack builds, sizes that are whole numbers
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        drop_remote_code(config)  # no config saved from this one names code it does not carry
         codec.prepare(config)
         files, headers = read_index(path)
+        check_sizes(path, sizes, headers)  # before a skeleton of the config's sizes is built
         model = skeleton(config)
         lazy = cls(path, model, files, headers, codec)
         lazy.check()
@@ -224,16 +272,27 @@ class LazyCheckpoint:
     def read_stored(self, names: list[str]) -> dict[str, torch.Tensor]:
         """Stored tensors ``names`` (e.g. a GPTQ linear's ``qweight``) as stored, on the CPU; each shard is opened
         once and closed after."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         by_file: dict[Path, list[str]] = defaultdict(list)
         for name in names:
             by_file[self.files[name]].append(name)
         out: dict[str, torch.Tensor] = {}
         for file, members in by_file.items():
-            with safe_open(str(file), framework="pt") as fh:
-                for name in members:
-                    out[name] = fh.get_tensor(name)
+            try:
+                with safe_open(str(file), framework="pt") as fh:
+                    for name in members:
+                        out[name] = fh.get_tensor(name)
+            except FileNotFoundError:
+                raise SlimpackError(
+                    f"shard {file.name!r} of {str(self.path)!r} vanished while slimpack read it (deleted or moved by "
+                    "another process); nothing was written — restore the model directory and run again"
+                ) from None
+            except (OSError, SafetensorError):
+                raise SlimpackError(
+                    f"shard {file.name!r} of {str(self.path)!r} changed while slimpack read it (no longer the file "
+                    "it opened, or unreadable); nothing was written — restore the model directory and run again"
+                ) from None
         return out
 
     def read(self, names: list[str], dtype: torch.dtype | None, device: torch.device | str) -> dict[str, torch.Tensor]:

@@ -112,7 +112,8 @@ class MethodRecord:
 @dataclass
 class Timing:
     """``seconds``: the stage's own work (calibration data, gradients, allocation, the walk) — loading, saving and
-    evaluation excluded; ``compress_seconds``: the methods' solves alone; ``peak_rss_mib``: right after it."""
+    evaluation excluded; ``compress_seconds``: the methods' solves alone; ``peak_rss_mib``: read after it and the
+    write of the model's files (their buffers count), before any evaluation."""
 
     seconds: float
     peak_rss_mib: float

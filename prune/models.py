@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -23,7 +24,8 @@ from torch import nn
 
 from prune.errors import SlimpackError
 from prune.io import atomic_output_dir, sha256_file, write_json_atomic
-from prune.lazy import PLAIN_CODEC, LazyCheckpoint, TensorCodec
+from prune.lazy import PLAIN_CODEC, LazyCheckpoint, TensorCodec, read_index
+from prune.paths import regular_file
 from prune.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -87,20 +89,26 @@ for _model_type in ("llama", "mistral", "qwen2", "qwen3"):
 MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")  # Mixtral, Qwen-MoE, DeepSeek
 
 
-def adapter_for(model: nn.Module) -> DecoderAdapter:
-    model_type = getattr(model.config, "model_type", None)
-    experts = next((getattr(model.config, k) for k in MOE_KEYS if getattr(model.config, k, None)), None)
+def check_architecture(model_type: object, experts: object) -> str:
+    """``model_type`` if slimpack has an adapter for it; else one line naming it (a mixture-of-experts model —
+    ``experts`` per block — as such)."""
     if experts:
         raise SlimpackError(
             f"{model_type!r} is a mixture-of-experts model ({experts} experts per block); slimpack walks dense MLPs "
             f"(gate/up/down projections) and has no adapter for routed experts yet; supported: "
             f"{', '.join(ADAPTERS.names())}"
         )
-    if model_type not in ADAPTERS:
+    if not isinstance(model_type, str) or model_type not in ADAPTERS:
         raise SlimpackError(
             f"unsupported architecture {model_type!r}; slimpack supports model_type: {', '.join(ADAPTERS.names())}"
         )
-    return ADAPTERS.get(model_type)
+    return model_type
+
+
+def adapter_for(model: nn.Module) -> DecoderAdapter:
+    model_type = getattr(model.config, "model_type", None)
+    experts = next((getattr(model.config, k) for k in MOE_KEYS if getattr(model.config, k, None)), None)
+    return ADAPTERS.get(check_architecture(model_type, experts))
 
 
 @dataclass
@@ -183,7 +191,7 @@ def materialize_alias(name: str, cache: Path | None = None) -> Path:
     model.eval()
     _clear_gguf_quantization(model)
     probe = torch.arange(64).unsqueeze(0) % model.config.vocab_size
-    with atomic_output_dir(target, overwrite=True) as tmp:
+    with atomic_output_dir(target, overwrite=True, record=marker.name) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, use_safetensors=True)
@@ -247,17 +255,114 @@ class PlainCheckpoint:
 PLAIN = PlainCheckpoint()
 
 
+MODEL_SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+OPTIONAL_SIZES = ("num_key_value_heads", "head_dim", "max_position_embeddings")  # null or absent: derived
+FILE_SCAN_LIMIT = 10_000  # entries of a model directory checked for FIFOs and devices (a model has a few dozen)
+
+
 def read_config(path: Path) -> dict[str, Any]:
-    """``config.json`` of a model directory as a dict (a one-line error when it is missing or not JSON)."""
-    file = Path(path) / "config.json"
-    try:
-        return json.loads(file.read_text())
-    except FileNotFoundError:
+    """``config.json`` of a model directory as a dict, checked (`check_config`); one line when it is missing,
+    not JSON or not a model slimpack builds. No file of the directory that is a FIFO or a device is ever opened
+    (its reader would block): such a file is one line too."""
+    directory = Path(path)
+    file = directory / "config.json"
+    if not file.exists():
         raise SlimpackError(
             f"model directory {str(path)!r} has no config.json; pass a Hugging Face model directory"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        )
+    hint = "a model directory holds regular files (and folders) only — replace it with the file it stands for"
+    for entry in itertools.islice(directory.iterdir(), FILE_SCAN_LIMIT):
+        if entry.exists() and not entry.is_dir():
+            regular_file(entry, "model file", hint)
+    regular_file(file, "model file", hint)
+    try:
+        config = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
         raise SlimpackError(f"{str(file)!r} is not valid JSON ({err}); the model directory is damaged") from None
+    except UnicodeDecodeError:
+        raise SlimpackError(f"{str(file)!r} is not valid JSON (not UTF-8 text); the model directory is damaged") from None
+    except OSError as err:
+        raise SlimpackError(f"{str(file)!r} cannot be read ({err.strerror}); check its permissions") from None
+    return check_config(config, file)
+
+
+def check_config(config: object, file: Path) -> dict[str, Any]:
+    """``config`` (the JSON of ``file``, a config.json) if it describes a model slimpack can build, before any is
+    built: an object, a supported architecture (`check_architecture`), its sizes whole numbers ≥ 1 (a string, a
+    boolean, zero or a negative number is one line naming it), the heads dividing the width (unless
+    ``head_dim`` is given) and the KV heads dividing the heads."""
+    fix = f"fix {str(file)!r} or copy the model directory again"
+    if not isinstance(config, dict):
+        raise SlimpackError(f"{str(file)!r} holds a JSON {type(config).__name__}, not an object of settings; {fix}")
+    if config.get("model_type") is None:
+        raise SlimpackError(
+            f"{str(file)!r} names no model_type; slimpack supports model_type: {', '.join(ADAPTERS.names())}"
+        )
+    check_architecture(config["model_type"], next((config[k] for k in MOE_KEYS if config.get(k)), None))
+    for key in MODEL_SIZES + OPTIONAL_SIZES:
+        value = config.get(key)
+        if type(value) is int and value >= 1 or value is None and key in OPTIONAL_SIZES:
+            continue
+        kind = {str: " (a string)", bool: " (a boolean)"}.get(type(value), "")
+        given = f"no {key}" if key not in config else f"{key} {value!r:.40}{kind}"
+        raise SlimpackError(f"{str(file)!r} gives {given}; it must be a whole number ≥ 1 — {fix}")
+    heads, hidden = config["num_attention_heads"], config["hidden_size"]
+    kv = config.get("num_key_value_heads") or heads
+    if config.get("head_dim") is None and hidden % heads:
+        raise SlimpackError(
+            f"{str(file)!r} gives hidden_size {hidden}, which its num_attention_heads {heads} does not divide (and "
+            f"no head_dim); {fix}"
+        )
+    if heads % kv:
+        raise SlimpackError(
+            f"{str(file)!r} gives num_key_value_heads {kv}, which does not divide its num_attention_heads {heads}; "
+            f"{fix}"
+        )
+    if not isinstance(config.get("quantization_config", {}), dict):
+        raise SlimpackError(f"{str(file)!r} gives a quantization_config that is not an object; {fix}")
+    return config
+
+
+def check_sizes(path: Path, config: dict[str, Any], headers: dict[str, dict[str, Any]]) -> None:
+    """``config``'s layer count, vocabulary and width against what the shards' ``headers`` hold — the blocks
+    stored (``model.layers.{i}.…``, GPTQ's packed tensors too) and the embedding's shape — before a model of the
+    config's sizes is built (a skeleton of 100 000 layers takes minutes, a real one memory): a config that asks
+    for more blocks than are stored, or another vocabulary or width than the embedding's, is one line naming
+    both. Fewer blocks than are stored is left to `prune.lazy.LazyCheckpoint.check` (it names the extra tensor)."""
+    adapter = ADAPTERS.get(config["model_type"])
+    block = re.compile(re.escape(adapter.blocks_path) + r"\.(\d+)\.")
+    stored = {int(m.group(1)) for name in headers if (m := block.match(name))}
+    fix = f"fix {str(Path(path) / 'config.json')!r} or copy the complete model directory"
+    if config["num_hidden_layers"] > len(stored):
+        raise SlimpackError(
+            f"config.json's num_hidden_layers is {config['num_hidden_layers']}, but the weights in {str(path)!r} hold "
+            f"{len(stored)} blocks ({adapter.blocks_path}.N); {fix}"
+        )
+    embed = f"{adapter.embed_path}.weight"
+    shape = headers.get(embed, {}).get("shape")
+    for key, axis, what in (("vocab_size", 0, "rows"), ("hidden_size", 1, "columns")):
+        if isinstance(shape, list) and len(shape) == 2 and shape[axis] != config[key]:
+            raise SlimpackError(
+                f"config.json's {key} is {config[key]}, but the embedding {embed!r} in {str(path)!r} holds "
+                f"{shape[axis]} {what}; {fix}"
+            )
+
+
+REMOTE_CODE_KEY = "auto_map"  # names of remote code files (``modeling_x.XForCausalLM``) in config.json and
+# tokenizer_config.json
+
+
+def drop_remote_code(config: Any) -> bool:
+    """Remove ``auto_map`` from ``config`` — a transformers config, a tokenizer's ``init_kwargs`` (what its
+    tokenizer_config.json is saved from), or such a file's dict —; whether it held one. slimpack neither runs nor
+    copies the code it names, so no file slimpack writes may name it. Applied where a model is opened
+    (`load_model`, `prune.stream.open_streamed`, `prune.lazy.LazyCheckpoint.open`: every config and tokenizer
+    saved from them) and to the files an export copies (`export.api.copy_side_files`)."""
+    fields = config if isinstance(config, dict) else vars(config)
+    if fields.pop(REMOTE_CODE_KEY, None) is None:
+        return False
+    log.info("%s dropped: it names remote code, which slimpack neither runs nor copies", REMOTE_CODE_KEY)
+    return True
 
 
 def check_context(path: Path, lengths: dict[str, int]) -> None:
@@ -323,6 +428,23 @@ def hub_snapshot(repo_id: str) -> Path:
         ) from None
 
 
+def model_location(spec: str) -> Path | None:
+    """Where the model ``spec`` lies on this machine, without building or fetching anything: a directory, an
+    alias's cache directory, a hub id's cached snapshot; None where it has none yet (nothing there to protect)."""
+    if spec in ALIASES:
+        return cache_root() / "models" / spec
+    if Path(spec).exists():
+        return Path(spec)
+    if HUB_ID.fullmatch(spec):
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(spec, local_files_only=True))
+        except Exception:  # noqa: BLE001 - not in the cache, in any of the ways huggingface_hub says so
+            return None
+    return None
+
+
 def load_model(spec: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
     """Load a causal LM and its tokenizer from a directory (any registered checkpoint kind) or an alias.
     Weights: safetensors only; remote code never runs."""
@@ -330,6 +452,7 @@ def load_model(spec: str | Path, dtype: torch.dtype = torch.float32, device: str
 
     path = resolve_model_path(spec)
     kind = checkpoint_kind(path)
+    check_sizes(path, read_config(path), read_index(path)[1])
     try:
         model, extras = kind.load(path, dtype)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
@@ -340,6 +463,8 @@ def load_model(spec: str | Path, dtype: torch.dtype = torch.float32, device: str
             f"({', '.join(ALIASES)})"
         ) from None
     adapter = adapter_for(model)  # fail early on unsupported architectures
+    drop_remote_code(model.config)
+    drop_remote_code(tokenizer.init_kwargs)
     model.to(device)
     return LoadedModel(model, tokenizer, str(spec), path, kind.name, adapter, extras)
 

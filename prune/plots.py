@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from prune.io import umask
+
 
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the Agg backend."""
@@ -67,6 +69,7 @@ def save_figure(fig: Any, out: Path) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
+    os.fchmod(fd, 0o666 & ~umask())  # as the umask gives, not mkstemp's 0600
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120)

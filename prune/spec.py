@@ -11,6 +11,7 @@ This module is plain data: the registries it resolves against are imported only 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -205,12 +206,14 @@ class StreamSpec:
     offload_dir: str | None = None  # calibration activations spilled here when they would exceed max_memory_mib
 
     def check(self) -> None:
-        if self.max_memory_mib is not None and not self.max_memory_mib > 0:
-            raise SlimpackError(f"--max-memory {self.max_memory_mib} MiB must be > 0")
+        if self.max_memory_mib is not None and not 0 < self.max_memory_mib < math.inf:
+            raise SlimpackError(f"--max-memory {self.max_memory_mib} MiB must be a number > 0, e.g. 8000")
         if self.dtype is not None and self.dtype not in STREAM_DTYPES:
             raise SlimpackError(f"--dtype {self.dtype!r} is not one of {', '.join(STREAM_DTYPES)}")
-        if not self.shard_mib > 0:
-            raise SlimpackError(f"--shard-size {self.shard_mib} MiB must be > 0")
+        if not 1 / 1024 <= self.shard_mib <= MAX_SHARD_MIB:
+            raise SlimpackError(
+                f"--shard-size {self.shard_mib} MiB must be a number from 1/1024 to {MAX_SHARD_MIB} (MiB), e.g. 2048"
+            )
         if self.offload_dir is not None:
             from prune.io import check_writable_dir
 
@@ -223,6 +226,7 @@ class StreamSpec:
 
 
 STREAM_DTYPES = ("float32", "bfloat16", "float16")
+MAX_SHARD_MIB = 2**20  # 1 TiB: a shard size beyond any disk (inf, 1e300) is a typing error
 
 
 class Evaluation(Protocol):
@@ -264,8 +268,21 @@ class Job:
     stream: StreamSpec | None = None
     evaluations: tuple[Evaluation, ...] = ()
 
-    def check(self) -> None:
+    def output_bytes(self, linear_bytes: float | None = None) -> int:
+        """The output's size, estimated from the source's headers: floats as written (fp32 in memory, the
+        stream's dtype streamed), the blocks' linear weights at ``linear_bytes`` each where the stage stores them
+        otherwise (4-bit codes)."""
+        from prune.io import output_bytes
+        from prune.models import resolve_model_path
+
+        dtype = None if self.stream is None else self.stream.torch_dtype()
+        float_bytes = 4 if self.stream is None else None if dtype is None else dtype.itemsize
+        return output_bytes(resolve_model_path(self.model), float_bytes, linear_bytes)
+
+    def check(self, linear_bytes: float | None = None) -> None:
+        """Every setting, and the output (`prune.io.check_output_dir`, with `output_bytes`)."""
         from prune.io import check_output_dir
+        from prune.manifest import MANIFEST
         from prune.models import check_context, resolve_model_path
 
         if self.stream is not None:
@@ -276,7 +293,7 @@ class Job:
         for evaluation in self.evaluations:
             evaluation.check()
         source = resolve_model_path(self.model)
-        check_output_dir(Path(self.out), self.overwrite, [source])
+        check_output_dir(Path(self.out), self.overwrite, [source], self.output_bytes(linear_bytes), record=MANIFEST)
         check_context(
             source,
             {"--seqlen": self.data.seqlen, **({"--seqlen (eval)": self.evaluate.seqlen} if self.evaluate else {})},

@@ -3,9 +3,10 @@
 `run_stage(job, stage)`: check the job (data, output) → load the model (whole, or as a skeleton streamed from
 its shards: ``job.stream``, `prune.stream`) → ``stage.check_model`` (layer fits) → inside a temporary output
 directory: ``stage.apply`` (calibrate, allocate, walk; timed; a streamed walk writes each finished block there)
-→ the `Manifest` → the model's files → evaluate (if asked: perplexity, then ``job.evaluations``; a streamed
-model block by block from what was written) → the allocation's artifacts and the manifest → renamed into place. A stage only says what is its own
-(`Stage`); the order, the timing, the evaluation and the atomic output are here.
+→ the model's files → the `Manifest` (its peak RSS read after their write) → evaluate (if asked: perplexity, then
+``job.evaluations``; a streamed model block by block from what was written) → the allocation's artifacts and the
+manifest → renamed into place. A stage only says what is its own (`Stage`); the order, the timing, the evaluation
+and the atomic output are here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from prune.data import Calibration, eval_windows, load_texts, tokenize
 from prune.errors import SlimpackError
 from prune.eval import PerplexityResult, perplexity
 from prune.io import atomic_output_dir
-from prune.manifest import Manifest, MethodRecord, Timing, peak_rss_mib
+from prune.manifest import MANIFEST, Manifest, MethodRecord, Timing, peak_rss_mib
 from prune.models import LoadedModel, load_model
 from prune.spec import EvalSpec, Job, Resolved
 from prune.stats import gradient_norms
@@ -53,6 +54,8 @@ class Stage(Protocol):
     """One model-writing stage. Everything is checked before any work: the stage's settings when it is built,
     the model's layers in `check_model` (right after loading)."""
 
+    linear_bytes: float | None  # bytes the output stores per block linear weight (None: as a float, like the rest)
+
     def check_model(self, loaded: LoadedModel) -> None: ...
 
     def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job, out: Path) -> Outcome:
@@ -78,14 +81,16 @@ def allocation_record(resolved: Resolved, allocation: Allocation) -> dict[str, A
 
 def run_stage(job: Job, stage: Stage) -> Manifest:
     """Run ``stage`` on ``job`` (see the module docstring); returns the manifest written with the model."""
-    job.check()
+    job.check(stage.linear_bytes)
     loaded = open_model(job)
     stage.check_model(loaded)
     calibration = Calibration(loaded.tokenizer, job.data)
-    with atomic_output_dir(job.out, job.overwrite, [loaded.path] if loaded.path else []) as tmp:
+    need = job.output_bytes(stage.linear_bytes)
+    with atomic_output_dir(job.out, job.overwrite, [loaded.path] if loaded.path else [], need, MANIFEST) as tmp:
         start = time.perf_counter()
         outcome = stage.apply(loaded, calibration, job, tmp)
         seconds = time.perf_counter() - start
+        outcome.save(tmp)  # every weight file before the peak RSS is read: a write's buffers count in it
         manifest = Manifest(
             stage=outcome.stage,
             source_model=job.model,
@@ -103,7 +108,6 @@ def run_stage(job: Job, stage: Stage) -> Manifest:
         )
         log.info("%s %s of %s: sparsity %.2f %% in %.1f s", outcome.stage, outcome.method.name, job.model,
                  100 * outcome.sparsity["overall"], seconds)  # fmt: skip
-        outcome.save(tmp)
         evaluation: dict[str, Any] = {}
         if job.evaluate is not None:
             if job.stream is not None:

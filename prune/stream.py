@@ -34,7 +34,15 @@ from prune.errors import SlimpackError
 from prune.eval import PerplexityResult
 from prune.lazy import LazyCheckpoint, fresh
 from prune.methods import LayerMethod
-from prune.models import DecoderAdapter, LoadedModel, adapter_for, checkpoint_kind, read_config, resolve_model_path
+from prune.models import (
+    DecoderAdapter,
+    LoadedModel,
+    adapter_for,
+    checkpoint_kind,
+    drop_remote_code,
+    read_config,
+    resolve_model_path,
+)
 from prune.report import weight_sparsity
 from prune.shards import DEFAULT_SHARD_BYTES, ShardWriter
 from prune.spec import EvalSpec, Resolved, StreamSpec
@@ -89,6 +97,7 @@ def open_streamed(spec: str | Path) -> LoadedModel:
         rotary = model.get_submodule(adapter.rotary_path)
         setattr(model.get_submodule(owner), leaf, fresh(rotary, model.config))
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    drop_remote_code(tokenizer.init_kwargs)  # its tokenizer_config.json names no code (the config's: `lazy`)
     return LoadedModel(model, tokenizer, str(spec), path, kind.name, adapter, lazy=lazy)
 
 

@@ -61,6 +61,14 @@ class Quantize:
         pruner = self.resolved.method
         self.method = QUANT_METHODS.build(quant.method, {"spec": quant.grid, "pruner": pruner, **quant.options})
 
+    @property
+    def linear_bytes(self) -> float | None:
+        """A GPTQ checkpoint's bytes per linear weight: the codes, and a float16 scale and a zero per group."""
+        if self.quant.checkpoint_format == DEQUANTIZED:
+            return None
+        group = self.quant.group_size if self.quant.group_size > 0 else 4096
+        return self.quant.bits / 8 + (2 + self.quant.bits / 8) / group
+
     def check_model(self, loaded: LoadedModel) -> None:
         check_layers(loaded, self.quant.grid.check_layer, self.resolved.pattern.check_features)
 
@@ -153,7 +161,7 @@ def quantize(config: QuantizeConfig) -> Manifest:
     stage = Quantize(config.quant, config.joint)  # every setting checked before the model is read
     if config.job.stream is not None:
         check_stream_quantize(stage, config.job.stream)
-    config.job.check()
+    config.job.check(stage.linear_bytes)
     kind = checkpoint_kind(resolve_model_path(config.job.model))
     if kind.quantized:
         raise SlimpackError(

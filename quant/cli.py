@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from prune.cli import COMMANDS, add_output_arguments, add_prune_arguments, job, manifest_line, prune_spec
+from prune.cli import COMMANDS, Reads, add_output_arguments, add_prune_arguments, job, manifest_line, prune_spec
 from prune.errors import SlimpackError
 from prune.spec import parse_options
 from quant import report as _report  # noqa: F401  (registers the quantization table of `slimpack report`)
@@ -15,7 +15,8 @@ class QuantizeCommand:
     help = "quantize a (pruned) model with GPTQ or RTN into a standard GPTQ checkpoint (optionally pruning jointly)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("model", help="model directory (e.g. the output of slimpack prune), hub id or alias")
+        parser.add_argument("model", action=Reads, kind="model",
+                            help="model directory (e.g. the output of slimpack prune), hub id or alias")  # fmt: skip
         parser.add_argument("--method", default="gptq", help="gptq | rtn (default gptq)")
         parser.add_argument("--bits", type=int, default=4, help="2–8 (GPTQ checkpoints: 2, 3, 4 or 8; default 4)")
         parser.add_argument("--group-size", type=int, default=128, help="columns per grid: -1 (per row), 32, 64, 128")

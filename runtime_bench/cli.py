@@ -18,6 +18,8 @@ from prune import cli as core
 from prune.cli import (
     COMMANDS,
     OUTPUT_EVALUATIONS,
+    Reads,
+    Writes,
     add_data_arguments,
     add_eval_arguments,
     add_prune_arguments,
@@ -33,8 +35,9 @@ class VerifyCommand:
     help = "check an exported artifact in its own runtime against the reference model (exit 1 beyond tolerance)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("artifact", type=Path, help="directory written by slimpack export")
-        parser.add_argument("--reference", required=True, help="the in-framework model directory it came from")
+        parser.add_argument("artifact", action=Reads, type=Path, help="directory written by slimpack export")
+        parser.add_argument("--reference", action=Reads, kind="model", required=True,
+                            help="the in-framework model directory it came from")  # fmt: skip
         parser.add_argument(
             "--tolerance", type=float, default=0.01, help="max relative perplexity difference (default 0.01)"
         )
@@ -44,9 +47,9 @@ class VerifyCommand:
         parser.add_argument("--prompt", type=int, default=32, help="prompt tokens for the greedy check (default 32)")
         parser.add_argument("--tokens", type=int, default=32, help="greedy tokens to compare (default 32)")
         parser.add_argument("--threads", type=int, default=None, help="engine threads (default: the runtime's)")
-        parser.add_argument("--dataset", default="offline", help="offline | wikitext2 | c4 | ptb | PATH")
+        parser.add_argument("--dataset", action=Reads, default="offline", help="offline | wikitext2 | c4 | ptb | PATH")
         parser.add_argument("--seqlen", type=int, default=512)
-        parser.add_argument("--json", type=Path, default=None, help="also write the report to this JSON file")
+        parser.add_argument("--json", action=Writes, default=None, help="also write the report to this JSON file")
         parser.add_argument(
             "--stream",
             action="store_true",
@@ -113,7 +116,8 @@ class BenchCommand:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="bench", required=True)
         p = sub.add_parser("sweep", help="prune at many sparsities, export for each engine, time against dense")
-        p.add_argument("--model", default="smollm2-135m", help="model directory or alias (default smollm2-135m)")
+        p.add_argument("--model", action=Reads, kind="model", default="smollm2-135m",
+                       help="model directory or alias (default smollm2-135m)")  # fmt: skip
         p.add_argument(
             "--sparsities", type=number_list(float, "sparsities"), default=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
         )
@@ -126,7 +130,8 @@ class BenchCommand:
         p.add_argument("--threads", type=number_list(int, "threads"), default=(1, 2), help="e.g. 1,2")
         add_prune_arguments(p, allocation_default="dlp", sparsity=False, plan=False, structured=False)
         p.set_defaults(prune_method="wanda")
-        p.add_argument("--out", type=Path, default=Path("runs/sweep"), help="sweep directory (cache + reports)")
+        p.add_argument("--out", action=Writes, kind="dir", default=Path("runs/sweep"),
+                       help="sweep directory (cache + reports)")  # fmt: skip
         add_data_arguments(p)
         add_eval_arguments(p)
         p.add_argument("--no-eval", action="store_true", help="skip the perplexity of each model")
@@ -170,9 +175,11 @@ class RunCommand:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
-            "recipe", nargs="?", type=Path, default=None, help="recipe YAML (default: SmolLM2 + offline text)"
-        )
-        parser.add_argument("--out", type=Path, default=None, help="run directory (default: the recipe's out)")
+            "recipe", action=Reads, nargs="?", type=Path, default=None,
+            help="recipe YAML (default: SmolLM2 + offline text)",
+        )  # fmt: skip
+        parser.add_argument("--out", action=Writes, kind="dir", default=None,
+                            help="run directory (default: the recipe's out)")  # fmt: skip
         parser.add_argument("--check", action="store_true", help="only validate the recipe and print it")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -203,7 +210,7 @@ def add_task_arguments(parser: argparse.ArgumentParser, title: str) -> None:
         "--tasks", default=None,
         help="comma-separated lm-eval task names, or 'paper' for the papers' seven: " + ",".join(PAPER_TASKS),
     )  # fmt: skip
-    g.add_argument("--task-data", default=TASK_DEFAULTS["task_data"],
+    g.add_argument("--task-data", action=Reads, default=TASK_DEFAULTS["task_data"],
                    help="hub (lm-eval's own data loading) | local (slimpack's 30-item files per task, written by "
                         "the project: not the papers' data) | DIR of <task>.jsonl (default hub)")  # fmt: skip
     g.add_argument(
@@ -273,6 +280,8 @@ class EvalCommand(core.EvalCommand):
         g.add_argument("--threads", type=int, default=None, help="engine threads (default: the runtime's)")
         g.add_argument("--engine-option", action="append", default=[], metavar="ENGINE.KEY=VALUE",
                        help="engine constructor option, e.g. deepsparse.kv_cache=decode-only")  # fmt: skip
+        g.add_argument("--trust-unverified", action="store_true",
+                       help="run an artifact whose export.json records no valid sha256 (its files unverified)")  # fmt: skip
 
     def run(self, args: argparse.Namespace) -> int:
         from export.artifact import Artifact
@@ -294,7 +303,7 @@ class EvalCommand(core.EvalCommand):
                 model=args.model, tasks=task_names(args), data=TaskData(args.task_data), num_fewshot=args.num_fewshot,
                 limit=args.limit, batch_size=args.batch_size, threads=args.threads,
                 engine_options=parse_engine_options(args.engine_option), stream=args.stream, progress=not args.quiet,
-                device=args.device,
+                device=args.device, trust_unverified=args.trust_unverified,
             )
         )  # fmt: skip
         write_json(args.json, report)

@@ -12,6 +12,9 @@ greedy generation of N tokens after a P-token prompt, and prints one JSON line:
 
 ``--engine-option ENGINE.KEY=VALUE`` replaces the bench's options of that engine, e.g.
 ``deepsparse.kv_cache=decode-only`` (one compiled graph: how a 50 % LLaMA-2-7B runs on 24 GB, scale.md).
+
+The probe dies with the process that started it (`prune.io.die_with_parent`): a run killed with ``kill -9`` leaves no probe
+holding gigabytes behind it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from prune.errors import SlimpackError
+from prune.io import die_with_parent
 from runtime_bench.engines import BENCH_ENGINE_OPTIONS, parse_engine_options
 
 
@@ -80,7 +84,7 @@ def peak_rss(path: Path, threads: int | None, prompt: int, tokens: int, vocab: i
     """Run `probe` for ``path`` in a fresh interpreter; a failure is a one-line `SlimpackError`."""
     cmd = [sys.executable, "-m", "runtime_bench.memory", str(path), "--prompt", str(prompt), "--tokens", str(tokens)]
     cmd += ["--vocab", str(vocab)] + (["--threads", str(threads)] if threads else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=die_with_parent())
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         raise SlimpackError(f"memory probe of {str(path)!r} failed: {lines[-1] if lines else proc.returncode}")

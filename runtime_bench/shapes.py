@@ -85,7 +85,7 @@ def build(
         skeleton = AutoModelForCausalLM.from_config(config)
     names = [(n, t.shape) for n, t in skeleton.state_dict().items() if not (shape.tie and n == "lm_head.weight")]
     gen = torch.Generator().manual_seed(seed)
-    with atomic_output_dir(out, overwrite) as tmp:
+    with atomic_output_dir(out, overwrite, record="config.json") as tmp:  # a model directory it wrote
         writer = ShardWriter(tmp, dtype, shard_mib * 2**20)
         for name, size in tqdm(names, desc=f"{shape_name} tensors", disable=not progress):
             writer.add(name, _value(name, size, gen).to(dtype))

@@ -10,10 +10,16 @@ Two checks on the same inputs, the artifact through its engine (`runtime_bench.e
    (positions after a first divergence are compared as produced, so one divergence usually costs the rest).
 
 Also reported: the maximum absolute logit difference on the first window. Failing either check is exit 1.
+
+Before any number, the integrity check (`export.artifact.Artifact.check_integrity`): every file against
+``export.json``'s sha256 (a missing or malformed list is "not verified", a failure), then the zeros of each
+prunable weight counted back from the artifact against the reference's, counted from the reference model
+itself (`ReferenceRun.zeros`) — never against a number ``export.json`` records. Failing it is exit 1 too.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -95,6 +101,7 @@ class ReferenceRun:
     perplexity: Any  # `prune.eval.Perplexity`
     logits0: np.ndarray  # float32 [1, seqlen, vocab]: the first window
     tokens: np.ndarray  # int64 [1, tokens]: greedy continuation of the prompt
+    zeros: dict[str, dict[str, int]]  # zeros of each prunable linear, counted from the reference's weights
 
     @staticmethod
     def key(config: VerifyConfig) -> tuple[Any, ...]:
@@ -104,28 +111,33 @@ class ReferenceRun:
     def compute(cls, config: VerifyConfig) -> ReferenceRun:
         if config.stream:
             return cls.streamed(config)
+        from export.api import source_zeros
+
         reference = load_model(config.reference)
+        zeros = source_zeros(reference)
         engine = TorchEngine.from_model(reference.model)
         tokens = tokenize(reference.tokenizer, load_texts(config.eval.dataset).evaluation)
         windows = eval_windows(tokens, config.eval.seqlen, config.eval.windows)
         ppl = perplexity_of(engine_logits(engine), windows, config.eval.batch_size, config.progress)
         logits0 = np.asarray(engine.logits(windows[:1].numpy()))
         greedy = engine.generate(windows[:1, : config.prompt].numpy(), config.tokens)
-        return cls(windows, ppl, logits0, greedy)
+        return cls(windows, ppl, logits0, greedy, zeros)
 
     @classmethod
     def streamed(cls, config: VerifyConfig) -> ReferenceRun:
         """The same checks with the reference streamed: every window in one block-major pass, then one pass
-        per greedy token (no KV cache)."""
+        per greedy token (no KV cache); the zeros counted one linear at a time from the shards."""
+        from export.api import streamed_source_zeros
         from prune.models import resolve_model_path
         from prune.stream import StreamedForward, block_major_perplexity
 
         forward = StreamedForward(resolve_model_path(config.reference), "cpu", config.progress)
+        zeros = streamed_source_zeros(forward.loaded, config.progress)
         tokens = tokenize(forward.tokenizer, load_texts(config.eval.dataset).evaluation)
         windows = eval_windows(tokens, config.eval.seqlen, config.eval.windows)
         ppl, first = block_major_perplexity(forward, windows, config.eval.batch_size)
         greedy = greedy_decode(forward, windows[:1, : config.prompt].numpy(), config.tokens)
-        return cls(windows, ppl, first.numpy(), greedy)
+        return cls(windows, ppl, first.numpy(), greedy, zeros)
 
 
 def verify(config: VerifyConfig, reference: ReferenceRun | None = None) -> dict[str, Any]:
@@ -133,12 +145,13 @@ def verify(config: VerifyConfig, reference: ReferenceRun | None = None) -> dict[
     if already computed for `ReferenceRun.key` of ``config``."""
     config.check()
     artifact = Artifact.open(config.artifact)
-    integrity = artifact.check_integrity(config.progress)
-    if not integrity["ok"]:  # a changed file or lost zeros: no number can vouch for this artifact
+    reference_run = functools.cache(lambda: reference or ReferenceRun.compute(config))  # once the files are equal
+    integrity = artifact.check_integrity(lambda: reference_run().zeros, config.progress)
+    if not integrity["ok"]:  # unverified or changed files, lost zeros: no number can vouch for this artifact
         log.warning("verify: %s fails its integrity check: %s", artifact.path, integrity)
         return {"artifact": str(config.artifact), "format": artifact.format, "engine": artifact.engine,
                 "reference": config.reference, "integrity": integrity, "passed": False}  # fmt: skip
-    ref = reference or ReferenceRun.compute(config)
+    ref = reference_run()
     start = time.perf_counter()
     engine = open_artifact(artifact, config.threads, config.engine_options)
     load_seconds = time.perf_counter() - start
@@ -184,13 +197,15 @@ def verify_table(report: dict[str, Any]) -> str:
     integrity = report["integrity"]
     files, zeros = integrity["files"], integrity["zeros"]
     changed = [f"{what}: {', '.join(files[what])}" for what in ("changed", "missing", "unlisted") if files.get(what)]
+    lost = [f"{m} {a} < {r}" for m, (r, a) in list(zeros.get("modules_losing_zeros", {}).items())[:3]]
+    lost += [f"{m} missing" for m in zeros.get("modules_missing", [])[:3]]
+    counted = f"{zeros.get('artifact')} (reference {zeros.get('source')}){': ' if lost else ''}{', '.join(lost)}"
     rows = [
         ("files against export.json's sha256", files.get("note") or "; ".join(changed) or "all equal", "equal"),
-        ("zeros of the pruned weights", f"{zeros.get('artifact', '—')} (source {zeros.get('source', '—')})",
-         "≥ the source's"),
+        ("zeros of the pruned weights", zeros.get("note") or counted, "≥ the reference's, weight by weight"),
     ]  # fmt: skip
     if "perplexity" not in report:  # failed its integrity check: nothing was run
-        rows.append(("numeric checks", "not run: the artifact is not the one exported", ""))
+        rows.append(("numeric checks", "not run: the artifact is not verified as the one exported", ""))
         return _table(report, rows)
     ppl, greedy, tol = report["perplexity"], report["greedy"], report["tolerance"]
     rows += [

@@ -14,7 +14,8 @@ model's window keeps its last tokens, as lm-eval's HF model does). Sources:
 Tasks are lm-eval's own configs (prompts, choices, metrics) by name. Their data comes from the Hugging Face hub as
 lm-eval loads it (``--task-data hub``), or from local JSON Lines files in the datasets' schema (``local``: the
 30-item files of `runtime_bench/zeroshot_tasks`, written by this project — not the papers' data; or a directory
-of ``<task>.jsonl``): the config is lm-eval's with only the data source swapped.
+of ``<task>.jsonl``): the config is lm-eval's with only the data source swapped. A local file is checked line by
+line before any work (`check_task_file`, `TASK_SCHEMAS`), and its data is cached under its content's sha256.
 
 The headline metric of a task (its mean across tasks is the papers' "mean zero-shot accuracy") is ``acc_norm``
 where the task reports it (HellaSwag, ARC, OpenBookQA) and ``acc`` otherwise.
@@ -22,11 +23,17 @@ where the task reports it (HellaSwag, ARC, OpenBookQA) and ``acc`` otherwise.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import copy
 import functools
+import hashlib
+import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +42,7 @@ import numpy as np
 import torch
 
 from prune.errors import SlimpackError
+from prune.paths import regular_file
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +149,129 @@ class TaskData:
             )
 
 
+@dataclass(frozen=True)
+class Field:
+    """A record's field as a task's config uses it: what its JSON value must be (in words), and the check."""
+
+    what: str
+    ok: Callable[[Any], bool]
+
+
+def strings(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
+TEXT = Field("a string", lambda v: isinstance(v, str))
+BLANK = Field('a string with a "_" for the blank', lambda v: isinstance(v, str) and "_" in v)
+ENDINGS = Field("a non-empty list of strings", strings)
+CHOICES = Field(
+    '{"text": [strings], "label": [strings]} of one length',
+    lambda v: isinstance(v, dict) and strings(v.get("text")) and strings(v.get("label"))
+    and len(v["text"]) == len(v["label"]),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TaskSchema:
+    """A record of a task (the papers' seven, and PIQA) as its lm-eval 0.4.13 config reads it
+    (``zeroshot_tasks/README.md``): the fields its prompt and choices read, and its gold label's field with the
+    values (JSON type included) it may take in that record."""
+
+    fields: dict[str, Field]
+    gold: str
+    golds: Callable[[dict[str, Any]], Sequence[Any]]
+    gold_what: str
+
+    def describe(self) -> str:
+        return ", ".join([*(f"{k} ({f.what})" for k, f in self.fields.items()), f"{self.gold} ({self.gold_what})"])
+
+    def problem(self, doc: dict[str, Any]) -> str | None:
+        """What is wrong with ``doc`` for this task, or None."""
+        for key, field in {**self.fields, self.gold: None}.items():
+            if key not in doc:
+                return f"has no field {key!r}"
+            if field is not None and not field.ok(doc[key]):
+                return f"has {key} {shown(doc[key])}, not {field.what}"
+        value, allowed = doc[self.gold], self.golds(doc)
+        if not any(type(value) is type(a) and value == a for a in allowed):
+            return f"has {self.gold} {shown(value)}, not one of {', '.join(shown(a) for a in allowed)}"
+        return None
+
+
+def shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def choice_labels(doc: dict[str, Any]) -> list[str]:
+    return doc["choices"]["label"]
+
+
+ARC = TaskSchema({"question": TEXT, "choices": CHOICES}, "answerKey", choice_labels, "one of choices.label")
+TASK_SCHEMAS: dict[str, TaskSchema] = {
+    "boolq": TaskSchema({"question": TEXT, "passage": TEXT}, "label", lambda doc: (0, 1), "0 = no, 1 = yes"),
+    "rte": TaskSchema({"sentence1": TEXT, "sentence2": TEXT}, "label", lambda doc: (0, 1),
+                      "0 = entailment, 1 = not entailment"),
+    "hellaswag": TaskSchema({"activity_label": TEXT, "ctx_a": TEXT, "ctx_b": TEXT, "endings": ENDINGS}, "label",
+                            lambda doc: [str(i) for i in range(len(doc["endings"]))],
+                            'the index of the right ending as a string, "0", "1", …'),
+    "winogrande": TaskSchema({"sentence": BLANK, "option1": TEXT, "option2": TEXT}, "answer",
+                             lambda doc: ("1", "2"), '"1" or "2"'),
+    "arc_easy": ARC,
+    "arc_challenge": ARC,
+    "openbookqa": TaskSchema({"question_stem": TEXT, "choices": CHOICES}, "answerKey", choice_labels,
+                             "one of choices.label"),
+    "piqa": TaskSchema({"goal": TEXT, "sol1": TEXT, "sol2": TEXT}, "label", lambda doc: (0, 1), "0 = sol1, 1 = sol2"),
+}  # fmt: skip
+JSON_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+              float: "a number", type(None): "null"}  # fmt: skip
+
+
+def check_task_file(name: str, path: Path) -> str:
+    """Every line of the local task file ``path`` checked as lm-eval's config of ``name`` reads it (`TASK_SCHEMAS`;
+    another task: one JSON object per line), one line naming the file, the line and the fault if not; returns the
+    file's sha256 (what its data is cached under)."""
+    link = f" (a link to {str(path.resolve())!r})" if path.is_symlink() else ""
+    schema = TASK_SCHEMAS.get(name)
+    fix = (f"write each line of {name}.jsonl as one JSON object with "
+           f"{schema.describe() if schema else 'the fields of the Hugging Face dataset'}")  # fmt: skip
+    regular_file(path, f"task {name!r}: the task file", f"make it a regular file and {fix}")
+    where = f"task file {str(path)!r}{link}"
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise SlimpackError(
+            f"{where} cannot be read ({err.strerror}); make it readable, or pass another --task-data"
+        ) from None
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0  # a BOM is read as `datasets` reads it
+    try:
+        lines = data[bom:].decode("utf-8").split("\n")
+    except UnicodeDecodeError as err:
+        at, row = bom + err.start, data.count(b"\n", 0, bom + err.start) + 1
+        raise SlimpackError(
+            f"{where} line {row} is not UTF-8 text (byte 0x{data[at]:02x} at offset {at}: a binary file?); {fix}"
+        ) from None
+    if lines[-1] == "":
+        lines.pop()  # the last line's newline
+    if not lines:
+        raise SlimpackError(f"{where} is empty; {fix}")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            problem: str | None = "is blank (JSON Lines has one object on every line)"
+        else:
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError as err:
+                problem = f"is not JSON ({err.msg} at column {err.colno})"
+            else:
+                problem = f"is {JSON_KINDS[type(doc)]}, not an object" if not isinstance(doc, dict) else None
+                if problem is None and schema is not None:
+                    problem = schema.problem(doc)
+        if problem:
+            raise SlimpackError(f"{where} line {number} {problem}; {fix}")
+    return hashlib.sha256(data).hexdigest()
+
+
 def check_tasks(names: Sequence[str], limit: int | None, num_fewshot: int, batch_size: int = 1) -> None:
     """One line for an empty task list, a ``--limit`` below 1, a negative ``--num-fewshot`` or a ``--batch-size``
     below 1 (before any work)."""
@@ -192,17 +323,18 @@ def task_specs(names: Sequence[str], data: TaskData, manager: Any) -> list[Any]:
             specs.append(name)
             continue
         path = directory / f"{name}.jsonl"
-        if not path.is_file():
+        if not path.exists():
             raise SlimpackError(
                 f"task {name!r}: no {path}; --task-data {data.source} has "
                 f"{', '.join(sorted(p.stem for p in directory.glob('*.jsonl'))) or 'no task files'} "
                 f"(write {name}.jsonl in the Hugging Face dataset's schema, or use --task-data hub)"
             )
+        digest = check_task_file(name, path)
         config = load_yaml(entry.yaml_path, resolve_func=True)
         splits = {config[key] for key in SPLITS if config.get(key)}
         config.update(
             dataset_path="json",
-            dataset_name=None,
+            dataset_name=f"slimpack-{digest[:16]}",  # `datasets` caches by path and mtime: this keys it by content
             dataset_kwargs={"data_files": {split: str(path.resolve()) for split in splits}},
         )
         config.pop("tag", None)
@@ -256,19 +388,52 @@ def hub_data_error(names: Sequence[str], err: Exception) -> SlimpackError:
     )
 
 
-def run_tasks(lm: Any, tasks: Tasks, num_fewshot: int = 0, limit: int | None = None, seed: int = 0) -> dict[str, Any]:
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """lm-eval's run with nothing on the console: its log records below ERROR dropped, and `sys.stderr` and the
+    process's file descriptor 2 sent to a temporary file — `datasets`' and lm-eval's progress bars, Python
+    warnings, and the ``fatal: not a git repository`` of the ``git describe`` that lm-eval runs for its report's
+    commit. slimpack's own log records still reach the console (its handler keeps the stream it was given); what
+    went to the file comes back only if the run fails."""
+    lm_eval_log = logging.getLogger("lm_eval")
+    level = lm_eval_log.level
+    lm_eval_log.setLevel(logging.ERROR)
+    sys.stderr.flush()
+    console = os.dup(2)
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as sink:
+        os.dup2(sink.fileno(), 2)
+        failed = True
+        try:
+            with contextlib.redirect_stderr(sink):
+                yield
+            failed = False
+        finally:
+            sink.flush()
+            os.dup2(console, 2)
+            os.close(console)
+            lm_eval_log.setLevel(level)
+            if failed:
+                sink.seek(0)
+                sys.stderr.write(sink.read())
+
+
+def run_tasks(
+    lm: Any, tasks: Tasks, num_fewshot: int = 0, limit: int | None = None, seed: int = 0, quiet: bool = False
+) -> dict[str, Any]:
     """Evaluate ``lm`` on ``tasks``; returns ``{"tasks": {name: {metric: value, metric_stderr: …, "examples":
-    {metric: [per-example 0/1 …]}, "n": …}}, "headline": {name: metric}, "mean": …, …}``."""
+    {metric: [per-example 0/1 …]}, "n": …}}, "headline": {name: metric}, "mean": …, …}``. ``quiet`` (``-q``):
+    lm-eval runs `silenced`."""
     import lm_eval
 
     names, data = tasks.names, tasks.data
     check_tasks(names, limit, num_fewshot)
     try:
-        out = lm_eval.simple_evaluate(
-            model=lm, tasks=copy.deepcopy(tasks.specs), num_fewshot=num_fewshot, limit=limit, task_manager=tasks.manager,
-            log_samples=True, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-            fewshot_random_seed=seed, bootstrap_iters=1000,
-        )  # fmt: skip
+        with silenced() if quiet else contextlib.nullcontext():
+            out = lm_eval.simple_evaluate(
+                model=lm, tasks=copy.deepcopy(tasks.specs), num_fewshot=num_fewshot, limit=limit,
+                task_manager=tasks.manager, log_samples=True, random_seed=seed, numpy_random_seed=seed,
+                torch_random_seed=seed, fewshot_random_seed=seed, bootstrap_iters=1000,
+            )  # fmt: skip
     except (ConnectionError, OSError, ValueError) as err:
         if data.directory is not None:
             raise
@@ -333,6 +498,7 @@ class ZeroShotConfig:
     seed: int = 0
     progress: bool = True
     device: str = "cpu"  # torch's, for a model directory (an artifact runs where its engine runs)
+    trust_unverified: bool = False  # run an artifact whose export.json has no valid sha256 (a warning, not a refusal)
 
     def check(self) -> None:
         check_tasks(self.tasks, self.limit, self.num_fewshot, self.batch_size)
@@ -364,15 +530,7 @@ def open_source(config: ZeroShotConfig) -> Opened:
                 "which runs in its own engine: leave --stream out"
             )
         artifact = Artifact.open(config.model)
-        integrity = artifact.check_integrity()
-        if not integrity["ok"]:  # no accuracy can vouch for an artifact that is not what was exported
-            files, zeros = integrity["files"], integrity["zeros"]
-            what = "; ".join(f"{k}: {', '.join(files[k])}" for k in ("changed", "missing", "unlisted") if files.get(k))
-            if not what:
-                what = f"{zeros['artifact']} zeros in its pruned weights, its source had {zeros['source']}"
-            raise SlimpackError(
-                f"{config.model!r} is not the artifact its export.json records ({what}); export it again"
-            )
+        artifact.require_verified(config.trust_unverified)  # no accuracy can vouch for what was not exported
         engine = open_artifact(artifact, config.threads, config.engine_options)
         tokenizer = AutoTokenizer.from_pretrained(artifact.path, trust_remote_code=False)
         source: LogitSource = EngineSource(engine, config.batch_size, int(tokenizer.eos_token_id))
@@ -425,7 +583,7 @@ def evaluate_opened(
     log.info("zero-shot: %s through %s, task data %s", ", ".join(tasks.names), opened.runtime, tasks.data.source)
     try:
         lm = EngineLM(opened.source, opened.tokenizer, opened.max_length, progress)
-        report = run_tasks(lm, tasks, num_fewshot, limit, seed)
+        report = run_tasks(lm, tasks, num_fewshot, limit, seed, quiet=not progress)
     finally:
         if opened.close is not None:
             opened.close()

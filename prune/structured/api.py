@@ -46,6 +46,8 @@ class StructuredPrune:
     """The structured prune stage: allocate per-unit ratios, walk, save the smaller model with its record (a
     model directory `prune.models.load_model` reads back)."""
 
+    linear_bytes = None
+
     def __init__(self, resolved: Resolved) -> None:
         self.resolved = resolved
         assert resolved.spec.structured is not None

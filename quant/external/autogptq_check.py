@@ -16,7 +16,9 @@ logits through AutoGPTQ equal ours exactly (docs/results/quant.md).
 
 ``python -m quant.external.autogptq_check CHECKPOINT [--tokens N] [--dtype float32]`` prints the comparison;
 ``--copy-to DIR`` first writes `autogptq_copy` of the checkpoint there and compares AutoGPTQ on the copy with
-ours on the checkpoint.
+ours on the checkpoint. The copy is written beside DIR and renamed to it only when the check succeeds: a check that
+fails leaves nothing. ``--tokens``, the environment and the paths written are checked before any work
+(`quant.external.gptqmodel_check.check_main`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from quant.checkpoint import read_quantization_config
 from quant.external.gptqmodel_check import Comparison, Runtime, check_main, compare_in
 
 PROBE = Path(__file__).with_name("autogptq_probe.py")
+PROG = "python -m quant.external.autogptq_check"
 
 
 def autogptq_python() -> Path:
@@ -74,7 +77,14 @@ def compare(
             f"{checkpoint}: AutoGPTQ 0.7.1 would misread it: {'; '.join(found)} (`--copy-to DIR` writes a copy with "
             "the embeddings untied and rope_theta set)"
         )
-    return compare_in(AUTOGPTQ, checkpoint, input_ids, dtype, timeout, reference)
+    try:
+        return compare_in(AUTOGPTQ, checkpoint, input_ids, dtype, timeout, reference)
+    except (RuntimeError, KeyError) as err:  # its logits or weights do not fit ours: no traceback, one line
+        first = (str(err).splitlines() or [""])[0][:200]
+        raise SlimpackError(
+            f"AutoGPTQ's output for {checkpoint} does not match our model's ({type(err).__name__}: {first}); "
+            "check the checkpoint with `slimpack inspect` and AutoGPTQ's environment (scripts/setup-autogptq.sh)"
+        ) from None
 
 
 def autogptq_copy(checkpoint: Path, out: Path) -> Path:
@@ -82,6 +92,13 @@ def autogptq_copy(checkpoint: Path, out: Path) -> Path:
     untied ``lm_head.weight`` (in the single file, or a shard added to the index) and the legacy ``rope_theta``.
     Written atomically (an existing ``out`` is refused); the checkpoint is not modified. Its ``slimpack.json`` is
     left out: its file hashes would not describe the copy."""
+    with atomic_output_dir(out, False, [checkpoint]) as tmp:
+        write_copy(checkpoint, tmp)
+    return Path(out)
+
+
+def write_copy(checkpoint: Path, tmp: Path) -> Path:
+    """Write `autogptq_copy` of ``checkpoint`` into ``tmp`` (an empty temporary directory); returns ``tmp``."""
     checkpoint = Path(checkpoint)
     config = read_config(checkpoint)  # not a model directory: one line
     names = read_index(checkpoint)[0]
@@ -89,36 +106,35 @@ def autogptq_copy(checkpoint: Path, out: Path) -> Path:
     embedding_name = f"{ADAPTERS.get(config.get('model_type', '?')).embed_path}.weight"  # the one lm_head is tied to
     if tie and embedding_name not in names:
         raise SlimpackError(f"{checkpoint} ties lm_head to {embedding_name!r}, which it does not store")
-    with atomic_output_dir(out, False, [checkpoint]) as tmp:
-        for file in checkpoint.iterdir():
-            if file.is_file() and file.name != "slimpack.json":
-                shutil.copy2(file, tmp / file.name)
-        if tie:
-            index = tmp / INDEX_FILE
-            if index.is_file():
-                with safe_open(str(names[embedding_name]), "pt") as fh:
-                    embedding = fh.get_tensor(embedding_name)
-                save_file({"lm_head.weight": embedding}, str(tmp / "lm_head.safetensors"), metadata={"format": "pt"})
-                data = json.loads(index.read_text())
-                data["weight_map"]["lm_head.weight"] = "lm_head.safetensors"
-                if "total_size" in data.get("metadata", {}):
-                    data["metadata"]["total_size"] += embedding.numel() * embedding.element_size()
-                index.write_text(json.dumps(data, indent=2))
-            else:
-                single = tmp / names[embedding_name].name
-                tensors = load_file(str(single))
-                tensors["lm_head.weight"] = tensors[embedding_name].clone()
-                save_file(tensors, str(single), metadata={"format": "pt"})
-            config["tie_word_embeddings"] = False
-        theta = (config.get("rope_parameters") or {}).get("rope_theta")
-        if theta is not None and "rope_theta" not in config:
-            config["rope_theta"] = theta
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    return Path(out)
+    for file in checkpoint.iterdir():
+        if file.is_file() and file.name != "slimpack.json":
+            shutil.copy2(file, tmp / file.name)
+    if tie:
+        index = tmp / INDEX_FILE
+        if index.is_file():
+            with safe_open(str(names[embedding_name]), "pt") as fh:
+                embedding = fh.get_tensor(embedding_name)
+            save_file({"lm_head.weight": embedding}, str(tmp / "lm_head.safetensors"), metadata={"format": "pt"})
+            data = json.loads(index.read_text())
+            data["weight_map"]["lm_head.weight"] = "lm_head.safetensors"
+            if "total_size" in data.get("metadata", {}):
+                data["metadata"]["total_size"] += embedding.numel() * embedding.element_size()
+            index.write_text(json.dumps(data, indent=2))
+        else:
+            single = tmp / names[embedding_name].name
+            tensors = load_file(str(single))
+            tensors["lm_head.weight"] = tensors[embedding_name].clone()
+            save_file(tensors, str(single), metadata={"format": "pt"})
+        config["tie_word_embeddings"] = False
+    theta = (config.get("rope_parameters") or {}).get("rope_theta")
+    if theta is not None and "rope_theta" not in config:
+        config["rope_theta"] = theta
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    return tmp
 
 
 def main(argv: list[str] | None = None) -> int:
-    return check_main(argv, "python -m quant.external.autogptq_check", __doc__, "AutoGPTQ", compare, copy=autogptq_copy)
+    return check_main(argv, PROG, __doc__, "AutoGPTQ", compare, copy=write_copy, ready=autogptq_python)
 
 
 if __name__ == "__main__":

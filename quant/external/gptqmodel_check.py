@@ -25,8 +25,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from prune.errors import SlimpackError
-from prune.io import external_python, write_json_atomic
-from prune.models import adapter_for, load_model
+from prune.io import atomic_output_dir, external_python, write_json_atomic
+from prune.models import adapter_for, check_context, load_model, read_config
+from prune.paths import check_writes
 
 log = logging.getLogger(__name__)
 PROBE = Path(__file__).with_name("gptqmodel_probe.py")
@@ -124,6 +125,22 @@ def compare(checkpoint: Path, input_ids: torch.Tensor, dtype: str = "float32", t
     return compare_in(GPTQMODEL, checkpoint, input_ids, dtype, timeout)
 
 
+def check_parser(prog: str, description: str | None, name: str, default_dtype: str, copy: bool) -> argparse.ArgumentParser:
+    """The arguments of a runtime check (`check_main`); its paths declared as read or written (`prune.cli`)."""
+    from prune.cli import Reads, Writes
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("checkpoint", action=Reads, type=Path)
+    parser.add_argument("--tokens", type=int, default=128, help="tokens of offline text to run (default 128)")
+    parser.add_argument("--dtype", default=default_dtype, choices=["float32", "bfloat16", "float16"],
+                        help=f"{name}'s compute dtype (default {default_dtype})")  # fmt: skip
+    parser.add_argument("--json", action=Writes, default=None)
+    if copy:
+        parser.add_argument("--copy-to", action=Writes, kind="dir", default=None, metavar="DIR",
+                            help=f"first write a copy {name} reads right here, and check that")  # fmt: skip
+    return parser
+
+
 def check_main(
     argv: list[str] | None,
     prog: str,
@@ -132,31 +149,45 @@ def check_main(
     compare_fn: Callable[..., Comparison],
     default_dtype: str = "float32",
     copy: Callable[[Path, Path], Path] | None = None,
+    ready: Callable[[], object] | None = None,
 ) -> int:
     """The command line of a runtime check: offline text → ``compare_fn`` → a Markdown table (and ``--json``).
-    With ``copy`` (a writer of a checkpoint copy the runtime reads right), ``--copy-to DIR`` writes it and
-    compares the runtime on the copy with ours on the checkpoint (``compare_fn(copy, ids, dtype, reference=…)``)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--tokens", type=int, default=128, help="tokens of offline text to run (default 128)")
-    parser.add_argument("--dtype", default=default_dtype, choices=["float32", "bfloat16", "float16"],
-                        help=f"{name}'s compute dtype (default {default_dtype})")  # fmt: skip
-    parser.add_argument("--json", type=Path, default=None)
-    if copy is not None:
-        parser.add_argument("--copy-to", type=Path, default=None, metavar="DIR",
-                            help=f"first write a copy {name} reads right here, and check that")  # fmt: skip
+    Checked before any work, each in one line (exit 2): the checkpoint's config, ``--tokens`` (1 … the model's
+    context), the paths written (`prune.paths.check_writes`: nothing in the checkpoint; ``--copy-to`` new) and
+    the runtime's environment (``ready``). With ``copy`` (a writer of a checkpoint copy the runtime reads right,
+    into an empty directory), ``--copy-to DIR`` writes it beside DIR, compares the runtime on the copy with ours on
+    the checkpoint (``compare_fn(copy, ids, dtype, reference=…)``), and renames it to DIR only when the check
+    succeeds: a check that fails leaves nothing."""
+    from prune.cli import declared_paths
+
+    parser = check_parser(prog, description, name, default_dtype, copy is not None)
     args = parser.parse_args(argv)
+    copy_to = getattr(args, "copy_to", None)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from prune.data import load_texts, tokenize
 
     try:
+        inputs, outputs = declared_paths(parser, args)
+        check_writes(outputs, inputs)
+        read_config(args.checkpoint)  # not a model directory: one line
+        if args.tokens < 1:
+            raise SlimpackError(f"--tokens {args.tokens} is not a token count; pass --tokens N with N ≥ 1 (default 128)")
+        check_context(args.checkpoint, {"--tokens": args.tokens})
+        if copy_to is not None and copy_to.exists():
+            raise SlimpackError(f"--copy-to {str(copy_to)!r} already exists; choose a new directory")
+        if ready is not None:
+            ready()  # a missing environment: before anything is loaded or copied
         loaded = load_model(args.checkpoint)
         ids = tokenize(loaded.tokenizer, load_texts("offline").evaluation)[: args.tokens].unsqueeze(0)
-        if copy is not None and args.copy_to is not None:
-            target = copy(args.checkpoint, args.copy_to)
-            result = compare_fn(target, ids, args.dtype, reference=args.checkpoint)
-        else:
+        if copy is None or copy_to is None:
             result = compare_fn(args.checkpoint, ids, args.dtype)
+        else:
+            with atomic_output_dir(copy_to, False, [args.checkpoint]) as tmp:  # renamed into place on success only
+                copy(args.checkpoint, tmp)
+                try:
+                    result = compare_fn(tmp, ids, args.dtype, reference=args.checkpoint)
+                except SlimpackError as err:  # named by --copy-to, not by the temporary directory
+                    raise SlimpackError(str(err).replace(str(tmp), f"the copy for --copy-to {str(copy_to)!r}")) from None
     except SlimpackError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -170,7 +201,8 @@ def check_main(
 
 
 def main(argv: list[str] | None = None) -> int:
-    return check_main(argv, "python -m quant.external.gptqmodel_check", __doc__, "GPTQModel", compare)
+    return check_main(argv, "python -m quant.external.gptqmodel_check", __doc__, "GPTQModel", compare,
+                      ready=GPTQMODEL.python)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from typing import IO, Any, NoReturn
 import numpy as np
 
 from prune.errors import SlimpackError
-from prune.io import external_python
+from prune.io import die_with_parent, external_python
 from runtime_bench.engines.base import ENGINES, Artifact, EngineBase
 
 WORKER = Path(__file__).with_name("deepsparse_worker.py")
@@ -39,6 +39,21 @@ WORKER = Path(__file__).with_name("deepsparse_worker.py")
 def deepsparse_python() -> Path:
     """The interpreter of the DeepSparse environment, or a one-line `SlimpackError` when it is missing."""
     return external_python("DeepSparse", "SLIMPACK_DEEPSPARSE_PYTHON", ".venv-deepsparse")
+
+
+def check_graphs(artifact: Artifact) -> None:
+    """One line unless the graphs that the worker compiles, as the artifact's ``deepsparse.json`` names them, lie
+    inside the artifact (`Artifact.file`): the worker opens them without asking."""
+    from export.deepsparse import CONFIG_FILE
+
+    try:
+        config = json.loads(artifact.file(CONFIG_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SlimpackError(
+            f"{str(artifact.path / CONFIG_FILE)!r} cannot be read ({type(err).__name__}); export the artifact again"
+        ) from None
+    for graph in ("prefill", "prompt", "decode"):
+        artifact.file(config.get(graph) if isinstance(config, dict) else None, CONFIG_FILE)
 
 
 KV_CACHES: dict[str, list[str]] = {"internal": [], "external": ["--external-cache"], "decode-only": ["--decode-only"]}
@@ -77,6 +92,7 @@ class DeepSparseEngine(EngineBase):
 
     def load(self, artifact: Artifact) -> None:
         python = deepsparse_python()
+        check_graphs(artifact)
         self.close()
         cmd = [str(python), str(WORKER), str(artifact.path)]
         if self.threads is not None:
@@ -85,7 +101,8 @@ class DeepSparseEngine(EngineBase):
         if self.lazy:
             cmd.append("--lazy")
         self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                                     preexec_fn=die_with_parent())  # no worker outlives a killed run  # fmt: skip
         header, _ = self._receive()
         self.info = header
 

@@ -24,14 +24,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from prune.io import check_apart, directory_bytes, locked_dir, write_json_atomic, write_text_atomic
+from prune.errors import SlimpackError
+from prune.io import directory_bytes, locked_dir, write_json_atomic, write_text_atomic
 from prune.manifest import environment
 from prune.models import check_context, resolve_model_path
+from prune.paths import Output, check_writes
 from prune.spec import EvalSpec, Job, StreamSpec
 from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
 from runtime_bench.pipeline.recipe import Recipe, check_model_fits
 from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, prune_step, quantize_step
-from runtime_bench.pipeline.steps import StepCache, StepResult, model_key
+from runtime_bench.pipeline.steps import StepCache, StepResult, files_key, model_key
 from runtime_bench.pipeline.targets import engine_of
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,8 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[st
 
     recipe, st = run.recipe, run.recipe.stages
     dense = resolve_model_path(recipe.model)
-    models = {"dense": (dense, model_key(dense))}
+    files = [p for p in recipe_inputs(recipe, dense, "") if p.is_file()]  # data text, a plan: their content too
+    models = {"dense": (dense, f"{model_key(dense)}:{files_key(files)}")}
     stream = recipe.stream is not None
     step = eval_step(run.cache, "eval-dense", dense, recipe.eval, models["dense"][1], run.progress, stream)
     run.note("eval", "dense", step)
@@ -251,7 +254,7 @@ def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str
     return {**step.result, "skipped": skipped}
 
 
-REPORTS = ("summary.json", "report.md", "run.json", "sparsity.png", "speed.png")  # what a finished run writes last
+REPORTS = ("summary.json", "report.md", "sparsity.png", "speed.png")  # what a finished run writes last
 
 
 def run_pipeline(
@@ -261,11 +264,61 @@ def run_pipeline(
     model's directory); returns ``summary.json``."""
     out = Path(out or recipe.out)
     model = resolve_model_path(recipe.model)  # before any work: what the recipe asks of this model fits it
-    check_apart(out, [model])
+    check_writes(recipe_outputs(recipe, out), recipe_inputs(recipe, model, source))
+    check_run_dir(out)
     check_context(model, {"data.seqlen": recipe.data.seqlen, "eval.seqlen": recipe.eval.seqlen})
     check_model_fits(recipe, model, source)
     with locked_dir(out):
+        check_run_dir(out)  # again under the lock: another process may have written it meanwhile
+        write_json_atomic(out / RUN_RECORD, {**_run_record(recipe, source), "finished": False})  # ours from now on
+        (out / "state").mkdir(exist_ok=True)
         return _run_pipeline(recipe, out, progress, source)
+
+
+RUN_RECORD = "run.json"
+
+
+def _run_record(recipe: Recipe, source: str) -> dict[str, Any]:
+    return {"recipe": asdict(recipe), "source": source}
+
+
+def recipe_outputs(recipe: Recipe, out: Path) -> list[Output]:
+    """What a run writes outside its run directory's own files: the run directory, and an offload directory."""
+    outputs = [Output("recipe out" if out == Path(recipe.out) else "--out", out, "dir")]
+    if recipe.stream is not None and recipe.stream.offload_dir is not None:
+        outputs.append(Output("stream.offload_dir", Path(recipe.stream.offload_dir), "dir"))
+    return outputs
+
+
+def recipe_inputs(recipe: Recipe, model: Path, source: str) -> list[Path]:
+    """Every file or directory a recipe reads: the model, the recipe itself, data files, a plan, task data."""
+    named = [recipe.data.dataset, recipe.eval.dataset]
+    if recipe.stages.prune is not None and recipe.stages.prune.plan is not None:
+        named.append(str(recipe.stages.prune.plan))
+    if recipe.stages.zeroshot is not None:
+        named.append(recipe.stages.zeroshot.task_data)
+    return [model, *([Path(source)] if Path(source).is_file() else []), *(Path(n) for n in named if Path(n).exists())]
+
+
+def check_run_dir(out: Path) -> None:
+    """A run writes only into a directory that is new, empty, or its own run directory (``run.json`` and
+    ``state/``, as every run writes them when it starts): anything else is refused in one line."""
+    if not out.is_dir():
+        return  # new (a file there is refused by `check_writes`)
+    entries = {p.name for p in out.iterdir()} - {".lock"}
+    if not entries:
+        return
+    record = out / RUN_RECORD
+    try:
+        ours = (out / "state").is_dir() and isinstance(json.loads(record.read_text())["recipe"], dict)
+    except (OSError, ValueError, KeyError, TypeError):
+        ours = False
+    if not ours:
+        shown = ", ".join(sorted(entries)[:3]) + (", …" if len(entries) > 3 else "")
+        raise SlimpackError(
+            f"run directory {str(out)!r} is not empty ({shown}) and is not a slimpack run directory (no {RUN_RECORD} "
+            "and state/); a run writes only into a new, empty or its own run directory — choose another --out"
+        )
 
 
 def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str) -> dict[str, Any]:
@@ -297,7 +350,7 @@ def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str) -> dic
     }
     plots = write_run_plots(summary, out)
     write_text_atomic(out / "report.md", run_markdown(summary, plots))
-    write_json_atomic(out / "run.json", {"recipe": asdict(recipe), "source": source, "steps": run.steps,
+    write_json_atomic(out / RUN_RECORD, {**_run_record(recipe, source), "finished": True, "steps": run.steps,
                                          "wall_seconds": round(wall, 1), "environment": environment()})  # fmt: skip
     write_json_atomic(out / "summary.json", summary)  # last: a run directory with summary.json is complete
     return summary

@@ -19,17 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prune.io import write_json_atomic
+from prune.io import fingerprint, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 
 def model_key(path: Path) -> str:
-    """The key of a source model directory: its path and every file's name, size and modification time — so
-    model files replaced at the same path make every step that read them run again (cheap: no hashing)."""
+    """The key of a source model directory: its path and every file's name and content (`prune.io.fingerprint`:
+    small files hashed whole, large ones by their header and sampled blocks) — so model files replaced at the
+    same path make every step that read them run again, even with the old size and mtime kept."""
     path = Path(path).resolve()
-    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir() if p.is_file())
+    files = sorted((p.name, fingerprint(p)) for p in path.iterdir() if p.is_file())
     return f"model:{path}:{step_key(files)}"
+
+
+def files_key(paths: list[Path]) -> str:
+    """The key of the files a run reads beside its model (calibration and evaluation text, a plan): their content."""
+    return step_key(sorted((str(p), fingerprint(p)) for p in paths if Path(p).is_file()))
 
 
 def step_key(config: Any) -> str:

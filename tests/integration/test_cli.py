@@ -82,9 +82,15 @@ def test_existing_output_is_kept_without_overwrite(tiny_dir: Path, tmp_path: Pat
     assert cli("prune", "--model", str(tiny_dir), "--method", "magnitude", "--out", str(out)) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    assert cli("prune", "--model", str(tiny_dir), "--method", "magnitude", "--out", str(out), "--overwrite") == 0
-    assert (out / "slimpack.json").is_file() and not (out / "keep.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists"]
+    assert cli("prune", "--model", str(tiny_dir), "--method", "magnitude", "--out", str(out), "--overwrite") == 2
+    assert "holds files slimpack did not write" in capsys.readouterr().err  # --overwrite: slimpack's outputs only
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    ours = tmp_path / "ours"
+    assert cli("prune", "--model", str(tiny_dir), "--method", "magnitude", "--out", str(ours)) == 0
+    (ours / "stale.txt").write_text("from before")
+    assert cli("prune", "--model", str(tiny_dir), "--method", "magnitude", "--out", str(ours), "--overwrite") == 0
+    assert (ours / "slimpack.json").is_file() and not (ours / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists", "ours"]
 
 
 @pytest.fixture(scope="module")

@@ -144,11 +144,15 @@ def test_verify_fails_on_truncated_artifact(
     assert main(["-q", "verify", str(broken), "--reference", str(models["p50"]), *EVAL]) == 1  # fails its sha256
     assert "changed: model.onnx" in capsys.readouterr().out
     manifest = json.loads((broken / "export.json").read_text())
-    manifest.pop("sha256")  # as an artifact exported before sha256s were recorded: the runtime is the judge
+    manifest.pop("sha256")  # no sha256: not verified, a failure (issue #26), whatever the runtime would say
     (broken / "export.json").write_text(json.dumps(manifest))
-    assert main(["-q", "verify", str(broken), "--reference", str(models["p50"]), *EVAL]) == 2
+    assert main(["-q", "verify", str(broken), "--reference", str(models["p50"]), *EVAL]) == 1
+    assert "not verified: export.json records no sha256" in capsys.readouterr().out
+    args = ["-q", "eval", str(broken), "--tasks", "boolq", "--task-data", "local", "--limit", "2"]
+    assert main(args) == 2 and "--trust-unverified" in capsys.readouterr().err  # refused unless trusted
+    assert main([*args, "--trust-unverified"]) == 2  # trusted, the runtime is the judge: one line
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "onnxruntime cannot load" in err[0]
+    assert "onnxruntime cannot load" in err[-1], err
 
 
 def test_onnx_int4_equals_dequantized_model(artifacts: dict[str, Path], models: dict[str, Path]) -> None:

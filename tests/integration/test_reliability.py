@@ -86,7 +86,8 @@ def test_overwrite_replaces_and_leaves_nothing_beside(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("old")
-    with atomic_output_dir(out, overwrite=True) as tmp:
+    (out / "record.json").write_text("{}")  # slimpack's own output (issue #26: never someone else's files)
+    with atomic_output_dir(out, overwrite=True, record="record.json") as tmp:
         (tmp / "new.txt").write_text("new")
     assert [p.name for p in out.iterdir()] == ["new.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
@@ -423,7 +424,9 @@ def test_a_full_disk_is_one_line_before_and_during_the_work(
     with monkeypatch.context() as m:  # up front: less free space than the input takes
         m.setattr("prune.io.shutil.disk_usage", lambda path: usage(10**12, 10**12 - 1000, 1000))
         assert main([*args, "--out", str(tmp_path / "a")]) == 2
-        assert "GiB free, less than the" in one_line(capsys) and not (tmp_path / "a").exists()
+        line = one_line(capsys)  # sizes as a person reads them (issue #26: not "0.00 GiB")
+        assert "1000 B free, less than the" in line and "KiB the output will take" in line, line
+        assert not (tmp_path / "a").exists()
 
     def full(*a, **k):  # noqa: ANN002, ANN003, ANN202
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "b" / "model.safetensors"))

@@ -18,7 +18,7 @@ from typing import Any
 import quant  # noqa: F401  (registers the GPTQ checkpoint kind: exports read GPTQ checkpoints)
 from export import deepsparse, gptq, onnx_int4, onnx_kv, semi24  # noqa: F401  (register the formats)
 from export.artifact import EXPORT_MANIFEST
-from export.base import EXPORTERS, StreamingExporter, ZeroCounts, streaming_formats
+from export.base import EXPORTERS, StreamingExporter, ZeroCounts, streaming_formats, zero_summary
 from export.graph_cache import GraphCache
 from prune.errors import SlimpackError
 from prune.io import (
@@ -26,9 +26,9 @@ from prune.io import (
     check_output_dir,
     directory_bytes,
     hash_files,
-    output_bytes,
     write_json_atomic,
 )
+from prune.lazy import output_bytes
 from prune.manifest import Manifest, environment, peak_rss_mib
 from prune.models import LoadedModel, load_model, read_config
 
@@ -76,25 +76,6 @@ def streamed_source_zeros(loaded: LoadedModel, progress: bool = True) -> ZeroCou
         weight = lazy.read([f"{name}.weight"], None, "cpu")[f"{name}.weight"]
         counts[name] = {"zeros": int((weight == 0).sum()), "numel": weight.numel()}
     return counts
-
-
-def zero_summary(source: ZeroCounts, exported: ZeroCounts) -> dict[str, Any]:
-    """Totals, and the modules that lost zeros (fewer exported zeros than the source) or gained some.
-
-    A format that rounds (fp16 in semi24) may turn a tiny weight into an extra zero; it must never lose one.
-    """
-    common = [m for m in source if m in exported]
-    return {
-        "source_zeros": sum(source[m]["zeros"] for m in source),
-        "exported_zeros": sum(exported[m]["zeros"] for m in common),
-        "numel": sum(v["numel"] for v in source.values()),
-        "modules": len(source),
-        "modules_missing": sorted(set(source) - set(exported)),
-        "modules_losing_zeros": {
-            m: [source[m]["zeros"], exported[m]["zeros"]] for m in common if exported[m]["zeros"] < source[m]["zeros"]
-        },
-        "extra_zeros": sum(max(0, exported[m]["zeros"] - source[m]["zeros"]) for m in common),
-    }
 
 
 def copy_side_files(model_dir: Path, out: Path) -> None:

@@ -144,8 +144,7 @@ class Artifact:
         """The zeros of each prunable weight counted back from the artifact's files against ``reference()``'s
         (the reference model's, counted from it: called only once the artifact's are counted), module by
         module: none may have fewer zeros or be missing. ``export.json``'s own zero counts are not read."""
-        from export.api import zero_summary
-        from export.base import EXPORTERS
+        from export.base import EXPORTERS, zero_summary
 
         try:
             counted = EXPORTERS.build(self.format, {}).count_zeros(self.path, self.manifest)

@@ -12,6 +12,25 @@ from prune.registry import Registry
 ZeroCounts = dict[str, dict[str, int]]  # module → {"zeros": n, "numel": n}
 
 
+def zero_summary(source: ZeroCounts, exported: ZeroCounts) -> dict[str, Any]:
+    """Totals, and the modules that lost zeros (fewer exported zeros than the source) or gained some.
+
+    A format that rounds (fp16 in semi24) may turn a tiny weight into an extra zero; it must never lose one.
+    """
+    common = [m for m in source if m in exported]
+    return {
+        "source_zeros": sum(source[m]["zeros"] for m in source),
+        "exported_zeros": sum(exported[m]["zeros"] for m in common),
+        "numel": sum(v["numel"] for v in source.values()),
+        "modules": len(source),
+        "modules_missing": sorted(set(source) - set(exported)),
+        "modules_losing_zeros": {
+            m: [source[m]["zeros"], exported[m]["zeros"]] for m in common if exported[m]["zeros"] < source[m]["zeros"]
+        },
+        "extra_zeros": sum(max(0, exported[m]["zeros"] - source[m]["zeros"]) for m in common),
+    }
+
+
 class Exporter(Protocol):
     """One artifact format: what it accepts, how it writes it, and how to count zeros in what it wrote.
     ``engine`` names the `runtime_bench` engine that runs the artifact (it is written into ``export.json``)."""

@@ -136,6 +136,7 @@ def plan(config: PlanConfig) -> dict[str, Any]:
     """Compute a sparsity plan for ``config.model`` and write it as JSON (+ a PNG beside it)."""
     from prune.allocation import allocate
     from prune.io import write_json_atomic
+    from prune.paths import Output, check_writes
     from prune.plots import plan_figure
 
     if config.spec.plan is not None or config.spec.structured is not None:
@@ -161,6 +162,7 @@ def plan(config: PlanConfig) -> dict[str, Any]:
     }
     plan_figure(allocation, config.out.with_suffix(".png"), f"{name} plan, target {target:.2f}")
     if allocation.artifacts:  # e.g. rl-search's agent and curves, in a folder named after the plan
+        check_writes([Output("--out", config.out.with_suffix(""), "dir")], [loaded.path] if loaded.path else [])
         allocation.write_artifacts(config.out.with_suffix(""))
     write_json_atomic(config.out, result)
     return result

@@ -89,7 +89,8 @@ class Writes(argparse.Action):
     def outputs(self, value: Any) -> list[Output]:
         option = max(self.option_strings, key=len) if self.option_strings else self.dest
         path = Path(value)
-        return [Output(option, path, self.kind)] + [Output(option, path.with_suffix(s), k) for s, k in self.beside]
+        beside = [] if path.name in ("", "..") else [Output(option, path.with_suffix(s), k) for s, k in self.beside]
+        return [Output(option, path, self.kind), *beside]
 
 
 def declared_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[Path], list[Output]]:
@@ -333,7 +334,7 @@ class PlanCommand:
         )
         parser.add_argument("-A", "--alloc-option", action="append", default=[], help="allocation option KEY=VALUE")
         parser.add_argument("--device", default="cpu")
-        parser.add_argument("--out", action=Writes, beside=((".png", "file"), ("", "dir")), required=True,
+        parser.add_argument("--out", action=Writes, beside=((".png", "file"),), required=True,
                             help="plan JSON to write (a PNG is written beside it)")  # fmt: skip
         parser.add_argument("--overwrite", action="store_true")
         add_data_arguments(parser)

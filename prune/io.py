@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -17,22 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from prune.errors import SlimpackError
-
-
-def check_apart(out: Path, inputs: Sequence[Path | str]) -> None:
-    """One line if writing the directory ``out`` would touch an input (`prune.paths.check_apart`)."""
-    from prune.paths import Output
-    from prune.paths import check_apart as apart
-
-    apart(Output("--out", Path(out), "dir"), [Path(i) for i in inputs])
-
-
-def check_writable_dir(path: Path, what: str) -> None:
-    """One line, before any work, if ``path`` cannot be (or become) a writable directory (`prune.paths`)."""
-    from prune.paths import Output, check_kind, check_writable
-
-    check_kind(Output(what, Path(path), "dir"))
-    check_writable(Output(what, Path(path), "dir"))
+from prune.paths import Output, check_writes, inside
 
 
 def human_bytes(count: float) -> str:
@@ -49,36 +33,15 @@ def weight_bytes(directory: Path) -> int:
     return sum(p.stat().st_size for p in Path(directory).glob("*.safetensors") if p.is_file())
 
 
-STORED_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
-
-
-def output_bytes(directory: Path, float_bytes: float | None, linear_bytes: float | None = None) -> int:
-    """An estimate of the bytes an output made from the model ``directory`` takes, from its shards' headers alone:
-    each stored floating tensor's elements × ``float_bytes`` (None: as stored) — ``linear_bytes`` for the blocks'
-    linear weights, when the output stores them otherwise (4-bit codes) — and every other tensor as stored."""
-    from prune.lazy import read_index
-
-    total = 0.0
-    for name, header in read_index(Path(directory))[1].items():
-        stored = STORED_BYTES.get(str(header.get("dtype")), 4)
-        elements = math.prod(int(n) for n in header.get("shape", []))
-        per = stored
-        if str(header.get("dtype")).startswith(("F", "BF")):
-            per = linear_bytes if linear_bytes is not None and name.endswith("_proj.weight") else float_bytes or stored
-        total += elements * per
-    return int(total)
-
-
 def check_output_dir(
     out: Path, overwrite: bool, inputs: Sequence[Path | str] = (), need: int | None = None, record: str | None = None
 ) -> None:
     """Fail early (before any work) if ``out`` exists and may not be replaced, touches an input
-    (`check_apart`), cannot be written, or its disk has less free space than the output will take (``need``
+    (`prune.paths.check_writes`), cannot be written, or its disk has less free space than the output will take (``need``
     bytes, estimated by the caller; default: the inputs' weights, rewritten once; a disk that fills anyway is one
     line too: `prune.cli`). ``--overwrite`` replaces only an output slimpack wrote: one holding ``record`` (its
     manifest), or an empty directory — never a directory of someone else's files."""
-    check_apart(out, inputs)
-    check_writable_dir(Path(out), "--out")
+    check_writes([Output("--out", Path(out), "dir")], inputs)
     existing = Path(os.path.abspath(out))
     while not existing.exists():
         existing = existing.parent
@@ -192,9 +155,10 @@ def follow_umask(directory: Path) -> None:
     ``mkstemp`` and some libraries' savers create 0700 / 0600)."""
     mask = umask()
     os.chmod(directory, 0o777 & ~mask)
-    for root, dirs, files in os.walk(directory):
+    for root, dirs, files in os.walk(directory):  # links are not followed: what they point to is not ours
         for name in dirs:
-            os.chmod(Path(root) / name, 0o777 & ~mask)
+            if not (Path(root) / name).is_symlink():
+                os.chmod(Path(root) / name, 0o777 & ~mask)
         for name in files:
             if not (Path(root) / name).is_symlink():
                 os.chmod(Path(root) / name, 0o666 & ~mask)
@@ -276,8 +240,6 @@ def compare_files(
     """``directory``'s files against ``recorded`` sha256s: ``changed``, ``missing``, and ``unlisted``
     (present, not recorded). Every recorded name must lie inside ``directory`` (`prune.paths.inside`: one line
     naming the manifest that lists it, ``exclude[0]``, otherwise)."""
-    from prune.paths import inside
-
     listed_in = Path(directory) / (exclude[0] if exclude else "")
     if not isinstance(recorded, dict):
         raise SlimpackError(f"{str(listed_in)!r} records no file → sha256 table; the directory was edited or "

@@ -147,6 +147,25 @@ def _is_shape(shape: object) -> bool:
     return isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
 
 
+STORED_BYTES = {**{name: dtype.itemsize for name, dtype in FLOAT_DTYPES.items()},
+                "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}  # fmt: skip
+
+
+def output_bytes(directory: Path, float_bytes: float | None, linear_bytes: float | None = None) -> int:
+    """An estimate of the bytes an output made from the model ``directory`` takes, from its shards' headers alone:
+    each stored floating tensor's elements × ``float_bytes`` (None: as stored) — ``linear_bytes`` for the blocks'
+    linear weights, when the output stores them otherwise (4-bit codes) — and every other tensor as stored."""
+    total = 0.0
+    for name, header in read_index(Path(directory))[1].items():
+        stored = STORED_BYTES.get(str(header.get("dtype")), 4)
+        elements = math.prod(int(n) for n in header.get("shape", []))
+        per = stored
+        if header.get("dtype") in FLOAT_DTYPES:
+            per = linear_bytes if linear_bytes is not None and name.endswith("_proj.weight") else float_bytes or stored
+        total += elements * per
+    return int(total)
+
+
 class TensorCodec(Protocol):
     """How a checkpoint kind stores the skeleton's tensors (`prune.models.CheckpointKind.codec`)."""
 

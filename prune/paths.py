@@ -84,8 +84,9 @@ def check_apart(output: Output, inputs: Iterable[Path | str]) -> None:
             relation = "lies inside"
         elif source.is_dir():
             for target in _link_targets(Path(given)):
-                if where == target or where in target.parents:
-                    relation = f"{'is' if where == target else 'holds'} a file ({str(target)!r}) of"
+                if where == target or where in target.parents or target in where.parents:
+                    how = "is" if where == target else "holds" if where in target.parents else "lies inside"
+                    relation = f"{how} a linked file or folder ({str(target)!r}) of"
                     break
         if relation is not None:
             raise SlimpackError(

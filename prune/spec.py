@@ -215,9 +215,9 @@ class StreamSpec:
                 f"--shard-size {self.shard_mib} MiB must be a number from 1/1024 to {MAX_SHARD_MIB} (MiB), e.g. 2048"
             )
         if self.offload_dir is not None:
-            from prune.io import check_writable_dir
+            from prune.paths import Output, check_writes
 
-            check_writable_dir(Path(self.offload_dir), "--offload-dir")
+            check_writes([Output("--offload-dir", Path(self.offload_dir), "dir")], [])
 
     def torch_dtype(self) -> Any:
         import torch
@@ -272,7 +272,7 @@ class Job:
         """The output's size, estimated from the source's headers: floats as written (fp32 in memory, the
         stream's dtype streamed), the blocks' linear weights at ``linear_bytes`` each where the stage stores them
         otherwise (4-bit codes)."""
-        from prune.io import output_bytes
+        from prune.lazy import output_bytes
         from prune.models import resolve_model_path
 
         dtype = None if self.stream is None else self.stream.torch_dtype()
@@ -284,6 +284,7 @@ class Job:
         from prune.io import check_output_dir
         from prune.manifest import MANIFEST
         from prune.models import check_context, resolve_model_path
+        from prune.paths import Output, check_writes
 
         if self.stream is not None:
             self.stream.check()
@@ -294,6 +295,8 @@ class Job:
             evaluation.check()
         source = resolve_model_path(self.model)
         check_output_dir(Path(self.out), self.overwrite, [source], self.output_bytes(linear_bytes), record=MANIFEST)
+        if self.stream is not None and self.stream.offload_dir is not None:  # the API's callers too (`prune.paths`)
+            check_writes([Output("--offload-dir", Path(self.stream.offload_dir), "dir")], [source])
         check_context(
             source,
             {"--seqlen": self.data.seqlen, **({"--seqlen (eval)": self.evaluate.seqlen} if self.evaluate else {})},

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from prune.errors import SlimpackError
+from prune.paths import Output, check_writes
 from runtime_bench.harness import BenchSpec, cpu_info, measure, vocab_size
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = BenchSpec(args.prompt, args.tokens, args.rounds, args.warmup, batch=0, seed=args.seed)
     try:
         spec.check()
+        if args.json is not None:  # the one write rule: never onto an engine's files
+            check_writes([Output("--json", args.json, "file")], [Path(p) for p in specs.values()])
         vocab = prompt_vocab([Path(p) for p in specs.values()])
         results = measure({name: Path(path) for name, path in specs.items()}, args.threads, spec, vocab, "latency")
     except SlimpackError as err:

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from prune.data import offline_tokenizer
-from prune.io import atomic_output_dir
+from prune.io import atomic_output_dir, write_json_atomic
 from prune.shards import ShardWriter
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,9 @@ def _value(name: str, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
     return 0.02 * torch.randn(shape, generator=gen)
 
 
+SHAPE_RECORD = "slimpack-shape.json"  # marks a random-weight model this module built
+
+
 def build(
     shape_name: str, out: Path, layers: int | None = None, dtype: torch.dtype = torch.bfloat16,
     shard_mib: int = 2048, seed: int = 0, overwrite: bool = False, progress: bool = True,
@@ -85,7 +88,7 @@ def build(
         skeleton = AutoModelForCausalLM.from_config(config)
     names = [(n, t.shape) for n, t in skeleton.state_dict().items() if not (shape.tie and n == "lm_head.weight")]
     gen = torch.Generator().manual_seed(seed)
-    with atomic_output_dir(out, overwrite, record="config.json") as tmp:  # a model directory it wrote
+    with atomic_output_dir(out, overwrite, record=SHAPE_RECORD) as tmp:  # --overwrite: only a model built here
         writer = ShardWriter(tmp, dtype, shard_mib * 2**20)
         for name, size in tqdm(names, desc=f"{shape_name} tensors", disable=not progress):
             writer.add(name, _value(name, size, gen).to(dtype))
@@ -93,4 +96,5 @@ def build(
         config.dtype = dtype
         config.save_pretrained(tmp)
         offline_tokenizer(min(shape.vocab, 8000)).save_pretrained(tmp)
+        write_json_atomic(tmp / SHAPE_RECORD, {"shape": shape_name, "layers": config.num_hidden_layers, "seed": seed})
     return out

@@ -393,8 +393,8 @@ def silenced() -> Iterator[None]:
     """lm-eval's run with nothing on the console: its log records below ERROR dropped, and `sys.stderr` and the
     process's file descriptor 2 sent to a temporary file — `datasets`' and lm-eval's progress bars, Python
     warnings, and the ``fatal: not a git repository`` of the ``git describe`` that lm-eval runs for its report's
-    commit. slimpack's own log records still reach the console (its handler keeps the stream it was given); what
-    went to the file comes back only if the run fails."""
+    commit. slimpack's own warnings written meanwhile go there too (its handler writes to the same descriptor):
+    what went to the file comes back, whole, only if the run fails."""
     lm_eval_log = logging.getLogger("lm_eval")
     level = lm_eval_log.level
     lm_eval_log.setLevel(logging.ERROR)

@@ -168,7 +168,7 @@ def export_rows(out: Path, shape: str, args: argparse.Namespace, note: str | Non
              "peak_rss_mib": round(peak), "artifact_gib": round(manifest["bytes"] / 2**30, 2),
              "zeros": manifest["zeros"]["exported_zeros"], "source_zeros": manifest["zeros"]["source_zeros"]}]  # fmt: skip
     print(json.dumps(rows[-1]), flush=True)
-    report = artifact / "verify.json"
+    report = artifact.with_name(f"{artifact.name}.verify.json")  # beside the artifact: never inside an input
     wall, peak = timed([*cli, "verify", str(artifact), "--reference", str(out), "--stream", "--seqlen", args.seqlen,
                         "--windows", args.windows, "--prompt", "16", "--tokens", args.verify_tokens, "--json",
                         str(report)], ok=(0, 1))  # fmt: skip

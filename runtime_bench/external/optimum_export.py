@@ -188,8 +188,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.model_dir.is_dir():
         parser.error(f"{args.model_dir} is not a directory")
-    if args.out_dir.resolve() == args.model_dir.resolve():
-        parser.error("OUT_DIR must differ from MODEL_DIR (the input is never modified)")
+    out, model = args.out_dir.resolve(), args.model_dir.resolve()
+    if out == model or out in model.parents or model in out.parents:  # `prune.paths.check_apart`'s rule (no
+        parser.error("OUT_DIR must not be, hold or lie inside MODEL_DIR (the input is never modified)")  # slimpack here)
     export(args.model_dir.resolve(), args.out_dir)
 
 

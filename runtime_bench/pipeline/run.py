@@ -33,7 +33,7 @@ from prune.spec import EvalSpec, Job, StreamSpec
 from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
 from runtime_bench.pipeline.recipe import Recipe, check_model_fits
 from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, prune_step, quantize_step
-from runtime_bench.pipeline.steps import StepCache, StepResult, files_key, model_key
+from runtime_bench.pipeline.steps import StepCache, StepResult, files_key, model_key, owned_by_steps
 from runtime_bench.pipeline.targets import engine_of
 
 log = logging.getLogger(__name__)
@@ -270,8 +270,8 @@ def run_pipeline(
     check_model_fits(recipe, model, source)
     with locked_dir(out):
         check_run_dir(out)  # again under the lock: another process may have written it meanwhile
-        write_json_atomic(out / RUN_RECORD, {**_run_record(recipe, source), "finished": False})  # ours from now on
         (out / "state").mkdir(exist_ok=True)
+        write_json_atomic(out / RUN_RECORD, {**_run_record(recipe, source), "finished": False})  # ours from now on
         return _run_pipeline(recipe, out, progress, source)
 
 
@@ -300,21 +300,25 @@ def recipe_inputs(recipe: Recipe, model: Path, source: str) -> list[Path]:
     return [model, *([Path(source)] if Path(source).is_file() else []), *(Path(n) for n in named if Path(n).exists())]
 
 
+RUN_ENTRIES = frozenset({"state", "prune", "quantize", "export", "verify", "zeroshot", "bench", RUN_RECORD, *REPORTS})
+
+
 def check_run_dir(out: Path) -> None:
-    """A run writes only into a directory that is new, empty, or its own run directory (``run.json`` and
-    ``state/``, as every run writes them when it starts): anything else is refused in one line."""
+    """A run writes only into a directory that is new, empty, or its own run directory: ``state/`` and a
+    ``run.json`` holding the recipe (every run writes both when it starts), or — a run of an older slimpack,
+    killed before it wrote ``run.json`` at its end — only names a run writes and step records in ``state/``
+    (`owned_by_steps`). Anything else is refused in one line."""
     if not out.is_dir():
         return  # new (a file there is refused by `check_writes`)
     entries = {p.name for p in out.iterdir()} - {".lock"}
     if not entries:
         return
-    record = out / RUN_RECORD
     try:
-        ours = (out / "state").is_dir() and isinstance(json.loads(record.read_text())["recipe"], dict)
+        ours = (out / "state").is_dir() and isinstance(json.loads((out / RUN_RECORD).read_text())["recipe"], dict)
     except (OSError, ValueError, KeyError, TypeError):
-        ours = False
+        ours = owned_by_steps(out, entries, RUN_ENTRIES)
     if not ours:
-        shown = ", ".join(sorted(entries)[:3]) + (", …" if len(entries) > 3 else "")
+        shown = ", ".join(repr(e) for e in sorted(entries)[:3]) + (", …" if len(entries) > 3 else "")
         raise SlimpackError(
             f"run directory {str(out)!r} is not empty ({shown}) and is not a slimpack run directory (no {RUN_RECORD} "
             "and state/); a run writes only into a new, empty or its own run directory — choose another --out"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prune.errors import SlimpackError
 from prune.io import fingerprint, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,33 @@ def files_key(paths: list[Path]) -> str:
 def step_key(config: Any) -> str:
     """A short, stable hash of a JSON-able configuration."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def claim_step_dir(root: Path, names: frozenset[str], what: str) -> None:
+    """Make ``root`` a directory of resumable steps (its ``state/``), unless it holds someone else's files: it must
+    be new, empty, or already one (`owned_by_steps`); anything else is one line."""
+    root = Path(root)
+    entries = {p.name for p in root.iterdir()} - {".lock"} if root.is_dir() else set()
+    if entries and not owned_by_steps(root, entries, names):
+        shown = ", ".join(repr(e) for e in sorted(entries)[:3]) + (", …" if len(entries) > 3 else "")
+        raise SlimpackError(
+            f"{what} {str(root)!r} is not empty ({shown}) and is not one slimpack wrote (no state/ of its steps); "
+            "choose a new or empty --out"
+        )
+    (root / "state").mkdir(parents=True, exist_ok=True)
+
+
+def owned_by_steps(root: Path, entries: set[str], names: frozenset[str]) -> bool:
+    """Whether ``root`` (holding ``entries``) is a directory of resumable steps that its writer made: only
+    ``names`` it writes, and a ``state/`` of step records (`StepCache.run`'s ``{key, config, result}``)."""
+    state = Path(root) / "state"
+    if not entries <= names or not state.is_dir():
+        return False
+    records = list(state.glob("*.json"))  # none yet: killed during its first step (`state/` is made first)
+    try:
+        return all({"key", "result"} <= json.loads(r.read_text()).keys() for r in records)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 @dataclass

@@ -33,7 +33,7 @@ from prune.spec import EvalSpec, Job, PruneSpec, StreamSpec
 from quant.spec import QuantizeSpec
 from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
 from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, prune_step, quantize_step
-from runtime_bench.pipeline.steps import StepCache, model_key
+from runtime_bench.pipeline.steps import StepCache, claim_step_dir, files_key, model_key
 from runtime_bench.pipeline.targets import TARGETS, ArtifactSpec, engine_of, streams
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,9 @@ def label(sparsity: float) -> str:
 # --- the sweep ----------------------------------------------------------------------------------------
 
 
+SWEEP_ENTRIES = frozenset({"state", "models", "quantized", "artifacts", "sweep.json", "sweep.md", "sweep.png"})
+
+
 def sweep(config: SweepConfig) -> dict[str, Any]:
     """Run the sweep of the module docstring; returns what ``sweep.json`` holds."""
     from prune.api import PruneConfig
@@ -128,9 +131,11 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
     for name, reason in skipped.items():
         log.warning("skipping %s: %s", name, reason)
     active = [(name, t) for name, t in targets if name not in skipped]
-    cache = StepCache(config.out)
     dense = resolve_model_path(config.model)
-    dense_key = model_key(dense)
+    claim_step_dir(config.out, SWEEP_ENTRIES, "sweep directory")  # never another's folder (`--out .`)
+    cache = StepCache(config.out)
+    data = [Path(d) for d in (config.data.dataset, config.evaluate.dataset if config.evaluate else None) if d]
+    dense_key = f"{model_key(dense)}:{files_key([p for p in data if p.is_file()])}"  # their content, not their names
     vocab = vocab_size(dense)
     spec = config.prune
 

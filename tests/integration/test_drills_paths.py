@@ -130,7 +130,7 @@ def test_every_write_option_of_every_command_refuses_an_input(
         assert f"({option}) {relation} the input" in line and line.endswith(f"{option} outside it"), line
     assert run(["-q", *with_option(hub, option, str(blobs))]) == 2
     line = one_line(capsys)
-    assert f"({option}) holds a file ('{blobs}" in line and "of the input" in line, line
+    assert f"({option}) holds a linked file or folder ('{blobs}" in line and "of the input" in line, line
     assert digest(tmp_path) == before
 
 
@@ -338,7 +338,7 @@ def test_the_disk_check_estimates_the_output_not_the_input(
     pre-check estimates each from the source's headers and says sizes as a person reads them."""
     from collections import namedtuple
 
-    from prune.io import output_bytes
+    from prune.lazy import output_bytes
 
     need = output_bytes(model, 4)
     usage = namedtuple("usage", "total used free")
@@ -379,3 +379,44 @@ def test_an_existing_file_output_is_replaced_as_before(model: Path, tmp_path: Pa
     target.write_text("{}")
     assert main(["-q", "eval", str(model), "--seqlen", "16", "--windows", "1", "--json", str(target)]) == 0
     assert json.loads(target.read_text())["windows"] == 1
+
+
+def test_a_run_of_an_older_slimpack_killed_before_its_run_json_resumes(model: Path, tmp_path: Path) -> None:
+    """An older slimpack wrote ``run.json`` only at its end: a run of it killed midway left ``state/`` (step records)
+    and the stages' folders. That directory is still the run's own, and it resumes there."""
+    out = tmp_path / "run"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(model=model, out=out))
+    assert main(["-q", "run", str(recipe)]) == 0
+    for name in ("run.json", "summary.json", "report.md"):
+        (out / name).unlink()
+    assert main(["-q", "run", str(recipe)]) == 0
+    steps = {s["step"]: s["status"] for s in json.loads((out / "run.json").read_text())["steps"]}
+    assert set(steps.values()) == {"cached"}, steps
+
+
+def test_a_sweep_refuses_a_directory_that_is_not_its_own(model: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    tree = foreign_directories(tmp_path / "dirs")
+    for name in ("source-tree", "user-files", "state-only"):
+        before = digest(tree[name])
+        argv = ["bench", "sweep", "--model", str(model), "--out", str(tree[name]), "--sparsities", "0.5", "--engines",
+                "torch", "--threads", "1", *FAST]  # fmt: skip
+        assert main(["-q", *argv]) == 2, name
+        assert "is not one slimpack wrote" in one_line(capsys)
+        assert digest(tree[name]) == before
+
+
+def test_a_plan_named_after_its_model_and_an_api_offload_dir(model: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """``plan --out models/m.json`` beside ``models/m`` is a file of its own (the agent folder ``models/m`` is only
+    written, and then checked, by allocators that write one); the API refuses an offload directory in the model."""
+    from prune.api import PruneConfig, prune
+    from prune.errors import SlimpackError
+    from prune.spec import Job, PruneSpec, StreamSpec
+
+    assert main(["-q", "plan", "--model", str(model), "--out", str(model.with_suffix(".json")), *FAST]) == 0
+    capsys.readouterr()
+    before = digest(model)
+    job = Job(str(model), tmp_path / "o", stream=StreamSpec(offload_dir=str(model / "spill")))
+    with pytest.raises(SlimpackError, match=r"\(--offload-dir\) lies inside the input"):
+        prune(PruneConfig(job, PruneSpec(method="magnitude")))
+    assert digest(model) == before and not (tmp_path / "o").exists()

@@ -20,7 +20,10 @@ pytest.importorskip("lm_eval")
 
 from runtime_bench.cli import main  # noqa: E402
 from runtime_bench.zeroshot import LOCAL_TASKS  # noqa: E402
-from tests.conftest import save_tiny  # noqa: E402
+from tests.integration import test_reliability  # noqa: E402
+
+model = test_reliability.model  # the drills' fixture: a tiny Llama beside a neighbour's file
+one_line = test_reliability.one_line
 
 FAST = ["--nsamples", "2", "--seqlen", "16"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,20 +38,6 @@ def snapshot(root: Path) -> dict[str, str]:
         else:
             out[str(p.relative_to(root))] = "dir" if p.is_dir() else "other"
     return out
-
-
-def one_line(capsys: pytest.CaptureFixture) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
-
-
-@pytest.fixture
-def model(tmp_path: Path, tokenizer) -> Path:  # noqa: ANN001
-    parent = tmp_path / "models"
-    model = save_tiny(parent / "m", tokenizer)
-    (parent / "notes.txt").write_text("someone else's file\n")
-    return model
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import export.formats  # noqa: F401  (registers the formats)
 import quant  # noqa: F401  (registers the GPTQ checkpoint kind: exports read GPTQ checkpoints)
-from export import deepsparse, gptq, onnx_int4, onnx_kv, semi24  # noqa: F401  (register the formats)
 from export.artifact import EXPORT_MANIFEST
 from export.base import EXPORTERS, StreamingExporter, ZeroCounts, streaming_formats, zero_summary
 from export.graph_cache import GraphCache

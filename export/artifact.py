@@ -64,7 +64,7 @@ class Artifact:
     def check(self) -> None:
         """One line for a field of ``export.json`` that no export writes: an unknown format, an engine that does
         not run it, a size that is not a number of bytes, a file entry outside the directory."""
-        import export.api  # noqa: F401  (registers the formats)
+        import export.formats  # noqa: F401  (registers the formats)
         from export.base import EXPORTERS
 
         m, where = self.manifest, str(self.path / EXPORT_MANIFEST)

@@ -1,8 +1,12 @@
 """export/ — the third floor: owns the artifact format and writes every deployable one.
 
 Holds: `artifact` (`Artifact` and ``export.json``: the format runtimes read), `base` (the `Exporter` protocol and
-registry), one module per format (`onnx_kv`, `onnx_int4`, `deepsparse`, `semi24`, `gptq`), `graph_cache` (a traced
+registry), one module per format (`sparse` (+ `hf`), `onnx_kv`, `onnx_int4`, `deepsparse`, `semi24`, `gptq`),
+`sparse_format` (the sparse weight format's tensor math), `graph_cache` (a traced
 graph reused across models of one shape), `api` (`export_model`:
 checks, atomic output, zeros counted back), `cli` (``slimpack export``), `report` (the export results table).
-May import: `prune`, `quant`. Running an artifact (engines, ``verify``) is `runtime_bench`'s.
+May import: `prune`, `quant`. Running an artifact (engines, ``verify``) is `runtime_bench`'s. Importing `export`
+registers the sparse checkpoint kinds (every command then reads a sparse checkpoint).
 """
+
+from export import sparse as _sparse  # noqa: F401  (registers the sparse checkpoint kinds)

@@ -18,7 +18,7 @@ from typing import Any
 import export.formats  # noqa: F401  (registers the formats)
 import quant  # noqa: F401  (registers the GPTQ checkpoint kind: exports read GPTQ checkpoints)
 from export.artifact import EXPORT_MANIFEST
-from export.base import EXPORTERS, StreamingExporter, ZeroCounts, streaming_formats, zero_summary
+from export.base import EXPORTERS, StreamingExporter, TensorwiseExporter, ZeroCounts, streaming_formats, zero_summary
 from export.graph_cache import GraphCache
 from prune.errors import SlimpackError
 from prune.io import (
@@ -86,7 +86,7 @@ def copy_side_files(model_dir: Path, out: Path) -> None:
     from prune.models import drop_remote_code
 
     for name in SIDE_FILES:
-        if (model_dir / name).is_file():
+        if (model_dir / name).is_file() and not (out / name).exists():  # a format's own config.json is kept
             shutil.copy2(model_dir / name, out / name)
     for config in (out / "config.json", out / "tokenizer_config.json"):
         if config.is_file() and drop_remote_code(data := json.loads(config.read_text())):
@@ -100,13 +100,14 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
     read_config(model_dir)  # missing, damaged, a FIFO: one line
     need = output_bytes(model_dir, 4)  # every format holds floats as fp32 at most, integer codes as stored
     check_output_dir(config.out, config.overwrite, [model_dir], need, record=EXPORT_MANIFEST)
-    if config.stream and not isinstance(exporter, StreamingExporter):
+    if config.stream and not isinstance(exporter, StreamingExporter | TensorwiseExporter):
         raise SlimpackError(
             f"--format {config.format} loads the model whole; --stream writes {', '.join(streaming_formats())} "
             "(drop --stream)"
         )
     exporter.check_source(model_dir)
-    if config.stream:
+    tensorwise = isinstance(exporter, TensorwiseExporter)  # never loads the model: --stream is how it always runs
+    if config.stream or tensorwise:
         from prune.stream import open_streamed
 
         loaded = open_streamed(model_dir)
@@ -117,7 +118,9 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
     with atomic_output_dir(config.out, config.overwrite, [model_dir], need, record=EXPORT_MANIFEST) as tmp:
         start = time.perf_counter()
         cache = GraphCache(config.graph_cache) if config.graph_cache is not None else None
-        if config.stream:
+        if tensorwise:
+            details = exporter.export_from(model_dir, tmp)
+        elif config.stream:
             details = exporter.export_streamed(loaded, tmp, config.progress)
         else:
             details = exporter.export(loaded, model_dir, tmp, cache)

@@ -105,6 +105,13 @@ class Artifact:
         return inside(self.path, name, self.path / listed_in)
 
     @property
+    def model_directory(self) -> bool:
+        """Whether the artifact is also a model directory that every command reads (its format says so)."""
+        from export.base import EXPORTERS
+
+        return bool(EXPORTERS.get(self.format).model_directory)
+
+    @property
     def engine(self) -> str:
         return str(self.manifest["engine"])
 

@@ -37,6 +37,7 @@ class Exporter(Protocol):
 
     engine: str
     per_layer_shapes: bool  # whether it exports models whose layers differ in shape (structured-pruned ones)
+    model_directory: bool  # whether the artifact is also a model directory every command reads (`load_model`)
 
     def check_source(self, model_dir: Path) -> None:
         """Fail (one-line `SlimpackError`) before any work if ``model_dir`` cannot become this format."""
@@ -61,6 +62,15 @@ class StreamingExporter(Exporter, Protocol):
 
     def export_streamed(self, loaded: LoadedModel, out: Path, progress: bool = True) -> dict[str, Any]:
         """As `export`, never holding the whole model."""
+
+
+@runtime_checkable
+class TensorwiseExporter(Exporter, Protocol):
+    """A format written tensor by tensor from the source's shards by the exporter itself, whatever the model's
+    size (`export.sparse`): `export.api` never loads the model for it, and no flag is needed."""
+
+    def export_from(self, model_dir: Path, out: Path) -> dict[str, Any]:
+        """As `export`, reading ``model_dir`` one tensor at a time."""
 
 
 def streaming_formats() -> list[str]:

@@ -5,16 +5,26 @@ from __future__ import annotations
 import argparse
 
 from prune.cli import COMMANDS, Reads, Writes
+from prune.errors import SlimpackError
 from prune.spec import parse_options
 
 
 @COMMANDS.register("export")
 class ExportCommand:
-    help = "export a model directory to a runnable artifact: onnx | onnx-int4 | deepsparse | semi24 | gptq"
+    help = "export a model directory to a runnable artifact: sparse | onnx | onnx-int4 | deepsparse | semi24 | gptq | hf"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("model", action=Reads, kind="model", help="model directory (output of slimpack prune / quantize)")
-        parser.add_argument("--format", required=True, help="onnx | onnx-int4 | deepsparse | semi24 | gptq")
+        parser.add_argument(
+            "--format", required=True,
+            help="sparse (slimpack's bitmask checkpoint, sparse engine) | onnx | onnx-int4 | deepsparse | semi24 | gptq "
+            "| hf (the plain dense checkpoint back)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--values", choices=("fp32", "bf16", "fp16", "int8", "gptq"), default=None,
+            help="--format sparse: how the nonzeros are stored (default: the checkpoint's own dtype; gptq: a GPTQ "
+            "checkpoint's 4-bit codes)",
+        )  # fmt: skip
         parser.add_argument("--out", action=Writes, kind="dir", required=True, help="artifact directory")
         parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
         parser.add_argument(
@@ -43,6 +53,10 @@ class ExportCommand:
 
         cache = None if args.no_graph_cache else (args.graph_cache or default_root())
         options = parse_options(args.option)
+        if args.values is not None:
+            if args.format != "sparse":
+                raise SlimpackError(f"--values {args.values} applies to --format sparse, not {args.format}; drop it")
+            options["values"] = args.values
         config = ExportConfig(args.model, args.format, args.out, args.overwrite, options, cache, args.stream,
                               progress=not args.quiet)  # fmt: skip
         manifest = export_model(config)

@@ -465,6 +465,7 @@ class DeepSparseExporter:
 
     engine = "deepsparse"
     per_layer_shapes = False  # one head count and FFN width for every layer
+    model_directory = False
 
     def __init__(self, prefill_len: int = 512, cache_len: int = 1024, prompt_len: int = 64) -> None:
         self.prefill_len, self.cache_len, self.prompt_len = prefill_len, cache_len, prompt_len

@@ -34,6 +34,7 @@ def gptq_zeros(directory: Path) -> ZeroCounts:
 class GptqExporter:
     engine = "torch"
     per_layer_shapes = True
+    model_directory = True
 
     def check_source(self, model_dir: Path) -> None:
         if not checkpoint_kind(model_dir).quantized:

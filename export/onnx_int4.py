@@ -201,6 +201,7 @@ class OnnxInt4Exporter:
 
     engine = "onnxruntime"
     per_layer_shapes = True
+    model_directory = False
 
     def __init__(self, accuracy_level: int = 0, opset: int | None = None) -> None:
         self.accuracy_level = accuracy_level

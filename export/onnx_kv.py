@@ -335,6 +335,7 @@ class OnnxExporter:
 
     engine = "onnxruntime"
     per_layer_shapes = True
+    model_directory = False
 
     def __init__(self, opset: int | None = None) -> None:
         self.opset = opset

@@ -146,6 +146,7 @@ class Semi24Exporter:
 
     engine = "torch-semi24"
     per_layer_shapes = True
+    model_directory = False
 
     def __init__(self, dtype: str = "float16") -> None:
         if dtype not in DTYPES:

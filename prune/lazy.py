@@ -126,7 +126,11 @@ def _header(file: Path) -> dict[str, dict[str, Any]]:
         raise refuse("its header is not JSON") from None
     if not isinstance(header, dict):
         raise refuse("its header is not a table")
-    header.pop("__metadata__", None)
+    metadata = header.pop("__metadata__", None)
+    if isinstance(metadata, dict) and set(metadata) - {"format"}:  # a format's own keys (export.sparse_format)
+        for entry in header.values():
+            if isinstance(entry, dict):
+                entry["metadata"] = metadata  # one dict, shared by the file's tensors
     try:
         end = max((int(t["data_offsets"][1]) for t in header.values()), default=0)
         bad = [n for n, t in header.items() if not isinstance(t["dtype"], str) or not _is_shape(t["shape"])]

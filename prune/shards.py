@@ -38,13 +38,15 @@ class ShardWriter:
         self.dtype = dtype
         self.max_shard_bytes = max_shard_bytes
         self.buffer: dict[str, torch.Tensor] = {}
+        self.metadata: dict[str, str] = {}  # the current shard's own metadata keys (`add`'s ``metadata``)
         self.buffered = 0
         self.parts: list[tuple[Path, list[str]]] = []
         self.names: set[str] = set()
         self.total = 0
 
-    def add(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        """Buffer ``tensor`` (converted) for the current shard; returns it as it will be stored."""
+    def add(self, name: str, tensor: torch.Tensor, metadata: dict[str, str] | None = None) -> torch.Tensor:
+        """Buffer ``tensor`` (converted) for the current shard; returns it as it will be stored. ``metadata``:
+        keys for the safetensors metadata of the shard that holds it (a packed weight's layout)."""
         if name in self.names:
             raise ValueError(f"tensor {name!r} written twice")
         self.names.add(name)
@@ -56,6 +58,7 @@ class ShardWriter:
         if self.buffer and self.buffered + size > self.max_shard_bytes:
             self.flush()
         self.buffer[name] = value
+        self.metadata.update(metadata or {})
         self.buffered += size
         self.total += size
         return value
@@ -66,10 +69,10 @@ class ShardWriter:
         if not self.buffer:
             return
         part = self.directory / f".part-{len(self.parts) + 1:05d}.safetensors"
-        save_file(self.buffer, str(part), metadata={"format": "pt"})
+        save_file(self.buffer, str(part), metadata={"format": "pt", **self.metadata})
         self.parts.append((part, list(self.buffer)))
         log.debug("wrote %s (%d tensors, %.1f MiB)", part.name, len(self.buffer), self.buffered / 2**20)
-        self.buffer, self.buffered = {}, 0
+        self.buffer, self.metadata, self.buffered = {}, {}, 0
 
     def close(self) -> list[Path]:
         """Write the last shard, name every shard, write the index (several shards); returns the shards."""

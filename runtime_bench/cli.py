@@ -109,12 +109,69 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch", type=int, default=4, help="also decode this many sequences at once (0: no)")
 
 
+ART = "ART"  # `bench`'s sub-command for the form `bench ART [ART …]`: every first word but `sweep` starts it
+TIMING_USAGE = "%(prog)s ART [ART ...] [--engine NAME[,NAME...]] [--threads N[,N...]] [--json FILE] [timing options]"
+
+
+class EveryWord(dict):
+    """`BenchForms`'s choices as argparse checks the first word (before the action runs): every word names a form."""
+
+    def __contains__(self, word: object) -> bool:
+        return True
+
+
+class BenchForms(argparse._SubParsersAction):
+    """`bench`'s two forms: ``bench sweep …``, and ``bench ART [ART …] …`` for any other first word (an artifact in
+    a directory named ``sweep`` is ``./sweep``)."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser = super().add_parser(name, **kwargs)
+        self.choices = EveryWord(self._name_parser_map)
+        return parser
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        if values[0] not in self._name_parser_map or values[0] == ART:
+            values = [ART, *values]
+        super().__call__(parser, namespace, values, option_string)
+
+
 @COMMANDS.register("bench")
 class BenchCommand:
-    help = "benchmarks: `bench sweep` (speedup vs sparsity, DLP Table 5 layout)"
+    help = (
+        "benchmarks: `bench ART …` (chosen artifacts timed interleaved) and `bench sweep` (speedup vs sparsity, DLP "
+        "Table 5 layout)"
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        sub = parser.add_subparsers(dest="bench", required=True)
+        parser.register("action", "parsers", BenchForms)
+        sub = parser.add_subparsers(dest="bench", required=True, metavar="{ART,sweep}")
+        parser.usage = f"{TIMING_USAGE}\n       %(prog)s sweep [--model MODEL] [--sparsities S,...] [--engines E,...] …"
+        parser.epilog = ("`slimpack bench ART --help` and `slimpack bench sweep --help` list each form's options; an "
+                         "artifact in a directory named sweep is ./sweep.")  # fmt: skip
+        t = sub.add_parser(
+            ART, prog=parser.prog, usage=TIMING_USAGE,
+            help="time these artifacts interleaved (the harness's protocol): prefill ms and decode ms/token per "
+            "artifact and thread count",
+            description="Time the ARTs interleaved (warm-up, then rounds in alternating order; medians and "
+            "quartiles), one run per thread count; print the table and, with --json, write it.",
+        )  # fmt: skip
+        t.add_argument(
+            "artifacts", action=Reads, nargs="+", type=Path, metavar="ART",
+            help="an artifact of `slimpack export` (run in the engine its export.json names), a model directory "
+            "(torch eager) or an ONNX model in optimum's layout (onnxruntime); labelled by its directory name, "
+            "parents prepended where two share one",
+        )  # fmt: skip
+        t.add_argument(
+            "--engine", type=lambda text: tuple(e.strip() for e in text.split(",") if e.strip()), default=(),
+            metavar="NAME[,NAME...]",
+            help="the engines you mean to time (e.g. onnxruntime,deepsparse): an ART that runs in another one is "
+            "refused before any work (default: each ART in its own engine)",
+        )  # fmt: skip
+        t.add_argument("--threads", type=number_list(int, "threads"), default=(2,), metavar="N[,N...]",
+                       help="thread counts, each its own interleaved run (default 2)")  # fmt: skip
+        t.add_argument("--json", action=Writes, default=None, metavar="FILE",
+                       help="also write the figures (cpu, spec, per artifact and thread count) to this JSON file")  # fmt: skip
+        add_bench_arguments(t)
         p = sub.add_parser("sweep", help="prune at many sparsities, export for each engine, time against dense")
         p.add_argument("--model", action=Reads, kind="model", default="smollm2-135m",
                        help="model directory or alias (default smollm2-135m)")  # fmt: skip
@@ -125,7 +182,7 @@ class BenchCommand:
             "--engines",
             type=lambda t: tuple(e.strip() for e in t.split(",") if e.strip()),
             default=("deepsparse", "onnxruntime"),
-            help="comma-separated: deepsparse, onnxruntime, onnxruntime-int4, torch",
+            help="comma-separated: deepsparse, onnxruntime, onnxruntime-int4, sparse, sparse-gptq, torch",
         )
         p.add_argument("--threads", type=number_list(int, "threads"), default=(1, 2), help="e.g. 1,2")
         add_prune_arguments(p, allocation_default="dlp", sparsity=False, plan=False, structured=False)
@@ -141,6 +198,21 @@ class BenchCommand:
         add_bench_arguments(p)
 
     def run(self, args: argparse.Namespace) -> int:
+        if args.bench == ART:
+            from runtime_bench.harness import BenchSpec
+            from runtime_bench.latency import TimingConfig, path_labels, time_paths, timing_table
+
+            spec = BenchSpec(args.prompt, args.tokens, args.rounds, args.warmup, args.batch)
+            report = time_paths(TimingConfig(path_labels(args.artifacts), args.threads, spec, args.engine))
+            write_json(args.json, report)
+            cpu = report["cpu"]
+            print(f"{cpu['model']} ({', '.join(cpu['flags']) or 'no AVX2'}, {cpu['cpus']} CPUs): prompt {spec.prompt}, "
+                  f"{spec.tokens} decode steps, {spec.rounds} rounds after {spec.warmup} warm-up\n")  # fmt: skip
+            print(timing_table(report))
+            return 0
+        return self.sweep(args)
+
+    def sweep(self, args: argparse.Namespace) -> int:
         from prune.spec import StreamSpec
         from runtime_bench.harness import BenchSpec
         from runtime_bench.pipeline.sweep import SweepConfig, sweep
@@ -288,7 +360,7 @@ class EvalCommand(core.EvalCommand):
 
         if args.tasks is None:
             refuse_task_options(args)
-            if Artifact.exists(args.model):
+            if Artifact.exists(args.model) and not Artifact.open(args.model).model_directory:
                 raise SlimpackError(
                     f"{args.model!r} is an exported artifact: measure its perplexity with `slimpack verify "
                     f"{args.model} --reference MODEL`, or its zero-shot accuracy with --tasks"

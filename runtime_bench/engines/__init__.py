@@ -33,7 +33,7 @@ def parse_engine_options(items: list[str]) -> dict[str, dict[str, Any]] | None:
 
 def load_engines() -> None:
     """Import every engine module so that each registers itself in ``ENGINES``."""
-    from runtime_bench.engines import deepsparse_client, ort, torch_engine  # noqa: F401
+    from runtime_bench.engines import deepsparse_client, ort, sparse_engine, torch_engine  # noqa: F401
 
 
 def open_artifact(
@@ -50,28 +50,44 @@ def open_artifact(
     return engine
 
 
+PATH_KINDS = "an artifact of `slimpack export`, a model directory or an ONNX model in optimum's layout"
+
+
+def engine_of(path: Path) -> str:
+    """The engine `open_engine` runs ``path`` in — an artifact: the one its ``export.json`` names; an ONNX model:
+    onnxruntime; a model directory: torch — found without loading it; one line for a path it cannot run."""
+    path = Path(path)
+    if not path.exists():
+        raise SlimpackError(f"{str(path)!r} does not exist; pass {PATH_KINDS}")
+    if Artifact.exists(path):
+        return Artifact.open(path).engine  # one line for a damaged export.json
+    if (path if path.suffix == ".onnx" else path / "model.onnx").is_file():
+        return "onnxruntime"
+    if (path / "config.json").is_file():
+        return "torch"
+    raise SlimpackError(f"{str(path)!r} is neither an artifact, a model directory nor an ONNX model; pass {PATH_KINDS}")
+
+
 def open_engine(path: Path, threads: int | None, options: dict[str, dict[str, Any]] | None = None) -> Any:
-    """An engine for an artifact, a model directory (torch eager), or an optimum-layout ONNX model
-    (``options``: as for `open_artifact`)."""
+    """An engine for ``path`` (`engine_of`: an artifact, an optimum-layout ONNX model, or a model directory in
+    torch eager; ``options``: as for `open_artifact`)."""
     from runtime_bench.engines.base import ENGINES
 
     load_engines()
     path = Path(path)
+    engine_name = engine_of(path)
     if Artifact.exists(path):
         return open_artifact(Artifact.open(path), threads, options)
-    onnx_file = path if path.suffix == ".onnx" else path / "model.onnx"
-    if onnx_file.is_file():
+    if engine_name == "onnxruntime":
         engine = ENGINES.build("onnxruntime", {"threads": threads} if threads else {})
-        engine.load_file(onnx_file)
+        engine.load_file(path if path.suffix == ".onnx" else path / "model.onnx")
         return engine
-    if (path / "config.json").is_file():
-        from prune.models import load_model
-        from runtime_bench.engines.torch_engine import TorchEngine
+    from prune.models import load_model
+    from runtime_bench.engines.torch_engine import TorchEngine
 
-        engine = TorchEngine.from_model(load_model(path).model)
-        engine.threads = threads
-        return engine
-    raise SlimpackError(f"{str(path)!r} is neither an artifact, a model directory nor an ONNX model")
+    engine = TorchEngine.from_model(load_model(path).model)
+    engine.threads = threads
+    return engine
 
 
 def unavailable(engine: str, timing: bool = False) -> str | None:

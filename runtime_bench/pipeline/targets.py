@@ -39,9 +39,9 @@ def streams(spec: ArtifactSpec) -> bool:
     if spec.format is None:
         return False
     import export.api  # noqa: F401  (registers the formats)
-    from export.base import EXPORTERS, StreamingExporter
+    from export.base import EXPORTERS, StreamingExporter, TensorwiseExporter
 
-    return isinstance(EXPORTERS.build(spec.format, {}), StreamingExporter)
+    return isinstance(EXPORTERS.build(spec.format, {}), StreamingExporter | TensorwiseExporter)
 
 
 # The sweep's engines: each sparsity's pruned model (or its GPTQ checkpoint) made into one artifact.
@@ -50,3 +50,5 @@ TARGETS.register("onnxruntime")(ArtifactSpec("onnx"))
 TARGETS.register("deepsparse")(ArtifactSpec("deepsparse"))
 TARGETS.register("onnxruntime-int4")(ArtifactSpec("onnx-int4", source="quantize"))
 TARGETS.register("torch")(ArtifactSpec(None))
+TARGETS.register("sparse")(ArtifactSpec("sparse"))  # slimpack's own kernels (`runtime_bench.kernels`)
+TARGETS.register("sparse-gptq")(ArtifactSpec("sparse", source="quantize", options={"values": "gptq"}))

@@ -63,6 +63,7 @@ def base_argv(command: str, model: Path, tmp: Path, recipe_name: str = "r.yaml")
         "export": ["export", str(model), "--format", "onnx", "--out", str(tmp / "a")],
         "verify": ["verify", str(model), "--reference", str(model)],
         "bench sweep": ["bench", "sweep", "--model", str(model), "--out", str(tmp / "sweep")],
+        "bench ART": ["bench", str(model), "--json", str(tmp / "bench.json")],
         "run": ["run", str(recipe)],
         "runtime check": [str(model), "--tokens", "8"],
     }[command]
@@ -103,7 +104,7 @@ def test_every_path_argument_is_declared_as_read_or_written() -> None:
             if action.type is Path or action.dest in path_like:
                 assert isinstance(action, (Reads, Writes)), f"{name} {action.option_strings or action.dest}"
     assert {c for c, _ in write_options()} == {"prune", "plan", "eval", "inspect", "report", "quantize", "export",
-                                               "verify", "bench sweep", "run", "runtime check"}  # fmt: skip
+                                               "verify", "bench sweep", "bench ART", "run", "runtime check"}  # fmt: skip
 
 
 @pytest.mark.parametrize(("command", "option"), write_options(), ids=lambda v: v.replace(" ", "-"))

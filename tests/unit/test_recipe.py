@@ -92,6 +92,6 @@ def test_default_recipe_is_valid_and_complete() -> None:
     assert recipe.model == "smollm2-135m" and recipe.data.dataset == "offline" and DEFAULT_RECIPE.is_file()
     assert st.prune and st.quantize and st.verify and st.bench and st.zeroshot
     assert st.zeroshot.task_data == "local" and set(st.zeroshot.artifacts or []) <= set(st.export)
-    assert {e.format for e in st.export.values()} == {"onnx", "onnx-int4", "deepsparse"}
+    assert {e.format for e in st.export.values()} == {"onnx", "onnx-int4", "deepsparse", "sparse"}
     assert {e.source for e in st.export.values()} == {"dense", "prune", "quantize"}
     assert main(["run", "--check"]) == 0

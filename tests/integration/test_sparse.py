@@ -195,3 +195,19 @@ def test_zero_shot_through_the_sparse_engine_equals_torch_to_the_last_example(mo
     assert engine["runtime"] == "sparse" and torch_run["runtime"] == "torch"
     for name in tasks:
         assert engine["tasks"][name]["examples"] == torch_run["tasks"][name]["examples"], name
+
+
+def test_prefill_tiles_run_in_inference_mode_on_every_thread() -> None:
+    """The engines run in ``torch.inference_mode``; the prefill GEMM writes its tiles from torch's worker threads."""
+    kernels_or_skip()
+    from export.sparse_format import encode
+    from runtime_bench.kernels import PackedWeight, linear
+
+    w = torch.randn(1000, 64)
+    w[torch.rand(1000, 64) < 0.5] = 0
+    packed = PackedWeight.from_stored(*encode(w, "fp32"))
+    x = torch.randn(40, 64)
+    torch.set_num_threads(2)
+    with torch.inference_mode():
+        y = linear(x, packed)
+    torch.testing.assert_close(y, x @ w.T, rtol=1e-5, atol=1e-5)

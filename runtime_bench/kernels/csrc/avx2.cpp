@@ -1,0 +1,418 @@
+// The AVX2 + FMA path (the x86 baseline). The bitmask-expand GEMV: for each mask byte m (8 columns), load the
+// next 8 stored values at the row's value pointer (unaligned; the padding makes the read safe), move value number
+// rank(i) to lane i and zero the clear lanes with table lookups (fp32: two 4-float halves and one in-lane vpshufb;
+// bf16 / int8: one vpshufb that also widens; fp16: vpshufb + vcvtph2ps; gptq: a variable shift of the nibbles),
+// FMA with x[8b .. 8b+8) of every batch row, advance the pointer by popcount(m). 2:4 maps its position byte to a
+// mask byte with 4 set bits. The column-index GEMV (high sparsity) is further down. Compiled for AVX2 in a generic build (#pragma GCC target below, no -march): only called after
+// __builtin_cpu_supports says the CPU has it. Everything but the entry points has internal linkage, so no
+// AVX2-compiled inline function can stand in for a generic one.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "kernels.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,bmi,bmi2,popcnt")
+
+namespace slimpack {
+namespace {
+
+inline uint64_t load64(const void* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+// Per value kind: T the stored element; expand(v, m): the 8 lanes of mask byte m as fp32 (clear lanes 0) from the
+// values starting at v; dense(v): 8 consecutive values as fp32; both are the weights / kUnscale (int8: v·2²⁴,
+// exact: a vpshufb can place the byte at the top of the lane, but cannot sign-extend it).
+template <int K> struct Values;
+template <> struct Values<F32> {  // two 4-float halves (the high one at v + low4), one in-lane vpshufb
+  using T = float;
+  static constexpr float kUnscale = 1.0f;
+  static __m256 expand(const T* v, unsigned m) {
+    __m256 src = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(v)), _mm_loadu_ps(v + kTables.low4[m]), 1);
+    __m256i control = _mm256_load_si256(reinterpret_cast<const __m256i*>(kTables.f32[m]));
+    return _mm256_castsi256_ps(_mm256_shuffle_epi8(_mm256_castps_si256(src), control));
+  }
+  static __m256 dense(const T* v) { return _mm256_loadu_ps(v); }
+};
+template <> struct Values<BF16> {
+  using T = uint16_t;
+  static constexpr float kUnscale = 1.0f;
+  static __m256 expand(const T* v, unsigned m) {
+    __m256i src = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v)));
+    return _mm256_castsi256_ps(_mm256_shuffle_epi8(src, _mm256_load_si256(reinterpret_cast<const __m256i*>(kTables.bf16[m]))));
+  }
+  static __m256 dense(const T* v) {
+    __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+  }
+};
+template <> struct Values<F16> {
+  using T = uint16_t;
+  static constexpr float kUnscale = 1.0f;
+  static __m256 expand(const T* v, unsigned m) {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(v));
+    return _mm256_cvtph_ps(_mm_shuffle_epi8(h, _mm_load_si128(reinterpret_cast<const __m128i*>(kTables.f16[m]))));
+  }
+  static __m256 dense(const T* v) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v))); }
+};
+template <> struct Values<I8> {
+  using T = int8_t;
+  static constexpr float kUnscale = 1.0f / 16777216.0f;  // lanes hold v·2²⁴
+  static __m256 expand(const T* v, unsigned m) {
+    __m256i src = _mm256_set1_epi64x(int64_t(load64(v)));
+    return _mm256_cvtepi32_ps(_mm256_shuffle_epi8(src, _mm256_load_si256(reinterpret_cast<const __m256i*>(kTables.i8[m]))));
+  }
+  static __m256 dense(const T* v) {
+    __m256i w = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(v)));
+    return _mm256_cvtepi32_ps(_mm256_slli_epi32(w, 24));
+  }
+};
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+// NB batch rows (the caller pads x to NB rows, writes the first N); S independent accumulator sets per batch row,
+// so that at least 4 FMA chains are in flight (FMA latency 4).
+template <int NB>
+struct Acc {
+  static constexpr int S = NB >= 4 ? 1 : 4 / NB;
+  __m256 a[S][NB];
+  Acc() {
+    for (int s = 0; s < S; ++s)
+      for (int n = 0; n < NB; ++n) a[s][n] = _mm256_setzero_ps();
+  }
+  inline void fma(int s, __m256 w, const float* x, int64_t xs) {
+    for (int n = 0; n < NB; ++n) a[s][n] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + n * xs), a[s][n]);
+  }
+  inline void store(int N, float* y, int64_t ys, float scale) {
+    for (int n = 0; n < N; ++n) {
+      __m256 t = a[0][n];
+      for (int s = 1; s < S; ++s) t = _mm256_add_ps(t, a[s][n]);
+      y[n * ys] = hsum(t) * scale;
+    }
+  }
+};
+
+template <int L>
+inline unsigned mask_of(const uint8_t* mrow, int64_t b) {
+  return L == TWO_FOUR ? kTables.two4[mrow[b]] : mrow[b];
+}
+template <int L>
+inline int count_of(unsigned m) {
+  return L == TWO_FOUR ? 4 : __builtin_popcount(m);
+}
+
+constexpr int kPrefetch = 1024;  // bytes ahead of the value pointer (the hardware prefetcher alone left ~10 % on DRAM)
+
+// Bitmask / 2:4 GEMV rows [r0, r1) for fp32/bf16/fp16/int8 values.
+template <int L, int K, int NB>
+void gemv_sparse(const Packed& p, const float* x, int64_t xs, int N, float* y, int64_t ys, int64_t r0, int64_t r1) {
+  using V = Values<K>;
+  constexpr int U = 4;  // mask bytes per unrolled step
+  const auto* values = static_cast<const typename V::T*>(p.values);
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* mrow = p.mask + r * p.nb;
+    const typename V::T* v = values + p.row_start(r);
+    Acc<NB> acc;
+    int64_t b = 0;
+    for (; b + U <= p.nb; b += U) {
+      _mm_prefetch(reinterpret_cast<const char*>(v) + kPrefetch, _MM_HINT_T0);
+      for (int u = 0; u < U; ++u) {
+        unsigned m = mask_of<L>(mrow, b + u);
+        __m256 w = V::expand(v, m);
+        v += count_of<L>(m);
+        acc.fma(u % Acc<NB>::S, w, x + 8 * (b + u), xs);
+      }
+    }
+    for (; b < p.nb; ++b) {
+      unsigned m = mask_of<L>(mrow, b);
+      __m256 w = V::expand(v, m);
+      v += count_of<L>(m);
+      acc.fma(0, w, x + 8 * b, xs);
+    }
+    acc.store(N, y + r, ys, V::kUnscale * (K == I8 ? p.scales[r] : 1.0f));
+  }
+}
+
+// Dense rows: 8 consecutive values per step; a last partial chunk goes through the expand (its clear lanes 0).
+template <int K, int NB>
+void gemv_dense(const Packed& p, const float* x, int64_t xs, int N, float* y, int64_t ys, int64_t r0, int64_t r1) {
+  using V = Values<K>;
+  constexpr int U = 4;
+  const int64_t full = p.in / 8;
+  const unsigned tail = (1u << (p.in % 8)) - 1;
+  const auto* values = static_cast<const typename V::T*>(p.values);
+  for (int64_t r = r0; r < r1; ++r) {
+    const typename V::T* v = values + r * p.in;
+    Acc<NB> acc;
+    int64_t b = 0;
+    for (; b + U <= full; b += U)
+      for (int u = 0; u < U; ++u) acc.fma(u % Acc<NB>::S, V::dense(v + 8 * (b + u)), x + 8 * (b + u), xs);
+    for (; b < full; ++b) acc.fma(0, V::dense(v + 8 * b), x + 8 * b, xs);
+    if (tail) acc.fma(0, V::expand(v + 8 * full, tail), x + 8 * full, xs);
+    acc.store(N, y + r, ys, V::kUnscale * (K == I8 ? p.scales[r] : 1.0f));
+  }
+}
+
+// GPTQ (group_size % 8 == 0, so a mask byte never straddles groups): lane i's code is nibble rank(i) of the 8
+// nibbles at the row's nibble pointer k, (q − z)·s per group, clear lanes zeroed.
+// The 8 codes of mask byte m at nibble k as fp32 lanes: exact (decompress: (q − z)·s, as the format's decode)
+// or fused (the GEMV: q·s + (−z·s), one FMA; within an ulp of the product).
+template <bool Exact>
+inline __m256 gptq_expand(const uint8_t* codes, int64_t k, unsigned m, __m256 z, __m256 s, __m256 nzs) {
+  uint32_t nibbles = uint32_t(load64(codes + (k >> 1)) >> ((k & 1) * 4));
+  __m256i shifts = _mm256_load_si256(reinterpret_cast<const __m256i*>(kTables.shift4[m]));
+  __m256 q = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(nibbles)), shifts), _mm256_set1_epi32(15)));
+  __m256 w = Exact ? _mm256_mul_ps(_mm256_sub_ps(q, z), s) : _mm256_fmadd_ps(q, s, nzs);
+  return _mm256_and_ps(w, _mm256_load_ps(reinterpret_cast<const float*>(kTables.lanes[m])));
+}
+
+inline void group_of(const Packed& p, int64_t r, int64_t g, __m256& s, __m256& z) {
+  s = _mm256_set1_ps(_cvtsh_ss(p.gscales[r * p.groups + g]));
+  z = _mm256_set1_ps(float(p.zeros[r * p.groups + g]));
+}
+
+template <int L, int NB>
+void gemv_gptq(const Packed& p, const float* x, int64_t xs, int N, float* y, int64_t ys, int64_t r0, int64_t r1) {
+  constexpr int U = 4;
+  const auto* codes = static_cast<const uint8_t*>(p.values);
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* mrow = p.mask + r * p.nb;
+    int64_t k = p.row_start(r);
+    Acc<NB> acc;
+    __m256 s = _mm256_setzero_ps(), z = _mm256_setzero_ps(), nzs = _mm256_setzero_ps();
+    int64_t g = 0, next = 0;  // the next group and its first column (groups start at multiples of 8 columns)
+    int64_t b = 0;
+    for (; b < p.nb; b += U) {
+      const int steps = int(std::min<int64_t>(U, p.nb - b));
+      for (int u = 0; u < U; ++u) {
+        if (u >= steps) break;
+        if (8 * (b + u) == next) {
+          group_of(p, r, g++, s, z);
+          nzs = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(z, s)), next += p.group_size;
+        }
+        unsigned m = mask_of<L>(mrow, b + u);
+        __m256 w = gptq_expand<false>(codes, k, m, z, s, nzs);
+        k += count_of<L>(m);
+        acc.fma(u % Acc<NB>::S, w, x + 8 * (b + u), xs);
+      }
+    }
+    acc.store(N, y + r, ys, 1.0f);
+  }
+}
+
+template <int L>
+void decompress_gptq(const Packed& p, float* dst, int64_t ds, int64_t r0, int64_t r1) {
+  const auto* codes = static_cast<const uint8_t*>(p.values);
+  const int64_t per_group = p.group_size / 8;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* mrow = p.mask + r * p.nb;
+    float* row = dst + (r - r0) * ds;
+    int64_t k = p.row_start(r);
+    for (int64_t g = 0; g < p.groups; ++g) {
+      __m256 s, z;
+      group_of(p, r, g, s, z);
+      const int64_t end = std::min<int64_t>(p.nb, (g + 1) * per_group);
+      for (int64_t b = g * per_group; b < end; ++b) {
+        unsigned m = mask_of<L>(mrow, b);
+        _mm256_storeu_ps(row + 8 * b, gptq_expand<true>(codes, k, m, z, s, s));
+        k += count_of<L>(m);
+      }
+    }
+  }
+}
+
+template <int NB>
+void gemv_nb(const Packed& p, const float* x, int64_t xs, int N, float* y, int64_t ys, int64_t r0, int64_t r1) {
+  if (p.layout == DENSE) {
+    switch (p.kind) {
+      case F32: return gemv_dense<F32, NB>(p, x, xs, N, y, ys, r0, r1);
+      case BF16: return gemv_dense<BF16, NB>(p, x, xs, N, y, ys, r0, r1);
+      case F16: return gemv_dense<F16, NB>(p, x, xs, N, y, ys, r0, r1);
+      default: return gemv_dense<I8, NB>(p, x, xs, N, y, ys, r0, r1);
+    }
+  }
+  const bool two4 = p.layout == TWO_FOUR;
+  switch (p.kind) {
+    case F32: return two4 ? gemv_sparse<TWO_FOUR, F32, NB>(p, x, xs, N, y, ys, r0, r1) : gemv_sparse<BITMASK, F32, NB>(p, x, xs, N, y, ys, r0, r1);
+    case BF16: return two4 ? gemv_sparse<TWO_FOUR, BF16, NB>(p, x, xs, N, y, ys, r0, r1) : gemv_sparse<BITMASK, BF16, NB>(p, x, xs, N, y, ys, r0, r1);
+    case F16: return two4 ? gemv_sparse<TWO_FOUR, F16, NB>(p, x, xs, N, y, ys, r0, r1) : gemv_sparse<BITMASK, F16, NB>(p, x, xs, N, y, ys, r0, r1);
+    case I8: return two4 ? gemv_sparse<TWO_FOUR, I8, NB>(p, x, xs, N, y, ys, r0, r1) : gemv_sparse<BITMASK, I8, NB>(p, x, xs, N, y, ys, r0, r1);
+    default: return two4 ? gemv_gptq<TWO_FOUR, NB>(p, x, xs, N, y, ys, r0, r1) : gemv_gptq<BITMASK, NB>(p, x, xs, N, y, ys, r0, r1);
+  }
+}
+
+template <int L, int K>
+void decompress_sparse(const Packed& p, float* dst, int64_t ds, int64_t r0, int64_t r1) {
+  using V = Values<K>;
+  const auto* values = static_cast<const typename V::T*>(p.values);
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* mrow = p.mask + r * p.nb;
+    const typename V::T* v = values + p.row_start(r);
+    float* row = dst + (r - r0) * ds;
+    __m256 scale = _mm256_set1_ps(V::kUnscale * (K == I8 ? p.scales[r] : 1.0f));
+    for (int64_t b = 0; b < p.nb; ++b) {
+      unsigned m = mask_of<L>(mrow, b);
+      __m256 w = V::expand(v, m);
+      v += count_of<L>(m);
+      _mm256_storeu_ps(row + 8 * b, K == I8 ? _mm256_mul_ps(w, scale) : w);
+    }
+  }
+}
+
+template <int K>
+void decompress_dense(const Packed& p, float* dst, int64_t ds, int64_t r0, int64_t r1) {
+  using V = Values<K>;
+  const int64_t full = p.in / 8;
+  const unsigned tail = (1u << (p.in % 8)) - 1;
+  const auto* values = static_cast<const typename V::T*>(p.values);
+  for (int64_t r = r0; r < r1; ++r) {
+    const typename V::T* v = values + r * p.in;
+    float* row = dst + (r - r0) * ds;
+    __m256 scale = _mm256_set1_ps(V::kUnscale * (K == I8 ? p.scales[r] : 1.0f));
+    for (int64_t b = 0; b < full; ++b) {
+      __m256 w = V::dense(v + 8 * b);
+      _mm256_storeu_ps(row + 8 * b, K == I8 ? _mm256_mul_ps(w, scale) : w);
+    }
+    if (tail) {
+      __m256 w = V::expand(v + 8 * full, tail);
+      _mm256_storeu_ps(row + 8 * full, K == I8 ? _mm256_mul_ps(w, scale) : w);
+    }
+  }
+}
+
+// Column-index GEMV (high sparsity). One batch row: per block of nonzeros, x at their columns copied into a
+// buffer (scalar loads: cheaper than vgatherdps here), then a vector dot with the values. 4 or 8 batch rows: x
+// transposed, so one load holds x(·, c) of every batch row; each nonzero is one broadcast and one FMA (4
+// accumulators in turn: FMA latency).
+template <int K>
+void gemv_index1(const Packed& p, const float* x, float* y, int64_t r0, int64_t r1) {
+  using V = Values<K>;
+  constexpr int64_t kBlock = 256;  // nonzeros per block: x at their columns copied to xs, then one vector dot
+  alignas(32) float xs[kBlock + 8];
+  const auto* values = static_cast<const typename V::T*>(p.values);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t k0 = p.offsets[r], n = p.offsets[r + 1] - k0;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i += kBlock) {
+      const int64_t m = std::min(kBlock, n - i);
+      const uint16_t* id = p.index + k0 + i;
+      for (int64_t j = 0; j < m; j += 4) {  // 4 columns per load; those past the row are columns too (or padding 0)
+        const uint64_t c = load64(id + j);
+        xs[j] = x[c & 0xffff], xs[j + 1] = x[(c >> 16) & 0xffff], xs[j + 2] = x[(c >> 32) & 0xffff], xs[j + 3] = x[c >> 48];
+      }
+      _mm256_storeu_ps(xs + m, _mm256_setzero_ps());  // the values read past the row meet zeros
+      const typename V::T* v = values + k0 + i;
+      int64_t j = 0;
+      for (; j + 8 < m; j += 16) {
+        a0 = _mm256_fmadd_ps(V::dense(v + j), _mm256_load_ps(xs + j), a0);
+        a1 = _mm256_fmadd_ps(V::dense(v + j + 8), _mm256_load_ps(xs + j + 8), a1);
+      }
+      if (j < m) a0 = _mm256_fmadd_ps(V::dense(v + j), _mm256_load_ps(xs + j), a0);
+    }
+    y[r] = hsum(_mm256_add_ps(a0, a1)) * V::kUnscale * (K == I8 ? p.scales[r] : 1.0f);
+  }
+}
+
+template <int K>
+inline float scalar_value(const typename Values<K>::T* v, int64_t k) {
+  if constexpr (K == F32) return v[k];
+  else if constexpr (K == BF16) return bf16_to_float(v[k]);
+  else if constexpr (K == F16) return _cvtsh_ss(v[k]);
+  else return float(v[k]);
+}
+
+// x(·, c) of 4 or 8 batch rows as one vector.
+template <int NB> struct Lanes;
+template <> struct Lanes<8> {
+  using Vec = __m256;
+  static Vec zero() { return _mm256_setzero_ps(); }
+  static Vec fma(float w, const float* x, Vec acc) { return _mm256_fmadd_ps(_mm256_set1_ps(w), _mm256_loadu_ps(x), acc); }
+  static void store(float* out, Vec a, Vec b, Vec c, Vec d) { _mm256_storeu_ps(out, _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d))); }
+};
+template <> struct Lanes<4> {
+  using Vec = __m128;
+  static Vec zero() { return _mm_setzero_ps(); }
+  static Vec fma(float w, const float* x, Vec acc) { return _mm_fmadd_ps(_mm_set1_ps(w), _mm_loadu_ps(x), acc); }
+  static void store(float* out, Vec a, Vec b, Vec c, Vec d) { _mm_storeu_ps(out, _mm_add_ps(_mm_add_ps(a, b), _mm_add_ps(c, d))); }
+};
+
+template <int K, int NB>
+void gemv_index_t(const Packed& p, const float* xt, int N, float* y, int64_t ys, int64_t r0, int64_t r1) {
+  using X = Lanes<NB>;
+  const auto* values = static_cast<const typename Values<K>::T*>(p.values);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t k1 = p.offsets[r + 1];
+    typename X::Vec a0 = X::zero(), a1 = X::zero(), a2 = X::zero(), a3 = X::zero();
+    int64_t k = p.offsets[r];
+    for (; k + 4 <= k1; k += 4) {
+      a0 = X::fma(scalar_value<K>(values, k), xt + int64_t(p.index[k]) * NB, a0);
+      a1 = X::fma(scalar_value<K>(values, k + 1), xt + int64_t(p.index[k + 1]) * NB, a1);
+      a2 = X::fma(scalar_value<K>(values, k + 2), xt + int64_t(p.index[k + 2]) * NB, a2);
+      a3 = X::fma(scalar_value<K>(values, k + 3), xt + int64_t(p.index[k + 3]) * NB, a3);
+    }
+    for (; k < k1; ++k) a0 = X::fma(scalar_value<K>(values, k), xt + int64_t(p.index[k]) * NB, a0);
+    float out[8] = {};
+    X::store(out, a0, a1, a2, a3);
+    const float scale = K == I8 ? p.scales[r] : 1.0f;
+    for (int n = 0; n < N; ++n) y[n * ys + r] = out[n] * scale;
+  }
+}
+
+template <int K>
+void gemv_index_kind(const Packed& p, const float* x, int NB, int N, float* y, int64_t ys, int64_t r0, int64_t r1) {
+  if (NB == 1) return gemv_index1<K>(p, x, y + 0, r0, r1);
+  if (NB == 4) return gemv_index_t<K, 4>(p, x, N, y, ys, r0, r1);
+  return gemv_index_t<K, 8>(p, x, N, y, ys, r0, r1);
+}
+
+}  // namespace
+
+void gemv_index_avx2(const Packed& p, const float* x, int NB, int N, float* y, int64_t ys, int64_t r0, int64_t r1) {
+  switch (p.kind) {
+    case F32: return gemv_index_kind<F32>(p, x, NB, N, y, ys, r0, r1);
+    case BF16: return gemv_index_kind<BF16>(p, x, NB, N, y, ys, r0, r1);
+    case F16: return gemv_index_kind<F16>(p, x, NB, N, y, ys, r0, r1);
+    default: return gemv_index_kind<I8>(p, x, NB, N, y, ys, r0, r1);
+  }
+}
+
+void gemv_avx2(const Packed& p, const float* x, int64_t xs, int N, float* y, int64_t ys, int64_t r0, int64_t r1) {
+  if (p.kind == GPTQ && p.group_size % 8) return gemv_portable(p, x, xs, N, y, ys, r0, r1);
+  if (N <= 1) return gemv_nb<1>(p, x, xs, N, y, ys, r0, r1);
+  if (N <= 2) return gemv_nb<2>(p, x, xs, N, y, ys, r0, r1);
+  if (N <= 4) return gemv_nb<4>(p, x, xs, N, y, ys, r0, r1);
+  return gemv_nb<8>(p, x, xs, N, y, ys, r0, r1);
+}
+
+void decompress_avx2(const Packed& p, float* dst, int64_t ds, int64_t r0, int64_t r1) {
+  const bool two4 = p.layout == TWO_FOUR;
+  if (p.layout == DENSE) {
+    switch (p.kind) {
+      case F32: return decompress_dense<F32>(p, dst, ds, r0, r1);
+      case BF16: return decompress_dense<BF16>(p, dst, ds, r0, r1);
+      case F16: return decompress_dense<F16>(p, dst, ds, r0, r1);
+      default: return decompress_dense<I8>(p, dst, ds, r0, r1);
+    }
+  }
+  switch (p.kind) {
+    case F32: return two4 ? decompress_sparse<TWO_FOUR, F32>(p, dst, ds, r0, r1) : decompress_sparse<BITMASK, F32>(p, dst, ds, r0, r1);
+    case BF16: return two4 ? decompress_sparse<TWO_FOUR, BF16>(p, dst, ds, r0, r1) : decompress_sparse<BITMASK, BF16>(p, dst, ds, r0, r1);
+    case F16: return two4 ? decompress_sparse<TWO_FOUR, F16>(p, dst, ds, r0, r1) : decompress_sparse<BITMASK, F16>(p, dst, ds, r0, r1);
+    case I8: return two4 ? decompress_sparse<TWO_FOUR, I8>(p, dst, ds, r0, r1) : decompress_sparse<BITMASK, I8>(p, dst, ds, r0, r1);
+    default:
+      if (p.group_size % 8) return decompress_portable(p, dst, ds, r0, r1);
+      return two4 ? decompress_gptq<TWO_FOUR>(p, dst, ds, r0, r1) : decompress_gptq<BITMASK>(p, dst, ds, r0, r1);
+  }
+}
+
+}  // namespace slimpack
+
+#pragma GCC pop_options

@@ -98,7 +98,8 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
     exporter = EXPORTERS.build(config.format, config.options)
     model_dir = Path(config.model)
     read_config(model_dir)  # missing, damaged, a FIFO: one line
-    need = output_bytes(model_dir, 4)  # every format holds floats as fp32 at most, integer codes as stored
+    # every format holds floats as fp32 at most, integer codes as stored; a tensorwise one (sparse, hf) as stored
+    need = output_bytes(model_dir, None if isinstance(exporter, TensorwiseExporter) else 4)
     check_output_dir(config.out, config.overwrite, [model_dir], need, record=EXPORT_MANIFEST)
     if config.stream and not isinstance(exporter, StreamingExporter | TensorwiseExporter):
         raise SlimpackError(

@@ -36,7 +36,7 @@ from export.sparse_format import (
 )
 from prune.errors import SlimpackError
 from prune.io import write_json_atomic
-from prune.lazy import LazyCheckpoint, read_index
+from prune.lazy import LazyCheckpoint, fresh_rotary, read_index
 from prune.models import CHECKPOINT_KINDS, LoadedModel, adapter_for, checkpoint_kind, read_config
 from prune.shards import ShardWriter
 
@@ -116,13 +116,7 @@ class SparseCheckpoint:
     def load(self, path: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, dict[str, Any]]:
         lazy = LazyCheckpoint.open(path, self.codec(read_config(path)))
         lazy.materialize(lazy.model, "", dtype, "cpu")
-        from prune.lazy import fresh
-
-        adapter = adapter_for(lazy.model)
-        if adapter.rotary_path:
-            owner, _, leaf = adapter.rotary_path.rpartition(".")
-            rotary = lazy.model.get_submodule(adapter.rotary_path)
-            setattr(lazy.model.get_submodule(owner), leaf, fresh(rotary, lazy.model.config))
+        fresh_rotary(lazy.model, adapter_for(lazy.model).rotary_path)
         if getattr(lazy.model.config, "tie_word_embeddings", False):
             lazy.model.tie_weights()
         return lazy.model.eval(), {}

@@ -376,3 +376,11 @@ def fresh(module: nn.Module, config: Any, device: torch.device | str = "cpu") ->
     """A new instance of a module built from the config alone (rope: its ``inv_freq`` computed, not stored)."""
     with torch.device(device):
         return type(module)(config=config)
+
+
+def fresh_rotary(model: nn.Module, rotary_path: str | None) -> None:
+    """Replace the model's rotary module (at ``rotary_path``; None: it has none) by one built from the config: its
+    ``inv_freq`` is computed, never stored, so a skeleton's stays on the meta device."""
+    if rotary_path:
+        owner, _, leaf = rotary_path.rpartition(".")
+        setattr(model.get_submodule(owner), leaf, fresh(model.get_submodule(rotary_path), model.config))

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from prune.data import DataSpec
 from prune.errors import SlimpackError
 from prune.eval import PerplexityResult
-from prune.lazy import LazyCheckpoint, fresh
+from prune.lazy import LazyCheckpoint, fresh_rotary
 from prune.methods import LayerMethod
 from prune.models import (
     DecoderAdapter,
@@ -92,10 +92,7 @@ def open_streamed(spec: str | Path) -> LoadedModel:
     embed = model.get_submodule(adapter.embed_path)
     lazy.materialize(embed, adapter.embed_path, None, "cpu")  # stored dtype
     embed.register_forward_hook(lambda module, args, out: out.to(COMPUTE_DTYPE))
-    if adapter.rotary_path:
-        owner, _, leaf = adapter.rotary_path.rpartition(".")
-        rotary = model.get_submodule(adapter.rotary_path)
-        setattr(model.get_submodule(owner), leaf, fresh(rotary, model.config))
+    fresh_rotary(model, adapter.rotary_path)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     drop_remote_code(tokenizer.init_kwargs)  # its tokenizer_config.json names no code (the config's: `lazy`)
     return LoadedModel(model, tokenizer, str(spec), path, kind.name, adapter, lazy=lazy)

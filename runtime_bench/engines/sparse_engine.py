@@ -18,7 +18,7 @@ from torch import nn
 
 from export.sparse import SparseCheckpoint, SparseCodec
 from prune.errors import SlimpackError
-from prune.lazy import LazyCheckpoint, fresh
+from prune.lazy import LazyCheckpoint, fresh_rotary
 from prune.models import adapter_for, checkpoint_kind, read_config
 from runtime_bench.engines.base import ENGINES, Artifact
 from runtime_bench.engines.torch_engine import TorchEngine
@@ -70,9 +70,7 @@ def load_sparse_model(path: Path, isa: str = "auto") -> nn.Module:
     for name, module in model.named_modules():
         if any(t.is_meta for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]):
             lazy.materialize(module, name, torch.float32, "cpu")
-    if adapter.rotary_path:
-        owner, _, leaf = adapter.rotary_path.rpartition(".")
-        setattr(model.get_submodule(owner), leaf, fresh(model.get_submodule(adapter.rotary_path), model.config))
+    fresh_rotary(model, adapter.rotary_path)
     return model.eval()
 
 

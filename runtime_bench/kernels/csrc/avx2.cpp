@@ -1,14 +1,15 @@
 // The AVX2 + FMA path (the x86 baseline). The bitmask-expand GEMV: for each mask byte m (8 columns), load the
 // next 8 stored values at the row's value pointer (unaligned; the padding makes the read safe), move value number
 // rank(i) to lane i and zero the clear lanes with table lookups (fp32: two 4-float halves and one in-lane vpshufb;
-// bf16 / int8: one vpshufb that also widens; fp16: vpshufb + vcvtph2ps; gptq: a variable shift of the nibbles),
-// FMA with x[8b .. 8b+8) of every batch row, advance the pointer by popcount(m). 2:4 maps its position byte to a
-// mask byte with 4 set bits. The column-index GEMV (high sparsity) is further down. Compiled for AVX2 in a generic build (#pragma GCC target below, no -march): only called after
+// bf16 / int8: one vpshufb that also widens; fp16: vpshufb + vcvtph2ps), FMA with x[8b .. 8b+8) of every batch
+// row, advance the pointer by popcount(m). 2:4 maps its position byte to a mask byte with 4 set bits. gptq stages
+// x at the nonzeros instead (below), and the column-index GEMV (high sparsity) is further down. Compiled for AVX2 in a generic build (#pragma GCC target below, no -march): only called after
 // __builtin_cpu_supports says the CPU has it. Everything but the entry points has internal linkage, so no
 // AVX2-compiled inline function can stand in for a generic one.
 #include <immintrin.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "kernels.h"
 
@@ -162,16 +163,12 @@ void gemv_dense(const Packed& p, const float* x, int64_t xs, int N, float* y, in
 }
 
 // GPTQ (group_size % 8 == 0, so a mask byte never straddles groups): lane i's code is nibble rank(i) of the 8
-// nibbles at the row's nibble pointer k, (q − z)·s per group, clear lanes zeroed.
-// The 8 codes of mask byte m at nibble k as fp32 lanes: exact (decompress: (q − z)·s, as the format's decode)
-// or fused (the GEMV: q·s + (−z·s), one FMA; within an ulp of the product).
-template <bool Exact>
-inline __m256 gptq_expand(const uint8_t* codes, int64_t k, unsigned m, __m256 z, __m256 s, __m256 nzs) {
+// nibbles at the row's nibble pointer k, (q − z)·s per group (exact, as the format's decode), clear lanes zeroed.
+inline __m256 gptq_expand(const uint8_t* codes, int64_t k, unsigned m, __m256 z, __m256 s) {
   uint32_t nibbles = uint32_t(load64(codes + (k >> 1)) >> ((k & 1) * 4));
   __m256i shifts = _mm256_load_si256(reinterpret_cast<const __m256i*>(kTables.shift4[m]));
   __m256 q = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(nibbles)), shifts), _mm256_set1_epi32(15)));
-  __m256 w = Exact ? _mm256_mul_ps(_mm256_sub_ps(q, z), s) : _mm256_fmadd_ps(q, s, nzs);
-  return _mm256_and_ps(w, _mm256_load_ps(reinterpret_cast<const float*>(kTables.lanes[m])));
+  return _mm256_and_ps(_mm256_mul_ps(_mm256_sub_ps(q, z), s), _mm256_load_ps(reinterpret_cast<const float*>(kTables.lanes[m])));
 }
 
 inline void group_of(const Packed& p, int64_t r, int64_t g, __m256& s, __m256& z) {
@@ -179,32 +176,86 @@ inline void group_of(const Packed& p, int64_t r, int64_t g, __m256& s, __m256& z
   z = _mm256_set1_ps(float(p.zeros[r * p.groups + g]));
 }
 
+// The gptq GEMV, per row: (1) the row's nibble stream is unpacked to one byte per code (16 bytes → 32 codes: AND,
+// shift, interleave); (2) group by group, the zero point is subtracted (q − z, exact in int8; a vector that runs
+// past the group's end is overwritten by the next group's); (3) the int8 bitmask-expand GEMV runs on those bytes
+// (Values<I8>: one vpshufb per mask byte, (q − z)·2²⁴ in each lane, clear lanes 0), and each group's sum is
+// scaled once by s·2⁻²⁴. Per mask byte that is the int8 path's work plus about 1.5 µops of unpacking, where
+// unpacking nibbles lane by lane (a variable shift per mask byte) cost twice the int8 path.
+template <int L>
+inline int64_t group_count(const uint8_t* mrow, int64_t b0, int64_t b1) {  // nonzeros in mask bytes [b0, b1)
+  if (L == TWO_FOUR) return 4 * (b1 - b0);
+  int64_t count = 0, b = b0;
+  for (; b + 8 <= b1; b += 8) count += __builtin_popcountll(load64(mrow + b));
+  for (; b < b1; ++b) count += __builtin_popcount(mrow[b]);
+  return count;
+}
+
+template <int L>
+void gptq_unpack(const Packed& p, int64_t r, uint8_t* unpacked, int8_t* shifted) {  // steps (1) and (2) of row r
+  const auto* codes = static_cast<const uint8_t*>(p.values);
+  const uint8_t* mrow = p.mask + r * p.nb;
+  const int64_t per_group = p.group_size / 8;
+  const int64_t k0 = p.row_start(r), nnz = L == TWO_FOUR ? p.in / 2 : p.offsets[r + 1] - k0;
+  const __m128i low = _mm_set1_epi8(15);
+  for (int64_t i = 0; i < (k0 & 1) + nnz; i += 32) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + (k0 >> 1) + i / 2));
+    const __m128i lo = _mm_and_si128(v, low), hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(unpacked + i), _mm_unpacklo_epi8(lo, hi));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(unpacked + i + 16), _mm_unpackhi_epi8(lo, hi));
+  }
+  const uint8_t* row = unpacked + (k0 & 1);
+  const int64_t span = (p.group_size + 31) / 32 * 32;  // a fixed trip count: no mispredicted loop exit per group
+  for (int64_t g = 0, at = 0; g < p.groups; ++g) {
+    const __m256i z = _mm256_set1_epi8(char(p.zeros[r * p.groups + g]));
+    for (int64_t i = 0; i < span; i += 32)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(shifted + at + i),
+                          _mm256_sub_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + at + i)), z));
+    at += group_count<L>(mrow, g * per_group, std::min<int64_t>(p.nb, (g + 1) * per_group));
+  }
+}
+
+// Rows are unpacked one ahead of the GEMV (two buffers), so that the bytes a row's GEMV reads were stored long
+// before: a load spanning two pending stores cannot be forwarded and waits for them.
 template <int L, int NB>
 void gemv_gptq(const Packed& p, const float* x, int64_t xs, int N, float* y, int64_t ys, int64_t r0, int64_t r1) {
-  constexpr int U = 4;
-  const auto* codes = static_cast<const uint8_t*>(p.values);
+  using V = Values<I8>;
+  const int64_t per_group = p.group_size / 8;  // mask bytes per group
+  const size_t row_bytes = size_t(p.nb) * 8 + size_t(p.group_size) + 128;  // the fixed trips run past the row
+  std::vector<uint8_t> unpacked(row_bytes);  // one byte per code: the row, from its first byte's low nibble
+  std::vector<int8_t> shifted(2 * row_bytes);  // q − z, the row's codes from its first; two rows
+  if (r0 < r1) gptq_unpack<L>(p, r0, unpacked.data(), shifted.data());
   for (int64_t r = r0; r < r1; ++r) {
+    const int8_t* v = shifted.data() + ((r - r0) & 1) * row_bytes;
+    if (r + 1 < r1) gptq_unpack<L>(p, r + 1, unpacked.data(), shifted.data() + ((r + 1 - r0) & 1) * row_bytes);
     const uint8_t* mrow = p.mask + r * p.nb;
-    int64_t k = p.row_start(r);
-    Acc<NB> acc;
-    __m256 s = _mm256_setzero_ps(), z = _mm256_setzero_ps(), nzs = _mm256_setzero_ps();
-    int64_t g = 0, next = 0;  // the next group and its first column (groups start at multiples of 8 columns)
-    int64_t b = 0;
-    for (; b < p.nb; b += U) {
-      const int steps = int(std::min<int64_t>(U, p.nb - b));
-      for (int u = 0; u < U; ++u) {
-        if (u >= steps) break;
-        if (8 * (b + u) == next) {
-          group_of(p, r, g++, s, z);
-          nzs = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(z, s)), next += p.group_size;
+    __m256 out[NB];
+    for (int n = 0; n < NB; ++n) out[n] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < p.groups; ++g) {
+      Acc<NB> acc;
+      const int64_t b1 = std::min<int64_t>(p.nb, (g + 1) * per_group);
+      int64_t b = g * per_group;
+      for (; b + 4 <= b1; b += 4)
+        for (int u = 0; u < 4; ++u) {  // unrolled: u is a constant, so the accumulators stay in registers
+          const unsigned m = mask_of<L>(mrow, b + u);
+          const __m256 w = V::expand(v, m);
+          v += count_of<L>(m);
+          acc.fma(u % Acc<NB>::S, w, x + 8 * (b + u), xs);
         }
-        unsigned m = mask_of<L>(mrow, b + u);
-        __m256 w = gptq_expand<false>(codes, k, m, z, s, nzs);
-        k += count_of<L>(m);
-        acc.fma(u % Acc<NB>::S, w, x + 8 * (b + u), xs);
+      for (; b < b1; ++b) {
+        const unsigned m = mask_of<L>(mrow, b);
+        const __m256 w = V::expand(v, m);
+        v += count_of<L>(m);
+        acc.fma(0, w, x + 8 * b, xs);
+      }
+      const __m256 s = _mm256_set1_ps(_cvtsh_ss(p.gscales[r * p.groups + g]) * V::kUnscale);
+      for (int n = 0; n < NB; ++n) {
+        __m256 t = acc.a[0][n];
+        for (int a = 1; a < Acc<NB>::S; ++a) t = _mm256_add_ps(t, acc.a[a][n]);
+        out[n] = _mm256_fmadd_ps(s, t, out[n]);
       }
     }
-    acc.store(N, y + r, ys, 1.0f);
+    for (int n = 0; n < N; ++n) y[n * ys + r] = hsum(out[n]);
   }
 }
 
@@ -222,7 +273,7 @@ void decompress_gptq(const Packed& p, float* dst, int64_t ds, int64_t r0, int64_
       const int64_t end = std::min<int64_t>(p.nb, (g + 1) * per_group);
       for (int64_t b = g * per_group; b < end; ++b) {
         unsigned m = mask_of<L>(mrow, b);
-        _mm256_storeu_ps(row + 8 * b, gptq_expand<true>(codes, k, m, z, s, s));
+        _mm256_storeu_ps(row + 8 * b, gptq_expand(codes, k, m, z, s));
         k += count_of<L>(m);
       }
     }

@@ -176,26 +176,17 @@ inline void group_of(const Packed& p, int64_t r, int64_t g, __m256& s, __m256& z
   z = _mm256_set1_ps(float(p.zeros[r * p.groups + g]));
 }
 
-// The gptq GEMV, per row: (1) the row's nibble stream is unpacked to one byte per code (16 bytes → 32 codes: AND,
-// shift, interleave); (2) group by group, the zero point is subtracted (q − z, exact in int8; a vector that runs
-// past the group's end is overwritten by the next group's); (3) the int8 bitmask-expand GEMV runs on those bytes
-// (Values<I8>: one vpshufb per mask byte, (q − z)·2²⁴ in each lane, clear lanes 0), and each group's sum is
-// scaled once by s·2⁻²⁴. Per mask byte that is the int8 path's work plus about 1.5 µops of unpacking, where
-// unpacking nibbles lane by lane (a variable shift per mask byte) cost twice the int8 path.
+// The gptq GEMV. With ℓ_c = q_c where column c is stored and ℓ_c = z_g where it is not,
+//   Σ_c (q_c − z_g)·s_g·x_c = Σ_g s_g·(Σ_{c in g} ℓ_c·x_c − z_g·Σ_{c in g} x_c),
+// so each lane needs no zero-point arithmetic: per mask byte, one vpbroadcastq of the next 8 codes (unpacked to a
+// byte each), a vpblendd that puts z_g in bytes 8–15 of both 128-bit halves, one vpshufb (table gz: lane i's top
+// byte ← code rank(i) when set, byte 8 (z_g) when clear), one convert (ℓ·2²⁴) and one FMA per batch row — the int8
+// path's work plus the blend. Σ_{c in g} x_c is summed lane-wise once per call, for all rows. Each row's nibbles
+// are unpacked one row ahead into the other of two buffers (16 bytes → 32 codes: AND, shift, interleave), so the
+// GEMV never loads bytes that are still in the store queue (a load spanning two pending stores waits for them).
 template <int L>
-inline int64_t group_count(const uint8_t* mrow, int64_t b0, int64_t b1) {  // nonzeros in mask bytes [b0, b1)
-  if (L == TWO_FOUR) return 4 * (b1 - b0);
-  int64_t count = 0, b = b0;
-  for (; b + 8 <= b1; b += 8) count += __builtin_popcountll(load64(mrow + b));
-  for (; b < b1; ++b) count += __builtin_popcount(mrow[b]);
-  return count;
-}
-
-template <int L>
-void gptq_unpack(const Packed& p, int64_t r, uint8_t* unpacked, int8_t* shifted) {  // steps (1) and (2) of row r
-  const auto* codes = static_cast<const uint8_t*>(p.values);
-  const uint8_t* mrow = p.mask + r * p.nb;
-  const int64_t per_group = p.group_size / 8;
+void gptq_unpack(const Packed& p, int64_t r, uint8_t* unpacked) {  // row r's codes, a byte each, from its first
+  const auto* codes = static_cast<const uint8_t*>(p.values);       // byte's low nibble
   const int64_t k0 = p.row_start(r), nnz = L == TWO_FOUR ? p.in / 2 : p.offsets[r + 1] - k0;
   const __m128i low = _mm_set1_epi8(15);
   for (int64_t i = 0; i < (k0 & 1) + nnz; i += 32) {
@@ -204,55 +195,59 @@ void gptq_unpack(const Packed& p, int64_t r, uint8_t* unpacked, int8_t* shifted)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(unpacked + i), _mm_unpacklo_epi8(lo, hi));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(unpacked + i + 16), _mm_unpackhi_epi8(lo, hi));
   }
-  const uint8_t* row = unpacked + (k0 & 1);
-  const int64_t span = (p.group_size + 31) / 32 * 32;  // a fixed trip count: no mispredicted loop exit per group
-  for (int64_t g = 0, at = 0; g < p.groups; ++g) {
-    const __m256i z = _mm256_set1_epi8(char(p.zeros[r * p.groups + g]));
-    for (int64_t i = 0; i < span; i += 32)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(shifted + at + i),
-                          _mm256_sub_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + at + i)), z));
-    at += group_count<L>(mrow, g * per_group, std::min<int64_t>(p.nb, (g + 1) * per_group));
-  }
 }
 
-// Rows are unpacked one ahead of the GEMV (two buffers), so that the bytes a row's GEMV reads were stored long
-// before: a load spanning two pending stores cannot be forwarded and waits for them.
+inline __m256 gptq_lanes(const uint8_t* v, unsigned m, __m256i zb) {  // ℓ·2²⁴ of mask byte m's 8 columns
+  const __m256i src = _mm256_blend_epi32(_mm256_set1_epi64x(int64_t(load64(v))), zb, 0xCC);
+  return _mm256_cvtepi32_ps(_mm256_shuffle_epi8(src, _mm256_load_si256(reinterpret_cast<const __m256i*>(kTables.gz[m]))));
+}
+
 template <int L, int NB>
 void gemv_gptq(const Packed& p, const float* x, int64_t xs, int N, float* y, int64_t ys, int64_t r0, int64_t r1) {
-  using V = Values<I8>;
   const int64_t per_group = p.group_size / 8;  // mask bytes per group
-  const size_t row_bytes = size_t(p.nb) * 8 + size_t(p.group_size) + 128;  // the fixed trips run past the row
-  std::vector<uint8_t> unpacked(row_bytes);  // one byte per code: the row, from its first byte's low nibble
-  std::vector<int8_t> shifted(2 * row_bytes);  // q − z, the row's codes from its first; two rows
-  if (r0 < r1) gptq_unpack<L>(p, r0, unpacked.data(), shifted.data());
+  std::vector<float> xsum(size_t(p.groups) * NB * 8);  // lane-wise Σ x over each group's columns
+  for (int64_t g = 0; g < p.groups; ++g)
+    for (int n = 0; n < NB; ++n) {
+      __m256 t = _mm256_setzero_ps();
+      for (int64_t b = g * per_group; b < std::min<int64_t>(p.nb, (g + 1) * per_group); ++b)
+        t = _mm256_add_ps(t, _mm256_loadu_ps(x + n * xs + 8 * b));
+      _mm256_storeu_ps(xsum.data() + (g * NB + n) * 8, t);
+    }
+  const size_t row_bytes = size_t(p.nb) * 8 + 64;
+  std::vector<uint8_t> unpacked(2 * row_bytes);  // two rows
+  if (r0 < r1) gptq_unpack<L>(p, r0, unpacked.data());
   for (int64_t r = r0; r < r1; ++r) {
-    const int8_t* v = shifted.data() + ((r - r0) & 1) * row_bytes;
-    if (r + 1 < r1) gptq_unpack<L>(p, r + 1, unpacked.data(), shifted.data() + ((r + 1 - r0) & 1) * row_bytes);
+    const uint8_t* v = unpacked.data() + ((r - r0) & 1) * row_bytes + (p.row_start(r) & 1);
+    if (r + 1 < r1) gptq_unpack<L>(p, r + 1, unpacked.data() + ((r + 1 - r0) & 1) * row_bytes);
     const uint8_t* mrow = p.mask + r * p.nb;
     __m256 out[NB];
     for (int n = 0; n < NB; ++n) out[n] = _mm256_setzero_ps();
-    for (int64_t g = 0; g < p.groups; ++g) {
+    // A row with no stored weight is exactly 0 (the folded zero-point terms would leave rounding noise).
+    for (int64_t g = 0; g < p.groups && (L == TWO_FOUR || p.offsets[r + 1] > p.offsets[r]); ++g) {
+      const uint8_t zero = p.zeros[r * p.groups + g];
+      const __m256i zb = _mm256_set1_epi8(char(zero));
       Acc<NB> acc;
       const int64_t b1 = std::min<int64_t>(p.nb, (g + 1) * per_group);
       int64_t b = g * per_group;
       for (; b + 4 <= b1; b += 4)
-        for (int u = 0; u < 4; ++u) {  // unrolled: u is a constant, so the accumulators stay in registers
+        for (int u = 0; u < 4; ++u) {  // unrolled: u % S is a constant, so the accumulators stay in registers
           const unsigned m = mask_of<L>(mrow, b + u);
-          const __m256 w = V::expand(v, m);
+          const __m256 w = gptq_lanes(v, m, zb);
           v += count_of<L>(m);
           acc.fma(u % Acc<NB>::S, w, x + 8 * (b + u), xs);
         }
       for (; b < b1; ++b) {
         const unsigned m = mask_of<L>(mrow, b);
-        const __m256 w = V::expand(v, m);
+        const __m256 w = gptq_lanes(v, m, zb);
         v += count_of<L>(m);
         acc.fma(0, w, x + 8 * b, xs);
       }
-      const __m256 s = _mm256_set1_ps(_cvtsh_ss(p.gscales[r * p.groups + g]) * V::kUnscale);
+      const __m256 s = _mm256_set1_ps(_cvtsh_ss(p.gscales[r * p.groups + g]) / 16777216.0f);
+      const __m256 zf = _mm256_set1_ps(float(zero) * 16777216.0f);
       for (int n = 0; n < NB; ++n) {
         __m256 t = acc.a[0][n];
         for (int a = 1; a < Acc<NB>::S; ++a) t = _mm256_add_ps(t, acc.a[a][n]);
-        out[n] = _mm256_fmadd_ps(s, t, out[n]);
+        out[n] = _mm256_fmadd_ps(s, _mm256_fnmadd_ps(zf, _mm256_loadu_ps(xsum.data() + (g * NB + n) * 8), t), out[n]);
       }
     }
     for (int n = 0; n < N; ++n) y[n * ys + r] = hsum(out[n]);

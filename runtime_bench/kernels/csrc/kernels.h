@@ -64,11 +64,10 @@ void gemv_index_avx2(const Packed&, const float*, int, int, float*, int64_t, int
 //   low4[m]     = popcount(m & 15);
 //   shift4[m][i] = 4·rank (the nibble of lane i among the 8 at the row's nibble pointer);
 //   lanes[m][i] = all ones where bit i is set (an AND zeroes the clear lanes);
-//   compress[m][j] = the lane of the j-th set bit of m, for j < popcount(m) (vpermps: x's lanes at the nonzeros
-//                 moved to the front; later lanes 0);
 //   bf16[m]     = vpshufb control: lane i's bytes 2,3 ← bf16 number rank (bytes 2r, 2r+1), bytes 0,1 ← 0;
 //   f16[m]      = vpshufb control (16 bytes): 16-bit lane i ← fp16 number rank;
 //   i8[m]       = vpshufb control: lane i's byte 3 ← int8 number rank, bytes 0-2 ← 0 (int32 = v·2²⁴);
+//   gz[m]       = as i8, but a clear lane's byte 3 ← byte 8 (gptq: the group's zero point, blended in there);
 //   lane clear: every control byte 0x80 (vpshufb writes 0);
 //   two4[p]     = the mask byte of a 2:4 position byte p (4 bits set when each pair is ascending).
 struct Tables {
@@ -76,12 +75,12 @@ struct Tables {
   alignas(64) uint8_t low4[256];
   alignas(64) int32_t shift4[256][8];
   alignas(64) int32_t lanes[256][8];
-  alignas(64) int32_t compress[256][8];
   alignas(64) uint8_t bf16[256][32];
   alignas(64) uint8_t i8[256][32];
+  alignas(64) uint8_t gz[256][32];
   alignas(64) uint8_t f16[256][16];
   alignas(64) uint8_t two4[256];
-  constexpr Tables() : f32(), low4(), shift4(), lanes(), compress(), bf16(), i8(), f16(), two4() {
+  constexpr Tables() : f32(), low4(), shift4(), lanes(), bf16(), i8(), gz(), f16(), two4() {
     for (int m = 0; m < 256; ++m) {
       int rank = 0;
       low4[m] = uint8_t((m & 1) + ((m >> 1) & 1) + ((m >> 2) & 1) + ((m >> 3) & 1));
@@ -89,11 +88,11 @@ struct Tables {
         bool set = (m >> i) & 1;
         shift4[m][i] = set ? 4 * rank : 0;
         lanes[m][i] = set ? -1 : 0;
-        if (set) compress[m][rank] = i;
         const int half_rank = i < 4 ? rank : rank - low4[m];
         for (int j = 0; j < 4; ++j) f32[m][4 * i + j] = set ? uint8_t(4 * half_rank + j) : 0x80;
         for (int j = 0; j < 4; ++j) bf16[m][4 * i + j] = set && j >= 2 ? uint8_t(2 * rank + j - 2) : 0x80;
         for (int j = 0; j < 4; ++j) i8[m][4 * i + j] = set && j == 3 ? uint8_t(rank) : 0x80;
+        for (int j = 0; j < 4; ++j) gz[m][4 * i + j] = j == 3 ? uint8_t(set ? rank : 8) : 0x80;
         for (int j = 0; j < 2; ++j) f16[m][2 * i + j] = set ? uint8_t(2 * rank + j) : 0x80;
         rank += set;
       }

@@ -167,8 +167,9 @@ void parallel_chunks(int64_t total, int64_t chunk, const F& fn) {
   });
 }
 
-int64_t gemv_chunk(const Packed& p) {  // rows per chunk: ~128 K columns (one chunk: the whole of a small weight)
-  return std::max<int64_t>(1, (int64_t(1) << 17) / std::max<int64_t>(1, p.nb * 8));
+int64_t gemv_chunk(const Packed& p) {  // rows per chunk: ~128 K columns (one chunk: the whole of a small weight);
+  const int64_t rows = std::max<int64_t>(1, (int64_t(1) << 17) / std::max<int64_t>(1, p.nb * 8));
+  return p.kind == GPTQ ? std::max<int64_t>(rows, 64) : rows;  // gptq: ≥ 64, each chunk sums x per group once
 }
 
 // The column of every nonzero of a validated bitmask, row after row: int16 (read as uint16) [nnz + kIndexPad].

@@ -302,6 +302,15 @@ def die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
+def release_freed_heap() -> None:
+    """Give the C heap's freed pages back to the kernel (glibc's ``malloc_trim``; nothing where there is none).
+    Loading a model frees many temporaries of a few MB, below glibc's mmap threshold, so they stay in the heap and
+    in the process's resident memory: 2.4 GiB after loading a 50 % LLaMA-2-7B-shape sparse checkpoint."""
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None) if sys.platform == "linux" else None
+    if trim is not None:
+        trim(0)
+
+
 @contextmanager
 def locked_dir(directory: Path, what: str = "run directory") -> Iterator[None]:
     """Hold an exclusive lock on ``directory`` (``.lock`` inside it, `fcntl.flock`) for the block; a second

@@ -18,6 +18,7 @@ from torch import nn
 
 from export.sparse import SparseCheckpoint, SparseCodec
 from prune.errors import SlimpackError
+from prune.io import release_freed_heap
 from prune.lazy import LazyCheckpoint, fresh_rotary
 from prune.models import adapter_for, checkpoint_kind, read_config
 from runtime_bench.engines.base import ENGINES, Artifact
@@ -71,6 +72,7 @@ def load_sparse_model(path: Path, isa: str = "auto") -> nn.Module:
         if any(t.is_meta for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]):
             lazy.materialize(module, name, torch.float32, "cpu")
     fresh_rotary(model, adapter.rotary_path)
+    release_freed_heap()  # the load's temporaries; the packed tensors themselves map the checkpoint's shards
     return model.eval()
 
 

@@ -2,8 +2,9 @@
 // next 8 stored values at the row's value pointer (unaligned; the padding makes the read safe), move value number
 // rank(i) to lane i and zero the clear lanes with table lookups (fp32: two 4-float halves and one in-lane vpshufb;
 // bf16 / int8: one vpshufb that also widens; fp16: vpshufb + vcvtph2ps), FMA with x[8b .. 8b+8) of every batch
-// row, advance the pointer by popcount(m). 2:4 maps its position byte to a mask byte with 4 set bits. gptq stages
-// x at the nonzeros instead (below), and the column-index GEMV (high sparsity) is further down. Compiled for AVX2 in a generic build (#pragma GCC target below, no -march): only called after
+// row, advance the pointer by popcount(m). 2:4 maps its position byte to a mask byte with 4 set bits. gptq codes
+// are unpacked to bytes per row first and a clear lane reads the group's zero point (below); the column-index
+// GEMV (high sparsity) is further down. Compiled for AVX2 in a generic build (#pragma GCC target below, no -march): only called after
 // __builtin_cpu_supports says the CPU has it. Everything but the entry points has internal linkage, so no
 // AVX2-compiled inline function can stand in for a generic one.
 #include <immintrin.h>

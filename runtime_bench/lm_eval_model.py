@@ -12,7 +12,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
-from runtime_bench.zeroshot import LogitSource, continuation_logprob
+from runtime_bench.logit_sources import LogitSource, continuation_logprob
 
 
 class EngineLM(TemplateLM):

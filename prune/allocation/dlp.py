@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from prune.allocation import ALLOCATORS, Allocation, AllocationContext, block_plan, spread
+from prune.allocation.base import ALLOCATORS, Allocation, AllocationContext, block_plan, spread
 from prune.allocation.scores import block_reductions, median
 
 log = logging.getLogger(__name__)

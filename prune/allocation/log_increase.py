@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from prune.allocation import ALLOCATORS, Allocation, AllocationContext, block_plan
+from prune.allocation.base import ALLOCATORS, Allocation, AllocationContext, block_plan
 from prune.errors import SlimpackError
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from prune.allocation import ALLOCATORS, Allocation, AllocationContext, block_plan, spread
+from prune.allocation.base import ALLOCATORS, Allocation, AllocationContext, block_plan, spread
 from prune.allocation.scores import block_reductions
 
 

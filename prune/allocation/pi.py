@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from prune.allocation import ALLOCATORS, Allocation, AllocationContext, block_plan
+from prune.allocation.base import ALLOCATORS, Allocation, AllocationContext, block_plan
 from prune.errors import SlimpackError
 from prune.eval import model_logits, window_nll
 from prune.masks import Pattern, select_prune_mask

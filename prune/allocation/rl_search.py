@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from prune.allocation import ALLOCATORS, Allocation, AllocationContext, weighted_mean
+from prune.allocation.base import ALLOCATORS, Allocation, AllocationContext, weighted_mean
 from prune.allocation.constraints import check_bounds, constrain
 from prune.allocation.ppo import PPOAgent, PPOSettings
 from prune.allocation.scores import module_values

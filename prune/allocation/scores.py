@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prune.allocation import AllocationContext
+from prune.allocation.base import AllocationContext
 from prune.errors import SlimpackError
 from prune.masks import Pattern
 from prune.metrics import METRICS

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prune.allocation import ALLOCATORS, Allocation, AllocationContext, block_plan
+from prune.allocation.base import ALLOCATORS, Allocation, AllocationContext, block_plan
 
 
 @ALLOCATORS.register("uniform")

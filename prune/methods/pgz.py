@@ -45,7 +45,7 @@ from torch import nn
 
 from prune.errors import SlimpackError
 from prune.masks import Pattern, select_prune_mask
-from prune.methods import METHODS
+from prune.methods.base import METHODS
 from prune.obs import ColumnQuantizer, round_to_grid
 from prune.stats import Stats
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from prune.errors import SlimpackError
 from prune.masks import Pattern
-from prune.methods import METHODS
+from prune.methods.base import METHODS
 from prune.obs import ColumnQuantizer, SweepPruning, obs_sweep
 from prune.stats import Stats
 

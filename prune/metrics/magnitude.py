@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from prune.metrics import register_metric
+from prune.metrics.base import register_metric
 from prune.stats import Stats
 
 

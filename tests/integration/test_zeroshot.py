@@ -20,11 +20,10 @@ from prune.models import load_model  # noqa: E402
 from runtime_bench.cli import main  # noqa: E402
 from runtime_bench.engines.torch_engine import TorchEngine  # noqa: E402
 from runtime_bench.lm_eval_model import EngineLM  # noqa: E402
+from runtime_bench.logit_sources import EngineSource, StreamedSource  # noqa: E402
 from runtime_bench.zeroshot import (  # noqa: E402
     LOCAL_TASKS,
     PAPER_TASKS,
-    EngineSource,
-    StreamedSource,
     TaskData,
     Tasks,
     ZeroShotConfig,

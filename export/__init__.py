@@ -1,7 +1,8 @@
 """export/ — the third floor: owns the artifact format and writes every deployable one.
 
 Holds: `artifact` (`Artifact` and ``export.json``: the format runtimes read), `base` (the `Exporter` protocol and
-registry), one module per format (`sparse` (+ `hf`), `onnx_kv`, `onnx_int4`, `deepsparse`, `semi24`, `gptq`),
+registry), one module per format (`sparse` (+ `hf`), `onnx` (+ `onnx-int4`), `deepsparse`, `semi24`, `gptq`), the ONNX
+graph modules below `onnx` (`onnx_kv`, `onnx_int4`, `onnx_stream`),
 `sparse_format` (the sparse weight format's tensor math), `graph_cache` (a traced
 graph reused across models of one shape), `api` (`export_model`:
 checks, atomic output, zeros counted back), `cli` (``slimpack export``), `report` (the export results table).

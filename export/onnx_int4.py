@@ -27,11 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from export.base import EXPORTERS, ZeroCounts
-from export.graph_cache import GraphCache
-from export.onnx_kv import ONNX_FILE, initializer_arrays, onnx_kv_proto, save_onnx
+from export.base import ZeroCounts
+from export.onnx_kv import initializer_arrays
 from prune.errors import SlimpackError
-from prune.models import LoadedModel, checkpoint_kind
 from quant.grid import QuantizedWeight, QuantSpec
 
 log = logging.getLogger(__name__)
@@ -193,56 +191,3 @@ def count_int4_zeros(path: Path, placed: dict[str, dict[str, Any]]) -> ZeroCount
         zp = unpack_nibbles(np.asarray(arrays[where["zero_points"]]()).reshape(n_out, -1), blocks)
         counts[module] = {"zeros": int((codes == zp[:, :, None]).sum()), "numel": int(codes.size)}
     return counts
-
-
-@EXPORTERS.register("onnx-int4")
-class OnnxInt4Exporter:
-    """``--format onnx-int4``: a 4-bit GPTQ checkpoint → ONNX with ``MatMulNBits`` for onnxruntime CPU."""
-
-    engine = "onnxruntime"
-    per_layer_shapes = True
-    model_directory = False
-
-    def __init__(self, accuracy_level: int = 0, opset: int | None = None) -> None:
-        self.accuracy_level = accuracy_level
-        self.opset = opset
-
-    def check_source(self, model_dir: Path) -> None:
-        from quant.checkpoint import read_quantization_config
-
-        qconfig = read_quantization_config(model_dir) if checkpoint_kind(model_dir).quantized else None
-        if not qconfig or qconfig.get("quant_method") != "gptq":
-            raise SlimpackError(
-                f"onnx-int4 needs a GPTQ checkpoint and {str(model_dir)!r} is not quantized; "
-                "run `slimpack quantize MODEL --bits 4 --out DIR` first and export DIR"
-            )
-        if int(qconfig["bits"]) != BITS:
-            raise SlimpackError(
-                f"onnx-int4 stores 4-bit weights and {str(model_dir)!r} has {qconfig['bits']} bits; quantize with --bits 4"
-            )
-
-    def export(
-        self, loaded: LoadedModel, model_dir: Path, out: Path, cache: GraphCache | None = None
-    ) -> dict[str, Any]:
-        quantized = loaded.extras.get("quantized")
-        if not quantized:
-            raise SlimpackError(
-                f"{str(model_dir)!r} loaded without quantized weights; onnx-int4 needs its GPTQ tensors"
-            )
-        proto, details = onnx_kv_proto(loaded.model, self.opset, cache)
-        placed = replace_matmuls(proto, details["weights"], quantized, self.accuracy_level)
-        save_onnx(proto, out / ONNX_FILE)
-        fp32 = {m: n for m, n in details["weights"].items() if m not in placed}
-        return {**details, "weights": fp32, "int4": placed, "accuracy_level": self.accuracy_level}
-
-    def export_streamed(self, loaded: LoadedModel, out: Path, progress: bool = True) -> dict[str, Any]:
-        from export.onnx_stream import export_streamed_int4
-        from quant.checkpoint import GPTQCodec
-
-        lazy = loaded.lazy
-        assert lazy is not None and isinstance(lazy.codec, GPTQCodec)  # `check_source`: a GPTQ checkpoint
-        codec = lazy.codec
-        return export_streamed_int4(lazy, codec.spec, codec.fmt, out, self.opset, self.accuracy_level, progress)
-
-    def count_zeros(self, out: Path, details: dict[str, Any]) -> ZeroCounts:
-        return count_int4_zeros(out / details["file"], details["int4"])

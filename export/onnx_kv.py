@@ -40,9 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.base import EXPORTERS, ZeroCounts
 from export.graph_cache import GraphCache, bind, fill, model_tensors, template_key
-from prune.models import LoadedModel
 from prune.structured.shapes import layer_kv_heads
 
 log = logging.getLogger(__name__)
@@ -327,32 +325,3 @@ def count_zeros(path: Path, weights: dict[str, str]) -> dict[str, dict[str, int]
         array = arrays[init]()
         counts[module] = {"zeros": int((array == 0).sum()), "numel": int(array.size)}
     return counts
-
-
-@EXPORTERS.register("onnx")
-class OnnxExporter:
-    """``--format onnx``: fp32 ONNX with KV cache for onnxruntime (and optimum's ``ORTModelForCausalLM``)."""
-
-    engine = "onnxruntime"
-    per_layer_shapes = True
-    model_directory = False
-
-    def __init__(self, opset: int | None = None) -> None:
-        self.opset = opset
-
-    def check_source(self, model_dir: Path) -> None:
-        return None
-
-    def export(
-        self, loaded: LoadedModel, model_dir: Path, out: Path, cache: GraphCache | None = None
-    ) -> dict[str, Any]:
-        return export_onnx_kv(loaded.model, out, self.opset, cache)
-
-    def export_streamed(self, loaded: LoadedModel, out: Path, progress: bool = True) -> dict[str, Any]:
-        from export.onnx_stream import export_streamed_onnx
-
-        assert loaded.lazy is not None
-        return export_streamed_onnx(loaded.lazy, out, self.opset, progress)
-
-    def count_zeros(self, out: Path, details: dict[str, Any]) -> ZeroCounts:
-        return count_zeros(out / details["file"], details["weights"])

@@ -7,8 +7,9 @@ between two calls of one kernel all the others stream through the caches, and no
 the bytes stored (dense 4·out·in; ours the packed tensors) and read by the GEMV (the column index, where built,
 in place of the mask), the GB/s read, the speedup over the best dense, the byte bound (dense bytes / our stored
 bytes) and the fraction of it reached = speedup / bound — from the medians, and (in brackets) from the min times,
-what a shared, busy machine gives when it is left alone for a moment. Prefill (N = 128): ours against dense
-``F.linear``. The machine's copy bandwidth (a 1 GiB ``copy_`` and ``sum`` on the same threads) comes first.
+what a shared, busy machine gives when it is left alone for a moment. Prefill (N = 128): ours (the path `linear`
+chooses) against dense ``F.linear``, and each of our two paths forced (the SpMM over the nonzeros, the GEMM of
+decompressed rows: where they cross is `kernels.spmm_density`). The machine's copy bandwidth (a 1 GiB ``copy_`` and ``sum`` on the same threads) comes first.
 
     .venv/bin/python scripts/kernel_bench.py [--shapes 4096x4096,11008x4096,4096x11008] [--json FILE]
 """
@@ -148,7 +149,8 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     head = ("| shape | pattern | sparsity | values | GEMV | MB stored | MB read | µs median (min) | GB/s read | speedup vs dense"
             " | byte bound | of bound: median (min) |"
-            + (" prefill ms ours / dense | prefill dense/ours median (min) |" if args.prefill_rounds else ""))  # fmt: skip
+            + (" prefill ms ours / dense | prefill dense/ours median (min) | prefill ms SpMM / GEMM |"
+               if args.prefill_rounds else ""))  # fmt: skip
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for shape in args.shapes.split(","):
@@ -170,6 +172,8 @@ def main() -> None:
             pcalls: dict[str, Callable[[], object]] = {"dense": lambda w=weight: torch.nn.functional.linear(xp, w)}
             for label, *_, packed in cases:
                 pcalls[label] = lambda p=packed: kernels.linear(xp, p, isa=args.isa)
+                for path in ("spmm", "gemm"):
+                    pcalls[f"{label} {path}"] = lambda p=packed, path=path: kernels.linear(xp, p, isa=args.isa, prefill=path)
             prefill = {k: (med / 1e3, low / 1e3) for k, (med, low) in interleaved(pcalls, args.prefill_rounds).items()}
         best = "dense linear" if decode["dense linear"][0] <= decode["dense mv"][0] else "dense mv"
         dense_us, dense_min = decode[best][0], min(decode["dense linear"][1], decode["dense mv"][1])
@@ -179,7 +183,7 @@ def main() -> None:
             line = (f"| {out}×{inp} | {name} | 0% | fp32 | dense | {dense_bytes / 1e6:.1f} | {dense_bytes / 1e6:.1f} | "
                     f"{us:.0f} ({low:.0f}) | {dense_bytes / us / 1e3:.1f} | | | |")  # fmt: skip
             if args.prefill_rounds:
-                line += f" – / {prefill['dense'][0]:.1f} | |" if key == "dense linear" else " | |"
+                line += f" – / {prefill['dense'][0]:.1f} | | |" if key == "dense linear" else " | | |"
             print(line)
         for label, s, pattern, v, packed in cases:
             (us, low), nbytes, read = decode[label], packed.nbytes, packed.gemv_bytes
@@ -195,8 +199,10 @@ def main() -> None:
                     f"{row['of_bound']:.0%} ({row['of_bound_min']:.0%}) |")  # fmt: skip
             if args.prefill_rounds:
                 (pm, pl), (dm, dl) = prefill[label], prefill["dense"]
-                row.update(prefill_ms=pm, prefill_ms_min=pl, prefill_dense_ms=dm, prefill_dense_ms_min=dl)
-                line += f" {pm:.1f} / {dm:.1f} | {dm / pm:.2f}× ({dl / pl:.2f}×) |"
+                sm, gm = prefill[f"{label} spmm"][0], prefill[f"{label} gemm"][0]
+                row.update(prefill_ms=pm, prefill_ms_min=pl, prefill_dense_ms=dm, prefill_dense_ms_min=dl,
+                           prefill_spmm_ms=sm, prefill_gemm_ms=gm)  # fmt: skip
+                line += f" {pm:.1f} / {dm:.1f} | {dm / pm:.2f}× ({dl / pl:.2f}×) | {sm:.1f} / {gm:.1f} |"
             print(line, flush=True)
             rows.append(row)
         del cases, calls

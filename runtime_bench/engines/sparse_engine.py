@@ -3,7 +3,8 @@
 
 The model is the checkpoint's transformers skeleton; each packed linear becomes a `KernelLinear` that keeps the
 stored bytes (mask, values, offsets, scales) and multiplies with them: a decode step (≤ 8 rows) reads the
-compressed bytes once, a prefill decompresses tiles for a dense GEMM. A dense head stored in bf16/fp16 runs in the
+compressed bytes once, a prefill multiplies the nonzeros only (sparse enough) or decompressed rows (the kernels'
+own GEMM). A dense head stored in bf16/fp16 runs in the
 kernels' dense layout (no fp32 copy); the embedding stays in its stored dtype (looked up, then cast). Everything
 else (norms, rotary) is fp32. KV cache and greedy decoding are transformers' (`TorchEngine`).
 """

@@ -2,8 +2,9 @@
 
 - decode (≤ 8 rows of ``x``): a GEMV that reads the packed bytes once for all rows, parallel over output rows in
   torch's thread pool (``torch.set_num_threads``);
-- prefill (> 8 rows): tiles of output rows decompressed to fp32 in a per-thread buffer, each multiplied by a
-  dense GEMM (``at::mm``);
+- prefill (> 8 rows): up to a density of ``spmm_density`` (0.55) an SpMM that multiplies the nonzeros only (each
+  weight row's nonzeros listed once, multiplied with x transposed in panels of 64 rows); denser, a GEMM of 16
+  decompressed weight rows at a time with slimpack's 6 × 16 micro-kernel (no BLAS call);
 - ISA paths chosen at run time: ``avx512``, ``avx2`` (AVX2 + FMA + F16C), ``portable`` (plain C++); ``isa="auto"``
   takes the first of them that this CPU runs (`isas`).
 
@@ -45,6 +46,7 @@ LDFLAGS = ("-fopenmp",)
 LAYOUTS = {"bitmask": 0, "2:4": 1, "dense": 2}
 KINDS = {"fp32": 0, "bf16": 1, "fp16": 2, "int8": 3, "gptq": 4}
 ISAS = ("auto", "avx512", "avx2", "portable")
+PREFILLS = {"auto": 0, "spmm": 1, "gemm": 2}  # the prefill path of `linear` (ops.cpp's numbers)
 # At most this fraction of nonzeros, a bitmask weight of fp32/bf16/fp16/int8 values also gets a column index (2
 # bytes per nonzero) that its GEMV reads instead of the mask: expanding mask bytes costs a few cycles per 8
 # columns however empty they are, the index costs per nonzero (scripts/kernel_bench.py measures both).
@@ -155,6 +157,11 @@ def load() -> ModuleType:
         return _import(folder)
     except ImportError as err:
         raise SlimpackError(f"the sparse kernels in {folder} do not load ({err}); run `{SETUP}` again") from None
+
+
+def spmm_density() -> float:
+    """The density (nonzeros / weights) up to which a prefill takes the SpMM (`linear`)."""
+    return float(load().spmm_density)
 
 
 def isas() -> list[str]:
@@ -301,8 +308,11 @@ class PackedWeight:
         return self.nbytes + (self.index.numel() * 2 - self.mask.numel() if self.index.numel() else 0)
 
 
-def linear(x: torch.Tensor, packed: PackedWeight, bias: torch.Tensor | None = None, isa: str = "auto") -> torch.Tensor:
-    """``x Wᵀ + bias``: ``x`` fp32 ``[..., in]`` → fp32 ``[..., out]``."""
+def linear(
+    x: torch.Tensor, packed: PackedWeight, bias: torch.Tensor | None = None, isa: str = "auto", prefill: str = "auto"
+) -> torch.Tensor:
+    """``x Wᵀ + bias``: ``x`` fp32 ``[..., in]`` → fp32 ``[..., out]``. ``prefill`` (more than 8 rows of x): ``auto``
+    (the SpMM up to `spmm_density`, else the GEMM), ``spmm`` or ``gemm`` (benchmarks and tests)."""
     out, inp = packed.shape
     if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() < 1 or x.shape[-1] != inp:
         got = f"{x.dtype} {list(x.shape)} on {x.device}" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -311,9 +321,11 @@ def linear(x: torch.Tensor, packed: PackedWeight, bias: torch.Tensor | None = No
         raise SlimpackError(f"the bias of a [{out}, {inp}] kernel weight must be fp32 [{out}], not {bias.dtype} {list(bias.shape)}")
     if isa != "auto":
         _check_isa(isa)
+    if prefill not in PREFILLS:
+        raise SlimpackError(f"unknown prefill path {prefill!r}; use one of {', '.join(PREFILLS)}")
     x2 = x if x.dim() == 2 else x.reshape(-1, inp)
     x2 = x2.index_select(1, packed.perm) if packed.perm is not None else x2.contiguous()
-    y = _call("linear", x2, *packed.argv, isa)
+    y = _call("linear", x2, *packed.argv, isa, PREFILLS[prefill])
     if bias is not None:
         y += bias
     return y if x.dim() == 2 else y.reshape(*x.shape[:-1], out)

@@ -200,6 +200,24 @@ def test_many_rows_on_two_threads_prefill_bias_and_3d_x(isa: str) -> None:
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("values", KINDS)
+def test_both_prefill_paths_over_panels_strips_and_tiles(isa: str, values: str) -> None:
+    """A prefill (N > 8) takes the SpMM up to `spmm_density` nonzeros and the packed GEMM above it; each path, forced,
+    on a sparse and a dense weight, for batch sizes across its blocks (SpMM panels of 64 rows, GEMM strips of 6) and
+    a width across its column tiles (SpMM K-tiles of 128, GEMM passes of 2048; 2100 is not a multiple of 8)."""
+    out, inp = 21, 2100
+    for density in (0.3, 0.8, 1.0):
+        packed, w = packed_of(sparse_weight(out, inp, density, seed=9), values, group_size=64)
+        for n in (9, 64, 65, 133):
+            x = batch(n, inp, seed=n)
+            for path in ("auto", "spmm", "gemm"):
+                assert_matches(x, w, kernels.linear(x, packed, isa=isa, prefill=path))
+    assert 0.3 < kernels.spmm_density() < 0.8
+    with pytest.raises(SlimpackError, match="unknown prefill path"):
+        kernels.linear(batch(9, inp), packed, prefill="blas")
+
+
 def test_bad_inputs_are_one_line_errors() -> None:
     spec, tensors = encode(sparse_weight(6, 20, 0.5, seed=1), "fp32", "bitmask")
     packed = kernels.PackedWeight.from_stored(spec, tensors)

@@ -420,7 +420,126 @@ void gemv_index_kind(const Packed& p, const float* x, int NB, int N, float* y, i
   return gemv_index_t<K, 8>(p, x, N, y, ys, r0, r1);
 }
 
+// The SpMM panel (kernels.h): V accumulators of 8 batch rows each, held in registers (the loops are unrolled: an
+// array indexed in a loop that is not would live on the stack); per nonzero one broadcast and V FMAs that read x
+// at its column (with V = 8: 8 FMA chains in flight, FMA latency 4 at 2 per cycle).
+template <int V>
+void panel_v(const int32_t* cols, const float* vals, const int64_t* seg, int64_t stride, int64_t rows, const float* xp,
+             float* acc) {
+  for (int64_t i = 0; i < rows; ++i, acc += 8 * V) {
+    const int64_t k0 = seg[i * stride], k1 = seg[i * stride + 1];
+    if (k0 == k1) continue;
+    __m256 a[V];
+    _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) a[v] = _mm256_loadu_ps(acc + 8 * v);
+    for (int64_t k = k0; k < k1; ++k) {
+      const float* x = xp + int64_t(cols[k]) * (8 * V);
+      const __m256 w = _mm256_broadcast_ss(vals + k);
+      _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) a[v] = _mm256_fmadd_ps(w, _mm256_load_ps(x + 8 * v), a[v]);
+    }
+    _Pragma("GCC unroll 8") for (int v = 0; v < V; ++v) _mm256_storeu_ps(acc + 8 * v, a[v]);
+  }
+}
+
+// The 6 × 16 GEMM micro-kernel (BLIS's shape for AVX2: 12 accumulators, per k two loads of b, six broadcasts of x,
+// twelve FMAs): MR batch rows of one x strip against the 16 weight rows of b, over kc columns.
+template <int MR>
+void micro6x16(const float* x, const float* b, int64_t kc, float* y, int64_t ys, int rows, bool accumulate) {
+  __m256 c[MR][2];
+  _Pragma("GCC unroll 6") for (int i = 0; i < MR; ++i) c[i][0] = c[i][1] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k, x += kMR, b += 16) {
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    _Pragma("GCC unroll 6") for (int i = 0; i < MR; ++i) {
+      const __m256 a = _mm256_broadcast_ss(x + i);
+      c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]);
+      c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
+    }
+  }
+  _Pragma("GCC unroll 6") for (int i = 0; i < MR; ++i) {
+    float* out = y + i * ys;
+    if (rows == 16) {
+      if (accumulate) c[i][0] = _mm256_add_ps(c[i][0], _mm256_loadu_ps(out)), c[i][1] = _mm256_add_ps(c[i][1], _mm256_loadu_ps(out + 8));
+      _mm256_storeu_ps(out, c[i][0]);
+      _mm256_storeu_ps(out + 8, c[i][1]);
+    } else {
+      alignas(32) float t[16];
+      _mm256_store_ps(t, c[i][0]);
+      _mm256_store_ps(t + 8, c[i][1]);
+      for (int j = 0; j < rows; ++j) out[j] = accumulate ? out[j] + t[j] : t[j];
+    }
+  }
+}
+
+inline void transpose8(const float* src, int64_t ds, float* dst, int64_t dd) {  // dst[k·dd + j] = src[j·ds + k], 8 × 8
+  __m256 r[8], t[8];
+  for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + j * ds);
+  for (int j = 0; j < 8; j += 2) t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]), t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+  for (int j = 0; j < 8; j += 4) {
+    r[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44), r[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
+    r[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44), r[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm256_storeu_ps(dst + j * dd, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
+    _mm256_storeu_ps(dst + (j + 4) * dd, _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
+  }
+}
+
 }  // namespace
+
+void pack16_avx2(const float* src, int64_t ds, int rows, int64_t width, float* b) {
+  if (rows < 16) return pack16_portable(src, ds, rows, width, b);
+  int64_t k = 0;
+  for (; k + 8 <= width; k += 8) {
+    transpose8(src + k, ds, b + k * 16, 16);
+    transpose8(src + 8 * ds + k, ds, b + k * 16 + 8, 16);
+  }
+  for (; k < width; ++k)
+    for (int j = 0; j < 16; ++j) b[k * 16 + j] = src[j * ds + k];
+}
+
+void gemm16_avx2(const float* xs, int64_t N, int64_t width, const float* b, int64_t k0, int64_t kc, float* y,
+                 int64_t ys, int64_t r0, int rows, bool accumulate) {
+  for (int64_t n0 = 0; n0 < N; n0 += kMR) {
+    const float* x = xs + (n0 * width + k0 * kMR);
+    float* out = y + n0 * ys + r0;
+    switch (std::min<int64_t>(kMR, N - n0)) {
+      case 1: micro6x16<1>(x, b + k0 * 16, kc, out, ys, rows, accumulate); break;
+      case 2: micro6x16<2>(x, b + k0 * 16, kc, out, ys, rows, accumulate); break;
+      case 3: micro6x16<3>(x, b + k0 * 16, kc, out, ys, rows, accumulate); break;
+      case 4: micro6x16<4>(x, b + k0 * 16, kc, out, ys, rows, accumulate); break;
+      case 5: micro6x16<5>(x, b + k0 * 16, kc, out, ys, rows, accumulate); break;
+      default: micro6x16<6>(x, b + k0 * 16, kc, out, ys, rows, accumulate);
+    }
+  }
+}
+
+int64_t nonzeros_avx2(const float* row, int64_t c0, int64_t n, int32_t* cols, float* vals) {
+  int64_t k = 0;
+  __m256i c = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(int32_t(c0)));
+  const __m256i eight = _mm256_set1_epi32(8);
+  for (int64_t i = 0; i < n; i += 8, c = _mm256_add_epi32(c, eight)) {
+    const __m256 v = _mm256_loadu_ps(row + c0 + i);
+    const unsigned m = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NEQ_UQ)));
+    const __m256i order = _mm256_load_si256(reinterpret_cast<const __m256i*>(kTables.compress[m]));
+    _mm256_storeu_ps(vals + k, _mm256_permutevar8x32_ps(v, order));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(cols + k), _mm256_permutevar8x32_epi32(c, order));
+    k += __builtin_popcount(m);
+  }
+  return k;
+}
+
+void panel_avx2(const int32_t* cols, const float* vals, const int64_t* seg, int64_t stride, int64_t rows, const float* xp,
+                int V, float* acc) {
+  switch (V) {
+    case 1: return panel_v<1>(cols, vals, seg, stride, rows, xp, acc);
+    case 2: return panel_v<2>(cols, vals, seg, stride, rows, xp, acc);
+    case 3: return panel_v<3>(cols, vals, seg, stride, rows, xp, acc);
+    case 4: return panel_v<4>(cols, vals, seg, stride, rows, xp, acc);
+    case 5: return panel_v<5>(cols, vals, seg, stride, rows, xp, acc);
+    case 6: return panel_v<6>(cols, vals, seg, stride, rows, xp, acc);
+    case 7: return panel_v<7>(cols, vals, seg, stride, rows, xp, acc);
+    default: return panel_v<8>(cols, vals, seg, stride, rows, xp, acc);
+  }
+}
 
 void gemv_index_avx2(const Packed& p, const float* x, int NB, int N, float* y, int64_t ys, int64_t r0, int64_t r1) {
   switch (p.kind) {

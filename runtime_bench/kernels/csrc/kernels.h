@@ -57,6 +57,34 @@ void decompress_avx512(const Packed&, float*, int64_t, int64_t, int64_t);
 void gemv_index_portable(const Packed&, const float*, int, int, float*, int64_t, int64_t, int64_t);
 void gemv_index_avx2(const Packed&, const float*, int, int, float*, int64_t, int64_t, int64_t);
 
+// The sparse × dense prefill (SpMM, ops.cpp drives it): each row decompressed, its nonzeros listed, then multiplied
+// with panels of x transposed: a panel of w = 8·V batch rows (V ≤ 8) holds x[n0 + j, c] at xp[c·w + j].
+//   nonzeros(row, c0, n, cols, vals) → count: the nonzero entries of row[c0 .. c0+n) (n % 8 == 0; NaN counts as
+//     nonzero), their columns in cols and values in vals, in column order (each array: room for count + 8);
+//   panel(cols, vals, seg, stride, rows, xp, V, acc): for each row i < rows, its entries k in
+//     [seg[i·stride], seg[i·stride + 1]): acc[i·8V + j] += Σ_k vals[k]·xp[cols[k]·8V + j] for j < 8V.
+using NonzerosFn = int64_t (*)(const float* row, int64_t c0, int64_t n, int32_t* cols, float* vals);
+using PanelFn = void (*)(const int32_t* cols, const float* vals, const int64_t* seg, int64_t stride, int64_t rows,
+                         const float* xp, int V, float* acc);
+// The dense prefill GEMM of a decompressed tile (ops.cpp drives it), on packed operands: x in strips of kMR batch
+// rows, strip s holding x[s·kMR + i, k] at xs[(s·width + k)·kMR + i] (zero past N); 16 weight rows r0 .. r0+16 as
+// b[k·16 + j] = W[r0 + j, k].
+//   pack16(src, ds, rows, width, b): b[k·16 + j] = src[j·ds + k] for j < rows, 0 for rows ≤ j < 16;
+//   gemm16(xs, N, width, b, k0, kc, y, ys, r0, rows, accumulate): for every batch row n < N and j < rows,
+//     y[n·ys + r0 + j] (+)= Σ_{k0 ≤ k < k0+kc} x[n, k]·b[k·16 + j] (accumulate: add to y instead of storing).
+constexpr int kMR = 6;
+using Pack16Fn = void (*)(const float* src, int64_t ds, int rows, int64_t width, float* b);
+using Gemm16Fn = void (*)(const float* xs, int64_t N, int64_t width, const float* b, int64_t k0, int64_t kc, float* y,
+                          int64_t ys, int64_t r0, int rows, bool accumulate);
+void pack16_portable(const float*, int64_t, int, int64_t, float*);
+void gemm16_portable(const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*, int64_t, int64_t, int, bool);
+void pack16_avx2(const float*, int64_t, int, int64_t, float*);
+void gemm16_avx2(const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*, int64_t, int64_t, int, bool);
+int64_t nonzeros_portable(const float*, int64_t, int64_t, int32_t*, float*);
+void panel_portable(const int32_t*, const float*, const int64_t*, int64_t, int64_t, const float*, int, float*);
+int64_t nonzeros_avx2(const float*, int64_t, int64_t, int32_t*, float*);
+void panel_avx2(const int32_t*, const float*, const int64_t*, int64_t, int64_t, const float*, int, float*);
+
 // The byte tables, built at compile time. For a mask byte m and lane i (column 8b+i):
 //   rank(m, i)  = the number of set bits of m below i (the value's index among the byte's nonzeros);
 //   f32[m]      = vpshufb control over two 4-float halves, the low one loaded at the row's value pointer and the high
@@ -69,7 +97,8 @@ void gemv_index_avx2(const Packed&, const float*, int, int, float*, int64_t, int
 //   i8[m]       = vpshufb control: lane i's byte 3 ← int8 number rank, bytes 0-2 ← 0 (int32 = v·2²⁴);
 //   gz[m]       = as i8, but a clear lane's byte 3 ← byte 8 (gptq: the group's zero point, blended in there);
 //   lane clear: every control byte 0x80 (vpshufb writes 0);
-//   two4[p]     = the mask byte of a 2:4 position byte p (4 bits set when each pair is ascending).
+//   two4[p]     = the mask byte of a 2:4 position byte p (4 bits set when each pair is ascending);
+//   compress[m] = vpermps control: lane k ← the lane of m's k-th set bit (lanes ≥ popcount(m): 0).
 struct Tables {
   alignas(64) uint8_t f32[256][32];
   alignas(64) uint8_t low4[256];
@@ -80,7 +109,8 @@ struct Tables {
   alignas(64) uint8_t gz[256][32];
   alignas(64) uint8_t f16[256][16];
   alignas(64) uint8_t two4[256];
-  constexpr Tables() : f32(), low4(), shift4(), lanes(), bf16(), i8(), gz(), f16(), two4() {
+  alignas(64) int32_t compress[256][8];
+  constexpr Tables() : f32(), low4(), shift4(), lanes(), bf16(), i8(), gz(), f16(), two4(), compress() {
     for (int m = 0; m < 256; ++m) {
       int rank = 0;
       low4[m] = uint8_t((m & 1) + ((m >> 1) & 1) + ((m >> 2) & 1) + ((m >> 3) & 1));
@@ -94,6 +124,7 @@ struct Tables {
         for (int j = 0; j < 4; ++j) i8[m][4 * i + j] = set && j == 3 ? uint8_t(rank) : 0x80;
         for (int j = 0; j < 4; ++j) gz[m][4 * i + j] = j == 3 ? uint8_t(set ? rank : 8) : 0x80;
         for (int j = 0; j < 2; ++j) f16[m][2 * i + j] = set ? uint8_t(2 * rank + j) : 0x80;
+        if (set) compress[m][rank] = i;
         rank += set;
       }
       two4[m] = uint8_t((1 << (m & 3)) | (1 << ((m >> 2) & 3)) | (16 << ((m >> 4) & 3)) | (16 << ((m >> 6) & 3)));

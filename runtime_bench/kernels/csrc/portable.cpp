@@ -77,6 +77,39 @@ void gemv_index_rows(const Packed& p, const float* x, int NB, int N, float* y, i
 
 }  // namespace
 
+void pack16_portable(const float* src, int64_t ds, int rows, int64_t width, float* b) {
+  for (int64_t k = 0; k < width; ++k)
+    for (int j = 0; j < 16; ++j) b[k * 16 + j] = j < rows ? src[j * ds + k] : 0.0f;
+}
+
+void gemm16_portable(const float* xs, int64_t N, int64_t width, const float* b, int64_t k0, int64_t kc, float* y,
+                     int64_t ys, int64_t r0, int rows, bool accumulate) {
+  for (int64_t n = 0; n < N; ++n) {
+    const float* x = xs + ((n / kMR) * width * kMR) + n % kMR;
+    float acc[16] = {};
+    for (int64_t k = k0; k < k0 + kc; ++k)
+      for (int j = 0; j < 16; ++j) acc[j] += x[k * kMR] * b[k * 16 + j];
+    for (int j = 0; j < rows; ++j) y[n * ys + r0 + j] = accumulate ? y[n * ys + r0 + j] + acc[j] : acc[j];
+  }
+}
+
+int64_t nonzeros_portable(const float* row, int64_t c0, int64_t n, int32_t* cols, float* vals) {
+  int64_t k = 0;
+  for (int64_t c = c0; c < c0 + n; ++c)
+    if (!(row[c] == 0.0f)) cols[k] = int32_t(c), vals[k++] = row[c];
+  return k;
+}
+
+void panel_portable(const int32_t* cols, const float* vals, const int64_t* seg, int64_t stride, int64_t rows,
+                    const float* xp, int V, float* acc) {
+  const int64_t w = 8 * V;
+  for (int64_t i = 0; i < rows; ++i, acc += w)
+    for (int64_t k = seg[i * stride]; k < seg[i * stride + 1]; ++k) {
+      const float* x = xp + int64_t(cols[k]) * w;
+      for (int64_t j = 0; j < w; ++j) acc[j] += vals[k] * x[j];
+    }
+}
+
 void gemv_index_portable(const Packed& p, const float* x, int NB, int N, float* y, int64_t ys, int64_t r0, int64_t r1) {
   switch (p.kind) {
     case F32: return gemv_index_rows<F32>(p, x, NB, N, y, ys, r0, r1);

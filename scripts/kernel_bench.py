@@ -9,7 +9,8 @@ in place of the mask), the GB/s read, the speedup over the best dense, the byte 
 bytes) and the fraction of it reached = speedup / bound — from the medians, and (in brackets) from the min times,
 what a shared, busy machine gives when it is left alone for a moment. Prefill (N = 128): ours (the path `linear`
 chooses) against dense ``F.linear``, and each of our two paths forced (the SpMM over the nonzeros, the GEMM of
-decompressed rows: where they cross is `kernels.spmm_density`). The machine's copy bandwidth (a 1 GiB ``copy_`` and ``sum`` on the same threads) comes first.
+decompressed rows: where they cross is `kernels.spmm_density`), and against onnxruntime's fp32 ``MatMul`` of the
+same weight (MLAS: the best dense GEMM on these machines), all interleaved. The machine's copy bandwidth (a 1 GiB ``copy_`` and ``sum`` on the same threads) comes first.
 
     .venv/bin/python scripts/kernel_bench.py [--shapes 4096x4096,11008x4096,4096x11008] [--json FILE]
 """
@@ -111,6 +112,27 @@ def contenders(out: int, inp: int, sparsities: list[float], values: list[str], p
             del w, tensors
 
 
+def onnxruntime_matmul(weight: torch.Tensor, rows: int, threads: int) -> Callable[[torch.Tensor], object]:
+    """``x ↦ x Wᵀ`` by onnxruntime's CPU ``MatMul`` (one node, W as an fp32 initializer), on ``threads`` threads,
+    without spinning."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    out, inp = weight.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, inp])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, out])],
+        [numpy_helper.from_array(weight.t().contiguous().numpy(), "w")],
+    )  # fmt: skip
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    # Its idle threads would otherwise spin after each run and slow whichever call comes next in the round.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(helper.make_model(graph).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"x": x.numpy()})
+
+
 def interleaved(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, tuple[float, float]]:
     """(median, min) µs of each call over ``rounds`` rounds, the calls in turn within a round."""
     for f in calls.values():
@@ -149,7 +171,7 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     head = ("| shape | pattern | sparsity | values | GEMV | MB stored | MB read | µs median (min) | GB/s read | speedup vs dense"
             " | byte bound | of bound: median (min) |"
-            + (" prefill ms ours / dense | prefill dense/ours median (min) | prefill ms SpMM / GEMM |"
+            + (" prefill ms ours / dense | prefill dense/ours median (min) | prefill ms SpMM / GEMM | prefill onnxruntime/ours |"
                if args.prefill_rounds else ""))  # fmt: skip
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
@@ -169,7 +191,10 @@ def main() -> None:
         decode = interleaved(calls, args.rounds)
         prefill: dict[str, tuple[float, float]] = {}
         if args.prefill_rounds:
-            pcalls: dict[str, Callable[[], object]] = {"dense": lambda w=weight: torch.nn.functional.linear(xp, w)}
+            matmul = onnxruntime_matmul(weight, xp.shape[0], args.threads)
+            pcalls: dict[str, Callable[[], object]] = {
+                "dense": lambda w=weight: torch.nn.functional.linear(xp, w), "onnxruntime": lambda: matmul(xp)
+            }  # fmt: skip
             for label, *_, packed in cases:
                 pcalls[label] = lambda p=packed: kernels.linear(xp, p, isa=args.isa)
                 for path in ("spmm", "gemm"):
@@ -183,7 +208,7 @@ def main() -> None:
             line = (f"| {out}×{inp} | {name} | 0% | fp32 | dense | {dense_bytes / 1e6:.1f} | {dense_bytes / 1e6:.1f} | "
                     f"{us:.0f} ({low:.0f}) | {dense_bytes / us / 1e3:.1f} | | | |")  # fmt: skip
             if args.prefill_rounds:
-                line += f" – / {prefill['dense'][0]:.1f} | | |" if key == "dense linear" else " | | |"
+                line += f" – / {prefill['dense'][0]:.1f} | | | onnxruntime {prefill['onnxruntime'][0]:.1f} ms |" if key == "dense linear" else " | | | |"
             print(line)
         for label, s, pattern, v, packed in cases:
             (us, low), nbytes, read = decode[label], packed.nbytes, packed.gemv_bytes
@@ -199,10 +224,10 @@ def main() -> None:
                     f"{row['of_bound']:.0%} ({row['of_bound_min']:.0%}) |")  # fmt: skip
             if args.prefill_rounds:
                 (pm, pl), (dm, dl) = prefill[label], prefill["dense"]
-                sm, gm = prefill[f"{label} spmm"][0], prefill[f"{label} gemm"][0]
+                sm, gm, om = prefill[f"{label} spmm"][0], prefill[f"{label} gemm"][0], prefill["onnxruntime"][0]
                 row.update(prefill_ms=pm, prefill_ms_min=pl, prefill_dense_ms=dm, prefill_dense_ms_min=dl,
-                           prefill_spmm_ms=sm, prefill_gemm_ms=gm)  # fmt: skip
-                line += f" {pm:.1f} / {dm:.1f} | {dm / pm:.2f}× ({dl / pl:.2f}×) | {sm:.1f} / {gm:.1f} |"
+                           prefill_spmm_ms=sm, prefill_gemm_ms=gm, prefill_onnxruntime_ms=om)  # fmt: skip
+                line += f" {pm:.1f} / {dm:.1f} | {dm / pm:.2f}× ({dl / pl:.2f}×) | {sm:.1f} / {gm:.1f} | {om / pm:.2f}× |"
             print(line, flush=True)
             rows.append(row)
         del cases, calls

@@ -208,8 +208,8 @@ at::Tensor column_index(const at::Tensor& mask, const at::Tensor& offsets, int64
 
 // The SpMM prefill: the density (nonzeros / weights) up to which a prefill multiplies the nonzeros only instead of
 // the GEMM of decompressed rows. Measured (scripts/kernel_bench.py --values bf16, N = 128, 2 threads, AVX2 EPYC),
-// SpMM / GEMM ms for 4096 × 11008 at 10 / 30 / 50 / 70 / 90 % sparsity: 147 / 82, 93 / 78, 79 / 82, 52 / 83,
-// 31 / 77. Output rows per chunk; columns per K-tile (a 64-row panel's slice of x: 32 KiB, so that it stays near
+// SpMM / GEMM ms for 4096 × 11008 at 10 / 30 / 50 / 70 / 90 % sparsity: 120 / 71, 95 / 72, 70 / 73, 46 / 71,
+// 28 / 69 (docs/results/kernels.md). Output rows per chunk; columns per K-tile (a 64-row panel's slice of x: 32 KiB, so that it stays near
 // L1 while every row of the chunk reads it: from L2 the FMAs run at about half the rate).
 constexpr double kSpmmDensity = 0.55;
 constexpr int64_t kSpmmRows = 64, kSpmmTile = 128, kPanelRows = 64;

@@ -486,7 +486,11 @@ inline void transpose8(const float* src, int64_t ds, float* dst, int64_t dd) {  
 }  // namespace
 
 void pack16_avx2(const float* src, int64_t ds, int rows, int64_t width, float* b) {
-  if (rows < 16) return pack16_portable(src, ds, rows, width, b);
+  if (rows < 16) {  // the last rows of a weight: zero past them
+    for (int64_t k = 0; k < width; ++k)
+      for (int j = 0; j < 16; ++j) b[k * 16 + j] = j < rows ? src[j * ds + k] : 0.0f;
+    return;
+  }
   int64_t k = 0;
   for (; k + 8 <= width; k += 8) {
     transpose8(src + k, ds, b + k * 16, 16);

@@ -66,7 +66,8 @@ void gemv_index_avx2(const Packed&, const float*, int, int, float*, int64_t, int
 using NonzerosFn = int64_t (*)(const float* row, int64_t c0, int64_t n, int32_t* cols, float* vals);
 using PanelFn = void (*)(const int32_t* cols, const float* vals, const int64_t* seg, int64_t stride, int64_t rows,
                          const float* xp, int V, float* acc);
-// The dense prefill GEMM of a decompressed tile (ops.cpp drives it), on packed operands: x in strips of kMR batch
+// The dense prefill GEMM of decompressed rows (ops.cpp drives it; the portable path has none and multiplies
+// decompressed tiles with torch's BLAS instead), on packed operands: x in strips of kMR batch
 // rows, strip s holding x[s·kMR + i, k] at xs[(s·width + k)·kMR + i] (zero past N); 16 weight rows r0 .. r0+16 as
 // b[k·16 + j] = W[r0 + j, k].
 //   pack16(src, ds, rows, width, b): b[k·16 + j] = src[j·ds + k] for j < rows, 0 for rows ≤ j < 16;
@@ -76,8 +77,6 @@ constexpr int kMR = 6;
 using Pack16Fn = void (*)(const float* src, int64_t ds, int rows, int64_t width, float* b);
 using Gemm16Fn = void (*)(const float* xs, int64_t N, int64_t width, const float* b, int64_t k0, int64_t kc, float* y,
                           int64_t ys, int64_t r0, int rows, bool accumulate);
-void pack16_portable(const float*, int64_t, int, int64_t, float*);
-void gemm16_portable(const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*, int64_t, int64_t, int, bool);
 void pack16_avx2(const float*, int64_t, int, int64_t, float*);
 void gemm16_avx2(const float*, int64_t, int64_t, const float*, int64_t, int64_t, float*, int64_t, int64_t, int, bool);
 int64_t nonzeros_portable(const float*, int64_t, int64_t, int32_t*, float*);

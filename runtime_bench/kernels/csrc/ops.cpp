@@ -7,7 +7,8 @@
 //     N > 8 (prefill), at most kSpmmDensity nonzeros (or no columns: the SpMM writes the zeros): the SpMM, which multiplies the nonzeros only (x transposed
 //     into panels of 64 batch rows, each weight row's nonzeros listed once, K-tiles that keep a panel's slice in
 //     L1); denser: a GEMM of 16 decompressed weight rows at a time, packed for slimpack's 6 × 16 micro-kernel
-//     (x packed once into strips of 6 batch rows). Both in chunks of output rows taken in turn by the threads.
+//     (x packed once into strips of 6 batch rows); on the portable path, tiles of decompressed rows multiplied by
+//     torch's BLAS. All in chunks of output rows taken in turn by the threads.
 //   decompress(...) → fp32 [out, in];  validate(...) → "" or what is wrong;  isas() → the ISA paths this CPU runs;
 //   column_index(mask, offsets, in) → int16 [nnz + 16]: the column of every nonzero (uint16 bits).
 // The tensors (see kernels.h): mask uint8 [out, nb] (bitmask mask, 2:4 positions; empty for dense), offsets
@@ -54,7 +55,7 @@ struct Path {
   IndexGemvFn index_gemv;
   NonzerosFn nonzeros;
   PanelFn panel;
-  Pack16Fn pack16;
+  Pack16Fn pack16;  // null (portable): the dense prefill multiplies decompressed tiles with torch's BLAS
   Gemm16Fn gemm16;
 };
 
@@ -65,8 +66,7 @@ Path path_of(const std::string& isa) {
   TORCH_CHECK(cpu_has(use), "this CPU cannot run the ", use, " path (it runs: ", c10::Join(", ", isas()), ")");
   if (use == "avx512") return {gemv_avx512, decompress_avx512, gemv_index_avx2, nonzeros_avx2, panel_avx2, pack16_avx2, gemm16_avx2};
   if (use == "avx2") return {gemv_avx2, decompress_avx2, gemv_index_avx2, nonzeros_avx2, panel_avx2, pack16_avx2, gemm16_avx2};
-  return {gemv_portable, decompress_portable, gemv_index_portable, nonzeros_portable, panel_portable, pack16_portable,
-          gemm16_portable};
+  return {gemv_portable, decompress_portable, gemv_index_portable, nonzeros_portable, panel_portable, nullptr, nullptr};
 }
 
 int64_t element_size(int kind) { return kind == F32 ? 4 : kind == BF16 || kind == F16 ? 2 : 1; }
@@ -316,6 +316,28 @@ at::Tensor gemm(const Path& path, const Packed& p, const at::Tensor& x) {
   return y;
 }
 
+// The dense prefill of the portable path (no micro-kernel of its own): y[:, r0:r1] = x · W[r0:r1]ᵀ per tile of
+// 32–256 rows (1–4 MiB), decompressed into the taking thread's buffer and multiplied by torch's BLAS (at::mm).
+at::Tensor gemm_tiles(const Path& path, const Packed& p, const at::Tensor& x) {
+  const int64_t N = x.size(0), width = p.nb * 8;
+  at::Tensor xp = x;
+  if (width != p.in) {
+    xp = at::zeros({N, width}, x.options());
+    xp.narrow(1, 0, p.in).copy_(x);
+  }
+  at::Tensor y = at::empty({N, p.out}, x.options());
+  const int64_t tile = std::clamp<int64_t>((int64_t(1) << 20) / width / 16 * 16, 32, 256);
+  const bool inference = c10::InferenceMode::is_enabled();  // thread-local: torch's workers do not inherit it
+  parallel_chunks(p.out, tile, [&](int64_t r0, int64_t r1) {
+    c10::InferenceMode guard(inference);  // y may be an inference tensor (the engines run in inference mode)
+    at::Tensor buf = at::empty({r1 - r0, width}, x.options());
+    path.decompress(p, buf.data_ptr<float>(), width, r0, r1);
+    at::Tensor out = y.narrow(1, r0, r1 - r0);
+    at::mm_out(out, xp, buf.t());
+  });
+  return y;
+}
+
 at::Tensor linear(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& offsets, const at::Tensor& index,
                   const at::Tensor& values, const at::Tensor& scales, const at::Tensor& zeros, int64_t layout, int64_t kind,
                   int64_t in, int64_t group_size, const std::string& isa, int64_t prefill) {
@@ -327,7 +349,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& mask, const at::Tensor&
   const int64_t N = x.size(0), width = p.nb * 8;
   if (N > 8 && p.out > 0) {
     const bool sparse = prefill == 1 || (prefill == 0 && density(p) <= kSpmmDensity) || p.in == 0;
-    return sparse ? spmm(path, p, x.contiguous()) : gemm(path, p, x);
+    return sparse ? spmm(path, p, x.contiguous()) : path.gemm16 ? gemm(path, p, x) : gemm_tiles(path, p, x);
   }
   at::Tensor y = at::empty({N, p.out}, x.options());
   if (N == 0 || p.out == 0) return y;

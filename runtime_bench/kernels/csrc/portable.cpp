@@ -77,22 +77,6 @@ void gemv_index_rows(const Packed& p, const float* x, int NB, int N, float* y, i
 
 }  // namespace
 
-void pack16_portable(const float* src, int64_t ds, int rows, int64_t width, float* b) {
-  for (int64_t k = 0; k < width; ++k)
-    for (int j = 0; j < 16; ++j) b[k * 16 + j] = j < rows ? src[j * ds + k] : 0.0f;
-}
-
-void gemm16_portable(const float* xs, int64_t N, int64_t width, const float* b, int64_t k0, int64_t kc, float* y,
-                     int64_t ys, int64_t r0, int rows, bool accumulate) {
-  for (int64_t n = 0; n < N; ++n) {
-    const float* x = xs + ((n / kMR) * width * kMR) + n % kMR;
-    float acc[16] = {};
-    for (int64_t k = k0; k < k0 + kc; ++k)
-      for (int j = 0; j < 16; ++j) acc[j] += x[k * kMR] * b[k * 16 + j];
-    for (int j = 0; j < rows; ++j) y[n * ys + r0 + j] = accumulate ? y[n * ys + r0 + j] + acc[j] : acc[j];
-  }
-}
-
 int64_t nonzeros_portable(const float* row, int64_t c0, int64_t n, int32_t* cols, float* vals) {
   int64_t k = 0;
   for (int64_t c = c0; c < c0 + n; ++c)

@@ -4,8 +4,8 @@
   torch's thread pool (``torch.set_num_threads``);
 - prefill (> 8 rows): up to a density of ``spmm_density`` (0.55) an SpMM that multiplies the nonzeros only (each
   weight row's nonzeros listed once, multiplied with x transposed in panels of 64 rows); denser, a GEMM of 16
-  decompressed weight rows at a time with slimpack's 6 × 16 micro-kernel (the portable path: tiles of
-  decompressed rows through torch's BLAS);
+  decompressed weight rows at a time with slimpack's 6 × 16 micro-kernel. The portable path takes tiles of
+  decompressed rows through torch's BLAS at every density (its plain-C++ SpMM runs only when asked for);
 - ISA paths chosen at run time: ``avx512``, ``avx2`` (AVX2 + FMA + F16C), ``portable`` (plain C++); ``isa="auto"``
   takes the first of them that this CPU runs (`isas`).
 

@@ -180,7 +180,8 @@ def test_dense_layout(isa: str, values: str) -> None:
 
 @pytest.mark.parametrize("isa", PATHS)
 def test_many_rows_on_two_threads_prefill_bias_and_3d_x(isa: str) -> None:
-    """Several row chunks and GEMM tiles; rows of 300+ nonzeros (the column index works in blocks of 256)."""
+    """Several row chunks of the GEMVs and of both prefill paths; rows of 300+ nonzeros (the column index works in
+    blocks of 256)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     out, inp = 1000, 1040
@@ -190,7 +191,8 @@ def test_many_rows_on_two_threads_prefill_bias_and_3d_x(isa: str) -> None:
             bias = torch.randn(out)
             for n in (1, 3, 8, 128):
                 x = batch(n, inp, seed=n)
-                assert_matches(x, w, kernels.linear(x, packed, bias, isa=isa), bias)
+                for path in ("auto", "spmm", "gemm") if n > 8 else ("auto",):
+                    assert_matches(x, w, kernels.linear(x, packed, bias, isa=isa, prefill=path), bias)
             x3 = torch.randn(2, 3, inp)
             y3 = kernels.linear(x3, packed, bias, isa=isa)
             assert y3.shape == (2, 3, out)
@@ -203,19 +205,27 @@ def test_many_rows_on_two_threads_prefill_bias_and_3d_x(isa: str) -> None:
 @pytest.mark.parametrize("isa", PATHS)
 @pytest.mark.parametrize("values", KINDS)
 def test_both_prefill_paths_over_panels_strips_and_tiles(isa: str, values: str) -> None:
-    """A prefill (N > 8) takes the SpMM up to `spmm_density` nonzeros and the packed GEMM above it; each path, forced,
-    on a sparse and a dense weight, for batch sizes across its blocks (SpMM panels of 64 rows, GEMM strips of 6) and
-    a width across its column tiles (SpMM K-tiles of 128, GEMM passes of 2048; 2100 is not a multiple of 8)."""
+    """A prefill (N > 8) takes the SpMM up to `spmm_density` nonzeros (on the AVX2 and AVX-512 paths; the portable
+    path always takes the GEMM) and the GEMM above it. Each path, forced, on a sparse and a dense weight, for batch
+    sizes across its blocks (SpMM panels of 8–64 rows, GEMM strips of 1–6) and a width across its column tiles
+    (SpMM K-tiles of 128, GEMM passes of 2048; 2100 is not a multiple of 8); ``auto`` is exactly the path it picks
+    (each path's sums run in a fixed order, whatever the threads)."""
     out, inp = 21, 2100
+    limit = kernels.spmm_density()
+    assert 0.3 < limit < 0.8
     for density in (0.3, 0.8, 1.0):
         packed, w = packed_of(sparse_weight(out, inp, density, seed=9), values, group_size=64)
-        for n in (9, 64, 65, 133):
+        picks = "spmm" if density < limit and isa != "portable" else "gemm"
+        for n in (9, 32, 40, 48, 56, 64, 65, 133):
             x = batch(n, inp, seed=n)
-            for path in ("auto", "spmm", "gemm"):
-                assert_matches(x, w, kernels.linear(x, packed, isa=isa, prefill=path))
-    assert 0.3 < kernels.spmm_density() < 0.8
+            y = {path: kernels.linear(x, packed, isa=isa, prefill=path) for path in ("auto", "spmm", "gemm")}
+            for path in ("spmm", "gemm"):
+                assert_matches(x, w, y[path])
+            assert torch.equal(y["auto"], y[picks]), (density, n, picks)
     with pytest.raises(SlimpackError, match="unknown prefill path"):
         kernels.linear(batch(9, inp), packed, prefill="blas")
+    empty = kernels.PackedWeight.from_stored(*encode(torch.zeros(3, 0), "fp32", "bitmask"))
+    assert torch.equal(kernels.linear(batch(9, 0), empty, isa=isa), torch.zeros(9, 3))
 
 
 def test_bad_inputs_are_one_line_errors() -> None:

@@ -28,6 +28,7 @@ import torch
 
 from export.sparse_format import PAD_BYTES, GPTQGrid, Layout, encode
 from runtime_bench import kernels
+from runtime_bench.engines.ort import session_options
 
 
 def stats_us(samples: list[float]) -> tuple[float, float]:
@@ -125,8 +126,7 @@ def onnxruntime_matmul(weight: torch.Tensor, rows: int, threads: int) -> Callabl
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, out])],
         [numpy_helper.from_array(weight.t().contiguous().numpy(), "w")],
     )  # fmt: skip
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options = session_options(threads)  # the onnxruntime engine's
     # Its idle threads would otherwise spin after each run and slow whichever call comes next in the round.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(helper.make_model(graph).SerializeToString(), options, providers=["CPUExecutionProvider"])

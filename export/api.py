@@ -30,7 +30,8 @@ from prune.io import (
 )
 from prune.lazy import output_bytes
 from prune.manifest import Manifest, environment, peak_rss_mib
-from prune.models import LoadedModel, load_model, read_config
+from prune.model_config import read_config
+from prune.models import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def copy_side_files(model_dir: Path, out: Path) -> None:
     (`drop_remote_code`: the code it names is not copied)."""
     import json
 
-    from prune.models import drop_remote_code
+    from prune.model_config import drop_remote_code
 
     for name in SIDE_FILES:
         if (model_dir / name).is_file() and not (out / name).exists():  # a format's own config.json is kept

@@ -63,8 +63,9 @@ from tqdm.auto import tqdm
 from export.base import EXPORTERS, ZeroCounts
 from export.graph_cache import GraphCache
 from export.onnx_kv import count_zeros as onnx_initializer_zeros
+from prune.architecture import adapter_for
 from prune.errors import SlimpackError
-from prune.models import LoadedModel, adapter_for, checkpoint_kind
+from prune.models import LoadedModel, checkpoint_kind
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,9 @@ from torch import nn
 
 from export.base import EXPORTERS, ZeroCounts
 from export.graph_cache import GraphCache
+from prune.architecture import adapter_for
 from prune.errors import SlimpackError
-from prune.models import LoadedModel, adapter_for, checkpoint_kind
+from prune.models import LoadedModel, checkpoint_kind
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``--format sparse`` (slimpack's sparse checkpoint, `export.sparse_format`) and ``--format hf`` (the plain dense
 checkpoint back), both written tensor by tensor from the source's shards; and the checkpoint kinds that let every
-command read a sparse checkpoint (`prune.models.CHECKPOINT_KINDS`: ``sparse``, ``sparse-gptq``).
+command read a sparse checkpoint (`prune.checkpoint_kinds.CHECKPOINT_KINDS`: ``sparse``, ``sparse-gptq``).
 
 A sparse checkpoint is a model directory: the source's ``config.json`` with one key added (``slimpack_sparse``:
 the format version and the values kind; no ``quantization_config``, which other tools would read), tokenizer
@@ -34,10 +34,13 @@ from export.sparse_format import (
     encode,
     nnz_of,
 )
+from prune.architecture import adapter_for
+from prune.checkpoint_kinds import CHECKPOINT_KINDS
 from prune.errors import SlimpackError
 from prune.io import write_json_atomic
 from prune.lazy import LazyCheckpoint, fresh_rotary, read_index
-from prune.models import CHECKPOINT_KINDS, LoadedModel, adapter_for, checkpoint_kind, read_config
+from prune.model_config import read_config
+from prune.models import LoadedModel, checkpoint_kind
 from prune.shards import ShardWriter
 
 log = logging.getLogger(__name__)
@@ -185,7 +188,7 @@ def _grid(lazy: LazyCheckpoint, module: str) -> GPTQGrid:
 def write_config(model_dir: Path, out: Path, entry: dict[str, Any] | None) -> None:
     """The source's config.json into ``out``: without ``quantization_config`` and the sparse key, with ``entry``
     as the sparse key (None: a plain dense config)."""
-    from prune.models import drop_remote_code
+    from prune.model_config import drop_remote_code
 
     config = json.loads((model_dir / "config.json").read_text())
     config.pop("quantization_config", None)

@@ -99,7 +99,8 @@ def evaluate(
     model_spec: str, spec: EvalSpec, device: str = "cpu", progress: bool = True, stream: bool = False
 ) -> dict[str, Any]:
     """Perplexity of a model: loaded whole, or block-major from its shards (``stream``: `prune.stream`)."""
-    from prune.models import check_context, resolve_model_path
+    from prune.model_config import check_context
+    from prune.models import resolve_model_path
 
     spec.check()
     check_context(resolve_model_path(model_spec), {"--seqlen": spec.seqlen})

@@ -13,8 +13,10 @@ from prune.report import sparsity_summary, weight_sparsity
 def read_weights(directory: Path, names: list[str] | None) -> dict[str, dict[str, Any]]:
     """Sparsity of the named linears (module names; None: every prunable linear), each read alone through the
     directory's checkpoint kind (`prune.lazy`: plain, structured, or GPTQ decoded as `load_gptq` decodes it)."""
+    from prune.architecture import adapter_for
     from prune.lazy import LazyCheckpoint
-    from prune.models import adapter_for, checkpoint_kind, read_config
+    from prune.model_config import read_config
+    from prune.models import checkpoint_kind
 
     kind = checkpoint_kind(directory)
     codec = kind.codec(read_config(directory))

@@ -30,8 +30,11 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from prune.architecture import adapter_for
 from prune.errors import SlimpackError
+from prune.model_config import check_sizes, drop_remote_code, read_config
 from prune.paths import inside, regular_file
+from prune.structured.shapes import STRUCTURE_KEY, apply_structure
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +174,7 @@ def output_bytes(directory: Path, float_bytes: float | None, linear_bytes: float
 
 
 class TensorCodec(Protocol):
-    """How a checkpoint kind stores the skeleton's tensors (`prune.models.CheckpointKind.codec`)."""
+    """How a checkpoint kind stores the skeleton's tensors (`prune.checkpoint_kinds.CheckpointKind.codec`)."""
 
     def prepare(self, config: Any) -> None:
         """Make the transformers config build the plain skeleton (e.g. drop ``quantization_config``)."""
@@ -224,8 +227,6 @@ class LazyCheckpoint:
     @classmethod
     def open(cls, path: Path, codec: TensorCodec = PLAIN_CODEC) -> LazyCheckpoint:
         from transformers import AutoConfig
-
-        from prune.models import check_sizes, drop_remote_code, read_config
 
         path = Path(path)
         sizes = read_config(path)  # checked: an architecture slimpack builds, sizes that are whole numbers
@@ -351,9 +352,6 @@ def skeleton(config: Any, dtype: torch.dtype | None = None) -> nn.Module:
     its blocks cut to the per-layer shapes a structured-pruned model records in its config
     (`prune.structured.shapes`; plain or GPTQ-quantized alike)."""
     from transformers import AutoModelForCausalLM
-
-    from prune.models import adapter_for
-    from prune.structured.shapes import STRUCTURE_KEY, apply_structure
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False)

@@ -283,7 +283,8 @@ class Job:
         """Every setting, and the output (`prune.io.check_output_dir`, with `output_bytes`)."""
         from prune.io import check_output_dir
         from prune.manifest import MANIFEST
-        from prune.models import check_context, resolve_model_path
+        from prune.model_config import check_context
+        from prune.models import resolve_model_path
         from prune.paths import Output, check_writes
 
         if self.stream is not None:

@@ -29,20 +29,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from prune.architecture import DecoderAdapter, adapter_for
 from prune.data import DataSpec
 from prune.errors import SlimpackError
 from prune.eval import PerplexityResult
 from prune.lazy import LazyCheckpoint, fresh_rotary
 from prune.methods import LayerMethod
-from prune.models import (
-    DecoderAdapter,
-    LoadedModel,
-    adapter_for,
-    checkpoint_kind,
-    drop_remote_code,
-    read_config,
-    resolve_model_path,
-)
+from prune.model_config import drop_remote_code, read_config
+from prune.models import LoadedModel, checkpoint_kind, resolve_model_path
 from prune.report import weight_sparsity
 from prune.shards import DEFAULT_SHARD_BYTES, ShardWriter
 from prune.spec import EvalSpec, Resolved, StreamSpec

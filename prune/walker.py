@@ -26,9 +26,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from prune.architecture import DecoderAdapter
 from prune.masks import Pattern
 from prune.methods import LayerMethod
-from prune.models import DecoderAdapter
 from prune.stats import ACCUMULATORS, Accumulator, Stats
 
 log = logging.getLogger(__name__)

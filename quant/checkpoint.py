@@ -27,9 +27,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from prune.architecture import adapter_for
+from prune.checkpoint_kinds import CHECKPOINT_KINDS, load_state_strict
 from prune.errors import SlimpackError
 from prune.io import read_safetensors, write_json_atomic
-from prune.models import CHECKPOINT_KINDS, adapter_for, load_state_strict
 from prune.structured.shapes import STRUCTURE_KEY, apply_structure
 from quant.grid import QuantizedWeight, QuantSpec
 from quant.pack import ZERO_OFFSET, from_gptq, n_words, to_gptq
@@ -242,7 +243,7 @@ def load_gptq(directory: Path, dtype: torch.dtype = torch.float32) -> LoadedQuan
 
 @dataclass(frozen=True)
 class GPTQCheckpoint:
-    """The checkpoint kind (`prune.models.CheckpointKind`) of a GPTQ directory: read back by `load_gptq`; the
+    """The checkpoint kind (`prune.checkpoint_kinds.CheckpointKind`) of a GPTQ directory: read back by `load_gptq`; the
     extras hold the quantized weights by module and the ``quantization_config``."""
 
     name: str = "gptq"

@@ -78,7 +78,8 @@ class VerifyConfig:
     engine_options: dict[str, dict[str, Any]] | None = None  # e.g. {"deepsparse": {"kv_cache": "decode-only"}}
 
     def check(self) -> None:
-        from prune.models import check_context, resolve_model_path
+        from prune.model_config import check_context
+        from prune.models import resolve_model_path
 
         check_settings(self.eval, self.tolerance, self.prompt, self.tokens, self.threads)
         check_context(resolve_model_path(self.reference), {"--seqlen": self.eval.seqlen,

@@ -321,7 +321,8 @@ def open_source(config: ZeroShotConfig) -> Opened:
     from transformers import AutoTokenizer
 
     from export.artifact import Artifact
-    from prune.models import read_config, resolve_model_path
+    from prune.model_config import read_config
+    from prune.models import resolve_model_path
     from runtime_bench.engines import open_artifact
 
     if Artifact.exists(config.model):
@@ -348,7 +349,7 @@ def torch_source(
 ) -> Opened:
     """The model directory ``path`` in torch: ``loaded`` (a `prune.models.LoadedModel` of it), or streamed from
     its shards one block at a time when ``loaded`` is None."""
-    from prune.models import read_config
+    from prune.model_config import read_config
 
     window = context_length(read_config(path))
     if loaded is None:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from prune.models import DecoderAdapter
+from prune.architecture import DecoderAdapter
 from prune.stats import Stats
 from prune.structured import StructuredMethod
 from prune.structured.reconstruct import RIDGE_LAMBDA, ridge_compensate

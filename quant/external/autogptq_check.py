@@ -31,10 +31,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from prune.architecture import ADAPTERS
 from prune.errors import SlimpackError
 from prune.io import atomic_output_dir, external_python
 from prune.lazy import INDEX_FILE, read_index
-from prune.models import ADAPTERS, read_config
+from prune.model_config import read_config
 from quant.checkpoint import read_quantization_config
 from quant.external.gptqmodel_check import Comparison, Runtime, check_main, compare_in
 

@@ -24,9 +24,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from prune.architecture import adapter_for
 from prune.errors import SlimpackError
 from prune.io import atomic_output_dir, external_python, write_json_atomic
-from prune.models import adapter_for, check_context, load_model, read_config
+from prune.model_config import check_context, read_config
+from prune.models import load_model
 from prune.paths import check_writes
 
 log = logging.getLogger(__name__)

@@ -18,10 +18,12 @@ import torch
 from torch import nn
 
 from export.sparse import SparseCheckpoint, SparseCodec
+from prune.architecture import adapter_for
 from prune.errors import SlimpackError
 from prune.io import release_freed_heap
 from prune.lazy import LazyCheckpoint, fresh_rotary
-from prune.models import adapter_for, checkpoint_kind, read_config
+from prune.model_config import read_config
+from prune.models import checkpoint_kind
 from runtime_bench.engines.base import ENGINES, Artifact
 from runtime_bench.engines.torch_engine import TorchEngine
 

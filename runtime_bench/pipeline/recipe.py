@@ -286,8 +286,10 @@ def check_model_fits(recipe: Recipe, model: Path, source: str) -> None:
     against the recipe's pattern and group size — the checks each stage makes when it starts, made before the
     first step. A quantize stage after a structured prune gets its shapes from that prune: checked when it starts."""
     from prune.api import UnstructuredPrune
+    from prune.architecture import adapter_for
     from prune.lazy import LazyCheckpoint
-    from prune.models import LoadedModel, adapter_for, checkpoint_kind, read_config
+    from prune.model_config import read_config
+    from prune.models import LoadedModel, checkpoint_kind
     from prune.structured.api import StructuredPrune
     from quant.api import Quantize
 

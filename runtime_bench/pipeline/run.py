@@ -27,7 +27,8 @@ from typing import Any
 from prune.errors import SlimpackError
 from prune.io import directory_bytes, locked_dir, write_json_atomic, write_text_atomic
 from prune.manifest import environment
-from prune.models import check_context, resolve_model_path
+from prune.model_config import check_context
+from prune.models import resolve_model_path
 from prune.paths import Output, check_writes
 from prune.spec import EvalSpec, Job, StreamSpec
 from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size

@@ -103,7 +103,7 @@ SHAPE_KEYS = ("model_type", "num_hidden_layers", "hidden_size", "intermediate_si
 def model_shape(model_dir: Path) -> dict[str, Any]:
     """What the speed depends on: the config's layer count and sizes (a sweep of a random-weight shape model
     says so in its report)."""
-    from prune.models import read_config
+    from prune.model_config import read_config
 
     config = read_config(model_dir)
     return {key: config.get(key) for key in SHAPE_KEYS}

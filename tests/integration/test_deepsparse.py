@@ -32,8 +32,9 @@ from export.deepsparse import (
     count_zeros,
     export_deepsparse,
 )
+from prune.architecture import adapter_for
 from prune.errors import SlimpackError
-from prune.models import adapter_for, tiny_llama
+from prune.models import tiny_llama
 from runtime_bench.engines.base import ENGINES
 from runtime_bench.engines.deepsparse_client import DeepSparseEngine, deepsparse_python
 

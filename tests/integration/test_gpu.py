@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from prune.architecture import adapter_for
 from prune.masks import Pattern
 from prune.methods import METHODS
-from prune.models import adapter_for, tiny_llama
+from prune.models import tiny_llama
 from prune.walker import walk
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from prune.architecture import adapter_for
 from prune.io import sha256_file
-from prune.models import adapter_for, load_model
+from prune.models import load_model
 from quant.checkpoint import load_gptq
 from runtime_bench.cli import main
 

@@ -275,8 +275,8 @@ def test_streamed_eval_equals_the_whole_model_forward(sharded: Path, tmp_path: P
 def test_a_mixture_of_experts_model_is_named_as_such(model_type: str) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from prune.architecture import adapter_for
     from prune.errors import SlimpackError
-    from prune.models import adapter_for
 
     config = AutoConfig.for_model(model_type, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                   num_attention_heads=4, num_key_value_heads=2, vocab_size=64)  # fmt: skip

@@ -45,7 +45,8 @@ def test_structured_prune_writes_a_smaller_model_that_reloads_exactly(slim: Path
 
 
 def test_in_memory_pruned_model_and_its_saved_form_give_identical_logits(tokenizer, tmp_path: Path) -> None:  # noqa: ANN001
-    from prune.models import adapter_for, save_model, tiny_llama
+    from prune.architecture import adapter_for
+    from prune.models import save_model, tiny_llama
     from prune.structured import STRUCTURED
     from prune.structured.shapes import record_structure
     from prune.structured.walk import structured_walk

@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from prune.architecture import ADAPTERS, adapter_for
 from prune.errors import SlimpackError
 from prune.masks import Pattern
 from prune.methods import METHODS
-from prune.models import ADAPTERS, adapter_for, tiny_llama
+from prune.models import tiny_llama
 from prune.stats import ACCUMULATORS, Stats, gradient_norms
 from prune.walker import walk
 

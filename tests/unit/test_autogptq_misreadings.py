@@ -21,7 +21,7 @@ def checkpoint(tmp_path: Path, tied: bool, theta: float, legacy: bool, fmt: str 
     config = {"model_type": "llama", "tie_word_embeddings": tied, "rope_parameters": {"rope_theta": theta, "rope_type": "default"},
               "quantization_config": {"quant_method": "gptq", "checkpoint_format": fmt},
               "vocab_size": 8, "hidden_size": 4, "intermediate_size": 8, "num_hidden_layers": 1,
-              "num_attention_heads": 1}  # fmt: skip  (sizes a config must give: `prune.models.check_config`)
+              "num_attention_heads": 1}  # fmt: skip  (sizes a config must give: `prune.model_config.check_config`)
     if legacy:
         config["rope_theta"] = theta
     (tmp_path / "config.json").write_text(json.dumps(config))

@@ -1,6 +1,7 @@
 import torch
 
-from prune.models import adapter_for, tiny_llama
+from prune.architecture import adapter_for
+from prune.models import tiny_llama
 from prune.stats import HessianAccumulator, InputNormAccumulator, gradient_norms
 
 

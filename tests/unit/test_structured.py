@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from prune.architecture import adapter_for
 from prune.errors import SlimpackError
-from prune.models import adapter_for, tiny_llama
+from prune.models import tiny_llama
 from prune.structured import STRUCTURED
 from prune.structured.activation import lowest_heads
 from prune.structured.reconstruct import ridge_compensate

@@ -32,6 +32,9 @@ from prune.lazy import output_bytes
 from prune.manifest import Manifest, environment, peak_rss_mib
 from prune.model_config import read_config
 from prune.models import LoadedModel, load_model
+from prune.spec import asked_store
+from prune.store import choose_store
+from prune.stream import open_streamed
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,8 @@ class ExportConfig:
     overwrite: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     graph_cache: Path | None = None  # traced graphs reused across models of one shape (`export.graph_cache`)
-    stream: bool = False  # never the whole model: traced on a skeleton, weights written tensor by tensor
+    stream: bool | None = None  # True: never the whole model (traced on a skeleton, weights written tensor by
+    # tensor); False: loaded whole; None: chosen from the model's size (`prune.store.choose_store`)
     progress: bool = True
 
 
@@ -102,16 +106,16 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
     # every format holds floats as fp32 at most, integer codes as stored; a tensorwise one (sparse, hf) as stored
     need = output_bytes(model_dir, None if isinstance(exporter, TensorwiseExporter) else 4)
     check_output_dir(config.out, config.overwrite, [model_dir], need, record=EXPORT_MANIFEST)
-    if config.stream and not isinstance(exporter, StreamingExporter | TensorwiseExporter):
-        raise SlimpackError(
+    tensorwise = isinstance(exporter, TensorwiseExporter)  # never loads the model: it always runs streamed
+    refusal = None
+    if not isinstance(exporter, StreamingExporter | TensorwiseExporter):
+        refusal = (
             f"--format {config.format} loads the model whole; --stream writes {', '.join(streaming_formats())} "
             "(drop --stream)"
         )
+    streamed = tensorwise or choose_store(model_dir, asked_store(config.stream), refusal=refusal).streamed
     exporter.check_source(model_dir)
-    tensorwise = isinstance(exporter, TensorwiseExporter)  # never loads the model: --stream is how it always runs
-    if config.stream or tensorwise:
-        from prune.stream import open_streamed
-
+    if streamed:
         loaded = open_streamed(model_dir)
         before = streamed_source_zeros(loaded, config.progress)
     else:
@@ -122,8 +126,8 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
         cache = GraphCache(config.graph_cache) if config.graph_cache is not None else None
         if tensorwise:
             details = exporter.export_from(model_dir, tmp)
-        elif config.stream:
-            details = exporter.export_streamed(loaded, tmp, config.progress)
+        elif streamed:
+            details = exporter.export_streamed(loaded, tmp, config.progress)  # type: ignore[union-attr]
         else:
             details = exporter.export(loaded, model_dir, tmp, cache)
         seconds = time.perf_counter() - start

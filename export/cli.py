@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from prune.cli import COMMANDS, Reads, Writes
+from prune.cli import COMMANDS, Reads, Writes, add_store_arguments, asked_stream
 from prune.errors import SlimpackError
 from prune.spec import parse_options
 
@@ -37,11 +37,11 @@ class ExportCommand:
         parser.add_argument(
             "--no-graph-cache", action="store_true", help="trace the graph afresh and cache nothing (onnx formats)"
         )
-        parser.add_argument(
-            "--stream",
-            action="store_true",
-            help="models larger than memory (onnx, onnx-int4): trace a weightless skeleton, write each weight from "
-            "the shards into model.onnx.data",
+        add_store_arguments(
+            parser.add_argument_group(
+                "store (chosen from the model's size, see prune/store.py; streamed: onnx, onnx-int4 and deepsparse "
+                "trace a weightless skeleton and write each weight from the shards into model.onnx.data)"
+            )
         )
         parser.add_argument(
             "-O", "--option", action="append", default=[], help="format option KEY=VALUE, e.g. -O dtype=bfloat16"
@@ -57,7 +57,7 @@ class ExportCommand:
             if args.format != "sparse":
                 raise SlimpackError(f"--values {args.values} applies to --format sparse, not {args.format}; drop it")
             options["values"] = args.values
-        config = ExportConfig(args.model, args.format, args.out, args.overwrite, options, cache, args.stream,
+        config = ExportConfig(args.model, args.format, args.out, args.overwrite, options, cache, asked_stream(args),
                               progress=not args.quiet)  # fmt: skip
         manifest = export_model(config)
         zeros = manifest["zeros"]

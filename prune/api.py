@@ -11,10 +11,13 @@ from typing import Any
 from prune.data import Calibration, DataSpec
 from prune.errors import SlimpackError
 from prune.manifest import Manifest, MethodRecord, environment, peak_rss_mib
-from prune.models import LoadedModel, load_model, save_model
+from prune.model_config import check_context
+from prune.models import LoadedModel, load_model, resolve_model_path, save_model
 from prune.report import model_sparsity, sparsity_summary
-from prune.spec import EvalSpec, Job, PruneSpec, Resolved
+from prune.spec import EvalSpec, Job, PruneSpec, Resolved, asked_store
 from prune.stage import Outcome, allocation_context, check_layers, evaluate_model, prepare_walk, run_stage
+from prune.store import choose_store, settle
+from prune.stream import StreamedBlocks, finish, output_writer, plan_streamed_walk, stream_refusal, streamed_perplexity
 from prune.walker import in_memory, walk
 
 log = logging.getLogger(__name__)
@@ -41,8 +44,6 @@ class UnstructuredPrune:
         r = self.resolved
         store = None
         if job.stream is not None:  # each finished block is written into ``out`` as the walk goes
-            from prune.stream import StreamedBlocks, finish, output_writer, plan_streamed_walk
-
             lazy = loaded.lazy
             assert lazy is not None and loaded.adapter is not None
             needs, reruns = r.method.needs, r.method.modifies_weights
@@ -84,31 +85,24 @@ class UnstructuredPrune:
 def prune(config: PruneConfig) -> Manifest:
     """Prune ``config.job.model`` as ``config.spec`` says and write it with its manifest to ``config.job.out``."""
     resolved = config.spec.resolve()
-    if config.job.stream is not None:
-        from prune.stream import check_streamable
-
-        check_streamable(resolved)
+    job = settle(config.job, stream_refusal(resolved))
     if config.spec.structured is not None:
         from prune.structured.api import StructuredPrune
 
-        return run_stage(config.job, StructuredPrune(resolved))
-    return run_stage(config.job, UnstructuredPrune(resolved))
+        return run_stage(job, StructuredPrune(resolved))
+    return run_stage(job, UnstructuredPrune(resolved))
 
 
 def evaluate(
-    model_spec: str, spec: EvalSpec, device: str = "cpu", progress: bool = True, stream: bool = False
+    model_spec: str, spec: EvalSpec, device: str = "cpu", progress: bool = True, stream: bool | None = None
 ) -> dict[str, Any]:
-    """Perplexity of a model: loaded whole, or block-major from its shards (``stream``: `prune.stream`)."""
-    from prune.model_config import check_context
-    from prune.models import resolve_model_path
-
+    """Perplexity of a model: loaded whole, or block-major from its shards (`prune.stream`); ``stream``: None
+    lets `prune.store.choose_store` pick (the same perplexity either way), True / False force it."""
     spec.check()
-    check_context(resolve_model_path(model_spec), {"--seqlen": spec.seqlen})
-    if stream:
-        from prune.models import resolve_model_path
-        from prune.stream import streamed_perplexity
-
-        result = streamed_perplexity(resolve_model_path(model_spec), spec, device, progress)
+    path = resolve_model_path(model_spec)
+    check_context(path, {"--seqlen": spec.seqlen})
+    if choose_store(path, asked_store(stream)).streamed:
+        result = streamed_perplexity(path, spec, device, progress)
     else:
         result = evaluate_model(load_model(model_spec, device=device), spec, device, progress)
     return {

@@ -34,6 +34,7 @@ from prune.spec import (
     PruneSpec,
     StreamSpec,
     StructuredSpec,
+    asked_store,
     parse_options,
     protocol,
 )
@@ -127,7 +128,9 @@ OUTPUT_EVALUATIONS: Registry[type[OutputEvaluation]] = Registry("output evaluati
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("calibration data")
-    g.add_argument("--dataset", action=Reads, default="offline", help="offline | wikitext2 | c4 | ptb | PATH to a text file")
+    g.add_argument(
+        "--dataset", action=Reads, default="offline", help="offline | wikitext2 | c4 | ptb | PATH to a text file"
+    )
     g.add_argument("--nsamples", type=int, default=32, help="calibration windows (default 32)")
     g.add_argument("--seqlen", type=int, default=512, help="tokens per calibration/eval window (default 512)")
     g.add_argument("--seed", type=int, default=0, help="seed of the calibration window offsets")
@@ -170,36 +173,62 @@ def add_output_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--out", action=Writes, kind="dir", required=True, help=f"output {what} directory")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--eval", action="store_true", help=f"also measure the {what}'s perplexity")
-    g = parser.add_argument_group("streaming (models larger than memory)")
-    g.add_argument("--stream", action="store_true",
-                   help="read one block at a time from the shards and write each finished block (never the whole model)")  # fmt: skip
-    g.add_argument(
-        "--dtype", default=None, help=f"--stream: output dtype, {' | '.join(STREAM_DTYPES)} (default: the source's)"
+    g = parser.add_argument_group(
+        "store (chosen from the model's size: streamed when the whole fp32 model would not fit the memory "
+        "available, or when streaming saves ≥ 1 GiB; see prune/store.py)"
     )
-    g.add_argument("--shard-size", type=float, default=2048, metavar="MIB", help="--stream: output shard size (MiB)")
+    add_store_arguments(g)
+    g.add_argument(
+        "--dtype",
+        default=None,
+        help=f"streamed output dtype, {' | '.join(STREAM_DTYPES)} (default: the source's; implies --stream)",
+    )
+    g.add_argument(
+        "--shard-size",
+        type=float,
+        default=2048,
+        metavar="MIB",
+        help="streamed output shard size (MiB; implies --stream)",
+    )
     g.add_argument("--max-memory", type=float, default=None, metavar="MIB",
-                   help="--stream: refuse, before any work, a run whose estimated peak exceeds this")  # fmt: skip
+                   help="the memory budget: the store is chosen against it, and a streamed run whose estimated peak exceeds it is refused before any work")  # fmt: skip
     g.add_argument("--offload-dir", action=Writes, kind="dir", type=str, default=None, metavar="DIR",
-                   help="--stream: keep the calibration activations in files here when they would exceed "
-                   "--max-memory (always, without it)")  # fmt: skip
+                   help="keep the calibration activations in files here when they would exceed "
+                   "--max-memory (always, without it; implies --stream)")  # fmt: skip
     add_data_arguments(parser)
     add_eval_arguments(parser)
     for name in OUTPUT_EVALUATIONS.names():
         OUTPUT_EVALUATIONS.get(name)().add_arguments(parser)
 
 
+def add_store_arguments(group: Any) -> None:
+    """``--stream`` / ``--resident``: force the store that `prune.store.choose_store` would choose."""
+    force = group.add_mutually_exclusive_group()
+    force.add_argument("--stream", action="store_true",
+                       help="force the streamed store: one block in memory at a time, read from the shards")  # fmt: skip
+    force.add_argument(
+        "--resident", action="store_true", help="force the resident store: the whole model loaded in fp32"
+    )
+
+
+def asked_stream(args: argparse.Namespace) -> bool | None:
+    """``--stream`` → True, ``--resident`` → False, neither → None (chosen from the model's size)."""
+    return True if args.stream else False if args.resident else None
+
+
 def job(args: argparse.Namespace, model: str) -> Job:
     """The `Job` of a model-writing command (see `add_output_arguments`)."""
-    streaming = (args.dtype, args.max_memory, args.offload_dir)
-    if not args.stream and (any(v is not None for v in streaming) or args.shard_size != 2048):
-        raise SlimpackError(
-            "--dtype, --shard-size, --max-memory and --offload-dir apply to the streamed path; add --stream"
-        )
-    stream = StreamSpec(args.dtype, args.shard_size, args.max_memory, args.offload_dir) if args.stream else None
+    streamed_only = {"--dtype": args.dtype, "--offload-dir": args.offload_dir,
+                     "--shard-size": args.shard_size if args.shard_size != 2048 else None}  # fmt: skip
+    given = [flag for flag, value in streamed_only.items() if value is not None]
+    if args.resident and given:
+        raise SlimpackError(f"{given[0]} applies to the streamed store; drop it or drop --resident")
+    store = "stream" if args.stream or given else asked_store(asked_stream(args))
+    stream = StreamSpec(args.dtype, args.shard_size, args.max_memory, args.offload_dir)
     asked = (OUTPUT_EVALUATIONS.get(name)().evaluation(args) for name in OUTPUT_EVALUATIONS.names())
     return Job(model=model, out=args.out, data=data_spec(args, args.protocol), device=args.device, overwrite=args.overwrite,
                evaluate=eval_spec(args) if args.eval else None, progress=not args.quiet, stream=stream,
-               evaluations=tuple(e for e in asked if e is not None))  # fmt: skip
+               evaluations=tuple(e for e in asked if e is not None), store=store)  # fmt: skip
 
 
 def add_prune_arguments(
@@ -230,7 +259,9 @@ def add_prune_arguments(
                    help=f"layerwise sparsity: uniform | owl | dlp | pi | log-increase | rl-search (default {shown})")  # fmt: skip
     g.add_argument("-A", "--alloc-option", action="append", default=[], help="allocation option KEY=VALUE")
     if plan:
-        g.add_argument("--plan", action=Reads, type=Path, default=None, help="a sparsity plan JSON (from `slimpack plan`)")
+        g.add_argument(
+            "--plan", action=Reads, type=Path, default=None, help="a sparsity plan JSON (from `slimpack plan`)"
+        )
         g.add_argument("--true-sequential", action="store_true", help="calibrate qkv → o → up/gate → down in turn")
     if structured:
         s = parser.add_argument_group("structured pruning (whole attention heads and FFN channels)")
@@ -356,18 +387,20 @@ class EvalCommand:
     help = "perplexity of a model (non-overlapping windows; see prune/eval.py)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("model", action=Reads, kind="model", help="HF model directory, hub id, or alias (smollm2-135m)")
+        parser.add_argument(
+            "model", action=Reads, kind="model", help="HF model directory, hub id, or alias (smollm2-135m)"
+        )
         parser.add_argument("--dataset", action=Reads, default="offline", help="offline | wikitext2 | c4 | ptb | PATH")
         parser.add_argument("--seqlen", type=int, default=512)
         parser.add_argument("--device", default="cpu")
         parser.add_argument("--json", action=Writes, default=None, help="also write the result to this JSON file")
-        parser.add_argument("--stream", action="store_true", help="one block in memory at a time (block-major)")
+        add_store_arguments(parser)
         add_eval_arguments(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         from prune.api import evaluate
 
-        result = evaluate(args.model, eval_spec(args), args.device, progress=not args.quiet, stream=args.stream)
+        result = evaluate(args.model, eval_spec(args), args.device, progress=not args.quiet, stream=asked_stream(args))
         write_json(args.json, result)
         print(
             f"{args.model}: perplexity {result['perplexity']:.3f} on {result['dataset']} "

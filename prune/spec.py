@@ -226,6 +226,14 @@ class StreamSpec:
 
 
 STREAM_DTYPES = ("float32", "bfloat16", "float16")
+STORES = ("auto", "stream", "resident")  # where a model is held (`prune.store`): chosen, or forced
+
+
+def asked_store(stream: bool | None) -> str:
+    """A command's ``stream`` argument as a store: None → ``auto``, True → ``stream``, False → ``resident``."""
+    return "auto" if stream is None else "stream" if stream else "resident"
+
+
 MAX_SHARD_MIB = 2**20  # 1 TiB: a shard size beyond any disk (inf, 1e300) is a typing error
 
 
@@ -267,6 +275,7 @@ class Job:
     progress: bool = True
     stream: StreamSpec | None = None
     evaluations: tuple[Evaluation, ...] = ()
+    store: str = "auto"  # auto | stream | resident (`prune.store`): ``stream`` is None after a resident choice
 
     def output_bytes(self, linear_bytes: float | None = None) -> int:
         """The output's size, estimated from the source's headers: floats as written (fp32 in memory, the
@@ -287,6 +296,8 @@ class Job:
         from prune.models import resolve_model_path
         from prune.paths import Output, check_writes
 
+        if self.store not in STORES:
+            raise SlimpackError(f"store {self.store!r} is not one of {', '.join(STORES)}")
         if self.stream is not None:
             self.stream.check()
         self.data.check()

@@ -9,7 +9,7 @@ it is, or GPTQ's packed tensors — `quant.checkpoint.GPTQEncoder`), written to 
 the output dtype (or only dropped, for a read-only pass such as an allocator's statistics) and released.
 `finish` writes what is not in a block (embedding, final norm, lm_head: copied from the source shards), the
 config and the tokenizer. Peak memory: one fp32 block, its calibration statistics, the calibration
-activations and one output shard — not the model.
+activations — not the model, and not an output shard (`prune.shards` writes each tensor as it comes).
 """
 
 from __future__ import annotations
@@ -47,25 +47,33 @@ log = logging.getLogger(__name__)
 COMPUTE_DTYPE = torch.float32
 
 
-def check_streamable(resolved: Resolved, method: LayerMethod | None = None) -> None:
-    """Refuse (one line, before any work) a pruning spec the streamed path cannot run: a method that needs
-    whole-model gradients, an allocator that runs the whole model. ``method``: the walked
-    method when it is not ``resolved``'s own (a quantizer, with or without a joint pruner). `prune.api.prune`,
-    `quant.api.quantize` and ``slimpack run``'s recipe check all ask here."""
+def stream_refusal(resolved: Resolved, method: LayerMethod | None = None) -> str | None:
+    """Why the streamed path cannot run a pruning spec (None: it can): a method that needs whole-model
+    gradients, an allocator that runs the whole model. ``method``: the walked method when it is not
+    ``resolved``'s own (a quantizer, with or without a joint pruner). The store choice (`prune.store.settle`)
+    of `prune.api.prune`, `quant.api.quantize` and ``slimpack run``'s recipe ask here."""
     spec = resolved.spec
     method = method or resolved.method
     if method.needs_gradients:
         name = resolved.method.name if resolved.method is not None else method.name
-        raise SlimpackError(
+        return (
             f"method {name!r} needs whole-model gradients, which --stream cannot give: the fp32 "
             "model and its gradients, 8 bytes per parameter (≈ 50 GiB for a 6.7B model); choose magnitude, wanda, "
             "sparsegpt or pgz, or drop --stream"
         )
     if resolved.allocator is not None and not resolved.allocator.streams:
-        raise SlimpackError(
+        return (
             f"allocation {spec.allocation_name!r} runs the whole model; with --stream use uniform, owl, dlp or "
             "log-increase (or a --plan file)"
         )
+    return None
+
+
+def check_streamable(resolved: Resolved, method: LayerMethod | None = None) -> None:
+    """Refuse (one line, before any work) a pruning spec the streamed path cannot run (`stream_refusal`)."""
+    refusal = stream_refusal(resolved, method)
+    if refusal is not None:
+        raise SlimpackError(refusal)
 
 
 def open_streamed(spec: str | Path) -> LoadedModel:
@@ -305,7 +313,8 @@ class Spill:
 class MemoryEstimate:
     """The memory model of a streamed walk, in bytes: what is resident at the peak (one block in fp32, its
     calibration statistics and the OBS sweep's work, the calibration activations — inputs and outputs of a
-    block —, the embedding in its stored dtype, one output shard) on top of what the process already holds."""
+    block —, the embedding in its stored dtype) on top of what the process already holds. The output writer
+    holds no shard (`prune.shards.ShardWriter` writes each tensor into its file as it is added)."""
 
     parts: dict[str, int]
     per_sample: int  # activation bytes of one calibration window
@@ -326,7 +335,7 @@ def largest_block(loaded: LoadedModel) -> nn.Module:
     return max(loaded.adapter.blocks(loaded.lazy.model), key=lambda b: sum(p.numel() for p in b.parameters()))
 
 
-def estimate_memory(loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec, shard_bytes: int) -> MemoryEstimate:
+def estimate_memory(loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec) -> MemoryEstimate:
     """`MemoryEstimate` of pruning ``loaded`` (a skeleton) with a method that accumulates ``needs``."""
     from prune.manifest import peak_rss_mib
 
@@ -342,13 +351,11 @@ def estimate_memory(loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec,
         stats = sum(8 * lin.in_features for lin in linears)
     hidden = lazy.model.config.hidden_size
     per_sample = 2 * data.seqlen * hidden * 4  # a block's inputs and outputs, fp32
-    writer = min(shard_bytes, sum(p.numel() for p in lazy.model.parameters()) * 4)
     parts = {
         "runtime": int(peak_rss_mib() * 2**20),
         "block": block,
         "statistics": stats,
         "activations": per_sample * data.nsamples if needs else 0,
-        "output shard": writer,
     }
     return MemoryEstimate(parts, per_sample)
 
@@ -442,8 +449,7 @@ def plan_streamed_walk(
     budget's verdict (`check_budget`: where the calibration activations wait, or a one-line refusal)."""
     estimate = estimate_time(loaded, needs, data, reruns, MachineRates.measure(device))
     log.info("streamed run: estimated time %s", estimate.describe())
-    shard = int(stream.shard_mib * 2**20)
-    return check_budget(estimate_memory(loaded, needs, data, shard), stream, data)
+    return check_budget(estimate_memory(loaded, needs, data), stream, data)
 
 
 def check_budget(estimate: MemoryEstimate, stream: StreamSpec, data: DataSpec) -> Keep:
@@ -460,7 +466,7 @@ def check_budget(estimate: MemoryEstimate, stream: StreamSpec, data: DataSpec) -
         if budget_mib is not None and spilled.total > budget_mib * 2**20:
             raise SlimpackError(
                 f"--max-memory {budget_mib:.0f} MiB is too small for this run even with the activations in "
-                f"{offload!r}, estimated {spilled.describe()}; raise --max-memory or use a smaller --shard-size"
+                f"{offload!r}, estimated {spilled.describe()}; raise --max-memory"
             )
         return Spill(Path(offload))
     if fits:
@@ -472,7 +478,7 @@ def check_budget(estimate: MemoryEstimate, stream: StreamSpec, data: DataSpec) -
     hint = (
         f"--nsamples {count} (of {data.nsamples}) would fit, or --offload-dir DIR keeps the activations on disk"
         if count > 0
-        else f"even one block needs {fixed / 2**30:.2f} GiB; raise --max-memory or use a smaller --shard-size"
+        else f"even one block needs {fixed / 2**30:.2f} GiB; raise --max-memory"
     )
     raise SlimpackError(
         f"--max-memory {budget_mib:.0f} MiB is too small for this run, estimated {estimate.describe()}; {hint}"

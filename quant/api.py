@@ -25,7 +25,8 @@ from prune.models import LoadedModel, checkpoint_kind, resolve_model_path, save_
 from prune.report import model_sparsity, sparsity_summary
 from prune.spec import Job, PruneSpec, Resolved, StreamSpec
 from prune.stage import Outcome, check_layers, prepare_walk, run_stage
-from prune.stream import StreamedBlocks, check_streamable, finish, output_writer, plan_streamed_walk
+from prune.store import settle
+from prune.stream import StreamedBlocks, finish, output_writer, plan_streamed_walk, stream_refusal
 from prune.walker import in_memory, walk
 from quant.checkpoint import GPTQEncoder, quantization_config, save_gptq, write_gptq_config
 from quant.methods import QUANT_METHODS, QuantizedLayer
@@ -149,22 +150,28 @@ def recipe_stream(quant: QuantizeSpec, stream: StreamSpec) -> StreamSpec:
     return stream if quant.checkpoint_format == DEQUANTIZED else replace(stream, dtype=None)
 
 
+def quantize_stream_refusal(stage: Quantize, stream: StreamSpec | None) -> str | None:
+    """Why the streamed path cannot run this quantization (None: it can)."""
+    refusal = stream_refusal(stage.resolved, stage.method)
+    dtype = stream.dtype if stream is not None else None
+    if refusal is None and stage.quant.checkpoint_format != DEQUANTIZED and dtype not in (None, "float16"):
+        return f"a GPTQ checkpoint stores float16; drop --dtype {dtype}"
+    return refusal
+
+
 def check_stream_quantize(stage: Quantize, stream: StreamSpec) -> None:
     """Refuse (one line, before any work) a quantization the streamed path cannot run."""
-    check_streamable(stage.resolved, stage.method)
-    if stage.quant.checkpoint_format != DEQUANTIZED and stream.dtype not in (None, "float16"):
-        raise SlimpackError(f"a GPTQ checkpoint stores float16; drop --dtype {stream.dtype}")
+    refusal = quantize_stream_refusal(stage, stream)
+    if refusal is not None:
+        raise SlimpackError(refusal)
 
 
 def quantize(config: QuantizeConfig) -> Manifest:
     """Quantize ``config.job.model`` (optionally pruning it in the same walk) into a GPTQ checkpoint."""
     stage = Quantize(config.quant, config.joint)  # every setting checked before the model is read
-    if config.job.stream is not None:
-        check_stream_quantize(stage, config.job.stream)
-    config.job.check(stage.linear_bytes)
     kind = checkpoint_kind(resolve_model_path(config.job.model))
     if kind.quantized:
         raise SlimpackError(
             f"{config.job.model!r} is already quantized ({kind.name}); quantize the unquantized (pruned) model instead"
         )
-    return run_stage(config.job, stage)
+    return run_stage(settle(config.job, quantize_stream_refusal(stage, config.job.stream)), stage)

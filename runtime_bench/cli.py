@@ -23,6 +23,8 @@ from prune.cli import (
     add_data_arguments,
     add_eval_arguments,
     add_prune_arguments,
+    add_store_arguments,
+    asked_stream,
     eval_spec,
     write_json,
 )
@@ -50,12 +52,10 @@ class VerifyCommand:
         parser.add_argument("--dataset", action=Reads, default="offline", help="offline | wikitext2 | c4 | ptb | PATH")
         parser.add_argument("--seqlen", type=int, default=512)
         parser.add_argument("--json", action=Writes, default=None, help="also write the report to this JSON file")
-        parser.add_argument(
-            "--stream",
-            action="store_true",
-            help="the reference one block in memory at a time (a model larger than memory; each greedy token "
-            "reads every block, so keep --tokens small)",
-        )
+        add_store_arguments(parser.add_argument_group(
+            "the reference's store (chosen from its size, see prune/store.py; streamed, each greedy token reads "
+            "every block, so keep --tokens small)"
+        ))  # fmt: skip
         parser.add_argument(
             "--engine-option", action="append", default=[], metavar="ENGINE.KEY=VALUE",
             help="engine constructor option, e.g. deepsparse.kv_cache=decode-only (one compiled graph: a model "
@@ -77,7 +77,7 @@ class VerifyCommand:
                 tokens=args.tokens,
                 threads=args.threads,
                 progress=not args.quiet,
-                stream=args.stream,
+                stream=asked_stream(args),
                 engine_options=parse_engine_options(args.engine_option),
             )
         )
@@ -374,7 +374,7 @@ class EvalCommand(core.EvalCommand):
             ZeroShotConfig(
                 model=args.model, tasks=task_names(args), data=TaskData(args.task_data), num_fewshot=args.num_fewshot,
                 limit=args.limit, batch_size=args.batch_size, threads=args.threads,
-                engine_options=parse_engine_options(args.engine_option), stream=args.stream, progress=not args.quiet,
+                engine_options=parse_engine_options(args.engine_option), stream=asked_stream(args), progress=not args.quiet,
                 device=args.device, trust_unverified=args.trust_unverified,
             )
         )  # fmt: skip

@@ -33,8 +33,9 @@ from export.artifact import Artifact
 from prune.data import eval_windows, load_texts, tokenize
 from prune.errors import SlimpackError
 from prune.eval import perplexity_of
-from prune.models import load_model
-from prune.spec import EvalSpec
+from prune.models import load_model, resolve_model_path
+from prune.spec import EvalSpec, asked_store
+from prune.store import choose_store
 from runtime_bench.engines import open_artifact
 from runtime_bench.engines.base import greedy_decode
 from runtime_bench.engines.torch_engine import TorchEngine
@@ -74,7 +75,8 @@ class VerifyConfig:
     tokens: int = 32
     threads: int | None = None
     progress: bool = True
-    stream: bool = False  # the reference read one block at a time (`prune.stream.StreamedForward`)
+    stream: bool | None = None  # the reference read one block at a time (`prune.stream.StreamedForward`) or
+    # loaded whole; None: chosen from its size (`prune.store.choose_store`)
     engine_options: dict[str, dict[str, Any]] | None = None  # e.g. {"deepsparse": {"kv_cache": "decode-only"}}
 
     def check(self) -> None:
@@ -110,7 +112,7 @@ class ReferenceRun:
 
     @classmethod
     def compute(cls, config: VerifyConfig) -> ReferenceRun:
-        if config.stream:
+        if choose_store(resolve_model_path(config.reference), asked_store(config.stream)).streamed:
             return cls.streamed(config)
         from export.api import source_zeros
 

@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 
 from prune.errors import SlimpackError
+from prune.spec import asked_store
+from prune.store import choose_store
 from runtime_bench.logit_sources import EngineSource, LogitSource, StreamedSource
 from runtime_bench.task_files import check_task_file
 
@@ -295,7 +297,8 @@ class ZeroShotConfig:
     batch_size: int = 1
     threads: int | None = None
     engine_options: dict[str, dict[str, Any]] | None = None
-    stream: bool = False  # a model directory read one block at a time (block-major over every request)
+    stream: bool | None = None  # a model directory read one block at a time (block-major over every request);
+    # None: chosen from its size (`prune.store.choose_store`)
     seed: int = 0
     progress: bool = True
     device: str = "cpu"  # torch's, for a model directory (an artifact runs where its engine runs)
@@ -340,7 +343,8 @@ def open_source(config: ZeroShotConfig) -> Opened:
     from prune.models import load_model
 
     path = resolve_model_path(config.model)
-    loaded = None if config.stream else load_model(path, device=config.device)
+    streamed = choose_store(path, asked_store(config.stream)).streamed
+    loaded = None if streamed else load_model(path, device=config.device)
     return torch_source(path, loaded, config.device, config.batch_size, config.threads, config.progress)
 
 

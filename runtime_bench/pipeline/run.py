@@ -64,7 +64,7 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[st
     dense = resolve_model_path(recipe.model)
     files = [p for p in recipe_inputs(recipe, dense, "") if p.is_file()]  # data text, a plan: their content too
     models = {"dense": (dense, f"{model_key(dense)}:{files_key(files)}")}
-    stream = recipe.stream is not None
+    stream = True if recipe.stream is not None else None  # None: each step's store chosen from the model's size
     step = eval_step(run.cache, "eval-dense", dense, recipe.eval, models["dense"][1], run.progress, stream)
     run.note("eval", "dense", step)
     figures: dict[str, dict[str, Any]] = {
@@ -73,7 +73,7 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[st
 
     def job(source: Path, out: Path, stream: StreamSpec | None = recipe.stream) -> Job:
         return Job(str(source), out, recipe.data, overwrite=True, evaluate=recipe.eval, progress=run.progress,
-                   stream=stream)  # fmt: skip
+                   stream=stream, store="stream" if stream is not None else "auto")  # fmt: skip
 
     if st.prune is not None:
         out = run.out / "prune"
@@ -100,7 +100,7 @@ def run_exports(run: Run, models: dict[str, tuple[Path, str]]) -> dict[str, dict
     for name, item in run.recipe.stages.export.items():
         source, key = models[item.source]
         out = run.out / "export" / name
-        step = artifact_step(run.cache, f"export-{name}", item, source, key, out, run.recipe.stream is not None)
+        step = artifact_step(run.cache, f"export-{name}", item, source, key, out, True if run.recipe.stream is not None else None)
         run.note("export", name, step, detail=f"{item.format} from {item.source}")
         artifacts[name] = {
             "path": step.result["path"], "key": step.key, "source": item.source, "format": item.format,
@@ -128,7 +128,7 @@ def run_verify(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[st
         reference = models[art["source"]][0]
         path = run.out / "verify" / f"{name}.json"
         config = VerifyConfig(Path(art["path"]), str(reference), spec, Tolerance(v.tolerance, v.token_match),
-                              v.prompt, v.tokens, v.threads, run.progress, run.recipe.stream is not None)  # fmt: skip
+                              v.prompt, v.tokens, v.threads, run.progress, True if run.recipe.stream is not None else None)  # fmt: skip
 
         def check(config: VerifyConfig = config, path: Path = path) -> dict[str, Any]:
             key = ReferenceRun.key(config)
@@ -161,7 +161,7 @@ def run_zeroshot(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[
     entries = [("model", name, path, key, "torch", None) for name, (path, key) in models.items()]
     entries += [("artifact", name, Path(a["path"]), a["key"], a["engine"], a["source"]) for name, a in artifacts.items()
                 if z.artifacts is None or name in z.artifacts]  # fmt: skip
-    stream = run.recipe.stream is not None
+    stream = True if run.recipe.stream is not None else None
     out: dict[str, dict[str, Any]] = {"model": {}, "artifact": {}}
     full: dict[str, dict[str, Any]] = {}  # each model's report, for the artifacts' comparison
     for kind, name, path, key, engine, source in entries:
@@ -179,7 +179,7 @@ def run_zeroshot(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[
             write_json_atomic(target, report)
             return {"outputs": [str(target)], "path": str(target)}
 
-        settings = {"zeroshot": evaluation.settings(), "threads": z.threads, "stream": config.stream, "of": key}
+        settings = {"zeroshot": evaluation.settings(), "threads": z.threads, "stream": bool(config.stream), "of": key}
         step = run.cache.run(f"zeroshot-{kind}-{name}", settings, evaluate)
         report = json.loads(Path(step.result["path"]).read_text())
         if kind == "model":

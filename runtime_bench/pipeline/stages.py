@@ -77,7 +77,7 @@ def eval_step(
     spec: EvalSpec,
     source_key: str,
     progress: bool = True,
-    stream: bool = False,
+    stream: bool | None = None,
 ) -> StepResult:
     """Perplexity of ``model`` (``stream``: block-major, one block in memory; the same number)."""
     from prune.api import evaluate
@@ -89,7 +89,7 @@ def eval_step(
 
 
 def artifact_step(
-    cache: StepCache, name: str, spec: ArtifactSpec, source: Path, source_key: str, out: Path, stream: bool = False
+    cache: StepCache, name: str, spec: ArtifactSpec, source: Path, source_key: str, out: Path, stream: bool | None = None
 ) -> StepResult:
     """The artifact of ``spec`` made from the model directory ``source`` (``source_key``: its step key); a
     spec without a format is the model directory itself. ``stream``: written from the shards, tensor by tensor."""

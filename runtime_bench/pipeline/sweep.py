@@ -141,9 +141,9 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
 
     def job(source: Path, out: Path, evaluate: EvalSpec | None) -> Job:
         return Job(str(source), out, config.data, overwrite=True, evaluate=evaluate, progress=config.progress,
-                   stream=config.stream)  # fmt: skip
+                   stream=config.stream, store="stream" if config.stream is not None else "auto")  # fmt: skip
 
-    stream = config.stream is not None
+    stream = True if config.stream is not None else None  # None: each step's store chosen from the model's size
 
     models: dict[str, tuple[Path, str]] = {DENSE: (dense, dense_key)}
     quality: dict[str, dict[str, Any]] = {DENSE: {"sparsity": 0.0}}

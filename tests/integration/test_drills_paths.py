@@ -417,7 +417,7 @@ def test_a_plan_named_after_its_model_and_an_api_offload_dir(model: Path, tmp_pa
     assert main(["-q", "plan", "--model", str(model), "--out", str(model.with_suffix(".json")), *FAST]) == 0
     capsys.readouterr()
     before = digest(model)
-    job = Job(str(model), tmp_path / "o", stream=StreamSpec(offload_dir=str(model / "spill")))
+    job = Job(str(model), tmp_path / "o", stream=StreamSpec(offload_dir=str(model / "spill")), store="stream")
     with pytest.raises(SlimpackError, match=r"\(--offload-dir\) lies inside the input"):
         prune(PruneConfig(job, PruneSpec(method="magnitude")))
     assert digest(model) == before and not (tmp_path / "o").exists()

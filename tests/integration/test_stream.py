@@ -4,14 +4,19 @@ same tensors, bit for bit, as the in-memory path for every method and allocator 
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from prune.errors import SlimpackError
 from prune.lazy import INDEX_FILE, LazyCheckpoint
+from prune.manifest import Manifest
 from prune.methods import METHODS
+from prune.spec import StreamSpec
 from runtime_bench.cli import main
 from tests.conftest import save_tiny
 
@@ -136,9 +141,52 @@ def test_what_cannot_stream_is_refused_in_one_line(
     assert not list(tmp_path.glob(".out.tmp-*"))
 
 
-def test_stream_options_need_stream(sharded: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    rc = main(["-q", "prune", "--model", str(sharded), "--dtype", "bfloat16", *FAST, "--out", str(tmp_path / "o")])
-    assert rc == 2 and "add --stream" in capsys.readouterr().err
+def test_stream_options_refuse_resident(sharded: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = main(["-q", "prune", "--model", str(sharded), "--dtype", "bfloat16", "--resident", *FAST,
+               "--out", str(tmp_path / "o")])  # fmt: skip
+    assert rc == 2 and "--dtype applies to the streamed store; drop it or drop --resident" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_store_is_chosen_from_the_model_size(
+    sharded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No flag: a model whose fp32 copy fits and would save little by streaming is resident; one that would not
+    fit the budget (``--max-memory``), or would save ≥ `STREAM_SAVING`, streams; a job that cannot stream is
+    resident when it fits and refused in one line when it does not; ``--dtype`` implies the streamed store."""
+    import prune.store as store
+
+    footprint = store.ModelFootprint.of(sharded)
+    assert footprint is not None and 0 < footprint.streamed <= footprint.resident  # 2 blocks: both held
+    assert not store.choose_store(sharded).streamed
+    held = store.process_bytes()
+    small = held + footprint.resident - 2**20  # --max-memory counts the whole process
+    assert store.choose_store(sharded, budget_bytes=small).streamed
+    assert "more than" in store.choose_store(sharded, budget_bytes=small).reason
+    assert not store.choose_store(sharded, budget_bytes=held + footprint.resident + 2**20).streamed
+    monkeypatch.setattr(store, "STREAM_SAVING", footprint.resident - footprint.streamed)
+    assert store.choose_store(sharded).streamed
+    monkeypatch.setattr(store, "STREAM_SAVING", footprint.resident - footprint.streamed + 1)
+    assert not store.choose_store(sharded).streamed
+    assert not store.choose_store(sharded, "resident", budget_bytes=1).streamed  # forced: the user's call
+    assert not store.choose_store(sharded, refusal="no way").streamed
+    with pytest.raises(SlimpackError, match=r"\(--max-memory, less what the process holds\), and it cannot stream: no way"):
+        store.choose_store(sharded, budget_bytes=1, refusal="no way")
+    with pytest.raises(SlimpackError, match="^no way$"):
+        store.choose_store(sharded, "stream", refusal="no way")
+    # the CLI: where streaming saves enough, prune streams (the manifest records the streamed settings), and so
+    # it does with --dtype; otherwise it is resident
+    prune = ["-q", "prune", "--model", str(sharded), "--method", "magnitude", "--sparsity", "0.5", *FAST]
+    monkeypatch.setattr(store, "STREAM_SAVING", 0)
+    with caplog.at_level(logging.INFO, logger="prune.store"):
+        assert main([*prune, "--out", str(tmp_path / "a")]) == 0
+    assert Manifest.read(tmp_path / "a").stream == asdict(StreamSpec())
+    assert any("store streamed: ≈ " in r.getMessage() for r in caplog.records)
+    monkeypatch.setattr(store, "STREAM_SAVING", 2**30)
+    assert main([*prune, "--dtype", "float32", "--out", str(tmp_path / "b")]) == 0
+    assert Manifest.read(tmp_path / "b").stream["dtype"] == "float32"
+    assert main([*prune, "--out", str(tmp_path / "c")]) == 0
+    assert Manifest.read(tmp_path / "c").stream is None
 
 
 def test_a_missing_shard_or_tensor_is_named_before_any_work(

@@ -1,7 +1,8 @@
 """The packages are floors: imports only run downward, prune < quant < export < runtime_bench, and inside
 runtime_bench the benchmark proper (engines, harness, latency, memory, verify, report) never imports the
-pipeline that orchestrates it (`runtime_bench.pipeline`, and the CLI on top). Every import of every module is
-read — top-level and inside functions alike — so a lazy import cannot hide a cycle."""
+pipeline that orchestrates it (`runtime_bench.pipeline`, and the CLI on top); and no two files import each
+other, directly or through others (no file-level cycle). Every import of every module is read — top-level and
+inside functions alike — so a lazy import cannot hide a cycle."""
 
 from __future__ import annotations
 
@@ -84,3 +85,76 @@ def test_the_check_catches_upward_imports(tmp_path: Path) -> None:
         "runtime_bench.harness:1 imports runtime_bench.pipeline.run (the pipeline, above the benchmark proper)",
     ]
     assert violations(fake, "runtime_bench.pipeline.sweep") == []
+
+
+def import_graph(paths: list[Path]) -> dict[str, set[str]]:
+    """``{module: the project modules it imports}`` (a package is its ``__init__``; ``from a import b`` is an
+    edge to ``a.b`` when that is a module, else to ``a``)."""
+    names = {module_name(p).removesuffix(".__init__"): p for p in paths}
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        found = {module for _, module in imports_of(path, module_name(path))}
+        graph[name] = {m for m in found if m in names and m != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, edges = work[-1]
+            for nxt in edges:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(sorted(graph[nxt]))))
+                    break
+                if nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        found.append(sorted(component))
+    return found
+
+
+def test_no_file_imports_itself_through_others() -> None:
+    graph = import_graph(modules())
+    assert sum(len(edges) for edges in graph.values()) > 300  # the graph is really read
+    assert cycles(graph) == []
+
+
+def test_the_cycle_check_finds_cycles(tmp_path: Path) -> None:
+    """Direct and indirect cycles, a lazy import among them; acyclic chains and self-imports are not cycles."""
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"e"}, "e": {"d"}, "f": {"a", "g"}, "g": set()}
+    assert sorted(cycles(graph)) == [["a", "b", "c"], ["d", "e"]]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+    pkg = tmp_path / "prune"
+    pkg.mkdir()
+    (pkg / "x.py").write_text("from prune import y\n")
+    (pkg / "y.py").write_text("def f():\n    from prune.x import g\n    return g\n")
+    names = {"prune.x": pkg / "x.py", "prune.y": pkg / "y.py"}
+    graph = {n: {m for _, m in imports_of(p, n)} & set(names) for n, p in names.items()}
+    assert cycles(graph) == [["prune.x", "prune.y"]]

@@ -117,12 +117,16 @@ def obs_sweep(
     act_order: bool = False,
     blocksize: int = 128,
     percdamp: float = 0.01,
+    consume_H: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(W' [out, in] fp32, mask [out, in] bool, True = pruned)``; the inputs are not modified.
+    """Return ``(W' [out, in] fp32, mask [out, in] bool, True = pruned)``; the inputs are not modified, except
+    ``H`` with ``consume_H`` (a contiguous fp32 Hessian its caller no longer needs: `prune.stats.Stats.owned`),
+    which is then factored where it lies instead of in a copy — the same numbers, one ``[in, in]`` less.
 
     ``W'`` is zero wherever ``mask`` is True and, with a quantizer, on its grid everywhere."""
     W = W.detach().clone().float()
-    H = H.detach().clone().float()
+    owned = consume_H and H.dtype == torch.float32 and H.is_contiguous()
+    H = H.detach() if owned else H.detach().clone().float()
     out_f, in_f = W.shape
     mask = torch.zeros_like(W, dtype=torch.bool) if fixed_mask is None else fixed_mask.clone()
     dead = torch.diag(H) == 0
@@ -133,7 +137,7 @@ def obs_sweep(
         quantizer.start(W.masked_fill(mask, 0.0), perm)
     if perm is not None:
         W, H, mask = W[:, perm], H[perm][:, perm], mask[:, perm]
-    Hinv = inverse_hessian_factor(H, percdamp)  # consumes this sweep's copy of H
+    Hinv = inverse_hessian_factor(H, percdamp)  # consumes this sweep's copy of H (or H itself: consume_H)
     del H
     nm = prune is not None and prune.pattern.is_nm
     for step in (prune.pattern.m if nm else 1, quantizer.group_size if quantizer is not None else 1):  # type: ignore[union-attr]

@@ -345,8 +345,10 @@ def estimate_memory(loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec)
     block = sum(p.numel() for p in largest.parameters()) * 4
     linears = list(adapter.linears(largest).values())
     stats = 0
-    if "hessian" in needs:  # every linear's H [in, in] fp32, and the largest's sweep: its H (then H⁻¹) and factor
-        stats = sum(4 * lin.in_features**2 for lin in linears) + 2 * 4 * max(lin.in_features for lin in linears) ** 2
+    if "hessian" in needs:  # every linear's H [in, in] fp32 while calibrating; the largest's sweep then holds its
+        # H (factored in place, `prune.stats.Stats.owned`) and the factor — the others' are released by then
+        largest_h = 4 * max(lin.in_features for lin in linears) ** 2
+        stats = max(sum(4 * lin.in_features**2 for lin in linears), 2 * largest_h)
     elif needs:
         stats = sum(8 * lin.in_features for lin in linears)
     hidden = lazy.model.config.hidden_size

@@ -99,6 +99,7 @@ class GPTQ(_Quantizer):
                 act_order=self.spec.act_order,
                 blocksize=self.blocksize,
                 percdamp=self.percdamp,
+                consume_H=stats.owned,  # its last use: `_pruned` above only reads it
             )
         W.copy_(Wq.to(W.dtype))
         return QuantizedLayer(quantizer.result(), pruned)

@@ -33,8 +33,10 @@ def sparsegpt_prune(
     blocksize: int = 128,
     percdamp: float = 0.01,
     quantizer: ColumnQuantizer | None = None,
+    consume_H: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(W_pruned [out, in] fp32, mask [out, in] bool, True = pruned)``; inputs are not modified.
+    """Return ``(W_pruned [out, in] fp32, mask [out, in] bool, True = pruned)``; inputs are not modified
+    (``H`` is consumed with ``consume_H``: `prune.obs.obs_sweep`).
 
     With a ``quantizer`` this is SparseGPT's joint mode: the kept weights of each column are rounded onto
     the grid in the same pass, and both errors are propagated together; the weight's exact zeros are then
@@ -48,6 +50,7 @@ def sparsegpt_prune(
         quantizer=quantizer,
         blocksize=blocksize,
         percdamp=percdamp,
+        consume_H=consume_H,
     )
 
 
@@ -69,7 +72,8 @@ class SparseGPT:
         self.percdamp = percdamp
 
     def compress(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> None:
-        W, _ = sparsegpt_prune(layer.weight.data, stats["hessian"], ratio, pattern, self.blocksize, self.percdamp)
+        W, _ = sparsegpt_prune(layer.weight.data, stats["hessian"], ratio, pattern, self.blocksize, self.percdamp,
+                               consume_H=stats.owned)  # fmt: skip
         layer.weight.data.copy_(W.to(layer.weight.dtype))
 
     def compress_joint(
@@ -77,7 +81,8 @@ class SparseGPT:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """SparseGPT's joint mode: prune and quantize in the same sweep; returns ``(W' [out, in], mask)``."""
         return sparsegpt_prune(
-            layer.weight.data, stats["hessian"], ratio, pattern, self.blocksize, self.percdamp, quantizer
+            layer.weight.data, stats["hessian"], ratio, pattern, self.blocksize, self.percdamp, quantizer,
+            consume_H=stats.owned,
         )
 
     def options(self) -> dict[str, Any]:

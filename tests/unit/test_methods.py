@@ -85,3 +85,35 @@ def test_methods_reject_unknown_options() -> None:
     with pytest.raises(TypeError):
         METHODS.get("wanda")(blocksize=3)
     assert METHODS.get("sparsegpt")(blocksize=64, percdamp=0.1).options() == {"blocksize": 64, "percdamp": 0.1}
+
+
+
+def test_a_consumed_hessian_gives_the_same_sweep_bit_for_bit() -> None:
+    """`obs_sweep(consume_H=True)` factors the caller's Hessian where it lies (the walker's owned statistics):
+    the same pruned and quantized weights as the sweep over a copy, and the Hessian is used up."""
+    from prune.obs import SweepPruning, obs_sweep
+    from quant.grid import GroupQuantizer, QuantSpec
+
+    torch.manual_seed(3)
+    W = torch.randn(12, 40)
+    X = torch.randn(200, 40)
+    H = 2 * X.T @ X / 200
+    H[:, 5] = H[5, :] = 0  # a dead input
+
+    def settings(case: int) -> dict:  # fresh quantizers: they record what they fit
+        return [
+            {"prune": SweepPruning(0.5, Pattern())},
+            {"prune": SweepPruning(0.5, Pattern.parse("2:4")), "quantizer": GroupQuantizer(QuantSpec(4, 8), 12, 40)},
+            {"fixed_mask": W.abs() < 0.3, "quantizer": GroupQuantizer(QuantSpec(4, 8, act_order=True), 12, 40),
+             "act_order": True},
+        ][case]  # fmt: skip
+
+    for case in range(3):
+        copied = obs_sweep(W, H, **settings(case), blocksize=16)
+        mine = H.clone()
+        consumed = obs_sweep(W, mine, **settings(case), blocksize=16, consume_H=True)
+        assert torch.equal(copied[0], consumed[0]) and torch.equal(copied[1], consumed[1])
+        assert not torch.equal(mine, H)  # used up: factored where it lay
+    before = H.clone()
+    obs_sweep(W, H, **settings(0), blocksize=16)
+    assert torch.equal(H, before)  # without consume_H the caller's Hessian is left as it was

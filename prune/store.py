@@ -6,7 +6,7 @@ that no user has to remember a flag for a model larger than memory.
 ``"resident"`` (the ``--stream`` / ``--resident`` overrides). ``auto`` streams when the whole model in fp32
 would not fit the budget (``--max-memory``, else 80 % of the memory available now) or when streaming saves at
 least `STREAM_SAVING` (1 GiB) against it; otherwise it loads the model whole (small models: one pass, no
-re-reads). A job that cannot stream (`StoreChoice.refusal`: a method that needs whole-model gradients, an
+re-reads). A job that cannot stream (``refusal``: a method that needs whole-model gradients, an
 allocator that runs the whole model, an output kind without a streamed writer) is resident, and refused in
 one line when the resident model would not fit. Both stores give the same numbers: the streamed walk and the
 block-major forward run the same operations in fp32 (tests compare them bit for bit).

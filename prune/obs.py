@@ -126,7 +126,7 @@ def obs_sweep(
     ``W'`` is zero wherever ``mask`` is True and, with a quantizer, on its grid everywhere."""
     W = W.detach().clone().float()
     owned = consume_H and H.dtype == torch.float32 and H.is_contiguous()
-    H = H.detach() if owned else H.detach().clone().float()
+    H = H.detach() if owned else H.detach().to(torch.float32, copy=True)  # one [in, in] copy, whatever its dtype
     out_f, in_f = W.shape
     mask = torch.zeros_like(W, dtype=torch.bool) if fixed_mask is None else fixed_mask.clone()
     dead = torch.diag(H) == 0

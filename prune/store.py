@@ -96,6 +96,8 @@ def decide(path: Path, asked: str, budget_bytes: int | None, refusal: str | None
     """The store of the model directory ``path`` (see the module docstring). ``budget_bytes``: ``--max-memory``,
     the whole process's (None: `BUDGET_FRACTION` of `available_bytes` for the model); ``refusal``: why this job
     cannot stream (None: it can)."""
+    if asked not in STORES:
+        raise SlimpackError(f"store {asked!r} is not one of {', '.join(STORES)}")
     if asked == "stream":
         if refusal is not None:
             raise SlimpackError(refusal)
@@ -139,8 +141,6 @@ def settle(job: Job, refusal: str | None = None) -> Job:
     """``job`` with its store chosen (`choose_store`; ``refusal``: why it cannot stream): streamed — ``stream``
     holds its settings (the defaults when none were given) — or resident (``stream`` None). Logged with the
     reason."""
-    if job.store not in STORES:
-        raise SlimpackError(f"store {job.store!r} is not one of {', '.join(STORES)}")
     settings = job.stream or StreamSpec()
     budget = None if settings.max_memory_mib is None else int(settings.max_memory_mib * 2**20)
     choice = choose_store(resolve_model_path(job.model), job.store, budget, refusal)

@@ -5,7 +5,7 @@ registry), one module per format (`sparse` (+ `hf`), `onnx` (+ `onnx-int4`), `de
 graph modules below `onnx` (`onnx_kv`, `onnx_int4`, `onnx_stream`),
 `sparse_format` (the sparse weight format's tensor math), `graph_cache` (a traced
 graph reused across models of one shape), `api` (`export_model`:
-checks, atomic output, zeros counted back), `cli` (``slimpack export``), `report` (the export results table).
+checks, atomic output, zeros counted back), `cli` (``slimpack export``).
 May import: `prune`, `quant`. Running an artifact (engines, ``verify``) is `runtime_bench`'s. Importing `export`
 registers the sparse checkpoint kinds (every command then reads a sparse checkpoint).
 """

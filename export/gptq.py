@@ -2,7 +2,7 @@
 
 The source must already be a GPTQ checkpoint (``slimpack quantize``); its files are copied unchanged, so
 any GPTQ runtime loads the artifact. Its engine is slimpack's own loader (`quant.checkpoint.load_gptq`,
-dequantized torch weights); GPTQModel's kernels are compared separately by `quant.external.gptqmodel_check`.
+dequantized torch weights); GPTQModel's kernels are compared separately by `slimpack check gptqmodel`.
 Zeros are counted from the packed integers: a weight is exactly 0 when its code equals its zero point.
 """
 

@@ -173,7 +173,7 @@ def obs_sweep(
             Err1[:, i] = err
         W[:, i1:i2] = W1
         mask[:, i1:i2] = mask1
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+        W[:, i2:].addmm_(Err1, Hinv[i1:i2, i2:], alpha=-1.0)  # in place: no [out, in] temporary (0.17 GiB at 7B)
     if perm is not None:
         inv = torch.argsort(perm)
         W, mask = W[:, inv], mask[:, inv]

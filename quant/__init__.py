@@ -3,7 +3,8 @@
 - `grid` integer grids with 0 exact; `pack` GPTQ bit packing; `methods` GPTQ (the core's OBS sweep) and RTN as
   layer methods, mask-aware and joint with any pruner; `checkpoint` writes the GPTQ format and registers its
   loader as a checkpoint kind of `prune.models`; `api` the quantize stage; `cli` the ``slimpack quantize``
-  command; `report` the quantization table; `external/` the GPTQModel cross-check (its own environment).
+  and ``slimpack check`` commands; `report` the quantization table; `external/` the GPTQModel and AutoGPTQ
+  cross-checks (``slimpack check``; each runtime in its own environment).
 - May import: `prune` only. Importing `quant` registers the GPTQ checkpoint kind.
 """
 

@@ -1,4 +1,5 @@
-"""``slimpack quantize``, registered into the core's command registry (`prune.cli.COMMANDS`)."""
+"""``slimpack quantize`` and ``slimpack check gptqmodel|autogptq``, registered into the core's command registry
+(`prune.cli.COMMANDS`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from prune.cli import COMMANDS, Reads, add_output_arguments, add_prune_arguments
 from prune.errors import SlimpackError
 from prune.spec import parse_options
 from quant import report as _report  # noqa: F401  (registers the quantization table of `slimpack report`)
+from quant.external.autogptq_check import AUTOGPTQ_CHECK
+from quant.external.gptqmodel_check import GPTQMODEL_CHECK, RuntimeCheck
+
+RUNTIME_CHECKS: dict[str, RuntimeCheck] = {"gptqmodel": GPTQMODEL_CHECK, "autogptq": AUTOGPTQ_CHECK}
 
 
 @COMMANDS.register("quantize")
@@ -50,3 +55,20 @@ class QuantizeCommand:
         manifest = quantize(QuantizeConfig(job(args, args.model), quant, joint))
         print(manifest_line(manifest, args.out))
         return 0
+
+
+@COMMANDS.register("check")
+class CheckCommand:
+    help = (
+        "load a GPTQ checkpoint in another runtime and compare its logits and weights with ours: gptqmodel | autogptq"
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="runtime", required=True, metavar="RUNTIME")
+        for name, check in RUNTIME_CHECKS.items():
+            p = sub.add_parser(name, help=check.help, description=check.help)
+            check.add_arguments(p)
+            p.set_defaults(check=check)
+
+    def run(self, args: argparse.Namespace) -> int:
+        return args.check.run(args)

@@ -25,8 +25,14 @@ def n_words(n: int, bits: int) -> int:
     return -(-n * bits // 32)
 
 
+PACK_ROWS = 256  # rows packed at a time: the int64 work space of a 4096 × 11008 weight is 22 MiB, not 1 GiB
+
+
 def pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
-    """``values [..., n]`` (integers in [0, 2^bits)) → int32 ``[..., ⌈n·bits/32⌉]``."""
+    """``values [..., n]`` (integers in [0, 2^bits)) → int32 ``[..., ⌈n·bits/32⌉]``; packed ``PACK_ROWS`` rows at
+    a time (each row is independent), so the int64 work space stays small."""
+    if values.dim() > 1 and values.shape[0] > PACK_ROWS:
+        return torch.cat([pack_bits(rows, bits) for rows in values.split(PACK_ROWS)])
     n = values.shape[-1]
     v = values.to(torch.int64) & (2**bits - 1)
     offset = torch.arange(n, dtype=torch.int64) * bits

@@ -48,7 +48,6 @@ class VerifyCommand:
         )
         parser.add_argument("--prompt", type=int, default=32, help="prompt tokens for the greedy check (default 32)")
         parser.add_argument("--tokens", type=int, default=32, help="greedy tokens to compare (default 32)")
-        parser.add_argument("--threads", type=int, default=None, help="engine threads (default: the runtime's)")
         parser.add_argument("--dataset", action=Reads, default="offline", help="offline | wikitext2 | c4 | ptb | PATH")
         parser.add_argument("--seqlen", type=int, default=512)
         parser.add_argument("--json", action=Writes, default=None, help="also write the report to this JSON file")
@@ -56,11 +55,7 @@ class VerifyCommand:
             "the reference's store (chosen from its size, see prune/store.py; streamed, each greedy token reads "
             "every block, so keep --tokens small)"
         ))  # fmt: skip
-        parser.add_argument(
-            "--engine-option", action="append", default=[], metavar="ENGINE.KEY=VALUE",
-            help="engine constructor option, e.g. deepsparse.kv_cache=decode-only (one compiled graph: a model "
-            "whose weights fit memory once)",
-        )  # fmt: skip
+        add_engine_arguments(parser.add_argument_group("the artifact's engine"))
         add_eval_arguments(parser, windows_default=8)
 
     def run(self, args: argparse.Namespace) -> int:
@@ -84,6 +79,25 @@ class VerifyCommand:
         write_json(args.json, report)
         print(verify_table(report))
         return 0 if report["passed"] else 1
+
+
+def add_threads_argument(group: Any, counts: tuple[int, ...] | None = None) -> None:
+    """``--threads``, declared here only: one engine's thread count (default: the runtime's), or with ``counts``
+    the thread counts a benchmark times, each its own interleaved run."""
+    if counts is None:
+        group.add_argument("--threads", type=int, default=None, help="engine threads (default: the runtime's)")
+    else:
+        group.add_argument("--threads", type=number_list(int, "threads"), default=counts, metavar="N[,N...]",
+                           help="thread counts, each its own interleaved run (default "
+                           f"{','.join(map(str, counts))})")  # fmt: skip
+
+
+def add_engine_arguments(group: Any) -> None:
+    """How an artifact's engine runs it (``verify``, ``eval --tasks``): its threads and constructor options."""
+    add_threads_argument(group)
+    group.add_argument("--engine-option", action="append", default=[], metavar="ENGINE.KEY=VALUE",
+                       help="engine constructor option, e.g. deepsparse.kv_cache=decode-only (one compiled graph: "
+                       "a model whose weights fit memory once)")  # fmt: skip
 
 
 def number_list(kind: type, what: str) -> Any:
@@ -167,8 +181,7 @@ class BenchCommand:
             help="the engines you mean to time (e.g. onnxruntime,deepsparse): an ART that runs in another one is "
             "refused before any work (default: each ART in its own engine)",
         )  # fmt: skip
-        t.add_argument("--threads", type=number_list(int, "threads"), default=(2,), metavar="N[,N...]",
-                       help="thread counts, each its own interleaved run (default 2)")  # fmt: skip
+        add_threads_argument(t, counts=(2,))
         t.add_argument("--json", action=Writes, default=None, metavar="FILE",
                        help="also write the figures (cpu, spec, per artifact and thread count) to this JSON file")  # fmt: skip
         add_bench_arguments(t)
@@ -184,7 +197,7 @@ class BenchCommand:
             default=("deepsparse", "onnxruntime"),
             help="comma-separated: deepsparse, onnxruntime, onnxruntime-int4, sparse, sparse-gptq, torch",
         )
-        p.add_argument("--threads", type=number_list(int, "threads"), default=(1, 2), help="e.g. 1,2")
+        add_threads_argument(p, counts=(1, 2))
         add_prune_arguments(p, allocation_default="dlp", sparsity=False, plan=False, structured=False)
         p.set_defaults(prune_method="wanda")
         p.add_argument("--out", action=Writes, kind="dir", default=Path("runs/sweep"),
@@ -349,9 +362,7 @@ class EvalCommand(core.EvalCommand):
         super().add_arguments(parser)
         add_task_arguments(parser, "zero-shot tasks (lm-evaluation-harness; MODEL may then be an exported artifact)")
         g = parser.add_argument_group("the artifact's engine")
-        g.add_argument("--threads", type=int, default=None, help="engine threads (default: the runtime's)")
-        g.add_argument("--engine-option", action="append", default=[], metavar="ENGINE.KEY=VALUE",
-                       help="engine constructor option, e.g. deepsparse.kv_cache=decode-only")  # fmt: skip
+        add_engine_arguments(g)
         g.add_argument("--trust-unverified", action="store_true",
                        help="run an artifact whose export.json records no valid sha256 (its files unverified)")  # fmt: skip
 

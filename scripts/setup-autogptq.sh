@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv-autogptq: AutoGPTQ 0.7.1 (its last release, March 2024) in its own environment — pinned to
 # its time's stack (transformers 4.38.2, numpy 1.26, datasets 2.18), not the main one — so that tests and
-# `python -m quant.external.autogptq_check` can load our GPTQ checkpoints with it and compare its logits with
+# `slimpack check autogptq` can load our GPTQ checkpoints with it and compare its logits with
 # ours. torch comes first from the CPU wheel; AutoGPTQ is built from its sdist with BUILD_CUDA_EXT=0 (a pure
 # Python wheel: the PyPI binary wheel's CUDA 12.1 extensions cannot load without libcudart, and a CUDA build
 # stops on a CPU torch), so it runs its torch fallback QuantLinear. Everything under `nice -n 19`.

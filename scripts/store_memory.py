@@ -31,6 +31,9 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("/tmp/slimpack-store"))
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--resident", action="store_true", help="also prune with --resident (the whole fp32 model)")
+    parser.add_argument("--only", nargs="+", metavar="WORD", default=None,
+                        help="run only the steps whose name starts with one of these words (e.g. quantize); their "
+                             "rows replace the same steps' rows in --json, the others are kept")  # fmt: skip
     args = parser.parse_args()
     python, root = sys.executable, args.root
     model = root / "model"
@@ -56,6 +59,10 @@ def main() -> None:
         steps["prune (wanda 50 %) --resident"] = [*steps["prune (wanda 50 %)"][:-3], "--resident", "--out",
                                                   str(root / "pruned-resident"), "--overwrite"]  # fmt: skip
     size = sum(f.stat().st_size for f in model.glob("*.safetensors"))
+    if args.only:
+        steps = {name: cmd for name, cmd in steps.items() if name.split()[0] in args.only}
+        if not steps:
+            parser.error(f"--only {' '.join(args.only)}: no such step; the steps are prune, quantize, eval, export, verify")
     rows = []
     for name, cmd in steps.items():
         wall, peak = timed(cmd, ok=(0, 1))  # verify exits 1 when a check fails: its memory is still measured
@@ -66,6 +73,10 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:
+        if args.only and args.json.is_file():  # the steps not rerun keep their rows, in their order
+            fresh = {row["command"]: row for row in rows}
+            old = json.loads(args.json.read_text())
+            rows = [fresh.pop(row["command"], row) for row in old] + list(fresh.values())
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"\n{args.shape}, {args.layers} blocks, {size / 2**30:.2f} GiB bf16 ({2 * size / 2**30:.2f} GiB in fp32)\n")
     print("| command (no store flag) | peak RSS MiB | wall s |\n|---|---|---|")

@@ -14,11 +14,11 @@ than report that as a mismatch of ours — each found on SmolLM2's checkpoint:
 With the last two adjusted in a copy (``lm_head.weight`` stored, untied; ``rope_theta`` added), SmolLM2's
 logits through AutoGPTQ equal ours exactly (docs/results/quant.md).
 
-``python -m quant.external.autogptq_check CHECKPOINT [--tokens N] [--dtype float32]`` prints the comparison;
+``slimpack check autogptq CHECKPOINT [--tokens N] [--dtype float32]`` prints the comparison;
 ``--copy-to DIR`` first writes `autogptq_copy` of the checkpoint there and compares AutoGPTQ on the copy with
 ours on the checkpoint. The copy is written beside DIR and renamed to it only when the check succeeds: a check that
 fails leaves nothing. ``--tokens``, the environment and the paths written are checked before any work
-(`quant.external.gptqmodel_check.check_main`).
+(`quant.external.gptqmodel_check.RuntimeCheck`).
 """
 
 from __future__ import annotations
@@ -37,10 +37,9 @@ from prune.io import atomic_output_dir, external_python
 from prune.lazy import INDEX_FILE, read_index
 from prune.model_config import read_config
 from quant.checkpoint import read_quantization_config
-from quant.external.gptqmodel_check import Comparison, Runtime, check_main, compare_in
+from quant.external.gptqmodel_check import Comparison, Runtime, RuntimeCheck, compare_in
 
 PROBE = Path(__file__).with_name("autogptq_probe.py")
-PROG = "python -m quant.external.autogptq_check"
 
 
 def autogptq_python() -> Path:
@@ -134,9 +133,7 @@ def write_copy(checkpoint: Path, tmp: Path) -> Path:
     return tmp
 
 
-def main(argv: list[str] | None = None) -> int:
-    return check_main(argv, PROG, __doc__, "AutoGPTQ", compare, copy=write_copy, ready=autogptq_python)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+AUTOGPTQ_CHECK = RuntimeCheck(
+    "AutoGPTQ", "AutoGPTQ 0.7.1 (.venv-autogptq) loads a GPTQ checkpoint (v1 only): its logits and weights vs ours",
+    compare, autogptq_python, copy=write_copy,
+)  # fmt: skip

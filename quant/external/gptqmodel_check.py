@@ -2,8 +2,8 @@
 7.6.0, CPU) loads it in its own environment (``scripts/setup-gptqmodel.sh`` → ``.venv-gptqmodel``), and
 its logits and dequantized weights are compared with our loader's.
 
-``python -m quant.external.gptqmodel_check CHECKPOINT [--tokens N] [--dtype float32]`` prints the comparison.
-The machinery (`Runtime`, `compare_in`, `check_main`) is shared with the other runtimes' checks
+``slimpack check gptqmodel CHECKPOINT [--tokens N] [--dtype float32]`` prints the comparison (`GPTQMODEL_CHECK`).
+The machinery (`Runtime`, `compare_in`, `RuntimeCheck`) is shared with the other runtimes' checks
 (`quant.external.autogptq_check`): a probe script run by the runtime's own interpreter writes its logits and
 dequantized weights to a safetensors file, and they are compared here with ours.
 """
@@ -14,7 +14,6 @@ import argparse
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,11 +24,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from prune.architecture import adapter_for
+from prune.cli import Reads, Writes
+from prune.data import load_texts, tokenize
 from prune.errors import SlimpackError
 from prune.io import atomic_output_dir, external_python, write_json_atomic
 from prune.model_config import check_context, read_config
 from prune.models import load_model
-from prune.paths import check_writes
 
 log = logging.getLogger(__name__)
 PROBE = Path(__file__).with_name("gptqmodel_probe.py")
@@ -127,85 +127,69 @@ def compare(checkpoint: Path, input_ids: torch.Tensor, dtype: str = "float32", t
     return compare_in(GPTQMODEL, checkpoint, input_ids, dtype, timeout)
 
 
-def check_parser(prog: str, description: str | None, name: str, default_dtype: str, copy: bool) -> argparse.ArgumentParser:
-    """The arguments of a runtime check (`check_main`); its paths declared as read or written (`prune.cli`)."""
-    from prune.cli import Reads, Writes
+@dataclass(frozen=True)
+class RuntimeCheck:
+    """``slimpack check NAME CHECKPOINT``: offline text → ``compare`` → a Markdown table (and ``--json``).
 
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("checkpoint", action=Reads, type=Path)
-    parser.add_argument("--tokens", type=int, default=128, help="tokens of offline text to run (default 128)")
-    parser.add_argument("--dtype", default=default_dtype, choices=["float32", "bfloat16", "float16"],
-                        help=f"{name}'s compute dtype (default {default_dtype})")  # fmt: skip
-    parser.add_argument("--json", action=Writes, default=None)
-    if copy:
-        parser.add_argument("--copy-to", action=Writes, kind="dir", default=None, metavar="DIR",
-                            help=f"first write a copy {name} reads right here, and check that")  # fmt: skip
-    return parser
-
-
-def check_main(
-    argv: list[str] | None,
-    prog: str,
-    description: str | None,
-    name: str,
-    compare_fn: Callable[..., Comparison],
-    default_dtype: str = "float32",
-    copy: Callable[[Path, Path], Path] | None = None,
-    ready: Callable[[], object] | None = None,
-) -> int:
-    """The command line of a runtime check: offline text → ``compare_fn`` → a Markdown table (and ``--json``).
     Checked before any work, each in one line (exit 2): the checkpoint's config, ``--tokens`` (1 … the model's
-    context), the paths written (`prune.paths.check_writes`: nothing in the checkpoint; ``--copy-to`` new) and
-    the runtime's environment (``ready``). With ``copy`` (a writer of a checkpoint copy the runtime reads right,
-    into an empty directory), ``--copy-to DIR`` writes it beside DIR, compares the runtime on the copy with ours on
-    the checkpoint (``compare_fn(copy, ids, dtype, reference=…)``), and renames it to DIR only when the check
-    succeeds: a check that fails leaves nothing."""
-    from prune.cli import declared_paths
+    context), the paths written (the command line's `prune.paths.check_writes`: nothing in the checkpoint;
+    ``--copy-to`` new) and the runtime's environment (``ready``). With ``copy`` (a writer of a checkpoint copy the
+    runtime reads right, into an empty directory), ``--copy-to DIR`` writes it beside DIR, compares the runtime on
+    the copy with ours on the checkpoint (``compare(copy, ids, dtype, reference=…)``), and renames it to DIR only
+    when the check succeeds: a check that fails leaves nothing."""
 
-    parser = check_parser(prog, description, name, default_dtype, copy is not None)
-    args = parser.parse_args(argv)
-    copy_to = getattr(args, "copy_to", None)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from prune.data import load_texts, tokenize
+    name: str  # the runtime, as shown: GPTQModel
+    help: str
+    compare: Callable[..., Comparison]
+    ready: Callable[[], object]  # raises a one-line `SlimpackError` when the runtime's environment is missing
+    default_dtype: str = "float32"
+    copy: Callable[[Path, Path], Path] | None = None
 
-    try:
-        inputs, outputs = declared_paths(parser, args)
-        check_writes(outputs, inputs)
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Its arguments, paths declared as read or written (`prune.cli.Reads` / `Writes`)."""
+        parser.add_argument("checkpoint", action=Reads, type=Path, help="a GPTQ checkpoint (slimpack quantize)")
+        parser.add_argument("--tokens", type=int, default=128, help="tokens of offline text to run (default 128)")
+        parser.add_argument("--dtype", default=self.default_dtype, choices=["float32", "bfloat16", "float16"],
+                            help=f"{self.name}'s compute dtype (default {self.default_dtype})")  # fmt: skip
+        parser.add_argument("--json", action=Writes, default=None, help="also write the comparison as JSON")
+        if self.copy is not None:
+            parser.add_argument("--copy-to", action=Writes, kind="dir", default=None, metavar="DIR",
+                                help=f"first write a copy {self.name} reads right here, and check that")  # fmt: skip
+
+    def run(self, args: argparse.Namespace) -> int:
+        copy_to = getattr(args, "copy_to", None)
         read_config(args.checkpoint)  # not a model directory: one line
         if args.tokens < 1:
-            raise SlimpackError(f"--tokens {args.tokens} is not a token count; pass --tokens N with N ≥ 1 (default 128)")
+            raise SlimpackError(
+                f"--tokens {args.tokens} is not a token count; pass --tokens N with N ≥ 1 (default 128)"
+            )
         check_context(args.checkpoint, {"--tokens": args.tokens})
         if copy_to is not None and copy_to.exists():
             raise SlimpackError(f"--copy-to {str(copy_to)!r} already exists; choose a new directory")
-        if ready is not None:
-            ready()  # a missing environment: before anything is loaded or copied
+        self.ready()  # a missing environment: before anything is loaded or copied
         loaded = load_model(args.checkpoint)
         ids = tokenize(loaded.tokenizer, load_texts("offline").evaluation)[: args.tokens].unsqueeze(0)
-        if copy is None or copy_to is None:
-            result = compare_fn(args.checkpoint, ids, args.dtype)
+        if self.copy is None or copy_to is None:
+            result = self.compare(args.checkpoint, ids, args.dtype)
         else:
             with atomic_output_dir(copy_to, False, [args.checkpoint]) as tmp:  # renamed into place on success only
-                copy(args.checkpoint, tmp)
+                self.copy(args.checkpoint, tmp)
                 try:
-                    result = compare_fn(tmp, ids, args.dtype, reference=args.checkpoint)
+                    result = self.compare(tmp, ids, args.dtype, reference=args.checkpoint)
                 except SlimpackError as err:  # named by --copy-to, not by the temporary directory
-                    raise SlimpackError(str(err).replace(str(tmp), f"the copy for --copy-to {str(copy_to)!r}")) from None
-    except SlimpackError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    rows = "\n".join(
-        f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in asdict(result).items()
-    )
-    print(f"| {name} vs slimpack | value |\n|---|---|\n{rows}")
-    if args.json:
-        write_json_atomic(args.json, asdict(result))
-    return 0
+                    raise SlimpackError(
+                        str(err).replace(str(tmp), f"the copy for --copy-to {str(copy_to)!r}")
+                    ) from None
+        rows = "\n".join(
+            f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in asdict(result).items()
+        )
+        print(f"| {self.name} vs slimpack | value |\n|---|---|\n{rows}")
+        if args.json:
+            write_json_atomic(args.json, asdict(result))
+        return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    return check_main(argv, "python -m quant.external.gptqmodel_check", __doc__, "GPTQModel", compare,
-                      ready=GPTQMODEL.python)  # fmt: skip
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+GPTQMODEL_CHECK = RuntimeCheck(
+    "GPTQModel", "GPTQModel (.venv-gptqmodel) loads a GPTQ checkpoint: its logits and weights vs ours", compare,
+    GPTQMODEL.python,
+)  # fmt: skip

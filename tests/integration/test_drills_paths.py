@@ -31,11 +31,8 @@ def model(tmp_path: Path, tokenizer) -> Path:  # noqa: ANN001
 
 
 def parsers() -> dict[str, argparse.ArgumentParser]:
-    """Every command's parser, sub-commands by their full name (``bench sweep``), and the runtime checks'
-    (``python -m quant.external.…_check``: `check_parser`, with ``--copy-to`` as AutoGPTQ's has it)."""
-    from quant.external.gptqmodel_check import check_parser
-
-    found: dict[str, argparse.ArgumentParser] = {"runtime check": check_parser("check", None, "X", "float32", True)}
+    """Every command's parser, sub-commands by their full name (``bench sweep``, ``check autogptq``)."""
+    found: dict[str, argparse.ArgumentParser] = {}
 
     def walk(parser: argparse.ArgumentParser, prefix: str) -> None:
         subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
@@ -65,7 +62,8 @@ def base_argv(command: str, model: Path, tmp: Path, recipe_name: str = "r.yaml")
         "bench sweep": ["bench", "sweep", "--model", str(model), "--out", str(tmp / "sweep")],
         "bench ART": ["bench", str(model), "--json", str(tmp / "bench.json")],
         "run": ["run", str(recipe)],
-        "runtime check": [str(model), "--tokens", "8"],
+        "check gptqmodel": ["check", "gptqmodel", str(model), "--tokens", "8"],
+        "check autogptq": ["check", "autogptq", str(model), "--tokens", "8"],
     }[command]
 
 
@@ -77,13 +75,6 @@ def write_options() -> list[tuple[str, str]]:
         for a in parser._actions
         if isinstance(a, Writes)
     ]
-
-
-def autogptq_main(argv: list[str]) -> int:
-    """``python -m quant.external.autogptq_check …`` (no ``-q`` of its own)."""
-    from quant.external.autogptq_check import main as check
-
-    return check([a for a in argv if a != "-q"])
 
 
 def with_option(argv: list[str], option: str, value: str) -> list[str]:
@@ -104,7 +95,8 @@ def test_every_path_argument_is_declared_as_read_or_written() -> None:
             if action.type is Path or action.dest in path_like:
                 assert isinstance(action, (Reads, Writes)), f"{name} {action.option_strings or action.dest}"
     assert {c for c, _ in write_options()} == {"prune", "plan", "eval", "inspect", "report", "quantize", "export",
-                                               "verify", "bench sweep", "bench ART", "run", "runtime check"}  # fmt: skip
+                                               "verify", "bench sweep", "bench ART", "run", "check gptqmodel",
+                                               "check autogptq"}  # fmt: skip
 
 
 @pytest.mark.parametrize(("command", "option"), write_options(), ids=lambda v: v.replace(" ", "-"))
@@ -124,12 +116,11 @@ def test_every_write_option_of_every_command_refuses_an_input(
     hub = base_argv(command, snapshot, tmp_path, "hub.yaml")
     before = digest(tmp_path)
     targets = {"lies inside": model / "x", "is": model, "holds": model.parent}
-    run = main if command != "runtime check" else autogptq_main  # `python -m quant.external.autogptq_check`
     for relation, target in targets.items():
-        assert run(["-q", *with_option(base, option, str(target))]) == 2
+        assert main(["-q", *with_option(base, option, str(target))]) == 2
         line = one_line(capsys)
         assert f"({option}) {relation} the input" in line and line.endswith(f"{option} outside it"), line
-    assert run(["-q", *with_option(hub, option, str(blobs))]) == 2
+    assert main(["-q", *with_option(hub, option, str(blobs))]) == 2
     line = one_line(capsys)
     assert f"({option}) holds a linked file or folder ('{blobs}" in line and "of the input" in line, line
     assert digest(tmp_path) == before

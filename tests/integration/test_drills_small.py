@@ -1,4 +1,4 @@
-"""Drills of issue #26, item 7 (three of the smaller ones): the AutoGPTQ check's ``--copy-to`` leaves nothing
+"""Drills of issue #26, item 7 (three of the smaller ones): the AutoGPTQ check's (``slimpack check autogptq``) ``--copy-to`` leaves nothing
 behind when the check fails and refuses a bad ``--tokens`` or a path in the checkpoint before any work; a memory
 probe dies with the run that started it, even by ``kill -9``; the peak RSS a manifest records includes the
 write of the model's files. AutoGPTQ's environment is stood in for by fake interpreters (``SLIMPACK_AUTOGPTQ_PYTHON``):
@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from prune.io import die_with_parent
-from quant.external import autogptq_check
 from runtime_bench.cli import main
 from tests.conftest import save_tiny
 from tests.integration.test_reliability import digest, one_line
@@ -39,6 +38,11 @@ from safetensors.numpy import save_file
 save_file({"logits": np.zeros((1, 1, 3), np.float32)}, sys.argv[4], metadata={"kernels": "fake"})
 """
 FAKE_FAIL = "echo 'fake AutoGPTQ: cannot load this checkpoint' >&2; exit 1\n"
+
+
+def autogptq_check(argv: list[str]) -> int:
+    """``slimpack check autogptq …``."""
+    return main(["check", "autogptq", *argv])
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +118,9 @@ def test_bad_arguments_of_the_autogptq_check_are_one_line_before_any_work(
     monkeypatch.setenv("SLIMPACK_AUTOGPTQ_PYTHON", str(fakes["ok"]))
     monkeypatch.setattr("quant.external.gptqmodel_check.load_model", forbidden)  # nothing past the checks runs
     before, copy_to = digest(checkpoints), tmp_path / "copies" / "c"
-    assert autogptq_check.main(args(checkpoints / "q", copy_to)) == 2
+    assert autogptq_check(args(checkpoints / "q", copy_to)) == 2
     line = one_line(capsys)
-    assert line.startswith("error: ") and expected in line, line
+    assert line.startswith("slimpack: error: ") and expected in line, line
     assert digest(checkpoints) == before and left(copy_to) == [] and not (checkpoints / "q" / "sub").exists()
 
 
@@ -126,7 +130,7 @@ def test_a_missing_autogptq_environment_leaves_nothing(
     monkeypatch.setenv("SLIMPACK_AUTOGPTQ_PYTHON", str(tmp_path / "no-such-python"))
     monkeypatch.setattr("quant.external.gptqmodel_check.load_model", forbidden)
     before, copy_to = digest(checkpoints), tmp_path / "copies" / "c"
-    assert autogptq_check.main([str(checkpoints / "q"), "--copy-to", str(copy_to)]) == 2
+    assert autogptq_check([str(checkpoints / "q"), "--copy-to", str(copy_to)]) == 2
     line = one_line(capsys)
     assert "AutoGPTQ environment not found" in line and "bash scripts/setup-autogptq.sh" in line, line
     assert digest(checkpoints) == before and left(copy_to) == []
@@ -143,7 +147,7 @@ def test_a_check_that_fails_after_the_copy_is_written_leaves_nothing(
 ) -> None:  # fmt: skip
     monkeypatch.setenv("SLIMPACK_AUTOGPTQ_PYTHON", str(fakes[fake]))
     before, copy_to = digest(checkpoints), tmp_path / "copies" / "c"
-    assert autogptq_check.main([str(checkpoints / checkpoint), "--tokens", "8", "--copy-to", str(copy_to)]) == 2
+    assert autogptq_check([str(checkpoints / checkpoint), "--tokens", "8", "--copy-to", str(copy_to)]) == 2
     line = one_line(capsys)
     assert expected in line and f"the copy for --copy-to {str(copy_to)!r}" in line and ".tmp-" not in line, line
     assert digest(checkpoints) == before and left(copy_to) == []
@@ -155,7 +159,7 @@ def test_a_comparison_that_does_not_fit_is_one_line_and_leaves_nothing(
 ) -> None:  # fmt: skip
     monkeypatch.setenv("SLIMPACK_AUTOGPTQ_PYTHON", str(fakes["misfit"]))  # logits of another shape than ours
     before, copy_to = digest(checkpoints), tmp_path / "copies" / "c"
-    assert autogptq_check.main([str(checkpoints / "q"), "--tokens", "8", "--copy-to", str(copy_to)]) == 2
+    assert autogptq_check([str(checkpoints / "q"), "--tokens", "8", "--copy-to", str(copy_to)]) == 2
     line = one_line(capsys)
     assert f"AutoGPTQ's output for the copy for --copy-to {str(copy_to)!r} does not match our model's" in line, line
     assert "(RuntimeError: The size of tensor" in line, line
@@ -168,7 +172,7 @@ def test_a_check_that_succeeds_puts_the_copy_in_place(
 ) -> None:  # fmt: skip
     monkeypatch.setenv("SLIMPACK_AUTOGPTQ_PYTHON", str(fakes["ok"]))
     before, copy_to = digest(checkpoints), tmp_path / "copies" / "c"
-    assert autogptq_check.main([str(checkpoints / "q"), "--tokens", "8", "--copy-to", str(copy_to)]) == 0
+    assert autogptq_check([str(checkpoints / "q"), "--tokens", "8", "--copy-to", str(copy_to)]) == 0
     out = capsys.readouterr().out
     assert "| tokens | 8 |" in out and "| kernels | fake |" in out, out
     assert left(copy_to) == ["c"] and digest(checkpoints) == before

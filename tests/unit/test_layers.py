@@ -158,3 +158,48 @@ def test_the_cycle_check_finds_cycles(tmp_path: Path) -> None:
     names = {"prune.x": pkg / "x.py", "prune.y": pkg / "y.py"}
     graph = {n: {m for _, m in imports_of(p, n)} & set(names) for n, p in names.items()}
     assert cycles(graph) == [["prune.x", "prune.y"]]
+
+
+# Files run by another runtime's interpreter, in its own environment (no slimpack installed there).
+FOREIGN = ("runtime_bench/external/*.py", "quant/external/*_probe.py", "runtime_bench/engines/deepsparse_worker.py")
+OUTSIDE = ("scripts", "tests")  # above every package: they may import any of them, none imports them
+
+
+def foreign_files() -> list[Path]:
+    return sorted(p for pattern in FOREIGN for p in ROOT.glob(pattern) if p.name != "__init__.py")
+
+
+def room_violations(path: Path, name: str) -> list[str]:
+    """An import that leaves the file's room: a foreign file importing slimpack, a package importing scripts/tests."""
+    foreign = path in foreign_files()
+    bad = []
+    for line, module in imports_of(path, name):
+        top = module.split(".")[0]
+        if foreign and top in FLOORS:
+            bad.append(f"{name}:{line} imports {module} (it runs in another runtime's environment)")
+        if top in OUTSIDE or (top and (ROOT / "scripts" / f"{top}.py").is_file()):
+            bad.append(f"{name}:{line} imports {module} (scripts/ and tests/ sit above every package)")
+    return bad
+
+
+def test_the_rooms_keep_their_imports() -> None:
+    """README's layout: the files other runtimes run import nothing of slimpack's; no package imports scripts/ or
+    tests/."""
+    assert len(foreign_files()) >= 5
+    assert [v for path in modules() for v in room_violations(path, module_name(path))] == []
+
+
+def test_the_room_check_can_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = ROOT / "quant" / "external" / "gptqmodel_probe.py"
+    assert room_violations(probe, "quant.external.gptqmodel_probe") == []
+    fake = tmp_path / "x.py"
+    fake.write_text("import scale\nfrom tests.conftest import save_tiny\nfrom prune.errors import SlimpackError\n")
+    assert [v.split(" (")[0] for v in room_violations(fake, "prune.x")] == [
+        "prune.x:1 imports scale",
+        "prune.x:2 imports tests.conftest",
+        "prune.x:2 imports tests.conftest.save_tiny",
+    ]
+    monkeypatch.setattr(f"{__name__}.foreign_files", lambda: [fake])
+    assert "prune.x:3 imports prune.errors (it runs in another runtime's environment)" in room_violations(
+        fake, "prune.x"
+    )

@@ -12,7 +12,7 @@ from prune.obs import obs_sweep, round_to_grid
 from prune.stats import Stats
 from quant.grid import GroupQuantizer, QuantSpec, fit_grid
 from quant.methods import GPTQ, RTN
-from quant.pack import from_gptq, pack_bits, to_gptq, unpack_bits
+from quant.pack import PACK_ROWS, from_gptq, pack_bits, to_gptq, unpack_bits
 from tests.unit.test_methods import stats_for, synthetic_layer
 
 
@@ -33,6 +33,15 @@ def test_bit_packing_round_trips_exactly(bits: int) -> None:
         words = pack_bits(values, bits)
         assert words.dtype == torch.int32 and words.shape == (5, -(-n * bits // 32))
         assert torch.equal(unpack_bits(words, bits, n), values)
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_bit_packing_in_row_chunks_equals_packing_at_once(bits: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tall weight is packed ``PACK_ROWS`` rows at a time (bounded work space): the same words as at once."""
+    values = torch.randint(0, 2**bits, (PACK_ROWS * 2 + 3, 40), generator=torch.Generator().manual_seed(bits))
+    chunked = pack_bits(values, bits)
+    monkeypatch.setattr("quant.pack.PACK_ROWS", values.shape[0])
+    assert torch.equal(chunked, pack_bits(values, bits))
 
 
 def test_four_bit_layout_is_gptq_nibble_order() -> None:

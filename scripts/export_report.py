@@ -1,8 +1,9 @@
 """The export results table: per artifact, export time, size, perplexity through its runtime vs torch,
 greedy parity, and (from a `runtime_bench.latency` JSON) prefill and decode latency.
 
-``python -m export.report RUN_DIR`` reads ``RUN_DIR/*/export.json``, ``RUN_DIR/NAME.verify.json`` and
-``RUN_DIR/latency.json`` (as written by ``scripts/export_table.sh``) and prints a markdown table.
+``.venv/bin/python scripts/export_report.py RUN_DIR`` reads each artifact ``RUN_DIR/*/`` (through `Artifact.open`),
+``RUN_DIR/NAME.verify.json`` and ``RUN_DIR/latency.json`` (as written by ``scripts/export_table.sh``) and prints
+a markdown table (docs/results/export.md).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from export.artifact import EXPORT_MANIFEST
+from export.artifact import EXPORT_MANIFEST, Artifact
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -28,7 +29,8 @@ def export_table(run_dir: Path) -> str:
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for manifest_path in sorted(run_dir.glob(f"*/{EXPORT_MANIFEST}")):
         name = manifest_path.parent.name
-        m = json.loads(manifest_path.read_text())
+        artifact = Artifact.open(manifest_path.parent)
+        m = artifact.manifest
         v = _read(run_dir / f"{name}.verify.json")
         lat = latency.get(name, {})
         zeros = m["zeros"]
@@ -48,7 +50,7 @@ def export_table(run_dir: Path) -> str:
         timing = (
             [f"{lat['prefill_ms']['median']:.0f}", f"{lat['decode_ms_per_token']['median']:.1f}"] if lat else ["–", "–"]
         )
-        row = [name, m["engine"], f"{m['export_seconds']:.0f}", f"{m['bytes'] / 2**20:.1f}", *ppl, kept, *timing]
+        row = [name, artifact.engine, f"{m['export_seconds']:.0f}", f"{artifact.bytes / 2**20:.1f}", *ppl, kept, *timing]
         lines.append("| " + " | ".join(row) + " |")
     for name, lat in latency.items():
         if not (run_dir / name / EXPORT_MANIFEST).is_file():
@@ -78,5 +80,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":
     raise SystemExit(main())

@@ -168,15 +168,13 @@ class _Graph:
 
 
 def dims_of(model: nn.Module) -> dict[str, Any]:
-    config = model.config
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    config, adapter = model.config, adapter_for(model)
     return {
         "layers": config.num_hidden_layers,
         "hidden": config.hidden_size,
-        "heads": heads,
-        "kv_heads": kv_heads,
-        "head_dim": getattr(config, "head_dim", None) or config.hidden_size // heads,
+        "heads": config.num_attention_heads,
+        "kv_heads": adapter.kv_heads(config),
+        "head_dim": adapter.head_dim(config),
         "vocab": config.vocab_size,
         "eps": float(config.rms_norm_eps),
     }
@@ -190,10 +188,10 @@ def check_model(model: nn.Module) -> None:
         raise SlimpackError(f"the deepsparse format supports model_type {', '.join(SUPPORTED)}, not {kind!r}")
     if getattr(config, "hidden_act", "silu") != "silu":
         raise SlimpackError(f"the deepsparse format needs a SiLU MLP, this model uses {config.hidden_act!r}")
-    if getattr(config, "mlp_bias", False):
+    adapter = adapter_for(model)
+    if adapter.mlp_biases(config):
         raise SlimpackError("the deepsparse format does not support MLP biases")
-    block = adapter_for(model).blocks(model)[0]
-    if hasattr(block.self_attn, "q_norm"):
+    if adapter.qk_norm:
         raise SlimpackError("the deepsparse format does not support per-head q/k norms")
     if dims_of(model)["heads"] % dims_of(model)["kv_heads"]:
         raise SlimpackError("attention heads must be a multiple of the KV heads")

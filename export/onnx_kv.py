@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from export.graph_cache import GraphCache, bind, fill, model_tensors, template_key
+from prune.architecture import adapter_of
 from prune.structured.shapes import layer_kv_heads
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,7 @@ WEIGHT_T = ".weight_t"  # `name_linear_weights`: ``{module}.weight_t`` holds ``{
 
 def kv_shape(config: Any) -> tuple[int, list[int], int]:
     """``(layers, each layer's KV heads, head_dim)`` of a decoder config."""
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return config.num_hidden_layers, layer_kv_heads(config), head_dim
+    return config.num_hidden_layers, layer_kv_heads(config), adapter_of(config).head_dim(config)
 
 
 def input_names(layers: int) -> list[str]:
@@ -282,7 +282,7 @@ def tied_embedding_copies(proto: Any, model: nn.Module) -> int | None:
 
     from onnx import numpy_helper
 
-    if not getattr(model.config, "tie_word_embeddings", False):
+    if not adapter_of(model.config).tied_embeddings(model.config):
         return None
     embed = model.get_input_embeddings().weight.detach().numpy()
     wanted = {hashlib.sha256(a.tobytes()).hexdigest() for a in (embed, np.ascontiguousarray(embed.T))}

@@ -54,6 +54,7 @@ from export.onnx_kv import (
     kv_shape,
     output_names,
 )
+from prune.architecture import adapter_of
 from prune.lazy import LazyCheckpoint, fresh, skeleton
 from quant.grid import QuantSpec
 
@@ -116,7 +117,7 @@ def skeleton_graph(lazy: LazyCheckpoint, opset: int | None = None) -> tuple[Any,
     weights = {
         source[len(WRAPPER_PREFIX) :].removesuffix(".weight"): name for name, (source, flip) in bindings.items() if flip
     }
-    tied = 1 if getattr(config, "tie_word_embeddings", False) else None  # read by Gather and (lm_head) Transpose
+    tied = 1 if adapter_of(config).tied_embeddings(config) else None  # read by Gather and (lm_head) Transpose
     details = {**graph_details(proto, config, weights, tied), "streamed": True}
     return proto, bindings, details
 

@@ -82,7 +82,7 @@ def save_semi24(model: nn.Module, out: Path, dtype: torch.dtype) -> dict[str, An
     """Write the compressed checkpoint of a 2:4 ``model`` into ``out``."""
     modules = check_2of4(model)
     state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
-    if getattr(model.config, "tie_word_embeddings", False):
+    if adapter_for(model).tied_embeddings(model.config):
         state.pop("lm_head.weight", None)
     for name in modules:
         packed, meta = compress(state.pop(f"{name}.weight"))
@@ -121,7 +121,7 @@ def load_semi24(directory: Path, device: str = "cpu", dtype: torch.dtype | None 
     config = AutoConfig.from_pretrained(directory)
     model = AutoModelForCausalLM.from_config(config, dtype=stored)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    allowed = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    allowed = {"lm_head.weight"} if adapter_for(model).tied_embeddings(config) else set()
     if set(missing) - allowed or unexpected:
         raise SlimpackError(
             f"{directory}: tensors do not match the config (missing {sorted(set(missing) - allowed)[:3]})"

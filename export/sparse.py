@@ -120,7 +120,7 @@ class SparseCheckpoint:
         lazy = LazyCheckpoint.open(path, self.codec(read_config(path)))
         lazy.materialize(lazy.model, "", dtype, "cpu")
         fresh_rotary(lazy.model, adapter_for(lazy.model).rotary_path)
-        if getattr(lazy.model.config, "tie_word_embeddings", False):
+        if adapter_for(lazy.model).tied_embeddings(lazy.model.config):
             lazy.model.tie_weights()
         return lazy.model.eval(), {}
 

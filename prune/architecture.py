@@ -1,11 +1,14 @@
-"""Where a decoder-only architecture keeps its parts: `DecoderAdapter` (decoder blocks, prunable linears in
-true-sequential groups, embedding, final norm, rotary embedding), registered by ``config.model_type`` in
-`ADAPTERS`; `adapter_for` a model; `check_architecture` names an unsupported one in one line.
+"""Where a decoder-only architecture keeps its parts, and what its config means: `DecoderAdapter` (decoder
+blocks, prunable linears in true-sequential groups, embedding, final norm, rotary embedding; q/k norms, biases,
+tied embeddings, head size, KV heads), registered by ``config.model_type`` in `ADAPTERS`; `adapter_for` a model,
+`adapter_of` a config; `check_architecture` names an unsupported one in one line. Exporters and stages ask the
+adapter these facts instead of probing transformers' modules or configs themselves.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -30,6 +33,31 @@ class DecoderAdapter:
     norm_path: str = "model.norm"
     rotary_path: str | None = "model.rotary_emb"
     groups: tuple[tuple[str, ...], ...] = LLAMA_GROUPS
+    qk_norm: bool = False  # a per-head RMSNorm of q and k before the rotary embedding (Qwen3)
+    qkv_bias: bool | None = None  # q/k/v biases: always (Qwen2), never (Mistral), or as ``attention_bias`` says
+    mlp_bias: bool | None = False  # MLP biases: never, or as ``config.mlp_bias`` says (None: Llama)
+
+    # What the config means (``config``: a transformers config of this model_type) ----------------------------
+
+    def tied_embeddings(self, config: Any) -> bool:
+        """Whether ``lm_head`` shares the embedding's weight (then it is not stored)."""
+        return bool(getattr(config, "tie_word_embeddings", False))
+
+    def head_dim(self, config: Any) -> int:
+        return int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+
+    def kv_heads(self, config: Any) -> int:
+        """The config's KV heads (a structured-pruned model records each layer's: `prune.structured.shapes`)."""
+        return int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+
+    def attention_biases(self, config: Any) -> bool:
+        """Whether q/k/v (and, as ``attention_bias`` says, o) carry biases."""
+        return self.qkv_bias if self.qkv_bias is not None else bool(getattr(config, "attention_bias", False))
+
+    def mlp_biases(self, config: Any) -> bool:
+        return self.mlp_bias if self.mlp_bias is not None else bool(getattr(config, "mlp_bias", False))
+
+    # Where its parts are ----------------------------------------------------------------------------------------
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:
         return model.get_submodule(self.blocks_path)  # type: ignore[return-value]
@@ -62,8 +90,10 @@ class DecoderAdapter:
 
 
 ADAPTERS: Registry[DecoderAdapter] = Registry("architecture")
-for _model_type in ("llama", "mistral", "qwen2", "qwen3"):
-    ADAPTERS.register(_model_type)(DecoderAdapter(_model_type))
+ADAPTERS.register("llama")(DecoderAdapter("llama", mlp_bias=None))
+ADAPTERS.register("mistral")(DecoderAdapter("mistral", qkv_bias=False))
+ADAPTERS.register("qwen2")(DecoderAdapter("qwen2", qkv_bias=True))
+ADAPTERS.register("qwen3")(DecoderAdapter("qwen3", qk_norm=True))
 
 
 MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")  # Mixtral, Qwen-MoE, DeepSeek
@@ -85,7 +115,12 @@ def check_architecture(model_type: object, experts: object) -> str:
     return model_type
 
 
-def adapter_for(model: nn.Module) -> DecoderAdapter:
-    model_type = getattr(model.config, "model_type", None)
-    experts = next((getattr(model.config, k) for k in MOE_KEYS if getattr(model.config, k, None)), None)
+def adapter_of(config: Any) -> DecoderAdapter:
+    """The adapter of a transformers config (one line for an unsupported architecture)."""
+    model_type = getattr(config, "model_type", None)
+    experts = next((getattr(config, k) for k in MOE_KEYS if getattr(config, k, None)), None)
     return ADAPTERS.get(check_architecture(model_type, experts))
+
+
+def adapter_for(model: nn.Module) -> DecoderAdapter:
+    return adapter_of(model.config)

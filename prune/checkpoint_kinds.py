@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import nn
 
+from prune.architecture import adapter_for
 from prune.errors import SlimpackError
 from prune.registry import Registry
 
@@ -47,7 +48,7 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: P
     """Load ``state`` into ``model``: every tensor must have a place and every place a tensor (a tied
     ``lm_head`` excepted); the first mismatch is a one-line error naming it."""
     missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+    tied = {"lm_head.weight"} if adapter_for(model).tied_embeddings(model.config) else set()
     bad = sorted(unexpected) or sorted(set(missing) - tied)
     if bad:
         what = "unexpected" if unexpected else "missing"

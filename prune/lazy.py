@@ -251,7 +251,7 @@ class LazyCheckpoint:
         stored as it is — and nothing else is listed (a tied head excepted)."""
         headers = self.headers
         expected = dict(self.model.state_dict())
-        tied = getattr(self.model.config, "tie_word_embeddings", False)
+        tied = adapter_for(self.model).tied_embeddings(self.model.config)
         used: set[str] = set()
         for name, tensor in expected.items():
             sources = self.codec.sources(name, self.files)

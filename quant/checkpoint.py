@@ -78,7 +78,7 @@ def save_gptq(
     qconfig: dict[str, Any],
 ) -> None:
     """Write ``model`` with its ``quantized`` linears (by module name) as a GPTQ checkpoint into ``directory``."""
-    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    tied = adapter_for(model).tied_embeddings(model.config)
     tensors: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
         module, _, leaf = key.rpartition(".")

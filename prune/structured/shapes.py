@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prune.architecture import adapter_of
 from prune.errors import SlimpackError
 
 STRUCTURE_KEY = "slimpack_structure"  # the config.json entry that records per-layer shapes
@@ -92,7 +93,7 @@ def block_shape(block: nn.Module) -> BlockShape:
         head_dim=d,
         hidden=attn.o_proj.out_features,
         intermediate=mlp.down_proj.in_features,
-        multi_head=config.num_attention_heads == (config.num_key_value_heads or config.num_attention_heads),
+        multi_head=config.num_attention_heads == adapter_of(config).kv_heads(config),
     )
 
 
@@ -232,8 +233,7 @@ def structure_of(blocks: Sequence[nn.Module]) -> list[LayerRecord]:
 
 def layer_kv_heads(config: Any) -> list[int]:
     """Each layer's KV heads: the config's, or a structured-pruned model's recorded per layer."""
-    heads = config.num_attention_heads
-    kv = getattr(config, "num_key_value_heads", None) or heads
+    kv = adapter_of(config).kv_heads(config)
     record = getattr(config, STRUCTURE_KEY, None)
     if not record:
         return [kv] * config.num_hidden_layers

@@ -59,7 +59,7 @@ def load_sparse_model(path: Path, isa: str = "auto") -> nn.Module:
     embed = model.get_submodule(adapter.embed_path)
     lazy.materialize(embed, adapter.embed_path, None, "cpu")  # stored dtype, cast as looked up
     embed.register_forward_hook(lambda module, args, out: out.float())
-    tied = getattr(model.config, "tie_word_embeddings", False)
+    tied = adapter.tied_embeddings(model.config)
     for name, module in list(model.named_modules()):
         if not isinstance(module, nn.Linear):
             continue

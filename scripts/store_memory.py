@@ -4,7 +4,8 @@
 Builds the random-weight shape model (`scripts/shape_model.py`, bf16, sharded) unless it exists, then runs,
 each under ``/usr/bin/time -v`` and without ``--stream``: ``prune`` (wanda 50 %), ``quantize`` (GPTQ 4-bit g128
 of the pruned model), ``eval`` (perplexity of the pruned model), ``export --format onnx`` and ``--format
-sparse`` of it, and ``verify`` of both artifacts against it. ``--resident`` adds the prune forced whole (the
+sparse`` of it, ``export --format onnx-int4`` of the GPTQ checkpoint, and ``verify`` of each artifact against its
+source. ``--resident`` adds the prune forced whole (the
 path users took before the store was chosen). Writes the rows to ``--json`` and prints the table.
 
     .venv/bin/python scripts/store_memory.py --shape llama2-7b --layers 8 --root /tmp/nf --json docs/results/store_memory.json
@@ -31,9 +32,9 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("/tmp/slimpack-store"))
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--resident", action="store_true", help="also prune with --resident (the whole fp32 model)")
-    parser.add_argument("--only", nargs="+", metavar="WORD", default=None,
-                        help="run only the steps whose name starts with one of these words (e.g. quantize); their "
-                             "rows replace the same steps' rows in --json, the others are kept")  # fmt: skip
+    parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                        help="run only the steps whose name starts with one of these (e.g. quantize, 'verify onnx-int4'); "
+                             "their rows replace the same steps' rows in --json, the others are kept")  # fmt: skip
     args = parser.parse_args()
     python, root = sys.executable, args.root
     model = root / "model"
@@ -52,7 +53,10 @@ def main() -> None:
                                  "--overwrite", "--no-graph-cache"],
         "export --format sparse": [*slim, "export", str(pruned), "--format", "sparse", "--out", str(root / "sparse"),
                                    "--overwrite"],
+        "export --format onnx-int4": [*slim, "export", str(root / "gptq"), "--format", "onnx-int4", "--out",
+                                      str(root / "onnx-int4"), "--overwrite", "--no-graph-cache"],
         "verify onnx": [*slim, "verify", str(root / "onnx"), "--reference", str(pruned), *VERIFY],
+        "verify onnx-int4": [*slim, "verify", str(root / "onnx-int4"), "--reference", str(root / "gptq"), *VERIFY],
         "verify sparse": [*slim, "verify", str(root / "sparse"), "--reference", str(pruned), *VERIFY],
     }  # fmt: skip
     if args.resident:
@@ -60,9 +64,10 @@ def main() -> None:
                                                   str(root / "pruned-resident"), "--overwrite"]  # fmt: skip
     size = sum(f.stat().st_size for f in model.glob("*.safetensors"))
     if args.only:
-        steps = {name: cmd for name, cmd in steps.items() if name.split()[0] in args.only}
+        names = list(steps)
+        steps = {name: cmd for name, cmd in steps.items() if any(name.startswith(word) for word in args.only)}
         if not steps:
-            parser.error(f"--only {' '.join(args.only)}: no such step; the steps are prune, quantize, eval, export, verify")
+            parser.error(f"--only {' '.join(args.only)}: no such step; the steps are: {', '.join(names)}")
     rows = []
     for name, cmd in steps.items():
         wall, peak = timed(cmd, ok=(0, 1))  # verify exits 1 when a check fails: its memory is still measured

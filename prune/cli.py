@@ -1,10 +1,10 @@
 """The ``slimpack`` command line: `main`, the `Command` registry, the argument groups every package shares
 (calibration data, evaluation, output, the pruning spec), and the core's own commands: ``prune``, ``plan``,
-``eval``, ``inspect``, ``report``.
+``inspect``, ``report``.
 
 Higher packages register their commands into `COMMANDS` from their own ``cli.py`` (``quantize``: `quant.cli`;
-``export``: `export.cli`; ``verify``, ``bench``, ``run``: `runtime_bench.cli`, whose ``main`` is the console
-script and imports them all). Each command parses its arguments into the package's config dataclasses — the
+``export``: `export.cli`; ``eval`` (perplexity, and zero-shot tasks on any engine), ``verify``, ``bench``, ``run``:
+`runtime_bench.cli`, whose ``main`` is the console script and imports them all). Each command parses its arguments into the package's config dataclasses — the
 pruning spec through `prune_spec`, the one parser of it — and calls the package API. Errors a user can fix
 are printed as one line on stderr (exit 2) and nothing is written.
 """
@@ -379,34 +379,6 @@ class PlanCommand:
                                  not args.quiet))  # fmt: skip
         ratios = ", ".join(f"{r:.3f}" for r in result["block_ratios"])
         print(f"{result['allocation']} plan, target {result['target']:.3f}: per block [{ratios}] → {args.out}")
-        return 0
-
-
-@COMMANDS.register("eval")
-class EvalCommand:
-    help = "perplexity of a model (non-overlapping windows; see prune/eval.py)"
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "model", action=Reads, kind="model", help="HF model directory, hub id, or alias (smollm2-135m)"
-        )
-        parser.add_argument("--dataset", action=Reads, default="offline", help="offline | wikitext2 | c4 | ptb | PATH")
-        parser.add_argument("--seqlen", type=int, default=512)
-        parser.add_argument("--device", default="cpu")
-        parser.add_argument("--json", action=Writes, default=None, help="also write the result to this JSON file")
-        add_store_arguments(parser)
-        add_eval_arguments(parser)
-
-    def run(self, args: argparse.Namespace) -> int:
-        from prune.api import evaluate
-
-        result = evaluate(args.model, eval_spec(args), args.device, progress=not args.quiet, stream=asked_stream(args))
-        write_json(args.json, result)
-        print(
-            f"{args.model}: perplexity {result['perplexity']:.3f} on {result['dataset']} "
-            f"({result['windows']}×{result['seqlen']} tokens, {result['seconds']:.1f} s)"
-        )
-        print(json.dumps(result, indent=2))
         return 0
 
 

@@ -26,18 +26,6 @@ class Registry(Generic[T]):
 
         return deco
 
-    def replace(self, name: str) -> Callable[[T], T]:
-        """Register an object in place of the one registered as ``name`` (an upper floor widening a core entry,
-        e.g. `runtime_bench.cli`'s ``eval`` adds zero-shot tasks to the core's)."""
-
-        def deco(obj: T) -> T:
-            if name not in self._items:
-                raise ValueError(f"{self.kind} {name!r} is not registered; nothing to replace")
-            self._items[name] = obj
-            return obj
-
-        return deco
-
     def get(self, name: str) -> T:
         try:
             return self._items[name]

@@ -9,7 +9,8 @@ Two rooms, the lower never importing the upper:
   real shapes, for measurements at scale);
 - `pipeline/`: ``slimpack run`` (recipe, run) and ``slimpack bench sweep`` (sweep), built from resumable steps
   (stages, steps) and one description of how an artifact is made (targets).
-`cli` registers ``verify``, ``bench`` and ``run`` and is the console script (it imports every package's commands).
+`cli` registers ``eval``, ``verify``, ``bench`` and ``run`` and is the console script (it imports every package's
+commands).
 `external/` holds scripts other runtimes' interpreters run; they import nothing of slimpack's.
 May import: `prune`, `quant`, `export`.
 """

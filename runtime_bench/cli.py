@@ -351,15 +351,25 @@ class ZeroShotOption:
         )
 
 
-@COMMANDS.replace("eval")
-class EvalCommand(core.EvalCommand):
+@COMMANDS.register("eval")
+class EvalCommand:
+    """Defined here, not in the core: its zero-shot form runs any engine's artifact (`runtime_bench.zeroshot`)."""
+
     help = (
         "perplexity of a model; with --tasks, zero-shot accuracy (lm-evaluation-harness) of a model or of an exported "
         "artifact through its own runtime"
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        super().add_arguments(parser)
+        parser.add_argument(
+            "model", action=Reads, kind="model", help="HF model directory, hub id, or alias (smollm2-135m)"
+        )
+        parser.add_argument("--dataset", action=Reads, default="offline", help="offline | wikitext2 | c4 | ptb | PATH")
+        parser.add_argument("--seqlen", type=int, default=512)
+        parser.add_argument("--device", default="cpu")
+        parser.add_argument("--json", action=Writes, default=None, help="also write the result to this JSON file")
+        add_store_arguments(parser)
+        add_eval_arguments(parser)
         add_task_arguments(parser, "zero-shot tasks (lm-evaluation-harness; MODEL may then be an exported artifact)")
         g = parser.add_argument_group("the artifact's engine")
         add_engine_arguments(g)
@@ -376,7 +386,7 @@ class EvalCommand(core.EvalCommand):
                     f"{args.model!r} is an exported artifact: measure its perplexity with `slimpack verify "
                     f"{args.model} --reference MODEL`, or its zero-shot accuracy with --tasks"
                 )
-            return super().run(args)
+            return self.perplexity(args)
         from runtime_bench.engines import parse_engine_options
         from runtime_bench.zeroshot import TaskData, ZeroShotConfig, zeroshot, zeroshot_table
 
@@ -393,6 +403,19 @@ class EvalCommand(core.EvalCommand):
         print(f"{args.model} ({report['runtime']}): zero-shot, lm-eval {report['lm_eval']}, task data "
               f"{report['task_data']}, {report['seconds']:.1f} s")  # fmt: skip
         print(zeroshot_table(report))
+        return 0
+
+    @staticmethod
+    def perplexity(args: argparse.Namespace) -> int:
+        from prune.api import evaluate
+
+        result = evaluate(args.model, eval_spec(args), args.device, progress=not args.quiet, stream=asked_stream(args))
+        write_json(args.json, result)
+        print(
+            f"{args.model}: perplexity {result['perplexity']:.3f} on {result['dataset']} "
+            f"({result['windows']}×{result['seqlen']} tokens, {result['seconds']:.1f} s)"
+        )
+        print(json.dumps(result, indent=2))
         return 0
 
 

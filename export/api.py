@@ -17,7 +17,7 @@ from typing import Any
 
 import export.formats  # noqa: F401  (registers the formats)
 import quant  # noqa: F401  (registers the GPTQ checkpoint kind: exports read GPTQ checkpoints)
-from export.artifact import EXPORT_MANIFEST
+from export.artifact import EXPORT_MANIFEST, ExportRecord
 from export.base import EXPORTERS, StreamingExporter, TensorwiseExporter, ZeroCounts, streaming_formats, zero_summary
 from export.graph_cache import GraphCache
 from prune.errors import SlimpackError
@@ -98,8 +98,9 @@ def copy_side_files(model_dir: Path, out: Path) -> None:
             write_json_atomic(config, data)
 
 
-def export_model(config: ExportConfig) -> dict[str, Any]:
-    """Export ``config.model`` as ``config.format`` into ``config.out``; returns the manifest written there."""
+def export_model(config: ExportConfig) -> ExportRecord:
+    """Export ``config.model`` as ``config.format`` into ``config.out``; returns the record written there
+    (``export.json``)."""
     exporter = EXPORTERS.build(config.format, config.options)
     model_dir = Path(config.model)
     read_config(model_dir)  # missing, damaged, a FIFO: one line
@@ -133,26 +134,26 @@ def export_model(config: ExportConfig) -> dict[str, Any]:
         seconds = time.perf_counter() - start
         copy_side_files(model_dir, tmp)
         zeros = zero_summary(before, exporter.count_zeros(tmp, details))
-        lost = zeros["modules_losing_zeros"]
-        if lost or zeros["modules_missing"]:
+        lost = zeros.modules_losing_zeros
+        if lost or zeros.modules_missing:
             raise SlimpackError(
                 f"export to {config.format} lost zeros in {len(lost)} weights (e.g. {next(iter(lost), None)}) and "
-                f"{len(zeros['modules_missing'])} weights; nothing was written — please report this"
+                f"{len(zeros.modules_missing)} weights; nothing was written — please report this"
             )
         source_manifest = Manifest.read_if_any(model_dir)
-        manifest = {
-            "format": config.format,
-            "engine": exporter.engine,
-            "source": str(model_dir),
-            "source_stage": source_manifest.stage if source_manifest else None,
-            **details,
-            "zeros": zeros,
-            "export_seconds": round(seconds, 2),
-            "bytes": directory_bytes(tmp),
-            "sha256": hash_files(tmp, exclude=(EXPORT_MANIFEST,), progress=config.progress),  # verify checks them
-            "peak_rss_mib": round(peak_rss_mib(), 1),
-            "environment": environment(),
-        }
-        write_json_atomic(tmp / EXPORT_MANIFEST, manifest)
-    log.info("%s export → %s (%.1f s, %.1f MiB)", config.format, config.out, seconds, manifest["bytes"] / 2**20)
-    return manifest
+        record = ExportRecord(
+            format=config.format,
+            engine=exporter.engine,
+            source=str(model_dir),
+            source_stage=source_manifest.stage if source_manifest else None,
+            details=details,
+            zeros=zeros,
+            export_seconds=round(seconds, 2),
+            bytes=directory_bytes(tmp),
+            sha256=hash_files(tmp, exclude=(EXPORT_MANIFEST,), progress=config.progress),  # verify checks them
+            peak_rss_mib=round(peak_rss_mib(), 1),
+            environment=environment(),
+        )
+        record.write(tmp)
+    log.info("%s export → %s (%.1f s, %.1f MiB)", config.format, config.out, seconds, record.bytes / 2**20)
+    return record

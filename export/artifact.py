@@ -1,6 +1,7 @@
 """The artifact format, owned by export: an exported directory plus its ``export.json`` (format, the engine that
-runs it, source, export seconds, bytes, sha256 of every file, zeros counted back). `Artifact.open` is the one
-reader (a damaged manifest is one line there, before any work); the one writer is `export.api.export_model`.
+runs it, source, export seconds, bytes, sha256 of every file, zeros counted back), typed as `ExportRecord`.
+`Artifact.open` is the one reader (a damaged manifest is one line there, before any work); `ExportRecord.write`
+the one writer (called by `export.api.export_model`).
 Every file the manifest names resolves inside the directory through `Artifact.file`. Runtimes
 (`runtime_bench.engines`) read artifacts through this class."""
 
@@ -10,11 +11,13 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from export.base import EXPORTERS, ZeroSummary, zero_summary
 from prune.errors import SlimpackError
+from prune.io import write_json_atomic
 from prune.paths import inside
 
 log = logging.getLogger(__name__)
@@ -32,13 +35,102 @@ def _shown(value: object) -> str:
     return repr(value) if isinstance(value, int | float) else f"a {type(value).__name__}"
 
 
+def check(path: Path, m: dict[str, Any]) -> None:
+    """One line for a field of ``path``'s ``export.json`` (read as ``m``) that no export writes: an unknown format,
+    an engine that does not run it, a size that is not a number of bytes, a file entry outside the directory."""
+    import export.formats  # noqa: F401  (registers the formats; lazy: formats import this module)
+
+    where = str(path / EXPORT_MANIFEST)
+    fix = "the artifact was edited or damaged — export it again with `slimpack export`"
+    fmt = m.get("format")
+    if not isinstance(fmt, str) or fmt not in EXPORTERS:
+        raise SlimpackError(
+            f"{where!r} records the format {_shown(fmt)}, not one slimpack exports "
+            f"({', '.join(EXPORTERS.names())}); {fix}"
+        )
+    engine = EXPORTERS.get(fmt).engine
+    if m.get("engine") != engine:
+        raise SlimpackError(
+            f"{where!r} records the format {fmt!r} with the engine {_shown(m.get('engine'))}, but {fmt!r} runs "
+            f"in {engine!r}; {fix}"
+        )
+    size = m.get("bytes", 0)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise SlimpackError(f"{where!r} records bytes {_shown(size)}, not a size in bytes; {fix}")
+    files = m.get("files", [])
+    if not isinstance(files, list):
+        raise SlimpackError(f"{where!r} records files {_shown(files)}, not a list of file names; {fix}")
+    for name in ([m["file"]] if "file" in m else []) + files:
+        inside(path, name, path / EXPORT_MANIFEST)
+    weights = m.get("weights", {})
+    if not (isinstance(weights, dict) and all(isinstance(v, str) for v in weights.values())):
+        raise SlimpackError(f"{where!r} records weights {_shown(weights)}, not weight names by module; {fix}")
+    if len(set(weights.values())) < len(weights):
+        raise SlimpackError(f"{where!r} records one weight for two modules (its weights were edited); {fix}")
+
+
+COMMON = ("format", "engine", "source", "source_stage", "zeros", "export_seconds", "bytes", "sha256", "peak_rss_mib",
+          "environment")  # fmt: skip  (export.json's fields of every format; the rest are the format's ``details``)
+
+
+@dataclass
+class ExportRecord:
+    """``export.json``. The format's own fields (its file, weights, opset, layouts …) are ``details``, written at
+    the top level between ``source_stage`` and ``zeros``, as every release wrote them. A field an older or edited
+    file lacks reads as None, and is not written back; what a runtime needs is checked by `Artifact.check`, what
+    the sha256 can vouch for by `Artifact.unverified`. ``zeros`` is what the export counted; verify counts again
+    and never reads it (a damaged one reads as None)."""
+
+    format: str
+    engine: str
+    source: str | None = None
+    source_stage: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    zeros: ZeroSummary | None = None
+    export_seconds: float | None = None
+    bytes: int = 0
+    sha256: Any = None  # {file: digest} as recorded (possibly damaged: `Artifact.unverified` says so)
+    peak_rss_mib: float | None = None
+    environment: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportRecord:
+        zeros = data.get("zeros")
+        try:
+            summary = ZeroSummary(**zeros) if isinstance(zeros, dict) else None
+        except TypeError:  # edited: not the fields an export writes
+            summary = None
+        common = {k: data.get(k) for k in COMMON if k not in ("zeros", "bytes")}
+        details = {k: v for k, v in data.items() if k not in COMMON}
+        return cls(**common, details=details, zeros=summary, bytes=data.get("bytes", 0))  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        head = {"format": self.format, "engine": self.engine, "source": self.source, "source_stage": self.source_stage}
+        tail = {"zeros": asdict(self.zeros) if self.zeros is not None else None, "export_seconds": self.export_seconds,
+                "bytes": self.bytes, "sha256": self.sha256, "peak_rss_mib": self.peak_rss_mib,
+                "environment": self.environment}  # fmt: skip
+        return {**head, **self.details, **{k: v for k, v in tail.items() if v is not None}}
+
+    def write(self, directory: Path) -> None:
+        """``directory/export.json`` (atomically)."""
+        write_json_atomic(directory / EXPORT_MANIFEST, self.to_dict())
+
+
 @dataclass(frozen=True)
 class Artifact:
-    """An exported model directory and its manifest (``export.json``)."""
+    """An exported model directory and its manifest (``export.json``, `ExportRecord`)."""
 
     path: Path
-    format: str
-    manifest: dict[str, Any] = field(default_factory=dict)
+    record: ExportRecord
+
+    @property
+    def format(self) -> str:
+        return self.record.format
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """The format's own fields of ``export.json`` (its file, weights, …)."""
+        return self.record.details
 
     @classmethod
     def open(cls, path: str | Path) -> Artifact:
@@ -57,43 +149,8 @@ class Artifact:
             raise SlimpackError(
                 f"{str(manifest_path)!r} is not an export manifest (a JSON {type(manifest).__name__}, not an object)"
             )
-        artifact = cls(path=path, format=str(manifest.get("format")), manifest=manifest)
-        artifact.check()
-        return artifact
-
-    def check(self) -> None:
-        """One line for a field of ``export.json`` that no export writes: an unknown format, an engine that does
-        not run it, a size that is not a number of bytes, a file entry outside the directory."""
-        import export.formats  # noqa: F401  (registers the formats)
-        from export.base import EXPORTERS
-
-        m, where = self.manifest, str(self.path / EXPORT_MANIFEST)
-        fix = "the artifact was edited or damaged — export it again with `slimpack export`"
-        fmt = m.get("format")
-        if not isinstance(fmt, str) or fmt not in EXPORTERS:
-            raise SlimpackError(
-                f"{where!r} records the format {_shown(fmt)}, not one slimpack exports "
-                f"({', '.join(EXPORTERS.names())}); {fix}"
-            )
-        engine = EXPORTERS.get(fmt).engine
-        if m.get("engine") != engine:
-            raise SlimpackError(
-                f"{where!r} records the format {fmt!r} with the engine {_shown(m.get('engine'))}, but {fmt!r} runs "
-                f"in {engine!r}; {fix}"
-            )
-        size = m.get("bytes", 0)
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise SlimpackError(f"{where!r} records bytes {_shown(size)}, not a size in bytes; {fix}")
-        files = m.get("files", [])
-        if not isinstance(files, list):
-            raise SlimpackError(f"{where!r} records files {_shown(files)}, not a list of file names; {fix}")
-        for name in ([m["file"]] if "file" in m else []) + files:
-            self.file(name)
-        weights = m.get("weights", {})
-        if not (isinstance(weights, dict) and all(isinstance(v, str) for v in weights.values())):
-            raise SlimpackError(f"{where!r} records weights {_shown(weights)}, not weight names by module; {fix}")
-        if len(set(weights.values())) < len(weights):
-            raise SlimpackError(f"{where!r} records one weight for two modules (its weights were edited); {fix}")
+        check(path, manifest)
+        return cls(path=path, record=ExportRecord.from_dict(manifest))
 
     @staticmethod
     def exists(path: str | Path) -> bool:
@@ -107,22 +164,20 @@ class Artifact:
     @property
     def model_directory(self) -> bool:
         """Whether the artifact is also a model directory that every command reads (its format says so)."""
-        from export.base import EXPORTERS
-
         return bool(EXPORTERS.get(self.format).model_directory)
 
     @property
     def engine(self) -> str:
-        return str(self.manifest["engine"])
+        return self.record.engine
 
     @property
     def bytes(self) -> int:
-        return int(self.manifest["bytes"])
+        return int(self.record.bytes)
 
     def unverified(self) -> str | None:
         """Why ``export.json``'s sha256 cannot vouch for the files (missing, empty, malformed, a name outside
         the artifact), or None."""
-        recorded = self.manifest.get("sha256")
+        recorded = self.record.sha256
         if not isinstance(recorded, dict) or not recorded:
             what = "no sha256" if recorded is None else f"sha256 as {_shown(recorded)}, not a file → digest table"
             return f"{EXPORT_MANIFEST} records {'an empty sha256' if recorded == {} else what}"
@@ -144,27 +199,25 @@ class Artifact:
         reason = self.unverified()
         if reason is not None:
             return {"ok": False, "verified": False, "note": f"not verified: {reason}"}
-        files: dict[str, Any] = compare_files(self.path, self.manifest["sha256"], (EXPORT_MANIFEST,), progress)
+        files: dict[str, Any] = compare_files(self.path, self.record.sha256, (EXPORT_MANIFEST,), progress)
         return {"ok": not (files["changed"] or files["missing"] or files["unlisted"]), "verified": True, **files}
 
     def check_zeros(self, reference: Callable[[], dict[str, dict[str, int]]]) -> dict[str, Any]:
         """The zeros of each prunable weight counted back from the artifact's files against ``reference()``'s
         (the reference model's, counted from it: called only once the artifact's are counted), module by
         module: none may have fewer zeros or be missing. ``export.json``'s own zero counts are not read."""
-        from export.base import EXPORTERS, zero_summary
-
         try:
-            counted = EXPORTERS.build(self.format, {}).count_zeros(self.path, self.manifest)
+            counted = EXPORTERS.build(self.format, {}).count_zeros(self.path, self.details)
         except Exception as err:  # a file or a field of export.json that no export wrote: nothing to vouch for
             first = (str(err).strip().splitlines() or [""])[0][:120]
             return {"ok": False, "note": f"cannot be counted from the artifact ({type(err).__name__}: {first})"}
         summary = zero_summary(reference(), counted)
         return {
-            "source": summary["source_zeros"],  # the reference's
-            "artifact": summary["exported_zeros"],
-            "modules_missing": summary["modules_missing"],
-            "modules_losing_zeros": summary["modules_losing_zeros"],
-            "ok": not (summary["modules_missing"] or summary["modules_losing_zeros"]),
+            "source": summary.source_zeros,  # the reference's
+            "artifact": summary.exported_zeros,
+            "modules_missing": summary.modules_missing,
+            "modules_losing_zeros": summary.modules_losing_zeros,
+            "ok": not (summary.modules_missing or summary.modules_losing_zeros),
         }
 
     def check_integrity(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -12,23 +13,37 @@ from prune.registry import Registry
 ZeroCounts = dict[str, dict[str, int]]  # module → {"zeros": n, "numel": n}
 
 
-def zero_summary(source: ZeroCounts, exported: ZeroCounts) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ZeroSummary:
+    """The zeros of the prunable weights, source against export (``export.json``'s ``zeros``): totals, the
+    modules missing from the export, those that lost zeros (``[source, exported]``) and the zeros gained."""
+
+    source_zeros: int
+    exported_zeros: int
+    numel: int
+    modules: int
+    modules_missing: list[str] = field(default_factory=list)
+    modules_losing_zeros: dict[str, list[int]] = field(default_factory=dict)
+    extra_zeros: int = 0
+
+
+def zero_summary(source: ZeroCounts, exported: ZeroCounts) -> ZeroSummary:
     """Totals, and the modules that lost zeros (fewer exported zeros than the source) or gained some.
 
     A format that rounds (fp16 in semi24) may turn a tiny weight into an extra zero; it must never lose one.
     """
     common = [m for m in source if m in exported]
-    return {
-        "source_zeros": sum(source[m]["zeros"] for m in source),
-        "exported_zeros": sum(exported[m]["zeros"] for m in common),
-        "numel": sum(v["numel"] for v in source.values()),
-        "modules": len(source),
-        "modules_missing": sorted(set(source) - set(exported)),
-        "modules_losing_zeros": {
+    return ZeroSummary(
+        source_zeros=sum(source[m]["zeros"] for m in source),
+        exported_zeros=sum(exported[m]["zeros"] for m in common),
+        numel=sum(v["numel"] for v in source.values()),
+        modules=len(source),
+        modules_missing=sorted(set(source) - set(exported)),
+        modules_losing_zeros={
             m: [source[m]["zeros"], exported[m]["zeros"]] for m in common if exported[m]["zeros"] < source[m]["zeros"]
         },
-        "extra_zeros": sum(max(0, exported[m]["zeros"] - source[m]["zeros"]) for m in common),
-    }
+        extra_zeros=sum(max(0, exported[m]["zeros"] - source[m]["zeros"]) for m in common),
+    )
 
 
 class Exporter(Protocol):

@@ -59,10 +59,11 @@ class ExportCommand:
             options["values"] = args.values
         config = ExportConfig(args.model, args.format, args.out, args.overwrite, options, cache, asked_stream(args),
                               progress=not args.quiet)  # fmt: skip
-        manifest = export_model(config)
-        zeros = manifest["zeros"]
+        record = export_model(config)
+        zeros = record.zeros
+        assert zeros is not None  # an export counts them
         print(
-            f"{args.format} ({manifest['engine']}): {manifest['bytes'] / 2**20:.1f} MiB in {manifest['export_seconds']:.1f} s; "
-            f"zeros kept {zeros['exported_zeros']}/{zeros['source_zeros']} over {zeros['modules']} weights → {args.out}"
+            f"{args.format} ({record.engine}): {record.bytes / 2**20:.1f} MiB in {record.export_seconds:.1f} s; "
+            f"zeros kept {zeros.exported_zeros}/{zeros.source_zeros} over {zeros.modules} weights → {args.out}"
         )
         return 0

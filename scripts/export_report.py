@@ -30,11 +30,11 @@ def export_table(run_dir: Path) -> str:
     for manifest_path in sorted(run_dir.glob(f"*/{EXPORT_MANIFEST}")):
         name = manifest_path.parent.name
         artifact = Artifact.open(manifest_path.parent)
-        m = artifact.manifest
+        record = artifact.record
         v = _read(run_dir / f"{name}.verify.json")
         lat = latency.get(name, {})
-        zeros = m["zeros"]
-        kept = f"{zeros['exported_zeros']}/{zeros['source_zeros']}" if zeros["source_zeros"] else "–"
+        zeros = record.zeros
+        kept = f"{zeros.exported_zeros}/{zeros.source_zeros}" if zeros is not None and zeros.source_zeros else "–"
         if v:
             art, ref = v["perplexity"]["artifact"]["perplexity"], v["perplexity"]["reference"]["perplexity"]
             g = v["greedy"]
@@ -50,7 +50,7 @@ def export_table(run_dir: Path) -> str:
         timing = (
             [f"{lat['prefill_ms']['median']:.0f}", f"{lat['decode_ms_per_token']['median']:.1f}"] if lat else ["–", "–"]
         )
-        row = [name, artifact.engine, f"{m['export_seconds']:.0f}", f"{artifact.bytes / 2**20:.1f}", *ppl, kept, *timing]
+        row = [name, artifact.engine, f"{record.export_seconds:.0f}", f"{artifact.bytes / 2**20:.1f}", *ppl, kept, *timing]
         lines.append("| " + " | ".join(row) + " |")
     for name, lat in latency.items():
         if not (run_dir / name / EXPORT_MANIFEST).is_file():

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from export.artifact import Artifact
+
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["ort-dense", "ds-dense", "ort-int4"]
 SPARSITIES = ["10", "30", "50", "70", "90", "24"]
@@ -51,10 +53,10 @@ def copy_bandwidth(threads: int = 2, gib: float = 1.0) -> float:
 
 def bytes_per_token(art: Path) -> int:
     """Bytes of weights one decode step reads: every weight but the embedding (one row of it is looked up)."""
-    record = json.loads((art / "export.json").read_text())
+    artifact = Artifact.open(art)
     config = json.loads((art / "config.json").read_text())
     embed = config["vocab_size"] * config["hidden_size"]
-    if record["format"] == "sparse":
+    if artifact.format == "sparse":
         from safetensors import safe_open
 
         head = 0
@@ -63,7 +65,7 @@ def bytes_per_token(art: Path) -> int:
                 if "lm_head.weight" in fh.keys():
                     head = fh.get_slice("lm_head.weight").get_shape()[0] * config["hidden_size"]
                     head *= {"F32": 4, "BF16": 2, "F16": 2}[fh.get_slice("lm_head.weight").get_dtype()]
-        return int(record["linear_bytes"]["packed"]) + head
+        return int(artifact.details["linear_bytes"]["packed"]) + head
     weights = sum(f.stat().st_size for f in art.rglob("*") if f.is_file() and f.suffix in (".data", ".onnx", ".bin"))
     return weights - 4 * embed  # onnxruntime and DeepSparse keep the embedding in fp32
 

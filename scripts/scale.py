@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from export.artifact import Artifact
+
 ROOT = Path(__file__).resolve().parents[1]
 
 GPTQ = ["--bits", "4", "--group-size", "128"]
@@ -161,12 +163,12 @@ def export_rows(out: Path, shape: str, args: argparse.Namespace, note: str | Non
     cli = [sys.executable, "-m", "runtime_bench.cli", "-q"]
     wall, peak = timed([*cli, "export", str(out), "--format", args.export, "--stream", "--out", str(artifact),
                         "--overwrite"])  # fmt: skip
-    manifest = json.loads((artifact / "export.json").read_text())
+    record = Artifact.open(artifact).record
     common = {**({"note": note} if note else {}), "shape": shape, "source": out.name, "format": args.export,
               "cpu": cpu_model(), "cores": os.cpu_count()}  # fmt: skip
-    rows = [{**common, "stage": "export", "export_seconds": manifest["export_seconds"], "wall_seconds": round(wall, 1),
-             "peak_rss_mib": round(peak), "artifact_gib": round(manifest["bytes"] / 2**30, 2),
-             "zeros": manifest["zeros"]["exported_zeros"], "source_zeros": manifest["zeros"]["source_zeros"]}]  # fmt: skip
+    rows = [{**common, "stage": "export", "export_seconds": record.export_seconds, "wall_seconds": round(wall, 1),
+             "peak_rss_mib": round(peak), "artifact_gib": round(record.bytes / 2**30, 2),
+             "zeros": record.zeros.exported_zeros, "source_zeros": record.zeros.source_zeros}]  # fmt: skip
     print(json.dumps(rows[-1]), flush=True)
     report = artifact.with_name(f"{artifact.name}.verify.json")  # beside the artifact: never inside an input
     wall, peak = timed([*cli, "verify", str(artifact), "--reference", str(out), "--stream", "--seqlen", args.seqlen,

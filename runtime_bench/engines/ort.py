@@ -42,7 +42,7 @@ class OnnxRuntimeEngine(EngineBase):
         self.session: Any = None
 
     def load(self, artifact: Artifact) -> None:
-        self.load_file(artifact.file(artifact.manifest.get("file", self.model_file)))
+        self.load_file(artifact.file(artifact.details.get("file", self.model_file)))
 
     def load_file(self, path: Path) -> None:
         import onnxruntime as ort

@@ -101,8 +101,8 @@ def artifact_step(
     def run() -> dict[str, Any]:
         config = ExportConfig(str(source), spec.format, out, True, spec.options, graph_cache=default_root(),
                               stream=stream)  # fmt: skip
-        m = export_model(config)
-        return {"outputs": [str(out)], "path": str(out), "bytes": m["bytes"], "export_seconds": m["export_seconds"]}
+        record = export_model(config)
+        return {"outputs": [str(out)], "path": str(out), "bytes": record.bytes, "export_seconds": record.export_seconds}
 
     settings = {"format": spec.format, "options": spec.options, "source": source_key, "out": str(out)}
     return cache.run(name, {**settings, **({"stream": True} if stream else {})}, run)

@@ -56,13 +56,13 @@ def artifacts(models: dict[str, Path]) -> dict[str, Path]:
 
 @pytest.mark.parametrize("fmt", list(SOURCES))
 def test_zeros_counted_in_every_format(artifacts: dict[str, Path], models: dict[str, Path], fmt: str) -> None:
-    manifest = Artifact.open(artifacts[fmt]).manifest
-    zeros = manifest["zeros"]
+    zeros = Artifact.open(artifacts[fmt]).record.zeros
+    assert zeros is not None
     source = load_model(models[SOURCES[fmt]]).model
     expected = sum(int((lin.weight == 0).sum()) for n, lin in source.named_modules() if n.endswith("_proj"))
-    assert zeros["source_zeros"] == expected > 0.45 * zeros["numel"]
-    assert zeros["exported_zeros"] >= zeros["source_zeros"] and not zeros["modules_losing_zeros"]
-    assert zeros["modules"] == 14 and not zeros["modules_missing"]
+    assert zeros.source_zeros == expected > 0.45 * zeros.numel
+    assert zeros.exported_zeros >= zeros.source_zeros and not zeros.modules_losing_zeros
+    assert zeros.modules == 14 and not zeros.modules_missing
 
 
 @pytest.mark.parametrize("fmt", list(SOURCES))
@@ -109,7 +109,7 @@ def test_verify_fails_on_corrupted_onnx(artifacts: dict[str, Path], models: dict
     for f in artifacts["onnx"].iterdir():
         (broken / f.name).write_bytes(f.read_bytes())
     proto = onnx.load(str(broken / "model.onnx"))
-    weights = Artifact.open(broken).manifest["weights"]
+    weights = Artifact.open(broken).details["weights"]
     target = weights["model.layers.0.mlp.down_proj"]
     for i, tensor in enumerate(proto.graph.initializer):
         if tensor.name == target:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from export.artifact import Artifact
 from runtime_bench.cli import main
 
 pytestmark = pytest.mark.slow
@@ -58,8 +59,8 @@ def smol(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def export_and_verify(smol: dict[str, Path], fmt: str, source: str, *extra: str) -> dict:
     out = smol["root"] / f"artifact-{fmt}"
     assert main(["-q", "export", str(smol[source]), "--format", fmt, "--out", str(out)]) == 0
-    manifest = json.loads((out / "export.json").read_text())
-    assert manifest["zeros"]["exported_zeros"] >= manifest["zeros"]["source_zeros"] >= 0.5 * manifest["zeros"]["numel"]
+    zeros = Artifact.open(out).record.zeros
+    assert zeros is not None and zeros.exported_zeros >= zeros.source_zeros >= 0.5 * zeros.numel
     report = smol["root"] / f"verify-{fmt}.json"
     rc = main(["-q", "verify", str(out), "--reference", str(smol[source]), "--json", str(report), *VERIFY, *extra])
     result = json.loads(report.read_text())

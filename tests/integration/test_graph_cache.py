@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from export.api import ExportConfig, export_model
+from export.artifact import ExportRecord
 from export.graph_cache import MAX_CONSTANT, bind
 from runtime_bench.cli import main
 from tests.conftest import save_tiny
@@ -30,7 +31,7 @@ def base(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:  # noqa: 
     return save_trained_like(tmp_path_factory.mktemp("graph") / "base", tokenizer)
 
 
-def export(model: Path, out: Path, cache: Path | None, fmt: str = "onnx") -> dict:
+def export(model: Path, out: Path, cache: Path | None, fmt: str = "onnx") -> ExportRecord:
     return export_model(ExportConfig(str(model), fmt, out, graph_cache=cache))
 
 
@@ -54,8 +55,9 @@ def test_filled_template_equals_direct_export(arch: str, tokenizer, tmp_path: Pa
     filled = export(other, tmp_path / "filled", cache)
     assert same_file(tmp_path / "direct", tmp_path / "filled")
     assert not same_file(tmp_path / "direct", tmp_path / "traced")  # other weights, same graph
-    assert filled["graph"] == traced["graph"] == direct["graph"]
-    assert filled["weights"] == direct["weights"] and filled["tied_embedding_copies"] == direct["tied_embedding_copies"]
+    assert filled.details["graph"] == traced.details["graph"] == direct.details["graph"]
+    assert filled.details["weights"] == direct.details["weights"]
+    assert filled.details["tied_embedding_copies"] == direct.details["tied_embedding_copies"]
 
 
 def test_pruned_int4_and_structured_models_reuse_the_graph_exactly(base: Path, tmp_path: Path) -> None:
@@ -70,7 +72,7 @@ def test_pruned_int4_and_structured_models_reuse_the_graph_exactly(base: Path, t
         filled = export(model, tmp_path / f"{name}-filled", cache, fmt)
         export(model, tmp_path / f"{name}-direct", None, fmt)
         assert same_file(tmp_path / f"{name}-filled", tmp_path / f"{name}-direct"), name
-        assert filled["zeros"]["exported_zeros"] >= filled["zeros"]["source_zeros"] > 0
+        assert filled.zeros is not None and filled.zeros.exported_zeros >= filled.zeros.source_zeros > 0
     assert len(list(cache.glob("*.onnx"))) == 1  # dense, pruned and dequantized GPTQ: one graph
     export(slim, tmp_path / "slim-traced", cache)  # other layer shapes: another graph
     assert len(list(cache.glob("*.onnx"))) == 2

@@ -1,0 +1,55 @@
+"""The typed records round-trip the files the previous release wrote: ``slimpack.json`` (`prune.manifest.Manifest`)
+and ``export.json`` (`export.artifact.ExportRecord`). ``tests/data/previous_release/`` holds them as written by
+commit 0bdfe41 (before ``export.json`` was typed): prune (Wanda, evaluated), quantize (GPTQ), structured
+(SlimGPT) manifests, and the sparse, onnx and onnx-int4 export records of a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from export.artifact import ExportRecord
+from export.base import ZeroSummary
+from prune.manifest import Manifest
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "previous_release"
+MANIFESTS = sorted(DATA.glob("*.slimpack.json"))
+EXPORTS = sorted(DATA.glob("*.export.json"))
+
+
+def test_the_previous_release_files_are_there() -> None:
+    assert [p.name.split(".")[0] for p in MANIFESTS] == ["prune", "quantize", "structured"]
+    assert [p.name.split(".")[0] for p in EXPORTS] == ["onnx-int4", "onnx", "sparse"]
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_a_previous_manifest_round_trips(path: Path) -> None:
+    data = json.loads(path.read_text())
+    manifest = Manifest.from_dict(data)
+    assert manifest.to_dict() == data
+    assert json.dumps(manifest.to_dict(), indent=2) == json.dumps(data, indent=2)  # key order too
+
+
+@pytest.mark.parametrize("path", EXPORTS, ids=lambda p: p.name)
+def test_a_previous_export_record_round_trips(path: Path) -> None:
+    data = json.loads(path.read_text())
+    record = ExportRecord.from_dict(data)
+    assert isinstance(record.zeros, ZeroSummary) and record.zeros.exported_zeros >= record.zeros.source_zeros > 0
+    assert record.format == path.name.split(".")[0] and record.details  # the format's own fields kept apart
+    assert not set(record.details) & {"format", "engine", "zeros", "bytes", "sha256"}
+    assert json.dumps(record.to_dict(), indent=2) == json.dumps(data, indent=2)  # the same file, key order too
+
+
+def test_a_record_missing_or_damaging_fields_reads_them_as_none() -> None:
+    """An older or edited ``export.json``: absent fields are None and are not written back; damaged zeros read
+    as None (verify counts zeros again and never reads them)."""
+    data = json.loads((DATA / "onnx.export.json").read_text())
+    for key in ("sha256", "peak_rss_mib", "environment", "source_stage"):
+        data.pop(key)
+    data["zeros"] = {"source_zeros": 1}
+    record = ExportRecord.from_dict(data)
+    assert record.sha256 is None and record.zeros is None and record.environment is None
+    written = record.to_dict()
+    assert "sha256" not in written and "zeros" not in written and written["source_stage"] is None

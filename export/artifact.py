@@ -11,7 +11,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +69,15 @@ def check(path: Path, m: dict[str, Any]) -> None:
         raise SlimpackError(f"{where!r} records one weight for two modules (its weights were edited); {fix}")
 
 
-COMMON = ("format", "engine", "source", "source_stage", "zeros", "export_seconds", "bytes", "sha256", "peak_rss_mib",
-          "environment")  # fmt: skip  (export.json's fields of every format; the rest are the format's ``details``)
+REQUIRED = ("format", "engine", "source", "source_stage")  # written even when None (``source_stage``: not ours)
 
 
 @dataclass
 class ExportRecord:
     """``export.json``. The format's own fields (its file, weights, opset, layouts …) are ``details``, written at
-    the top level between ``source_stage`` and ``zeros``, as every release wrote them. A field an older or edited
-    file lacks reads as None, and is not written back; what a runtime needs is checked by `Artifact.check`, what
-    the sha256 can vouch for by `Artifact.unverified`. ``zeros`` is what the export counted; verify counts again
+    the top level where the field ``details`` stands, as every release wrote them. A field an older or edited
+    file lacks reads as None, and is not written back; what a runtime needs is checked by `check`, what the
+    sha256 can vouch for by `Artifact.unverified`. ``zeros`` is what the export counted; verify counts again
     and never reads it (a damaged one reads as None)."""
 
     format: str
@@ -94,22 +93,30 @@ class ExportRecord:
     environment: dict[str, Any] | None = None
 
     @classmethod
+    def common(cls) -> list[str]:
+        """The fields every format writes, in file order (``details`` marks where the format's own go)."""
+        return [f.name for f in fields(cls)]
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExportRecord:
-        zeros = data.get("zeros")
+        known = {k: data[k] for k in cls.common() if k in data and k != "details"}
+        zeros = known.pop("zeros", None)
         try:
-            summary = ZeroSummary(**zeros) if isinstance(zeros, dict) else None
+            known["zeros"] = ZeroSummary(**zeros) if isinstance(zeros, dict) else None
         except TypeError:  # edited: not the fields an export writes
-            summary = None
-        common = {k: data.get(k) for k in COMMON if k not in ("zeros", "bytes")}
-        details = {k: v for k, v in data.items() if k not in COMMON}
-        return cls(**common, details=details, zeros=summary, bytes=data.get("bytes", 0))  # type: ignore[arg-type]
+            known["zeros"] = None
+        details = {k: v for k, v in data.items() if k not in cls.common()}
+        return cls(**known, details=details)
 
     def to_dict(self) -> dict[str, Any]:
-        head = {"format": self.format, "engine": self.engine, "source": self.source, "source_stage": self.source_stage}
-        tail = {"zeros": asdict(self.zeros) if self.zeros is not None else None, "export_seconds": self.export_seconds,
-                "bytes": self.bytes, "sha256": self.sha256, "peak_rss_mib": self.peak_rss_mib,
-                "environment": self.environment}  # fmt: skip
-        return {**head, **self.details, **{k: v for k, v in tail.items() if v is not None}}
+        out: dict[str, Any] = {}
+        for name in self.common():
+            value = getattr(self, name)
+            if name == "details":
+                out.update(value)
+            elif value is not None or name in REQUIRED:
+                out[name] = asdict(value) if isinstance(value, ZeroSummary) else value
+        return out
 
     def write(self, directory: Path) -> None:
         """``directory/export.json`` (atomically)."""

@@ -229,6 +229,12 @@ STREAM_DTYPES = ("float32", "bfloat16", "float16")
 STORES = ("auto", "stream", "resident")  # where a model is held (`prune.store`): chosen, or forced
 
 
+def section_stream(section: StreamSpec | None) -> bool | None:
+    """A recipe's or sweep's ``stream:`` section as a step's ``stream`` argument: True (streamed, as the section
+    asks) or None (no section: each step's store is chosen from the model's size, `prune.store`)."""
+    return True if section is not None else None
+
+
 def asked_store(stream: bool | None) -> str:
     """A command's ``stream`` argument as a store: None → ``auto``, True → ``stream``, False → ``resident``."""
     return "auto" if stream is None else "stream" if stream else "resident"

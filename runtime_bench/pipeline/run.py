@@ -30,7 +30,7 @@ from prune.manifest import environment
 from prune.model_config import check_context
 from prune.models import resolve_model_path
 from prune.paths import Output, check_writes
-from prune.spec import EvalSpec, Job, StreamSpec
+from prune.spec import EvalSpec, Job, StreamSpec, section_stream
 from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
 from runtime_bench.pipeline.recipe import Recipe, check_model_fits
 from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, prune_step, quantize_step
@@ -64,7 +64,7 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[st
     dense = resolve_model_path(recipe.model)
     files = [p for p in recipe_inputs(recipe, dense, "") if p.is_file()]  # data text, a plan: their content too
     models = {"dense": (dense, f"{model_key(dense)}:{files_key(files)}")}
-    stream = True if recipe.stream is not None else None  # None: each step's store chosen from the model's size
+    stream = section_stream(recipe.stream)
     step = eval_step(run.cache, "eval-dense", dense, recipe.eval, models["dense"][1], run.progress, stream)
     run.note("eval", "dense", step)
     figures: dict[str, dict[str, Any]] = {
@@ -100,7 +100,7 @@ def run_exports(run: Run, models: dict[str, tuple[Path, str]]) -> dict[str, dict
     for name, item in run.recipe.stages.export.items():
         source, key = models[item.source]
         out = run.out / "export" / name
-        step = artifact_step(run.cache, f"export-{name}", item, source, key, out, True if run.recipe.stream is not None else None)
+        step = artifact_step(run.cache, f"export-{name}", item, source, key, out, section_stream(run.recipe.stream))
         run.note("export", name, step, detail=f"{item.format} from {item.source}")
         artifacts[name] = {
             "path": step.result["path"], "key": step.key, "source": item.source, "format": item.format,
@@ -128,7 +128,7 @@ def run_verify(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[st
         reference = models[art["source"]][0]
         path = run.out / "verify" / f"{name}.json"
         config = VerifyConfig(Path(art["path"]), str(reference), spec, Tolerance(v.tolerance, v.token_match),
-                              v.prompt, v.tokens, v.threads, run.progress, True if run.recipe.stream is not None else None)  # fmt: skip
+                              v.prompt, v.tokens, v.threads, run.progress, section_stream(run.recipe.stream))  # fmt: skip
 
         def check(config: VerifyConfig = config, path: Path = path) -> dict[str, Any]:
             key = ReferenceRun.key(config)
@@ -161,7 +161,7 @@ def run_zeroshot(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[
     entries = [("model", name, path, key, "torch", None) for name, (path, key) in models.items()]
     entries += [("artifact", name, Path(a["path"]), a["key"], a["engine"], a["source"]) for name, a in artifacts.items()
                 if z.artifacts is None or name in z.artifacts]  # fmt: skip
-    stream = True if run.recipe.stream is not None else None
+    stream = section_stream(run.recipe.stream)
     out: dict[str, dict[str, Any]] = {"model": {}, "artifact": {}}
     full: dict[str, dict[str, Any]] = {}  # each model's report, for the artifacts' comparison
     for kind, name, path, key, engine, source in entries:

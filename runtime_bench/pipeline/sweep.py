@@ -29,7 +29,7 @@ from prune.data import DataSpec
 from prune.errors import SlimpackError
 from prune.io import write_json_atomic
 from prune.models import resolve_model_path
-from prune.spec import EvalSpec, Job, PruneSpec, StreamSpec
+from prune.spec import EvalSpec, Job, PruneSpec, StreamSpec, section_stream
 from quant.spec import QuantizeSpec
 from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
 from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, prune_step, quantize_step
@@ -143,7 +143,7 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
         return Job(str(source), out, config.data, overwrite=True, evaluate=evaluate, progress=config.progress,
                    stream=config.stream, store="stream" if config.stream is not None else "auto")  # fmt: skip
 
-    stream = True if config.stream is not None else None  # None: each step's store chosen from the model's size
+    stream = section_stream(config.stream)
 
     models: dict[str, tuple[Path, str]] = {DENSE: (dense, dense_key)}
     quality: dict[str, dict[str, Any]] = {DENSE: {"sparsity": 0.0}}

@@ -38,6 +38,8 @@ from typing import Any
 import torch
 
 from prune.errors import SlimpackError
+from prune.lazy import SAFETENSORS_DTYPES
+from prune.shards import STORED_NAMES
 
 VERSION = 1
 CONFIG_KEY = "slimpack_sparse"  # config.json: {"version": 1, "values": …}; shards: metadata "slimpack_sparse.version"
@@ -52,8 +54,6 @@ VALUE_DTYPES = {  # values kind → the dtype of P.values
 }
 FLOAT_VALUES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 DENSE_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
-SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "I8": torch.int8,
-                      "U8": torch.uint8, "I64": torch.int64}  # fmt: skip
 _BITS = 1 << torch.arange(8, dtype=torch.int32)
 
 
@@ -100,7 +100,7 @@ class Layout:
         """Each stored suffix → (shape, safetensors dtype); a shape of None: 1-D of any length (values, with
         ``nnz`` unknown)."""
         out, inp = self.shape
-        value_dtype = {v: k for k, v in SAFETENSORS_DTYPES.items()}[VALUE_DTYPES[self.values]]
+        value_dtype = STORED_NAMES[VALUE_DTYPES[self.values]]
         tensors: dict[str, tuple[list[int] | None, str]] = {"values": (None, value_dtype)}
         if nnz is not None:
             tensors["values"] = ([value_elements(self.values, nnz)], value_dtype)

@@ -14,9 +14,9 @@ from prune.manifest import Manifest, MethodRecord, environment, peak_rss_mib
 from prune.model_config import check_context
 from prune.models import LoadedModel, load_model, resolve_model_path, save_model
 from prune.report import model_sparsity, sparsity_summary
-from prune.spec import EvalSpec, Job, PruneSpec, Resolved, asked_store
+from prune.spec import EvalSpec, Job, PruneSpec, Resolved
 from prune.stage import Outcome, allocation_context, check_layers, evaluate_model, prepare_walk, run_stage
-from prune.store import choose_store, settle
+from prune.store import settle, streamed
 from prune.stream import StreamedBlocks, finish, output_writer, plan_streamed_walk, stream_refusal, streamed_perplexity
 from prune.walker import in_memory, walk
 
@@ -101,7 +101,7 @@ def evaluate(
     spec.check()
     path = resolve_model_path(model_spec)
     check_context(path, {"--seqlen": spec.seqlen})
-    if choose_store(path, asked_store(stream)).streamed:
+    if streamed(path, stream):
         result = streamed_perplexity(path, spec, device, progress)
     else:
         result = evaluate_model(load_model(model_spec, device=device), spec, device, progress)

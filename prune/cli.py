@@ -3,9 +3,9 @@
 ``inspect``, ``report``.
 
 Higher packages register their commands into `COMMANDS` from their own ``cli.py`` (``quantize``: `quant.cli`;
-``export``: `export.cli`; ``eval`` (perplexity, and zero-shot tasks on any engine), ``verify``, ``bench``, ``run``:
-`runtime_bench.cli`, whose ``main`` is the console script and imports them all). Each command parses its arguments into the package's config dataclasses — the
-pruning spec through `prune_spec`, the one parser of it — and calls the package API. Errors a user can fix
+``export``: `export.cli`; ``eval`` (perplexity, and zero-shot tasks on any engine), ``verify``, ``bench``,
+``run``: `runtime_bench.cli`, whose ``main`` is the console script and imports them all). Each command parses its
+arguments into the package's config dataclasses — the pruning spec through `prune_spec`, the one parser of it — and calls the package API. Errors a user can fix
 are printed as one line on stderr (exit 2) and nothing is written.
 """
 

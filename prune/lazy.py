@@ -39,12 +39,12 @@ from prune.structured.shapes import STRUCTURE_KEY, apply_structure
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "model.safetensors.index.json"
-FLOAT_DTYPES = {  # safetensors' names of the floating dtypes
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F64": torch.float64,
-}
+SAFETENSORS_DTYPES = {  # safetensors' dtype names (shard headers), declared once: readers and writers use this
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}  # fmt: skip
+FLOAT_DTYPES = {name: dtype for name, dtype in SAFETENSORS_DTYPES.items() if dtype.is_floating_point}
 
 
 def read_index(path: Path) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
@@ -154,8 +154,7 @@ def _is_shape(shape: object) -> bool:
     return isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
 
 
-STORED_BYTES = {**{name: dtype.itemsize for name, dtype in FLOAT_DTYPES.items()},
-                "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}  # fmt: skip
+STORED_BYTES = {name: dtype.itemsize for name, dtype in SAFETENSORS_DTYPES.items()}
 
 
 def output_bytes(directory: Path, float_bytes: float | None, linear_bytes: float | None = None) -> int:

@@ -25,18 +25,14 @@ from typing import BinaryIO
 
 import torch
 
-from prune.lazy import INDEX_FILE
+from prune.lazy import INDEX_FILE, SAFETENSORS_DTYPES
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_BYTES = 2 * 2**30
 
 
-SAFETENSORS_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-    torch.bool: "BOOL",
-}  # fmt: skip
+STORED_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}  # torch dtype → its header name
 HEADER_ROOM = 64 * 2**10  # bytes left for a shard's header before its first tensor (a multiple of 8)
 
 
@@ -55,7 +51,7 @@ class Shard:
         nbytes = value.numel() * value.element_size()
         if nbytes:
             self.file.write(memoryview(value.reshape(-1).view(torch.uint8).numpy()))
-        self.entries[name] = {"dtype": SAFETENSORS_DTYPES[value.dtype], "shape": list(value.shape),
+        self.entries[name] = {"dtype": STORED_NAMES[value.dtype], "shape": list(value.shape),
                               "data_offsets": [self.size, self.size + nbytes]}  # fmt: skip
         self.size += nbytes
 

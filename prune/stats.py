@@ -96,8 +96,9 @@ ACCUMULATORS: dict[str, Callable[[int, torch.device | str], Accumulator]] = {
 class Stats:
     """What a method sees for one linear: named statistics (``hessian``, ``input_norm``, ``grad``).
     ``owned``: the caller holds no other reference to the statistics it accumulated and never reads them again
-    (the walker hands each linear's over; ``grad`` is only lent), so their last use may consume them in place — the OBS sweep then factors the Hessian
-    where it lies instead of in a copy, one ``[in, in]`` fp32 matrix less (`prune.obs.obs_sweep`)."""
+    (the walker hands each linear's over; ``grad`` is only lent), so their last use may consume them in place —
+    the OBS sweep then factors the Hessian where it lies instead of in a copy, one ``[in, in]`` fp32 matrix less
+    (`prune.obs.obs_sweep`)."""
 
     values: dict[str, torch.Tensor]
     owned: bool = False

@@ -31,7 +31,8 @@ from prune.errors import SlimpackError
 from prune.lazy import LazyCheckpoint, output_bytes
 from prune.model_config import read_config
 from prune.models import checkpoint_kind, resolve_model_path
-from prune.spec import STORES, Job, StreamSpec
+from prune.spec import STORES, Job, StreamSpec, asked_store
+from prune.stream import refuse
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +45,15 @@ class ModelFootprint:
     """A model's memory in each store, in bytes (see the module docstring)."""
 
     resident: int
-    streamed: int
+    streamed: int | None  # None: the checkpoint kind cannot be read block by block (it has no tensor codec)
 
     @classmethod
-    def of(cls, path: Path) -> ModelFootprint | None:
-        """From the shards' headers and the config (no weight is read); None when the checkpoint kind cannot be
-        read block by block (it has no tensor codec)."""
+    def of(cls, path: Path) -> ModelFootprint:
+        """From the config and the shards' headers (no weight is read): the skeleton's parameters, or — for a
+        kind with no tensor codec — the stored tensors' elements, 4 bytes each."""
         codec = checkpoint_kind(path).codec(read_config(path))
         if codec is None:
-            return None
+            return cls(resident=output_bytes(path, 4), streamed=None)
         lazy = LazyCheckpoint.open(path, codec)
         model = lazy.model
         total = sum(p.numel() for p in model.parameters())
@@ -99,18 +100,17 @@ def decide(path: Path, asked: str, budget_bytes: int | None, refusal: str | None
     if asked not in STORES:
         raise SlimpackError(f"store {asked!r} is not one of {', '.join(STORES)}")
     if asked == "stream":
-        if refusal is not None:
-            raise SlimpackError(refusal)
+        refuse(refusal)
         return StoreChoice(True, "streamed: --stream")
     if asked == "resident":
         return StoreChoice(False, "resident: --resident")
-    footprint = ModelFootprint.of(path) if refusal is None else None
+    footprint = ModelFootprint.of(path)
     if budget_bytes is not None:  # a budget for the whole process: what it holds already is spent
         budget, source = budget_bytes - process_bytes(), "--max-memory, less what the process holds"
     else:
         budget, source = int(BUDGET_FRACTION * available_bytes()), "the memory available now"
-    if footprint is None:  # the job or the checkpoint kind cannot stream: resident, if it fits
-        resident = output_bytes(path, 4)
+    if refusal is not None or footprint.streamed is None:  # it cannot stream: resident, if it fits
+        resident = footprint.resident
         why = refusal or "this checkpoint kind cannot be read block by block"
         if resident > budget:
             raise SlimpackError(
@@ -135,6 +135,12 @@ def decide(path: Path, asked: str, budget_bytes: int | None, refusal: str | None
         f"resident: the whole model in fp32 takes ≈ {gib(footprint.resident)}; streaming would save less than "
         f"{gib(STREAM_SAVING)}",
     )
+
+
+def streamed(path: Path, stream: bool | None) -> bool:
+    """Whether a read-only command (eval, verify's reference, zero-shot) streams the model at ``path``:
+    ``stream`` True / False forces it (``--stream`` / ``--resident``), None chooses (`choose_store`)."""
+    return choose_store(path, asked_store(stream)).streamed
 
 
 def settle(job: Job, refusal: str | None = None) -> Job:

@@ -69,9 +69,9 @@ def stream_refusal(resolved: Resolved, method: LayerMethod | None = None) -> str
     return None
 
 
-def check_streamable(resolved: Resolved, method: LayerMethod | None = None) -> None:
-    """Refuse (one line, before any work) a pruning spec the streamed path cannot run (`stream_refusal`)."""
-    refusal = stream_refusal(resolved, method)
+def refuse(refusal: str | None) -> None:
+    """Raise a job's refusal (`stream_refusal`, `quant.api.quantize_stream_refusal`) as its one line, before any
+    work; None: nothing to refuse."""
     if refusal is not None:
         raise SlimpackError(refusal)
 

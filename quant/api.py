@@ -159,13 +159,6 @@ def quantize_stream_refusal(stage: Quantize, stream: StreamSpec | None) -> str |
     return refusal
 
 
-def check_stream_quantize(stage: Quantize, stream: StreamSpec) -> None:
-    """Refuse (one line, before any work) a quantization the streamed path cannot run."""
-    refusal = quantize_stream_refusal(stage, stream)
-    if refusal is not None:
-        raise SlimpackError(refusal)
-
-
 def quantize(config: QuantizeConfig) -> Manifest:
     """Quantize ``config.job.model`` (optionally pruning it in the same walk) into a GPTQ checkpoint."""
     stage = Quantize(config.quant, config.joint)  # every setting checked before the model is read

@@ -34,8 +34,8 @@ from prune.data import eval_windows, load_texts, tokenize
 from prune.errors import SlimpackError
 from prune.eval import perplexity_of
 from prune.models import load_model, resolve_model_path
-from prune.spec import EvalSpec, asked_store
-from prune.store import choose_store
+from prune.spec import EvalSpec
+from prune.store import streamed
 from runtime_bench.engines import open_artifact
 from runtime_bench.engines.base import greedy_decode
 from runtime_bench.engines.torch_engine import TorchEngine
@@ -112,7 +112,7 @@ class ReferenceRun:
 
     @classmethod
     def compute(cls, config: VerifyConfig) -> ReferenceRun:
-        if choose_store(resolve_model_path(config.reference), asked_store(config.stream)).streamed:
+        if streamed(resolve_model_path(config.reference), config.stream):
             return cls.streamed(config)
         from export.api import source_zeros
 

@@ -38,8 +38,7 @@ from typing import Any
 import numpy as np
 
 from prune.errors import SlimpackError
-from prune.spec import asked_store
-from prune.store import choose_store
+from prune.store import streamed
 from runtime_bench.logit_sources import EngineSource, LogitSource, StreamedSource
 from runtime_bench.task_files import check_task_file
 
@@ -343,8 +342,7 @@ def open_source(config: ZeroShotConfig) -> Opened:
     from prune.models import load_model
 
     path = resolve_model_path(config.model)
-    streamed = choose_store(path, asked_store(config.stream)).streamed
-    loaded = None if streamed else load_model(path, device=config.device)
+    loaded = None if streamed(path, config.stream) else load_model(path, device=config.device)
     return torch_source(path, loaded, config.device, config.batch_size, config.threads, config.progress)
 
 

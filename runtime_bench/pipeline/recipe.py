@@ -185,8 +185,8 @@ def check_recipe(recipe: Recipe, source: str) -> None:
     """Semantic checks (names exist in their registries, sources are produced, values in range): every setting
     is resolved the way the run will resolve it, so nothing the recipe names can fail after the first step."""
     from export.base import EXPORTERS, streaming_formats
-    from prune.stream import check_streamable
-    from quant.api import Quantize, check_stream_quantize, recipe_stream
+    from prune.stream import refuse, stream_refusal
+    from quant.api import Quantize, quantize_stream_refusal, recipe_stream
     from runtime_bench.pipeline.targets import engine_of, streams
 
     st = recipe.stages
@@ -212,7 +212,7 @@ def check_recipe(recipe: Recipe, source: str) -> None:
             with at("stages.prune"):
                 resolved = st.prune.resolve()
                 if recipe.stream is not None:
-                    check_streamable(resolved)
+                    refuse(stream_refusal(resolved))
         if st.quantize is not None:
             if st.quantize.joint and st.prune is None:
                 raise SlimpackError(
@@ -221,7 +221,7 @@ def check_recipe(recipe: Recipe, source: str) -> None:
             with at("stages.quantize"):
                 quantize = Quantize(st.quantize, st.prune if st.quantize.joint else None)
                 if recipe.stream is not None:
-                    check_stream_quantize(quantize, recipe_stream(st.quantize, recipe.stream))
+                    refuse(quantize_stream_refusal(quantize, recipe_stream(st.quantize, recipe.stream)))
         for name, item in st.export.items():
             if item.format is None:
                 raise SlimpackError(f"stages.export.{name}.format must name an export format, e.g. onnx")

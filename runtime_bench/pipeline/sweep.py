@@ -83,10 +83,10 @@ class SweepConfig:
         resolved = self.spec_at(self.sparsities[0]).resolve()
         targets = [(name, TARGETS.get(name)) for name in self.engines]
         if self.stream is not None:
-            from prune.stream import check_streamable
+            from prune.stream import refuse, stream_refusal
 
             self.stream.check()
-            check_streamable(resolved)
+            refuse(stream_refusal(resolved))
             whole = [name for name, target in targets if not streams(target)]
             if whole:
                 raise SlimpackError(

@@ -18,7 +18,7 @@ from typing import Any
 import export.formats  # noqa: F401  (registers the formats)
 import quant  # noqa: F401  (registers the GPTQ checkpoint kind: exports read GPTQ checkpoints)
 from export.artifact import EXPORT_MANIFEST, ExportRecord
-from export.base import EXPORTERS, StreamingExporter, TensorwiseExporter, ZeroCounts, streaming_formats, zero_summary
+from export.base import EXPORTERS, StreamingExporter, TensorwiseExporter, streaming_formats, zero_summary
 from export.graph_cache import GraphCache
 from prune.errors import SlimpackError
 from prune.io import (
@@ -31,10 +31,8 @@ from prune.io import (
 from prune.lazy import output_bytes
 from prune.manifest import Manifest, environment, peak_rss_mib
 from prune.model_config import read_config
-from prune.models import LoadedModel, load_model
 from prune.spec import asked_store
-from prune.store import choose_store
-from prune.stream import open_streamed
+from prune.store import choose_store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -62,27 +60,6 @@ class ExportConfig:
     progress: bool = True
 
 
-def source_zeros(loaded: LoadedModel) -> ZeroCounts:
-    """Zeros of each prunable linear of the in-framework model."""
-    return {
-        name: {"zeros": int((lin.weight == 0).sum()), "numel": lin.weight.numel()}
-        for name, lin in loaded.adapter.named_linears(loaded.model).items()  # type: ignore[union-attr]
-    }
-
-
-def streamed_source_zeros(loaded: LoadedModel, progress: bool = True) -> ZeroCounts:
-    """`source_zeros` of a streamed model: each linear read from the shards (decoded), counted, dropped."""
-    from tqdm.auto import tqdm
-
-    lazy, adapter = loaded.lazy, loaded.adapter
-    assert lazy is not None and adapter is not None
-    counts: ZeroCounts = {}
-    for name, lin in tqdm(adapter.named_linears(loaded.model).items(), desc="source zeros", disable=not progress):
-        weight = lazy.read([f"{name}.weight"], None, "cpu")[f"{name}.weight"]
-        counts[name] = {"zeros": int((weight == 0).sum()), "numel": weight.numel()}
-    return counts
-
-
 def copy_side_files(model_dir: Path, out: Path) -> None:
     """`SIDE_FILES` of ``model_dir`` into ``out``; config.json and tokenizer_config.json without ``auto_map``
     (`drop_remote_code`: the code it names is not copied)."""
@@ -107,30 +84,22 @@ def export_model(config: ExportConfig) -> ExportRecord:
     # every format holds floats as fp32 at most, integer codes as stored; a tensorwise one (sparse, hf) as stored
     need = output_bytes(model_dir, None if isinstance(exporter, TensorwiseExporter) else 4)
     check_output_dir(config.out, config.overwrite, [model_dir], need, record=EXPORT_MANIFEST)
-    tensorwise = isinstance(exporter, TensorwiseExporter)  # never loads the model: it always runs streamed
     refusal = None
     if not isinstance(exporter, StreamingExporter | TensorwiseExporter):
         refusal = (
             f"--format {config.format} loads the model whole; --stream writes {', '.join(streaming_formats())} "
             "(drop --stream)"
         )
-    streamed = tensorwise or choose_store(model_dir, asked_store(config.stream), refusal=refusal).streamed
+    # a tensorwise format never loads the model: its store is always the streamed one (a skeleton)
+    stream = True if isinstance(exporter, TensorwiseExporter) else config.stream
+    choice = choose_store(model_dir, asked_store(stream), refusal=refusal)
     exporter.check_source(model_dir)
-    if streamed:
-        loaded = open_streamed(model_dir)
-        before = streamed_source_zeros(loaded, config.progress)
-    else:
-        loaded = load_model(model_dir)
-        before = source_zeros(loaded)
+    store = open_store(model_dir, choice, progress=config.progress)
+    before = store.zeros()
     with atomic_output_dir(config.out, config.overwrite, [model_dir], need, record=EXPORT_MANIFEST) as tmp:
         start = time.perf_counter()
         cache = GraphCache(config.graph_cache) if config.graph_cache is not None else None
-        if tensorwise:
-            details = exporter.export_from(model_dir, tmp)
-        elif streamed:
-            details = exporter.export_streamed(loaded, tmp, config.progress)  # type: ignore[union-attr]
-        else:
-            details = exporter.export(loaded, model_dir, tmp, cache)
+        details = store.export(exporter, tmp, cache)
         seconds = time.perf_counter() - start
         copy_side_files(model_dir, tmp)
         zeros = zero_summary(before, exporter.count_zeros(tmp, details))

@@ -232,6 +232,10 @@ class SparseExporter:
     def export(self, loaded: LoadedModel, model_dir: Path, out: Path, cache: GraphCache | None = None) -> dict[str, Any]:
         return self.export_from(model_dir, out)
 
+    def export_streamed(self, loaded: LoadedModel, out: Path, progress: bool = True) -> dict[str, Any]:
+        assert loaded.path is not None
+        return self.export_from(loaded.path, out)
+
     def export_from(self, model_dir: Path, out: Path) -> dict[str, Any]:
         lazy = open_source(model_dir)
         linears = {f"{name}.weight" for name in adapter_for(lazy.model).named_linears(lazy.model)}
@@ -299,6 +303,10 @@ class DenseExporter:
 
     def export(self, loaded: LoadedModel, model_dir: Path, out: Path, cache: GraphCache | None = None) -> dict[str, Any]:
         return self.export_from(model_dir, out)
+
+    def export_streamed(self, loaded: LoadedModel, out: Path, progress: bool = True) -> dict[str, Any]:
+        assert loaded.path is not None
+        return self.export_from(loaded.path, out)
 
     def export_from(self, model_dir: Path, out: Path) -> dict[str, Any]:
         lazy = open_source(model_dir)

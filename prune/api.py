@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +13,17 @@ from prune.data import Calibration, DataSpec
 from prune.errors import SlimpackError
 from prune.manifest import Manifest, MethodRecord, environment, peak_rss_mib
 from prune.model_config import check_context
-from prune.models import LoadedModel, load_model, resolve_model_path, save_model
-from prune.report import model_sparsity, sparsity_summary
+from prune.models import LoadedModel, load_model, resolve_model_path
+from prune.sparsity import sparsity_summary
 from prune.spec import EvalSpec, Job, PruneSpec, Resolved
-from prune.stage import Outcome, allocation_context, check_layers, evaluate_model, prepare_walk, run_stage
-from prune.store import settle, streamed
-from prune.stream import StreamedBlocks, finish, output_writer, plan_streamed_walk, stream_refusal, streamed_perplexity
-from prune.walker import in_memory, walk
+from prune.stage import Outcome, allocation_context, check_layers, prepare_walk, run_stage
+from prune.store import ModelStore, PlainOutput, open_chosen, settle
+from prune.stream import stream_refusal
+from prune.walker import walk
 
 log = logging.getLogger(__name__)
+
+OUTPUT = PlainOutput()  # a pruned model is a plain model directory
 
 
 @dataclass(frozen=True)
@@ -40,41 +43,21 @@ class UnstructuredPrune:
     def check_model(self, loaded: LoadedModel) -> None:
         check_layers(loaded, self.resolved.pattern.check_features)
 
-    def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job, out: Path) -> Outcome:
+    def apply(self, store: ModelStore, calibration: Calibration, job: Job, out: Path) -> Outcome:
         r = self.resolved
-        store = None
-        if job.stream is not None:  # each finished block is written into ``out`` as the walk goes
-            lazy = loaded.lazy
-            assert lazy is not None and loaded.adapter is not None
-            needs, reruns = r.method.needs, r.method.modifies_weights
-            keep = plan_streamed_walk(loaded, needs, job.data, job.stream, reruns, job.device)
-            writer = output_writer(out, lazy, job.stream.torch_dtype(), int(job.stream.shard_mib * 2**20))
-            store = StreamedBlocks(lazy, loaded.adapter, writer, keep=keep)
-        prep = prepare_walk(loaded, r, r.method, calibration, job.device, job.progress,
-                            store.keep if store is not None else in_memory)  # fmt: skip
-        adapter = loaded.adapter
-        assert adapter is not None
-        result = walk(loaded.model, adapter, r.method, prep.allocation.plan, r.pattern, prep.batches, prep.grads,
-                      job.device, r.spec.true_sequential, job.progress, store=store)  # fmt: skip
-        if store is None:
-            sparsity = model_sparsity(adapter.named_linears(loaded.model))
-
-            def save(directory: Path) -> None:
-                save_model(loaded.model, loaded.tokenizer, directory)
-
-        else:
-            sparsity = sparsity_summary(store.sparsity)
-
-            def save(directory: Path) -> None:
-                finish(loaded, writer, directory)
-
+        blocks = store.blocks(r.method.needs, r.method.modifies_weights, job.data, OUTPUT, out)
+        prep = prepare_walk(store, r, r.method, calibration, blocks.keep, job.device, job.progress)
+        loaded = store.loaded
+        assert loaded.adapter is not None
+        result = walk(loaded.model, loaded.adapter, r.method, prep.allocation.plan, r.pattern, prep.batches,
+                      prep.grads, job.device, r.spec.true_sequential, job.progress, store=blocks)  # fmt: skip
         return Outcome(
             stage="prune",
             method=MethodRecord(r.method.name, r.method.options()),
             pattern=str(r.pattern),
             target_sparsity=prep.target,
-            sparsity=sparsity,
-            save=save,
+            sparsity=sparsity_summary(blocks.sparsity),
+            save=partial(store.save, OUTPUT, result.outputs),
             allocation=prep.allocation,
             allocation_record=prep.record,
             true_sequential=r.spec.true_sequential,
@@ -96,15 +79,11 @@ def prune(config: PruneConfig) -> Manifest:
 def evaluate(
     model_spec: str, spec: EvalSpec, device: str = "cpu", progress: bool = True, stream: bool | None = None
 ) -> dict[str, Any]:
-    """Perplexity of a model: loaded whole, or block-major from its shards (`prune.stream`); ``stream``: None
+    """Perplexity of a model: loaded whole, or block-major from its shards (`prune.store`); ``stream``: None
     lets `prune.store.choose_store` pick (the same perplexity either way), True / False force it."""
     spec.check()
-    path = resolve_model_path(model_spec)
-    check_context(path, {"--seqlen": spec.seqlen})
-    if streamed(path, stream):
-        result = streamed_perplexity(path, spec, device, progress)
-    else:
-        result = evaluate_model(load_model(model_spec, device=device), spec, device, progress)
+    check_context(resolve_model_path(model_spec), {"--seqlen": spec.seqlen})
+    result = open_chosen(model_spec, stream, device, progress).perplexity(spec)
     return {
         "model": model_spec,
         **asdict(spec),

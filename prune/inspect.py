@@ -7,7 +7,7 @@ from typing import Any
 
 from prune.errors import SlimpackError
 from prune.manifest import MANIFEST, Manifest
-from prune.report import sparsity_summary, weight_sparsity
+from prune.sparsity import sparsity_summary, weight_sparsity
 
 
 def read_weights(directory: Path, names: list[str] | None) -> dict[str, dict[str, Any]]:

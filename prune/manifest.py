@@ -25,6 +25,7 @@ from typing import Any
 
 from prune.errors import SlimpackError
 from prune.io import compare_files, directory_bytes, hash_files, write_json_atomic
+from prune.spec import StreamSpec
 
 MANIFEST = "slimpack.json"
 
@@ -136,7 +137,7 @@ class Manifest:
     evaluation: dict[str, Any] | None = None
     structure: dict[str, Any] | None = None
     quantization: dict[str, Any] | None = None
-    stream: dict[str, Any] | None = None  # the streamed path's settings (`prune.spec.StreamSpec`), if streamed
+    stream: StreamSpec | None = None  # the streamed store's settings, if streamed (`prune.store`)
     size_bytes: int | None = None  # the directory's files, the manifest excluded
     files: dict[str, str] = field(default_factory=dict)
 
@@ -181,6 +182,7 @@ class Manifest:
         values = {k: v for k, v in data.items() if k in known}
         values["method"] = MethodRecord(**data["method"])
         values["timing"] = Timing(**data["timing"])
+        values["stream"] = StreamSpec(**data["stream"]) if data.get("stream") else None
         return cls(**values)
 
     def write(self, directory: Path) -> Manifest:

@@ -1,36 +1,11 @@
-"""Measured sparsity of a model's prunable linears, and plain-text tables of it."""
+"""Plain-text tables of runs and of their measured sparsity (`prune.sparsity`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import torch
-from torch import nn
-
 from prune.registry import Registry
-
-
-def weight_sparsity(w: torch.Tensor) -> dict[str, Any]:
-    """``{shape, zeros, numel, sparsity}`` of one weight, measured."""
-    z, n = int((w == 0).sum().item()), w.numel()
-    return {"shape": list(w.shape), "zeros": z, "numel": n, "sparsity": z / n}
-
-
-def sparsity_summary(modules: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    """``{"overall": s, "zeros": z, "numel": n, "modules": {name: {shape, zeros, numel, sparsity}}}``."""
-    zeros = sum(m["zeros"] for m in modules.values())
-    numel = sum(m["numel"] for m in modules.values())
-    return {"overall": zeros / numel if numel else 0.0, "zeros": zeros, "numel": numel, "modules": dict(modules)}
-
-
-def module_sparsity(weights: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """`sparsity_summary` of ``weights``, measured."""
-    return sparsity_summary({name: weight_sparsity(w) for name, w in weights.items()})
-
-
-def model_sparsity(linears: Mapping[str, nn.Linear]) -> dict[str, Any]:
-    return module_sparsity({name: lin.weight.data for name, lin in linears.items()})
 
 
 def markdown_table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:

@@ -21,7 +21,7 @@ from prune.data import DataSpec
 from prune.errors import SlimpackError
 
 if TYPE_CHECKING:
-    from prune.models import LoadedModel
+    pass
 
 
 def parse_options(items: Sequence[str]) -> dict[str, Any]:
@@ -257,11 +257,10 @@ class Evaluation(Protocol):
         """What determines the result (JSON data, for a step's cache key)."""
         ...
 
-    def run(self, model: Path, loaded: LoadedModel | None, device: str, progress: bool) -> dict[str, Any]:
-        """Evaluate the stage's output: ``loaded``, the model as the stage holds it in memory (what ``--eval``'s
-        perplexity measures; a GPTQ checkpoint's fp16 embeddings and norms are written rounded), or, when the
-        stage streamed (``loaded`` None), the model written to ``model``, read one block at a time. A result
-        with a ``summary`` string is shown in the stage's one-line summary."""
+    def run(self, store: Any, written: Path) -> dict[str, Any]:
+        """Evaluate the stage's output as ``store`` (`prune.store.ModelStore`) holds it after the stage
+        (`prune.store.ModelStore.forward` of ``written``: what ``--eval``'s perplexity measures). A result with a
+        ``summary`` string is shown in the stage's one-line summary."""
         ...
 
 
@@ -283,21 +282,10 @@ class Job:
     evaluations: tuple[Evaluation, ...] = ()
     store: str = "auto"  # auto | stream | resident (`prune.store`): ``stream`` is None after a resident choice
 
-    def output_bytes(self, linear_bytes: float | None = None) -> int:
-        """The output's size, estimated from the source's headers: floats as written (fp32 in memory, the
-        stream's dtype streamed), the blocks' linear weights at ``linear_bytes`` each where the stage stores them
-        otherwise (4-bit codes)."""
-        from prune.lazy import output_bytes
-        from prune.models import resolve_model_path
-
-        dtype = None if self.stream is None else self.stream.torch_dtype()
-        float_bytes = 4 if self.stream is None else None if dtype is None else dtype.itemsize
-        return output_bytes(resolve_model_path(self.model), float_bytes, linear_bytes)
-
-    def check(self, linear_bytes: float | None = None) -> None:
-        """Every setting, and the output (`prune.io.check_output_dir`, with `output_bytes`)."""
+    def check(self, need: int, record: str) -> None:
+        """Every setting, and the output (`prune.io.check_output_dir`: room for ``need`` bytes,
+        `prune.store.output_size`; ``record``: the file naming an earlier output, `prune.manifest.MANIFEST`)."""
         from prune.io import check_output_dir
-        from prune.manifest import MANIFEST
         from prune.model_config import check_context
         from prune.models import resolve_model_path
         from prune.paths import Output, check_writes
@@ -312,7 +300,7 @@ class Job:
         for evaluation in self.evaluations:
             evaluation.check()
         source = resolve_model_path(self.model)
-        check_output_dir(Path(self.out), self.overwrite, [source], self.output_bytes(linear_bytes), record=MANIFEST)
+        check_output_dir(Path(self.out), self.overwrite, [source], need, record=record)
         if self.stream is not None and self.stream.offload_dir is not None:  # the API's callers too (`prune.paths`)
             check_writes([Output("--offload-dir", Path(self.stream.offload_dir), "dir")], [source])
         check_context(

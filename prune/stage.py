@@ -1,12 +1,12 @@
 """The one template of every model-writing stage (prune, structured prune, quantize), and what they share.
 
-`run_stage(job, stage)`: check the job (data, output) → load the model (whole, or as a skeleton streamed from
-its shards: ``job.stream``, `prune.stream`) → ``stage.check_model`` (layer fits) → inside a temporary output
-directory: ``stage.apply`` (calibrate, allocate, walk; timed; a streamed walk writes each finished block there)
-→ the model's files → the `Manifest` (its peak RSS read after their write) → evaluate (if asked: perplexity, then
-``job.evaluations``; a streamed model block by block from what was written) → the allocation's artifacts and the
-manifest → renamed into place. A stage only says what is its own (`Stage`); the order, the timing, the evaluation
-and the atomic output are here.
+`run_stage(job, stage)`: check the job (data, output) → open its store (`prune.store.open_job`: the model
+resident, or a skeleton streamed from its shards, as `prune.store.settle` chose) → ``stage.check_model``
+(layer fits) → inside a temporary output directory: ``stage.apply(store, …)`` (calibrate, allocate, walk the
+store's blocks; timed) → the model's files (``store.save``) → the `Manifest` (its peak RSS read after their
+write) → evaluate (if asked: perplexity, then ``job.evaluations``, through the same store) → the allocation's
+artifacts and the manifest → renamed into place. A stage only says what is its own (`Stage`) and never which
+store it has; the order, the timing, the evaluation and the atomic output are here.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from prune.allocation import Allocation, AllocationContext, allocate
-from prune.data import Calibration, eval_windows, load_texts, tokenize
+from prune.data import Calibration
 from prune.errors import SlimpackError
-from prune.eval import PerplexityResult, perplexity
 from prune.io import atomic_output_dir
 from prune.manifest import MANIFEST, Manifest, MethodRecord, Timing, peak_rss_mib
-from prune.models import LoadedModel, load_model
-from prune.spec import EvalSpec, Job, Resolved
+from prune.models import LoadedModel
+from prune.spec import Job, Resolved
 from prune.stats import gradient_norms
-from prune.walker import Keep, in_memory
+from prune.store import ModelStore, open_job, output_size
+from prune.walker import BlockStore, Keep
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,9 @@ class Stage(Protocol):
 
     def check_model(self, loaded: LoadedModel) -> None: ...
 
-    def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job, out: Path) -> Outcome:
-        """Compress ``loaded``; ``out`` is the (temporary) output directory, where a streamed stage writes
-        each finished block."""
+    def apply(self, store: ModelStore, calibration: Calibration, job: Job, out: Path) -> Outcome:
+        """Compress the model ``store`` holds; ``out`` is the (temporary) output directory, where the store
+        writes each finished block as the walk leaves it (`prune.store.ModelStore.blocks`)."""
         ...
 
 
@@ -80,15 +80,17 @@ def allocation_record(resolved: Resolved, allocation: Allocation) -> dict[str, A
 
 
 def run_stage(job: Job, stage: Stage) -> Manifest:
-    """Run ``stage`` on ``job`` (see the module docstring); returns the manifest written with the model."""
-    job.check(stage.linear_bytes)
-    loaded = open_model(job)
-    stage.check_model(loaded)
-    calibration = Calibration(loaded.tokenizer, job.data)
-    need = job.output_bytes(stage.linear_bytes)
-    with atomic_output_dir(job.out, job.overwrite, [loaded.path] if loaded.path else [], need, MANIFEST) as tmp:
+    """Run ``stage`` on ``job`` (a `prune.store.settle`d one; see the module docstring); returns the manifest
+    written with the model."""
+    need = output_size(job, stage.linear_bytes)
+    job.check(need, MANIFEST)
+    store = open_job(job)
+    stage.check_model(store.loaded)
+    calibration = Calibration(store.loaded.tokenizer, job.data)
+    source = [store.loaded.path] if store.loaded.path else []
+    with atomic_output_dir(job.out, job.overwrite, source, need, MANIFEST) as tmp:
         start = time.perf_counter()
-        outcome = stage.apply(loaded, calibration, job, tmp)
+        outcome = stage.apply(store, calibration, job, tmp)
         seconds = time.perf_counter() - start
         outcome.save(tmp)  # every weight file before the peak RSS is read: a write's buffers count in it
         manifest = Manifest(
@@ -104,52 +106,28 @@ def run_stage(job: Job, stage: Stage) -> Manifest:
             true_sequential=outcome.true_sequential,
             structure=outcome.structure,
             quantization=outcome.quantization,
-            stream=asdict(job.stream) if job.stream is not None else None,
+            stream=store.settings,
         )
         log.info("%s %s of %s: sparsity %.2f %% in %.1f s", outcome.stage, outcome.method.name, job.model,
                  100 * outcome.sparsity["overall"], seconds)  # fmt: skip
         evaluation: dict[str, Any] = {}
-        if job.evaluate is not None:
-            if job.stream is not None:
-                from prune.stream import streamed_perplexity
-
-                ppl = streamed_perplexity(tmp, job.evaluate, job.device, job.progress)
-            else:
-                ppl = evaluate_model(loaded, job.evaluate, job.device, job.progress)
-            evaluation.update(asdict(job.evaluate), **ppl.to_dict())
-        for extra in job.evaluations:  # e.g. zero-shot tasks: the model as written (streamed) or as held
-            evaluation[extra.name] = extra.run(
-                tmp, None if job.stream is not None else loaded, job.device, job.progress
-            )
+        if job.evaluate is not None:  # the model as the stage left it: in memory, or as written (streamed)
+            evaluation.update(asdict(job.evaluate), **store.perplexity(job.evaluate, tmp).to_dict())
+        for extra in job.evaluations:  # e.g. zero-shot tasks, through the same store
+            evaluation[extra.name] = extra.run(store, tmp)
         manifest.evaluation = evaluation or None
         if outcome.allocation is not None:
             outcome.allocation.write_artifacts(tmp)
         return manifest.write(tmp)
 
 
-def open_model(job: Job) -> LoadedModel:
-    """The job's model: loaded whole, or opened as a skeleton streamed from its shards (``job.stream``)."""
-    if job.stream is None:
-        return load_model(job.model)
-    from prune.stream import open_streamed
-
-    return open_streamed(job.model)
-
-
-def evaluate_model(loaded: LoadedModel, spec: EvalSpec, device: str = "cpu", progress: bool = True) -> PerplexityResult:
-    """Perplexity of a loaded model under ``spec`` (see `prune.eval` for the definition)."""
-    loaded.model.to(device)
-    tokens = tokenize(loaded.tokenizer, load_texts(spec.dataset).evaluation)
-    windows = eval_windows(tokens, spec.seqlen, spec.windows)
-    return perplexity(loaded.model, windows, spec.batch_size, device, progress)
-
-
 def allocation_context(
     loaded: LoadedModel, calibration: Calibration | None, device: str = "cpu", progress: bool = True,
-    batches: list | None = None, keep: Keep = in_memory,
+    batches: list | None = None, blocks: Callable[[], BlockStore] | None = None,
 ) -> AllocationContext:  # fmt: skip
     """What an allocator may use: the model's linears per block, the calibration batches (``batches``, when
-    drawn) and held-out windows of the calibration split. ``keep``: where a streamed pass keeps activations."""
+    drawn) and held-out windows of the calibration split. ``blocks``: fresh read-only passes over the blocks
+    (`prune.store.ModelStore.reader`; None: the model's own, in memory)."""
     adapter = loaded.adapter
     assert adapter is not None
 
@@ -157,15 +135,6 @@ def allocation_context(
         if calibration is None:
             raise SlimpackError("this allocation needs held-out calibration text; run it through slimpack prune/plan")
         return calibration.heldout(n)
-
-    blocks = None
-    if loaded.lazy is not None:  # a streamed model: each pass reads the blocks from the shards
-        from prune.stream import StreamedBlocks
-
-        lazy = loaded.lazy
-
-        def blocks() -> StreamedBlocks:
-            return StreamedBlocks(lazy, adapter, keep=keep)
 
     return AllocationContext(
         blocks=blocks,
@@ -192,21 +161,22 @@ class Prepared:
 
 
 def prepare_walk(
-    loaded: LoadedModel, resolved: Resolved, method: Any, calibration: Calibration, device: str = "cpu",
-    progress: bool = True, keep: Keep = in_memory,
+    store: ModelStore, resolved: Resolved, method: Any, calibration: Calibration, keep: Keep, device: str = "cpu",
+    progress: bool = True,
 ) -> Prepared:  # fmt: skip
     """Calibration batches (only if ``method`` — the walked layer method — or the allocator needs data),
     gradients (only if the method needs them) and the plan of ``resolved``; one copy for every stage.
-    ``keep``: where the allocators' streamed passes keep their activations."""
+    ``keep``: where the allocators' passes keep their activations (the walk's, `prune.walker.BlockStore.keep`)."""
+    loaded = store.loaded
     allocator = resolved.allocator
     calibrated = bool(method.needs) or method.needs_gradients or (allocator is not None and allocator.needs_calibration)
     batches = calibration.batches() if calibrated else None
     grads = None
-    if method.needs_gradients:
+    if method.needs_gradients:  # the resident store's only (`prune.stream.stream_refusal`)
         linears = loaded.adapter.named_linears(loaded.model)  # type: ignore[union-attr]
         loaded.model.to(device)
         grads = gradient_norms(loaded.model, linears, batches or [], device, progress)
         loaded.model.to("cpu")
-    ctx = allocation_context(loaded, calibration, device, progress, batches, keep)
+    ctx = allocation_context(loaded, calibration, device, progress, batches, store.reader(keep))
     allocation, target = allocate(allocator, resolved.plan, resolved.target, resolved.pattern, ctx)
     return Prepared(batches, grads, allocation, target, allocation_record(resolved, allocation))

@@ -37,8 +37,8 @@ from prune.lazy import LazyCheckpoint, fresh_rotary
 from prune.methods import LayerMethod
 from prune.model_config import drop_remote_code, read_config
 from prune.models import LoadedModel, checkpoint_kind, resolve_model_path
-from prune.report import weight_sparsity
 from prune.shards import DEFAULT_SHARD_BYTES, ShardWriter
+from prune.sparsity import weight_sparsity
 from prune.spec import EvalSpec, Resolved, StreamSpec
 from prune.walker import Keep, in_memory
 
@@ -212,6 +212,14 @@ class StreamedForward:
         self.tokenizer = self.loaded.tokenizer
         self.head: tuple[nn.Module, nn.Module] | None = None
 
+    @classmethod
+    def of(cls, loaded: LoadedModel, device: str = "cpu", progress: bool = True) -> StreamedForward:
+        """Through a skeleton already open (`open_streamed`)."""
+        forward = cls.__new__(cls)
+        forward.loaded, forward.device, forward.progress = loaded, device, progress
+        forward.tokenizer, forward.head = loaded.tokenizer, None
+        return forward
+
     @torch.no_grad()
     def logits_of(self, batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
         """The logits ``[b, s, vocab]`` of each batch of token ids ``[b, s]``, one batch at a time."""
@@ -254,11 +262,9 @@ class StreamedForward:
         return self.logits(ids)[:, -1], ids
 
 
-def block_major_perplexity(
-    forward: StreamedForward, windows: torch.Tensor, batch_size: int = 1
-) -> tuple[PerplexityResult, torch.Tensor]:
-    """`prune.eval.perplexity` of ``windows`` through ``forward`` in one block-major pass, and the logits of
-    the first window (verify compares them)."""
+def forward_perplexity(forward: Any, windows: torch.Tensor, batch_size: int = 1) -> tuple[PerplexityResult, torch.Tensor]:
+    """`prune.eval.perplexity` of ``windows`` through ``forward`` (a `prune.store.Forward`: `StreamedForward`
+    runs every batch in one block-major pass), and the logits of the first window (verify compares them)."""
     from prune.eval import batch_nll, result
 
     start = time.perf_counter()
@@ -283,7 +289,7 @@ def streamed_perplexity(
     forward = StreamedForward(model_dir, device, progress)
     tokens = tokenize(forward.tokenizer, load_texts(spec.dataset).evaluation)
     windows = eval_windows(tokens, spec.seqlen, spec.windows)
-    ppl, _ = block_major_perplexity(forward, windows, spec.batch_size)
+    ppl, _ = forward_perplexity(forward, windows, spec.batch_size)
     return replace(ppl, seconds=time.perf_counter() - start)
 
 

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from prune.architecture import DecoderAdapter
 from prune.masks import Pattern
 from prune.methods import LayerMethod
+from prune.sparsity import weight_sparsity
 from prune.stats import ACCUMULATORS, Accumulator, Stats
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,13 @@ def discard(hidden: torch.Tensor) -> torch.Tensor:
 class BlockStore(Protocol):
     """Where the walker gets each block and where it hands it back: in memory (`InMemoryBlocks`) or streamed
     from the checkpoint's shards (`prune.stream.StreamedBlocks`: read before, written and released after).
-    ``keep`` is where the calibration activations wait between blocks (in memory, or spilled to disk)."""
+    ``keep`` is where the calibration activations wait between blocks (in memory, or spilled to disk);
+    ``before`` / ``sparsity``: each prunable linear's zeros (`prune.sparsity.weight_sparsity`) as it entered and
+    as it left (as written, where the store writes it)."""
 
     keep: Keep
+    before: dict[str, dict[str, Any]]
+    sparsity: dict[str, dict[str, Any]]
 
     def __len__(self) -> int: ...
 
@@ -108,11 +113,12 @@ class BlockStore(Protocol):
 class InMemoryBlocks:
     """The blocks of a model held in memory: moved to the compute device and back."""
 
-    keep: Keep = staticmethod(in_memory)
-
-    def __init__(self, model: nn.Module, adapter: DecoderAdapter) -> None:
+    def __init__(self, model: nn.Module, adapter: DecoderAdapter, keep: Keep = in_memory) -> None:
         self.blocks = adapter.blocks(model)
+        self.adapter, self.keep = adapter, keep
         self.homes: dict[int, torch.device] = {}
+        self.before: dict[str, dict[str, Any]] = {}
+        self.sparsity: dict[str, dict[str, Any]] = {}
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -120,11 +126,19 @@ class InMemoryBlocks:
     def enter(self, index: int, device: torch.device | str) -> nn.Module:
         block = self.blocks[index]
         self.homes[index] = next(block.parameters()).device
+        self.before.update(block_sparsity(self.adapter, index, block))
         return block.to(device)
 
     def leave(self, index: int, block: nn.Module, outputs: dict[str, Any]) -> dict[str, Any]:
+        self.sparsity.update(block_sparsity(self.adapter, index, block))
         block.to(self.homes.pop(index))
         return outputs
+
+
+def block_sparsity(adapter: DecoderAdapter, index: int, block: nn.Module) -> dict[str, dict[str, Any]]:
+    """The zeros of block ``index``'s prunable linears, by full name."""
+    prefix = adapter.block_prefix(index)
+    return {f"{prefix}.{name}": weight_sparsity(lin.weight) for name, lin in adapter.linears(block).items()}
 
 
 @torch.no_grad()

@@ -3,8 +3,9 @@ the core's stage template (`prune.stage.run_stage`).
 
 Sequential mode: the source's exact zeros are its prune mask (prune first with ``slimpack prune``).
 Joint mode (``joint``: a `PruneSpec`): the pruner and the quantizer share one walk — see `quant.methods`.
-Streamed (``job.stream``): the source is read one block at a time and each quantized block is written as it is
-finished (`quant.checkpoint.GPTQEncoder`), so a 7B model needs one block's memory.
+The output is a `GPTQOutput` (`prune.store.Output`): from a streamed store each quantized block is written as it
+is finished (`quant.checkpoint.GPTQEncoder`), so a 7B model needs one block's memory; from a resident one the
+checkpoint is saved whole (`quant.checkpoint.save_gptq`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,14 +24,14 @@ from prune.errors import SlimpackError
 from prune.manifest import Manifest, MethodRecord
 from prune.masks import Pattern
 from prune.models import LoadedModel, checkpoint_kind, resolve_model_path, save_model
-from prune.report import model_sparsity, sparsity_summary
+from prune.sparsity import sparsity_summary
 from prune.spec import Job, PruneSpec, Resolved, StreamSpec
 from prune.stage import Outcome, check_layers, prepare_walk, run_stage
-from prune.store import settle
-from prune.stream import StreamedBlocks, finish, output_writer, plan_streamed_walk, stream_refusal
-from prune.walker import in_memory, walk
+from prune.store import ModelStore, settle
+from prune.stream import stream_refusal
+from prune.walker import walk
 from quant.checkpoint import GPTQEncoder, quantization_config, save_gptq, write_gptq_config
-from quant.methods import QUANT_METHODS, QuantizedLayer
+from quant.methods import QUANT_METHODS, ZeroCount
 from quant.spec import DEQUANTIZED, QuantizeSpec
 
 log = logging.getLogger(__name__)
@@ -73,51 +75,29 @@ class Quantize:
     def check_model(self, loaded: LoadedModel) -> None:
         check_layers(loaded, self.quant.grid.check_layer, self.resolved.pattern.check_features)
 
-    def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job, out: Path) -> Outcome:
+    def apply(self, store: ModelStore, calibration: Calibration, job: Job, out: Path) -> Outcome:
         r, q = self.resolved, self.quant
-        model, adapter = loaded.model, loaded.adapter
-        assert adapter is not None
+        loaded = store.loaded
+        assert loaded.adapter is not None
         source = Manifest.read_if_any(Path(job.model)) if Path(job.model).is_dir() else None
-        store = self.streamed_store(loaded, job, out) if job.stream is not None else None
-        if store is None:
-            linears = adapter.named_linears(model)
-            sparsity_before = model_sparsity(linears)["overall"]
-        prep = prepare_walk(loaded, r, self.method, calibration, job.device, job.progress,
-                            store.keep if store is not None else in_memory)  # fmt: skip
-        result = walk(model, adapter, self.method, prep.allocation.plan, r.pattern, prep.batches, prep.grads,
-                      job.device, r.spec.true_sequential, job.progress, store=store)  # fmt: skip
         qconfig = quantization_config(q.grid, self.method.percdamp, self.method.name, q.checkpoint_format,
                                       r.spec.true_sequential)  # fmt: skip
-        if store is None:
-            layers: dict[str, QuantizedLayer] = result.outputs
-            pruned = sum(int(ql.pruned.sum()) for ql in layers.values())
-            kept = sum(int((lin.weight.data[layers[n].pruned] == 0).sum()) for n, lin in linears.items())
-            sparsity = model_sparsity(linears)
-
-            def save(directory: Path) -> None:
-                if q.checkpoint_format == DEQUANTIZED:  # a plain fp32 model holding the grid values
-                    save_model(model, loaded.tokenizer, directory)
-                else:
-                    save_gptq(model, {n: ql.weight for n, ql in layers.items()}, loaded.tokenizer, directory, qconfig)
-
-        else:  # the walk wrote every block; ``result.outputs`` holds each linear's `PackedCount`
-            sparsity_before = sparsity_summary(store.before)["overall"]
-            sparsity = sparsity_summary(store.sparsity)
-            pruned = sum(c.pruned for c in result.outputs.values())
-            kept = sum(c.kept for c in result.outputs.values())
-
-            def save(directory: Path) -> None:
-                write = None if q.checkpoint_format == DEQUANTIZED else partial(write_gptq_config, qconfig=qconfig)
-                finish(loaded, store.writer, directory, write)
-
+        output = GPTQOutput(q.checkpoint_format, qconfig)
+        blocks = store.blocks(self.method.needs, self.method.modifies_weights, job.data, output, out)
+        prep = prepare_walk(store, r, self.method, calibration, blocks.keep, job.device, job.progress)
+        result = walk(loaded.model, loaded.adapter, self.method, prep.allocation.plan, r.pattern, prep.batches,
+                      prep.grads, job.device, r.spec.true_sequential, job.progress, store=blocks)  # fmt: skip
+        counts: list[ZeroCount] = list(result.outputs.values())
+        pruned = sum(c.pruned_count for c in counts)
+        kept = sum(c.kept for c in counts)
         log.info("%d/%d pruned zeros kept", kept, pruned)
         return Outcome(
             stage="quantize",
             method=MethodRecord(self.method.name, self.method.options()),
             pattern=str(r.pattern),
             target_sparsity=prep.target,
-            sparsity=sparsity,
-            save=save,
+            sparsity=sparsity_summary(blocks.sparsity),
+            save=partial(store.save, output, result.outputs),
             allocation=prep.allocation if self.joint else None,
             allocation_record=prep.record if self.joint else None,
             true_sequential=r.spec.true_sequential,
@@ -126,22 +106,41 @@ class Quantize:
                 **q.grid.to_dict(),
                 "checkpoint_format": q.checkpoint_format,
                 "source": source.brief() if source is not None else None,
-                "sparsity_before": sparsity_before,
+                "sparsity_before": sparsity_summary(blocks.before)["overall"],
                 "pruned_zeros": {"pruned": pruned, "kept": kept, "fraction_kept": kept / pruned if pruned else 1.0},
             },
         )
 
-    def streamed_store(self, loaded: LoadedModel, job: Job, out: Path) -> StreamedBlocks:
-        """The walk's blocks read from the source's shards and written, quantized, into ``out`` (``--stream``)."""
-        stream, q = job.stream, self.quant
-        assert stream is not None and loaded.lazy is not None and loaded.adapter is not None
-        if q.checkpoint_format == DEQUANTIZED:
-            dtype = stream.torch_dtype() or torch.float32  # the grid values, exactly, unless --dtype says otherwise
+
+@dataclass(frozen=True)
+class GPTQOutput:
+    """A `prune.store.Output`: the GPTQ checkpoint (`quant.checkpoint`) — or, for `quant.spec.DEQUANTIZED`, a
+    plain model directory holding the grid values (fp32, unless a streamed run's ``--dtype`` says otherwise)."""
+
+    fmt: str
+    qconfig: dict[str, Any]
+
+    @property
+    def encoder(self) -> GPTQEncoder:
+        return GPTQEncoder(self.fmt)
+
+    def streamed_dtype(self, stream: StreamSpec) -> torch.dtype | None:
+        if self.fmt == DEQUANTIZED:
+            return stream.torch_dtype() or torch.float32  # the grid values, exactly
+        return torch.float16  # the format's
+
+    def save(self, loaded: LoadedModel, outputs: dict[str, Any], directory: Path) -> None:
+        if self.fmt == DEQUANTIZED:
+            save_model(loaded.model, loaded.tokenizer, directory)
         else:
-            dtype = torch.float16  # the format's
-        keep = plan_streamed_walk(loaded, self.method.needs, job.data, stream, self.method.modifies_weights, job.device)
-        writer = output_writer(out, loaded.lazy, dtype, int(stream.shard_mib * 2**20))
-        return StreamedBlocks(loaded.lazy, loaded.adapter, writer, GPTQEncoder(q.checkpoint_format), keep)
+            save_gptq(loaded.model, {n: ql.weight for n, ql in outputs.items()}, loaded.tokenizer, directory,
+                      self.qconfig)  # fmt: skip
+
+    def write_config(self, config: Any, directory: Path) -> None:
+        if self.fmt == DEQUANTIZED:
+            config.save_pretrained(directory)
+        else:
+            write_gptq_config(config, directory, self.qconfig)
 
 
 def recipe_stream(quant: QuantizeSpec, stream: StreamSpec) -> StreamSpec:

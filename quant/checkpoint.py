@@ -112,7 +112,7 @@ class PackedCount:
     """What the streamed quantize keeps of one linear once it is written: its pruned weights, and how many of
     them are exactly zero in the quantized weight."""
 
-    pruned: int
+    pruned_count: int
     kept: int
 
 
@@ -139,8 +139,7 @@ class GPTQEncoder:
             else:
                 for suffix, tensor in to_gptq(layer.weight, self.fmt).items():
                     tensors[f"{module}.{suffix}"] = tensor
-            weight = block.get_submodule(module.removeprefix(prefix + ".")).weight
-            counts[module] = PackedCount(int(layer.pruned.sum()), int((weight[layer.pruned] == 0).sum()))
+            counts[module] = PackedCount(layer.pruned_count, layer.kept)
         return tensors, counts
 
 

@@ -16,7 +16,7 @@ layer's prune mask; the walker collects them for the checkpoint.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -32,10 +32,33 @@ from quant.grid import GroupQuantizer, QuantizedWeight, QuantSpec
 
 @dataclass
 class QuantizedLayer:
-    """What a quantization method returns for one linear."""
+    """What a quantization method returns for one linear: its grid codes, the weights that must be zero, and
+    how many of them are exactly zero in the quantized weight (``kept``: a `ZeroCount`, as a streamed
+    store keeps it once the layer is written, `quant.checkpoint.PackedCount`)."""
 
     weight: QuantizedWeight
     pruned: torch.Tensor  # [out, in] bool: weights that must be (and are) exactly zero
+    kept: int
+
+    @classmethod
+    def of(cls, weight: QuantizedWeight, pruned: torch.Tensor, quantized: torch.Tensor) -> QuantizedLayer:
+        """``quantized``: the layer's weight after quantization (the grid values)."""
+        return cls(weight, pruned, int((quantized[pruned] == 0).sum()))
+
+    @property
+    def pruned_count(self) -> int:
+        return int(self.pruned.sum())
+
+
+class ZeroCount(Protocol):
+    """What a quantize walk keeps of each linear, whatever the store: its pruned weights and how many of them
+    the quantized weight keeps exactly zero."""
+
+    @property
+    def pruned_count(self) -> int: ...
+
+    @property
+    def kept(self) -> int: ...
 
 
 class _Quantizer:
@@ -102,7 +125,7 @@ class GPTQ(_Quantizer):
                 consume_H=stats.owned,  # its last use: `_pruned` above only reads it
             )
         W.copy_(Wq.to(W.dtype))
-        return QuantizedLayer(quantizer.result(), pruned)
+        return QuantizedLayer.of(quantizer.result(), pruned, W)
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "blocksize": self.blocksize, "percdamp": self.percdamp}
@@ -126,7 +149,7 @@ class RTN(_Quantizer):
         quantizer = GroupQuantizer(self.spec, *W.shape)
         Wq = round_to_grid(W.float(), quantizer)
         W.copy_(Wq.to(W.dtype))
-        return QuantizedLayer(quantizer.result(), pruned)
+        return QuantizedLayer.of(quantizer.result(), pruned, W)
 
 
 QUANT_METHODS: Registry[type[_Quantizer]] = Registry("quantization method")

@@ -5,8 +5,9 @@ greedy continuation); `continuation_logprob` turns the logits that predict a con
 
 - `EngineSource`: any slimpack engine (`runtime_bench.engines`), one forward per sequence (or right-padded
   batches: a causal model's logits before the padding do not see it).
-- `StreamedSource`: `prune.stream.StreamedForward`, every request's sequence through block 0, then block 1, …
-  (one block in memory).
+- `ForwardSource`: a model directory through its store's `prune.store.Forward` — resident (one whole-model
+  forward per batch) or streamed (`prune.stream.StreamedForward`: every request's sequence through block 0,
+  then block 1, …, one block in memory).
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ class EngineSource:
         return np.asarray(self.engine.generate(input_ids, max_new_tokens))
 
 
-class StreamedSource:
-    """`prune.stream.StreamedForward`: all sequences block-major, ``batch_size`` (right-padded) per batch."""
+class ForwardSource:
+    """A `prune.store.Forward` (resident, or streamed: all sequences block-major), ``batch_size`` (right-padded)
+    sequences per batch."""
 
     def __init__(self, forward: Any, batch_size: int = 1, pad_id: int = 0) -> None:
         self.forward, self.batch_size, self.pad_id = forward, batch_size, pad_id

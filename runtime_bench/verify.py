@@ -33,12 +33,12 @@ from export.artifact import Artifact
 from prune.data import eval_windows, load_texts, tokenize
 from prune.errors import SlimpackError
 from prune.eval import perplexity_of
-from prune.models import load_model, resolve_model_path
+from prune.models import resolve_model_path
 from prune.spec import EvalSpec
-from prune.store import streamed
+from prune.store import open_chosen
+from prune.stream import forward_perplexity
 from runtime_bench.engines import open_artifact
 from runtime_bench.engines.base import greedy_decode
-from runtime_bench.engines.torch_engine import TorchEngine
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,6 @@ class VerifyConfig:
 
     def check(self) -> None:
         from prune.model_config import check_context
-        from prune.models import resolve_model_path
 
         check_settings(self.eval, self.tolerance, self.prompt, self.tokens, self.threads)
         check_context(resolve_model_path(self.reference), {"--seqlen": self.eval.seqlen,
@@ -112,35 +111,17 @@ class ReferenceRun:
 
     @classmethod
     def compute(cls, config: VerifyConfig) -> ReferenceRun:
-        if streamed(resolve_model_path(config.reference), config.stream):
-            return cls.streamed(config)
-        from export.api import source_zeros
-
-        reference = load_model(config.reference)
-        zeros = source_zeros(reference)
-        engine = TorchEngine.from_model(reference.model)
-        tokens = tokenize(reference.tokenizer, load_texts(config.eval.dataset).evaluation)
-        windows = eval_windows(tokens, config.eval.seqlen, config.eval.windows)
-        ppl = perplexity_of(engine_logits(engine), windows, config.eval.batch_size, config.progress)
-        logits0 = np.asarray(engine.logits(windows[:1].numpy()))
-        greedy = engine.generate(windows[:1, : config.prompt].numpy(), config.tokens)
-        return cls(windows, ppl, logits0, greedy, zeros)
-
-    @classmethod
-    def streamed(cls, config: VerifyConfig) -> ReferenceRun:
-        """The same checks with the reference streamed: every window in one block-major pass, then one pass
-        per greedy token (no KV cache); the zeros counted one linear at a time from the shards."""
-        from export.api import streamed_source_zeros
-        from prune.models import resolve_model_path
-        from prune.stream import StreamedForward, block_major_perplexity
-
-        forward = StreamedForward(resolve_model_path(config.reference), "cpu", config.progress)
-        zeros = streamed_source_zeros(forward.loaded, config.progress)
+        """Through the reference's store (`prune.store`): loaded whole, or streamed — every window in one
+        block-major pass, then one pass per greedy token (no KV cache), the zeros counted one linear at a time
+        from the shards."""
+        store = open_chosen(config.reference, config.stream, progress=config.progress)
+        zeros = store.zeros()
+        forward = store.forward()
         tokens = tokenize(forward.tokenizer, load_texts(config.eval.dataset).evaluation)
         windows = eval_windows(tokens, config.eval.seqlen, config.eval.windows)
-        ppl, first = block_major_perplexity(forward, windows, config.eval.batch_size)
+        ppl, first = forward_perplexity(forward, windows, config.eval.batch_size)
         greedy = greedy_decode(forward, windows[:1, : config.prompt].numpy(), config.tokens)
-        return cls(windows, ppl, first.numpy(), greedy, zeros)
+        return cls(windows, ppl, first.float().numpy(), greedy, zeros)
 
 
 def verify(config: VerifyConfig, reference: ReferenceRun | None = None) -> dict[str, Any]:

@@ -8,7 +8,8 @@ greedy when every ``c_t`` is the arg-max (lm-eval's ``loglikelihood`` contract; 
 model's window keeps its last tokens, as lm-eval's HF model does). Sources (`runtime_bench.logit_sources`):
 - `EngineSource`: any slimpack engine (`runtime_bench.engines`), one forward per sequence (or right-padded
   batches: a causal model's logits before the padding do not see it).
-- `StreamedSource`: `prune.stream.StreamedForward`, every request's sequence through block 0, then block 1, …
+- `ForwardSource`: a model directory's `prune.store.Forward`, resident or streamed (every request's sequence
+  through block 0, then block 1, …)
   (one block in memory: a 7B's zero-shot run never holds the model).
 
 Tasks are lm-eval's own configs (prompts, choices, metrics) by name. Their data comes from the Hugging Face hub as
@@ -36,10 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from prune.errors import SlimpackError
-from prune.store import streamed
-from runtime_bench.logit_sources import EngineSource, LogitSource, StreamedSource
+from prune.store import ModelStore, open_chosen
+from runtime_bench.logit_sources import EngineSource, ForwardSource, LogitSource
 from runtime_bench.task_files import check_task_file
 
 log = logging.getLogger(__name__)
@@ -339,35 +341,21 @@ def open_source(config: ZeroShotConfig) -> Opened:
         tokenizer = AutoTokenizer.from_pretrained(artifact.path, trust_remote_code=False)
         source: LogitSource = EngineSource(engine, config.batch_size, int(tokenizer.eos_token_id))
         return Opened(source, tokenizer, context_length(read_config(artifact.path)), artifact.engine, engine.close)
-    from prune.models import load_model
-
-    path = resolve_model_path(config.model)
-    loaded = None if streamed(path, config.stream) else load_model(path, device=config.device)
-    return torch_source(path, loaded, config.device, config.batch_size, config.threads, config.progress)
+    store = open_chosen(config.model, config.stream, config.device, config.progress)
+    return torch_source(resolve_model_path(config.model), store, None, config.batch_size, config.threads)
 
 
-def torch_source(
-    path: Path, loaded: Any, device: str, batch_size: int = 1, threads: int | None = None, progress: bool = True
-) -> Opened:
-    """The model directory ``path`` in torch: ``loaded`` (a `prune.models.LoadedModel` of it), or streamed from
-    its shards one block at a time when ``loaded`` is None."""
+def torch_source(path: Path, store: ModelStore, written: Path | None, batch_size: int = 1,
+                 threads: int | None = None) -> Opened:  # fmt: skip
+    """The model directory ``path`` in torch, as ``store`` holds it (`prune.store.ModelStore.forward`; after a
+    stage: the model it wrote to ``written``)."""
     from prune.model_config import read_config
 
-    window = context_length(read_config(path))
-    if loaded is None:
-        from prune.stream import StreamedForward
-
-        forward = StreamedForward(path, device, progress=progress)
-        source = StreamedSource(forward, batch_size, int(forward.tokenizer.eos_token_id))
-        return Opened(source, forward.tokenizer, window, "torch, streamed")
-    from runtime_bench.engines.torch_engine import TorchEngine
-
-    loaded.model.to(device)  # a stage's model comes back to where it was loaded (the CPU)
-    engine = TorchEngine.from_model(loaded.model, device)
-    engine.threads = threads
-    return Opened(
-        EngineSource(engine, batch_size, int(loaded.tokenizer.eos_token_id)), loaded.tokenizer, window, "torch"
-    )
+    if threads:
+        torch.set_num_threads(threads)
+    forward = store.forward(written)
+    source = ForwardSource(forward, batch_size, int(forward.tokenizer.eos_token_id))
+    return Opened(source, forward.tokenizer, context_length(read_config(path)), store.runtime)
 
 
 def context_length(model_config: dict[str, Any]) -> int:
@@ -428,9 +416,9 @@ class ZeroShotEvaluation:
                 "limit": self.limit, "batch_size": self.batch_size, "seed": self.seed, "lm_eval": lm_eval_version(),
                 **({"task_files": files} if files else {})}  # fmt: skip
 
-    def run(self, model: Path, loaded: Any, device: str, progress: bool) -> dict[str, Any]:
-        opened = torch_source(model, loaded, device, self.batch_size, None, progress)
-        report = evaluate_opened(opened, self.tasks, self.num_fewshot, self.limit, self.seed, progress)
+    def run(self, store: ModelStore, written: Path) -> dict[str, Any]:
+        opened = torch_source(written, store, written, self.batch_size)
+        report = evaluate_opened(opened, self.tasks, self.num_fewshot, self.limit, self.seed, store.progress)
         return {**report, "summary": f"zero-shot mean {100 * report['mean']:.2f} % ({len(self.tasks.names)} tasks)"}
 
 

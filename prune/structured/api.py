@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 from prune.allocation import AllocationContext, allocate
 from prune.data import Calibration
 from prune.manifest import MethodRecord
 from prune.masks import Pattern
-from prune.models import LoadedModel, save_model
+from prune.models import LoadedModel
 from prune.spec import Job, Resolved
 from prune.stage import Outcome, allocation_context, allocation_record
+from prune.store import ModelStore, PlainOutput
 from prune.structured.shapes import (
     block_shape,
     check_keep_heads,
@@ -22,18 +25,20 @@ from prune.structured.shapes import (
     unit_numel,
 )
 from prune.structured.walk import structured_walk
-from prune.walker import Keep, in_memory
+from prune.walker import BlockStore
 
 log = logging.getLogger(__name__)
+
+OUTPUT = PlainOutput()  # a structured model is a plain model directory (its config records the structure)
 
 
 def unit_context(
     loaded: LoadedModel, batches: list | None, calibration: Calibration | None, device: str = "cpu",
-    progress: bool = True, keep: Keep = in_memory,
+    progress: bool = True, blocks: Callable[[], BlockStore] | None = None,
 ) -> AllocationContext:  # fmt: skip
     """The allocation context of structured pruning: two units per block, weighted by removable parameters
-    (``keep``: where a streamed pre-pass keeps its activations)."""
-    ctx = allocation_context(loaded, calibration, device, progress, batches, keep)
+    (``blocks``: the store's read-only passes, `prune.store.ModelStore.reader`)."""
+    ctx = allocation_context(loaded, calibration, device, progress, batches, blocks)
     names, numel = [], {}
     for i, block in enumerate(ctx.adapter.blocks(loaded.model)):
         units = unit_names(ctx.adapter.block_prefix(i))
@@ -60,30 +65,20 @@ class StructuredPrune:
             for i, b in enumerate(adapter.blocks(loaded.model)):
                 check_keep_heads(self.options.keep_heads, block_shape(b), unit_names(adapter.block_prefix(i))[0])
 
-    def apply(self, loaded: LoadedModel, calibration: Calibration, job: Job, out: Path) -> Outcome:
+    def apply(self, store: ModelStore, calibration: Calibration, job: Job, out: Path) -> Outcome:
         r, opts = self.resolved, self.options
+        loaded = store.loaded
         model, adapter = loaded.model, loaded.adapter
         assert adapter is not None
         before = parameter_count(model)  # a streamed skeleton's shapes count the same
-        store = None
-        if job.stream is not None:  # each cut block is written into ``out`` as the walk goes
-            from prune.stream import StreamedBlocks, output_writer, plan_streamed_walk
-
-            lazy = loaded.lazy
-            assert lazy is not None
-            needs = tuple(sorted(set(r.method.needs) | ({"hessian"} if opts.reconstruct else set())))
-            keep = plan_streamed_walk(
-                loaded, needs, job.data, job.stream, True, job.device
-            )  # (every linear: an upper bound)
-            writer = output_writer(out, lazy, job.stream.torch_dtype(), int(job.stream.shard_mib * 2**20))
-            store = StreamedBlocks(lazy, adapter, writer, keep=keep)
+        needs = tuple(sorted(set(r.method.needs) | ({"hessian"} if opts.reconstruct else set())))
+        walked = store.blocks(needs, True, job.data, OUTPUT, out)  # reruns every block: an upper bound
         batches = calibration.batches()
-        ctx = unit_context(loaded, batches, calibration, job.device, job.progress,
-                           store.keep if store is not None else in_memory)  # fmt: skip
+        ctx = unit_context(loaded, batches, calibration, job.device, job.progress, store.reader(walked.keep))
         allocation, target = allocate(r.allocator, r.plan, r.target, Pattern.parse("unstructured"), ctx)
         records = structured_walk(
             model, adapter, r.method, allocation.plan, batches, job.device, opts.reconstruct, opts.keep_heads,
-            opts.ridge_lambda, job.progress, store,
+            opts.ridge_lambda, job.progress, walked,
         )  # fmt: skip
         blocks = adapter.blocks(model)
         record_structure(model.config, blocks)
@@ -91,22 +86,13 @@ class StructuredPrune:
         removed = 1 - after["blocks"] / before["blocks"]
         log.info("structured %s: %d → %d parameters (%.1f %% of the blocks)", r.method.name, before["total"],
                  after["total"], 100 * removed)  # fmt: skip
-
-        def save(directory: Path) -> None:
-            if store is None:
-                save_model(model, loaded.tokenizer, directory)
-            else:
-                from prune.stream import finish
-
-                finish(loaded, writer, directory)  # config.json carries the structure record
-
         return Outcome(
             stage="prune",
             method=MethodRecord(r.method.name, r.method.options()),
             pattern="structured",
             target_sparsity=target,
             sparsity={"overall": removed, "parameters_removed": before["total"] - after["total"]},
-            save=save,
+            save=partial(store.save, OUTPUT, {}),  # config.json carries the structure record
             allocation=allocation,
             allocation_record=allocation_record(r, allocation),
             structure={

@@ -254,7 +254,7 @@ def test_a_probe_whose_parent_died_before_the_prctl_ends_at_once(monkeypatch: py
 PEAK = """
 import json, resource, sys
 import numpy as np
-import export.gptq, prune.api, quant.api
+import export.gptq, prune.store, quant.api
 from runtime_bench.cli import main
 from runtime_bench.memory import status_mib
 
@@ -270,7 +270,7 @@ def heavy(stage, write):
         return result
     return wrapped
 
-prune.api.save_model = heavy("prune", prune.api.save_model)
+prune.store.save_model = heavy("prune", prune.store.save_model)
 quant.api.save_gptq = heavy("quantize", quant.api.save_gptq)
 export.gptq.GptqExporter.export = heavy("export", export.gptq.GptqExporter.export)
 model, work = sys.argv[1:3]

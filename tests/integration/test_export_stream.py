@@ -158,6 +158,6 @@ def test_formats_that_load_the_model_whole_refuse_stream(
     assert cli("export", str(models["llama-pruned"]), "--format", fmt, "--out", str(out), "--stream") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert (
-        len(err) == 1 and f"--format {fmt} loads the model whole; --stream writes deepsparse, onnx, onnx-int4" in err[0]
+        len(err) == 1 and f"--format {fmt} loads the model whole; --stream writes deepsparse, hf, onnx, onnx-int4, sparse" in err[0]
     )
     assert not out.exists() and not list(tmp_path.glob(".out*"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -180,11 +179,11 @@ def test_the_store_is_chosen_from_the_model_size(
     monkeypatch.setattr(store, "STREAM_SAVING", 0)
     with caplog.at_level(logging.INFO, logger="prune.store"):
         assert main([*prune, "--out", str(tmp_path / "a")]) == 0
-    assert Manifest.read(tmp_path / "a").stream == asdict(StreamSpec())
+    assert Manifest.read(tmp_path / "a").stream == StreamSpec()
     assert any("store streamed: ≈ " in r.getMessage() for r in caplog.records)
     monkeypatch.setattr(store, "STREAM_SAVING", 2**30)
     assert main([*prune, "--dtype", "float32", "--out", str(tmp_path / "b")]) == 0
-    assert Manifest.read(tmp_path / "b").stream["dtype"] == "float32"
+    assert Manifest.read(tmp_path / "b").stream.dtype == "float32"
     assert main([*prune, "--out", str(tmp_path / "c")]) == 0
     assert Manifest.read(tmp_path / "c").stream is None
 
@@ -546,7 +545,7 @@ def test_a_streamed_recipe_with_stages_that_do_not_stream_is_refused(
     assert main(["-q", "run", str(recipe)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stream: stages.export pt (semi24) load the model whole" in err[0]
-    assert err[0].endswith("a streamed recipe exports deepsparse, onnx, onnx-int4")
+    assert err[0].endswith("a streamed recipe exports deepsparse, hf, onnx, onnx-int4, sparse")
     assert not (tmp_path / "out").exists()
 
 

@@ -20,7 +20,7 @@ from prune.models import load_model  # noqa: E402
 from runtime_bench.cli import main  # noqa: E402
 from runtime_bench.engines.torch_engine import TorchEngine  # noqa: E402
 from runtime_bench.lm_eval_model import EngineLM  # noqa: E402
-from runtime_bench.logit_sources import EngineSource, StreamedSource  # noqa: E402
+from runtime_bench.logit_sources import EngineSource, ForwardSource  # noqa: E402
 from runtime_bench.zeroshot import (  # noqa: E402
     LOCAL_TASKS,
     PAPER_TASKS,
@@ -61,7 +61,7 @@ def lm_over(model_dir: Path, batch_size: int = 1, stream: bool = False) -> Engin
     if stream:
         from prune.stream import StreamedForward
 
-        source = StreamedSource(StreamedForward(model_dir, progress=False), batch_size)
+        source = ForwardSource(StreamedForward(model_dir, progress=False), batch_size)
     else:
         source = EngineSource(TorchEngine.from_model(loaded.model), batch_size)
     return EngineLM(source, loaded.tokenizer, 64)

@@ -203,3 +203,44 @@ def test_the_room_check_can_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert "prune.x:3 imports prune.errors (it runs in another runtime's environment)" in room_violations(
         fake, "prune.x"
     )
+
+
+# --- one walk over a store: only the store modules know which store a model is in ------------------------------
+
+STORE_MODULES = {"prune.store", "prune.stream", "prune.walker"}  # the stores, their blocks, the walker's default
+STORE_INTERNALS = {  # what only a store uses: the streamed path's pieces and the resident blocks
+    f"prune.stream.{n}"
+    for n in ("open_streamed", "StreamedBlocks", "StreamedForward", "streamed_perplexity", "plan_streamed_walk",
+              "output_writer", "finish")  # fmt: skip
+} | {"prune.walker.InMemoryBlocks", "prune.store.ResidentStore", "prune.store.StreamedStore"}
+WALK_DEFAULTS = {"prune.structured.walk"}  # a walk's default store (its model's blocks in memory)
+
+
+def store_branches(path: Path, name: str) -> list[str]:
+    """Where ``path`` (module ``name``) tells the stores apart: an import of a store's internals, or a condition
+    that reads a loaded model's ``.lazy`` (the streamed skeleton's checkpoint)."""
+    bad = []
+    allowed = {"prune.walker.InMemoryBlocks"} if name in WALK_DEFAULTS else set()
+    bad += [f"{name}:{line} imports {m}" for line, m in imports_of(path, name) if m in STORE_INTERNALS - allowed]
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.If | ast.IfExp | ast.While):
+            for sub in ast.walk(node.test):
+                if isinstance(sub, ast.Attribute) and sub.attr == "lazy" and "loaded" in ast.unparse(sub.value):
+                    bad.append(f"{name}:{node.lineno} branches on .lazy")
+    return bad
+
+
+def test_only_the_store_knows_which_store_it_is() -> None:
+    bad = [v for p in modules() if module_name(p) not in STORE_MODULES for v in store_branches(p, module_name(p))]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_store_check_can_fail(tmp_path: Path) -> None:
+    stage = tmp_path / "stage.py"
+    stage.write_text(
+        "from prune.stream import StreamedBlocks\n\ndef apply(loaded):\n    return 1 if loaded.lazy is None else 2\n"
+    )
+    assert store_branches(stage, "prune.stage") == [
+        "prune.stage:1 imports prune.stream.StreamedBlocks",
+        "prune.stage:4 branches on .lazy",
+    ]

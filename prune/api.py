@@ -4,14 +4,14 @@ manifests out. Every model-writing stage runs through `prune.stage.run_stage`.""
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from prune.data import Calibration, DataSpec
 from prune.errors import SlimpackError
-from prune.manifest import Manifest, MethodRecord, environment, peak_rss_mib
+from prune.manifest import EvalRecord, Manifest, MethodRecord, environment, peak_rss_mib
 from prune.model_config import check_context
 from prune.models import LoadedModel, load_model, resolve_model_path
 from prune.sparsity import sparsity_summary
@@ -78,19 +78,14 @@ def prune(config: PruneConfig) -> Manifest:
 
 def evaluate(
     model_spec: str, spec: EvalSpec, device: str = "cpu", progress: bool = True, stream: bool | None = None
-) -> dict[str, Any]:
+) -> EvalRecord:
     """Perplexity of a model: loaded whole, or block-major from its shards (`prune.store`); ``stream``: None
     lets `prune.store.choose_store` pick (the same perplexity either way), True / False force it."""
     spec.check()
     check_context(resolve_model_path(model_spec), {"--seqlen": spec.seqlen})
     result = open_chosen(model_spec, stream, device, progress).perplexity(spec)
-    return {
-        "model": model_spec,
-        **asdict(spec),
-        **result.to_dict(),
-        "peak_rss_mib": peak_rss_mib(),
-        "environment": environment(),
-    }
+    return EvalRecord(model_spec, spec.dataset, spec.seqlen, result.windows, spec.batch_size, result.perplexity,
+                      result.nll, result.tokens, result.seconds, peak_rss_mib())  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -313,15 +312,14 @@ def write_json(path: Path | None, data: Any) -> None:
 def manifest_line(m: Any, out: Path) -> str:
     """The one-line summary of a written model directory (its `prune.manifest.Manifest`)."""
     if m.structure is not None:
-        before, after = m.structure["parameters"]["before"]["total"], m.structure["parameters"]["after"]["total"]
+        before, after = m.structure.parameters.before.total, m.structure.parameters.after.total
         line = f"{m.method.name} structured ({m.allocation_name}): {before:,} → {after:,} parameters "
         line += f"({100 * m.sparsity['overall']:.1f} % of the blocks)"
     else:
         line = f"{m.method.name} {m.pattern}: sparsity {100 * m.sparsity['overall']:.2f} %"
     if m.quantization is not None:
         q = m.quantization
-        line += f", {q['bits']}-bit g{q['group_size']}, pruned zeros kept {q['pruned_zeros']['kept']}/"
-        line += f"{q['pruned_zeros']['pruned']}"
+        line += f", {q.bits}-bit g{q.group_size}, pruned zeros kept {q.pruned_zeros.kept}/{q.pruned_zeros.pruned}"
     line += (
         f", {m.timing.seconds:.1f} s, peak RSS {m.timing.peak_rss_mib:.0f} MiB, {(m.size_bytes or 0) / 2**20:.1f} MiB"
     )
@@ -423,7 +421,7 @@ class ReportCommand:
         parser.add_argument("--series", default="method", choices=["method", "allocation"], help="bars of --png")
 
     def run(self, args: argparse.Namespace) -> int:
-        from prune.manifest import Manifest
+        from prune.manifest import EvalRecord, Manifest
         from prune.report import RESULT_TABLES, pivot_table, results_table, summarize
 
         results: list[Any] = []
@@ -431,13 +429,13 @@ class ReportCommand:
             if path.is_dir():
                 results.append(Manifest.read(path))
             elif path.is_file():
-                results.append(json.loads(path.read_text()))
+                results.append(EvalRecord.read(path))
             else:
                 raise SlimpackError(
                     f"result {str(path)!r} does not exist; pass eval JSON files or slimpack output directories"
                 )
         # a later stage's runs have their own columns (a table registered by that stage's package)
-        later = sorted({r.stage for r in results if isinstance(r, Manifest)} & set(RESULT_TABLES.names()))
+        later = sorted({r.stage for r in results} & set(RESULT_TABLES.names()))
         if later:
             print(RESULT_TABLES.get(later[0])(results))
         else:

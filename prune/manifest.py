@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from prune.errors import SlimpackError
 from prune.io import compare_files, directory_bytes, hash_files, write_json_atomic
@@ -122,6 +122,126 @@ class Timing:
 
 
 @dataclass
+class ParameterCount:
+    """A model's parameters: all of them (a tied embedding once), and those inside the decoder blocks."""
+
+    total: int
+    blocks: int
+
+
+@dataclass
+class Parameters:
+    before: ParameterCount
+    after: ParameterCount
+
+
+@dataclass
+class UnitRecord:
+    """One structured unit (a block's attention heads, or its FFN channels) as the walk cut it: its ratio, the
+    heads / channels removed, the count before and after, the seconds."""
+
+    name: str
+    ratio: float
+    removed: list[int]
+    before: int
+    after: int
+    seconds: float
+
+
+@dataclass
+class StructureRecord:
+    """The manifest's ``structure`` (a structured prune): the reconstruction (``{"enabled", "lambda"}``: the
+    ridge's λ, a key Python cannot name), ``--keep-heads``, the parameters before and after, every unit."""
+
+    reconstruct: dict[str, Any]
+    keep_heads: int | None
+    parameters: Parameters
+    units: list[UnitRecord]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StructureRecord:
+        parameters = data["parameters"]
+        return cls(
+            reconstruct=data["reconstruct"],
+            keep_heads=data["keep_heads"],
+            parameters=Parameters(ParameterCount(**parameters["before"]), ParameterCount(**parameters["after"])),
+            units=[UnitRecord(**unit) for unit in data["units"]],
+        )
+
+    def heads(self) -> list[int]:
+        """The attention heads each block keeps."""
+        return [u.after for u in self.units if u.name.endswith("self_attn")]
+
+
+@dataclass
+class PrunedZeros:
+    """A quantized model's pruned weights, and how many of them its grid keeps exactly zero."""
+
+    pruned: int
+    kept: int
+    fraction_kept: float
+
+
+@dataclass
+class QuantizationRecord:
+    """The manifest's ``quantization``: the grid (`quant.grid.QuantSpec`'s fields), the checkpoint format, the
+    source's `Manifest.brief` (None: an unpruned source without a manifest), its sparsity, the pruned zeros."""
+
+    bits: int
+    group_size: int
+    sym: bool
+    act_order: bool
+    static_groups: bool
+    checkpoint_format: str
+    source: dict[str, Any] | None
+    sparsity_before: float | None
+    pruned_zeros: PrunedZeros
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QuantizationRecord:
+        """Older manifests: the grid's later options at their defaults; the first layout's ``format`` dropped."""
+        known = {f.name for f in fields(cls)}
+        data = {"sym": True, "act_order": False, "static_groups": False, "checkpoint_format": "gptq", **data}
+        return cls(**{k: v for k, v in data.items() if k in known} | {"pruned_zeros": PrunedZeros(**data["pruned_zeros"])})
+
+    def source_pruning(self) -> str:
+        """`brief_pruning` of the source (``"dense"``: it was not pruned by slimpack)."""
+        return brief_pruning(self.source)
+
+
+@dataclass
+class EvalRecord:
+    """``slimpack eval``'s perplexity (its ``--json``; the dense row of the results tables): the model, the
+    protocol (`prune.spec.EvalSpec`), the result (`prune.eval.PerplexityResult`), the peak RSS, the machine."""
+
+    model: str
+    dataset: str
+    seqlen: int
+    windows: int
+    batch_size: int
+    perplexity: float
+    nll: float
+    tokens: int
+    seconds: float
+    peak_rss_mib: float
+    environment: dict[str, str] = field(default_factory=environment)
+    stage: ClassVar[str] = "eval"  # what a results table tells it from a `Manifest` by
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def read(cls, path: Path) -> EvalRecord:
+        """One line when ``path`` is not an eval result."""
+        try:
+            data = json.loads(Path(path).read_text())
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (json.JSONDecodeError, TypeError, AttributeError) as err:
+            raise SlimpackError(f"{str(path)!r} is not a slimpack eval result ({type(err).__name__}: {err})") from None
+
+
+@dataclass
 class Manifest:
     stage: str  # "prune" | "quantize"
     source_model: str
@@ -135,8 +255,8 @@ class Manifest:
     true_sequential: bool = False
     environment: dict[str, str] = field(default_factory=environment)
     evaluation: dict[str, Any] | None = None
-    structure: dict[str, Any] | None = None
-    quantization: dict[str, Any] | None = None
+    structure: StructureRecord | None = None
+    quantization: QuantizationRecord | None = None
     stream: StreamSpec | None = None  # the streamed store's settings, if streamed (`prune.store`)
     size_bytes: int | None = None  # the directory's files, the manifest excluded
     files: dict[str, str] = field(default_factory=dict)
@@ -183,6 +303,8 @@ class Manifest:
         values["method"] = MethodRecord(**data["method"])
         values["timing"] = Timing(**data["timing"])
         values["stream"] = StreamSpec(**data["stream"]) if data.get("stream") else None
+        values["structure"] = StructureRecord.from_dict(data["structure"]) if data.get("structure") else None
+        values["quantization"] = QuantizationRecord.from_dict(data["quantization"]) if data.get("quantization") else None
         return cls(**values)
 
     def write(self, directory: Path) -> Manifest:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,8 @@ def perplexity_bars(results: Iterable[Any], out: Path, title: str = "", series: 
     dense: float | None = None
     cells: dict[tuple[str, str], float] = {}
     for r in results:
-        if isinstance(r, Mapping):  # a dense `slimpack eval` result
-            dense = r["perplexity"]
+        if r.stage == "eval":  # a dense `slimpack eval` result (`prune.manifest.EvalRecord`)
+            dense = r.perplexity
         elif r.perplexity is not None:
             cells[(r.setting, series_label(r, series))] = r.perplexity
     settings = list(dict.fromkeys(s for s, _ in cells))

@@ -28,25 +28,24 @@ def sparsity_table(report: Mapping[str, Any]) -> str:
     return markdown_table(["module", "shape", "zeros", "sparsity"], rows)
 
 
-Result = Any  # a `prune.manifest.Manifest`, or a ``slimpack eval`` JSON dict (a dense model)
+Result = Any  # a `prune.manifest.Manifest`, or a `prune.manifest.EvalRecord` (a dense model: ``stage`` "eval")
 
 # Tables for runs of a later stage (e.g. "quantize": `quant.report`), registered by the package that owns it.
 RESULT_TABLES: Registry[Callable[[list[Result]], str]] = Registry("result table")
 
 
-def is_manifest(r: Result) -> bool:
-    from prune.manifest import Manifest
-
-    return isinstance(r, Manifest)
+def is_dense(r: Result) -> bool:
+    """A ``slimpack eval`` result: the dense model's row."""
+    return r.stage == "eval"
 
 
 def results_table(results: Iterable[Result]) -> str:
     """One row per run: a dense ``slimpack eval`` JSON or a ``slimpack prune --eval`` manifest."""
     rows = []
     for r in results:
-        if not is_manifest(r):  # an eval result of an unpruned model
-            rows.append(("dense", "-", "-", "0.00 %", r["perplexity"], "-", f"{r['peak_rss_mib']:.0f}",
-                         f"{r['windows']}×{r['seqlen']}"))  # fmt: skip
+        if is_dense(r):  # an eval result of an unpruned model
+            rows.append(("dense", "-", "-", "0.00 %", r.perplexity, "-", f"{r.peak_rss_mib:.0f}",
+                         f"{r.windows}×{r.seqlen}"))  # fmt: skip
             continue
         ev = r.evaluation or {}
         rows.append(
@@ -76,7 +75,7 @@ def results_table(results: Iterable[Result]) -> str:
 
 def summarize(result: Result) -> dict[str, Any]:
     """A run without its per-module detail and file hashes (for result JSON files)."""
-    data = result.to_dict() if is_manifest(result) else dict(result)
+    data = result.to_dict()
     out = {k: v for k, v in data.items() if k not in ("files", "environment")}
     if isinstance(out.get("sparsity"), dict):
         out["sparsity"] = {k: v for k, v in out["sparsity"].items() if k != "modules"}
@@ -91,7 +90,7 @@ def pivot_table(results: Iterable[Result]) -> str:
     cells: dict[tuple[str, str], dict[str, float]] = {}
     settings: list[str] = []
     for r in results:
-        if not is_manifest(r) or r.perplexity is None:
+        if is_dense(r) or r.perplexity is None:
             continue
         key = (r.method.name, r.allocation_name)
         cells.setdefault(key, {})[r.setting] = r.perplexity

@@ -22,7 +22,7 @@ from prune.allocation import Allocation, AllocationContext, allocate
 from prune.data import Calibration
 from prune.errors import SlimpackError
 from prune.io import atomic_output_dir
-from prune.manifest import MANIFEST, Manifest, MethodRecord, Timing, peak_rss_mib
+from prune.manifest import MANIFEST, Manifest, MethodRecord, QuantizationRecord, StructureRecord, Timing, peak_rss_mib
 from prune.models import LoadedModel
 from prune.spec import Job, Resolved
 from prune.stats import gradient_norms
@@ -46,8 +46,8 @@ class Outcome:
     allocation_record: dict[str, Any] | None = None  # name, plan_file (+ the allocation's own dict)
     true_sequential: bool = False
     compress_seconds: float | None = None
-    structure: dict[str, Any] | None = None
-    quantization: dict[str, Any] | None = None
+    structure: StructureRecord | None = None
+    quantization: QuantizationRecord | None = None
 
 
 class Stage(Protocol):

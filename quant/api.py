@@ -21,7 +21,7 @@ import torch
 from prune.allocation import ALLOCATORS
 from prune.data import Calibration
 from prune.errors import SlimpackError
-from prune.manifest import Manifest, MethodRecord
+from prune.manifest import Manifest, MethodRecord, PrunedZeros, QuantizationRecord
 from prune.masks import Pattern
 from prune.models import LoadedModel, checkpoint_kind, resolve_model_path, save_model
 from prune.sparsity import sparsity_summary
@@ -102,13 +102,13 @@ class Quantize:
             allocation_record=prep.record if self.joint else None,
             true_sequential=r.spec.true_sequential,
             compress_seconds=sum(rec.seconds for rec in result.records),
-            quantization={
+            quantization=QuantizationRecord(
                 **q.grid.to_dict(),
-                "checkpoint_format": q.checkpoint_format,
-                "source": source.brief() if source is not None else None,
-                "sparsity_before": sparsity_summary(blocks.before)["overall"],
-                "pruned_zeros": {"pruned": pruned, "kept": kept, "fraction_kept": kept / pruned if pruned else 1.0},
-            },
+                checkpoint_format=q.checkpoint_format,
+                source=source.brief() if source is not None else None,
+                sparsity_before=sparsity_summary(blocks.before)["overall"],
+                pruned_zeros=PrunedZeros(pruned, kept, kept / pruned if pruned else 1.0),
+            ),
         )
 
 

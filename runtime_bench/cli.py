@@ -60,7 +60,7 @@ class VerifyCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         from runtime_bench.engines import parse_engine_options
-        from runtime_bench.verify import Tolerance, VerifyConfig, verify, verify_table
+        from runtime_bench.verify import Tolerance, VerifyConfig, verify
 
         report = verify(
             VerifyConfig(
@@ -76,9 +76,9 @@ class VerifyCommand:
                 engine_options=parse_engine_options(args.engine_option),
             )
         )
-        write_json(args.json, report)
-        print(verify_table(report))
-        return 0 if report["passed"] else 1
+        write_json(args.json, report.to_dict())
+        print(report.table())
+        return 0 if report.passed else 1
 
 
 def add_threads_argument(group: Any, counts: tuple[int, ...] | None = None) -> None:
@@ -410,12 +410,12 @@ class EvalCommand:
         from prune.api import evaluate
 
         result = evaluate(args.model, eval_spec(args), args.device, progress=not args.quiet, stream=asked_stream(args))
-        write_json(args.json, result)
+        write_json(args.json, result.to_dict())
         print(
-            f"{args.model}: perplexity {result['perplexity']:.3f} on {result['dataset']} "
-            f"({result['windows']}×{result['seqlen']} tokens, {result['seconds']:.1f} s)"
+            f"{args.model}: perplexity {result.perplexity:.3f} on {result.dataset} "
+            f"({result.windows}×{result.seqlen} tokens, {result.seconds:.1f} s)"
         )
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.to_dict(), indent=2))
         return 0
 
 

@@ -20,9 +20,10 @@ itself (`ReferenceRun.zeros`) — never against a number ``export.json`` records
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ import torch
 from export.artifact import Artifact
 from prune.data import eval_windows, load_texts, tokenize
 from prune.errors import SlimpackError
-from prune.eval import perplexity_of
+from prune.eval import PerplexityResult, perplexity_of
 from prune.models import resolve_model_path
 from prune.spec import EvalSpec
 from prune.store import open_chosen
@@ -124,17 +125,127 @@ class ReferenceRun:
         return cls(windows, ppl, first.float().numpy(), greedy, zeros)
 
 
-def verify(config: VerifyConfig, reference: ReferenceRun | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PerplexityCheck:
+    artifact: PerplexityResult
+    reference: PerplexityResult
+    relative_diff: float  # |Δppl| / ppl_reference
+
+
+@dataclass(frozen=True)
+class GreedyCheck:
+    prompt_tokens: int
+    new_tokens: int
+    equal: int  # positions where the artifact's greedy token is the reference's
+    match: float
+    first_divergence: int | None
+    artifact: list[int]
+    reference: list[int]
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What ``slimpack verify`` reports (its ``--json``, a run's ``verify/<artifact>.json``): the integrity check,
+    and — when it passed — the perplexity and greedy checks and the verdict. The fields are in the file's
+    order; those a report lacks (an artifact that failed its integrity check is run on nothing) are None and
+    left out of the file."""
+
+    artifact: str
+    format: str
+    engine: str
+    reference: str
+    eval: EvalSpec | None = None
+    tolerance: Tolerance | None = None
+    perplexity: PerplexityCheck | None = None
+    max_abs_logit_diff_window0: float | None = None
+    greedy: GreedyCheck | None = None
+    integrity: dict[str, Any] = field(default_factory=dict)  # `export.artifact.Artifact.check_integrity`
+    engine_load_seconds: float | None = None
+    engine_options: dict[str, Any] | None = None
+    passed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VerifyReport:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "eval" in data:
+            values["eval"] = EvalSpec(**data["eval"])
+            values["tolerance"] = Tolerance(**data["tolerance"])
+            ppl = data["perplexity"]
+            values["perplexity"] = PerplexityCheck(
+                PerplexityResult(**ppl["artifact"]), PerplexityResult(**ppl["reference"]), ppl["relative_diff"]
+            )
+            values["greedy"] = GreedyCheck(**data["greedy"])
+        return cls(**values)
+
+    @classmethod
+    def read(cls, path: Path) -> VerifyReport:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def brief(self) -> dict[str, Any]:
+        """The verdict and the figures a summary shows (an integrity failure: the verdict and that check)."""
+        if self.perplexity is None or self.greedy is None or self.eval is None:
+            return {"passed": False, "integrity": self.integrity}
+        return {
+            "passed": self.passed,
+            "perplexity": self.perplexity.artifact.perplexity,
+            "reference": self.perplexity.reference.perplexity,
+            "relative_diff": self.perplexity.relative_diff,
+            "windows": self.eval.windows,
+            "greedy_equal": self.greedy.equal,
+            "greedy_tokens": self.greedy.new_tokens,
+        }
+
+    def table(self) -> str:
+        """A readable markdown table of the report."""
+        files, zeros = self.integrity["files"], self.integrity["zeros"]
+        changed = [f"{what}: {', '.join(files[what])}" for what in ("changed", "missing", "unlisted") if files.get(what)]
+        lost = [f"{m} {a} < {r}" for m, (r, a) in list(zeros.get("modules_losing_zeros", {}).items())[:3]]
+        lost += [f"{m} missing" for m in zeros.get("modules_missing", [])[:3]]
+        counted = f"{zeros.get('artifact')} (reference {zeros.get('source')}){': ' if lost else ''}{', '.join(lost)}"
+        rows = [
+            ("files against export.json's sha256", files.get("note") or "; ".join(changed) or "all equal", "equal"),
+            ("zeros of the pruned weights", zeros.get("note") or counted, "≥ the reference's, weight by weight"),
+        ]  # fmt: skip
+        ppl, greedy, tol = self.perplexity, self.greedy, self.tolerance
+        if ppl is None or greedy is None or tol is None:  # failed its integrity check: nothing was run
+            rows.append(("numeric checks", "not run: the artifact is not verified as the one exported", ""))
+            return self._table(rows)
+        rows += [
+            ("perplexity (artifact)", f"{ppl.artifact.perplexity:.4f}", ""),
+            ("perplexity (reference)", f"{ppl.reference.perplexity:.4f}", ""),
+            ("relative Δ", f"{100 * ppl.relative_diff:.4f} %", f"≤ {100 * tol.ppl_rel:.4g} %"),
+            ("greedy tokens equal", f"{greedy.equal}/{greedy.new_tokens}", f"≥ {100 * tol.token_match:.4g} %"),
+            ("max \\|Δ logit\\| (window 0)", f"{self.max_abs_logit_diff_window0:.3g}", ""),
+        ]
+        return self._table(rows)
+
+    def _table(self, rows: list[tuple[str, str, str]]) -> str:
+        lines = [
+            f"verify {self.format} ({self.engine}) vs {self.reference}: {'PASSED' if self.passed else 'FAILED'}",
+            "",
+            "| check | value | tolerance |",
+            "|---|---|---|",
+            *(f"| {a} | {b} | {c} |" for a, b, c in rows),
+        ]
+        return "\n".join(lines)
+
+
+def verify(config: VerifyConfig, reference: ReferenceRun | None = None) -> VerifyReport:
     """Run both checks; returns the report (``passed`` tells the verdict). ``reference``: the reference side,
     if already computed for `ReferenceRun.key` of ``config``."""
     config.check()
     artifact = Artifact.open(config.artifact)
     reference_run = functools.cache(lambda: reference or ReferenceRun.compute(config))  # once the files are equal
     integrity = artifact.check_integrity(lambda: reference_run().zeros, config.progress)
+    head = {"artifact": str(config.artifact), "format": artifact.format, "engine": artifact.engine,
+            "reference": config.reference}  # fmt: skip
     if not integrity["ok"]:  # unverified or changed files, lost zeros: no number can vouch for this artifact
         log.warning("verify: %s fails its integrity check: %s", artifact.path, integrity)
-        return {"artifact": str(config.artifact), "format": artifact.format, "engine": artifact.engine,
-                "reference": config.reference, "integrity": integrity, "passed": False}  # fmt: skip
+        return VerifyReport(**head, integrity=integrity, passed=False)
     ref = reference_run()
     start = time.perf_counter()
     engine = open_artifact(artifact, config.threads, config.engine_options)
@@ -150,65 +261,23 @@ def verify(config: VerifyConfig, reference: ReferenceRun | None = None) -> dict[
     equal = ref_tokens == art_tokens
     ppl_rel = abs(art_ppl.perplexity - ref_ppl.perplexity) / ref_ppl.perplexity
     match = float(equal.mean())
-    passed = ppl_rel <= config.tolerance.ppl_rel and match >= config.tolerance.token_match
-    return {
-        "artifact": str(config.artifact),
-        "format": artifact.format,
-        "engine": artifact.engine,
-        "reference": config.reference,
-        "eval": asdict(config.eval),
-        "tolerance": asdict(config.tolerance),
-        "perplexity": {"artifact": art_ppl.to_dict(), "reference": ref_ppl.to_dict(), "relative_diff": ppl_rel},
-        "max_abs_logit_diff_window0": max_logit_diff,
-        "greedy": {
-            "prompt_tokens": config.prompt,
-            "new_tokens": config.tokens,
-            "equal": int(equal.sum()),
-            "match": match,
-            "first_divergence": None if equal.all() else int(np.argmin(equal)),
-            "artifact": art_tokens.tolist(),
-            "reference": ref_tokens.tolist(),
-        },
-        "integrity": integrity,
-        "engine_load_seconds": round(load_seconds, 2),
-        "engine_options": (config.engine_options or {}).get(artifact.engine, {}),
-        "passed": passed,
-    }
-
-
-def verify_table(report: dict[str, Any]) -> str:
-    """A readable markdown table of a verify report."""
-    integrity = report["integrity"]
-    files, zeros = integrity["files"], integrity["zeros"]
-    changed = [f"{what}: {', '.join(files[what])}" for what in ("changed", "missing", "unlisted") if files.get(what)]
-    lost = [f"{m} {a} < {r}" for m, (r, a) in list(zeros.get("modules_losing_zeros", {}).items())[:3]]
-    lost += [f"{m} missing" for m in zeros.get("modules_missing", [])[:3]]
-    counted = f"{zeros.get('artifact')} (reference {zeros.get('source')}){': ' if lost else ''}{', '.join(lost)}"
-    rows = [
-        ("files against export.json's sha256", files.get("note") or "; ".join(changed) or "all equal", "equal"),
-        ("zeros of the pruned weights", zeros.get("note") or counted, "≥ the reference's, weight by weight"),
-    ]  # fmt: skip
-    if "perplexity" not in report:  # failed its integrity check: nothing was run
-        rows.append(("numeric checks", "not run: the artifact is not verified as the one exported", ""))
-        return _table(report, rows)
-    ppl, greedy, tol = report["perplexity"], report["greedy"], report["tolerance"]
-    rows += [
-        ("perplexity (artifact)", f"{ppl['artifact']['perplexity']:.4f}", ""),
-        ("perplexity (reference)", f"{ppl['reference']['perplexity']:.4f}", ""),
-        ("relative Δ", f"{100 * ppl['relative_diff']:.4f} %", f"≤ {100 * tol['ppl_rel']:.4g} %"),
-        ("greedy tokens equal", f"{greedy['equal']}/{greedy['new_tokens']}", f"≥ {100 * tol['token_match']:.4g} %"),
-        ("max \\|Δ logit\\| (window 0)", f"{report['max_abs_logit_diff_window0']:.3g}", ""),
-    ]
-    return _table(report, rows)
-
-
-def _table(report: dict[str, Any], rows: list[tuple[str, str, str]]) -> str:
-    lines = [
-        f"verify {report['format']} ({report['engine']}) vs {report['reference']}: "
-        f"{'PASSED' if report['passed'] else 'FAILED'}",
-        "",
-        "| check | value | tolerance |",
-        "|---|---|---|",
-        *(f"| {a} | {b} | {c} |" for a, b, c in rows),
-    ]
-    return "\n".join(lines)
+    return VerifyReport(
+        **head,
+        eval=config.eval,
+        tolerance=config.tolerance,
+        perplexity=PerplexityCheck(art_ppl, ref_ppl, ppl_rel),
+        max_abs_logit_diff_window0=max_logit_diff,
+        greedy=GreedyCheck(
+            prompt_tokens=config.prompt,
+            new_tokens=config.tokens,
+            equal=int(equal.sum()),
+            match=match,
+            first_divergence=None if equal.all() else int(np.argmin(equal)),
+            artifact=art_tokens.tolist(),
+            reference=ref_tokens.tolist(),
+        ),
+        integrity=integrity,
+        engine_load_seconds=round(load_seconds, 2),
+        engine_options=(config.engine_options or {}).get(artifact.engine, {}),
+        passed=ppl_rel <= config.tolerance.ppl_rel and match >= config.tolerance.token_match,
+    )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from export.artifact import EXPORT_MANIFEST, Artifact
+from runtime_bench.verify import VerifyReport
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -31,19 +32,20 @@ def export_table(run_dir: Path) -> str:
         name = manifest_path.parent.name
         artifact = Artifact.open(manifest_path.parent)
         record = artifact.record
-        v = _read(run_dir / f"{name}.verify.json")
+        verified = run_dir / f"{name}.verify.json"
+        v = VerifyReport.read(verified) if verified.is_file() else None
         lat = latency.get(name, {})
         zeros = record.zeros
         kept = f"{zeros.exported_zeros}/{zeros.source_zeros}" if zeros is not None and zeros.source_zeros else "–"
-        if v:
-            art, ref = v["perplexity"]["artifact"]["perplexity"], v["perplexity"]["reference"]["perplexity"]
-            g = v["greedy"]
+        if v is not None and v.perplexity is not None and v.greedy is not None:
+            art, ref = v.perplexity.artifact.perplexity, v.perplexity.reference.perplexity
+            g = v.greedy
             ppl = [
                 f"{art:.3f}",
                 f"{ref:.3f}",
                 f"{art - ref:+.4f}",
                 f"{100 * (art - ref) / ref:+.3f} %",
-                f"{g['equal']}/{g['new_tokens']}",
+                f"{g.equal}/{g.new_tokens}",
             ]
         else:
             ppl = ["–"] * 5

@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 from export.artifact import Artifact
+from prune.manifest import Manifest
+from prune.structured.shapes import recorded_structure
+from runtime_bench.verify import VerifyReport
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,29 +112,30 @@ def main() -> None:
                 rows += export_rows(out, shape, args)
                 continue
             wall, peak = timed(command(method, model, out, args))
-            manifest = json.loads((out / "slimpack.json").read_text())
+            manifest = Manifest.read(out)
             blocks = config["num_hidden_layers"]
+            evaluation = manifest.evaluation or {}
             built = f"{blocks} of {SHAPES[shape].layers} blocks built" if blocks != SHAPES[shape].layers else None
             row = {
                 **({"note": built} if built else {}),
                 "shape": shape, "blocks": blocks, "hidden": config["hidden_size"],
                 "ffn": config["intermediate_size"], "vocab": config["vocab_size"],
                 "model_gib": round(size / 2**30, 2), "fp32_gib": round(2 * size / 2**30, 2), "method": method,
-                "sparsity": manifest["sparsity"]["overall"], "calibration": f"{args.nsamples}×{args.seqlen}",
-                "prune_seconds": round(manifest["timing"]["seconds"], 1),
-                "seconds_per_block": round(manifest["timing"]["seconds"] / blocks, 2),
-                "eval_seconds": round(manifest["evaluation"]["seconds"], 1),
-                "perplexity": manifest["evaluation"]["perplexity"], "eval_windows": int(args.windows),
+                "sparsity": manifest.sparsity["overall"], "calibration": f"{args.nsamples}×{args.seqlen}",
+                "prune_seconds": round(manifest.timing.seconds, 1),
+                "seconds_per_block": round(manifest.timing.seconds / blocks, 2),
+                "eval_seconds": round(evaluation["seconds"], 1),
+                "perplexity": manifest.perplexity, "eval_windows": int(args.windows),
                 "wall_seconds": round(wall, 1), "peak_rss_mib": round(peak),
-                "prune_peak_rss_mib": round(manifest["timing"]["peak_rss_mib"]), "cpu": cpu_model(),
+                "prune_peak_rss_mib": round(manifest.timing.peak_rss_mib), "cpu": cpu_model(),
                 "cores": os.cpu_count(), "output_gib": round(
                     sum(f.stat().st_size for f in out.glob("*.safetensors")) / 2**30, 2),
             }  # fmt: skip
-            if manifest.get("structure"):  # what a structured prune left of each block: its structure record
-                layers = json.loads((out / "config.json").read_text())["slimpack_structure"]["layers"]
+            if manifest.structure is not None:  # what a structured prune left of each block: its structure record
+                layers = recorded_structure(json.loads((out / "config.json").read_text()))
                 for key, field in (("heads_kept", "num_attention_heads"), ("kv_heads_kept", "num_key_value_heads"),
                                    ("ffn_kept", "intermediate_size")):  # fmt: skip
-                    row[key] = [layer[field] for layer in layers]
+                    row[key] = [getattr(layer, field) for layer in layers]
             rows.append(row)
             print(json.dumps(row), flush=True)
             rows += export_rows(out, shape, args, built)
@@ -174,13 +178,9 @@ def export_rows(out: Path, shape: str, args: argparse.Namespace, note: str | Non
     wall, peak = timed([*cli, "verify", str(artifact), "--reference", str(out), "--stream", "--seqlen", args.seqlen,
                         "--windows", args.windows, "--prompt", "16", "--tokens", args.verify_tokens, "--json",
                         str(report)], ok=(0, 1))  # fmt: skip
-    verified = json.loads(report.read_text())
+    verified = VerifyReport.read(report)
     rows.append({**common, "stage": "verify", "wall_seconds": round(wall, 1), "peak_rss_mib": round(peak),
-                 "passed": verified["passed"], "perplexity": verified["perplexity"]["artifact"]["perplexity"],
-                 "reference": verified["perplexity"]["reference"]["perplexity"],
-                 "relative_diff": verified["perplexity"]["relative_diff"], "greedy_equal": verified["greedy"]["equal"],
-                 "greedy_tokens": verified["greedy"]["new_tokens"],
-                 "engine_load_seconds": verified["engine_load_seconds"]})  # fmt: skip
+                 **verified.brief(), "engine_load_seconds": verified.engine_load_seconds})  # fmt: skip
     print(json.dumps(rows[-1]), flush=True)
     if args.delete:
         shutil.rmtree(artifact)

@@ -25,7 +25,7 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def params(m: Manifest) -> str:
-    return f"{m.structure['parameters']['after']['total'] / 1e6:.1f} M"
+    return f"{m.structure.parameters.after.total / 1e6:.1f} M"
 
 
 def ppl(m: Manifest | None) -> str:
@@ -39,7 +39,7 @@ def structured_rows(root: Path, names: list[tuple[str, str]]) -> list[list[Any]]
         if m is None:
             rows.append([label, "not run", "", "", "", ""])
             continue
-        heads = [u["after"] for u in m.structure["units"] if u["name"].endswith("self_attn")]
+        heads = m.structure.heads()
         rows.append([
             label, params(m), f"{100 * m.sparsity['overall']:.1f} %", f"{min(heads)}–{max(heads)}", ppl(m),
             f"{m.timing.seconds:.0f}",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 from prune.allocation import AllocationContext, allocate
 from prune.data import Calibration
-from prune.manifest import MethodRecord
+from prune.manifest import MethodRecord, ParameterCount, Parameters, StructureRecord
 from prune.masks import Pattern
 from prune.models import LoadedModel
 from prune.spec import Job, Resolved
@@ -95,10 +95,10 @@ class StructuredPrune:
             save=partial(store.save, OUTPUT, {}),  # config.json carries the structure record
             allocation=allocation,
             allocation_record=allocation_record(r, allocation),
-            structure={
-                "reconstruct": {"enabled": opts.reconstruct, "lambda": opts.ridge_lambda},
-                "keep_heads": opts.keep_heads,
-                "parameters": {"before": before, "after": after},
-                "units": [asdict(u) for u in records],
-            },
+            structure=StructureRecord(
+                reconstruct={"enabled": opts.reconstruct, "lambda": opts.ridge_lambda},
+                keep_heads=opts.keep_heads,
+                parameters=Parameters(ParameterCount(**before), ParameterCount(**after)),
+                units=records,
+            ),
         )

@@ -240,6 +240,11 @@ def layer_kv_heads(config: Any) -> list[int]:
     return [int(layer.get("num_key_value_heads", kv)) for layer in record["layers"]]
 
 
+def recorded_structure(config: dict[str, Any]) -> list[LayerRecord]:
+    """The per-layer shapes a structured model's config.json (read as JSON) records (`record_structure`)."""
+    return [LayerRecord(**layer) for layer in config[STRUCTURE_KEY]["layers"]]
+
+
 def record_structure(config: Any, blocks: Sequence[nn.Module]) -> None:
     """Write the per-layer shapes into ``config`` (saved in config.json as ``slimpack_structure``)."""
     setattr(config, STRUCTURE_KEY, {"layers": [asdict(r) for r in structure_of(blocks)]})

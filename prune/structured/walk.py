@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from prune.architecture import DecoderAdapter
+from prune.manifest import UnitRecord
 from prune.stats import Stats
 from prune.structured import StructuredMethod
 from prune.structured.reconstruct import RIDGE_LAMBDA, ridge_compensate
@@ -27,16 +27,6 @@ from prune.structured.shapes import block_counts, block_shape, cut_channels, cut
 from prune.walker import BlockInputs, BlockStore, InMemoryBlocks, capture_block_inputs, collect, discard, run_block
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class UnitRecord:
-    name: str
-    ratio: float
-    removed: list[int]
-    before: int
-    after: int
-    seconds: float
 
 
 def _prune_unit(

@@ -134,7 +134,7 @@ def run_verify(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[st
             key = ReferenceRun.key(config)
             if key not in references:
                 references[key] = ReferenceRun.compute(config)
-            report = verify(config, references[key])
+            report = verify(config, references[key]).to_dict()
             write_json_atomic(path, report)
             return {"outputs": [str(path)], **report}
 
@@ -362,17 +362,7 @@ def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str) -> dic
 
 
 def _verify_brief(report: dict[str, Any]) -> dict[str, Any]:
-    if "skipped" in report:
-        return report
-    if "perplexity" not in report:  # failed its integrity check before any number
-        return {"passed": False, "integrity": report["integrity"]}
-    ppl = report["perplexity"]
-    return {
-        "passed": report["passed"],
-        "perplexity": ppl["artifact"]["perplexity"],
-        "reference": ppl["reference"]["perplexity"],
-        "relative_diff": ppl["relative_diff"],
-        "windows": report["eval"]["windows"],
-        "greedy_equal": report["greedy"]["equal"],
-        "greedy_tokens": report["greedy"]["new_tokens"],
-    }
+    """A verify step's result (`runtime_bench.verify.VerifyReport` as written, or why it was skipped) in brief."""
+    from runtime_bench.verify import VerifyReport
+
+    return report if "skipped" in report else VerifyReport.from_dict(report).brief()

@@ -83,7 +83,7 @@ def eval_step(
     from prune.api import evaluate
 
     def run() -> dict[str, Any]:
-        return {"perplexity": evaluate(str(model), spec, progress=progress, stream=stream)["perplexity"]}
+        return {"perplexity": evaluate(str(model), spec, progress=progress, stream=stream).perplexity}
 
     return cache.run(name, {"eval": asdict(spec), "model": str(model), "source": source_key}, run)
 

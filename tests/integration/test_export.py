@@ -121,16 +121,18 @@ def test_verify_fails_on_corrupted_onnx(artifacts: dict[str, Path], models: dict
 def test_a_shared_reference_run_gives_the_same_report(artifacts: dict[str, Path], models: dict[str, Path]) -> None:
     """`slimpack run` computes the reference side once per source model; the report must not change."""
     from prune.spec import EvalSpec
-    from runtime_bench.verify import ReferenceRun, VerifyConfig, verify
+    from runtime_bench.verify import ReferenceRun, VerifyConfig, VerifyReport, verify
 
     config = VerifyConfig(artifacts["onnx"], str(models["p50"]), EvalSpec(seqlen=64, windows=4), tokens=12, prompt=8)
     shared = ReferenceRun.compute(config)
-    alone, first, second = verify(config), verify(config, shared), verify(config, shared)
+    alone, first, second = (verify(config).to_dict(), verify(config, shared).to_dict(),
+                            verify(config, shared).to_dict())  # fmt: skip
     for report in (alone, first, second):  # everything but the times
         report.pop("engine_load_seconds")
         for side in ("artifact", "reference"):
             report["perplexity"][side].pop("seconds")
     assert alone == first == second and alone["passed"]
+    assert VerifyReport.from_dict(verify(config, shared).to_dict()).brief()["passed"]
 
 
 def test_verify_fails_on_truncated_artifact(

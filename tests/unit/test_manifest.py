@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from prune.errors import SlimpackError
-from prune.manifest import MANIFEST, Manifest, MethodRecord, Timing, brief_pruning
+from prune.manifest import MANIFEST, Manifest, MethodRecord, PrunedZeros, QuantizationRecord, Timing, brief_pruning
 
 
 def manifest(**extra: object) -> Manifest:
@@ -44,15 +44,22 @@ def test_missing_or_damaged_is_one_line(tmp_path: Path) -> None:
 def test_older_layouts_are_read() -> None:
     old_prune = {**manifest().to_dict(), "timing": {"prune_seconds": 3.0, "peak_rss_mib_after_prune": 9.0}}
     assert Manifest.from_dict(old_prune).timing == Timing(3.0, 9.0)
-    old_structured = {**old_prune, "structured": True, "parameters": {"before": 2}, "units": [], "keep_heads": None,
-                      "reconstruct": {"enabled": False}}  # fmt: skip
-    assert Manifest.from_dict(old_structured).structure["parameters"] == {"before": 2}
-    old_quant = {**old_prune, "stage": "quantize", "timing": {"quantize_seconds": 4.0}, "quantization": {"bits": 4},
-                 "pruned_zeros": {"kept": 1}, "source_manifest": None, "sparsity_before": 0.5}  # fmt: skip
+    parameters = {"before": {"total": 10, "blocks": 8}, "after": {"total": 6, "blocks": 4}}
+    unit = {"name": "model.layers.0.self_attn", "ratio": 0.5, "removed": [1], "before": 2, "after": 1, "seconds": 0.1}
+    old_structured = {**old_prune, "structured": True, "parameters": parameters, "units": [unit], "keep_heads": None,
+                      "reconstruct": {"enabled": False, "lambda": 0.9}}  # fmt: skip
+    structure = Manifest.from_dict(old_structured).structure
+    assert structure is not None and structure.parameters.after.total == 6 and structure.heads() == [1]
+    assert structure.reconstruct == {"enabled": False, "lambda": 0.9}
+    old_quant = {**old_prune, "stage": "quantize", "timing": {"quantize_seconds": 4.0},
+                 "quantization": {"bits": 4, "group_size": 128, "sym": True, "act_order": False, "format": "gptq",
+                                  "checkpoint_format": "gptq"},
+                 "pruned_zeros": {"pruned": 2, "kept": 2, "fraction_kept": 1.0}, "source_manifest": None,
+                 "sparsity_before": 0.5}  # fmt: skip
     upgraded = Manifest.from_dict(old_quant)
-    assert upgraded.timing.seconds == 4.0 and upgraded.quantization == {
-        "bits": 4, "source": None, "sparsity_before": 0.5, "pruned_zeros": {"kept": 1}
-    }  # fmt: skip
+    assert upgraded.timing.seconds == 4.0 and upgraded.quantization == QuantizationRecord(
+        4, 128, True, False, False, "gptq", None, 0.5, PrunedZeros(2, 2, 1.0)
+    )  # fmt: skip
 
 
 def test_structured_spec_default_is_the_papers_lambda() -> None:

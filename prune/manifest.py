@@ -122,6 +122,26 @@ class Timing:
 
 
 @dataclass
+class AllocationRecord:
+    """The manifest's ``allocation``: the allocator's name (or the plan file's), the plan file, and the plan
+    (`prune.allocation.base.Allocation`: per-block ratios, importance scores, the allocator's options, the
+    ratio of every linear or unit)."""
+
+    name: str
+    plan_file: str | None = None
+    block_ratios: list[float] = field(default_factory=list)
+    importance: list[float] | None = None
+    importance_label: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AllocationRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
 class ParameterCount:
     """A model's parameters: all of them (a tied embedding once), and those inside the decoder blocks."""
 
@@ -248,7 +268,7 @@ class Manifest:
     method: MethodRecord
     pattern: str
     target_sparsity: float
-    allocation: dict[str, Any] | None
+    allocation: AllocationRecord | None
     calibration: dict[str, Any]
     sparsity: dict[str, Any]
     timing: Timing
@@ -270,7 +290,7 @@ class Manifest:
 
     @property
     def allocation_name(self) -> str:
-        return (self.allocation or {}).get("name") or "uniform"
+        return self.allocation.name if self.allocation is not None else "uniform"
 
     @property
     def setting(self) -> str:
@@ -303,6 +323,7 @@ class Manifest:
         values["method"] = MethodRecord(**data["method"])
         values["timing"] = Timing(**data["timing"])
         values["stream"] = StreamSpec(**data["stream"]) if data.get("stream") else None
+        values["allocation"] = AllocationRecord.from_dict(data["allocation"]) if data.get("allocation") else None
         values["structure"] = StructureRecord.from_dict(data["structure"]) if data.get("structure") else None
         values["quantization"] = QuantizationRecord.from_dict(data["quantization"]) if data.get("quantization") else None
         return cls(**values)

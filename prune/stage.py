@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,7 +22,16 @@ from prune.allocation import Allocation, AllocationContext, allocate
 from prune.data import Calibration
 from prune.errors import SlimpackError
 from prune.io import atomic_output_dir
-from prune.manifest import MANIFEST, Manifest, MethodRecord, QuantizationRecord, StructureRecord, Timing, peak_rss_mib
+from prune.manifest import (
+    MANIFEST,
+    AllocationRecord,
+    Manifest,
+    MethodRecord,
+    QuantizationRecord,
+    StructureRecord,
+    Timing,
+    peak_rss_mib,
+)
 from prune.models import LoadedModel
 from prune.spec import Job, Resolved
 from prune.stats import gradient_norms
@@ -43,7 +52,7 @@ class Outcome:
     sparsity: dict[str, Any]
     save: Callable[[Path], None]  # writes the model files into the (temporary) output directory
     allocation: Allocation | None = None
-    allocation_record: dict[str, Any] | None = None  # name, plan_file (+ the allocation's own dict)
+    allocation_record: AllocationRecord | None = None
     true_sequential: bool = False
     compress_seconds: float | None = None
     structure: StructureRecord | None = None
@@ -72,11 +81,11 @@ def check_layers(loaded: LoadedModel, *checks: Callable[[int, str], None]) -> No
             check(lin.in_features, name)
 
 
-def allocation_record(resolved: Resolved, allocation: Allocation) -> dict[str, Any]:
+def allocation_record(resolved: Resolved, allocation: Allocation) -> AllocationRecord:
     """The manifest's ``allocation``: the allocator's name (or the plan file's), the plan file, the plan."""
     spec = resolved.spec
     name = allocation.options.get("allocation", spec.allocation_name) if resolved.plan else spec.allocation_name
-    return {"name": name, "plan_file": str(spec.plan) if spec.plan else None, **allocation.to_dict()}
+    return AllocationRecord(name, str(spec.plan) if spec.plan else None, **allocation.to_dict())
 
 
 def run_stage(job: Job, stage: Stage) -> Manifest:
@@ -157,7 +166,7 @@ class Prepared:
     grads: dict | None
     allocation: Allocation
     target: float
-    record: dict[str, Any] = field(default_factory=dict)
+    record: AllocationRecord | None = None
 
 
 def prepare_walk(

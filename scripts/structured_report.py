@@ -77,7 +77,7 @@ def main(root: Path) -> None:
     for label, name in (("uniform", "wanda-uniform-70"), ("OWL", "wanda-owl-70"), ("DLP", "wanda-dlp-70"),
                         ("rl-search", "wanda-search-70")):  # fmt: skip
         m = load(root, name)
-        o = (m or {}).get("allocation", {}).get("options", {})
+        o = m.allocation.options if m is not None and m.allocation is not None else {}
         extra = (
             f"{o['episodes']} episodes, {o['episodes_per_hour']:.0f}/h, best held-out ppl {o['best_heldout_ppl']:.1f}"
             if "history" in o
@@ -93,14 +93,14 @@ def main(root: Path) -> None:
         if m is None:
             rows.append([label, "not run", "", "", ""])
             continue
-        h = m.allocation["options"]["history"]
+        h = m.allocation.options["history"]
         first10 = sum(x["ppl"] for x in h[:10]) / 10
         rows.append(
             [
                 label,
                 f"{h[0]['ppl']:.1f}",
                 f"{first10:.1f}",
-                f"{m.allocation['options']['best_heldout_ppl']:.1f}",
+                f"{m.allocation.options['best_heldout_ppl']:.1f}",
                 ppl(m),
             ]
         )
@@ -146,7 +146,7 @@ def reuse_figure(root: Path, out: Path) -> None:
         m = load(root, name)
         if m is None:
             continue
-        h = m.allocation["options"]["history"]
+        h = m.allocation.options["history"]
         ax.plot([x["episode"] for x in h], [x["ppl"] for x in h], ".-", color=color, label=label, markersize=4)
     ax.set_xlabel("episode")
     ax.set_ylabel("held-out perplexity (4 × 256 tokens)")
@@ -169,7 +169,7 @@ def plans_figure(root: Path, out: Path) -> None:
                         ("rl-search", "wanda-search-70")):  # fmt: skip
         m = load(root, name)
         if m is not None:
-            r = m.allocation["block_ratios"]
+            r = m.allocation.block_ratios
             ax.plot(range(len(r)), [100 * x for x in r], marker="o", markersize=3, label=f"{label} ({ppl(m)})")
     ax.set_xlabel("block")
     ax.set_ylabel("sparsity (%)")

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from prune.errors import SlimpackError
-from prune.manifest import MANIFEST, Manifest, MethodRecord, PrunedZeros, QuantizationRecord, Timing, brief_pruning
+from prune.manifest import MANIFEST, AllocationRecord, Manifest, MethodRecord, PrunedZeros, QuantizationRecord, Timing, brief_pruning
 
 
 def manifest(**extra: object) -> Manifest:
     return Manifest(
         stage="prune", source_model="m", method=MethodRecord("wanda", {}), pattern="unstructured/row",
-        target_sparsity=0.5, allocation={"name": "dlp", "plan": {"a": 0.5}, "block_ratios": [0.5]},
+        target_sparsity=0.5, allocation=AllocationRecord("dlp", block_ratios=[0.5], plan={"a": 0.5}),
         calibration={"dataset": "offline"}, sparsity={"overall": 0.5}, timing=Timing(1.0, 2.0), **extra,
     )  # fmt: skip
 

@@ -324,3 +324,8 @@ class DenseExporter:
             weight = lazy.read([f"{module}.weight"], None, "cpu")[f"{module}.weight"]
             counts[module] = {"zeros": int((weight == 0).sum()), "numel": weight.numel()}
         return counts
+
+
+def packed_linear_bytes(details: dict[str, Any]) -> int:
+    """The bytes a sparse artifact stores for its packed linear weights (its ``export.json`` details)."""
+    return int(details["linear_bytes"]["packed"])

@@ -74,6 +74,61 @@ def time_generation(engine: Any, prompt: np.ndarray, tokens: int) -> GenerationT
     return GenerationTiming(prefill, steps)
 
 
+@dataclass(frozen=True)
+class Quartiles:
+    median: float
+    q1: float
+    q3: float
+    n: int
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """Throughput at batch ``batch`` — or why this engine skipped it."""
+
+    batch: int
+    tokens_per_s: Quartiles | None = None
+    skipped: str | None = None
+
+
+@dataclass(frozen=True)
+class Speedup:
+    decode: Quartiles
+    prefill: Quartiles
+
+
+@dataclass(frozen=True)
+class EngineTiming:
+    """One engine's figures as `compare` writes them (the JSON layout of every benchmark; `add_speedups` adds the
+    speedup over its base), read back typed (`of`). The raw rounds stay in the file."""
+
+    prefill_ms: Quartiles
+    decode_ms_per_token: Quartiles
+    tokens_per_s: Quartiles
+    batch: BatchTiming | None = None
+    speedup: Speedup | None = None
+
+    @classmethod
+    def of(cls, entry: dict[str, Any]) -> EngineTiming:
+        batch, speed = entry.get("batch"), entry.get("speedup")
+        return cls(
+            Quartiles(**entry["prefill_ms"]),
+            Quartiles(**entry["decode_ms_per_token"]),
+            Quartiles(**entry["tokens_per_s"]),
+            None if batch is None else BatchTiming(
+                batch["batch"],
+                Quartiles(**batch["tokens_per_s"]) if "tokens_per_s" in batch else None,
+                batch.get("skipped"),
+            ),
+            None if speed is None else Speedup(Quartiles(**speed["decode"]), Quartiles(**speed["prefill"])),
+        )  # fmt: skip
+
+
+def timings(results: dict[str, Any]) -> dict[str, EngineTiming]:
+    """`compare`'s results (label → entry, as written) typed."""
+    return {lab: EngineTiming.of(entry) for lab, entry in results.items()}
+
+
 def quartiles(values: list[float]) -> dict[str, float]:
     q1, med, q3 = np.percentile(values, [25, 50, 75])
     return {"median": float(med), "q1": float(q1), "q3": float(q3), "n": len(values)}

@@ -22,7 +22,7 @@ from typing import Any
 from export.artifact import Artifact
 from prune.errors import SlimpackError
 from prune.paths import Output, check_writes
-from runtime_bench.harness import BenchSpec, cpu_info, measure, vocab_size
+from runtime_bench.harness import BenchSpec, EngineTiming, cpu_info, measure, vocab_size
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,11 @@ def time_paths(config: TimingConfig) -> dict[str, Any]:
             for lab, path in paths.items()
         },
     }  # fmt: skip
+
+
+def artifact_timing(entry: dict[str, Any], threads: int) -> EngineTiming:
+    """One artifact's figures at ``threads`` in `time_paths`'s report (its ``artifacts[label]``), typed."""
+    return EngineTiming.of(entry["threads"][str(threads)])
 
 
 def _spread(q: dict[str, float]) -> str:

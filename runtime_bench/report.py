@@ -6,13 +6,21 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from prune.data import DataSpec
 from prune.plots import save_figure
+from runtime_bench.harness import EngineTiming, Quartiles, Speedup, timings
 from runtime_bench.paper import TABLE5_DLP, TABLE5_DLP_SOURCE
 
 
-def q(entry: Mapping[str, float], digits: int = 1) -> str:
+def q(entry: Quartiles, digits: int = 1) -> str:
     """``median (q1–q3)``."""
-    return f"{entry['median']:.{digits}f} ({entry['q1']:.{digits}f}–{entry['q3']:.{digits}f})"
+    return f"{entry.median:.{digits}f} ({entry.q1:.{digits}f}–{entry.q3:.{digits}f})"
+
+
+def speedup_of(timing: EngineTiming) -> Speedup:
+    """A sweep entry's speedup over the dense artifact (every entry of a sweep has one, `add_speedups`)."""
+    assert timing.speedup is not None, "a sweep's entries are timed against its dense artifact"
+    return timing.speedup
 
 
 def sparsity_of(label: str) -> float:
@@ -25,12 +33,13 @@ def pct(label: str) -> str:
 
 def table5(results: Mapping[str, Any]) -> str:
     """Rows Latency / Throughput / Speedup, a column per sparsity — the layout of Table 5."""
-    labels = sorted(results, key=sparsity_of)
+    t = timings(dict(results))
+    labels = sorted(t, key=sparsity_of)
     head = "| Sparsity | " + " | ".join(pct(lab) for lab in labels) + " |"
     rule = "|---|" + "---|" * len(labels)
-    lat = "| Latency (ms) | " + " | ".join(f"{results[lab]['decode_ms_per_token']['median']:.2f}" for lab in labels)
-    thr = "| Throughput (tokens/s) | " + " | ".join(f"{results[lab]['tokens_per_s']['median']:.2f}" for lab in labels)
-    spd = "| Speedup | " + " | ".join(f"{results[lab]['speedup']['decode']['median']:.2f}×" for lab in labels)
+    lat = "| Latency (ms) | " + " | ".join(f"{t[lab].decode_ms_per_token.median:.2f}" for lab in labels)
+    thr = "| Throughput (tokens/s) | " + " | ".join(f"{t[lab].tokens_per_s.median:.2f}" for lab in labels)
+    spd = "| Speedup | " + " | ".join(f"{speedup_of(t[lab]).decode.median:.2f}×" for lab in labels)
     return "\n".join([head, rule, lat + " |", thr + " |", spd + " |"])
 
 
@@ -55,27 +64,23 @@ def speed_table(
 ) -> str:
     """Every figure of one measurement, a row per entry of ``leading`` (its first columns, in its order);
     ``sizes``: entry → {bytes, memory} (artifact bytes and the `runtime_bench.memory` probe)."""
-    batch = next((r["batch"]["batch"] for r in results.values() if "batch" in r), None)
+    t = timings(dict(results))
+    batch = next((r.batch.batch for r in t.values() if r.batch is not None), None)
     first = next(iter(leading.values()), {})
     head = [*first, "prefill ms (q1–q3)", "decode ms/token (q1–q3)", "tokens/s (b1)"]
     head += [f"tokens/s (b{batch})"] if batch else []
     head += ["decode speedup (q1–q3)", "prefill speedup", "MiB on disk", "peak RSS MiB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    skips = {r["batch"]["skipped"] for r in results.values() if "skipped" in r.get("batch", {})}
+    skips = {r.batch.skipped for r in t.values() if r.batch is not None and r.batch.skipped}
     for lab, cols in leading.items():
-        r, size = results[lab], sizes.get(lab, {})
-        row = [
-            *cols.values(),
-            q(r["prefill_ms"], 1),
-            q(r["decode_ms_per_token"], 2),
-            f"{r['tokens_per_s']['median']:.1f}",
-        ]
+        r, size = t[lab], sizes.get(lab, {})
+        row = [*cols.values(), q(r.prefill_ms, 1), q(r.decode_ms_per_token, 2), f"{r.tokens_per_s.median:.1f}"]
         if batch:
-            b = r.get("batch", {})
-            row.append(f"{b['tokens_per_s']['median']:.1f}" if "tokens_per_s" in b else "—")
+            b = r.batch.tokens_per_s if r.batch is not None else None
+            row.append(f"{b.median:.1f}" if b is not None else "—")
         row += [
-            q(r["speedup"]["decode"], 2) if "speedup" in r else "",
-            f"{r['speedup']['prefill']['median']:.2f}" if "speedup" in r else "",
+            q(r.speedup.decode, 2) if r.speedup is not None else "",
+            f"{r.speedup.prefill.median:.2f}" if r.speedup is not None else "",
             f"{size['bytes'] / 2**20:.0f}" if size.get("bytes") else "",
             f"{size['memory']['peak_rss_mib']:.0f}" if "memory" in size else "",
         ]
@@ -102,6 +107,7 @@ def sweep_markdown(report: Mapping[str, Any]) -> str:
     cfg, cpu = report["config"], report["cpu"]
     pruning = cfg.get("prune", cfg)  # sweeps before issue #14 kept the pruning settings at the top
     bench = cfg["bench"]
+    data = DataSpec(**cfg["data"])
     shape = report.get("model_shape")  # sweeps before issue #15 did not record it
     described = ", ".join(f"{k} {v}" for k, v in shape.items()) if shape else "not recorded"
     parts = [
@@ -110,7 +116,7 @@ def sweep_markdown(report: Mapping[str, Any]) -> str:
         f"Model shape: {described}.",
         "",
         f"Pruning: {pruning['method']} with {pruning['allocation']} allocation ({pruning['pattern']}), calibration "
-        f"{cfg['data']['nsamples']}×{cfg['data']['seqlen']} tokens of {cfg['data']['dataset']} (seed {cfg['data']['seed']}).",
+        f"{data.nsamples}×{data.seqlen} tokens of {data.dataset} (seed {data.seed}).",
         f"Timing: prompt {bench['prompt']} tokens, then {bench['tokens']} greedy decode steps with the KV cache; "
         f"{bench['rounds']} rounds after {bench['warmup']} warm-up, artifacts interleaved (A B … B A); medians "
         f"(q1–q3). Latency = median decode step at batch 1; throughput = 1000 / latency; speedup = dense / sparse "
@@ -149,11 +155,12 @@ def speedup_figure(measurements: Iterable[Mapping[str, Any]], out: Path, title: 
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for m in measurements:
-        labs = sorted(m["results"], key=sparsity_of)
+        t = timings(m["results"])
+        labs = sorted(t, key=sparsity_of)
         xs = [100 * sparsity_of(lab) for lab in labs]
-        sp = [m["results"][lab]["speedup"]["decode"] for lab in labs]
-        med = [s["median"] for s in sp]
-        err = [[s["median"] - s["q1"] for s in sp], [s["q3"] - s["median"] for s in sp]]
+        sp = [speedup_of(t[lab]).decode for lab in labs]
+        med = [s.median for s in sp]
+        err = [[s.median - s.q1 for s in sp], [s.q3 - s.median for s in sp]]
         ax.errorbar(xs, med, yerr=err, marker="o", markersize=3, capsize=2, label=f"{m['engine']}, {m['threads']} thr")
     ps = sorted(TABLE5_DLP)
     ax.plot(

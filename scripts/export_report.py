@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from export.artifact import EXPORT_MANIFEST, Artifact
+from runtime_bench.harness import EngineTiming
 from runtime_bench.verify import VerifyReport
 
 
@@ -49,9 +50,8 @@ def export_table(run_dir: Path) -> str:
             ]
         else:
             ppl = ["–"] * 5
-        timing = (
-            [f"{lat['prefill_ms']['median']:.0f}", f"{lat['decode_ms_per_token']['median']:.1f}"] if lat else ["–", "–"]
-        )
+        t = EngineTiming.of(lat) if lat else None
+        timing = [f"{t.prefill_ms.median:.0f}", f"{t.decode_ms_per_token.median:.1f}"] if t else ["–", "–"]
         row = [name, artifact.engine, f"{record.export_seconds:.0f}", f"{artifact.bytes / 2**20:.1f}", *ppl, kept, *timing]
         lines.append("| " + " | ".join(row) + " |")
     for name, lat in latency.items():
@@ -67,8 +67,8 @@ def export_table(run_dir: Path) -> str:
                 "",
                 "",
                 "",
-                f"{lat['prefill_ms']['median']:.0f}",
-                f"{lat['decode_ms_per_token']['median']:.1f}",
+                f"{EngineTiming.of(lat).prefill_ms.median:.0f}",
+                f"{EngineTiming.of(lat).decode_ms_per_token.median:.1f}",
             ]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 from export.artifact import Artifact
+from export.sparse import packed_linear_bytes
+from runtime_bench.latency import artifact_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["ort-dense", "ds-dense", "ort-int4"]
@@ -65,7 +67,7 @@ def bytes_per_token(art: Path) -> int:
                 if "lm_head.weight" in fh.keys():
                     head = fh.get_slice("lm_head.weight").get_shape()[0] * config["hidden_size"]
                     head *= {"F32": 4, "BF16": 2, "F16": 2}[fh.get_slice("lm_head.weight").get_dtype()]
-        return int(artifact.details["linear_bytes"]["packed"]) + head
+        return packed_linear_bytes(artifact.details) + head
     weights = sum(f.stat().st_size for f in art.rglob("*") if f.is_file() and f.suffix in (".data", ".onnx", ".bin"))
     return weights - 4 * embed  # onnxruntime and DeepSparse keep the embedding in fp32
 
@@ -84,8 +86,8 @@ def bench(root: Path, group: str, args: argparse.Namespace) -> dict:
 
 def rows(root: Path, report: dict, group: str) -> list[dict]:
     arts = report["artifacts"]
-    med = {lab: a["threads"]["2"]["decode_ms_per_token"]["median"] for lab, a in arts.items()}
-    pre = {lab: a["threads"]["2"]["prefill_ms"]["median"] for lab, a in arts.items()}
+    med = {lab: artifact_timing(a, 2).decode_ms_per_token.median for lab, a in arts.items()}
+    pre = {lab: artifact_timing(a, 2).prefill_ms.median for lab, a in arts.items()}
     best = min((lab for lab in DENSE if lab in med), key=med.__getitem__)
     best_pre = min((lab for lab in DENSE if lab in pre), key=pre.__getitem__)
     dense_bytes = bytes_per_token(root / "ort-dense")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prune.manifest import Manifest
+from runtime_bench.harness import EngineTiming
 
 
 def load(root: Path, name: str) -> Manifest | None:
@@ -124,10 +125,11 @@ def main(root: Path) -> None:
                 x = res.get(f"{engine}-{size}")
                 if x is None or base is None:
                     continue
-                p, dcd = x["prefill_ms"]["median"], x["decode_ms_per_token"]["median"]
+                tx, tb = EngineTiming.of(x), EngineTiming.of(base)
+                p, dcd = tx.prefill_ms.median, tx.decode_ms_per_token.median
                 rows.append([
                     "onnxruntime" if engine == "onnx" else "torch", size, f"{p:.0f}", f"{dcd:.2f}",
-                    f"{base['prefill_ms']['median'] / p:.2f}×", f"{base['decode_ms_per_token']['median'] / dcd:.2f}×",
+                    f"{tb.prefill_ms.median / p:.2f}×", f"{tb.decode_ms_per_token.median / dcd:.2f}×",
                 ])  # fmt: skip
         print(table(["engine", "model", "prefill ms", "decode ms/token", "prefill speedup", "decode speedup"], rows))
 

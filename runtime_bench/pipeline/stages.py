@@ -33,7 +33,7 @@ def stage_step(
 
     def run() -> dict[str, Any]:
         m = produce()
-        alloc = m.allocation or {}
+        alloc = m.allocation
         return {
             "outputs": [str(job.out)],
             "path": str(job.out),
@@ -41,9 +41,9 @@ def stage_step(
             "perplexity": m.perplexity,
             "sparsity": m.sparsity["overall"],
             "seconds": m.timing.seconds,
-            "block_ratios": alloc.get("block_ratios"),
-            "importance": alloc.get("importance"),
-            "importance_label": alloc.get("importance_label", ""),
+            "block_ratios": alloc.block_ratios if alloc is not None else None,
+            "importance": alloc.importance if alloc is not None else None,
+            "importance_label": alloc.importance_label if alloc is not None else "",
         }
 
     return cache.run(name, {**settings, "job": job.settings(), "source": source_key}, run)

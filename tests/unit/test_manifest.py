@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 
 from prune.errors import SlimpackError
-from prune.manifest import MANIFEST, AllocationRecord, Manifest, MethodRecord, PrunedZeros, QuantizationRecord, Timing, brief_pruning
+from prune.manifest import (
+    MANIFEST,
+    AllocationRecord,
+    Manifest,
+    MethodRecord,
+    PrunedZeros,
+    QuantizationRecord,
+    Timing,
+    brief_pruning,
+)
 
 
 def manifest(**extra: object) -> Manifest:

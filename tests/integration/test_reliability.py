@@ -431,7 +431,7 @@ def test_a_full_disk_is_one_line_before_and_during_the_work(
     def full(*a, **k):  # noqa: ANN002, ANN003, ANN202
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "b" / "model.safetensors"))
 
-    monkeypatch.setattr("prune.api.save_model", full)  # the disk fills while writing
+    monkeypatch.setattr("prune.store.save_model", full)  # the disk fills while writing
     assert main([*args, "--out", str(tmp_path / "b")]) == 2
     line = one_line(capsys)
     assert line.startswith("slimpack: error: No space left on device writing") and "nothing was written" in line

@@ -29,6 +29,8 @@ from prune.registry import Registry
 from prune.stats import Stats
 from quant.grid import GroupQuantizer, QuantizedWeight, QuantSpec
 
+COUNT_ROWS = 256  # rows of a weight counted at once (`QuantizedLayer.of`)
+
 
 @dataclass
 class QuantizedLayer:
@@ -42,8 +44,14 @@ class QuantizedLayer:
 
     @classmethod
     def of(cls, weight: QuantizedWeight, pruned: torch.Tensor, quantized: torch.Tensor) -> QuantizedLayer:
-        """``quantized``: the layer's weight after quantization (the grid values)."""
-        return cls(weight, pruned, int((quantized[pruned] == 0).sum()))
+        """``quantized``: the layer's weight after quantization (the grid values). Counted `COUNT_ROWS` rows at a
+        time: the sweep's Hessian is still held here, and a boolean index (``quantized[pruned]``) would first list
+        the pruned positions as int64 pairs (0.36 GiB for LLaMA-2-7B's ``down_proj`` at 50 %)."""
+        kept = sum(
+            int(torch.logical_and(quantized[i : i + COUNT_ROWS] == 0, pruned[i : i + COUNT_ROWS]).sum())
+            for i in range(0, quantized.shape[0], COUNT_ROWS)
+        )
+        return cls(weight, pruned, kept)
 
     @property
     def pruned_count(self) -> int:

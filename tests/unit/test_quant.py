@@ -11,7 +11,7 @@ from prune.methods import METHODS
 from prune.obs import obs_sweep, round_to_grid
 from prune.stats import Stats
 from quant.grid import GroupQuantizer, QuantSpec, fit_grid
-from quant.methods import GPTQ, RTN
+from quant.methods import COUNT_ROWS, GPTQ, RTN, QuantizedLayer
 from quant.pack import PACK_ROWS, from_gptq, pack_bits, to_gptq, unpack_bits
 from tests.unit.test_methods import stats_for, synthetic_layer
 
@@ -180,3 +180,12 @@ def test_joint_sparsegpt_keeps_the_sources_zeros_and_counts_them(pattern: str) -
         assert out.pruned.sum() == 48 * 32 + int((zeros.reshape(48, 16, 4).sum(-1) - 2).clamp(min=0).sum())
     else:
         assert out.pruned.sum() == 48 * 32
+
+
+def test_a_quantized_layer_counts_its_kept_zeros_row_block_by_row_block() -> None:
+    gen = torch.Generator().manual_seed(0)
+    rows = 2 * COUNT_ROWS + 3  # a last, partial block of rows
+    quantized = torch.randn(rows, 40, generator=gen).masked_fill(torch.rand(rows, 40, generator=gen) < 0.4, 0.0)
+    pruned = torch.rand(rows, 40, generator=gen) < 0.5
+    layer = QuantizedLayer.of(None, pruned, quantized)  # type: ignore[arg-type]
+    assert layer.kept == int((quantized[pruned] == 0).sum()) > 0 and layer.pruned_count == int(pruned.sum())

@@ -35,12 +35,13 @@ from typing import Any, Protocol
 import numpy as np
 import psutil
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from prune.architecture import DecoderAdapter, adapter_for
 from prune.data import DataSpec, eval_windows, load_texts, tokenize
 from prune.errors import SlimpackError
-from prune.eval import PerplexityResult, perplexity
+from prune.eval import PerplexityResult, model_logits, perplexity
 from prune.lazy import LazyCheckpoint, output_bytes
 from prune.model_config import read_config
 from prune.models import LoadedModel, checkpoint_kind, load_model, resolve_model_path, save_model
@@ -234,15 +235,17 @@ class Forward(Protocol):
 
 
 class ResidentForward:
-    """`Forward` of a model held in memory: one whole-model forward per batch; decoding with the KV cache."""
+    """`Forward` of a model held in memory, on ``device`` already: one whole-model forward per batch; decoding
+    with the KV cache. The one such forward: the ``torch`` engine runs its artifacts through it too."""
 
-    def __init__(self, loaded: LoadedModel, device: str = "cpu") -> None:
-        self.model, self.tokenizer, self.device = loaded.model.to(device), loaded.tokenizer, device
+    def __init__(self, model: nn.Module, tokenizer: Any = None, device: str = "cpu") -> None:
+        self.model, self.tokenizer, self.device = model, tokenizer, device
 
     @torch.inference_mode()
     def logits_of(self, batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        logits = model_logits(self.model, self.device)
         for batch in batches:
-            yield self.model(input_ids=batch.to(self.device), use_cache=False).logits
+            yield logits(batch)
 
     def _ids(self, input_ids: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self.device)
@@ -320,7 +323,7 @@ class ResidentStore:
 
     def blocks(self, needs: tuple[str, ...], reruns: bool, data: DataSpec, output: Output | None = None,
                out: Path | None = None) -> BlockStore:  # fmt: skip
-        return InMemoryBlocks(self.loaded.model, self.adapter)
+        return InMemoryBlocks(self.loaded.model, self.adapter, counted=True)
 
     @property
     def adapter(self) -> DecoderAdapter:
@@ -341,7 +344,8 @@ class ResidentStore:
         return perplexity(loaded.model, windows, spec.batch_size, self.device, self.progress)
 
     def forward(self, written: Path | None = None) -> Forward:
-        return ResidentForward(self.loaded, self.device)
+        # the whole model on ``device``, as `perplexity` does: this store is chosen only for a model that fits
+        return ResidentForward(self.loaded.model.to(self.device), self.loaded.tokenizer, self.device)
 
     def zeros(self) -> dict[str, dict[str, int]]:
         return {
@@ -402,8 +406,8 @@ class StreamedStore:
 
     def forward(self, written: Path | None = None) -> Forward:
         if written is None:  # this store's own skeleton
-            return StreamedForward.of(self.loaded, self.device, self.progress)
-        return StreamedForward(written, self.device, self.progress)
+            return StreamedForward(self.loaded, self.device, self.progress)
+        return StreamedForward.open(written, self.device, self.progress)
 
     def zeros(self) -> dict[str, dict[str, int]]:
         """Each linear read from the shards (decoded), counted and dropped."""

@@ -206,19 +206,15 @@ class StreamedForward:
     ``past`` is the sequence so far and each step runs it whole again, reading every block — slow (one pass
     over the checkpoint per token), for verifying a few tokens of a model that does not fit in memory."""
 
-    def __init__(self, model_dir: Path, device: str = "cpu", progress: bool = True) -> None:
-        self.loaded = open_streamed(model_dir)
-        self.device, self.progress = device, progress
-        self.tokenizer = self.loaded.tokenizer
+    def __init__(self, loaded: LoadedModel, device: str = "cpu", progress: bool = True) -> None:
+        """``loaded``: a skeleton (`open_streamed`)."""
+        self.loaded, self.device, self.progress = loaded, device, progress
+        self.tokenizer = loaded.tokenizer
         self.head: tuple[nn.Module, nn.Module] | None = None
 
     @classmethod
-    def of(cls, loaded: LoadedModel, device: str = "cpu", progress: bool = True) -> StreamedForward:
-        """Through a skeleton already open (`open_streamed`)."""
-        forward = cls.__new__(cls)
-        forward.loaded, forward.device, forward.progress = loaded, device, progress
-        forward.tokenizer, forward.head = loaded.tokenizer, None
-        return forward
+    def open(cls, model_dir: Path, device: str = "cpu", progress: bool = True) -> StreamedForward:
+        return cls(open_streamed(model_dir), device, progress)
 
     @torch.no_grad()
     def logits_of(self, batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
@@ -286,7 +282,7 @@ def streamed_perplexity(
     from prune.data import eval_windows, load_texts, tokenize
 
     start = time.perf_counter()
-    forward = StreamedForward(model_dir, device, progress)
+    forward = StreamedForward.open(model_dir, device, progress)
     tokens = tokenize(forward.tokenizer, load_texts(spec.dataset).evaluation)
     windows = eval_windows(tokens, spec.seqlen, spec.windows)
     ppl, _ = forward_perplexity(forward, windows, spec.batch_size)

@@ -111,11 +111,12 @@ class BlockStore(Protocol):
 
 
 class InMemoryBlocks:
-    """The blocks of a model held in memory: moved to the compute device and back."""
+    """The blocks of a model held in memory: moved to the compute device and back. ``counted``: record their
+    zeros as they enter and leave (a stage's walk; a read-only pass needs none)."""
 
-    def __init__(self, model: nn.Module, adapter: DecoderAdapter, keep: Keep = in_memory) -> None:
+    def __init__(self, model: nn.Module, adapter: DecoderAdapter, keep: Keep = in_memory, counted: bool = False) -> None:
         self.blocks = adapter.blocks(model)
-        self.adapter, self.keep = adapter, keep
+        self.adapter, self.keep, self.counted = adapter, keep, counted
         self.homes: dict[int, torch.device] = {}
         self.before: dict[str, dict[str, Any]] = {}
         self.sparsity: dict[str, dict[str, Any]] = {}
@@ -126,11 +127,13 @@ class InMemoryBlocks:
     def enter(self, index: int, device: torch.device | str) -> nn.Module:
         block = self.blocks[index]
         self.homes[index] = next(block.parameters()).device
-        self.before.update(block_sparsity(self.adapter, index, block))
+        if self.counted:
+            self.before.update(block_sparsity(self.adapter, index, block))
         return block.to(device)
 
     def leave(self, index: int, block: nn.Module, outputs: dict[str, Any]) -> dict[str, Any]:
-        self.sparsity.update(block_sparsity(self.adapter, index, block))
+        if self.counted:
+            self.sparsity.update(block_sparsity(self.adapter, index, block))
         block.to(self.homes.pop(index))
         return outputs
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import quant  # noqa: F401  (registers the GPTQ checkpoint kind: this engine loads GPTQ checkpoints)
+from prune.store import ResidentForward
 from runtime_bench.engines.base import ENGINES, Artifact, EngineBase, greedy_decode
 
 
@@ -42,29 +43,22 @@ class TorchEngine(EngineBase):
         if self.threads:
             torch.set_num_threads(self.threads)
 
-    @torch.inference_mode()
-    def logits(self, input_ids: np.ndarray) -> np.ndarray:
+    def _forward(self) -> ResidentForward:
         assert self.model is not None, "load() first"
-        self._threads()
-        ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self.device)
-        return self.model(input_ids=ids, use_cache=False).logits.float().cpu().numpy()
+        return ResidentForward(self.model, None, self.device)
 
-    @torch.inference_mode()
+    def logits(self, input_ids: np.ndarray) -> np.ndarray:
+        self._threads()
+        return self._forward().logits(input_ids)
+
     def prefill(self, input_ids: np.ndarray) -> tuple[np.ndarray, Any]:
         """Last-position logits ``[B, V]`` and the KV cache after the prompt."""
-        assert self.model is not None, "load() first"
         self._threads()
-        ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self.device)
-        out = self.model(input_ids=ids, use_cache=True)
-        return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
+        return self._forward().prefill(input_ids)
 
-    @torch.inference_mode()
     def step(self, token: np.ndarray, past: Any) -> tuple[np.ndarray, Any]:
         """One decode step of ``token: [B, 1]`` with the cache: its logits ``[B, V]`` and the grown cache."""
-        assert self.model is not None, "load() first"
-        ids = torch.from_numpy(np.ascontiguousarray(token, dtype=np.int64)).to(self.device)
-        out = self.model(input_ids=ids, past_key_values=past, use_cache=True)
-        return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
+        return self._forward().step(token, past)
 
     def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
         return greedy_decode(self, input_ids, max_new_tokens)

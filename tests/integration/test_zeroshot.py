@@ -61,7 +61,7 @@ def lm_over(model_dir: Path, batch_size: int = 1, stream: bool = False) -> Engin
     if stream:
         from prune.stream import StreamedForward
 
-        source = ForwardSource(StreamedForward(model_dir, progress=False), batch_size)
+        source = ForwardSource(StreamedForward.open(model_dir, progress=False), batch_size)
     else:
         source = EngineSource(TorchEngine.from_model(loaded.model), batch_size)
     return EngineLM(source, loaded.tokenizer, 64)

@@ -14,7 +14,7 @@ from prune.errors import SlimpackError
 from prune.manifest import EvalRecord, Manifest, MethodRecord, environment, peak_rss_mib
 from prune.model_config import check_context
 from prune.models import LoadedModel, load_model, resolve_model_path
-from prune.sparsity import sparsity_summary
+from prune.sparsity import SparsityRecord
 from prune.spec import EvalSpec, Job, PruneSpec, Resolved
 from prune.stage import Outcome, allocation_context, check_layers, prepare_walk, run_stage
 from prune.store import ModelStore, PlainOutput, open_chosen, settle
@@ -56,7 +56,7 @@ class UnstructuredPrune:
             method=MethodRecord(r.method.name, r.method.options()),
             pattern=str(r.pattern),
             target_sparsity=prep.target,
-            sparsity=sparsity_summary(blocks.sparsity),
+            sparsity=SparsityRecord.of(blocks.sparsity),
             save=partial(store.save, OUTPUT, result.outputs),
             allocation=prep.allocation,
             allocation_record=prep.record,

@@ -314,9 +314,9 @@ def manifest_line(m: Any, out: Path) -> str:
     if m.structure is not None:
         before, after = m.structure.parameters.before.total, m.structure.parameters.after.total
         line = f"{m.method.name} structured ({m.allocation_name}): {before:,} → {after:,} parameters "
-        line += f"({100 * m.sparsity['overall']:.1f} % of the blocks)"
+        line += f"({100 * m.sparsity.overall:.1f} % of the blocks)"
     else:
-        line = f"{m.method.name} {m.pattern}: sparsity {100 * m.sparsity['overall']:.2f} %"
+        line = f"{m.method.name} {m.pattern}: sparsity {100 * m.sparsity.overall:.2f} %"
     if m.quantization is not None:
         q = m.quantization
         line += f", {q.bits}-bit g{q.group_size}, pruned zeros kept {q.pruned_zeros.kept}/{q.pruned_zeros.pruned}"
@@ -325,9 +325,8 @@ def manifest_line(m: Any, out: Path) -> str:
     )
     if m.perplexity is not None:
         line += f", perplexity {m.perplexity:.3f}"
-    for result in (m.evaluation or {}).values():  # further evaluations (`prune.spec.Evaluation`) say their own
-        if isinstance(result, dict) and "summary" in result:
-            line += f", {result['summary']}"
+    for summary in m.evaluation.summaries() if m.evaluation is not None else []:  # further evaluations say their own
+        line += f", {summary}"
     return f"{line} → {out}"
 
 
@@ -393,18 +392,18 @@ class InspectCommand:
         from prune.report import sparsity_table
 
         report = inspect_dir(args.directory, progress=not args.quiet)
-        write_json(args.json, report)
-        print(sparsity_table(report["sparsity"]))
-        files = report["files"]
-        print(f"\nmethod: {report['method']}  pattern: {report['pattern']}")
-        if "note" in files:
-            print(f"files: not verified — {files['note']}")
+        write_json(args.json, report.to_dict())
+        print(sparsity_table(report.sparsity))
+        files = report.files
+        print(f"\nmethod: {report.method}  pattern: {report.pattern}")
+        if files.note is not None:
+            print(f"files: not verified — {files.note}")
             return 0
-        for what in ("changed", "missing", "unlisted"):
-            if files[what]:
-                print(f"files {what} since the manifest: {', '.join(files[what])}")
-        print(f"files verified against the manifest: {files['verified']}")
-        return 0 if files["verified"] else 1
+        for what, names in (("changed", files.changed), ("missing", files.missing), ("unlisted", files.unlisted)):
+            if names:
+                print(f"files {what} since the manifest: {', '.join(names)}")
+        print(f"files verified against the manifest: {files.verified}")
+        return 0 if files.verified else 1
 
 
 @COMMANDS.register("report")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prune.errors import SlimpackError
 from prune.manifest import MANIFEST, Manifest
-from prune.sparsity import sparsity_summary, weight_sparsity
+from prune.sparsity import SparsityRecord, WeightSparsity
 
 
-def read_weights(directory: Path, names: list[str] | None) -> dict[str, dict[str, Any]]:
+def read_weights(directory: Path, names: list[str] | None) -> dict[str, WeightSparsity]:
     """Sparsity of the named linears (module names; None: every prunable linear), each read alone through the
     directory's checkpoint kind (`prune.lazy`: plain, structured, or GPTQ decoded as `load_gptq` decodes it)."""
     from prune.architecture import adapter_for
@@ -29,32 +30,62 @@ def read_weights(directory: Path, names: list[str] | None) -> dict[str, dict[str
         raise SlimpackError(
             f"{str(directory)!r} lacks weights the manifest lists, e.g. {missing[0]!r}; the directory is damaged"
         )
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, WeightSparsity] = {}
     for name in names if names is not None else linears:
-        out[name] = weight_sparsity(lazy.read([f"{name}.weight"], None, "cpu")[f"{name}.weight"])
+        out[name] = WeightSparsity.of(lazy.read([f"{name}.weight"], None, "cpu")[f"{name}.weight"])
     return out
 
 
-def inspect_dir(directory: Path, progress: bool = True) -> dict[str, Any]:
+@dataclass
+class FileCheck:
+    """The directory's files against the manifest's sha256 (`prune.manifest.Manifest.check_files`); ``note``:
+    why they were not verified (no manifest)."""
+
+    verified: bool = False
+    changed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)
+    note: str | None = None
+
+
+@dataclass
+class InspectReport:
+    """``slimpack inspect``'s result (its ``--json``): the sparsity measured from the weights, the manifest's
+    claim, and the file check."""
+
+    directory: str
+    method: str
+    pattern: str
+    sparsity: SparsityRecord
+    manifest_overall: float | None
+    files: FileCheck
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sparsity"] = self.sparsity.to_dict()
+        data["files"] = {k: v for k, v in data["files"].items() if v is not None}
+        return data
+
+
+def inspect_dir(directory: Path, progress: bool = True) -> InspectReport:
     """Measured sparsity of every prunable linear, and the files against the manifest's sha256 (changed,
     missing, and files it does not list) — or, without a manifest, that there is nothing to verify against."""
     directory = Path(directory)
     if not directory.is_dir():
         raise SlimpackError(f"{str(directory)!r} is not a directory; pass a model directory written by slimpack")
     manifest = Manifest.read_if_any(directory)
-    names = list(manifest.sparsity.get("modules", {})) or None if manifest else None
-    measured = sparsity_summary(read_weights(directory, names))
-    files: dict[str, Any] = {"verified": False, "changed": [], "missing": [], "unlisted": []}
+    names = list(manifest.sparsity.modules or {}) or None if manifest else None
+    measured = SparsityRecord.of(read_weights(directory, names))
     if manifest is None:
-        files["note"] = f"no {MANIFEST} in the directory: nothing to verify the files against"
+        files = FileCheck(note=f"no {MANIFEST} in the directory: nothing to verify the files against")
     else:
-        files.update(manifest.check_files(directory, progress))
-        files["verified"] = not (files["changed"] or files["missing"] or files["unlisted"])
-    return {
-        "directory": str(directory),
-        "method": manifest.method.name if manifest else "?",
-        "pattern": manifest.pattern if manifest else "?",
-        "sparsity": measured,
-        "manifest_overall": manifest.sparsity.get("overall") if manifest else None,
-        "files": files,
-    }
+        found = manifest.check_files(directory, progress)
+        files = FileCheck(not any(found.values()), found["changed"], found["missing"], found["unlisted"])
+    return InspectReport(
+        directory=str(directory),
+        method=manifest.method.name if manifest else "?",
+        pattern=manifest.pattern if manifest else "?",
+        sparsity=measured,
+        manifest_overall=manifest.sparsity.overall if manifest else None,
+        files=files,
+    )

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 from prune.errors import SlimpackError
 from prune.io import compare_files, directory_bytes, hash_files, write_json_atomic
+from prune.sparsity import SparsityRecord
 from prune.spec import StreamSpec
 
 MANIFEST = "slimpack.json"
@@ -262,6 +263,43 @@ class EvalRecord:
 
 
 @dataclass
+class EvaluationRecord:
+    """The manifest's ``evaluation``: the perplexity protocol (`prune.spec.EvalSpec`) and its result
+    (`prune.eval.PerplexityResult`) when ``--eval`` asked for it (None each otherwise), and ``further``: the
+    results of the further evaluations (`prune.spec.Evaluation`, e.g. ``zeroshot``), each the JSON its own
+    evaluation writes and reads, under its name. JSON: the protocol's and the result's keys, then each further
+    result by name, at one level."""
+
+    dataset: str | None = None
+    seqlen: int | None = None
+    windows: int | None = None
+    batch_size: int | None = None
+    perplexity: float | None = None
+    nll: float | None = None
+    tokens: int | None = None
+    seconds: float | None = None
+    further: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "further"}
+        return {k: v for k, v in own.items() if v is not None} | dict(self.further)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationRecord:
+        own = {f.name for f in fields(cls)} - {"further"}
+        further = {k: v for k, v in data.items() if k not in own and isinstance(v, dict)}
+        return cls(**{k: v for k, v in data.items() if k in own}, further=further)
+
+    def summaries(self) -> list[str]:
+        """The one-line summaries the further evaluations gave (`prune.spec.Evaluation.run`)."""
+        return [str(r["summary"]) for r in self.further.values() if "summary" in r]
+
+    def brief(self) -> dict[str, Any]:
+        """The JSON without per-example results."""
+        return without_examples(self.to_dict())
+
+
+@dataclass
 class Manifest:
     stage: str  # "prune" | "quantize"
     source_model: str
@@ -270,11 +308,11 @@ class Manifest:
     target_sparsity: float
     allocation: AllocationRecord | None
     calibration: dict[str, Any]
-    sparsity: dict[str, Any]
+    sparsity: SparsityRecord
     timing: Timing
     true_sequential: bool = False
     environment: dict[str, str] = field(default_factory=environment)
-    evaluation: dict[str, Any] | None = None
+    evaluation: EvaluationRecord | None = None
     structure: StructureRecord | None = None
     quantization: QuantizationRecord | None = None
     stream: StreamSpec | None = None  # the streamed store's settings, if streamed (`prune.store`)
@@ -285,7 +323,7 @@ class Manifest:
 
     @property
     def perplexity(self) -> float | None:
-        ppl = (self.evaluation or {}).get("perplexity")
+        ppl = self.evaluation.perplexity if self.evaluation is not None else None
         return None if ppl is None else float(ppl)
 
     @property
@@ -313,7 +351,10 @@ class Manifest:
     # --- the one writer and reader ----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["sparsity"] = self.sparsity.to_dict()
+        data["evaluation"] = self.evaluation.to_dict() if self.evaluation is not None else None
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
@@ -322,6 +363,8 @@ class Manifest:
         values = {k: v for k, v in data.items() if k in known}
         values["method"] = MethodRecord(**data["method"])
         values["timing"] = Timing(**data["timing"])
+        values["sparsity"] = SparsityRecord.from_dict(data["sparsity"])
+        values["evaluation"] = EvaluationRecord.from_dict(data["evaluation"]) if data.get("evaluation") else None
         values["stream"] = StreamSpec(**data["stream"]) if data.get("stream") else None
         values["allocation"] = AllocationRecord.from_dict(data["allocation"]) if data.get("allocation") else None
         values["structure"] = StructureRecord.from_dict(data["structure"]) if data.get("structure") else None

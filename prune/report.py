@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from prune.manifest import EvaluationRecord
 from prune.registry import Registry
+from prune.sparsity import SparsityRecord
 
 
 def markdown_table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:
@@ -19,12 +21,12 @@ def markdown_table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:
     return "\n".join(lines)
 
 
-def sparsity_table(report: Mapping[str, Any]) -> str:
-    rows = [
-        (name, "×".join(map(str, m["shape"])), m["zeros"], f"{100 * m['sparsity']:.2f} %")
-        for name, m in report["modules"].items()
+def sparsity_table(record: SparsityRecord) -> str:
+    rows: list[tuple[Any, ...]] = [
+        (name, "×".join(map(str, m.shape)), m.zeros, f"{100 * m.sparsity:.2f} %")
+        for name, m in (record.modules or {}).items()
     ]
-    rows.append(("**overall**", "", report["zeros"], f"{100 * report['overall']:.2f} %"))
+    rows.append(("**overall**", "", record.zeros, f"{100 * record.overall:.2f} %"))
     return markdown_table(["module", "shape", "zeros", "sparsity"], rows)
 
 
@@ -47,17 +49,17 @@ def results_table(results: Iterable[Result]) -> str:
             rows.append(("dense", "-", "-", "0.00 %", r.perplexity, "-", f"{r.peak_rss_mib:.0f}",
                          f"{r.windows}×{r.seqlen}"))  # fmt: skip
             continue
-        ev = r.evaluation or {}
+        ev = r.evaluation or EvaluationRecord()
         rows.append(
             (
                 r.method.name,
                 r.allocation_name,
                 r.pattern,
-                f"{100 * r.sparsity['overall']:.2f} %",
-                ev.get("perplexity", float("nan")),
+                f"{100 * r.sparsity.overall:.2f} %",
+                ev.perplexity if ev.perplexity is not None else float("nan"),
                 f"{r.timing.seconds:.1f}",
                 f"{r.timing.peak_rss_mib:.0f}",
-                f"{ev.get('windows', '?')}×{ev.get('seqlen', '?')}",
+                f"{ev.windows or '?'}×{ev.seqlen or '?'}",
             )
         )
     headers = [
@@ -77,7 +79,7 @@ def summarize(result: Result) -> dict[str, Any]:
     """A run without its per-module detail and file hashes (for result JSON files)."""
     data = result.to_dict()
     out = {k: v for k, v in data.items() if k not in ("files", "environment")}
-    if isinstance(out.get("sparsity"), dict):
+    if isinstance(out.get("sparsity"), dict):  # a manifest's (`SparsityRecord.brief`)
         out["sparsity"] = {k: v for k, v in out["sparsity"].items() if k != "modules"}
     if isinstance(out.get("allocation"), dict):
         out["allocation"] = {k: v for k, v in out["allocation"].items() if k != "plan"}

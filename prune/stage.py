@@ -25,6 +25,7 @@ from prune.io import atomic_output_dir
 from prune.manifest import (
     MANIFEST,
     AllocationRecord,
+    EvaluationRecord,
     Manifest,
     MethodRecord,
     QuantizationRecord,
@@ -33,6 +34,7 @@ from prune.manifest import (
     peak_rss_mib,
 )
 from prune.models import LoadedModel
+from prune.sparsity import SparsityRecord
 from prune.spec import Job, Resolved
 from prune.stats import gradient_norms
 from prune.store import ModelStore, open_job, output_size
@@ -49,7 +51,7 @@ class Outcome:
     method: MethodRecord
     pattern: str
     target_sparsity: float
-    sparsity: dict[str, Any]
+    sparsity: SparsityRecord
     save: Callable[[Path], None]  # writes the model files into the (temporary) output directory
     allocation: Allocation | None = None
     allocation_record: AllocationRecord | None = None
@@ -118,13 +120,14 @@ def run_stage(job: Job, stage: Stage) -> Manifest:
             stream=store.settings,
         )
         log.info("%s %s of %s: sparsity %.2f %% in %.1f s", outcome.stage, outcome.method.name, job.model,
-                 100 * outcome.sparsity["overall"], seconds)  # fmt: skip
-        evaluation: dict[str, Any] = {}
+                 100 * outcome.sparsity.overall, seconds)  # fmt: skip
+        evaluation = EvaluationRecord()
         if job.evaluate is not None:  # the model as the stage left it: in memory, or as written (streamed)
-            evaluation.update(asdict(job.evaluate), **store.perplexity(job.evaluate, tmp).to_dict())
+            protocol = asdict(job.evaluate) | store.perplexity(job.evaluate, tmp).to_dict()
+            evaluation = EvaluationRecord.from_dict(protocol)
         for extra in job.evaluations:  # e.g. zero-shot tasks, through the same store
-            evaluation[extra.name] = extra.run(store, tmp)
-        manifest.evaluation = evaluation or None
+            evaluation.further[extra.name] = extra.run(store, tmp)
+        manifest.evaluation = evaluation if evaluation.to_dict() else None
         if outcome.allocation is not None:
             outcome.allocation.write_artifacts(tmp)
         return manifest.write(tmp)

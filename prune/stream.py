@@ -38,7 +38,7 @@ from prune.methods import LayerMethod
 from prune.model_config import drop_remote_code, read_config
 from prune.models import LoadedModel, checkpoint_kind, resolve_model_path
 from prune.shards import DEFAULT_SHARD_BYTES, ShardWriter
-from prune.sparsity import weight_sparsity
+from prune.sparsity import WeightSparsity
 from prune.spec import EvalSpec, Resolved, StreamSpec
 from prune.walker import Keep, in_memory
 
@@ -134,8 +134,8 @@ class StreamedBlocks:
         self.encoder = encoder or PlainEncoder()
         self.keep = keep  # where the calibration activations wait: in memory, or `Spill`
         self.blocks = adapter.blocks(lazy.model)
-        self.before: dict[str, dict[str, Any]] = {}  # prunable linear → its zeros as read
-        self.sparsity: dict[str, dict[str, Any]] = {}  # prunable linear → its zeros as written
+        self.before: dict[str, WeightSparsity] = {}  # prunable linear → its zeros as read
+        self.sparsity: dict[str, WeightSparsity] = {}  # prunable linear → its zeros as written
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -145,7 +145,7 @@ class StreamedBlocks:
         prefix = self.adapter.block_prefix(index)
         self.lazy.materialize(block, prefix, COMPUTE_DTYPE, device)
         for name, lin in self.adapter.linears(block).items():
-            self.before[f"{prefix}.{name}"] = weight_sparsity(lin.weight)
+            self.before[f"{prefix}.{name}"] = WeightSparsity.of(lin.weight)
         return block
 
     def leave(self, index: int, block: nn.Module, outputs: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +156,7 @@ class StreamedBlocks:
             stored = {name: self.writer.add(name, tensor) for name, tensor in tensors.items()}
             for name, lin in self.adapter.linears(block).items():  # zeros as stored, or as computed (encoded)
                 full = f"{prefix}.{name}"
-                self.sparsity[full] = weight_sparsity(stored.get(f"{full}.weight", lin.weight))
+                self.sparsity[full] = WeightSparsity.of(stored.get(f"{full}.weight", lin.weight))
         self.lazy.release(block)
         return kept
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from prune.architecture import DecoderAdapter
 from prune.masks import Pattern
 from prune.methods import LayerMethod
-from prune.sparsity import weight_sparsity
+from prune.sparsity import WeightSparsity
 from prune.stats import ACCUMULATORS, Accumulator, Stats
 
 log = logging.getLogger(__name__)
@@ -90,12 +90,12 @@ class BlockStore(Protocol):
     """Where the walker gets each block and where it hands it back: in memory (`InMemoryBlocks`) or streamed
     from the checkpoint's shards (`prune.stream.StreamedBlocks`: read before, written and released after).
     ``keep`` is where the calibration activations wait between blocks (in memory, or spilled to disk);
-    ``before`` / ``sparsity``: each prunable linear's zeros (`prune.sparsity.weight_sparsity`) as it entered and
+    ``before`` / ``sparsity``: each prunable linear's zeros (`prune.sparsity.WeightSparsity`) as it entered and
     as it left (as written, where the store writes it)."""
 
     keep: Keep
-    before: dict[str, dict[str, Any]]
-    sparsity: dict[str, dict[str, Any]]
+    before: dict[str, WeightSparsity]
+    sparsity: dict[str, WeightSparsity]
 
     def __len__(self) -> int: ...
 
@@ -118,8 +118,8 @@ class InMemoryBlocks:
         self.blocks = adapter.blocks(model)
         self.adapter, self.keep, self.counted = adapter, keep, counted
         self.homes: dict[int, torch.device] = {}
-        self.before: dict[str, dict[str, Any]] = {}
-        self.sparsity: dict[str, dict[str, Any]] = {}
+        self.before: dict[str, WeightSparsity] = {}
+        self.sparsity: dict[str, WeightSparsity] = {}
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -138,10 +138,10 @@ class InMemoryBlocks:
         return outputs
 
 
-def block_sparsity(adapter: DecoderAdapter, index: int, block: nn.Module) -> dict[str, dict[str, Any]]:
+def block_sparsity(adapter: DecoderAdapter, index: int, block: nn.Module) -> dict[str, WeightSparsity]:
     """The zeros of block ``index``'s prunable linears, by full name."""
     prefix = adapter.block_prefix(index)
-    return {f"{prefix}.{name}": weight_sparsity(lin.weight) for name, lin in adapter.linears(block).items()}
+    return {f"{prefix}.{name}": WeightSparsity.of(lin.weight) for name, lin in adapter.linears(block).items()}
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ from prune.errors import SlimpackError
 from prune.manifest import Manifest, MethodRecord, PrunedZeros, QuantizationRecord
 from prune.masks import Pattern
 from prune.models import LoadedModel, checkpoint_kind, resolve_model_path, save_model
-from prune.sparsity import sparsity_summary
+from prune.sparsity import SparsityRecord
 from prune.spec import Job, PruneSpec, Resolved, StreamSpec
 from prune.stage import Outcome, check_layers, prepare_walk, run_stage
 from prune.store import ModelStore, settle
@@ -96,7 +96,7 @@ class Quantize:
             method=MethodRecord(self.method.name, self.method.options()),
             pattern=str(r.pattern),
             target_sparsity=prep.target,
-            sparsity=sparsity_summary(blocks.sparsity),
+            sparsity=SparsityRecord.of(blocks.sparsity),
             save=partial(store.save, output, result.outputs),
             allocation=prep.allocation if self.joint else None,
             allocation_record=prep.record if self.joint else None,
@@ -106,7 +106,7 @@ class Quantize:
                 **q.grid.to_dict(),
                 checkpoint_format=q.checkpoint_format,
                 source=source.brief() if source is not None else None,
-                sparsity_before=sparsity_summary(blocks.before)["overall"],
+                sparsity_before=SparsityRecord.of(blocks.before).overall,
                 pruned_zeros=PrunedZeros(pruned, kept, kept / pruned if pruned else 1.0),
             ),
         )

@@ -16,7 +16,7 @@ def quant_row(r: Any) -> tuple[Any, ...]:
         return ("dense", "fp32", "-", "0.00 %", r.perplexity, "-", "-", "-")
     ppl = r.perplexity if r.perplexity is not None else float("nan")
     size = f"{r.size_bytes / 2**20:.1f}" if r.size_bytes else "-"
-    zeros = f"{100 * r.sparsity['overall']:.2f} %"
+    zeros = f"{100 * r.sparsity.overall:.2f} %"
     if r.stage != "quantize":
         return (r.pruning(), "fp32", "-", zeros, ppl, "-", size, "-")
     q = r.quantization

@@ -212,14 +212,14 @@ class BenchCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         if args.bench == ART:
-            from runtime_bench.harness import BenchSpec
+            from runtime_bench.harness import BenchSpec, CpuInfo
             from runtime_bench.latency import TimingConfig, path_labels, time_paths, timing_table
 
             spec = BenchSpec(args.prompt, args.tokens, args.rounds, args.warmup, args.batch)
             report = time_paths(TimingConfig(path_labels(args.artifacts), args.threads, spec, args.engine))
             write_json(args.json, report)
-            cpu = report["cpu"]
-            print(f"{cpu['model']} ({', '.join(cpu['flags']) or 'no AVX2'}, {cpu['cpus']} CPUs): prompt {spec.prompt}, "
+            cpu = CpuInfo.from_dict(report["cpu"])
+            print(f"{cpu.describe()}: prompt {spec.prompt}, "
                   f"{spec.tokens} decode steps, {spec.rounds} rounds after {spec.warmup} warm-up\n")  # fmt: skip
             print(timing_table(report))
             return 0
@@ -281,8 +281,8 @@ class RunCommand:
         out = args.out or Path(recipe.out)
         summary = run_pipeline(recipe, out, progress=not args.quiet, source=source)
         print((out / "report.md").read_text())
-        print(f"run directory: {out}   wall time {summary['wall_seconds'] / 60:.1f} min")
-        return 0 if summary["passed"] else 1
+        print(f"run directory: {out}   wall time {summary.wall_seconds / 60:.1f} min")
+        return 0 if summary.passed else 1
 
 
 TASK_DEFAULTS = {"task_data": "hub", "num_fewshot": 0, "limit": None, "batch_size": 1}  # of add_task_arguments
@@ -388,7 +388,7 @@ class EvalCommand:
                 )
             return self.perplexity(args)
         from runtime_bench.engines import parse_engine_options
-        from runtime_bench.zeroshot import TaskData, ZeroShotConfig, zeroshot, zeroshot_table
+        from runtime_bench.zeroshot import TaskData, ZeroShotConfig, zeroshot
 
         quiet_lm_eval(args)
         report = zeroshot(
@@ -399,10 +399,10 @@ class EvalCommand:
                 device=args.device, trust_unverified=args.trust_unverified,
             )
         )  # fmt: skip
-        write_json(args.json, report)
-        print(f"{args.model} ({report['runtime']}): zero-shot, lm-eval {report['lm_eval']}, task data "
-              f"{report['task_data']}, {report['seconds']:.1f} s")  # fmt: skip
-        print(zeroshot_table(report))
+        write_json(args.json, report.to_dict())
+        print(f"{args.model} ({report.runtime}): zero-shot, lm-eval {report.lm_eval}, task data "
+              f"{report.task_data}, {report.seconds:.1f} s")  # fmt: skip
+        print(report.table())
         return 0
 
     @staticmethod

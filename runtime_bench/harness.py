@@ -188,8 +188,29 @@ def speedup(results: dict[str, Any], base: str, other: str, key: str = "decode_m
     return quartiles([x / y for x, y in zip(a, b)])
 
 
-def cpu_info() -> dict[str, Any]:
-    """CPU model, logical CPUs this process may use, and the SIMD flags that matter for these runtimes."""
+@dataclass(frozen=True)
+class CpuInfo:
+    """The CPU a measurement ran on: its model, the logical CPUs this process may use, the SIMD flags that matter
+    for these runtimes (JSON ``{model, cpus, flags}``)."""
+
+    model: str
+    cpus: int
+    flags: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "cpus": self.cpus, "flags": list(self.flags)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CpuInfo:
+        return cls(str(data.get("model", "?")), int(data.get("cpus", 0)), list(data.get("flags", [])))
+
+    def describe(self) -> str:
+        """``"AMD EPYC (avx2, avx512f; 2 CPUs)"``."""
+        return f"{self.model} ({', '.join(self.flags) or 'no AVX2'}; {self.cpus} CPUs)"
+
+
+def cpu_info() -> CpuInfo:
+    """The CPU this process runs on (`CpuInfo`), from ``/proc/cpuinfo``."""
     import os
 
     model, flags = platform.processor(), set()
@@ -203,7 +224,7 @@ def cpu_info() -> dict[str, Any]:
     except OSError:
         pass
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-    return {"model": model, "cpus": len(os.sched_getaffinity(0)), "flags": [f for f in wanted if f in flags]}
+    return CpuInfo(model, len(os.sched_getaffinity(0)), [f for f in wanted if f in flags])
 
 
 def vocab_size(model: Path) -> int:

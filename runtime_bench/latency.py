@@ -106,7 +106,7 @@ def time_paths(config: TimingConfig) -> dict[str, Any]:
     paths = {lab: Path(p) for lab, p in config.paths.items()}
     runs = {t: measure(paths, t, config.bench, vocab, "bench") for t in config.threads}
     return {
-        "cpu": cpu_info(),
+        "cpu": cpu_info().to_dict(),
         "spec": asdict(config.bench),
         "threads": list(config.threads),
         "artifacts": {

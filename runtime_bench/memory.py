@@ -25,6 +25,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,30 @@ def status_mib(field: str) -> float:
     return float("nan")  # pragma: no cover - not Linux
 
 
+@dataclass(frozen=True)
+class MemoryProbe:
+    """The figures of the module docstring (JSON: the field names)."""
+
+    peak_rss_mib: float
+    baseline_rss_mib: float
+    worker_peak_rss_mib: float
+    load_seconds: float
+    generate_seconds: float
+    prompt: int
+    tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemoryProbe:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
 def probe(
     path: Path, threads: int | None, prompt: int, tokens: int, vocab: int,
     options: dict[str, dict[str, Any]] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> MemoryProbe:  # fmt: skip
     """Load ``path``, generate once, return the figures of the module docstring (call in a fresh process).
     ``options``: engine options by engine (default `BENCH_ENGINE_OPTIONS`)."""
     from runtime_bench.engines import load_engines, open_engine
@@ -69,18 +90,18 @@ def probe(
     engine.close()
     own = status_mib("VmHWM")
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the worker forked from this probe
-    return {
-        "peak_rss_mib": round(own + children, 1),
-        "baseline_rss_mib": round(baseline, 1),
-        "worker_peak_rss_mib": round(children, 1),
-        "load_seconds": round(load_seconds, 2),
-        "generate_seconds": round(generate_seconds, 3),  # a lazy engine compiles its graphs in it
-        "prompt": prompt,
-        "tokens": tokens,
-    }
+    return MemoryProbe(
+        peak_rss_mib=round(own + children, 1),
+        baseline_rss_mib=round(baseline, 1),
+        worker_peak_rss_mib=round(children, 1),
+        load_seconds=round(load_seconds, 2),
+        generate_seconds=round(generate_seconds, 3),  # a lazy engine compiles its graphs in it
+        prompt=prompt,
+        tokens=tokens,
+    )
 
 
-def peak_rss(path: Path, threads: int | None, prompt: int, tokens: int, vocab: int) -> dict[str, Any]:
+def peak_rss(path: Path, threads: int | None, prompt: int, tokens: int, vocab: int) -> MemoryProbe:
     """Run `probe` for ``path`` in a fresh interpreter; a failure is a one-line `SlimpackError`."""
     cmd = [sys.executable, "-m", "runtime_bench.memory", str(path), "--prompt", str(prompt), "--tokens", str(tokens)]
     cmd += ["--vocab", str(vocab)] + (["--threads", str(threads)] if threads else [])
@@ -88,7 +109,7 @@ def peak_rss(path: Path, threads: int | None, prompt: int, tokens: int, vocab: i
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         raise SlimpackError(f"memory probe of {str(path)!r} failed: {lines[-1] if lines else proc.returncode}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return MemoryProbe.from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     except SlimpackError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(probe(args.path, args.threads, args.prompt, args.tokens, args.vocab, options)))
+    print(json.dumps(probe(args.path, args.threads, args.prompt, args.tokens, args.vocab, options).to_dict()))
     return 0
 
 

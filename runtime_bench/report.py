@@ -8,7 +8,8 @@ from typing import Any
 
 from prune.data import DataSpec
 from prune.plots import save_figure
-from runtime_bench.harness import EngineTiming, Quartiles, Speedup, timings
+from runtime_bench.harness import CpuInfo, EngineTiming, Quartiles, Speedup, timings
+from runtime_bench.memory import MemoryProbe
 from runtime_bench.paper import TABLE5_DLP, TABLE5_DLP_SOURCE
 
 
@@ -63,7 +64,7 @@ def speed_table(
     results: Mapping[str, Any], leading: Mapping[str, Mapping[str, str]], sizes: Mapping[str, Mapping[str, Any]]
 ) -> str:
     """Every figure of one measurement, a row per entry of ``leading`` (its first columns, in its order);
-    ``sizes``: entry → {bytes, memory} (artifact bytes and the `runtime_bench.memory` probe)."""
+    ``sizes``: entry → {bytes, peak_rss_mib} (artifact bytes and the `runtime_bench.memory` probe's peak)."""
     t = timings(dict(results))
     batch = next((r.batch.batch for r in t.values() if r.batch is not None), None)
     first = next(iter(leading.values()), {})
@@ -82,7 +83,7 @@ def speed_table(
             q(r.speedup.decode, 2) if r.speedup is not None else "",
             f"{r.speedup.prefill.median:.2f}" if r.speedup is not None else "",
             f"{size['bytes'] / 2**20:.0f}" if size.get("bytes") else "",
-            f"{size['memory']['peak_rss_mib']:.0f}" if "memory" in size else "",
+            f"{size['peak_rss_mib']:.0f}" if size.get("peak_rss_mib") is not None else "",
         ]
         lines.append("| " + " | ".join(row) + " |")
     lines += [f"\n—: {reason}" for reason in sorted(skips)]
@@ -104,7 +105,7 @@ def sweep_rows(results: Mapping[str, Any], quality: Mapping[str, Any]) -> dict[s
 
 
 def sweep_markdown(report: Mapping[str, Any]) -> str:
-    cfg, cpu = report["config"], report["cpu"]
+    cfg, cpu = report["config"], CpuInfo.from_dict(report["cpu"])
     pruning = cfg.get("prune", cfg)  # sweeps before issue #14 kept the pruning settings at the top
     bench = cfg["bench"]
     data = DataSpec(**cfg["data"])
@@ -120,7 +121,7 @@ def sweep_markdown(report: Mapping[str, Any]) -> str:
         f"Timing: prompt {bench['prompt']} tokens, then {bench['tokens']} greedy decode steps with the KV cache; "
         f"{bench['rounds']} rounds after {bench['warmup']} warm-up, artifacts interleaved (A B … B A); medians "
         f"(q1–q3). Latency = median decode step at batch 1; throughput = 1000 / latency; speedup = dense / sparse "
-        f"decode time, round by round. CPU: {cpu['model']} ({cpu['cpus']} CPUs usable; {', '.join(cpu['flags'])}).",
+        f"decode time, round by round. CPU: {cpu.model} ({cpu.cpus} CPUs usable; {', '.join(cpu.flags)}).",
         "",
     ]
     for name, reason in report.get("skipped", {}).items():
@@ -140,7 +141,8 @@ def sweep_markdown(report: Mapping[str, Any]) -> str:
             speed_table(
                 m["results"],
                 sweep_rows(m["results"], report.get("quality", {})),
-                report["artifacts"].get(m["engine"], {}),
+                {lab: {"bytes": a.get("bytes"), "peak_rss_mib": MemoryProbe.from_dict(a["memory"]).peak_rss_mib}
+                 for lab, a in report["artifacts"].get(m["engine"], {}).items()},  # fmt: skip
             ),
             "",
         ]
@@ -185,177 +187,10 @@ def write_sweep_report(report: Mapping[str, Any], out: Path) -> None:
     from prune.io import write_text_atomic
 
     write_text_atomic(out / "sweep.md", sweep_markdown(report))
-    shape, cpu = report.get("model_shape"), report["cpu"]
+    shape, cpu = report.get("model_shape"), CpuInfo.from_dict(report["cpu"])
     what = Path(report["model"]).name
     if shape:  # e.g. "llama, 2 blocks, hidden 4096, FFN 11008"
         what = (f"{shape['model_type']}, {shape['num_hidden_layers']} blocks, hidden {shape['hidden_size']}, "
                 f"FFN {shape['intermediate_size']}")  # fmt: skip
-    title = f"speedup vs sparsity: {what}\n{cpu['model']} ({', '.join(cpu['flags'])})"
+    title = f"speedup vs sparsity: {what}\n{cpu.model} ({', '.join(cpu.flags)})"
     speedup_figure(report["measurements"], out / "sweep.png", title)
-
-
-# --- slimpack run ---------------------------------------------------------------------------------------
-
-
-def write_run_plots(summary: Mapping[str, Any], out: Path) -> list[str]:
-    """``sparsity.png`` (per-block sparsity of the prune stage) and ``speed.png`` (decode tokens/s per
-    artifact); returns the files written."""
-    from types import SimpleNamespace
-
-    from prune.plots import pyplot
-
-    plt = pyplot()
-
-    from prune.plots import plan_figure
-
-    written = []
-    pruned = summary["models"].get("prune")
-    if pruned and pruned.get("block_ratios"):
-        allocation = SimpleNamespace(
-            block_ratios=pruned["block_ratios"],
-            importance=pruned.get("importance"),
-            importance_label=pruned.get("importance_label", ""),
-        )
-        plan_figure(allocation, out / "sparsity.png", f"sparsity per block (overall {100 * pruned['sparsity']:.1f} %)")
-        written.append("sparsity.png")
-    bench = summary.get("bench")
-    if bench and bench.get("measurements"):
-        fig, ax = plt.subplots(figsize=(7, 0.45 * len(bench["entries"]) * len(bench["measurements"]) + 1.5))
-        labels, values, errs = [], [], []
-        for m in bench["measurements"]:
-            for name, r in m["results"].items():
-                t = r["tokens_per_s"]
-                labels.append(f"{name} ({m['threads']} thr)")
-                values.append(t["median"])
-                errs.append([t["median"] - t["q1"], t["q3"] - t["median"]])
-        ax.barh(labels, values, xerr=list(map(list, zip(*errs))), color="tab:blue", capsize=2)
-        ax.invert_yaxis()
-        ax.set_xlabel("decode tokens/s at batch 1 (median, q1–q3)")
-        fig.tight_layout()
-        save_figure(fig, out / "speed.png")
-        written.append("speed.png")
-    return written
-
-
-def _fmt(value: Any, spec: str) -> str:
-    return "" if value is None else format(value, spec)
-
-
-def accuracy_of(name: str, entry: Mapping[str, Any], zeroshot: Mapping[str, Any] | None) -> dict[str, str]:
-    """The zero-shot column of a timed entry (an artifact, or one of the run's models: ``entry["model"]``), when
-    the run measured one."""
-    if not zeroshot:
-        return {}
-    row = zeroshot["model"].get(entry["model"], {}) if "model" in entry else zeroshot["artifact"].get(name, {})
-    return {"zero-shot mean": f"{100 * row['mean']:.2f} %" if "mean" in row else "—"}
-
-
-def zeroshot_section(zeroshot: Mapping[str, Any]) -> list[str]:
-    """``report.md``'s zero-shot table: headline accuracy per task and mean, per model and artifact; for an
-    artifact, how many per-example results equal its source model's."""
-    tasks = zeroshot["tasks"]
-    limit = f"the first {zeroshot['limit']} examples of each task" if zeroshot["limit"] else "every example"
-    lines = [
-        "## Zero-shot accuracy (lm-evaluation-harness)",
-        "",
-        f"{zeroshot['num_fewshot']}-shot, {limit}, task data {zeroshot['task_data']}"
-        + (" (slimpack's own 30-item files: not the papers' data)" if zeroshot["task_data"] == "local" else "")
-        + "; accuracy in % of each task's headline metric ("
-        + ", ".join(f"{t}: {m}" for t, m in zeroshot["headline"].items())
-        + "). Equal examples: an artifact's per-example results equal to its source model's, every metric. "
-        "In the speed table, — is an artifact the recipe's zero-shot stage did not evaluate.",
-        "",
-        "| model / artifact | runtime | " + " | ".join(tasks) + " | mean | equal examples | seconds |",
-        "|" + "---|" * (len(tasks) + 5),
-    ]
-    for kind in ("model", "artifact"):
-        for name, row in zeroshot[kind].items():
-            label = name if kind == "model" else f"{name} (from {row.get('source', '?')})"
-            if "skipped" in row:
-                lines.append(f"| {label} | skipped: {row['skipped']} |" + " |" * (len(tasks) + 3))
-                continue
-            equal = row.get("equal_examples")
-            lines.append(
-                f"| {label} | {row['runtime']} | "
-                + " | ".join(f"{100 * row['accuracy'][t]:.1f}" for t in tasks)
-                + f" | **{100 * row['mean']:.2f}** | {f'{equal[0]} / {equal[1]}' if equal else '—'} | "
-                f"{row['seconds']:.0f} |"
-            )
-    return lines
-
-
-def run_markdown(summary: Mapping[str, Any], plots: list[str]) -> str:
-    """``report.md`` of ``slimpack run``: steps, perplexity per stage and per artifact, speed, plots."""
-    verdict = "all verify checks passed" if summary["passed"] else "a verify check FAILED"
-    parts = [
-        f"# slimpack run: {Path(summary['model']).name}",
-        "",
-        f"Recipe: `{summary['recipe']}`. Wall time {summary['wall_seconds'] / 60:.1f} min; {verdict}.",
-        "",
-        "## Steps",
-        "",
-        "| stage | step | status | seconds | detail |",
-        "|---|---|---|---|---|",
-        *(
-            f"| {s['stage']} | {s['step']} | {s['status']} | {s['seconds']:.1f} | {s['detail']} |"
-            for s in summary["steps"]
-        ),
-        "",
-        "## Perplexity per stage",
-        "",
-        "| model | sparsity | perplexity | size MiB |",
-        "|---|---|---|---|",
-    ]
-    for name, m in summary["models"].items():
-        size = m.get("bytes")
-        parts.append(f"| {name} | {100 * m['sparsity']:.2f} % | {_fmt(m.get('perplexity'), '.3f')} | "
-                     f"{_fmt(size / 2**20 if size else None, '.0f')} |")  # fmt: skip
-    if summary["verify"]:
-        parts += [
-            "",
-            "## Perplexity per exported format (verify: the artifact in its own runtime vs its source in torch)",
-            "",
-            "| artifact | format | engine | from | perplexity | reference | relative Δ | greedy tokens equal | verdict |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for name, v in summary["verify"].items():
-            a = summary["artifacts"][name]
-            if "skipped" in v:
-                parts.append(
-                    f"| {name} | {a['format']} | {a['engine']} | {a['source']} | | | | | skipped: {v['skipped']} |"
-                )
-                continue
-            parts.append(
-                f"| {name} | {a['format']} | {a['engine']} | {a['source']} | {v['perplexity']:.3f} | {v['reference']:.3f} "
-                f"| {100 * v['relative_diff']:.3f} % | {v['greedy_equal']}/{v['greedy_tokens']} | "
-                f"{'passed' if v['passed'] else 'FAILED'} |"
-            )
-        windows = next((v["windows"] for v in summary["verify"].values() if "windows" in v), None)
-        parts += ["", f"Verify perplexity over {windows} windows (the per-stage table uses the full protocol)."]
-    zeroshot = summary.get("zeroshot")
-    if zeroshot:
-        parts += ["", *zeroshot_section(zeroshot)]
-    bench = summary.get("bench")
-    if bench:
-        spec = bench["spec"]
-        parts += [
-            "",
-            "## Speed",
-            "",
-            f"Prompt {spec['prompt']} tokens, {spec['tokens']} decode steps, {spec['rounds']} rounds after "
-            f"{spec['warmup']} warm-up, every artifact interleaved in each round; speedup over the dense artifact of "
-            f"the same engine, round by round. CPU: {bench['cpu']['model']} ({bench['cpu']['cpus']} CPUs usable).",
-        ]
-        for name, reason in bench.get("skipped", {}).items():
-            parts += ["", f"**{name}: skipped** — {reason}"]
-        sizes = {n: {"bytes": e.get("bytes"), "memory": bench["memory"][n]} for n, e in bench["entries"].items()}
-        for m in bench["measurements"]:
-            leading = {
-                n: {"artifact": n, "engine": e["engine"], "from": e["source"], **accuracy_of(n, e, zeroshot)}
-                for n, e in bench["entries"].items()
-            }
-            parts += ["", f"### {m['threads']} thread{'s' if m['threads'] > 1 else ''}", "",
-                      speed_table(m["results"], leading, sizes)]  # fmt: skip
-    if plots:
-        parts += ["", "## Plots", "", *(f"![{p}]({p})" for p in plots)]
-    return "\n".join(parts) + "\n"

@@ -144,6 +144,25 @@ class GreedyCheck:
 
 
 @dataclass(frozen=True)
+class VerifyBrief:
+    """`VerifyReport.brief`: the verdict and its figures (None each after an integrity failure, with that check in
+    ``integrity``) — a run summary's ``verify`` entry (`runtime_bench.pipeline.summary`)."""
+
+    passed: bool
+    perplexity: float | None = None
+    reference: float | None = None
+    relative_diff: float | None = None
+    windows: int | None = None
+    greedy_equal: int | None = None
+    greedy_tokens: int | None = None
+    integrity: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that apply (an integrity failure: ``passed`` and ``integrity``)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
 class VerifyReport:
     """What ``slimpack verify`` reports (its ``--json``, a run's ``verify/<artifact>.json``): the integrity check,
     and — when it passed — the perplexity and greedy checks and the verdict. The fields are in the file's
@@ -185,19 +204,19 @@ class VerifyReport:
     def read(cls, path: Path) -> VerifyReport:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def brief(self) -> dict[str, Any]:
+    def brief(self) -> VerifyBrief:
         """The verdict and the figures a summary shows (an integrity failure: the verdict and that check)."""
         if self.perplexity is None or self.greedy is None or self.eval is None:
-            return {"passed": False, "integrity": self.integrity}
-        return {
-            "passed": self.passed,
-            "perplexity": self.perplexity.artifact.perplexity,
-            "reference": self.perplexity.reference.perplexity,
-            "relative_diff": self.perplexity.relative_diff,
-            "windows": self.eval.windows,
-            "greedy_equal": self.greedy.equal,
-            "greedy_tokens": self.greedy.new_tokens,
-        }
+            return VerifyBrief(False, integrity=self.integrity)
+        return VerifyBrief(
+            passed=self.passed,
+            perplexity=self.perplexity.artifact.perplexity,
+            reference=self.perplexity.reference.perplexity,
+            relative_diff=self.perplexity.relative_diff,
+            windows=self.eval.windows,
+            greedy_equal=self.greedy.equal,
+            greedy_tokens=self.greedy.new_tokens,
+        )
 
     def table(self) -> str:
         """A readable markdown table of the report."""

@@ -27,12 +27,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import json
 import logging
 import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -221,12 +222,107 @@ def silenced() -> Iterator[None]:
                 sys.stderr.write(sink.read())
 
 
+@dataclass
+class TaskResult:
+    """One task's result: every metric lm-eval reported (``metrics``: ``acc``, ``acc_stderr``, ``acc_norm``, …),
+    the per-example results of each (``examples``: metric → one value per document, in document order), and the
+    number of documents. JSON: the metrics, then ``examples`` and ``n``, at one level."""
+
+    metrics: dict[str, float]
+    examples: dict[str, list[float]] = field(default_factory=dict)
+    n: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.metrics, "examples": self.examples, "n": self.n}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskResult:
+        metrics = {k: v for k, v in data.items() if k not in ("examples", "n")}
+        return cls(metrics, dict(data.get("examples", {})), int(data.get("n", 0)))
+
+    def stderr(self, metric: str) -> float | None:
+        return self.metrics.get(f"{metric}_stderr")
+
+
+@dataclass
+class ZeroShotReport:
+    """A zero-shot run's result (``slimpack eval --tasks``' JSON; a stage's ``evaluation["zeroshot"]``; a run's
+    ``zeroshot/*.json``): per task its `TaskResult` and headline metric (`headline`), their mean, the protocol
+    (few-shot count, limit, task data, lm-eval's version) and — where known — the model, the runtime that
+    computed the logits, the seconds, and a stage's one-line summary."""
+
+    tasks: dict[str, TaskResult]
+    headline: dict[str, str]
+    mean: float
+    num_fewshot: int
+    limit: int | None
+    task_data: str
+    lm_eval: str
+    model: str | None = None
+    runtime: str | None = None
+    seconds: float | None = None
+    summary: str | None = None
+
+    ORDER = ("model", "runtime", "tasks", "headline", "mean", "num_fewshot", "limit", "task_data", "lm_eval",
+             "seconds", "summary")  # fmt: skip  # the JSON's key order, as the previous release wrote it
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["tasks"] = {name: t.to_dict() for name, t in self.tasks.items()}
+        optional = ("model", "runtime", "seconds", "summary")
+        return {k: data[k] for k in self.ORDER if not (k in optional and data[k] is None)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ZeroShotReport:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["tasks"] = {name: TaskResult.from_dict(t) for name, t in data["tasks"].items()}
+        return cls(**values)
+
+    @classmethod
+    def read(cls, path: Path) -> ZeroShotReport:
+        """One line when ``path`` is not a zero-shot report."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise SlimpackError(
+                f"{str(path)!r} is not a slimpack zero-shot report ({type(err).__name__}: {err})"
+            ) from None
+
+    def accuracy(self, task: str) -> float:
+        """``task``'s headline metric."""
+        return float(self.tasks[task].metrics[self.headline[task]])
+
+    def equal_examples(self, source: ZeroShotReport) -> tuple[int, int]:
+        """``(equal, compared)``: this report's per-example results (every metric) equal to ``source``'s."""
+        equal = compared = 0
+        for name, task in self.tasks.items():
+            for metric, values in task.examples.items():
+                theirs = source.tasks[name].examples[metric]
+                equal += sum(a == b for a, b in zip(values, theirs))
+                compared += len(values)
+        return equal, compared
+
+    def table(self) -> str:
+        """Task, metric, value and stderr, one row per metric; then the mean of the headline metrics."""
+        lines = ["| task | metric | value | stderr | n |", "|---|---|---|---|---|"]
+        for name, task in self.tasks.items():
+            for metric in ("acc", "acc_norm"):
+                if metric in task.metrics:
+                    mark = " (headline)" if self.headline[name] == metric else ""
+                    stderr = task.stderr(metric)
+                    lines.append(
+                        f"| {name} | {metric}{mark} | {task.metrics[metric]:.4f} | "
+                        f"{'—' if stderr is None else f'{stderr:.4f}'} | {task.n} |"
+                    )
+        lines.append(f"| **mean** ({len(self.tasks)} tasks, headline metrics) | | {self.mean:.4f} | | |")
+        return "\n".join(lines)
+
+
 def run_tasks(
     lm: Any, tasks: Tasks, num_fewshot: int = 0, limit: int | None = None, seed: int = 0, quiet: bool = False
-) -> dict[str, Any]:
-    """Evaluate ``lm`` on ``tasks``; returns ``{"tasks": {name: {metric: value, metric_stderr: …, "examples":
-    {metric: [per-example 0/1 …]}, "n": …}}, "headline": {name: metric}, "mean": …, …}``. ``quiet`` (``-q``):
-    lm-eval runs `silenced`."""
+) -> ZeroShotReport:
+    """Evaluate ``lm`` on ``tasks``. ``quiet`` (``-q``): lm-eval runs `silenced`."""
     import lm_eval
 
     names, data = tasks.names, tasks.data
@@ -242,47 +338,33 @@ def run_tasks(
         if data.directory is not None:
             raise
         raise hub_data_error(names, err) from None
-    rows: dict[str, Any] = {}
+    results: dict[str, TaskResult] = {}
     for name in names:
         metrics = out["results"][name]
-        row: dict[str, Any] = {
-            key.split(",")[0]: value
-            for key, value in metrics.items()
-            if key.endswith(",none") and isinstance(value, (int, float))
-        }
-        row["examples"] = {
-            metric: [float(s[metric]) for s in sorted(out["samples"][name], key=lambda s: s["doc_id"])]
-            for metric in ("acc", "acc_norm")
-            if f"{metric},none" in metrics
-        }
-        row["n"] = len(out["samples"][name])
-        rows[name] = row
+        samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
+        results[name] = TaskResult(
+            metrics={
+                key.split(",")[0]: value
+                for key, value in metrics.items()
+                if key.endswith(",none") and isinstance(value, (int, float))
+            },
+            examples={
+                metric: [float(s[metric]) for s in samples]
+                for metric in ("acc", "acc_norm")
+                if f"{metric},none" in metrics
+            },
+            n=len(samples),
+        )
     heads = {name: headline(out["results"][name]) for name in names}
-    return {
-        "tasks": rows,
-        "headline": heads,
-        "mean": float(np.mean([rows[n][heads[n]] for n in names])),
-        "num_fewshot": num_fewshot,
-        "limit": limit,
-        "task_data": data.source,
-        "lm_eval": lm_eval_version(),
-    }
-
-
-def zeroshot_table(report: dict[str, Any]) -> str:
-    """Task, metric, value and stderr, one row per metric; then the mean of the headline metrics."""
-    lines = ["| task | metric | value | stderr | n |", "|---|---|---|---|---|"]
-    for name, row in report["tasks"].items():
-        for metric in ("acc", "acc_norm"):
-            if metric in row:
-                mark = " (headline)" if report["headline"][name] == metric else ""
-                stderr = row.get(f"{metric}_stderr")
-                lines.append(
-                    f"| {name} | {metric}{mark} | {row[metric]:.4f} | "
-                    f"{'—' if stderr is None else f'{stderr:.4f}'} | {row['n']} |"
-                )
-    lines.append(f"| **mean** ({len(report['tasks'])} tasks, headline metrics) | | {report['mean']:.4f} | | |")
-    return "\n".join(lines)
+    return ZeroShotReport(
+        tasks=results,
+        headline=heads,
+        mean=float(np.mean([results[n].metrics[heads[n]] for n in names])),
+        num_fewshot=num_fewshot,
+        limit=limit,
+        task_data=data.source,
+        lm_eval=lm_eval_version(),
+    )
 
 
 # --- a model or an artifact, end to end ---------------------------------------------------------------------
@@ -365,7 +447,7 @@ def context_length(model_config: dict[str, Any]) -> int:
 
 def evaluate_opened(
     opened: Opened, tasks: Tasks, num_fewshot: int, limit: int | None, seed: int, progress: bool
-) -> dict[str, Any]:
+) -> ZeroShotReport:
     """`run_tasks` through ``opened`` (closed afterwards), with the runtime and the seconds."""
     import time
 
@@ -379,7 +461,7 @@ def evaluate_opened(
     finally:
         if opened.close is not None:
             opened.close()
-    return {"runtime": opened.runtime, **report, "seconds": round(time.perf_counter() - start, 1)}
+    return replace(report, runtime=opened.runtime, seconds=round(time.perf_counter() - start, 1))
 
 
 @dataclass(frozen=True)
@@ -419,15 +501,16 @@ class ZeroShotEvaluation:
     def run(self, store: ModelStore, written: Path) -> dict[str, Any]:
         opened = torch_source(written, store, written, self.batch_size)
         report = evaluate_opened(opened, self.tasks, self.num_fewshot, self.limit, self.seed, store.progress)
-        return {**report, "summary": f"zero-shot mean {100 * report['mean']:.2f} % ({len(self.tasks.names)} tasks)"}
+        summary = f"zero-shot mean {100 * report.mean:.2f} % ({len(self.tasks.names)} tasks)"
+        return replace(report, summary=summary).to_dict()  # the manifest holds it as JSON (`ZeroShotReport.from_dict`)
 
 
-def zeroshot(config: ZeroShotConfig, tasks: Tasks | None = None) -> dict[str, Any]:
+def zeroshot(config: ZeroShotConfig, tasks: Tasks | None = None) -> ZeroShotReport:
     """Run ``config.tasks`` on ``config.model`` through its runtime; the report of `run_tasks` with the model,
     the runtime and the seconds. ``tasks``: ``config``'s, already prepared (a caller evaluating many models)."""
     config.check()
     if tasks is None:
         tasks = Tasks.prepare(config.tasks, config.data)  # unknown tasks and missing files: before the model opens
     opened = open_source(config)
-    return {"model": str(config.model), **evaluate_opened(opened, tasks, config.num_fewshot, config.limit,
-                                                          config.seed, config.progress)}  # fmt: skip
+    report = evaluate_opened(opened, tasks, config.num_fewshot, config.limit, config.seed, config.progress)
+    return replace(report, model=str(config.model))

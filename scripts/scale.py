@@ -114,17 +114,16 @@ def main() -> None:
             wall, peak = timed(command(method, model, out, args))
             manifest = Manifest.read(out)
             blocks = config["num_hidden_layers"]
-            evaluation = manifest.evaluation or {}
             built = f"{blocks} of {SHAPES[shape].layers} blocks built" if blocks != SHAPES[shape].layers else None
             row = {
                 **({"note": built} if built else {}),
                 "shape": shape, "blocks": blocks, "hidden": config["hidden_size"],
                 "ffn": config["intermediate_size"], "vocab": config["vocab_size"],
                 "model_gib": round(size / 2**30, 2), "fp32_gib": round(2 * size / 2**30, 2), "method": method,
-                "sparsity": manifest.sparsity["overall"], "calibration": f"{args.nsamples}×{args.seqlen}",
+                "sparsity": manifest.sparsity.overall, "calibration": f"{args.nsamples}×{args.seqlen}",
                 "prune_seconds": round(manifest.timing.seconds, 1),
                 "seconds_per_block": round(manifest.timing.seconds / blocks, 2),
-                "eval_seconds": round(evaluation["seconds"], 1),
+                "eval_seconds": round(manifest.evaluation.seconds, 1) if manifest.evaluation else None,
                 "perplexity": manifest.perplexity, "eval_windows": int(args.windows),
                 "wall_seconds": round(wall, 1), "peak_rss_mib": round(peak),
                 "prune_peak_rss_mib": round(manifest.timing.peak_rss_mib), "cpu": cpu_model(),
@@ -180,7 +179,7 @@ def export_rows(out: Path, shape: str, args: argparse.Namespace, note: str | Non
                         str(report)], ok=(0, 1))  # fmt: skip
     verified = VerifyReport.read(report)
     rows.append({**common, "stage": "verify", "wall_seconds": round(wall, 1), "peak_rss_mib": round(peak),
-                 **verified.brief(), "engine_load_seconds": verified.engine_load_seconds})  # fmt: skip
+                 **verified.brief().to_dict(), "engine_load_seconds": verified.engine_load_seconds})  # fmt: skip
     print(json.dumps(rows[-1]), flush=True)
     if args.delete:
         shutil.rmtree(artifact)

@@ -42,7 +42,7 @@ def structured_rows(root: Path, names: list[tuple[str, str]]) -> list[list[Any]]
             continue
         heads = m.structure.heads()
         rows.append([
-            label, params(m), f"{100 * m.sparsity['overall']:.1f} %", f"{min(heads)}–{max(heads)}", ppl(m),
+            label, params(m), f"{100 * m.sparsity.overall:.1f} %", f"{min(heads)}–{max(heads)}", ppl(m),
             f"{m.timing.seconds:.0f}",
         ])  # fmt: skip
     return rows

@@ -7,11 +7,10 @@ how many examples differ from the torch model it was exported from.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from runtime_bench.zeroshot import PAPER_TASKS
+from runtime_bench.zeroshot import PAPER_TASKS, ZeroShotReport
 
 ROWS = [
     ("dense", "dense (torch)"),
@@ -27,9 +26,9 @@ ROWS = [
 PAIRS = [("art-onnx", "default-prune"), ("art-deepsparse", "default-prune"), ("art-onnx-int4", "default-quantize")]
 
 
-def load(root: Path, name: str) -> dict | None:
+def load(root: Path, name: str) -> ZeroShotReport | None:
     path = root / f"zs-{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return ZeroShotReport.read(path) if path.is_file() else None
 
 
 def main(root: Path) -> None:
@@ -40,20 +39,16 @@ def main(root: Path) -> None:
         if r is None:
             print(f"| {label} | " + " | ".join(["not run"] * (len(head) - 1)) + " |")
             continue
-        cells = [f"{100 * r['tasks'][t][r['headline'][t]]:.1f}" for t in PAPER_TASKS]
-        print(f"| {label} | " + " | ".join(cells) + f" | **{100 * r['mean']:.2f}** |")
+        cells = [f"{100 * r.accuracy(t):.1f}" for t in PAPER_TASKS]
+        print(f"| {label} | " + " | ".join(cells) + f" | **{100 * r.mean:.2f}** |")
     print("\n| artifact | against | examples compared | examples that differ (acc / acc_norm) |\n|---|---|---|---|")
     for art, src in PAIRS:
         a, s = load(root, art), load(root, src)
         if a is None or s is None:
             continue
-        compared = differ = 0
-        for t in PAPER_TASKS:
-            for metric, values in s["tasks"][t]["examples"].items():
-                other = a["tasks"][t]["examples"][metric]
-                compared += len(values)
-                differ += sum(x != y for x, y in zip(values, other))
-        print(f"| {art} ({a['runtime']}) | {src} | {compared} | {differ} |")
+        equal, compared = a.equal_examples(s)
+        differ = compared - equal
+        print(f"| {art} ({a.runtime}) | {src} | {compared} | {differ} |")
 
 
 if __name__ == "__main__":

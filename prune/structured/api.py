@@ -13,6 +13,7 @@ from prune.data import Calibration
 from prune.manifest import MethodRecord, ParameterCount, Parameters, StructureRecord
 from prune.masks import Pattern
 from prune.models import LoadedModel
+from prune.sparsity import SparsityRecord
 from prune.spec import Job, Resolved
 from prune.stage import Outcome, allocation_context, allocation_record
 from prune.store import ModelStore, PlainOutput
@@ -91,7 +92,7 @@ class StructuredPrune:
             method=MethodRecord(r.method.name, r.method.options()),
             pattern="structured",
             target_sparsity=target,
-            sparsity={"overall": removed, "parameters_removed": before["total"] - after["total"]},
+            sparsity=SparsityRecord.structured(removed, before["total"] - after["total"]),
             save=partial(store.save, OUTPUT, {}),  # config.json carries the structure record
             allocation=allocation,
             allocation_record=allocation_record(r, allocation),

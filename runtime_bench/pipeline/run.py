@@ -31,11 +31,24 @@ from prune.model_config import check_context
 from prune.models import resolve_model_path
 from prune.paths import Output, check_writes
 from prune.spec import EvalSpec, Job, StreamSpec, section_stream
-from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
+from runtime_bench.harness import BenchSpec, CpuInfo, add_speedups, cpu_info, measure, vocab_size
+from runtime_bench.memory import MemoryProbe
 from runtime_bench.pipeline.recipe import Recipe, check_model_fits
+from runtime_bench.pipeline.report import run_markdown, write_run_plots
 from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, prune_step, quantize_step
 from runtime_bench.pipeline.steps import StepCache, StepResult, files_key, model_key, owned_by_steps
+from runtime_bench.pipeline.summary import (
+    ArtifactEntry,
+    ModelFigures,
+    RunBench,
+    RunSummary,
+    RunZeroShot,
+    Skipped,
+    StepNote,
+    ZeroShotEntry,
+)
 from runtime_bench.pipeline.targets import engine_of
+from runtime_bench.verify import VerifyBrief
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +59,16 @@ class Run:
     def __init__(self, recipe: Recipe, out: Path, progress: bool) -> None:
         self.recipe, self.out, self.progress = recipe, out, progress
         self.cache = StepCache(out)
-        self.steps: list[dict[str, Any]] = []
+        self.steps: list[StepNote] = []
 
     def note(self, stage: str, name: str, step: StepResult | None, status: str | None = None, detail: str = "") -> None:
         status = status or ("cached" if step is not None and step.cached else "ran")
         seconds = round(step.seconds, 1) if step is not None else 0.0
-        self.steps.append({"stage": stage, "step": name, "status": status, "seconds": seconds, "detail": detail})
+        self.steps.append(StepNote(stage, name, status, seconds, detail))
         log.info("[%s] %s: %s%s", stage, name, status, f" ({detail})" if detail else "")
 
 
-def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[str, Any]]]:
+def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, ModelFigures]]:
     """Dense evaluation, prune, quantize: model directories (source → (path, step key)) and their figures."""
     from prune.api import PruneConfig
     from quant.api import QuantizeConfig, recipe_stream
@@ -67,9 +80,7 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[st
     stream = section_stream(recipe.stream)
     step = eval_step(run.cache, "eval-dense", dense, recipe.eval, models["dense"][1], run.progress, stream)
     run.note("eval", "dense", step)
-    figures: dict[str, dict[str, Any]] = {
-        "dense": {"perplexity": step.result["perplexity"], "sparsity": 0.0, "bytes": directory_bytes(dense)}
-    }
+    figures = {"dense": ModelFigures(step.result["perplexity"], 0.0, directory_bytes(dense))}
 
     def job(source: Path, out: Path, stream: StreamSpec | None = recipe.stream) -> Job:
         return Job(str(source), out, recipe.data, overwrite=True, evaluate=recipe.eval, progress=run.progress,
@@ -80,7 +91,7 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[st
         step = prune_step(run.cache, "prune", PruneConfig(job(dense, out), st.prune), models["dense"][1])
         run.note("prune", st.prune.describe(), step)
         models["prune"] = (out, step.key)
-        figures["prune"] = step.result
+        figures["prune"] = stage_figures(step)
     if st.quantize is not None:
         q = st.quantize
         joint = st.prune if q.joint else None
@@ -90,44 +101,50 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[st
         step = quantize_step(run.cache, "quantize", QuantizeConfig(job(source, out, qstream), q, joint), key)
         run.note("quantize", q.describe() + (f", joint with {joint.describe()}" if joint else ""), step)
         models["quantize"] = (out, step.key)
-        figures["quantize"] = step.result
+        figures["quantize"] = stage_figures(step)
     return models, figures
 
 
-def run_exports(run: Run, models: dict[str, tuple[Path, str]]) -> dict[str, dict[str, Any]]:
-    """Every artifact of ``stages.export``: name → {path, key, source, format, engine, bytes}."""
+def stage_figures(step: StepResult) -> ModelFigures:
+    """A stage step's figures (`runtime_bench.pipeline.stages.stage_step`'s result)."""
+    known = {"perplexity", "sparsity", "bytes", "path", "seconds", "block_ratios", "importance", "importance_label"}
+    return ModelFigures(**{k: v for k, v in step.result.items() if k in known})
+
+
+def run_exports(run: Run, models: dict[str, tuple[Path, str]]) -> dict[str, ArtifactEntry]:
+    """Every artifact of ``stages.export``."""
     artifacts = {}
     for name, item in run.recipe.stages.export.items():
         source, key = models[item.source]
         out = run.out / "export" / name
         step = artifact_step(run.cache, f"export-{name}", item, source, key, out, section_stream(run.recipe.stream))
         run.note("export", name, step, detail=f"{item.format} from {item.source}")
-        artifacts[name] = {
-            "path": step.result["path"], "key": step.key, "source": item.source, "format": item.format,
-            "engine": engine_of(item), "bytes": step.result["bytes"],
-        }  # fmt: skip
+        artifacts[name] = ArtifactEntry(step.result["path"], step.key, item.source, item.format, engine_of(item),
+                                        step.result["bytes"])  # fmt: skip
     return artifacts
 
 
-def run_verify(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def run_verify(
+    run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, ArtifactEntry]
+) -> dict[str, VerifyBrief | Skipped]:
     """Each artifact against the model it was exported from, in its own runtime (skipped where missing)."""
     from runtime_bench.engines import unavailable
-    from runtime_bench.verify import ReferenceRun, Tolerance, VerifyConfig, verify
+    from runtime_bench.verify import ReferenceRun, Tolerance, VerifyConfig, VerifyReport, verify
 
     v = run.recipe.stages.verify
     assert v is not None
-    reports: dict[str, Any] = {}
+    reports: dict[str, VerifyBrief | Skipped] = {}
     spec = EvalSpec(run.recipe.eval.dataset, run.recipe.eval.seqlen, v.windows)
     references: dict[tuple[Any, ...], ReferenceRun] = {}  # each source model's side, computed once
     for name, art in artifacts.items():
-        reason = unavailable(art["engine"])
+        reason = unavailable(art.engine)
         if reason:
             run.note("verify", name, None, "skipped", reason)
-            reports[name] = {"skipped": reason}
+            reports[name] = Skipped(reason)
             continue
-        reference = models[art["source"]][0]
+        reference = models[art.source][0]
         path = run.out / "verify" / f"{name}.json"
-        config = VerifyConfig(Path(art["path"]), str(reference), spec, Tolerance(v.tolerance, v.token_match),
+        config = VerifyConfig(Path(art.path), str(reference), spec, Tolerance(v.tolerance, v.token_match),
                               v.prompt, v.tokens, v.threads, run.progress, section_stream(run.recipe.stream))  # fmt: skip
 
         def check(config: VerifyConfig = config, path: Path = path) -> dict[str, Any]:
@@ -140,81 +157,71 @@ def run_verify(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[st
 
         settings = {k: val for k, val in asdict(config).items() if k not in ("progress", "stream")}
         settings.update({"stream": True} if config.stream else {})
-        step = run.cache.run(f"verify-{name}", {"verify": settings, "artifact": art["key"]}, check)
-        run.note("verify", name, step, None if step.result["passed"] else "FAILED")
-        reports[name] = step.result
+        step = run.cache.run(f"verify-{name}", {"verify": settings, "artifact": art.key}, check)
+        brief = VerifyReport.from_dict(step.result).brief()
+        run.note("verify", name, step, None if brief.passed else "FAILED")
+        reports[name] = brief
     return reports
 
 
-def run_zeroshot(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def run_zeroshot(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, ArtifactEntry]) -> RunZeroShot:
     """The recipe's zero-shot tasks on every model (torch; streamed in a streamed recipe) and on the artifacts
     it names (each in its own runtime; skipped where the runtime is missing). Each artifact's per-example results
     are compared with its source model's: ``equal_examples`` = [equal, compared]."""
     from runtime_bench.engines import unavailable
     from runtime_bench.pipeline.recipe import zeroshot_evaluation
-    from runtime_bench.zeroshot import ZeroShotConfig, zeroshot
+    from runtime_bench.zeroshot import ZeroShotConfig, ZeroShotReport, zeroshot
 
     z = run.recipe.stages.zeroshot
     assert z is not None
     evaluation = zeroshot_evaluation(z)
     tasks = evaluation.tasks
     entries = [("model", name, path, key, "torch", None) for name, (path, key) in models.items()]
-    entries += [("artifact", name, Path(a["path"]), a["key"], a["engine"], a["source"]) for name, a in artifacts.items()
+    entries += [("artifact", name, Path(a.path), a.key, a.engine, a.source) for name, a in artifacts.items()
                 if z.artifacts is None or name in z.artifacts]  # fmt: skip
     stream = section_stream(run.recipe.stream)
-    out: dict[str, dict[str, Any]] = {"model": {}, "artifact": {}}
-    full: dict[str, dict[str, Any]] = {}  # each model's report, for the artifacts' comparison
+    out = RunZeroShot(list(tasks.names), {}, tasks.data.source, z.limit, z.num_fewshot)
+    full: dict[str, ZeroShotReport] = {}  # each model's report, for the artifacts' comparison
     for kind, name, path, key, engine, source in entries:
+        section = out.model if kind == "model" else out.artifact
         reason = unavailable(engine)
         if reason:
             run.note("zeroshot", name, None, "skipped", reason)
-            out[kind][name] = {"skipped": reason, **({"source": source} if source else {})}
+            section[name] = Skipped(reason, source)
             continue
         config = ZeroShotConfig(str(path), tasks.names, tasks.data, z.num_fewshot, z.limit, z.batch_size, z.threads,
                                 stream=stream and kind == "model", seed=evaluation.seed, progress=run.progress)  # fmt: skip
         target = run.out / "zeroshot" / f"{kind}-{name}.json"
 
         def evaluate(config: ZeroShotConfig = config, target: Path = target) -> dict[str, Any]:
-            report = zeroshot(config, tasks)
-            write_json_atomic(target, report)
+            write_json_atomic(target, zeroshot(config, tasks).to_dict())
             return {"outputs": [str(target)], "path": str(target)}
 
         settings = {"zeroshot": evaluation.settings(), "threads": z.threads, "stream": bool(config.stream), "of": key}
         step = run.cache.run(f"zeroshot-{kind}-{name}", settings, evaluate)
-        report = json.loads(Path(step.result["path"]).read_text())
+        report = ZeroShotReport.read(Path(step.result["path"]))
         if kind == "model":
             full[name] = report
-        out[kind][name] = {
-            "runtime": report["runtime"], "mean": report["mean"], "seconds": report["seconds"],
-            "accuracy": {t: report["tasks"][t][report["headline"][t]] for t in tasks.names},
-            **({"source": source, "equal_examples": equal_examples(report, full.get(source))} if source else {}),
-        }  # fmt: skip
-        run.note("zeroshot", name, step, detail=f"{report['runtime']}, mean {100 * report['mean']:.2f} %")
-    return {"tasks": list(tasks.names), "headline": next((r["headline"] for r in full.values()), {}),
-            "task_data": tasks.data.source, "limit": z.limit, "num_fewshot": z.num_fewshot, **out}  # fmt: skip
+            out.headline = out.headline or dict(report.headline)
+        compared = full.get(source) if source else None
+        section[name] = ZeroShotEntry(
+            runtime=str(report.runtime), mean=report.mean, seconds=float(report.seconds or 0.0),
+            accuracy={t: report.accuracy(t) for t in tasks.names}, source=source,
+            equal_examples=list(report.equal_examples(compared)) if compared is not None else None,
+        )  # fmt: skip
+        run.note("zeroshot", name, step, detail=f"{report.runtime}, mean {100 * report.mean:.2f} %")
+    return out
 
 
-def equal_examples(report: dict[str, Any], source: dict[str, Any] | None) -> list[int] | None:
-    """``[equal, compared]``: the per-example results (every metric) of ``report`` equal to ``source``'s."""
-    if source is None:
-        return None
-    equal = compared = 0
-    for task, row in report["tasks"].items():
-        for metric, values in row["examples"].items():
-            theirs = source["tasks"][task]["examples"][metric]
-            equal += sum(a == b for a, b in zip(values, theirs))
-            compared += len(values)
-    return [equal, compared]
-
-
-def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, ArtifactEntry]) -> RunBench:
     """All artifacts (and the eager models with ``torch: true``) timed interleaved per thread count."""
     from runtime_bench.engines import unavailable
 
     b = run.recipe.stages.bench
     assert b is not None
     spec = BenchSpec(b.prompt, b.tokens, b.rounds, b.warmup, b.batch, b.seed)
-    entries = {n: {k: a[k] for k in ("path", "key", "source", "engine", "bytes")} for n, a in artifacts.items()}
+    entries = {n: {"path": a.path, "key": a.key, "source": a.source, "engine": a.engine, "bytes": a.bytes}
+               for n, a in artifacts.items()}  # fmt: skip
     if b.torch:
         for source in ("dense", "prune"):
             if source in models:
@@ -244,7 +251,7 @@ def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str
             results = measure({n: Path(e["path"]) for n, e in timed.items()}, threads, spec, vocab, "all")
             add_speedups(results, bases)
             measurements.append({"threads": threads, "results": results})
-        report = {"spec": asdict(spec), "threads": b.threads, "cpu": cpu_info(), "entries": timed,
+        report = {"spec": asdict(spec), "threads": b.threads, "cpu": cpu_info().to_dict(), "entries": timed,
                   "bases": bases, "memory": memory, "measurements": measurements}  # fmt: skip
         path = run.out / "bench" / "bench.json"
         write_json_atomic(path, report)
@@ -252,17 +259,17 @@ def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str
 
     step = run.cache.run("bench", {"bench": asdict(b), "entries": {n: e["key"] for n, e in timed.items()}}, bench)
     run.note("bench", f"{len(timed)} engines × threads {b.threads}", step)
-    return {**step.result, "skipped": skipped}
+    r = step.result
+    return RunBench(r["spec"], r["threads"], CpuInfo.from_dict(r["cpu"]), r["entries"], r["bases"],
+                    {n: MemoryProbe.from_dict(m) for n, m in r["memory"].items()}, r["measurements"], skipped)  # fmt: skip
 
 
 REPORTS = ("summary.json", "report.md", "sparsity.png", "speed.png")  # what a finished run writes last
 
 
-def run_pipeline(
-    recipe: Recipe, out: Path | None = None, progress: bool = True, source: str = "default"
-) -> dict[str, Any]:
+def run_pipeline(recipe: Recipe, out: Path | None = None, progress: bool = True, source: str = "default") -> RunSummary:
     """Run every stage of ``recipe`` into ``out`` (default: ``recipe.out``; locked while it runs, never the
-    model's directory); returns ``summary.json``."""
+    model's directory); returns its summary (``summary.json``)."""
     out = Path(out or recipe.out)
     model = resolve_model_path(recipe.model)  # before any work: what the recipe asks of this model fits it
     check_writes(recipe_outputs(recipe, out), recipe_inputs(recipe, model, source))
@@ -326,9 +333,7 @@ def check_run_dir(out: Path) -> None:
         )
 
 
-def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str) -> dict[str, Any]:
-    from runtime_bench.report import run_markdown, write_run_plots
-
+def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str) -> RunSummary:
     start = time.perf_counter()
     for name in REPORTS:  # a rerun's report is never the last run's: removed until this run writes its own
         (out / name).unlink(missing_ok=True)
@@ -340,29 +345,23 @@ def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str) -> dic
     accuracy = run_zeroshot(run, models, artifacts) if st.zeroshot is not None else None
     bench = run_bench(run, models, artifacts) if st.bench is not None else None
     wall = time.perf_counter() - start
-    failed = [n for n, r in verified.items() if r.get("passed") is False]
-    summary = {
-        "recipe": source,
-        "model": str(models["dense"][0]),
-        "models": figures,
-        "artifacts": artifacts,
-        "verify": {n: _verify_brief(r) for n, r in verified.items()},
-        "zeroshot": accuracy,
-        "bench": bench,
-        "steps": run.steps,
-        "wall_seconds": round(wall, 1),
-        "passed": not failed,
-    }
+    failed = [n for n, r in verified.items() if isinstance(r, VerifyBrief) and not r.passed]
+    summary = RunSummary(
+        recipe=source,
+        model=str(models["dense"][0]),
+        models=figures,
+        artifacts=artifacts,
+        verify=verified,
+        zeroshot=accuracy,
+        bench=bench,
+        steps=run.steps,
+        wall_seconds=round(wall, 1),
+        passed=not failed,
+    )
     plots = write_run_plots(summary, out)
     write_text_atomic(out / "report.md", run_markdown(summary, plots))
-    write_json_atomic(out / RUN_RECORD, {**_run_record(recipe, source), "finished": True, "steps": run.steps,
+    steps = [asdict(s) for s in run.steps]
+    write_json_atomic(out / RUN_RECORD, {**_run_record(recipe, source), "finished": True, "steps": steps,
                                          "wall_seconds": round(wall, 1), "environment": environment()})  # fmt: skip
-    write_json_atomic(out / "summary.json", summary)  # last: a run directory with summary.json is complete
+    write_json_atomic(out / "summary.json", summary.to_dict())  # last: a run directory with summary.json is complete
     return summary
-
-
-def _verify_brief(report: dict[str, Any]) -> dict[str, Any]:
-    """A verify step's result (`runtime_bench.verify.VerifyReport` as written, or why it was skipped) in brief."""
-    from runtime_bench.verify import VerifyReport
-
-    return report if "skipped" in report else VerifyReport.from_dict(report).brief()

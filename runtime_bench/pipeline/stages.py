@@ -39,7 +39,7 @@ def stage_step(
             "path": str(job.out),
             "bytes": m.size_bytes,
             "perplexity": m.perplexity,
-            "sparsity": m.sparsity["overall"],
+            "sparsity": m.sparsity.overall,
             "seconds": m.timing.seconds,
             "block_ratios": alloc.block_ratios if alloc is not None else None,
             "importance": alloc.importance if alloc is not None else None,
@@ -112,6 +112,6 @@ def memory_step(cache: StepCache, name: str, path: Path, key: str, bench: BenchS
     from runtime_bench.memory import peak_rss
 
     def run() -> dict[str, Any]:
-        return peak_rss(path, None, bench.prompt, bench.tokens, vocab)
+        return peak_rss(path, None, bench.prompt, bench.tokens, vocab).to_dict()
 
     return cache.run(name, {"artifact": key, "prompt": bench.prompt, "tokens": bench.tokens, "probe": 2}, run)

@@ -186,7 +186,7 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
                    "prune": {**spec.to_dict(), "method": spec.method_name, "allocation": spec.allocation_name}},
         "model": str(dense),
         "model_shape": model_shape(dense),
-        "cpu": cpu_info(),
+        "cpu": cpu_info().to_dict(),
         "quality": quality,
         "artifacts": artifacts,
         "skipped": skipped,

@@ -132,7 +132,7 @@ def test_a_shared_reference_run_gives_the_same_report(artifacts: dict[str, Path]
         for side in ("artifact", "reference"):
             report["perplexity"][side].pop("seconds")
     assert alone == first == second and alone["passed"]
-    assert VerifyReport.from_dict(verify(config, shared).to_dict()).brief()["passed"]
+    assert VerifyReport.from_dict(verify(config, shared).to_dict()).brief().passed
 
 
 def test_verify_fails_on_truncated_artifact(

@@ -192,9 +192,9 @@ def test_zero_shot_through_the_sparse_engine_equals_torch_to_the_last_example(mo
     tasks = ["boolq", "arc_easy"]
     engine = zeroshot(ZeroShotConfig(str(models / "sparse-fp32"), tasks, TaskData("local"), limit=8))
     torch_run = zeroshot(ZeroShotConfig(str(models / "pruned"), tasks, TaskData("local"), limit=8))
-    assert engine["runtime"] == "sparse" and torch_run["runtime"] == "torch"
+    assert engine.runtime == "sparse" and torch_run.runtime == "torch"
     for name in tasks:
-        assert engine["tasks"][name]["examples"] == torch_run["tasks"][name]["examples"], name
+        assert engine.tasks[name].examples == torch_run.tasks[name].examples, name
 
 
 def test_prefill_tiles_run_in_inference_mode_on_every_thread() -> None:

@@ -27,6 +27,7 @@ from runtime_bench.zeroshot import (  # noqa: E402
     TaskData,
     Tasks,
     ZeroShotConfig,
+    ZeroShotReport,
     task_specs,
     zeroshot,
 )
@@ -114,27 +115,28 @@ def onnx_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> P
 
 
 @pytest.fixture(scope="module")
-def torch_report(tiny_dir: Path) -> dict:
+def torch_report(tiny_dir: Path) -> ZeroShotReport:
     return zeroshot(ZeroShotConfig(str(tiny_dir), PAPER_TASKS, TaskData("local"), limit=12))
 
 
 def test_every_local_task_runs_and_onnxruntime_equals_torch_to_the_last_example(
-    torch_report: dict, onnx_artifact: Path
+    torch_report: ZeroShotReport, onnx_artifact: Path
 ) -> None:
     onnx = zeroshot(ZeroShotConfig(str(onnx_artifact), PAPER_TASKS, TaskData("local"), limit=12))
-    assert torch_report["runtime"] == "torch" and onnx["runtime"] == "onnxruntime"
+    assert torch_report.runtime == "torch" and onnx.runtime == "onnxruntime"
     for name in PAPER_TASKS:
-        row = torch_report["tasks"][name]
-        assert row["n"] == 12 and set(row["examples"]) >= {"acc"}
-        assert onnx["tasks"][name]["examples"] == row["examples"], name
-    assert onnx["mean"] == torch_report["mean"]
-    metric = {n: torch_report["headline"][n] for n in PAPER_TASKS}
+        row = torch_report.tasks[name]
+        assert row.n == 12 and set(row.examples) >= {"acc"}
+        assert onnx.tasks[name].examples == row.examples, name
+    assert onnx.mean == torch_report.mean and onnx.equal_examples(torch_report) == (every := sum(12 * len(t.examples) for t in onnx.tasks.values()), every)
+    assert ZeroShotReport.from_dict(onnx.to_dict()) == onnx
+    metric = {n: torch_report.headline[n] for n in PAPER_TASKS}
     assert {metric[n] for n in ("hellaswag", "arc_easy", "arc_challenge", "openbookqa")} == {"acc_norm"}
     assert {metric[n] for n in ("boolq", "rte", "winogrande")} == {"acc"}
 
 
 def test_an_altered_artifact_changes_the_accuracy_table(
-    torch_report: dict, onnx_artifact: Path, tmp_path: Path
+    torch_report: ZeroShotReport, onnx_artifact: Path, tmp_path: Path
 ) -> None:
     """Every weight matrix of the ONNX file reversed and negated, and the manifest's sha256 made to match (as a
     different model would): the per-example results must move — the table comes from the artifact."""
@@ -156,7 +158,7 @@ def test_an_altered_artifact_changes_the_accuracy_table(
     manifest["sha256"] = hash_files(altered, exclude=("export.json",))
     (altered / "export.json").write_text(json.dumps(manifest))
     report = zeroshot(ZeroShotConfig(str(altered), PAPER_TASKS, TaskData("local"), limit=12))
-    changed = [n for n in PAPER_TASKS if report["tasks"][n]["examples"] != torch_report["tasks"][n]["examples"]]
+    changed = [n for n in PAPER_TASKS if report.tasks[n].examples != torch_report.tasks[n].examples]
     assert len(changed) >= 3, changed
 
 
@@ -216,16 +218,19 @@ def test_prune_with_tasks_records_them_in_the_manifest_and_streamed_equals_in_me
                  "--out", str(whole)]) == 0  # fmt: skip
     assert main(["-q", "prune", "--model", str(tiny_dir), *fast, "--stream", *tasks, "--out", str(streamed)]) == 0
     memory, stream = (Manifest.read(d).evaluation for d in (whole, streamed))
-    assert memory["perplexity"] > 0 and "perplexity" not in stream  # --eval is its own choice
-    assert memory["zeroshot"]["runtime"] == "torch" and stream["zeroshot"]["runtime"] == "torch, streamed"
+    assert memory is not None and stream is not None
+    assert memory.perplexity is not None and memory.perplexity > 0 and stream.perplexity is None  # --eval: its own
+    ours, streamed_report = (ZeroShotReport.from_dict(e.further["zeroshot"]) for e in (memory, stream))
+    assert ours.runtime == "torch" and streamed_report.runtime == "torch, streamed"
+    assert ours.summary is not None and ours.summary.startswith("zero-shot mean")
     report = tmp_path / "eval.json"
     assert main(["-q", "eval", str(whole), *tasks, "--json", str(report)]) == 0
-    again = json.loads(report.read_text())
+    again = ZeroShotReport.read(report)
     for name in ("boolq", "arc_easy"):
-        assert memory["zeroshot"]["tasks"][name]["n"] == 6
-        assert memory["zeroshot"]["tasks"][name]["examples"] == again["tasks"][name]["examples"], name
-        assert stream["zeroshot"]["tasks"][name]["examples"] == again["tasks"][name]["examples"], name
-    assert memory["zeroshot"]["mean"] == again["mean"]
+        assert ours.tasks[name].n == 6
+        assert ours.tasks[name].examples == again.tasks[name].examples, name
+        assert streamed_report.tasks[name].examples == again.tasks[name].examples, name
+    assert ours.mean == again.mean
 
 
 def test_a_model_writing_command_refuses_bad_tasks_before_any_work(

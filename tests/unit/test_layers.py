@@ -261,11 +261,7 @@ NOT_RECORDS = {  # chained reads of data slimpack does not define
     "quant.external.autogptq_check": "a safetensors index",
     "runtime_bench.task_files": "a task's dataset document",
 }
-NOT_YET_TYPED = {  # readers of records still read as dicts: each count may only fall (issue #28). The run's summary
-    # (written by `runtime_bench.pipeline.run`, which runtime_bench.report may not import), the CPU facts and the
-    # memory probe (`runtime_bench.harness.cpu_info`, `runtime_bench.memory`)
-    "runtime_bench.report": 4,
-}
+NOT_YET_TYPED: dict[str, int] = {}  # readers of records still read as dicts, with their count (it may only fall)
 
 
 def _keyed(node: ast.AST) -> bool:

@@ -10,6 +10,7 @@ from prune.errors import SlimpackError
 from prune.manifest import (
     MANIFEST,
     AllocationRecord,
+    EvaluationRecord,
     Manifest,
     MethodRecord,
     PrunedZeros,
@@ -17,19 +18,20 @@ from prune.manifest import (
     Timing,
     brief_pruning,
 )
+from prune.sparsity import SparsityRecord
 
 
 def manifest(**extra: object) -> Manifest:
     return Manifest(
         stage="prune", source_model="m", method=MethodRecord("wanda", {}), pattern="unstructured/row",
         target_sparsity=0.5, allocation=AllocationRecord("dlp", block_ratios=[0.5], plan={"a": 0.5}),
-        calibration={"dataset": "offline"}, sparsity={"overall": 0.5}, timing=Timing(1.0, 2.0), **extra,
+        calibration={"dataset": "offline"}, sparsity=SparsityRecord(0.5), timing=Timing(1.0, 2.0), **extra,
     )  # fmt: skip
 
 
 def test_round_trip_and_hashes(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"weights")
-    written = manifest(evaluation={"perplexity": 12.5}).write(tmp_path)
+    written = manifest(evaluation=EvaluationRecord(perplexity=12.5)).write(tmp_path)
     read = Manifest.read(tmp_path)
     assert read == written and read.perplexity == 12.5 and set(read.files) == {"model.safetensors"}
     assert read.pruning() == "wanda 50 % dlp"

@@ -15,7 +15,7 @@ import pytest
 from export.artifact import ExportRecord
 from export.base import ZeroSummary
 from prune.manifest import Manifest
-from runtime_bench.verify import VerifyReport
+from runtime_bench.verify import VerifyBrief, VerifyReport
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "previous_release"
 MANIFESTS = sorted(DATA.glob("*.slimpack.json"))
@@ -67,7 +67,7 @@ def test_a_previous_verify_report_round_trips(path: Path) -> None:
     assert json.dumps(report.to_dict(), indent=2) == json.dumps(data, indent=2)  # key order too
     brief = report.brief()
     if path.name.startswith("tampered"):
-        assert brief == {"passed": False, "integrity": data["integrity"]} and report.perplexity is None
+        assert brief == VerifyBrief(False, integrity=data["integrity"]) and report.perplexity is None
     else:
-        assert report.passed and brief["perplexity"] == report.perplexity.artifact.perplexity > 0  # type: ignore[union-attr]
+        assert report.passed and brief.perplexity == report.perplexity.artifact.perplexity > 0  # type: ignore[union-attr]
     assert report.table().startswith(f"verify {report.format} ")

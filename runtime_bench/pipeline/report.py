@@ -1,0 +1,163 @@
+"""``report.md`` and the plots of ``slimpack run``, from its summary (`runtime_bench.pipeline.summary.RunSummary`):
+the steps, perplexity per stage and per artifact, zero-shot accuracy, speed (`runtime_bench.report.speed_table`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prune.plots import save_figure
+from runtime_bench.harness import timings
+from runtime_bench.pipeline.summary import RunSummary, RunZeroShot, Skipped, ZeroShotEntry
+from runtime_bench.report import speed_table
+from runtime_bench.verify import VerifyBrief
+
+
+def write_run_plots(summary: RunSummary, out: Path) -> list[str]:
+    """``sparsity.png`` (per-block sparsity of the prune stage) and ``speed.png`` (decode tokens/s per
+    artifact); returns the files written."""
+    from prune.plots import plan_figure, pyplot
+
+    plt = pyplot()
+    written = []
+    pruned = summary.models.get("prune")
+    if pruned is not None and pruned.block_ratios:
+        plan_figure(pruned, out / "sparsity.png", f"sparsity per block (overall {100 * pruned.sparsity:.1f} %)")
+        written.append("sparsity.png")
+    bench = summary.bench
+    if bench is not None and bench.measurements:
+        fig, ax = plt.subplots(figsize=(7, 0.45 * len(bench.entries) * len(bench.measurements) + 1.5))
+        labels, values, errs = [], [], []
+        for m in bench.measurements:
+            for name, r in timings(m["results"]).items():
+                t = r.tokens_per_s
+                labels.append(f"{name} ({m['threads']} thr)")
+                values.append(t.median)
+                errs.append([t.median - t.q1, t.q3 - t.median])
+        ax.barh(labels, values, xerr=list(map(list, zip(*errs))), color="tab:blue", capsize=2)
+        ax.invert_yaxis()
+        ax.set_xlabel("decode tokens/s at batch 1 (median, q1–q3)")
+        fig.tight_layout()
+        save_figure(fig, out / "speed.png")
+        written.append("speed.png")
+    return written
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def accuracy_of(name: str, entry: Mapping[str, Any], zeroshot: RunZeroShot | None) -> dict[str, str]:
+    """The zero-shot column of a timed entry (an artifact, or one of the run's models: ``entry["model"]``), when
+    the run measured one."""
+    if zeroshot is None:
+        return {}
+    row = zeroshot.model.get(entry["model"]) if "model" in entry else zeroshot.artifact.get(name)
+    return {"zero-shot mean": f"{100 * row.mean:.2f} %" if isinstance(row, ZeroShotEntry) else "—"}
+
+
+def zeroshot_section(zeroshot: RunZeroShot) -> list[str]:
+    """``report.md``'s zero-shot table: headline accuracy per task and mean, per model and artifact; for an
+    artifact, how many per-example results equal its source model's."""
+    tasks = zeroshot.tasks
+    limit = f"the first {zeroshot.limit} examples of each task" if zeroshot.limit else "every example"
+    lines = [
+        "## Zero-shot accuracy (lm-evaluation-harness)",
+        "",
+        f"{zeroshot.num_fewshot}-shot, {limit}, task data {zeroshot.task_data}"
+        + (" (slimpack's own 30-item files: not the papers' data)" if zeroshot.task_data == "local" else "")
+        + "; accuracy in % of each task's headline metric ("
+        + ", ".join(f"{t}: {m}" for t, m in zeroshot.headline.items())
+        + "). Equal examples: an artifact's per-example results equal to its source model's, every metric. "
+        "In the speed table, — is an artifact the recipe's zero-shot stage did not evaluate.",
+        "",
+        "| model / artifact | runtime | " + " | ".join(tasks) + " | mean | equal examples | seconds |",
+        "|" + "---|" * (len(tasks) + 5),
+    ]
+    for kind, section in (("model", zeroshot.model), ("artifact", zeroshot.artifact)):
+        for name, row in section.items():
+            label = name if kind == "model" else f"{name} (from {row.source or '?'})"
+            if isinstance(row, Skipped):
+                lines.append(f"| {label} | skipped: {row.skipped} |" + " |" * (len(tasks) + 3))
+                continue
+            equal = row.equal_examples
+            lines.append(
+                f"| {label} | {row.runtime} | "
+                + " | ".join(f"{100 * row.accuracy[t]:.1f}" for t in tasks)
+                + f" | **{100 * row.mean:.2f}** | {f'{equal[0]} / {equal[1]}' if equal else '—'} | "
+                f"{row.seconds:.0f} |"
+            )
+    return lines
+
+
+def run_markdown(summary: RunSummary, plots: list[str]) -> str:
+    """``report.md`` of ``slimpack run``: steps, perplexity per stage and per artifact, speed, plots."""
+    verdict = "all verify checks passed" if summary.passed else "a verify check FAILED"
+    parts = [
+        f"# slimpack run: {Path(summary.model).name}",
+        "",
+        f"Recipe: `{summary.recipe}`. Wall time {summary.wall_seconds / 60:.1f} min; {verdict}.",
+        "",
+        "## Steps",
+        "",
+        "| stage | step | status | seconds | detail |",
+        "|---|---|---|---|---|",
+        *(f"| {s.stage} | {s.step} | {s.status} | {s.seconds:.1f} | {s.detail} |" for s in summary.steps),
+        "",
+        "## Perplexity per stage",
+        "",
+        "| model | sparsity | perplexity | size MiB |",
+        "|---|---|---|---|",
+    ]
+    for name, m in summary.models.items():
+        parts.append(f"| {name} | {100 * m.sparsity:.2f} % | {_fmt(m.perplexity, '.3f')} | "
+                     f"{_fmt(m.bytes / 2**20 if m.bytes else None, '.0f')} |")  # fmt: skip
+    if summary.verify:
+        parts += [
+            "",
+            "## Perplexity per exported format (verify: the artifact in its own runtime vs its source in torch)",
+            "",
+            "| artifact | format | engine | from | perplexity | reference | relative Δ | greedy tokens equal | verdict |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, v in summary.verify.items():
+            a = summary.artifacts[name]
+            lead = f"| {name} | {a.format} | {a.engine} | {a.source} |"
+            if isinstance(v, Skipped):
+                parts.append(f"{lead} | | | | skipped: {v.skipped} |")
+            elif v.perplexity is None:  # an integrity failure: no figures to show
+                parts.append(f"{lead} | | | | | FAILED: the artifact's files or zeros differ from its export.json |")
+            else:
+                parts.append(
+                    f"{lead} {v.perplexity:.3f} | {_fmt(v.reference, '.3f')} | {100 * (v.relative_diff or 0.0):.3f} % | "
+                    f"{v.greedy_equal}/{v.greedy_tokens} | {'passed' if v.passed else 'FAILED'} |"
+                )
+        windows = next((v.windows for v in summary.verify.values() if isinstance(v, VerifyBrief) and v.windows), None)
+        parts += ["", f"Verify perplexity over {windows} windows (the per-stage table uses the full protocol)."]
+    if summary.zeroshot is not None:
+        parts += ["", *zeroshot_section(summary.zeroshot)]
+    bench = summary.bench
+    if bench is not None:
+        spec = bench.spec
+        parts += [
+            "",
+            "## Speed",
+            "",
+            f"Prompt {spec['prompt']} tokens, {spec['tokens']} decode steps, {spec['rounds']} rounds after "
+            f"{spec['warmup']} warm-up, every artifact interleaved in each round; speedup over the dense artifact of "
+            f"the same engine, round by round. CPU: {bench.cpu.model} ({bench.cpu.cpus} CPUs usable).",
+        ]
+        for name, reason in bench.skipped.items():
+            parts += ["", f"**{name}: skipped** — {reason}"]
+        sizes = {n: {"bytes": e.get("bytes"), "peak_rss_mib": bench.peak_rss_mib(n)} for n, e in bench.entries.items()}
+        for m in bench.measurements:
+            leading = {
+                n: {"artifact": n, "engine": e["engine"], "from": e["source"], **accuracy_of(n, e, summary.zeroshot)}
+                for n, e in bench.entries.items()
+            }
+            parts += ["", f"### {m['threads']} thread{'s' if m['threads'] > 1 else ''}", "",
+                      speed_table(m["results"], leading, sizes)]  # fmt: skip
+    if plots:
+        parts += ["", "## Plots", "", *(f"![{p}]({p})" for p in plots)]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,175 @@
+"""``summary.json`` of ``slimpack run``: one typed record (`RunSummary`), written by `runtime_bench.pipeline.run`
+and read by its report (`runtime_bench.pipeline.report.run_markdown`, `write_run_plots`) through `RunSummary.read`.
+
+Layout (JSON keys = field names): ``recipe``, ``model``, ``models`` (dense / prune / quantize: `ModelFigures`),
+``artifacts`` (name → `ArtifactEntry`), ``verify`` (name → `VerifyBrief`, or `Skipped`), ``zeroshot``
+(`RunZeroShot`: per model and artifact a `ZeroShotEntry` or `Skipped`), ``bench`` (`RunBench`), ``steps``
+(`StepNote` each), ``wall_seconds``, ``passed``; a field that does not apply is null.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prune.errors import SlimpackError
+from runtime_bench.harness import CpuInfo
+from runtime_bench.memory import MemoryProbe
+from runtime_bench.verify import VerifyBrief
+
+T = TypeVar("T")
+
+
+def _pick(cls: type[T], data: dict[str, Any]) -> T:
+    """``cls`` from the keys of ``data`` it declares (a later release's extra keys ignored)."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class StepNote:
+    """One step of the run as the report lists it: ran, cached, skipped or FAILED, its seconds and detail."""
+
+    stage: str
+    step: str
+    status: str
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class Skipped:
+    """A verify, zero-shot or bench entry whose runtime is missing here; ``source``: an artifact's source."""
+
+    skipped: str
+    source: str | None = None
+
+
+@dataclass
+class ModelFigures:
+    """A model of the run (dense, prune, quantize): perplexity, measured sparsity, bytes; for a stage's output
+    also its directory, the stage's seconds and its allocation (per-block ratios and importance)."""
+
+    perplexity: float | None
+    sparsity: float
+    bytes: int | None = None
+    path: str | None = None
+    seconds: float | None = None
+    block_ratios: list[float] | None = None
+    importance: list[float] | None = None
+    importance_label: str = ""
+
+
+@dataclass
+class ArtifactEntry:
+    """An exported artifact of the run: where it is, its step key, the model it came from, format, engine, bytes."""
+
+    path: str
+    key: str
+    source: str
+    format: str | None
+    engine: str
+    bytes: int | None
+
+
+@dataclass
+class ZeroShotEntry:
+    """A model's or artifact's zero-shot figures: runtime, headline accuracy per task, their mean, seconds; for
+    an artifact its source model and ``equal_examples`` ([equal, compared] per-example results)."""
+
+    runtime: str
+    mean: float
+    seconds: float
+    accuracy: dict[str, float]
+    source: str | None = None
+    equal_examples: list[int] | None = None
+
+
+@dataclass
+class RunZeroShot:
+    """The run's zero-shot stage: the tasks, their headline metrics, the protocol, and per model and artifact."""
+
+    tasks: list[str]
+    headline: dict[str, str]
+    task_data: str
+    limit: int | None
+    num_fewshot: int
+    model: dict[str, ZeroShotEntry | Skipped] = field(default_factory=dict)
+    artifact: dict[str, ZeroShotEntry | Skipped] = field(default_factory=dict)
+
+
+@dataclass
+class RunBench:
+    """The run's timed measurement (`runtime_bench.harness.measure` per thread count, results in its own JSON
+    layout: `runtime_bench.harness.timings` reads them), the memory probe per entry, what was skipped."""
+
+    spec: dict[str, Any]
+    threads: list[int]
+    cpu: CpuInfo
+    entries: dict[str, dict[str, Any]]
+    bases: dict[str, str]
+    memory: dict[str, MemoryProbe]
+    measurements: list[dict[str, Any]]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def peak_rss_mib(self, name: str) -> float | None:
+        """The memory probe's peak RSS of entry ``name`` (`runtime_bench.memory.peak_rss`)."""
+        probe = self.memory.get(name)
+        return None if probe is None else probe.peak_rss_mib
+
+
+def _entry(data: dict[str, Any], cls: type[T]) -> T | Skipped:
+    return _pick(Skipped, data) if "skipped" in data else _pick(cls, data)
+
+
+@dataclass
+class RunSummary:
+    recipe: str
+    model: str
+    models: dict[str, ModelFigures]
+    artifacts: dict[str, ArtifactEntry]
+    verify: dict[str, VerifyBrief | Skipped]
+    zeroshot: RunZeroShot | None
+    bench: RunBench | None
+    steps: list[StepNote]
+    wall_seconds: float
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSummary:
+        z, b = data.get("zeroshot"), data.get("bench")
+        zeroshot = None
+        if z:
+            zeroshot = _pick(RunZeroShot, z)
+            zeroshot.model = {n: _entry(e, ZeroShotEntry) for n, e in z.get("model", {}).items()}
+            zeroshot.artifact = {n: _entry(e, ZeroShotEntry) for n, e in z.get("artifact", {}).items()}
+        bench = None
+        if b:
+            bench = _pick(RunBench, b)
+            bench.cpu = CpuInfo.from_dict(b["cpu"])
+            bench.memory = {n: MemoryProbe.from_dict(m) for n, m in b["memory"].items()}
+        return cls(
+            recipe=data["recipe"],
+            model=data["model"],
+            models={n: _pick(ModelFigures, m) for n, m in data["models"].items()},
+            artifacts={n: _pick(ArtifactEntry, a) for n, a in data["artifacts"].items()},
+            verify={n: _entry(v, VerifyBrief) for n, v in data["verify"].items()},
+            zeroshot=zeroshot,
+            bench=bench,
+            steps=[_pick(StepNote, s) for s in data["steps"]],
+            wall_seconds=float(data["wall_seconds"]),
+            passed=bool(data["passed"]),
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> RunSummary:
+        """One line when ``path`` is not a run's summary."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise SlimpackError(f"{str(path)!r} is not a slimpack run summary ({type(err).__name__}: {err})") from None

@@ -7,19 +7,19 @@ import logging
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
+from prune.allocation.base import PlanRecord
 from prune.data import Calibration, DataSpec
 from prune.errors import SlimpackError
 from prune.manifest import EvalRecord, Manifest, MethodRecord, environment, peak_rss_mib
 from prune.model_config import check_context
-from prune.models import LoadedModel, load_model, resolve_model_path
+from prune.models import LoadedModel, resolve_model_path
 from prune.sparsity import SparsityRecord
 from prune.spec import EvalSpec, Job, PruneSpec, Resolved
 from prune.stage import Outcome, allocation_context, check_layers, prepare_walk, run_stage
 from prune.store import ModelStore, PlainOutput, open_chosen, settle
-from prune.stream import stream_refusal
-from prune.walker import walk
+from prune.stream import allocation_refusal, stream_refusal
+from prune.walker import in_memory, walk
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +99,12 @@ class PlanConfig:
     device: str = "cpu"
     overwrite: bool = False
     progress: bool = True
+    stream: bool | None = None  # the store: None chooses by size (`prune.store.choose_store`), True / False force it
 
 
-def plan(config: PlanConfig) -> dict[str, Any]:
-    """Compute a sparsity plan for ``config.model`` and write it as JSON (+ a PNG beside it)."""
+def plan(config: PlanConfig) -> PlanRecord:
+    """Compute a sparsity plan for ``config.model`` and write it as JSON (+ a PNG beside it). The allocator's
+    passes read the model through its store (`prune.store.open_chosen`: resident if it fits, else streamed)."""
     from prune.allocation import allocate
     from prune.io import write_json_atomic
     from prune.paths import Output, check_writes
@@ -114,24 +116,29 @@ def plan(config: PlanConfig) -> dict[str, Any]:
     config.data.check()
     if config.out.exists() and not config.overwrite:
         raise SlimpackError(f"output {str(config.out)!r} already exists; pass --overwrite or choose another --out")
-    loaded = load_model(config.model)
+    store = open_chosen(config.model, config.stream, config.device, config.progress, allocation_refusal(resolved))
+    loaded = store.loaded
     calibration = Calibration(loaded.tokenizer, config.data)
     batches = calibration.batches() if resolved.allocator.needs_calibration else None
-    ctx = allocation_context(loaded, calibration, config.device, config.progress, batches)
+    ctx = allocation_context(loaded, calibration, config.device, config.progress, batches, store.reader(in_memory))
     allocation, target = allocate(resolved.allocator, None, resolved.target, resolved.pattern, ctx)
     name = config.spec.allocation_name
-    result = {
-        "model": config.model,
-        "allocation": name,
-        "target": target,
-        "pattern": config.spec.pattern,
-        "calibration": {**config.data.to_dict(), "used": batches is not None},
-        **allocation.to_dict(),
-        "environment": environment(),
-    }
+    record = PlanRecord(
+        model=config.model,
+        allocation=name,
+        target=target,
+        pattern=config.spec.pattern,
+        calibration={**config.data.to_dict(), "used": batches is not None},
+        block_ratios=allocation.block_ratios,
+        importance=allocation.importance,
+        importance_label=allocation.importance_label,
+        options=allocation.options,
+        plan=allocation.plan,
+        environment=environment(),
+    )
     plan_figure(allocation, config.out.with_suffix(".png"), f"{name} plan, target {target:.2f}")
     if allocation.artifacts:  # e.g. rl-search's agent and curves, in a folder named after the plan
         check_writes([Output("--out", config.out.with_suffix(""), "dir")], [loaded.path] if loaded.path else [])
         allocation.write_artifacts(config.out.with_suffix(""))
-    write_json_atomic(config.out, result)
-    return result
+    write_json_atomic(config.out, record.to_dict())
+    return record

@@ -365,6 +365,7 @@ class PlanCommand:
         parser.add_argument("--out", action=Writes, beside=((".png", "file"),), required=True,
                             help="plan JSON to write (a PNG is written beside it)")  # fmt: skip
         parser.add_argument("--overwrite", action="store_true")
+        add_store_arguments(parser)
         add_data_arguments(parser)
 
     def run(self, args: argparse.Namespace) -> int:
@@ -373,9 +374,9 @@ class PlanCommand:
         spec = PruneSpec(sparsity=args.sparsity, pattern=args.pattern, allocation=args.allocation,
                          allocation_options=parse_options(args.alloc_option))  # fmt: skip
         result = plan(PlanConfig(args.model, args.out, spec, data_spec(args), args.device, args.overwrite,
-                                 not args.quiet))  # fmt: skip
-        ratios = ", ".join(f"{r:.3f}" for r in result["block_ratios"])
-        print(f"{result['allocation']} plan, target {result['target']:.3f}: per block [{ratios}] → {args.out}")
+                                 not args.quiet, asked_stream(args)))  # fmt: skip
+        ratios = ", ".join(f"{r:.3f}" for r in result.block_ratios)
+        print(f"{result.allocation} plan, target {result.target:.3f}: per block [{ratios}] → {args.out}")
         return 0
 
 

@@ -52,7 +52,6 @@ def stream_refusal(resolved: Resolved, method: LayerMethod | None = None) -> str
     gradients, an allocator that runs the whole model. ``method``: the walked method when it is not
     ``resolved``'s own (a quantizer, with or without a joint pruner). The store choice (`prune.store.settle`)
     of `prune.api.prune`, `quant.api.quantize` and ``slimpack run``'s recipe ask here."""
-    spec = resolved.spec
     method = method or resolved.method
     if method.needs_gradients:
         name = resolved.method.name if resolved.method is not None else method.name
@@ -61,10 +60,15 @@ def stream_refusal(resolved: Resolved, method: LayerMethod | None = None) -> str
             "model and its gradients, 8 bytes per parameter (≈ 50 GiB for a 6.7B model); choose magnitude, wanda, "
             "sparsegpt or pgz, or drop --stream"
         )
+    return allocation_refusal(resolved)
+
+
+def allocation_refusal(resolved: Resolved) -> str | None:
+    """Why the streamed path cannot run ``resolved``'s allocator (None: it can; `slimpack plan` asks only this)."""
     if resolved.allocator is not None and not resolved.allocator.streams:
         return (
-            f"allocation {spec.allocation_name!r} runs the whole model; with --stream use uniform, owl, dlp or "
-            "log-increase (or a --plan file)"
+            f"allocation {resolved.spec.allocation_name!r} runs the whole model; with --stream use uniform, owl, dlp "
+            "or log-increase (or a --plan file)"
         )
     return None
 
@@ -258,7 +262,9 @@ class StreamedForward:
         return self.logits(ids)[:, -1], ids
 
 
-def forward_perplexity(forward: Any, windows: torch.Tensor, batch_size: int = 1) -> tuple[PerplexityResult, torch.Tensor]:
+def forward_perplexity(
+    forward: Any, windows: torch.Tensor, batch_size: int = 1
+) -> tuple[PerplexityResult, torch.Tensor]:
     """`prune.eval.perplexity` of ``windows`` through ``forward`` (a `prune.store.Forward`: `StreamedForward`
     runs every batch in one block-major pass), and the logits of the first window (verify compares them)."""
     from prune.eval import batch_nll, result

@@ -246,10 +246,10 @@ class BenchCommand:
                 stream=StreamSpec() if args.stream else None,
             )
         )
-        for name, reason in report["skipped"].items():
+        for name, reason in report.skipped.items():
             print(f"{name}: skipped — {reason}")
-        for m in report["measurements"]:
-            print(f"\n{m['engine']}, {m['threads']} threads\n{table5(m['results'])}")
+        for m in report.measurements:
+            print(f"\n{m.engine}, {m.threads} threads\n{table5(m.results)}")
         print(f"\n{args.out / 'sweep.md'}  {args.out / 'sweep.json'}  {args.out / 'sweep.png'}")
         return 0
 

@@ -6,11 +6,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from prune.data import DataSpec
 from prune.plots import save_figure
-from runtime_bench.harness import CpuInfo, EngineTiming, Quartiles, Speedup, timings
-from runtime_bench.memory import MemoryProbe
-from runtime_bench.paper import TABLE5_DLP, TABLE5_DLP_SOURCE
+from runtime_bench.harness import EngineTiming, Quartiles, Speedup, timings
+from runtime_bench.paper import TABLE5_DLP
 
 
 def q(entry: Quartiles, digits: int = 1) -> str:
@@ -90,80 +88,22 @@ def speed_table(
     return "\n".join(lines)
 
 
-def sweep_rows(results: Mapping[str, Any], quality: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-    """Leading columns of the sweep's `speed_table`: artifact, measured sparsity, perplexity."""
-    rows = {}
-    for lab in sorted(results, key=sparsity_of):
-        qual = quality.get(lab, {})
-        ppl, measured = qual.get("perplexity"), qual.get("sparsity")
-        rows[lab] = {
-            "artifact": lab,
-            "sparsity": f"{100 * measured:.1f} %" if measured is not None else "",
-            "perplexity": f"{ppl:.2f}" if ppl is not None else "",
-        }
-    return rows
-
-
-def sweep_markdown(report: Mapping[str, Any]) -> str:
-    cfg, cpu = report["config"], CpuInfo.from_dict(report["cpu"])
-    pruning = cfg.get("prune", cfg)  # sweeps before issue #14 kept the pruning settings at the top
-    bench = cfg["bench"]
-    data = DataSpec(**cfg["data"])
-    shape = report.get("model_shape")  # sweeps before issue #15 did not record it
-    described = ", ".join(f"{k} {v}" for k, v in shape.items()) if shape else "not recorded"
-    parts = [
-        f"# Speedup vs sparsity: {report['model']}",
-        "",
-        f"Model shape: {described}.",
-        "",
-        f"Pruning: {pruning['method']} with {pruning['allocation']} allocation ({pruning['pattern']}), calibration "
-        f"{data.nsamples}×{data.seqlen} tokens of {data.dataset} (seed {data.seed}).",
-        f"Timing: prompt {bench['prompt']} tokens, then {bench['tokens']} greedy decode steps with the KV cache; "
-        f"{bench['rounds']} rounds after {bench['warmup']} warm-up, artifacts interleaved (A B … B A); medians "
-        f"(q1–q3). Latency = median decode step at batch 1; throughput = 1000 / latency; speedup = dense / sparse "
-        f"decode time, round by round. CPU: {cpu.model} ({cpu.cpus} CPUs usable; {', '.join(cpu.flags)}).",
-        "",
-    ]
-    for name, reason in report.get("skipped", {}).items():
-        parts += [f"**{name}: skipped** — {reason}", ""]
-    for m in report["measurements"]:
-        parts += [
-            f"## {m['engine']}, {m['threads']} thread{'s' if m['threads'] > 1 else ''}",
-            "",
-            table5(m["results"]),
-            "",
-        ]
-    parts += [f"## Paper: {TABLE5_DLP_SOURCE}", "", paper_table5(), ""]
-    for m in report["measurements"]:
-        parts += [
-            f"## All figures: {m['engine']}, {m['threads']} thread{'s' if m['threads'] > 1 else ''}",
-            "",
-            speed_table(
-                m["results"],
-                sweep_rows(m["results"], report.get("quality", {})),
-                {lab: {"bytes": a.get("bytes"), "peak_rss_mib": MemoryProbe.from_dict(a["memory"]).peak_rss_mib}
-                 for lab, a in report["artifacts"].get(m["engine"], {}).items()},  # fmt: skip
-            ),
-            "",
-        ]
-    return "\n".join(parts)
-
-
-def speedup_figure(measurements: Iterable[Mapping[str, Any]], out: Path, title: str = "") -> None:
-    """Decode speedup (median, q1–q3 bars) vs sparsity per engine and thread count, with DLP's Table 5."""
+def speedup_figure(series: Iterable[tuple[str, Mapping[str, Any]]], out: Path, title: str = "") -> None:
+    """Decode speedup (median, q1–q3 bars) vs sparsity per series (a label, e.g. engine and threads, and its
+    measured results: `runtime_bench.harness.timings`'s layout), with DLP's Table 5."""
     from prune.plots import pyplot
 
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for m in measurements:
-        t = timings(m["results"])
+    for name, results in series:
+        t = timings(dict(results))
         labs = sorted(t, key=sparsity_of)
         xs = [100 * sparsity_of(lab) for lab in labs]
         sp = [speedup_of(t[lab]).decode for lab in labs]
         med = [s.median for s in sp]
         err = [[s.median - s.q1 for s in sp], [s.q3 - s.median for s in sp]]
-        ax.errorbar(xs, med, yerr=err, marker="o", markersize=3, capsize=2, label=f"{m['engine']}, {m['threads']} thr")
+        ax.errorbar(xs, med, yerr=err, marker="o", markersize=3, capsize=2, label=name)
     ps = sorted(TABLE5_DLP)
     ax.plot(
         [100 * s for s in ps],
@@ -181,16 +121,3 @@ def speedup_figure(measurements: Iterable[Mapping[str, Any]], out: Path, title: 
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, out)
-
-
-def write_sweep_report(report: Mapping[str, Any], out: Path) -> None:
-    from prune.io import write_text_atomic
-
-    write_text_atomic(out / "sweep.md", sweep_markdown(report))
-    shape, cpu = report.get("model_shape"), CpuInfo.from_dict(report["cpu"])
-    what = Path(report["model"]).name
-    if shape:  # e.g. "llama, 2 blocks, hidden 4096, FFN 11008"
-        what = (f"{shape['model_type']}, {shape['num_hidden_layers']} blocks, hidden {shape['hidden_size']}, "
-                f"FFN {shape['intermediate_size']}")  # fmt: skip
-    title = f"speedup vs sparsity: {what}\n{cpu.model} ({', '.join(cpu.flags)})"
-    speedup_figure(report["measurements"], out / "sweep.png", title)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -156,6 +156,28 @@ def quantize_nm(block_ratios: Sequence[float], m: int, n_base: int, weights: Seq
         if i > 4 * m * len(n):  # pragma: no cover - only if the budget is infeasible
             raise SlimpackError(f"cannot reach {n_base}:{m} on average with N in [0, {m - 1}]")
     return n
+
+
+@dataclass
+class PlanRecord:
+    """``slimpack plan``'s JSON (a plan file `read_plan_file` reads back): the model, the allocation's name, its
+    target and base pattern, the calibration (the `prune.data.DataSpec` and whether it was used), the
+    `Allocation` (per-block ratios, importance, options, the ratio of every linear), the machine."""
+
+    model: str
+    allocation: str
+    target: float
+    pattern: str
+    calibration: dict[str, Any]
+    block_ratios: list[float]
+    importance: list[float] | None
+    importance_label: str
+    options: dict[str, Any]
+    plan: SparsityPlan
+    environment: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def read_plan_file(path: Path) -> tuple[SparsityPlan, str]:

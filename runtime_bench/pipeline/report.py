@@ -1,5 +1,7 @@
-"""``report.md`` and the plots of ``slimpack run``, from its summary (`runtime_bench.pipeline.summary.RunSummary`):
-the steps, perplexity per stage and per artifact, zero-shot accuracy, speed (`runtime_bench.report.speed_table`)."""
+"""The pipeline's reports, from its records (`runtime_bench.pipeline.summary`): ``report.md`` and the plots of
+``slimpack run`` (`RunSummary`: the steps, perplexity per stage and per artifact, zero-shot accuracy, speed), and
+``sweep.md`` / ``sweep.png`` of ``slimpack bench sweep`` (`SweepReport`: DLP's Table 5 layout, every figure, the
+speedup plot). The tables and the plot themselves are the benchmark's (`runtime_bench.report`)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,17 @@ from typing import Any
 
 from prune.plots import save_figure
 from runtime_bench.harness import timings
-from runtime_bench.pipeline.summary import RunSummary, RunZeroShot, Skipped, ZeroShotEntry
-from runtime_bench.report import speed_table
+from runtime_bench.paper import TABLE5_DLP_SOURCE
+from runtime_bench.pipeline.summary import (
+    Measurement,
+    RunSummary,
+    RunZeroShot,
+    Skipped,
+    SweepQuality,
+    SweepReport,
+    ZeroShotEntry,
+)
+from runtime_bench.report import paper_table5, sparsity_of, speed_table, speedup_figure, table5
 from runtime_bench.verify import VerifyBrief
 
 
@@ -30,9 +41,9 @@ def write_run_plots(summary: RunSummary, out: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(7, 0.45 * len(bench.entries) * len(bench.measurements) + 1.5))
         labels, values, errs = [], [], []
         for m in bench.measurements:
-            for name, r in timings(m["results"]).items():
+            for name, r in timings(m.results).items():
                 t = r.tokens_per_s
-                labels.append(f"{name} ({m['threads']} thr)")
+                labels.append(f"{name} ({m.threads} thr)")
                 values.append(t.median)
                 errs.append([t.median - t.q1, t.q3 - t.median])
         ax.barh(labels, values, xerr=list(map(list, zip(*errs))), color="tab:blue", capsize=2)
@@ -156,8 +167,72 @@ def run_markdown(summary: RunSummary, plots: list[str]) -> str:
                 n: {"artifact": n, "engine": e["engine"], "from": e["source"], **accuracy_of(n, e, summary.zeroshot)}
                 for n, e in bench.entries.items()
             }
-            parts += ["", f"### {m['threads']} thread{'s' if m['threads'] > 1 else ''}", "",
-                      speed_table(m["results"], leading, sizes)]  # fmt: skip
+            parts += ["", f"### {threads(m)}", "", speed_table(m.results, leading, sizes)]
     if plots:
         parts += ["", "## Plots", "", *(f"![{p}]({p})" for p in plots)]
     return "\n".join(parts) + "\n"
+
+
+# --- slimpack bench sweep ---------------------------------------------------------------------------------
+
+
+def threads(m: Measurement) -> str:
+    return f"{m.threads} thread{'s' if m.threads > 1 else ''}"
+
+
+def sweep_rows(results: Mapping[str, Any], quality: Mapping[str, SweepQuality]) -> dict[str, dict[str, str]]:
+    """Leading columns of the sweep's `speed_table`: artifact, measured sparsity, perplexity."""
+    rows = {}
+    for lab in sorted(results, key=sparsity_of):
+        qual = quality.get(lab)
+        ppl = qual.perplexity if qual is not None else None
+        rows[lab] = {
+            "artifact": lab,
+            "sparsity": f"{100 * qual.sparsity:.1f} %" if qual is not None else "",
+            "perplexity": f"{ppl:.2f}" if ppl is not None else "",
+        }
+    return rows
+
+
+def sweep_markdown(report: SweepReport) -> str:
+    cpu, pruning, bench, data = report.cpu, report.pruning(), report.bench(), report.data()
+    shape = report.model_shape
+    described = ", ".join(f"{k} {v}" for k, v in shape.items()) if shape else "not recorded"
+    parts = [
+        f"# Speedup vs sparsity: {report.model}",
+        "",
+        f"Model shape: {described}.",
+        "",
+        f"Pruning: {pruning['method']} with {pruning['allocation']} allocation ({pruning['pattern']}), calibration "
+        f"{data.nsamples}×{data.seqlen} tokens of {data.dataset} (seed {data.seed}).",
+        f"Timing: prompt {bench.prompt} tokens, then {bench.tokens} greedy decode steps with the KV cache; "
+        f"{bench.rounds} rounds after {bench.warmup} warm-up, artifacts interleaved (A B … B A); medians "
+        f"(q1–q3). Latency = median decode step at batch 1; throughput = 1000 / latency; speedup = dense / sparse "
+        f"decode time, round by round. CPU: {cpu.model} ({cpu.cpus} CPUs usable; {', '.join(cpu.flags)}).",
+        "",
+    ]
+    for name, reason in report.skipped.items():
+        parts += [f"**{name}: skipped** — {reason}", ""]
+    for m in report.measurements:
+        parts += [f"## {m.engine}, {threads(m)}", "", table5(m.results), ""]
+    parts += [f"## Paper: {TABLE5_DLP_SOURCE}", "", paper_table5(), ""]
+    for m in report.measurements:
+        built = report.artifacts.get(m.engine or "", {})
+        sizes = {lab: {"bytes": a.bytes, "peak_rss_mib": a.memory.peak_rss_mib} for lab, a in built.items()}
+        parts += [f"## All figures: {m.engine}, {threads(m)}", "",
+                  speed_table(m.results, sweep_rows(m.results, report.quality), sizes), ""]  # fmt: skip
+    return "\n".join(parts)
+
+
+def write_sweep_report(report: SweepReport, out: Path) -> None:
+    from prune.io import write_text_atomic
+
+    write_text_atomic(out / "sweep.md", sweep_markdown(report))
+    shape, cpu = report.model_shape, report.cpu
+    what = Path(report.model).name
+    if shape:  # e.g. "llama, 2 blocks, hidden 4096, FFN 11008"
+        what = (f"{shape['model_type']}, {shape['num_hidden_layers']} blocks, hidden {shape['hidden_size']}, "
+                f"FFN {shape['intermediate_size']}")  # fmt: skip
+    title = f"speedup vs sparsity: {what}\n{cpu.model} ({', '.join(cpu.flags)})"
+    series = [(f"{m.engine}, {m.threads} thr", m.results) for m in report.measurements]
+    speedup_figure(series, out / "sweep.png", title)

@@ -39,6 +39,7 @@ from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step,
 from runtime_bench.pipeline.steps import StepCache, StepResult, files_key, model_key, owned_by_steps
 from runtime_bench.pipeline.summary import (
     ArtifactEntry,
+    Measurement,
     ModelFigures,
     RunBench,
     RunSummary,
@@ -250,7 +251,7 @@ def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str
         for threads in b.threads:
             results = measure({n: Path(e["path"]) for n, e in timed.items()}, threads, spec, vocab, "all")
             add_speedups(results, bases)
-            measurements.append({"threads": threads, "results": results})
+            measurements.append({"threads": threads, "results": results})  # `Measurement`'s layout
         report = {"spec": asdict(spec), "threads": b.threads, "cpu": cpu_info().to_dict(), "entries": timed,
                   "bases": bases, "memory": memory, "measurements": measurements}  # fmt: skip
         path = run.out / "bench" / "bench.json"
@@ -261,7 +262,8 @@ def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str
     run.note("bench", f"{len(timed)} engines × threads {b.threads}", step)
     r = step.result
     return RunBench(r["spec"], r["threads"], CpuInfo.from_dict(r["cpu"]), r["entries"], r["bases"],
-                    {n: MemoryProbe.from_dict(m) for n, m in r["memory"].items()}, r["measurements"], skipped)  # fmt: skip
+                    {n: MemoryProbe.from_dict(m) for n, m in r["memory"].items()},
+                    [Measurement(m["threads"], m["results"]) for m in r["measurements"]], skipped)  # fmt: skip
 
 
 REPORTS = ("summary.json", "report.md", "sparsity.png", "speed.png")  # what a finished run writes last

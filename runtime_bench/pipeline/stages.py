@@ -89,7 +89,13 @@ def eval_step(
 
 
 def artifact_step(
-    cache: StepCache, name: str, spec: ArtifactSpec, source: Path, source_key: str, out: Path, stream: bool | None = None
+    cache: StepCache,
+    name: str,
+    spec: ArtifactSpec,
+    source: Path,
+    source_key: str,
+    out: Path,
+    stream: bool | None = None,
 ) -> StepResult:
     """The artifact of ``spec`` made from the model directory ``source`` (``source_key``: its step key); a
     spec without a format is the model directory itself. ``stream``: written from the shards, tensor by tensor."""

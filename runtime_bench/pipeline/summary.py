@@ -1,5 +1,6 @@
-"""``summary.json`` of ``slimpack run``: one typed record (`RunSummary`), written by `runtime_bench.pipeline.run`
-and read by its report (`runtime_bench.pipeline.report.run_markdown`, `write_run_plots`) through `RunSummary.read`.
+"""The pipeline's records: ``summary.json`` of ``slimpack run`` (`RunSummary`, written by
+`runtime_bench.pipeline.run`) and ``sweep.json`` of ``slimpack bench sweep`` (`SweepReport`, written by
+`runtime_bench.pipeline.sweep`); their reports (`runtime_bench.pipeline.report`) read them through these types.
 
 Layout (JSON keys = field names): ``recipe``, ``model``, ``models`` (dense / prune / quantize: `ModelFigures`),
 ``artifacts`` (name → `ArtifactEntry`), ``verify`` (name → `VerifyBrief`, or `Skipped`), ``zeroshot``
@@ -14,8 +15,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from prune.data import DataSpec
 from prune.errors import SlimpackError
-from runtime_bench.harness import CpuInfo
+from runtime_bench.harness import BenchSpec, CpuInfo
 from runtime_bench.memory import MemoryProbe
 from runtime_bench.verify import VerifyBrief
 
@@ -101,6 +103,16 @@ class RunZeroShot:
 
 
 @dataclass
+class Measurement:
+    """One timed measurement (`runtime_bench.harness.measure`: its JSON layout, read by
+    `runtime_bench.harness.timings`) at a thread count; a sweep's names its engine."""
+
+    threads: int
+    results: dict[str, Any]
+    engine: str | None = None
+
+
+@dataclass
 class RunBench:
     """The run's timed measurement (`runtime_bench.harness.measure` per thread count, results in its own JSON
     layout: `runtime_bench.harness.timings` reads them), the memory probe per entry, what was skipped."""
@@ -111,7 +123,7 @@ class RunBench:
     entries: dict[str, dict[str, Any]]
     bases: dict[str, str]
     memory: dict[str, MemoryProbe]
-    measurements: list[dict[str, Any]]
+    measurements: list[Measurement]
     skipped: dict[str, str] = field(default_factory=dict)
 
     def peak_rss_mib(self, name: str) -> float | None:
@@ -153,6 +165,7 @@ class RunSummary:
             bench = _pick(RunBench, b)
             bench.cpu = CpuInfo.from_dict(b["cpu"])
             bench.memory = {n: MemoryProbe.from_dict(m) for n, m in b["memory"].items()}
+            bench.measurements = [_pick(Measurement, m) for m in b["measurements"]]
         return cls(
             recipe=data["recipe"],
             model=data["model"],
@@ -173,3 +186,78 @@ class RunSummary:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
             raise SlimpackError(f"{str(path)!r} is not a slimpack run summary ({type(err).__name__}: {err})") from None
+
+
+@dataclass
+class SweepQuality:
+    """A sweep's model at one sparsity: measured sparsity, perplexity (None: ``--no-eval``), prune seconds."""
+
+    sparsity: float
+    perplexity: float | None = None
+    prune_seconds: float | None = None
+
+
+@dataclass
+class SweepArtifact:
+    """A sweep's artifact: where, its bytes, its memory probe."""
+
+    path: str
+    bytes: int | None
+    memory: MemoryProbe
+
+
+@dataclass
+class SweepReport:
+    """``sweep.json``: the sweep's settings (``config``: `runtime_bench.pipeline.sweep.SweepConfig` as JSON, with
+    the pruning spec's names), the model and its shape, the CPU, per sparsity label its `SweepQuality`, per engine
+    and label its `SweepArtifact`, the engines skipped, and the measurements (one per engine and thread count)."""
+
+    config: dict[str, Any]
+    model: str
+    model_shape: dict[str, Any] | None
+    cpu: CpuInfo
+    quality: dict[str, SweepQuality]
+    artifacts: dict[str, dict[str, SweepArtifact]]
+    skipped: dict[str, str]
+    measurements: list[Measurement]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SweepReport:
+        """Sweeps before issue #15 recorded no model shape."""
+        return cls(
+            config=data["config"],
+            model=data["model"],
+            model_shape=data.get("model_shape"),
+            cpu=CpuInfo.from_dict(data["cpu"]),
+            quality={lab: _pick(SweepQuality, q) for lab, q in data["quality"].items()},
+            artifacts={
+                engine: {
+                    lab: SweepArtifact(a["path"], a.get("bytes"), MemoryProbe.from_dict(a["memory"]))
+                    for lab, a in labels.items()
+                }
+                for engine, labels in data["artifacts"].items()
+            },  # fmt: skip
+            skipped=dict(data.get("skipped", {})),
+            measurements=[_pick(Measurement, m) for m in data["measurements"]],
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> SweepReport:
+        """One line when ``path`` is not a sweep's report."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise SlimpackError(f"{str(path)!r} is not a slimpack sweep report ({type(err).__name__}: {err})") from None
+
+    def pruning(self) -> dict[str, Any]:
+        """The pruning settings (method, allocation, pattern, …); sweeps before issue #14 kept them at the top."""
+        return dict(self.config.get("prune", self.config))
+
+    def data(self) -> DataSpec:
+        return _pick(DataSpec, self.config["data"])
+
+    def bench(self) -> BenchSpec:
+        return _pick(BenchSpec, self.config["bench"])

@@ -32,8 +32,11 @@ from prune.models import resolve_model_path
 from prune.spec import EvalSpec, Job, PruneSpec, StreamSpec, section_stream
 from quant.spec import QuantizeSpec
 from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
+from runtime_bench.memory import MemoryProbe
+from runtime_bench.pipeline.report import write_sweep_report
 from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, prune_step, quantize_step
 from runtime_bench.pipeline.steps import StepCache, claim_step_dir, files_key, model_key
+from runtime_bench.pipeline.summary import Measurement, SweepArtifact, SweepQuality, SweepReport
 from runtime_bench.pipeline.targets import TARGETS, ArtifactSpec, engine_of, streams
 
 log = logging.getLogger(__name__)
@@ -119,12 +122,11 @@ def label(sparsity: float) -> str:
 SWEEP_ENTRIES = frozenset({"state", "models", "quantized", "artifacts", "sweep.json", "sweep.md", "sweep.png"})
 
 
-def sweep(config: SweepConfig) -> dict[str, Any]:
+def sweep(config: SweepConfig) -> SweepReport:
     """Run the sweep of the module docstring; returns what ``sweep.json`` holds."""
     from prune.api import PruneConfig
     from quant.api import QuantizeConfig
     from runtime_bench.engines import unavailable
-    from runtime_bench.report import write_sweep_report
 
     targets = config.check()
     skipped = {name: reason for name, t in targets if (reason := unavailable(engine_of(t), timing=True))}
@@ -146,9 +148,9 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
     stream = section_stream(config.stream)
 
     models: dict[str, tuple[Path, str]] = {DENSE: (dense, dense_key)}
-    quality: dict[str, dict[str, Any]] = {DENSE: {"sparsity": 0.0}}
+    quality = {DENSE: SweepQuality(0.0)}
     if config.evaluate is not None:
-        quality[DENSE]["perplexity"] = eval_step(
+        quality[DENSE].perplexity = eval_step(
             cache, "eval-dense", dense, config.evaluate, dense_key, config.progress, stream
         ).result["perplexity"]
     for s in config.sparsities:
@@ -158,10 +160,9 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
             cache, f"prune-{lab}", PruneConfig(job(dense, out, config.evaluate), config.spec_at(s)), dense_key
         )
         models[lab] = (out, step.key)
-        quality[lab] = {"sparsity": step.result["sparsity"], "perplexity": step.result["perplexity"],
-                        "prune_seconds": step.result["seconds"]}  # fmt: skip
+        quality[lab] = SweepQuality(step.result["sparsity"], step.result["perplexity"], step.result["seconds"])
 
-    artifacts: dict[str, dict[str, dict[str, Any]]] = {}
+    artifacts: dict[str, dict[str, SweepArtifact]] = {}
     for name, target in active:
         artifacts[name] = {}
         for lab, (path, key) in models.items():
@@ -172,26 +173,27 @@ def sweep(config: SweepConfig) -> dict[str, Any]:
             out = config.out / "artifacts" / name / lab
             built = artifact_step(cache, f"{name}-{lab}", target, path, key, out, stream)
             mem = memory_step(cache, f"memory-{name}-{lab}", Path(built.result["path"]), built.key, config.bench, vocab)
-            artifacts[name][lab] = {"path": built.result["path"], "bytes": built.result["bytes"], "memory": mem.result}
+            artifacts[name][lab] = SweepArtifact(built.result["path"], built.result["bytes"],
+                                                 MemoryProbe.from_dict(mem.result))  # fmt: skip
 
-    measurements: list[dict[str, Any]] = []
+    measurements: list[Measurement] = []
     for threads in config.threads:
         for name, target in active:
-            paths = {lab: Path(a["path"]) for lab, a in artifacts[name].items()}
+            paths = {lab: Path(a.path) for lab, a in artifacts[name].items()}
             results = measure(paths, threads, config.bench, vocab, name)
             add_speedups(results, {lab: DENSE for lab in results})
-            measurements.append({"engine": name, "threads": threads, "results": results})
-    report = {
-        "config": {**asdict(config), "out": str(config.out),
-                   "prune": {**spec.to_dict(), "method": spec.method_name, "allocation": spec.allocation_name}},
-        "model": str(dense),
-        "model_shape": model_shape(dense),
-        "cpu": cpu_info().to_dict(),
-        "quality": quality,
-        "artifacts": artifacts,
-        "skipped": skipped,
-        "measurements": measurements,
-    }  # fmt: skip
-    write_json_atomic(config.out / "sweep.json", report)
+            measurements.append(Measurement(threads, results, name))
+    report = SweepReport(
+        config={**asdict(config), "out": str(config.out),
+                "prune": {**spec.to_dict(), "method": spec.method_name, "allocation": spec.allocation_name}},
+        model=str(dense),
+        model_shape=model_shape(dense),
+        cpu=cpu_info(),
+        quality=quality,
+        artifacts=artifacts,
+        skipped=skipped,
+        measurements=measurements,
+    )  # fmt: skip
+    write_json_atomic(config.out / "sweep.json", report.to_dict())
     write_sweep_report(report, config.out)
     return report

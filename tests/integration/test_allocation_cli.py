@@ -49,6 +49,26 @@ def test_plan_then_prune_with_it(tiny_dir: Path, tmp_path: Path) -> None:
         assert module["sparsity"] == pytest.approx(data["plan"][name], abs=1 / 64)
 
 
+@pytest.mark.parametrize("allocation", ["owl", "dlp"])
+def test_a_plan_is_the_same_from_either_store(
+    allocation: str, tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`slimpack plan` reads the model through its store: streamed (one block at a time from the shards) and
+    resident give the same plan in fp32; an allocator that runs the whole model refuses the streamed store."""
+    plans = {}
+    for store in ("--stream", "--resident"):
+        out = tmp_path / f"{store[2:]}.json"
+        assert cli("plan", "--model", str(tiny_dir), "--allocation", allocation, "--sparsity", "0.5", store,
+                   "--out", str(out), *FAST) == 0  # fmt: skip
+        plans[store] = json.loads(out.read_text())
+    assert plans["--stream"]["plan"] == plans["--resident"]["plan"]
+    assert plans["--stream"]["importance"] == plans["--resident"]["importance"]
+    refused = tmp_path / "rl.json"
+    assert cli("plan", "--model", str(tiny_dir), "--allocation", "rl-search", "--stream", "--out", str(refused)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "runs the whole model" in err and not refused.exists()
+
+
 @pytest.mark.parametrize("allocation", ["owl", "dlp", "log-increase"])
 def test_prune_with_an_allocator_hits_the_target(allocation: str, tiny_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / allocation

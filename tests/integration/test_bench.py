@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from runtime_bench.cli import main
+from runtime_bench.pipeline.summary import SweepReport
 from tests.integration.test_deepsparse import needs_deepsparse
 
 TIMING = ["--prompt", "8", "--tokens", "4", "--rounds", "2", "--warmup", "1", "--batch", "2"]
@@ -31,6 +32,7 @@ def sweep_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
 
 def test_sweep_reports(sweep_dir: Path) -> None:
     report = json.loads((sweep_dir / "sweep.json").read_text())
+    assert SweepReport.read(sweep_dir / "sweep.json").to_dict() == report  # read typed, nothing lost
     (m,) = report["measurements"]
     assert m["engine"] == "onnxruntime" and m["threads"] == 1 and set(m["results"]) == {"dense", "s0.50"}
     s50 = m["results"]["s0.50"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from runtime_bench.cli import main
+from runtime_bench.pipeline.summary import RunSummary
 
 RECIPE = """
 model: {model}
@@ -62,6 +63,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
 
 def test_report_has_every_stage(run_dir: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
+    assert RunSummary.read(run_dir / "summary.json").to_dict() == summary  # read typed, nothing lost
     assert summary["passed"] and set(summary["models"]) == {"dense", "prune", "quantize"}
     status = {(s["stage"], s["step"]): s["status"] for s in summary["steps"]}
     assert status[("export", "onnx")] == "cached" and status[("export", "gptq")] == "ran"

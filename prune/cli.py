@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from prune.data import DataSpec
 from prune.errors import SlimpackError
-from prune.paths import Output, check_writes
+from prune.paths import Output, check_writes, labelled_path
 from prune.registry import Registry
 from prune.spec import (
     PROTOCOLS,
@@ -54,7 +54,7 @@ COMMANDS: Registry[type[Command]] = Registry("command")
 
 class Reads(argparse.Action):
     """A path argument the command reads (``kind``: ``model`` — a directory, hub id or alias; ``path`` — a file
-    or directory, when one exists by that name). Every output is checked apart from it (`prune.paths`)."""
+    or directory, when one exists by that name; ``labelled`` — a path, or ``NAME=PATH``). Every output is checked apart from it (`prune.paths`)."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, kind: str = "path", **kwargs: Any) -> None:
         self.kind = kind
@@ -67,6 +67,8 @@ class Reads(argparse.Action):
         """Where the input ``value`` lies on this machine (None: nowhere yet, e.g. a dataset name)."""
         from prune.models import model_location
 
+        if self.kind == "labelled":  # NAME=PATH or PATH (`prune.paths.labelled_path`)
+            value = labelled_path(str(value))[1]
         return model_location(str(value)) if self.kind == "model" else Path(value) if Path(value).exists() else None
 
 

@@ -46,6 +46,15 @@ class Output:
     kind: str = "dir"  # "dir" | "file"
 
 
+def labelled_path(item: str) -> tuple[str | None, Path]:
+    """``NAME=PATH`` → (NAME, PATH); a plain path (or one whose whole text exists, ``=`` and all) → (None, it). A
+    NAME holds no ``/``."""
+    name, eq, rest = item.partition("=")
+    if eq and name and rest and "/" not in name and not Path(item).exists():
+        return name, Path(rest)
+    return None, Path(item)
+
+
 def _real(path: Path | str) -> Path:
     return Path(os.path.realpath(path))
 

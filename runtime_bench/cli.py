@@ -170,10 +170,10 @@ class BenchCommand:
             "quartiles), one run per thread count; print the table and, with --json, write it.",
         )  # fmt: skip
         t.add_argument(
-            "artifacts", action=Reads, nargs="+", type=Path, metavar="ART",
+            "artifacts", action=Reads, kind="labelled", nargs="+", metavar="ART",
             help="an artifact of `slimpack export` (run in the engine its export.json names), a model directory "
-            "(torch eager) or an ONNX model in optimum's layout (onnxruntime); labelled by its directory name, "
-            "parents prepended where two share one",
+            "(torch eager) or an ONNX model in optimum's layout (onnxruntime); PATH is labelled by its directory "
+            "name (parents prepended where two share one), NAME=PATH by NAME",
         )  # fmt: skip
         t.add_argument(
             "--engine", type=lambda text: tuple(e.strip() for e in text.split(",") if e.strip()), default=(),
@@ -212,16 +212,15 @@ class BenchCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         if args.bench == ART:
-            from runtime_bench.harness import BenchSpec, CpuInfo
-            from runtime_bench.latency import TimingConfig, path_labels, time_paths, timing_table
+            from runtime_bench.harness import BenchSpec
+            from runtime_bench.latency import TimingConfig, labelled_paths, time_paths
 
             spec = BenchSpec(args.prompt, args.tokens, args.rounds, args.warmup, args.batch)
-            report = time_paths(TimingConfig(path_labels(args.artifacts), args.threads, spec, args.engine))
-            write_json(args.json, report)
-            cpu = CpuInfo.from_dict(report["cpu"])
-            print(f"{cpu.describe()}: prompt {spec.prompt}, "
+            report = time_paths(TimingConfig(labelled_paths(args.artifacts), args.threads, spec, args.engine))
+            write_json(args.json, report.to_dict())
+            print(f"{report.cpu.describe()}: prompt {spec.prompt}, "
                   f"{spec.tokens} decode steps, {spec.rounds} rounds after {spec.warmup} warm-up\n")  # fmt: skip
-            print(timing_table(report))
+            print(report.table())
             return 0
         return self.sweep(args)
 

@@ -1,28 +1,25 @@
 """Prefill and decode latency of chosen artifacts, measured interleaved in one run: ``slimpack bench ART …``
-(`TimingConfig`, `time_paths`, `timing_table`) and the older ``python -m runtime_bench.latency NAME=PATH …``.
+(`TimingConfig`, `time_paths`; its result `TimingReport`). An ART is an artifact of ``slimpack export``, a model
+directory (torch eager), or a directory / file holding a KV-cache ``model.onnx`` in optimum's layout (e.g.
+optimum-onnx's own export), given as ``PATH`` (labelled by its directory) or ``NAME=PATH`` (`labelled_paths`).
 
 The timing discipline (interleaved rounds, warm-up, medians and quartiles) is `runtime_bench.harness`.
-
-``python -m runtime_bench.latency NAME=PATH … [--prompt 512] [--tokens 32] [--rounds 5] [--threads 2]``
-where PATH is an artifact of ``slimpack export``, a model directory (torch eager), or a directory / file
-holding a KV-cache ``model.onnx`` in optimum's layout (e.g. optimum-onnx's own export).
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import logging
 import math
 import os
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from export.artifact import Artifact
 from prune.errors import SlimpackError
-from prune.paths import Output, check_writes
-from runtime_bench.harness import BenchSpec, EngineTiming, cpu_info, measure, vocab_size
+from prune.paths import labelled_path
+from runtime_bench.harness import BenchSpec, CpuInfo, EngineTiming, Quartiles, cpu_info, measure, vocab_size
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +48,20 @@ def path_labels(paths: list[Path]) -> dict[str, Path]:
             return dict(zip(labels, paths))
         for i in clashing:
             depth[i] += 1
+
+
+def labelled_paths(items: list[str]) -> dict[str, Path]:
+    """``slimpack bench``'s ARTs labelled: ``NAME=PATH`` by its NAME (the same path may come twice under two names,
+    e.g. to see the noise), a plain path as `path_labels` labels it; one line for a label given twice."""
+    split = [labelled_path(item) for item in items]
+    derived = iter(path_labels([path for name, path in split if name is None]))
+    out: dict[str, Path] = {}
+    for name, path in split:
+        label = name if name is not None else next(derived)
+        if label in out:
+            raise SlimpackError(f"two ARTs are labelled {label!r}; name each once (NAME=PATH)")
+        out[label] = path
+    return out
 
 
 @dataclass(frozen=True)
@@ -97,95 +108,93 @@ def directory_bytes(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def time_paths(config: TimingConfig) -> dict[str, Any]:
-    """Every path of ``config`` timed interleaved per thread count (`runtime_bench.harness.measure`): the CPU, the
-    spec, and per label its path, engine, bytes on disk and, per thread count, the harness's figures (prefill ms,
-    decode ms per token, tokens/s, batch throughput: median, quartiles, raw rounds)."""
+@dataclass
+class TimedArtifact:
+    """One timed ART: its path, engine and bytes on disk, and per thread count (a string key, as in JSON) the
+    harness's figures in their JSON layout (`runtime_bench.harness.EngineTiming`: prefill ms, decode ms per token,
+    tokens/s, batch throughput; median, quartiles, raw rounds)."""
+
+    path: str
+    engine: str
+    bytes: int
+    threads: dict[str, dict[str, Any]]
+
+    def timing(self, threads: int) -> EngineTiming:
+        return EngineTiming.of(self.threads[str(threads)])
+
+
+@dataclass
+class TimingReport:
+    """``slimpack bench ART …``'s result (its ``--json``): the CPU, the spec, the thread counts, every ART."""
+
+    cpu: CpuInfo
+    spec: BenchSpec
+    threads: list[int]
+    artifacts: dict[str, TimedArtifact]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cpu": self.cpu.to_dict(), "spec": asdict(self.spec), "threads": list(self.threads),
+                "artifacts": {lab: asdict(a) for lab, a in self.artifacts.items()}}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TimingReport:
+        """Also the layout of the retired ``python -m runtime_bench.latency --json`` (one thread count, ``engines``
+        NAME → PATH, ``results`` NAME → figures; no engine names or sizes: ``?`` and 0)."""
+        if "results" in data:
+            t = int(data["threads"])
+            spec = BenchSpec(int(data["prompt"]), int(data["tokens"]), int(data["rounds"]), batch=0)
+            artifacts = {name: TimedArtifact(str(data["engines"].get(name, "?")), "?", 0, {str(t): r})
+                         for name, r in data["results"].items()}  # fmt: skip
+            return cls(CpuInfo.from_dict(data["cpu"]), spec, [t], artifacts)
+        known = {f.name for f in fields(BenchSpec)}
+        return cls(
+            CpuInfo.from_dict(data["cpu"]),
+            BenchSpec(**{k: v for k, v in data["spec"].items() if k in known}),
+            [int(t) for t in data["threads"]],
+            {lab: TimedArtifact(**a) for lab, a in data["artifacts"].items()},
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> TimingReport:
+        """One line when ``path`` is not a timing report."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as err:
+            raise SlimpackError(f"{str(path)!r} is not a slimpack timing report ({type(err).__name__}: {err})") from None
+
+    def table(self) -> str:
+        """One row per artifact and thread count."""
+        batch = self.spec.batch
+        head = ["artifact", "engine", "threads", "prefill ms (q1–q3)", "decode ms/token (q1–q3)"]
+        head += [f"batch {batch} tokens/s (q1–q3)"] if batch > 1 else []
+        rows = []
+        for t in self.threads:
+            for lab, a in self.artifacts.items():
+                r = a.timing(t)
+                row = [lab, a.engine, str(t), _spread(r.prefill_ms), _spread(r.decode_ms_per_token)]
+                if batch > 1:
+                    b = r.batch
+                    row.append(_spread(b.tokens_per_s) if b is not None and b.tokens_per_s is not None else
+                               (b.skipped or "") if b is not None else "")  # fmt: skip
+                rows.append(row)
+        lines = [head, ["---"] * len(head), *rows]
+        return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def _spread(q: Quartiles) -> str:
+    """``median (q1–q3)``, the median to three significant digits and the quartiles to as many decimals."""
+    d = max(0, 2 - math.floor(math.log10(q.median))) if q.median > 0 else 1
+    return f"{q.median:.{d}f} ({q.q1:.{d}f}–{q.q3:.{d}f})"
+
+
+def time_paths(config: TimingConfig) -> TimingReport:
+    """Every path of ``config`` timed interleaved per thread count (`runtime_bench.harness.measure`)."""
     engines = config.check()
     vocab = prompt_vocab([Path(p) for p in config.paths.values()])
     paths = {lab: Path(p) for lab, p in config.paths.items()}
     runs = {t: measure(paths, t, config.bench, vocab, "bench") for t in config.threads}
-    return {
-        "cpu": cpu_info().to_dict(),
-        "spec": asdict(config.bench),
-        "threads": list(config.threads),
-        "artifacts": {
-            lab: {"path": str(path), "engine": engines[lab], "bytes": directory_bytes(path),
-                  "threads": {str(t): runs[t][lab] for t in config.threads}}
-            for lab, path in paths.items()
-        },
-    }  # fmt: skip
-
-
-def artifact_timing(entry: dict[str, Any], threads: int) -> EngineTiming:
-    """One artifact's figures at ``threads`` in `time_paths`'s report (its ``artifacts[label]``), typed."""
-    return EngineTiming.of(entry["threads"][str(threads)])
-
-
-def _spread(q: dict[str, float]) -> str:
-    """``median (q1–q3)``, the median to three significant digits and the quartiles to as many decimals."""
-    d = max(0, 2 - math.floor(math.log10(q["median"]))) if q["median"] > 0 else 1
-    return f"{q['median']:.{d}f} ({q['q1']:.{d}f}–{q['q3']:.{d}f})"
-
-
-def timing_table(report: dict[str, Any]) -> str:
-    """`time_paths`'s report as a markdown table: one row per artifact and thread count."""
-    batch = report["spec"]["batch"]
-    head = ["artifact", "engine", "threads", "prefill ms (q1–q3)", "decode ms/token (q1–q3)"]
-    head += [f"batch {batch} tokens/s (q1–q3)"] if batch > 1 else []
-    rows = []
-    for t in report["threads"]:
-        for lab, a in report["artifacts"].items():
-            r = a["threads"][str(t)]
-            row = [lab, a["engine"], str(t), _spread(r["prefill_ms"]), _spread(r["decode_ms_per_token"])]
-            if batch > 1:
-                b = r["batch"]
-                row.append(_spread(b["tokens_per_s"]) if "tokens_per_s" in b else b["skipped"])
-            rows.append(row)
-    lines = [head, ["---"] * len(head), *rows]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("engines", nargs="+", help="NAME=PATH")
-    parser.add_argument("--prompt", type=int, default=512)
-    parser.add_argument("--tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    bad = [item for item in args.engines if "=" not in item]
-    if bad:
-        parser.error(f"bad engine {bad[0]!r}; use NAME=PATH, e.g. onnx=runs/export/onnx")
-    specs = dict(item.split("=", 1) for item in args.engines)
-    spec = BenchSpec(args.prompt, args.tokens, args.rounds, args.warmup, batch=0, seed=args.seed)
-    try:
-        if args.json is not None:  # the one write rule: never onto an engine's files
-            check_writes([Output("--json", args.json, "file")], [Path(p) for p in specs.values()])
-        timed = time_paths(TimingConfig({name: Path(path) for name, path in specs.items()}, (args.threads,), spec))
-    except SlimpackError as err:
-        print(f"latency: error: {err}", file=sys.stderr)
-        return 2
-    report = {
-        "engines": specs,
-        "prompt": args.prompt,
-        "tokens": args.tokens,
-        "rounds": args.rounds,
-        "threads": args.threads,
-        "cpu": timed["cpu"],
-        "results": {name: a["threads"][str(args.threads)] for name, a in timed["artifacts"].items()},
+    artifacts = {
+        lab: TimedArtifact(str(path), engines[lab], directory_bytes(path), {str(t): runs[t][lab] for t in config.threads})
+        for lab, path in paths.items()
     }
-    if args.json:
-        from prune.io import write_json_atomic
-
-        write_json_atomic(args.json, report)
-    print(timing_table(timed))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    return TimingReport(cpu_info(), config.bench, list(config.threads), artifacts)

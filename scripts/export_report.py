@@ -1,5 +1,5 @@
 """The export results table: per artifact, export time, size, perplexity through its runtime vs torch,
-greedy parity, and (from a `runtime_bench.latency` JSON) prefill and decode latency.
+greedy parity, and (from a `slimpack bench NAME=PATH … --json` report) prefill and decode latency.
 
 ``.venv/bin/python scripts/export_report.py RUN_DIR`` reads each artifact ``RUN_DIR/*/`` (through `Artifact.open`),
 ``RUN_DIR/NAME.verify.json`` and ``RUN_DIR/latency.json`` (as written by ``scripts/export_table.sh``) and prints
@@ -9,21 +9,16 @@ a markdown table (docs/results/export.md).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
 
 from export.artifact import EXPORT_MANIFEST, Artifact
-from runtime_bench.harness import EngineTiming
+from runtime_bench.latency import TimingReport
 from runtime_bench.verify import VerifyReport
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def export_table(run_dir: Path) -> str:
-    latency = (_read(run_dir / "latency.json") or {}).get("results", {})
+    timed = TimingReport.read(run_dir / "latency.json") if (run_dir / "latency.json").is_file() else None
+    latency = {lab: a.timing(timed.threads[0]) for lab, a in timed.artifacts.items()} if timed else {}
     header = (
         "| artifact | engine | export s | MiB | ppl runtime | ppl torch | Δ abs | Δ rel | greedy equal | zeros kept "
         "| prefill 512 ms | decode ms/token |"
@@ -35,7 +30,7 @@ def export_table(run_dir: Path) -> str:
         record = artifact.record
         verified = run_dir / f"{name}.verify.json"
         v = VerifyReport.read(verified) if verified.is_file() else None
-        lat = latency.get(name, {})
+        t = latency.get(name)
         zeros = record.zeros
         kept = f"{zeros.exported_zeros}/{zeros.source_zeros}" if zeros is not None and zeros.source_zeros else "–"
         if v is not None and v.perplexity is not None and v.greedy is not None:
@@ -50,7 +45,6 @@ def export_table(run_dir: Path) -> str:
             ]
         else:
             ppl = ["–"] * 5
-        t = EngineTiming.of(lat) if lat else None
         timing = [f"{t.prefill_ms.median:.0f}", f"{t.decode_ms_per_token.median:.1f}"] if t else ["–", "–"]
         row = [name, artifact.engine, f"{record.export_seconds:.0f}", f"{artifact.bytes / 2**20:.1f}", *ppl, kept, *timing]
         lines.append("| " + " | ".join(row) + " |")
@@ -67,8 +61,8 @@ def export_table(run_dir: Path) -> str:
                 "",
                 "",
                 "",
-                f"{EngineTiming.of(lat).prefill_ms.median:.0f}",
-                f"{EngineTiming.of(lat).decode_ms_per_token.median:.1f}",
+                f"{lat.prefill_ms.median:.0f}",
+                f"{lat.decode_ms_per_token.median:.1f}",
             ]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -26,6 +26,6 @@ x onnx-int4-act "$Q4ACT" onnx-int4
 x semi24 "$P24" semi24
 x gptq "$Q4" gptq
 [ -f "$OUT/optimum-onnx/model.onnx" ] || .venv-optimum/bin/python runtime_bench/external/optimum_export.py "$P50" "$OUT/optimum-onnx"
-.venv/bin/python -m runtime_bench.latency --prompt 512 --tokens 32 --rounds 5 --threads 2 --json "$OUT/latency.json" \
+.venv/bin/slimpack -q bench --prompt 512 --tokens 32 --rounds 5 --batch 0 --threads 2 --json "$OUT/latency.json" \
   torch="$P50" onnx="$OUT/onnx" optimum-onnx="$OUT/optimum-onnx" deepsparse="$OUT/deepsparse" \
   onnx-int4="$OUT/onnx-int4" semi24="$OUT/semi24"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from export.artifact import Artifact
 from export.sparse import packed_linear_bytes
-from runtime_bench.latency import artifact_timing
+from runtime_bench.latency import TimingReport
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["ort-dense", "ds-dense", "ort-int4"]
@@ -72,7 +72,7 @@ def bytes_per_token(art: Path) -> int:
     return weights - 4 * embed  # onnxruntime and DeepSparse keep the embedding in fp32
 
 
-def bench(root: Path, group: str, args: argparse.Namespace) -> dict:
+def bench(root: Path, group: str, args: argparse.Namespace) -> TimingReport:
     out = root / f"bench-{group}.json"
     if not out.is_file() or args.rerun:
         arts = [str(root / name) for name in GROUPS[group] if (root / name).is_dir()]
@@ -81,23 +81,23 @@ def bench(root: Path, group: str, args: argparse.Namespace) -> dict:
                "--warmup", "1", "--batch", "0", "--json", str(out)]  # fmt: skip
         print(f"{time.strftime('%T')} bench {group}: {len(arts)} artifacts", file=sys.stderr, flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
-    return json.loads(out.read_text())
+    return TimingReport.read(out)
 
 
-def rows(root: Path, report: dict, group: str) -> list[dict]:
-    arts = report["artifacts"]
-    med = {lab: artifact_timing(a, 2).decode_ms_per_token.median for lab, a in arts.items()}
-    pre = {lab: artifact_timing(a, 2).prefill_ms.median for lab, a in arts.items()}
+def rows(root: Path, report: TimingReport, group: str) -> list[dict]:
+    arts = report.artifacts
+    med = {lab: a.timing(2).decode_ms_per_token.median for lab, a in arts.items()}
+    pre = {lab: a.timing(2).prefill_ms.median for lab, a in arts.items()}
     best = min((lab for lab in DENSE if lab in med), key=med.__getitem__)
     best_pre = min((lab for lab in DENSE if lab in pre), key=pre.__getitem__)
     dense_bytes = bytes_per_token(root / "ort-dense")
     out = []
     for lab, a in arts.items():
         art = root / lab
-        row = {"group": group, "artifact": lab, "engine": a["engine"], "decode_ms": med[lab], "prefill_ms": pre[lab],
+        row = {"group": group, "artifact": lab, "engine": a.engine, "decode_ms": med[lab], "prefill_ms": pre[lab],
                "best_dense": best, "best_dense_ms": med[best], "speedup": med[best] / med[lab],
                "prefill_vs_dense": pre[best_pre] / pre[lab], "best_dense_prefill": best_pre}  # fmt: skip
-        if a["engine"] in ("sparse", "onnxruntime"):
+        if a.engine in ("sparse", "onnxruntime"):
             ours = bytes_per_token(art)
             row.update(bytes=ours, bound=dense_bytes / ours, gbps=ours / med[lab] / 1e6)
             row["fraction"] = row["speedup"] / row["bound"]
@@ -142,8 +142,9 @@ def main() -> None:
         all_rows += rows(args.root, reports[group], group)
     print(table(all_rows, bandwidth))
     if args.json:
-        cpu = next(iter(reports.values()))["cpu"] if reports else {}
-        args.json.write_text(json.dumps({"cpu": cpu, "copy_gbps": bandwidth, "rows": all_rows, "runs": reports}, indent=1) + "\n")
+        cpu = next(iter(reports.values())).cpu.to_dict() if reports else {}
+        runs = {group: r.to_dict() for group, r in reports.items()}
+        args.json.write_text(json.dumps({"cpu": cpu, "copy_gbps": bandwidth, "rows": all_rows, "runs": runs}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ done
 for m in 20 50; do
   [ -f $R/verify-slim-$m.json ] || $S -q verify $R/onnx-slim-$m --reference $R/slimgpt-log-$m --json $R/verify-slim-$m.json
 done
-[ -f $R/latency.json ] || .venv/bin/python -m runtime_bench.latency torch-dense=$DENSE torch-slim-20=$R/slimgpt-log-20 \
+[ -f $R/latency.json ] || .venv/bin/slimpack -q bench torch-dense=$DENSE torch-slim-20=$R/slimgpt-log-20 \
   torch-slim-50=$R/slimgpt-log-50 onnx-dense=$R/onnx-dense onnx-slim-20=$R/onnx-slim-20 onnx-slim-50=$R/onnx-slim-50 \
-  --prompt 128 --tokens 32 --rounds 5 --warmup 1 --threads 2 --json $R/latency.json
+  --prompt 128 --tokens 32 --rounds 5 --warmup 1 --batch 0 --threads 2 --json $R/latency.json
 .venv/bin/python scripts/structured_report.py $R > $R/tables.md
 echo done

@@ -1,7 +1,7 @@
 """Tables of docs/results/structured.md from the run directories of scripts/structured_experiments.sh.
 
 ``python scripts/structured_report.py runs/structured`` prints markdown; every figure is read from a
-``slimpack.json`` manifest, ``dense.json`` (slimpack eval) or ``latency.json`` (runtime_bench.latency).
+``slimpack.json`` manifest, ``dense.json`` (slimpack eval) or ``latency.json`` (`slimpack bench NAME=PATH … --json`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prune.manifest import Manifest
-from runtime_bench.harness import EngineTiming
+from runtime_bench.latency import TimingReport
 
 
 def load(root: Path, name: str) -> Manifest | None:
@@ -113,10 +113,12 @@ def main(root: Path) -> None:
 
     lat = root / "latency.json"
     if lat.is_file():
-        r = json.loads(lat.read_text())
-        res = r["results"]
+        r = TimingReport.read(lat)
+        (threads,) = r.threads
+        res = {lab: a.timing(threads) for lab, a in r.artifacts.items()}
+        spec = r.spec
         print(
-            f"\n### Latency (prompt {r['prompt']}, {r['tokens']} decode steps, {r['rounds']} rounds, {r['threads']} threads)\n"
+            f"\n### Latency (prompt {spec.prompt}, {spec.tokens} decode steps, {spec.rounds} rounds, {threads} threads)\n"
         )
         rows = []
         for engine in ("torch", "onnx"):
@@ -125,7 +127,7 @@ def main(root: Path) -> None:
                 x = res.get(f"{engine}-{size}")
                 if x is None or base is None:
                     continue
-                tx, tb = EngineTiming.of(x), EngineTiming.of(base)
+                tx, tb = x, base
                 p, dcd = tx.prefill_ms.median, tx.decode_ms_per_token.median
                 rows.append([
                     "onnxruntime" if engine == "onnx" else "torch", size, f"{p:.0f}", f"{dcd:.2f}",

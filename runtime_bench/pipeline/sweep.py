@@ -81,7 +81,7 @@ class SweepConfig:
         if self.prune.pattern != "unstructured" or self.prune.structured is not None:
             raise SlimpackError(
                 f"the sweep varies unstructured sparsity, and --pattern {self.prune.pattern} fixes it; time N:M models "
-                "with `slimpack run` (a semi24 export) or `python -m runtime_bench.latency`"
+                "with `slimpack run` (a semi24 export) or `slimpack bench ART …`"
             )
         resolved = self.spec_at(self.sparsities[0]).resolve()
         targets = [(name, TARGETS.get(name)) for name in self.engines]

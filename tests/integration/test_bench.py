@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from runtime_bench.cli import main
+from runtime_bench.latency import TimingReport
 from runtime_bench.pipeline.summary import SweepReport
 from tests.integration.test_deepsparse import needs_deepsparse
 
@@ -103,12 +104,24 @@ def test_sweep_times_deepsparse(tmp_path: Path, tiny_dir: Path) -> None:
     assert report["artifacts"]["deepsparse"]["dense"]["memory"]["worker_peak_rss_mib"] > 0
 
 
-def test_latency_compares_paths_with_the_same_harness(tmp_path: Path, tiny_dir: Path) -> None:
-    from runtime_bench.latency import main as latency
-
+def test_named_arts_are_timed_with_the_same_harness(tmp_path: Path, tiny_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    """``slimpack bench NAME=PATH …`` (the retired ``python -m runtime_bench.latency``'s form): the same path twice
+    under two names, each timed; its report reads back typed; a label given twice is one line, exit 2."""
     out = tmp_path / "latency.json"
-    args = [f"a={tiny_dir}", f"b={tiny_dir}", "--prompt", "8", "--tokens", "4", "--rounds", "2", "--threads", "1"]
-    assert latency([*args, "--json", str(out)]) == 0
-    results = json.loads(out.read_text())["results"]
-    assert set(results) == {"a", "b"} and results["a"]["decode_ms_per_token"]["n"] == 2
-    assert latency([f"a={tmp_path / 'missing'}"]) == 2
+    args = ["--prompt", "8", "--tokens", "4", "--rounds", "2", "--batch", "0", "--threads", "1"]
+    assert main(["-q", "bench", f"a={tiny_dir}", f"b={tiny_dir}", *args, "--json", str(out)]) == 0
+    report = TimingReport.read(out)
+    assert set(report.artifacts) == {"a", "b"} and report.artifacts["a"].timing(1).decode_ms_per_token.median > 0
+    assert report.to_dict() == json.loads(out.read_text())
+    capsys.readouterr()
+    assert main(["-q", "bench", f"a={tiny_dir}", f"a={tiny_dir}", *args]) == 2
+    assert "labelled 'a'" in capsys.readouterr().err
+
+
+def test_a_retired_latency_report_still_reads() -> None:
+    old = {"engines": {"a": "x"}, "prompt": 8, "tokens": 4, "rounds": 2, "threads": 1, "cpu": {"model": "m"},
+           "results": {"a": {q: {"median": 2.0, "q1": 1.0, "q3": 3.0, "n": 2} for q in
+                             ("prefill_ms", "decode_ms_per_token", "tokens_per_s")}}}  # fmt: skip
+    report = TimingReport.from_dict(old)
+    assert report.threads == [1] and report.artifacts["a"].timing(1).prefill_ms.median == 2.0
+    assert report.table().splitlines()[2].startswith("| a | ? | 1 | 2.00 (1.00–3.00)")

@@ -6,8 +6,6 @@ graph modules below `onnx` (`onnx_kv`, `onnx_int4`, `onnx_stream`),
 `sparse_format` (the sparse weight format's tensor math), `graph_cache` (a traced
 graph reused across models of one shape), `api` (`export_model`:
 checks, atomic output, zeros counted back), `cli` (``slimpack export``).
-May import: `prune`, `quant`. Running an artifact (engines, ``verify``) is `runtime_bench`'s. Importing `export`
-registers the sparse checkpoint kinds (every command then reads a sparse checkpoint).
+May import: `prune`, `quant`. Running an artifact (engines, ``verify``) is `runtime_bench`'s. The formats and the sparse
+checkpoint kinds are pyproject.toml's entry points (`prune.registry`): every command reads a sparse checkpoint.
 """
-
-from export import sparse as _sparse  # noqa: F401  (registers the sparse checkpoint kinds)

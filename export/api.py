@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import export.formats  # noqa: F401  (registers the formats)
-import quant  # noqa: F401  (registers the GPTQ checkpoint kind: exports read GPTQ checkpoints)
 from export.artifact import EXPORT_MANIFEST, ExportRecord
 from export.base import EXPORTERS, StreamingExporter, TensorwiseExporter, streaming_formats, zero_summary
 from export.graph_cache import GraphCache

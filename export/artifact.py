@@ -38,8 +38,6 @@ def _shown(value: object) -> str:
 def check(path: Path, m: dict[str, Any]) -> None:
     """One line for a field of ``path``'s ``export.json`` (read as ``m``) that no export writes: an unknown format,
     an engine that does not run it, a size that is not a number of bytes, a file entry outside the directory."""
-    import export.formats  # noqa: F401  (registers the formats; lazy: formats import this module)
-
     where = str(path / EXPORT_MANIFEST)
     fix = "the artifact was edited or damaged — export it again with `slimpack export`"
     fmt = m.get("format")

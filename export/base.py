@@ -67,7 +67,7 @@ class Exporter(Protocol):
         """Zeros of each prunable weight, read back from the files in ``out``."""
 
 
-EXPORTERS: Registry[type] = Registry("export format")
+EXPORTERS: Registry[type] = Registry("export format", "slimpack.formats")  # pyproject.toml lists them
 
 
 @runtime_checkable

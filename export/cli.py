@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from prune.cli import COMMANDS, Reads, Writes, add_store_arguments, asked_stream
+from prune.cli import Reads, Writes, add_store_arguments, asked_stream
 from prune.errors import SlimpackError
 from prune.spec import parse_options
 
 
-@COMMANDS.register("export")
 class ExportCommand:
     help = "export a model directory to a runnable artifact: sparse | onnx | onnx-int4 | deepsparse | semi24 | gptq | hf"
 

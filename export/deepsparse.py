@@ -60,7 +60,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from export.base import EXPORTERS, ZeroCounts
+from export.base import ZeroCounts
 from export.graph_cache import GraphCache
 from export.onnx_kv import count_zeros as onnx_initializer_zeros
 from prune.architecture import adapter_for
@@ -458,7 +458,6 @@ def count_zeros(out_dir: Path, weights: dict[str, str]) -> ZeroCounts:
     return onnx_initializer_zeros(out_dir / PREFILL_FILE, weights)
 
 
-@EXPORTERS.register("deepsparse")
 class DeepSparseExporter:
     """``--format deepsparse``: fp32 static-shape ONNX graphs for DeepSparse 1.8.0 (sparse CPU kernels)."""
 

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from export.base import EXPORTERS, ZeroCounts
+from export.base import ZeroCounts
 from export.graph_cache import GraphCache
 from prune.errors import SlimpackError
 from prune.manifest import MANIFEST
@@ -30,7 +30,6 @@ def gptq_zeros(directory: Path) -> ZeroCounts:
     return counts
 
 
-@EXPORTERS.register("gptq")
 class GptqExporter:
     engine = "torch"
     per_layer_shapes = True

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from export.base import EXPORTERS, ZeroCounts
+from export.base import ZeroCounts
 from export.graph_cache import GraphCache
 from export.onnx_int4 import BITS, count_int4_zeros, replace_matmuls
 from export.onnx_kv import ONNX_FILE, count_zeros, export_onnx_kv, onnx_kv_proto, save_onnx
@@ -15,7 +15,6 @@ from prune.errors import SlimpackError
 from prune.models import LoadedModel, checkpoint_kind
 
 
-@EXPORTERS.register("onnx")
 class OnnxExporter:
     """``--format onnx``: fp32 ONNX with KV cache for onnxruntime (and optimum's ``ORTModelForCausalLM``)."""
 
@@ -44,7 +43,6 @@ class OnnxExporter:
         return count_zeros(out / details["file"], details["weights"])
 
 
-@EXPORTERS.register("onnx-int4")
 class OnnxInt4Exporter:
     """``--format onnx-int4``: a 4-bit GPTQ checkpoint → ONNX with ``MatMulNBits`` for onnxruntime CPU."""
 

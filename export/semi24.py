@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from export.base import EXPORTERS, ZeroCounts
+from export.base import ZeroCounts
 from export.graph_cache import GraphCache
 from prune.architecture import adapter_for
 from prune.errors import SlimpackError
@@ -141,7 +141,6 @@ def load_semi24(directory: Path, device: str = "cpu", dtype: torch.dtype | None 
     return model
 
 
-@EXPORTERS.register("semi24")
 class Semi24Exporter:
     """``--format semi24``: the compressed 2:4 checkpoint for ``torch.sparse`` semi-structured kernels."""
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from export.base import EXPORTERS, ZeroCounts
+from export.base import ZeroCounts
 from export.graph_cache import GraphCache
 from export.sparse_format import (
     CONFIG_KEY,
@@ -35,7 +35,6 @@ from export.sparse_format import (
     nnz_of,
 )
 from prune.architecture import adapter_for
-from prune.checkpoint_kinds import CHECKPOINT_KINDS
 from prune.errors import SlimpackError
 from prune.io import write_json_atomic
 from prune.lazy import LazyCheckpoint, fresh_rotary, read_index
@@ -134,8 +133,8 @@ class SparseCheckpoint:
         return SparseCodec()
 
 
-CHECKPOINT_KINDS.register("sparse")(SparseCheckpoint("sparse", quantized=False))
-CHECKPOINT_KINDS.register("sparse-gptq")(SparseCheckpoint("sparse-gptq", quantized=True))
+SPARSE = SparseCheckpoint("sparse", quantized=False)  # entry points ``slimpack.checkpoint_kinds``: sparse,
+SPARSE_GPTQ = SparseCheckpoint("sparse-gptq", quantized=True)  # sparse-gptq
 
 
 def open_source(model_dir: Path) -> LazyCheckpoint:
@@ -199,7 +198,6 @@ def write_config(model_dir: Path, out: Path, entry: dict[str, Any] | None) -> No
     write_json_atomic(out / "config.json", config)
 
 
-@EXPORTERS.register("sparse")
 class SparseExporter:
     """``--format sparse``: every prunable linear packed (``values``: fp32 | bf16 | fp16 | int8 | gptq; default
     the checkpoint's own dtype), written tensor by tensor from the source's shards (never the whole model)."""
@@ -284,7 +282,6 @@ class SparseExporter:
         return counts
 
 
-@EXPORTERS.register("hf")
 class DenseExporter:
     """``--format hf``: the plain dense checkpoint of any model slimpack reads (a sparse checkpoint decoded, a GPTQ
     one dequantized), tensor by tensor, for tools that need one; it runs in the ``torch`` engine."""

@@ -1,6 +1,6 @@
-"""The kinds of saved model directories (`CheckpointKind`, registered in `CHECKPOINT_KINDS` by the module that
-writes or owns each kind: `prune.models` the structured kind, `quant.checkpoint` GPTQ's; the plain kind is the
-fallback), and
+"""The kinds of saved model directories (`CheckpointKind`; `CHECKPOINT_KINDS` lists them, as pyproject.toml's entry
+points ``slimpack.checkpoint_kinds`` name them: `prune.models` the structured kind, `quant.checkpoint` GPTQ's,
+`export.sparse` the sparse ones; the plain kind is the fallback), and
 `load_state_strict`, which a kind's loader uses to fill a model it built.
 """
 
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 
 class CheckpointKind(Protocol):
-    """One kind of saved model directory, registered in `CHECKPOINT_KINDS` by the package that writes it
-    (structured models: `prune.structured.checkpoint`; GPTQ checkpoints: `quant.checkpoint`). `load_model`
+    """One kind of saved model directory, in `CHECKPOINT_KINDS` (an entry point of the package that writes it:
+    structured models `prune.models`, GPTQ checkpoints `quant.checkpoint`, sparse artifacts `export.sparse`). `load_model`
     asks each kind whether it ``claims`` a directory's ``config.json``; a directory nobody claims is a plain
     transformers model. The flags answer, in one place, what other stages need to know about a kind."""
 
@@ -41,7 +41,7 @@ class CheckpointKind(Protocol):
         ...
 
 
-CHECKPOINT_KINDS: Registry[CheckpointKind] = Registry("checkpoint kind")
+CHECKPOINT_KINDS: Registry[CheckpointKind] = Registry("checkpoint kind", "slimpack.checkpoint_kinds")
 
 
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:

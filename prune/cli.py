@@ -49,7 +49,7 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-COMMANDS: Registry[type[Command]] = Registry("command")
+COMMANDS: Registry[type[Command]] = Registry("command", "slimpack.commands")  # pyproject.toml lists them
 
 
 class Reads(argparse.Action):
@@ -124,7 +124,7 @@ class OutputEvaluation(Protocol):
     def evaluation(self, args: argparse.Namespace) -> Evaluation | None: ...
 
 
-OUTPUT_EVALUATIONS: Registry[type[OutputEvaluation]] = Registry("output evaluation")
+OUTPUT_EVALUATIONS: Registry[type[OutputEvaluation]] = Registry("output evaluation", "slimpack.output_evaluations")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -332,7 +332,6 @@ def manifest_line(m: Any, out: Path) -> str:
     return f"{line} → {out}"
 
 
-@COMMANDS.register("prune")
 class PruneCommand:
     help = "prune a model layer by layer and write an HF model directory + slimpack.json"
 
@@ -350,7 +349,6 @@ class PruneCommand:
         return 0
 
 
-@COMMANDS.register("plan")
 class PlanCommand:
     help = "compute a layerwise sparsity plan (JSON + PNG) without pruning"
 
@@ -382,7 +380,6 @@ class PlanCommand:
         return 0
 
 
-@COMMANDS.register("inspect")
 class InspectCommand:
     help = "measured sparsity per module of a slimpack output, checked against its manifest"
 
@@ -409,7 +406,6 @@ class InspectCommand:
         return 0 if files.verified else 1
 
 
-@COMMANDS.register("report")
 class ReportCommand:
     help = "one markdown table from slimpack eval JSON files and prune / quantize output directories"
 

@@ -151,7 +151,7 @@ class PlainCheckpoint:
 
 
 PLAIN = PlainCheckpoint()
-CHECKPOINT_KINDS.register("structured")(StructuredCheckpoint())  # the core's own kind; quant registers GPTQ's
+STRUCTURED = StructuredCheckpoint()  # the core's own kind (entry point ``structured``)
 
 
 def checkpoint_kind(path: Path) -> CheckpointKind:

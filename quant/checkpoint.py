@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from prune.architecture import adapter_for
-from prune.checkpoint_kinds import CHECKPOINT_KINDS, load_state_strict
+from prune.checkpoint_kinds import load_state_strict
 from prune.errors import SlimpackError
 from prune.io import read_safetensors, write_json_atomic
 from prune.structured.shapes import STRUCTURE_KEY, apply_structure
@@ -265,4 +265,4 @@ class GPTQCheckpoint:
         return GPTQCodec(spec_from_config(qconfig), fmt)
 
 
-CHECKPOINT_KINDS.register("gptq")(GPTQCheckpoint())
+GPTQ = GPTQCheckpoint()  # the entry point ``slimpack.checkpoint_kinds: gptq``

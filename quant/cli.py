@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-from prune.cli import COMMANDS, Reads, add_output_arguments, add_prune_arguments, job, manifest_line, prune_spec
+from prune.cli import Reads, add_output_arguments, add_prune_arguments, job, manifest_line, prune_spec
 from prune.errors import SlimpackError
 from prune.spec import parse_options
-from quant import report as _report  # noqa: F401  (registers the quantization table of `slimpack report`)
 from quant.external.autogptq_check import AUTOGPTQ_CHECK
 from quant.external.gptqmodel_check import GPTQMODEL_CHECK, RuntimeCheck
 
 RUNTIME_CHECKS: dict[str, RuntimeCheck] = {"gptqmodel": GPTQMODEL_CHECK, "autogptq": AUTOGPTQ_CHECK}
 
 
-@COMMANDS.register("quantize")
 class QuantizeCommand:
     help = "quantize a (pruned) model with GPTQ or RTN into a standard GPTQ checkpoint (optionally pruning jointly)"
 
@@ -57,7 +55,6 @@ class QuantizeCommand:
         return 0
 
 
-@COMMANDS.register("check")
 class CheckCommand:
     help = (
         "load a GPTQ checkpoint in another runtime and compare its logits and weights with ours: gptqmodel | autogptq"

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from prune.manifest import pruning_label
-from prune.report import RESULT_TABLES, is_dense, markdown_table
+from prune.report import is_dense, markdown_table
 
 
 def quant_row(r: Any) -> tuple[Any, ...]:
@@ -33,7 +33,6 @@ def quant_row(r: Any) -> tuple[Any, ...]:
     return (pruning, weights, mode, zeros, ppl, f"{r.timing.seconds:.1f}", size, kept)
 
 
-@RESULT_TABLES.register("quantize")
 def quant_table(results: Iterable[Any]) -> str:
     """Markdown table of dense, pruned and quantized runs."""
     rows = [quant_row(r) for r in results]

@@ -12,12 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import export.cli  # noqa: F401  (registers `slimpack export`)
-import quant.cli  # noqa: F401  (registers `slimpack quantize`)
 from prune import cli as core
 from prune.cli import (
-    COMMANDS,
-    OUTPUT_EVALUATIONS,
     Reads,
     Writes,
     add_data_arguments,
@@ -32,7 +28,6 @@ from prune.errors import SlimpackError
 from runtime_bench.zeroshot import PAPER_TASKS
 
 
-@COMMANDS.register("verify")
 class VerifyCommand:
     help = "check an exported artifact in its own runtime against the reference model (exit 1 beyond tolerance)"
 
@@ -149,7 +144,6 @@ class BenchForms(argparse._SubParsersAction):
         super().__call__(parser, namespace, values, option_string)
 
 
-@COMMANDS.register("bench")
 class BenchCommand:
     help = (
         "benchmarks: `bench ART …` (chosen artifacts timed interleaved) and `bench sweep` (speedup vs sparsity, DLP "
@@ -253,7 +247,6 @@ class BenchCommand:
         return 0
 
 
-@COMMANDS.register("run")
 class RunCommand:
     help = "the main job: a recipe's stages (prune → quantize → export → verify → bench) in one resumable run"
 
@@ -331,7 +324,6 @@ def quiet_lm_eval(args: argparse.Namespace) -> None:
         logging.getLogger("lm_eval").setLevel(logging.ERROR)
 
 
-@OUTPUT_EVALUATIONS.register("zeroshot")
 class ZeroShotOption:
     """``slimpack prune | quantize … --tasks …``: zero-shot tasks of the written model, in its manifest."""
 
@@ -350,7 +342,6 @@ class ZeroShotOption:
         )
 
 
-@COMMANDS.register("eval")
 class EvalCommand:
     """Defined here, not in the core: its zero-shot form runs any engine's artifact (`runtime_bench.zeroshot`)."""
 

@@ -77,7 +77,7 @@ class TimingConfig:
     def check(self) -> dict[str, str]:
         """Before any work: the spec, the thread counts and each path's engine (label → engine: known, one of
         ``engines`` when given, and able to time here); one line otherwise."""
-        from runtime_bench.engines import engine_of, load_engines, unavailable
+        from runtime_bench.engines import engine_of, unavailable
         from runtime_bench.engines.base import ENGINES
 
         self.bench.check()
@@ -86,7 +86,6 @@ class TimingConfig:
         for t in self.threads:
             if t < 1:
                 raise SlimpackError(f"threads {t} must be ≥ 1; pass e.g. --threads 1,2")
-        load_engines()
         for name in self.engines:
             if name not in ENGINES:
                 raise SlimpackError(f"unknown --engine {name!r}; choose from: {', '.join(ENGINES.names())}")

@@ -73,11 +73,10 @@ def probe(
 ) -> MemoryProbe:  # fmt: skip
     """Load ``path``, generate once, return the figures of the module docstring (call in a fresh process).
     ``options``: engine options by engine (default `BENCH_ENGINE_OPTIONS`)."""
-    from runtime_bench.engines import load_engines, open_engine
-
-    load_engines()
     import onnxruntime  # noqa: F401  (imported by the baseline too, whichever engine runs)
     import torch  # noqa: F401
+
+    from runtime_bench.engines import open_engine
 
     baseline = status_mib("VmRSS")
     start = time.perf_counter()

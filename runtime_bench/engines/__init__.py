@@ -31,11 +31,6 @@ def parse_engine_options(items: list[str]) -> dict[str, dict[str, Any]] | None:
     return options
 
 
-def load_engines() -> None:
-    """Import every engine module so that each registers itself in ``ENGINES``."""
-    from runtime_bench.engines import deepsparse_client, ort, sparse_engine, torch_engine  # noqa: F401
-
-
 def open_artifact(
     artifact: Artifact, threads: int | None = None, options: dict[str, dict[str, Any]] | None = None
 ) -> Any:
@@ -43,7 +38,6 @@ def open_artifact(
     ``options``: constructor options per engine name, e.g. ``{"deepsparse": {"lazy": True}}``)."""
     from runtime_bench.engines.base import ENGINES
 
-    load_engines()
     kwargs = {**(options or {}).get(artifact.engine, {}), **({"threads": threads} if threads else {})}
     engine = ENGINES.build(artifact.engine, kwargs)
     engine.load(artifact)
@@ -73,7 +67,6 @@ def open_engine(path: Path, threads: int | None, options: dict[str, dict[str, An
     torch eager; ``options``: as for `open_artifact`)."""
     from runtime_bench.engines.base import ENGINES
 
-    load_engines()
     path = Path(path)
     engine_name = engine_of(path)
     if Artifact.exists(path):
@@ -95,6 +88,5 @@ def unavailable(engine: str, timing: bool = False) -> str | None:
     be timed meaningfully (2:4 kernels without CUDA); None when it can."""
     from runtime_bench.engines.base import ENGINES
 
-    load_engines()
     cls = ENGINES.get(engine)
     return cls.timing_unavailable() if timing else cls.unavailable()

@@ -65,7 +65,7 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-ENGINES: Registry[type] = Registry("engine")
+ENGINES: Registry[type] = Registry("engine", "slimpack.engines")  # pyproject.toml lists them
 
 
 class EngineBase:

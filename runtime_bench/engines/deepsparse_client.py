@@ -31,7 +31,7 @@ import numpy as np
 
 from prune.errors import SlimpackError
 from prune.io import die_with_parent, external_python
-from runtime_bench.engines.base import ENGINES, Artifact, EngineBase
+from runtime_bench.engines.base import Artifact, EngineBase
 
 WORKER = Path(__file__).with_name("deepsparse_worker.py")
 
@@ -59,7 +59,6 @@ def check_graphs(artifact: Artifact) -> None:
 KV_CACHES: dict[str, list[str]] = {"internal": [], "external": ["--external-cache"], "decode-only": ["--decode-only"]}
 
 
-@ENGINES.register("deepsparse")
 class DeepSparseEngine(EngineBase):
     """`Engine` for ``format: deepsparse`` artifacts (prefill, prompt and decode graphs: `export.deepsparse`)."""
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from prune.errors import SlimpackError
-from runtime_bench.engines.base import ENGINES, Artifact, EngineBase, greedy_decode
+from runtime_bench.engines.base import Artifact, EngineBase, greedy_decode
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,6 @@ def session_options(threads: int | None) -> Any:
     return options
 
 
-@ENGINES.register("onnxruntime")
 class OnnxRuntimeEngine(EngineBase):
     """Runs ``model.onnx`` (optimum's ``ORTModelForCausalLM`` layout) in an onnxruntime CPU session."""
 

@@ -24,7 +24,7 @@ from prune.io import release_freed_heap
 from prune.lazy import LazyCheckpoint, fresh_rotary
 from prune.model_config import read_config
 from prune.models import checkpoint_kind
-from runtime_bench.engines.base import ENGINES, Artifact
+from runtime_bench.engines.base import Artifact
 from runtime_bench.engines.torch_engine import TorchEngine
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,6 @@ def _packed(lazy: LazyCheckpoint, codec: SparseCodec, name: str) -> object | Non
     return None if stored is None else PackedWeight.from_stored(*stored)
 
 
-@ENGINES.register("sparse")
 class SparseEngine(TorchEngine):
     """A sparse checkpoint in slimpack's kernels (``isa``: auto | avx512 | avx2 | portable)."""
 

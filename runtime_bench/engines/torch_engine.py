@@ -12,12 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-import quant  # noqa: F401  (registers the GPTQ checkpoint kind: this engine loads GPTQ checkpoints)
 from prune.store import ResidentForward
-from runtime_bench.engines.base import ENGINES, Artifact, EngineBase, greedy_decode
+from runtime_bench.engines.base import Artifact, EngineBase, greedy_decode
 
 
-@ENGINES.register("torch")
 class TorchEngine(EngineBase):
     """Eager PyTorch on a loaded model; ``generate`` is transformers' greedy decoding with its KV cache."""
 
@@ -67,7 +65,6 @@ class TorchEngine(EngineBase):
         self.model = None
 
 
-@ENGINES.register("torch-semi24")
 class Semi24Engine(TorchEngine):
     """A semi24 checkpoint: ``SparseSemiStructuredTensor`` weights on CUDA; on the CPU its exact dense
     weights in fp32 arithmetic (torch has no CPU 2:4 kernel)."""

@@ -280,6 +280,8 @@ def run_pipeline(recipe: Recipe, out: Path | None = None, progress: bool = True,
     check_model_fits(recipe, model, source)
     with locked_dir(out):
         check_run_dir(out)  # again under the lock: another process may have written it meanwhile
+        for name in REPORTS:  # a rerun's report is never the last run's: removed until this run writes its own,
+            (out / name).unlink(missing_ok=True)  # before the record says unfinished (a report ⇒ a finished run)
         (out / "state").mkdir(exist_ok=True)
         write_json_atomic(out / RUN_RECORD, {**_run_record(recipe, source), "finished": False})  # ours from now on
         return _run_pipeline(recipe, out, progress, source)
@@ -337,8 +339,6 @@ def check_run_dir(out: Path) -> None:
 
 def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str) -> RunSummary:
     start = time.perf_counter()
-    for name in REPORTS:  # a rerun's report is never the last run's: removed until this run writes its own
-        (out / name).unlink(missing_ok=True)
     run = Run(recipe, out, progress)
     st = recipe.stages
     models, figures = run_models(run)
@@ -360,10 +360,10 @@ def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str) -> Run
         wall_seconds=round(wall, 1),
         passed=not failed,
     )
-    plots = write_run_plots(summary, out)
-    write_text_atomic(out / "report.md", run_markdown(summary, plots))
     steps = [asdict(s) for s in run.steps]
     write_json_atomic(out / RUN_RECORD, {**_run_record(recipe, source), "finished": True, "steps": steps,
                                          "wall_seconds": round(wall, 1), "environment": environment()})  # fmt: skip
+    plots = write_run_plots(summary, out)  # the reports after the record: a report exists only for a finished run
+    write_text_atomic(out / "report.md", run_markdown(summary, plots))
     write_json_atomic(out / "summary.json", summary.to_dict())  # last: a run directory with summary.json is complete
     return summary

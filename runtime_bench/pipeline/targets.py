@@ -27,7 +27,6 @@ def engine_of(spec: ArtifactSpec) -> str:
     """The engine that runs the artifact of ``spec``: its exporter's, or eager torch for a model directory."""
     if spec.format is None:
         return "torch"
-    import export.api  # noqa: F401  (registers the formats)
     from export.base import EXPORTERS
 
     return str(EXPORTERS.get(spec.format).engine)
@@ -38,7 +37,6 @@ def streams(spec: ArtifactSpec) -> bool:
     a model directory run by eager torch cannot (torch loads it whole)."""
     if spec.format is None:
         return False
-    import export.api  # noqa: F401  (registers the formats)
     from export.base import EXPORTERS, StreamingExporter, TensorwiseExporter
 
     return isinstance(EXPORTERS.build(spec.format, {}), StreamingExporter | TensorwiseExporter)

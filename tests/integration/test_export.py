@@ -12,7 +12,6 @@ import torch
 from export.api import ExportConfig, export_model
 from prune.models import load_model
 from runtime_bench.cli import main
-from runtime_bench.engines import load_engines
 from runtime_bench.engines.base import ENGINES, Artifact
 
 
@@ -158,7 +157,6 @@ def test_verify_fails_on_truncated_artifact(
 
 
 def test_onnx_int4_equals_dequantized_model(artifacts: dict[str, Path], models: dict[str, Path]) -> None:
-    load_engines()
     engine = ENGINES.build("onnxruntime", {})
     engine.load(Artifact.open(artifacts["onnx-int4"]))
     ids = np.random.RandomState(0).randint(0, 200, (2, 40)).astype(np.int64)
@@ -176,7 +174,6 @@ def test_onnx_int4_equals_dequantized_model(artifacts: dict[str, Path], models: 
 
 def test_onnx_kv_cache_decode_matches_full_forward(artifacts: dict[str, Path]) -> None:
     """Prefill + 5 cached steps give the logits of one full forward pass, batch 2."""
-    load_engines()
     engine = ENGINES.build("onnxruntime", {})
     engine.load(Artifact.open(artifacts["onnx"]))
     ids = np.random.RandomState(1).randint(0, 200, (2, 20)).astype(np.int64)

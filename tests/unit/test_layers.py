@@ -210,8 +210,15 @@ def test_the_room_check_can_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 STORE_MODULES = {"prune.store", "prune.stream", "prune.walker"}  # the stores, their blocks, the walker's default
 STORE_INTERNALS = {  # what only a store uses: the streamed path's pieces and the resident blocks
     f"prune.stream.{n}"
-    for n in ("open_streamed", "StreamedBlocks", "StreamedForward", "streamed_perplexity", "plan_streamed_walk",
-              "output_writer", "finish")  # fmt: skip
+    for n in (
+        "open_streamed",
+        "StreamedBlocks",
+        "StreamedForward",
+        "streamed_perplexity",
+        "plan_streamed_walk",
+        "output_writer",
+        "finish",
+    )  # fmt: skip
 } | {"prune.walker.InMemoryBlocks", "prune.store.ResidentStore", "prune.store.StreamedStore"}
 WALK_DEFAULTS = {"prune.structured.walk"}  # a walk's default store (its model's blocks in memory)
 
@@ -307,3 +314,60 @@ def test_the_chained_read_check_can_fail(tmp_path: Path) -> None:
     reader = tmp_path / "reader.py"
     reader.write_text('def f(m, r):\n    return m["structure"]["units"], r.get("a", {}).get("b"), m["x"], m.x["y"]\n')
     assert chained_reads(reader) == ["2: m['structure']['units']", "2: r.get('a', {}).get('b')"]
+
+
+# --- registration: one explicit list (pyproject.toml's entry points), no registering by being imported ----------
+
+GROUPS = {  # registry → its entry-point group
+    "COMMANDS": "slimpack.commands", "OUTPUT_EVALUATIONS": "slimpack.output_evaluations",
+    "RESULT_TABLES": "slimpack.result_tables", "CHECKPOINT_KINDS": "slimpack.checkpoint_kinds",
+    "EXPORTERS": "slimpack.formats", "ENGINES": "slimpack.engines",
+}  # fmt: skip
+
+
+def registering_imports(path: Path, name: str) -> list[str]:
+    """Where ``path`` registers by import: an import of a slimpack module kept only for what importing it does
+    (``# noqa: F401`` on ``import a.b``, or on ``from a import b as _b``), or a ``.register(…)`` into a registry
+    whose members pyproject.toml lists."""
+    text = path.read_text()
+    lines = text.splitlines()
+    bad = []
+    for node in ast.walk(ast.parse(text, filename=str(path))):
+        noqa = isinstance(node, ast.Import | ast.ImportFrom) and "noqa: F401" in lines[node.lineno - 1]
+        if noqa and isinstance(node, ast.Import) and any(a.name.split(".")[0] in FLOORS for a in node.names):
+            bad.append(f"{name}:{node.lineno} imports a module for its side effect")
+        if noqa and isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in FLOORS:
+            if any((a.asname or "").startswith("_") for a in node.names):
+                bad.append(f"{name}:{node.lineno} imports a module for its side effect")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "register":
+            owner = node.func.value
+            if isinstance(owner, ast.Name) and owner.id in GROUPS:
+                bad.append(f"{name}:{node.lineno} registers into {owner.id} (list it in pyproject.toml)")
+    return bad
+
+
+def test_registries_are_one_explicit_list() -> None:
+    """Every member of a registry filled from other modules is an entry point in pyproject.toml, loaded by name;
+    no module registers itself by being imported."""
+    from importlib.metadata import entry_points
+
+    bad = [v for path in modules() for v in registering_imports(path, module_name(path))]
+    assert bad == [], "\n".join(bad)
+    toml = (ROOT / "pyproject.toml").read_text()
+    for group in GROUPS.values():
+        assert f'[project.entry-points."{group}"]' in toml
+        listed = {ep.name for ep in entry_points(group=group)}
+        assert listed, f"{group}: reinstall slimpack (pip install -e .) to refresh its entry points"
+        for ep in entry_points(group=group):
+            ep.load()  # each names an object that exists
+
+
+def test_the_registration_check_can_fail(tmp_path: Path) -> None:
+    fake = tmp_path / "x.py"
+    fake.write_text("import quant  # noqa: F401\nfrom export import sparse as _s  # noqa: F401\n"
+                    "EXPORTERS.register('x')(object)\nfrom prune.metrics.base import METRICS  # noqa: F401\n")  # fmt: skip
+    assert registering_imports(fake, "runtime_bench.x") == [
+        "runtime_bench.x:1 imports a module for its side effect",
+        "runtime_bench.x:2 imports a module for its side effect",
+        "runtime_bench.x:3 registers into EXPORTERS (list it in pyproject.toml)",
+    ]

@@ -5,64 +5,29 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 from prune.allocation.base import PlanRecord
 from prune.data import Calibration, DataSpec
 from prune.errors import SlimpackError
-from prune.manifest import EvalRecord, Manifest, MethodRecord, environment, peak_rss_mib
+from prune.manifest import EvalRecord, Manifest, environment, peak_rss_mib
 from prune.model_config import check_context
-from prune.models import LoadedModel, resolve_model_path
-from prune.sparsity import SparsityRecord
-from prune.spec import EvalSpec, Job, PruneSpec, Resolved
-from prune.stage import Outcome, allocation_context, check_layers, prepare_walk, run_stage
-from prune.store import ModelStore, PlainOutput, open_chosen, settle
+from prune.models import resolve_model_path
+from prune.prepare import allocation_context
+from prune.spec import EvalSpec, Job, PruneSpec
+from prune.stage import run_stage
+from prune.store import open_chosen, settle
 from prune.stream import allocation_refusal, stream_refusal
-from prune.walker import in_memory, walk
+from prune.unstructured import UnstructuredPrune
+from prune.walker import in_memory
 
 log = logging.getLogger(__name__)
-
-OUTPUT = PlainOutput()  # a pruned model is a plain model directory
 
 
 @dataclass(frozen=True)
 class PruneConfig:
     job: Job
     spec: PruneSpec = field(default_factory=PruneSpec)
-
-
-class UnstructuredPrune:
-    """The unstructured / N:M prune stage: a layer method walked block by block over the allocated plan."""
-
-    linear_bytes = None
-
-    def __init__(self, resolved: Resolved) -> None:
-        self.resolved = resolved
-
-    def check_model(self, loaded: LoadedModel) -> None:
-        check_layers(loaded, self.resolved.pattern.check_features)
-
-    def apply(self, store: ModelStore, calibration: Calibration, job: Job, out: Path) -> Outcome:
-        r = self.resolved
-        blocks = store.blocks(r.method.needs, r.method.modifies_weights, job.data, OUTPUT, out)
-        prep = prepare_walk(store, r, r.method, calibration, blocks.keep, job.device, job.progress)
-        loaded = store.loaded
-        assert loaded.adapter is not None
-        result = walk(loaded.model, loaded.adapter, r.method, prep.allocation.plan, r.pattern, prep.batches,
-                      prep.grads, job.device, r.spec.true_sequential, job.progress, store=blocks)  # fmt: skip
-        return Outcome(
-            stage="prune",
-            method=MethodRecord(r.method.name, r.method.options()),
-            pattern=str(r.pattern),
-            target_sparsity=prep.target,
-            sparsity=SparsityRecord.of(blocks.sparsity),
-            save=partial(store.save, OUTPUT, result.outputs),
-            allocation=prep.allocation,
-            allocation_record=prep.record,
-            true_sequential=r.spec.true_sequential,
-            compress_seconds=sum(rec.seconds for rec in result.records),
-        )
 
 
 def prune(config: PruneConfig) -> Manifest:
@@ -121,12 +86,12 @@ def plan(config: PlanConfig) -> PlanRecord:
     calibration = Calibration(loaded.tokenizer, config.data)
     batches = calibration.batches() if resolved.allocator.needs_calibration else None
     ctx = allocation_context(loaded, calibration, config.device, config.progress, batches, store.reader(in_memory))
-    allocation, target = allocate(resolved.allocator, None, resolved.target, resolved.pattern, ctx)
+    allocation, sparsity = allocate(resolved.allocator, None, resolved.sparsity, resolved.pattern, ctx)
     name = config.spec.allocation_name
     record = PlanRecord(
         model=config.model,
         allocation=name,
-        target=target,
+        sparsity=sparsity,
         pattern=config.spec.pattern,
         calibration={**config.data.to_dict(), "used": batches is not None},
         block_ratios=allocation.block_ratios,
@@ -136,7 +101,7 @@ def plan(config: PlanConfig) -> PlanRecord:
         plan=allocation.plan,
         environment=environment(),
     )
-    plan_figure(allocation, config.out.with_suffix(".png"), f"{name} plan, target {target:.2f}")
+    plan_figure(allocation, config.out.with_suffix(".png"), f"{name} plan, sparsity {sparsity:.2f}")
     if allocation.artifacts:  # e.g. rl-search's agent and curves, in a folder named after the plan
         check_writes([Output("--out", config.out.with_suffix(""), "dir")], [loaded.path] if loaded.path else [])
         allocation.write_artifacts(config.out.with_suffix(""))

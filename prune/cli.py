@@ -376,7 +376,7 @@ class PlanCommand:
         result = plan(PlanConfig(args.model, args.out, spec, data_spec(args), args.device, args.overwrite,
                                  not args.quiet, asked_stream(args)))  # fmt: skip
         ratios = ", ".join(f"{r:.3f}" for r in result.block_ratios)
-        print(f"{result.allocation} plan, target {result.target:.3f}: per block [{ratios}] → {args.out}")
+        print(f"{result.allocation} plan, sparsity {result.sparsity:.3f}: per block [{ratios}] → {args.out}")
         return 0
 
 

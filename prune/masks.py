@@ -41,9 +41,9 @@ class Pattern:
         """The sparsity an N:M pattern implies (N/M); ``None`` for unstructured."""
         return self.n / self.m if self.is_nm else None
 
-    def for_ratio(self, ratio: float) -> Pattern:
-        """The pattern one module gets under a plan: for N:M, N = round(ratio · M) zeros (mixed N:M)."""
-        return Pattern(n=round(ratio * self.m), m=self.m) if self.is_nm else self
+    def for_sparsity(self, sparsity: float) -> Pattern:
+        """The pattern one module gets under a plan: for N:M, N = round(sparsity · M) zeros (mixed N:M)."""
+        return Pattern(n=round(sparsity * self.m), m=self.m) if self.is_nm else self
 
     def __str__(self) -> str:
         return f"{self.n}:{self.m}" if self.is_nm else f"unstructured/{self.scope}"
@@ -73,14 +73,14 @@ class Pattern:
 
 
 def check_sparsity(sparsity: float) -> float:
-    """Validate a sparsity ratio; it must lie in [0, 1)."""
+    """Validate a sparsity (the fraction of weights pruned); it must lie in [0, 1)."""
     if not 0.0 <= sparsity < 1.0:
         raise SlimpackError(f"sparsity {sparsity} is outside [0, 1); pass e.g. --sparsity 0.5 for 50 %")
     return float(sparsity)
 
 
 def prune_count(sparsity: float, n: int) -> int:
-    """How many of ``n`` weights a ratio prunes — the one rounding rule of every mask."""
+    """How many of ``n`` weights a sparsity prunes — the one rounding rule of every mask."""
     return round(sparsity * n)
 
 

@@ -57,7 +57,7 @@ class ColumnQuantizer(Protocol):
 
 @dataclass(frozen=True)
 class SweepPruning:
-    """SparseGPT's in-sweep mask selection: a target ratio (unstructured) or an N:M pattern."""
+    """SparseGPT's in-sweep mask selection: a target sparsity (unstructured) or an N:M pattern."""
 
     sparsity: float
     pattern: Pattern

@@ -118,7 +118,7 @@ class StructuredSpec:
 
 @dataclass(frozen=True)
 class PruneSpec:
-    """What to prune and how: method (+ options), target, pattern and scope, allocation (+ options) or a plan
+    """What to prune and how: method (+ options), sparsity, pattern and scope, allocation (+ options) or a plan
     file, true-sequential calibration, and — when set — structured pruning. ``None`` method / allocation
     mean the defaults of the kind of pruning (`method_name`, `allocation_name`)."""
 
@@ -153,8 +153,8 @@ class PruneSpec:
 
             method = METHODS.build(self.method_name, self.options)
             pattern = Pattern.parse(self.pattern, self.scope or method.default_scope)
-            target = float(pattern.fixed_sparsity if pattern.is_nm else check_sparsity(self.sparsity))
-            return Resolved(self, method, pattern, target, allocator, plan)
+            sparsity = float(pattern.fixed_sparsity if pattern.is_nm else check_sparsity(self.sparsity))
+            return Resolved(self, method, pattern, sparsity, allocator, plan)
         from prune.structured import STRUCTURED
 
         if self.pattern != "unstructured" or self.scope or self.true_sequential:
@@ -184,13 +184,13 @@ class PruneSpec:
 
 @dataclass(frozen=True)
 class Resolved:
-    """A `PruneSpec` with its objects built: the layer (or structured) method, the pattern, the target, and
+    """A `PruneSpec` with its objects built: the layer (or structured) method, the pattern, the sparsity, and
     the allocator — or the plan read from the spec's plan file, as ``(plan, source name)``."""
 
     spec: PruneSpec
     method: Any
     pattern: Any
-    target: float
+    sparsity: float
     allocator: Any
     plan: tuple[dict[str, float], str] | None
 

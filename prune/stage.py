@@ -16,11 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from prune.allocation import Allocation, AllocationContext, allocate
+from prune.allocation import Allocation
 from prune.data import Calibration
-from prune.errors import SlimpackError
 from prune.io import atomic_output_dir
 from prune.manifest import (
     MANIFEST,
@@ -35,10 +34,8 @@ from prune.manifest import (
 )
 from prune.models import LoadedModel
 from prune.sparsity import SparsityRecord
-from prune.spec import Job, Resolved
-from prune.stats import gradient_norms
+from prune.spec import Job
 from prune.store import ModelStore, open_job, output_size
-from prune.walker import BlockStore, Keep
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +70,6 @@ class Stage(Protocol):
         """Compress the model ``store`` holds; ``out`` is the (temporary) output directory, where the store
         writes each finished block as the walk leaves it (`prune.store.ModelStore.blocks`)."""
         ...
-
-
-def check_layers(loaded: LoadedModel, *checks: Callable[[int, str], None]) -> None:
-    """Run every ``check(in_features, module_name)`` on each prunable linear (pattern and group-size fit), so
-    that bad settings fail before any calibration."""
-    for name, lin in loaded.adapter.named_linears(loaded.model).items():  # type: ignore[union-attr]
-        for check in checks:
-            check(lin.in_features, name)
-
-
-def allocation_record(resolved: Resolved, allocation: Allocation) -> AllocationRecord:
-    """The manifest's ``allocation``: the allocator's name (or the plan file's), the plan file, the plan."""
-    spec = resolved.spec
-    name = allocation.options.get("allocation", spec.allocation_name) if resolved.plan else spec.allocation_name
-    return AllocationRecord(name, str(spec.plan) if spec.plan else None, **allocation.to_dict())
 
 
 def run_stage(job: Job, stage: Stage) -> Manifest:
@@ -131,64 +113,3 @@ def run_stage(job: Job, stage: Stage) -> Manifest:
         if outcome.allocation is not None:
             outcome.allocation.write_artifacts(tmp)
         return manifest.write(tmp)
-
-
-def allocation_context(
-    loaded: LoadedModel, calibration: Calibration | None, device: str = "cpu", progress: bool = True,
-    batches: list | None = None, blocks: Callable[[], BlockStore] | None = None,
-) -> AllocationContext:  # fmt: skip
-    """What an allocator may use: the model's linears per block, the calibration batches (``batches``, when
-    drawn) and held-out windows of the calibration split. ``blocks``: fresh read-only passes over the blocks
-    (`prune.store.ModelStore.reader`; None: the model's own, in memory)."""
-    adapter = loaded.adapter
-    assert adapter is not None
-
-    def heldout(n: int) -> list:
-        if calibration is None:
-            raise SlimpackError("this allocation needs held-out calibration text; run it through slimpack prune/plan")
-        return calibration.heldout(n)
-
-    return AllocationContext(
-        blocks=blocks,
-        heldout=heldout,
-        block_linears=adapter.block_linear_names(loaded.model),
-        numel={n: lin.weight.numel() for n, lin in adapter.named_linears(loaded.model).items()},
-        model=loaded.model,
-        adapter=adapter,
-        batches=batches,
-        device=device,
-        progress=progress,
-    )
-
-
-@dataclass
-class Prepared:
-    """What a walk needs besides the model: calibration batches, gradients, the validated plan."""
-
-    batches: list | None
-    grads: dict | None
-    allocation: Allocation
-    target: float
-    record: AllocationRecord | None = None
-
-
-def prepare_walk(
-    store: ModelStore, resolved: Resolved, method: Any, calibration: Calibration, keep: Keep, device: str = "cpu",
-    progress: bool = True,
-) -> Prepared:  # fmt: skip
-    """Calibration batches (only if ``method`` — the walked layer method — or the allocator needs data),
-    gradients (only if the method needs them) and the plan of ``resolved``; one copy for every stage.
-    ``keep``: where the allocators' passes keep their activations (the walk's, `prune.walker.BlockStore.keep`)."""
-    loaded = store.loaded
-    allocator = resolved.allocator
-    calibrated = bool(method.needs) or method.needs_gradients or (allocator is not None and allocator.needs_calibration)
-    batches = calibration.batches() if calibrated else None
-    grads = None
-    if method.needs_gradients:  # the resident store's only (`prune.stream.stream_refusal`)
-        linears = loaded.adapter.named_linears(loaded.model)  # type: ignore[union-attr]
-        loaded.model.to(device)
-        grads = gradient_norms(loaded.model, linears, batches or [], device, progress)
-        loaded.model.to("cpu")
-    ctx = allocation_context(loaded, calibration, device, progress, batches, store.reader(keep))
-    allocation, target = allocate(allocator, resolved.plan, resolved.target, resolved.pattern, ctx)
-    return Prepared(batches, grads, allocation, target, allocation_record(resolved, allocation))

@@ -13,7 +13,7 @@ block-major forward run the same operations in fp32 (tests compare them bit for 
 
 The store itself is a `ModelStore` (`ResidentStore`, `StreamedStore`, opened by `open_store` / `open_job` /
 `open_chosen`): the one place that knows which it is. Stages walk ``store.blocks(…)`` and complete their output
-with ``store.save`` (an `Output` says how: `PlainOutput`, `quant.api.GPTQOutput`); evaluations, zero-shot,
+with ``store.save`` (an `Output` says how: `PlainOutput`, `quant.stage.GPTQOutput`); evaluations, zero-shot,
 verify and export ask it for perplexity, a `Forward`, the zeros, or to hand the model to an exporter.
 
 The sizes come from the shards' headers and the config alone (the skeleton on the meta device):
@@ -176,7 +176,7 @@ def settle(job: Job, refusal: str | None = None) -> Job:
 
 class Output(Protocol):
     """What a model-writing stage writes, in either store: a plain model directory (`PlainOutput`) or a stage's
-    own format (`quant.api.GPTQOutput`). A streamed store writes each block as the walk leaves it (``encoder``,
+    own format (`quant.stage.GPTQOutput`). A streamed store writes each block as the walk leaves it (``encoder``,
     in ``streamed_dtype``) and then the rest (``write_config``); a resident store saves the model whole
     (``save``) once the walk is done."""
 

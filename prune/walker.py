@@ -5,7 +5,7 @@
    cache positions — nothing is hard-coded). Stored on the CPU, one entry per calibration batch.
 2. For each block: move it to the compute device; attach the accumulators the method needs to its
    linears with forward hooks (removed in ``finally``); run the calibration batches; compress each
-   linear with its planned ratio; re-run the compressed block so that the next block sees the
+   linear with its planned sparsity; re-run the compressed block so that the next block sees the
    compressed model's activations; move the block back.
    With ``true_sequential`` the linears are handled group by group (qkv → o → gate/up → down), each
    group calibrated on the outputs of the already-compressed groups before it.
@@ -64,7 +64,7 @@ class BlockInputs:
 @dataclass
 class WalkRecord:
     name: str
-    ratio: float
+    sparsity: float
     seconds: float
 
 
@@ -239,7 +239,7 @@ def walk(
 ) -> WalkResult:
     """Compress every prunable linear of ``model`` in place, block by block.
 
-    ``plan`` gives each linear's ratio (for N:M patterns, ``pattern.for_ratio`` turns it into that
+    ``plan`` gives each linear's sparsity (for N:M patterns, ``pattern.for_sparsity`` turns it into that
     module's N). ``block_done(index)`` is called after each block. A method whose
     ``modifies_weights`` is False (a statistics collector) hands on its calibration outputs
     instead of re-running the block. ``store``: where the blocks come from (default: ``model``'s, in memory);
@@ -272,7 +272,7 @@ def walk(
                 if grads is not None and full in grads:
                     values["grad"] = grads[full].to(device)
                 start = time.perf_counter()
-                output = method.compress(lin, Stats(values, owned=True), plan[full], pattern.for_ratio(plan[full]))
+                output = method.compress(lin, Stats(values, owned=True), plan[full], pattern.for_sparsity(plan[full]))
                 del values
                 if output is not None:
                     outputs[full] = output

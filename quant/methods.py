@@ -83,13 +83,13 @@ class _Quantizer:
         self.needs: tuple[str, ...] = ()
         self.needs_gradients = pruner.needs_gradients if pruner is not None else False
 
-    def _pruned(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> torch.Tensor:
+    def _pruned(self, layer: nn.Linear, stats: Stats, sparsity: float, pattern: Pattern) -> torch.Tensor:
         """Exact zeros of the layer, plus the joint pruner's mask (metric pruners)."""
         mask = layer.weight.data == 0
         if self.pruner is not None:
             if not isinstance(self.pruner, MaskPruner):
                 raise SlimpackError(f"method {self.pruner.name!r} cannot be joined with {self.name}")
-            mask |= self.pruner.prune_mask(layer, stats, ratio, pattern)
+            mask |= self.pruner.prune_mask(layer, stats, sparsity, pattern)
         return mask
 
     def options(self) -> dict[str, Any]:
@@ -113,15 +113,15 @@ class GPTQ(_Quantizer):
         extra = tuple(n for n in (pruner.needs if pruner is not None else ()) if n != "hessian")
         self.needs = ("hessian", *extra)
 
-    def compress(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> QuantizedLayer:
+    def compress(self, layer: nn.Linear, stats: Stats, sparsity: float, pattern: Pattern) -> QuantizedLayer:
         W = layer.weight.data
         quantizer = GroupQuantizer(self.spec, *W.shape)
         if isinstance(self.pruner, JointPruner):
             zeros = W == 0
-            Wq, mask = self.pruner.compress_joint(layer, stats, ratio, pattern, quantizer)
+            Wq, mask = self.pruner.compress_joint(layer, stats, sparsity, pattern, quantizer)
             pruned = zeros | mask
         else:
-            pruned = self._pruned(layer, stats, ratio, pattern)
+            pruned = self._pruned(layer, stats, sparsity, pattern)
             Wq, _ = obs_sweep(
                 W,
                 stats["hessian"],
@@ -151,7 +151,7 @@ class RTN(_Quantizer):
             raise SlimpackError("joint mode is one GPTQ pass; with RTN prune first (slimpack prune), then quantize")
         super().__init__(spec, pruner)
 
-    def compress(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> QuantizedLayer:
+    def compress(self, layer: nn.Linear, stats: Stats, sparsity: float, pattern: Pattern) -> QuantizedLayer:
         W = layer.weight.data
         pruned = W == 0
         quantizer = GroupQuantizer(self.spec, *W.shape)

@@ -80,7 +80,7 @@ class Allocator(Protocol):
     structured: bool
     streams: bool
 
-    def allocate(self, target: float, ctx: AllocationContext) -> Allocation: ...
+    def allocate(self, sparsity: float, ctx: AllocationContext) -> Allocation: ...
 
 
 ALLOCATORS: Registry[Callable[..., Allocator]] = Registry("allocator")
@@ -93,14 +93,14 @@ def block_plan(block_ratios: Sequence[float], ctx: AllocationContext) -> Sparsit
     return {name: float(r) for r, names in zip(block_ratios, ctx.block_linears) for name in names}
 
 
-def spread(importance: Sequence[float], target: float, width: float) -> list[float]:
+def spread(importance: Sequence[float], sparsity: float, width: float) -> list[float]:
     """The shared OWL / DLP mapping: min-max scale importance to ``d ∈ [0, 2·width]``, then
-    ``R_l = target + mean(d) − d_l`` — more important blocks get lower sparsity, the mean is the target,
-    and every ratio lies in ``[target − width, target + width]``."""
+    ``R_l = sparsity + mean(d) − d_l`` — more important blocks get lower sparsity, the mean is the target,
+    and every ratio lies in ``[sparsity − width, sparsity + width]``."""
     x = torch.tensor(importance, dtype=torch.float64)
     span = (x.max() - x.min()).item()
     d = (x - x.min()) / span * 2 * width if span > 0 else torch.zeros_like(x)
-    return (target + d.mean() - d).tolist()
+    return (sparsity + d.mean() - d).tolist()
 
 
 def weighted_mean(plan: SparsityPlan, numel: dict[str, int]) -> float:
@@ -108,7 +108,7 @@ def weighted_mean(plan: SparsityPlan, numel: dict[str, int]) -> float:
     return sum(r * numel.get(n, 1) for n, r in plan.items()) / total
 
 
-def validate_plan(plan: SparsityPlan, ctx: AllocationContext, target: float | None = None, tol: float = 1e-4) -> None:
+def validate_plan(plan: SparsityPlan, ctx: AllocationContext, sparsity: float | None = None, tol: float = 1e-4) -> None:
     """Every prunable linear once, every ratio in [0, 1), and (if given) the weighted mean on target."""
     expected = {n for names in ctx.block_linears for n in names}
     unknown = sorted(set(plan) - expected)
@@ -128,10 +128,10 @@ def validate_plan(plan: SparsityPlan, ctx: AllocationContext, target: float | No
             f"plan ratio {ratio} for {name!r} is outside [0, 1); lower the allocation's spread (alpha / lambda / delta) "
             "or the target sparsity"
         )
-    if target is not None:
+    if sparsity is not None:
         mean = weighted_mean(plan, ctx.numel)
-        if abs(mean - target) > tol:
-            raise SlimpackError(f"plan's parameter-weighted mean {mean:.4f} misses the target {target:.4f}")
+        if abs(mean - sparsity) > tol:
+            raise SlimpackError(f"plan's parameter-weighted mean {mean:.4f} misses the target sparsity {sparsity:.4f}")
 
 
 def quantize_nm(block_ratios: Sequence[float], m: int, n_base: int, weights: Sequence[int] | None = None) -> list[int]:
@@ -166,7 +166,7 @@ class PlanRecord:
 
     model: str
     allocation: str
-    target: float
+    sparsity: float
     pattern: str
     calibration: dict[str, Any]
     block_ratios: list[float]
@@ -199,7 +199,7 @@ def read_plan_file(path: Path) -> tuple[SparsityPlan, str]:
 def allocate(
     allocator: Allocator | None,
     plan_file: tuple[SparsityPlan, str] | None,
-    target: float,
+    sparsity: float,
     pattern: Any,
     ctx: AllocationContext,
 ) -> tuple[Allocation, float]:
@@ -208,16 +208,16 @@ def allocate(
     if plan_file is not None:
         plan, source = plan_file
         validate_plan(plan, ctx)
-        target = weighted_mean(plan, ctx.numel)
+        sparsity = weighted_mean(plan, ctx.numel)
         ratios = [sum(plan[n] for n in names) / len(names) for names in ctx.block_linears]
         allocation = Allocation(plan, ratios, options={"allocation": source})
     else:
         assert allocator is not None
-        allocation = allocator.allocate(target, ctx)
+        allocation = allocator.allocate(sparsity, ctx)
     if pattern.is_nm:  # mixed N:M: an integer N per block, same kept-parameter total as uniform
         ns = quantize_nm(allocation.block_ratios, pattern.m, pattern.n, ctx.block_numel())
         allocation.block_ratios = [n / pattern.m for n in ns]
         allocation.plan = block_plan(allocation.block_ratios, ctx)
         allocation.options["block_n"] = ns
-    validate_plan(allocation.plan, ctx, target)
-    return allocation, target
+    validate_plan(allocation.plan, ctx, sparsity)
+    return allocation, sparsity

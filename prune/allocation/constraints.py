@@ -25,11 +25,11 @@ import torch
 from prune.errors import SlimpackError
 
 
-def check_bounds(target: float, a_min: float, a_max: float, weights: Sequence[int], steps: Sequence[int]) -> None:
-    if not 0.0 <= a_min <= 1.0 - target <= a_max <= 1.0:
+def check_bounds(sparsity: float, a_min: float, a_max: float, weights: Sequence[int], steps: Sequence[int]) -> None:
+    if not 0.0 <= a_min <= 1.0 - sparsity <= a_max <= 1.0:
         raise SlimpackError(
             f"rl-search bounds must satisfy 0 ≤ a_min ≤ 1 − target ≤ a_max ≤ 1 (preserved ratios); got a_min={a_min}, "
-            f"a_max={a_max} at target {target}: widen them with -A a_min=… -A a_max=…"
+            f"a_max={a_max} at sparsity {sparsity}: widen them with -A a_min=… -A a_max=…"
         )
     low = [i for i, (w, s) in enumerate(zip(weights, steps)) if s and a_min * w < s - 1e-9]
     if low:
@@ -46,7 +46,7 @@ def _snap(x: torch.Tensor, step: torch.Tensor, how: Callable[[torch.Tensor], tor
 
 
 def constrain(
-    raw: torch.Tensor, target: float, weights: Sequence[int], steps: Sequence[int], a_min: float, a_max: float
+    raw: torch.Tensor, sparsity: float, weights: Sequence[int], steps: Sequence[int], a_min: float, a_max: float
 ) -> list[float]:
     """Preserved ratio per unit from the raw action (Algorithm 1 + the fill). ``steps[i]`` is unit i's
     granularity in parameters (0: any ratio)."""
@@ -66,7 +66,7 @@ def constrain(
     lo = _snap(a_min * w, step, ceil)
     hi = _snap(a_max * w, step, floor)
     kept = torch.minimum(torch.maximum(_snap(a * w, step, torch.round), lo), hi)  # parameters kept
-    budget = (1.0 - target) * w.sum()
+    budget = (1.0 - sparsity) * w.sum()
     n = len(weights)
     for i in range(n):
         other = kept[:i].sum() + lo[i + 1 :].sum()

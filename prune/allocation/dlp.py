@@ -29,8 +29,8 @@ MAX_DEFAULT_RATIO = 0.99  # the largest block ratio a default α may give
 ALPHA_TABLE_19 = {0.1: 0.06, 0.2: 0.02, 0.3: 0.04, 0.4: 0.02, 0.5: 0.04, 0.6: 0.1, 0.7: 0.15, 0.8: 0.12}
 
 
-def default_alpha(target: float) -> float:
-    return ALPHA_TABLE_19[min(ALPHA_TABLE_19, key=lambda s: abs(s - target))]
+def default_alpha(sparsity: float) -> float:
+    return ALPHA_TABLE_19[min(ALPHA_TABLE_19, key=lambda s: abs(s - sparsity))]
 
 
 def dlp_importance(medians: Sequence[float]) -> list[float]:
@@ -39,15 +39,15 @@ def dlp_importance(medians: Sequence[float]) -> list[float]:
     return [1.0 - s / total for s in medians]
 
 
-def dlp_ratios(medians: Sequence[float], target: float, alpha: float) -> list[float]:
+def dlp_ratios(medians: Sequence[float], sparsity: float, alpha: float) -> list[float]:
     """Algorithm 1 from the per-block medians ``S_l``."""
-    return spread(dlp_importance(medians), target, alpha)
+    return spread(dlp_importance(medians), sparsity, alpha)
 
 
-def fit_alpha(medians: Sequence[float], target: float, alpha: float) -> float:
+def fit_alpha(medians: Sequence[float], sparsity: float, alpha: float) -> float:
     """``alpha``, or the smaller α whose largest ratio is `MAX_DEFAULT_RATIO` if ``alpha`` reaches 1."""
-    top = max(dlp_ratios(medians, target, alpha))
-    return alpha if top < 1.0 else alpha * (MAX_DEFAULT_RATIO - target) / (top - target)
+    top = max(dlp_ratios(medians, sparsity, alpha))
+    return alpha if top < 1.0 else alpha * (MAX_DEFAULT_RATIO - sparsity) / (top - sparsity)
 
 
 @ALLOCATORS.register("dlp")
@@ -60,17 +60,17 @@ class DLP:
     def __init__(self, alpha: float | None = None) -> None:
         self.alpha = alpha
 
-    def allocate(self, target: float, ctx: AllocationContext) -> Allocation:
-        alpha = self.alpha if self.alpha is not None else default_alpha(target)
+    def allocate(self, sparsity: float, ctx: AllocationContext) -> Allocation:
+        alpha = self.alpha if self.alpha is not None else default_alpha(sparsity)
         medians = block_reductions(ctx, {"median": median})["median"]
-        ratios = dlp_ratios(medians, target, alpha)
+        ratios = dlp_ratios(medians, sparsity, alpha)
         options: dict[str, object] = {"alpha": alpha, "medians": medians}
-        if self.alpha is None and (fitted := fit_alpha(medians, target, alpha)) != alpha:
+        if self.alpha is None and (fitted := fit_alpha(medians, sparsity, alpha)) != alpha:
             log.warning(
-                "DLP: Table 19's α %.3g gives a block ratio ≥ 1 at target %.2f; using %.4g", alpha, target, fitted
+                "DLP: Table 19's α %.3g gives a block ratio ≥ 1 at target %.2f; using %.4g", alpha, sparsity, fitted
             )
             options.update(alpha=fitted, alpha_table_19=alpha)
-            ratios = dlp_ratios(medians, target, fitted)
+            ratios = dlp_ratios(medians, sparsity, fitted)
         return Allocation(
             block_plan(ratios, ctx),
             ratios,

@@ -23,21 +23,21 @@ def log_ratios(n: int, first: float, last: float) -> list[float]:
 
 
 def solve_ends(
-    n: int, target: float, first: float | None = None, last: float | None = None, span: float | None = None
+    n: int, sparsity: float, first: float | None = None, last: float | None = None, span: float | None = None
 ) -> tuple[float, float]:
     """``(r_0, r_{n−1})`` with mean ``target`` from at most one of first / last / span."""
     if n == 1:
-        return target, target
+        return sparsity, sparsity
     if sum(x is not None for x in (first, last, span)) > 1:
         raise SlimpackError("give log-increase at most one of first=, last=, span=: the target fixes the rest")
     c = sum(math.log(i + 1) for i in range(n)) / n / math.log(n)
     if first is not None:
-        return first, first + (target - first) / c
+        return first, first + (sparsity - first) / c
     if last is not None:
-        return (target - last * c) / (1 - c), last
+        return (sparsity - last * c) / (1 - c), last
     if span is None:
-        span = 0.5 * min(target / c, (1 - target) / (1 - c))
-    return target - span * c, target - span * c + span
+        span = 0.5 * min(sparsity / c, (1 - sparsity) / (1 - c))
+    return sparsity - span * c, sparsity - span * c + span
 
 
 @ALLOCATORS.register("log-increase")
@@ -50,8 +50,8 @@ class LogIncrease:
     def __init__(self, first: float | None = None, last: float | None = None, span: float | None = None) -> None:
         self.first, self.last, self.span = first, last, span
 
-    def allocate(self, target: float, ctx: AllocationContext) -> Allocation:
+    def allocate(self, sparsity: float, ctx: AllocationContext) -> Allocation:
         n = len(ctx.block_linears)
-        r0, rn = solve_ends(n, target, self.first, self.last, self.span)
+        r0, rn = solve_ends(n, sparsity, self.first, self.last, self.span)
         ratios = log_ratios(n, r0, rn)
         return Allocation(block_plan(ratios, ctx), ratios, options={"first": r0, "last": rn})

@@ -30,9 +30,9 @@ class OWL:
         self.m = m
         self.lam = lam
 
-    def allocate(self, target: float, ctx: AllocationContext) -> Allocation:
+    def allocate(self, sparsity: float, ctx: AllocationContext) -> Allocation:
         ratios_d = block_reductions(ctx, {"outliers": lambda s: outlier_ratio(s, self.m)})["outliers"]
-        ratios = spread(ratios_d, target, self.lam)
+        ratios = spread(ratios_d, sparsity, self.lam)
         return Allocation(
             block_plan(ratios, ctx),
             ratios,

@@ -27,17 +27,17 @@ from prune.stats import Stats
 from prune.walker import capture_block_inputs, collect
 
 
-def pi_ratios(sensitivity: list[float], target: float, delta: float, keep_ends: bool = False) -> list[float]:
+def pi_ratios(sensitivity: list[float], sparsity: float, delta: float, keep_ends: bool = False) -> list[float]:
     """±δ by sensitivity rank: the most sensitive half gets target − δ, the least sensitive half target + δ."""
     n = len(sensitivity)
     ranked = [i for i in range(n) if not (keep_ends and i in (0, n - 1))]
     ranked.sort(key=lambda i: sensitivity[i], reverse=True)
-    ratios = [target] * n
+    ratios = [sparsity] * n
     half = len(ranked) // 2
     for i in ranked[:half]:
-        ratios[i] = target - delta
+        ratios[i] = sparsity - delta
     for i in ranked[len(ranked) - half :]:
-        ratios[i] = target + delta
+        ratios[i] = sparsity + delta
     return ratios
 
 
@@ -54,7 +54,7 @@ class PI:
         self.delta, self.keep_ends, self.metric, self.heldout = delta, keep_ends, METRICS.get(metric), heldout
 
     @torch.no_grad()
-    def sensitivity(self, target: float, ctx: AllocationContext) -> tuple[float, list[float]]:
+    def sensitivity(self, sparsity: float, ctx: AllocationContext) -> tuple[float, list[float]]:
         """Dense held-out NLL-perplexity and, per block, the perplexity with only that block pruned."""
         if ctx.model is None or not ctx.batches or ctx.heldout is None:
             raise SlimpackError("pi needs calibration data; run it through `slimpack prune` or `slimpack plan`")
@@ -71,7 +71,7 @@ class PI:
             try:
                 for n, lin in linears.items():
                     stats = Stats({k: a.result() for k, a in accs[n].items()})
-                    mask = select_prune_mask(self.metric.fn(lin.weight.data.float(), stats), target, pattern)
+                    mask = select_prune_mask(self.metric.fn(lin.weight.data.float(), stats), sparsity, pattern)
                     lin.weight.data.masked_fill_(mask, 0.0)
                 ppl.append(math.exp(_nll(model, held, device)))
             finally:
@@ -81,10 +81,10 @@ class PI:
                 inp.hidden = out
         return dense, ppl
 
-    def allocate(self, target: float, ctx: AllocationContext) -> Allocation:
-        dense, ppl = self.sensitivity(target, ctx)
+    def allocate(self, sparsity: float, ctx: AllocationContext) -> Allocation:
+        dense, ppl = self.sensitivity(sparsity, ctx)
         increase = [p - dense for p in ppl]
-        ratios = pi_ratios(increase, target, self.delta, self.keep_ends)
+        ratios = pi_ratios(increase, sparsity, self.delta, self.keep_ends)
         return Allocation(
             block_plan(ratios, ctx),
             ratios,

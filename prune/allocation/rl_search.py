@@ -150,16 +150,16 @@ class RLSearch:
             )
         return agent, str(self.agent_dir)
 
-    def allocate(self, target: float, ctx: AllocationContext) -> Allocation:
+    def allocate(self, sparsity: float, ctx: AllocationContext) -> Allocation:
         if ctx.model is None or ctx.heldout is None or not ctx.batches:
             raise SlimpackError("rl-search needs the model, calibration batches and held-out text; run it via slimpack")
         device = ctx.device
         units = UNITS[ctx.kind](ctx)  # the walker moves blocks to the device and back
-        a_min = self.a_min if self.a_min is not None else max(0.0, 1 - target - self.spread)
-        a_max = self.a_max if self.a_max is not None else min(1.0, 1 - target + self.spread)
+        a_min = self.a_min if self.a_min is not None else max(0.0, 1 - sparsity - self.spread)
+        a_max = self.a_max if self.a_max is not None else min(1.0, 1 - sparsity + self.spread)
         if ctx.kind == "structured":
             a_min = max(a_min, max(s / w for s, w in zip(units.steps, units.weights)))
-        check_bounds(target, a_min, a_max, units.weights, units.steps)
+        check_bounds(sparsity, a_min, a_max, units.weights, units.steps)
         windows = torch.cat(list(ctx.heldout(self.windows)))[:, : self.seqlen]
         agent, reused = self._agent(units.names)
         history: list[dict[str, float]] = []
@@ -170,12 +170,12 @@ class RLSearch:
         try:
             for episode in tqdm(range(self.episodes), desc="rl-search episodes", disable=not ctx.progress):
                 t0 = time.perf_counter()
-                action, logp = agent.act(target)
-                preserved = constrain(action, target, units.weights, units.steps, a_min, a_max)
+                action, logp = agent.act(sparsity)
+                preserved = constrain(action, sparsity, units.weights, units.steps, a_min, a_max)
                 units.apply(preserved)
                 ppl = perplexity(ctx.model, windows, len(windows), device, progress=False).perplexity
                 reward = 10.0 / ppl if math.isfinite(ppl) else 0.0
-                losses = agent.record(target, action, logp, reward)
+                losses = agent.record(sparsity, action, logp, reward)
                 history.append({"episode": episode, "reward": reward, "ppl": ppl, "seconds": time.perf_counter() - t0,
                                 **(losses or {})})  # fmt: skip
                 if reward > best[0]:
@@ -186,7 +186,7 @@ class RLSearch:
         seconds = time.perf_counter() - start
         plan = {n: 1.0 - a for n, a in zip(units.names, best[1])}
         block_ratios = [weighted_mean({n: plan[n] for n in names}, ctx.numel) for names in ctx.block_linears]
-        meta = {"units": units.names, "kind": ctx.kind, "trained_at": target, "episodes": self.episodes}
+        meta = {"units": units.names, "kind": ctx.kind, "trained_at": sparsity, "episodes": self.episodes}
         log.info("rl-search: %d episodes in %.0f s (%.0f/hour); best ppl %.3f at episode %d", self.episodes, seconds,
                  3600 * self.episodes / seconds, 10.0 / best[0], best[2])  # fmt: skip
         return Allocation(
@@ -208,6 +208,6 @@ class RLSearch:
             },
             artifacts={
                 "agent": lambda path: agent.save(path, meta),
-                "search.png": lambda path: search_figure(history, path, f"rl-search at {target:.2f} ({ctx.kind})"),
+                "search.png": lambda path: search_figure(history, path, f"rl-search at {sparsity:.2f} ({ctx.kind})"),
             },
         )

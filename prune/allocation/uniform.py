@@ -12,6 +12,6 @@ class Uniform:
     structured = True  # block ratios apply to structured units too
     streams = True  # its passes go through the walker's block store
 
-    def allocate(self, target: float, ctx: AllocationContext) -> Allocation:
-        ratios = [target] * len(ctx.block_linears)
+    def allocate(self, sparsity: float, ctx: AllocationContext) -> Allocation:
+        ratios = [sparsity] * len(ctx.block_linears)
         return Allocation(block_plan(ratios, ctx), ratios)

@@ -31,8 +31,8 @@ class LayerMethod(Protocol):
     default_scope: str
     modifies_weights: bool
 
-    def compress(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> Any:
-        """Compress ``layer.weight`` in place to ``ratio`` (ignored for N:M, which fixes its own).
+    def compress(self, layer: nn.Linear, stats: Stats, sparsity: float, pattern: Pattern) -> Any:
+        """Compress ``layer.weight`` in place to ``sparsity`` (ignored for N:M, which fixes its own).
         Pruners return None; quantizers return the layer's integer codes and grid."""
         ...
 
@@ -45,7 +45,7 @@ class LayerMethod(Protocol):
 class MaskPruner(Protocol):
     """A pruner whose mask can be taken alone (a joint quantizer then compensates the pruning itself)."""
 
-    def prune_mask(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> torch.Tensor:
+    def prune_mask(self, layer: nn.Linear, stats: Stats, sparsity: float, pattern: Pattern) -> torch.Tensor:
         """The prune mask ``[out, in]`` (True = pruned) for the current weights; the weights are not changed."""
         ...
 
@@ -55,7 +55,7 @@ class JointPruner(Protocol):
     """A pruner with its own joint sparsification + quantization pass."""
 
     def compress_joint(
-        self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern, quantizer: Any
+        self, layer: nn.Linear, stats: Stats, sparsity: float, pattern: Pattern, quantizer: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(W' [out, in] on the quantizer's grid, prune mask [out, in])``; ``layer`` is not changed."""
         ...
@@ -76,12 +76,12 @@ class MetricPruner:
         self.needs_gradients = metric.needs_gradients
         self.default_scope = metric.default_scope
 
-    def prune_mask(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> torch.Tensor:
+    def prune_mask(self, layer: nn.Linear, stats: Stats, sparsity: float, pattern: Pattern) -> torch.Tensor:
         """The metric's prune mask ``[out, in]`` (True = pruned) for the current weights."""
-        return select_prune_mask(self.metric.fn(layer.weight.data.float(), stats), ratio, pattern)
+        return select_prune_mask(self.metric.fn(layer.weight.data.float(), stats), sparsity, pattern)
 
-    def compress(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> None:
-        layer.weight.data.masked_fill_(self.prune_mask(layer, stats, ratio, pattern), 0.0)
+    def compress(self, layer: nn.Linear, stats: Stats, sparsity: float, pattern: Pattern) -> None:
+        layer.weight.data.masked_fill_(self.prune_mask(layer, stats, sparsity, pattern), 0.0)
 
     def options(self) -> dict[str, Any]:
         return {}

@@ -159,7 +159,7 @@ class PGZ:
                          rho=rho, mu=mu, lr=lr, center=center, percdamp=percdamp, weight_rms=weight_rms)  # fmt: skip
 
     def prune(
-        self, W0: torch.Tensor, stats: Stats, ratio: float, pattern: Pattern, quantizer: ColumnQuantizer | None = None
+        self, W0: torch.Tensor, stats: Stats, sparsity: float, pattern: Pattern, quantizer: ColumnQuantizer | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(W' [out, in] fp32, mask [out, in] bool)`` for the weight ``W0``; inputs untouched."""
         o = self.opts
@@ -172,7 +172,7 @@ class PGZ:
         mask = W0 == 0
         score_prev: torch.Tensor | None = None
         lion = {k: float(o[k]) for k in ("l1", "l2", "beta1", "beta2", "rho", "mu", "lr")}
-        for target, pat in schedule(ratio, pattern, float(o["step"])):
+        for target, pat in schedule(sparsity, pattern, float(o["step"])):
             score = pgz_score(W, modified_gradient(W, W0, L), L)
             if score_prev is not None:
                 score = (1 - o["ema"]) * score + o["ema"] * score_prev
@@ -186,15 +186,15 @@ class PGZ:
             W = round_to_grid(W, quantizer).masked_fill(mask, 0.0)
         return W, mask
 
-    def compress(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> None:
-        W, _ = self.prune(layer.weight.data, stats, ratio, pattern)
+    def compress(self, layer: nn.Linear, stats: Stats, sparsity: float, pattern: Pattern) -> None:
+        W, _ = self.prune(layer.weight.data, stats, sparsity, pattern)
         layer.weight.data.copy_(W.to(layer.weight.dtype))
 
     def compress_joint(
-        self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern, quantizer: ColumnQuantizer
+        self, layer: nn.Linear, stats: Stats, sparsity: float, pattern: Pattern, quantizer: ColumnQuantizer
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """§5.4: quantize between mask selection and reconstruction at every step, round at the end."""
-        return self.prune(layer.weight.data, stats, ratio, pattern, quantizer)
+        return self.prune(layer.weight.data, stats, sparsity, pattern, quantizer)
 
     def options(self) -> dict[str, Any]:
         return dict(self.opts)

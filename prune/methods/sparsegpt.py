@@ -71,17 +71,17 @@ class SparseGPT:
         self.blocksize = blocksize
         self.percdamp = percdamp
 
-    def compress(self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern) -> None:
-        W, _ = sparsegpt_prune(layer.weight.data, stats["hessian"], ratio, pattern, self.blocksize, self.percdamp,
+    def compress(self, layer: nn.Linear, stats: Stats, sparsity: float, pattern: Pattern) -> None:
+        W, _ = sparsegpt_prune(layer.weight.data, stats["hessian"], sparsity, pattern, self.blocksize, self.percdamp,
                                consume_H=stats.owned)  # fmt: skip
         layer.weight.data.copy_(W.to(layer.weight.dtype))
 
     def compress_joint(
-        self, layer: nn.Linear, stats: Stats, ratio: float, pattern: Pattern, quantizer: ColumnQuantizer
+        self, layer: nn.Linear, stats: Stats, sparsity: float, pattern: Pattern, quantizer: ColumnQuantizer
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """SparseGPT's joint mode: prune and quantize in the same sweep; returns ``(W' [out, in], mask)``."""
         return sparsegpt_prune(
-            layer.weight.data, stats["hessian"], ratio, pattern, self.blocksize, self.percdamp, quantizer,
+            layer.weight.data, stats["hessian"], sparsity, pattern, self.blocksize, self.percdamp, quantizer,
             consume_H=stats.owned,
         )
 

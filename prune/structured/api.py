@@ -13,9 +13,10 @@ from prune.data import Calibration
 from prune.manifest import MethodRecord, ParameterCount, Parameters, StructureRecord
 from prune.masks import Pattern
 from prune.models import LoadedModel
+from prune.prepare import allocation_context, allocation_record
 from prune.sparsity import SparsityRecord
 from prune.spec import Job, Resolved
-from prune.stage import Outcome, allocation_context, allocation_record
+from prune.stage import Outcome
 from prune.store import ModelStore, PlainOutput
 from prune.structured.shapes import (
     block_shape,
@@ -76,7 +77,7 @@ class StructuredPrune:
         walked = store.blocks(needs, True, job.data, OUTPUT, out)  # reruns every block: an upper bound
         batches = calibration.batches()
         ctx = unit_context(loaded, batches, calibration, job.device, job.progress, store.reader(walked.keep))
-        allocation, target = allocate(r.allocator, r.plan, r.target, Pattern.parse("unstructured"), ctx)
+        allocation, sparsity = allocate(r.allocator, r.plan, r.sparsity, Pattern.parse("unstructured"), ctx)
         records = structured_walk(
             model, adapter, r.method, allocation.plan, batches, job.device, opts.reconstruct, opts.keep_heads,
             opts.ridge_lambda, job.progress, walked,
@@ -91,7 +92,7 @@ class StructuredPrune:
             stage="prune",
             method=MethodRecord(r.method.name, r.method.options()),
             pattern="structured",
-            target_sparsity=target,
+            target_sparsity=sparsity,
             sparsity=SparsityRecord.structured(removed, before["total"] - after["total"]),
             save=partial(store.save, OUTPUT, {}),  # config.json carries the structure record
             allocation=allocation,

@@ -186,7 +186,8 @@ def check_recipe(recipe: Recipe, source: str) -> None:
     is resolved the way the run will resolve it, so nothing the recipe names can fail after the first step."""
     from export.base import EXPORTERS, streaming_formats
     from prune.stream import refuse, stream_refusal
-    from quant.api import Quantize, quantize_stream_refusal, recipe_stream
+    from quant.api import quantize_stream_refusal, recipe_stream
+    from quant.stage import Quantize
     from runtime_bench.pipeline.targets import engine_of, streams
 
     st = recipe.stages
@@ -285,13 +286,13 @@ def check_model_fits(recipe: Recipe, model: Path, source: str) -> None:
     """Each prunable linear of ``model`` (a meta-device skeleton and the shards' headers, no weights read)
     against the recipe's pattern and group size — the checks each stage makes when it starts, made before the
     first step. A quantize stage after a structured prune gets its shapes from that prune: checked when it starts."""
-    from prune.api import UnstructuredPrune
     from prune.architecture import adapter_for
     from prune.lazy import LazyCheckpoint
     from prune.model_config import read_config
     from prune.models import LoadedModel, checkpoint_kind
     from prune.structured.api import StructuredPrune
-    from quant.api import Quantize
+    from prune.unstructured import UnstructuredPrune
+    from quant.stage import Quantize
 
     st = recipe.stages
     codec = checkpoint_kind(model).codec(read_config(model))

@@ -22,7 +22,7 @@ from prune.allocation.owl import outlier_ratio
 from prune.allocation.pi import PI, pi_ratios
 from prune.errors import SlimpackError
 from prune.models import LoadedModel, tiny_llama
-from prune.stage import allocation_context
+from prune.prepare import allocation_context
 
 # Each registered allocator must be named here with its dedicated test below (a new one fails the suite).
 DEDICATED = {

@@ -72,13 +72,6 @@ class Pattern:
             )
 
 
-def check_sparsity(sparsity: float) -> float:
-    """Validate a sparsity (the fraction of weights pruned); it must lie in [0, 1)."""
-    if not 0.0 <= sparsity < 1.0:
-        raise SlimpackError(f"sparsity {sparsity} is outside [0, 1); pass e.g. --sparsity 0.5 for 50 %")
-    return float(sparsity)
-
-
 def prune_count(sparsity: float, n: int) -> int:
     """How many of ``n`` weights a sparsity prunes — the one rounding rule of every mask."""
     return round(sparsity * n)

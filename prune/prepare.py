@@ -34,9 +34,10 @@ def check_layers(loaded: LoadedModel, *checks: Callable[[int, str], None]) -> No
 
 def allocation_record(resolved: Resolved, allocation: Allocation) -> AllocationRecord:
     """The manifest's ``allocation``: the allocator's name (or the plan file's), the plan file, the plan."""
-    spec = resolved.spec
-    name = allocation.options.get("allocation", spec.allocation_name) if resolved.plan else spec.allocation_name
-    return AllocationRecord(name, str(spec.plan) if spec.plan else None, **allocation.to_dict())
+    spec, a = resolved.spec, allocation
+    name = a.options.get("allocation", resolved.allocation_name) if resolved.plan else resolved.allocation_name
+    return AllocationRecord(name, str(spec.plan) if spec.plan else None, a.block_ratios, a.importance,
+                            a.importance_label, a.options, a.plan)  # fmt: skip
 
 
 def allocation_context(

@@ -116,6 +116,13 @@ class StructuredSpec:
     keep_heads: int | None = None
 
 
+def check_sparsity(sparsity: float) -> float:
+    """Validate a sparsity (the fraction of weights pruned); it must lie in [0, 1)."""
+    if not 0.0 <= sparsity < 1.0:
+        raise SlimpackError(f"sparsity {sparsity} is outside [0, 1); pass e.g. --sparsity 0.5 for 50 %")
+    return float(sparsity)
+
+
 @dataclass(frozen=True)
 class PruneSpec:
     """What to prune and how: method (+ options), sparsity, pattern and scope, allocation (+ options) or a plan
@@ -144,7 +151,7 @@ class PruneSpec:
     def resolve(self) -> Resolved:
         """Build the method, pattern, allocator and plan; any bad value is a one-line `SlimpackError`."""
         from prune.allocation import ALLOCATORS, read_plan_file
-        from prune.masks import Pattern, check_sparsity
+        from prune.masks import Pattern
 
         plan = read_plan_file(self.plan) if self.plan is not None else None
         allocator = None if plan is not None else ALLOCATORS.build(self.allocation_name, self.allocation_options)
@@ -154,7 +161,7 @@ class PruneSpec:
             method = METHODS.build(self.method_name, self.options)
             pattern = Pattern.parse(self.pattern, self.scope or method.default_scope)
             sparsity = float(pattern.fixed_sparsity if pattern.is_nm else check_sparsity(self.sparsity))
-            return Resolved(self, method, pattern, sparsity, allocator, plan)
+            return Resolved(self, method, pattern, sparsity, allocator, plan, self.allocation_name)
         from prune.structured import STRUCTURED
 
         if self.pattern != "unstructured" or self.scope or self.true_sequential:
@@ -169,7 +176,7 @@ class PruneSpec:
             )
         method = STRUCTURED.build(self.method_name, self.options)
         return Resolved(self, method, Pattern.parse("unstructured"), float(check_sparsity(self.sparsity)),
-                        allocator, plan)  # fmt: skip
+                        allocator, plan, self.allocation_name)  # fmt: skip
 
     def describe(self) -> str:
         """``"wanda 50 % (dlp)"`` / ``"sparsegpt 2:4"`` / ``"slimgpt structured 20 % (log-increase)"``."""
@@ -193,6 +200,7 @@ class Resolved:
     sparsity: float
     allocator: Any
     plan: tuple[dict[str, float], str] | None
+    allocation_name: str = "uniform"  # the spec's (`PruneSpec.allocation_name`)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ contiguous groups (``g_idx[c] = c // g``) and the visiting order does not change
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -69,7 +69,8 @@ class QuantSpec:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The grid's own fields (a subclass's, e.g. `quant.spec.QuantizeSpec`'s method, left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(QuantSpec)}
 
 
 def _fp16_scale(scale: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ and the checkpoint format. Joint pruning is a `prune.spec.PruneSpec` beside it (
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from prune.errors import SlimpackError
@@ -32,10 +32,6 @@ class QuantizeSpec(QuantSpec):
                 f"the GPTQ checkpoint format stores {CHECKPOINT_BITS} bits, not {self.bits}; use one of those, "
                 f"or --checkpoint-format {DEQUANTIZED} to write the dequantized weights"
             )
-
-    @property
-    def grid(self) -> QuantSpec:
-        return QuantSpec(**{f.name: getattr(self, f.name) for f in fields(QuantSpec)})
 
     def describe(self) -> str:
         return f"{self.method} {self.bits}-bit g{self.group_size}" + (" act-order" if self.act_order else "")

@@ -27,6 +27,7 @@ from prune.stage import Outcome
 from prune.store import ModelStore
 from prune.walker import walk
 from quant.checkpoint import GPTQEncoder, quantization_config, save_gptq, write_gptq_config
+from quant.grid import QuantSpec
 from quant.methods import QUANT_METHODS, ZeroCount
 from quant.spec import DEQUANTIZED, QuantizeSpec
 
@@ -51,7 +52,10 @@ class Quantize:
             self.resolved = Resolved(PruneSpec(sparsity=0.0), None, Pattern(), 0.0, uniform, None)
         self.joint = joint
         pruner = self.resolved.method
-        self.method = QUANT_METHODS.build(quant.method, {"spec": quant.grid, "pruner": pruner, **quant.options})
+        self.grid: QuantSpec = (
+            quant  # a QuantizeSpec is its grid (bits, group size, symmetry, act-order, static groups)
+        )
+        self.method = QUANT_METHODS.build(quant.method, {"spec": self.grid, "pruner": pruner, **quant.options})
 
     @property
     def linear_bytes(self) -> float | None:
@@ -62,14 +66,14 @@ class Quantize:
         return self.quant.bits / 8 + (2 + self.quant.bits / 8) / group
 
     def check_model(self, loaded: LoadedModel) -> None:
-        check_layers(loaded, self.quant.grid.check_layer, self.resolved.pattern.check_features)
+        check_layers(loaded, self.grid.check_layer, self.resolved.pattern.check_features)
 
     def apply(self, store: ModelStore, calibration: Calibration, job: Job, out: Path) -> Outcome:
         r, q = self.resolved, self.quant
         loaded = store.loaded
         assert loaded.adapter is not None
         source = Manifest.read_if_any(Path(job.model)) if Path(job.model).is_dir() else None
-        qconfig = quantization_config(q.grid, self.method.percdamp, self.method.name, q.checkpoint_format,
+        qconfig = quantization_config(self.grid, self.method.percdamp, self.method.name, q.checkpoint_format,
                                       r.spec.true_sequential)  # fmt: skip
         output = GPTQOutput(q.checkpoint_format, qconfig)
         blocks = store.blocks(self.method.needs, self.method.modifies_weights, job.data, output, out)
@@ -92,7 +96,7 @@ class Quantize:
             true_sequential=r.spec.true_sequential,
             compress_seconds=sum(rec.seconds for rec in result.records),
             quantization=QuantizationRecord(
-                **q.grid.to_dict(),
+                **self.grid.to_dict(),
                 checkpoint_format=q.checkpoint_format,
                 source=source.brief() if source is not None else None,
                 sparsity_before=SparsityRecord.of(blocks.before).overall,

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from prune.errors import SlimpackError
-from prune.masks import Pattern, check_sparsity, select_prune_mask
+from prune.masks import Pattern, select_prune_mask
+from prune.spec import check_sparsity
 
 
 @pytest.mark.parametrize("nm", ["2:4", "4:8", "1:4", "3:8", "1:2"])

@@ -28,7 +28,7 @@ from prune.io import (
 )
 from prune.lazy import output_bytes
 from prune.manifest import Manifest, environment, peak_rss_mib
-from prune.model_config import read_config
+from prune.model_config import drop_remote_code, read_config
 from prune.spec import asked_store
 from prune.store import choose_store, open_store
 
@@ -62,8 +62,6 @@ def copy_side_files(model_dir: Path, out: Path) -> None:
     """`SIDE_FILES` of ``model_dir`` into ``out``; config.json and tokenizer_config.json without ``auto_map``
     (`drop_remote_code`: the code it names is not copied)."""
     import json
-
-    from prune.model_config import drop_remote_code
 
     for name in SIDE_FILES:
         if (model_dir / name).is_file() and not (out / name).exists():  # a format's own config.json is kept

@@ -17,7 +17,7 @@ from typing import Any
 
 from export.base import EXPORTERS, ZeroSummary, zero_summary
 from prune.errors import SlimpackError
-from prune.io import write_json_atomic
+from prune.io import compare_files, write_json_atomic
 from prune.paths import inside
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,6 @@ class Artifact:
         """Every file against the sha256 in ``export.json``: ``changed``, ``missing``, ``unlisted``; ``ok`` when
         none. A sha256 list that is missing or malformed verifies nothing: ``ok`` false, ``verified`` false and
         the reason in ``note``."""
-        from prune.io import compare_files
 
         reason = self.unverified()
         if reason is not None:

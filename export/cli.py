@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from export.api import ExportConfig, export_model
+from export.graph_cache import default_root
 from prune.cli import Reads, Writes, add_store_arguments, asked_stream
 from prune.errors import SlimpackError
 from prune.spec import parse_options
 
 
 class ExportCommand:
-    help = "export a model directory to a runnable artifact: sparse | onnx | onnx-int4 | deepsparse | semi24 | gptq | hf"
+    help = (
+        "export a model directory to a runnable artifact: sparse | onnx | onnx-int4 | deepsparse | semi24 | gptq | hf"
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("model", action=Reads, kind="model", help="model directory (output of slimpack prune / quantize)")
+        parser.add_argument(
+            "model", action=Reads, kind="model", help="model directory (output of slimpack prune / quantize)"
+        )
         parser.add_argument(
             "--format", required=True,
             help="sparse (slimpack's bitmask checkpoint, sparse engine) | onnx | onnx-int4 | deepsparse | semi24 | gptq "
@@ -47,8 +53,6 @@ class ExportCommand:
         )
 
     def run(self, args: argparse.Namespace) -> int:
-        from export.api import ExportConfig, export_model
-        from export.graph_cache import default_root
 
         cache = None if args.no_graph_cache else (args.graph_cache or default_root())
         options = parse_options(args.option)

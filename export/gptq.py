@@ -17,11 +17,11 @@ from export.graph_cache import GraphCache
 from prune.errors import SlimpackError
 from prune.manifest import MANIFEST
 from prune.models import LoadedModel, checkpoint_kind
+from quant.checkpoint import load_gptq
 
 
 def gptq_zeros(directory: Path) -> ZeroCounts:
     """Exact zeros of every quantized linear of a GPTQ checkpoint, from its codes and zero points."""
-    from quant.checkpoint import load_gptq
 
     counts: ZeroCounts = {}
     for name, qw in load_gptq(directory).quantized.items():

@@ -11,8 +11,10 @@ from export.base import ZeroCounts
 from export.graph_cache import GraphCache
 from export.onnx_int4 import BITS, count_int4_zeros, replace_matmuls
 from export.onnx_kv import ONNX_FILE, count_zeros, export_onnx_kv, onnx_kv_proto, save_onnx
+from export.onnx_stream import export_streamed_int4, export_streamed_onnx
 from prune.errors import SlimpackError
 from prune.models import LoadedModel, checkpoint_kind
+from quant.checkpoint import GPTQCodec, read_quantization_config
 
 
 class OnnxExporter:
@@ -34,7 +36,6 @@ class OnnxExporter:
         return export_onnx_kv(loaded.model, out, self.opset, cache)
 
     def export_streamed(self, loaded: LoadedModel, out: Path, progress: bool = True) -> dict[str, Any]:
-        from export.onnx_stream import export_streamed_onnx
 
         assert loaded.lazy is not None
         return export_streamed_onnx(loaded.lazy, out, self.opset, progress)
@@ -55,7 +56,6 @@ class OnnxInt4Exporter:
         self.opset = opset
 
     def check_source(self, model_dir: Path) -> None:
-        from quant.checkpoint import read_quantization_config
 
         qconfig = read_quantization_config(model_dir) if checkpoint_kind(model_dir).quantized else None
         if not qconfig or qconfig.get("quant_method") != "gptq":
@@ -83,8 +83,6 @@ class OnnxInt4Exporter:
         return {**details, "weights": fp32, "int4": placed, "accuracy_level": self.accuracy_level}
 
     def export_streamed(self, loaded: LoadedModel, out: Path, progress: bool = True) -> dict[str, Any]:
-        from export.onnx_stream import export_streamed_int4
-        from quant.checkpoint import GPTQCodec
 
         lazy = loaded.lazy
         assert lazy is not None and isinstance(lazy.codec, GPTQCodec)  # `check_source`: a GPTQ checkpoint

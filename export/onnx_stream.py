@@ -41,6 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from export.graph_cache import Bindings
+from export.onnx_int4 import NBitsLayout, nbits_tensors, swap_matmul
 from export.onnx_kv import (
     ATTENTION,
     ONNX_FILE,
@@ -56,7 +57,9 @@ from export.onnx_kv import (
 )
 from prune.architecture import adapter_of
 from prune.lazy import LazyCheckpoint, fresh, skeleton
+from quant.checkpoint import SUFFIXES
 from quant.grid import QuantSpec
+from quant.pack import from_gptq
 
 log = logging.getLogger(__name__)
 
@@ -274,8 +277,6 @@ def export_streamed_int4(
     one linear at a time, as the data file reaches them."""
     from onnx import helper
 
-    from export.onnx_int4 import NBitsLayout, swap_matmul
-
     proto, bindings, details = skeleton_graph(lazy, opset)
     modules = sorted(name.removesuffix(".qweight") for name in lazy.files if name.endswith(".qweight"))
     payloads = {p.name: p for p in bound_payloads(proto, bindings, lazy)}
@@ -308,9 +309,6 @@ class _NBitsArrays:
         self.arrays: dict[str, np.ndarray] | None = None
 
     def take(self, key: str) -> np.ndarray:
-        from export.onnx_int4 import nbits_tensors
-        from quant.checkpoint import SUFFIXES
-        from quant.pack import from_gptq
 
         if self.arrays is None:
             stored = self.lazy.read_stored([f"{self.module}.{s}" for s in SUFFIXES])

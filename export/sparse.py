@@ -38,9 +38,12 @@ from prune.architecture import adapter_for
 from prune.errors import SlimpackError
 from prune.io import write_json_atomic
 from prune.lazy import LazyCheckpoint, fresh_rotary, read_index
-from prune.model_config import read_config
+from prune.model_config import drop_remote_code, read_config
 from prune.models import LoadedModel, checkpoint_kind
 from prune.shards import ShardWriter
+from quant.checkpoint import SUFFIXES as GPTQ_SUFFIXES
+from quant.checkpoint import read_quantization_config
+from quant.pack import from_gptq
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,9 @@ class SparseCodec:
         for suffix, (shape, dtype) in want.items():
             header = headers.get(f"{name}.{suffix}")
             if header is None:
-                raise SlimpackError(f"the packed weight {name!r} has no '{suffix}'; the artifact is damaged — export it again")
+                raise SlimpackError(
+                    f"the packed weight {name!r} has no '{suffix}'; the artifact is damaged — export it again"
+                )
             if header.get("dtype") != dtype or (shape is not None and header.get("shape") != shape):
                 raise SlimpackError(
                     f"'{name}.{suffix}' is {header.get('dtype')} {header.get('shape')}, its {layout.layout}/"
@@ -175,8 +180,6 @@ def packed_parts(path: Path) -> Iterator[tuple[str, Layout, dict[str, torch.Tens
 
 def _grid(lazy: LazyCheckpoint, module: str) -> GPTQGrid:
     """The GPTQ codes and grid of ``module`` in a GPTQ checkpoint."""
-    from quant.checkpoint import SUFFIXES as GPTQ_SUFFIXES
-    from quant.pack import from_gptq
 
     codec = lazy.codec
     raw = lazy.read_stored([f"{module}.{s}" for s in GPTQ_SUFFIXES])
@@ -187,7 +190,6 @@ def _grid(lazy: LazyCheckpoint, module: str) -> GPTQGrid:
 def write_config(model_dir: Path, out: Path, entry: dict[str, Any] | None) -> None:
     """The source's config.json into ``out``: without ``quantization_config`` and the sparse key, with ``entry``
     as the sparse key (None: a plain dense config)."""
-    from prune.model_config import drop_remote_code
 
     config = json.loads((model_dir / "config.json").read_text())
     config.pop("quantization_config", None)
@@ -208,7 +210,9 @@ class SparseExporter:
 
     def __init__(self, values: str | None = None, layout: str = "auto", shard_mib: int = SHARD_BYTES // 2**20) -> None:
         if values is not None and values not in VALUE_DTYPES:
-            raise SlimpackError(f"--values {values!r} is not a sparse values kind; choose one of: {', '.join(VALUE_DTYPES)}")
+            raise SlimpackError(
+                f"--values {values!r} is not a sparse values kind; choose one of: {', '.join(VALUE_DTYPES)}"
+            )
         if layout not in ("auto", "bitmask", "2:4"):
             raise SlimpackError(f"sparse layout {layout!r} is not one of: auto, bitmask, 2:4")
         if not (isinstance(shard_mib, int) and shard_mib > 0):
@@ -227,7 +231,9 @@ class SparseExporter:
                 f"{str(model_dir)!r} is already a sparse gptq checkpoint; export it as --format hf, or choose other values"
             )
 
-    def export(self, loaded: LoadedModel, model_dir: Path, out: Path, cache: GraphCache | None = None) -> dict[str, Any]:
+    def export(
+        self, loaded: LoadedModel, model_dir: Path, out: Path, cache: GraphCache | None = None
+    ) -> dict[str, Any]:
         return self.export_from(model_dir, out)
 
     def export_streamed(self, loaded: LoadedModel, out: Path, progress: bool = True) -> dict[str, Any]:
@@ -258,8 +264,6 @@ class SparseExporter:
         files = writer.close()
         entry: dict[str, Any] = {"version": VERSION, "values": self.values or "stored"}
         if self.values == "gptq":
-            from quant.checkpoint import read_quantization_config
-
             entry["quantization_config"] = read_quantization_config(model_dir)
         write_config(model_dir, out, entry)
         return {
@@ -298,7 +302,9 @@ class DenseExporter:
     def check_source(self, model_dir: Path) -> None:
         open_source(model_dir)
 
-    def export(self, loaded: LoadedModel, model_dir: Path, out: Path, cache: GraphCache | None = None) -> dict[str, Any]:
+    def export(
+        self, loaded: LoadedModel, model_dir: Path, out: Path, cache: GraphCache | None = None
+    ) -> dict[str, Any]:
         return self.export_from(model_dir, out)
 
     def export_streamed(self, loaded: LoadedModel, out: Path, progress: bool = True) -> dict[str, Any]:

@@ -7,17 +7,22 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prune.allocation import allocate
 from prune.allocation.base import PlanRecord
 from prune.data import Calibration, DataSpec
 from prune.errors import SlimpackError
+from prune.io import write_json_atomic
 from prune.manifest import EvalRecord, Manifest, environment, peak_rss_mib
 from prune.model_config import check_context
 from prune.models import resolve_model_path
+from prune.paths import Output, check_writes
+from prune.plots import plan_figure
 from prune.prepare import allocation_context
 from prune.spec import EvalSpec, Job, PruneSpec
 from prune.stage import run_stage
 from prune.store import open_chosen, settle
 from prune.stream import allocation_refusal, stream_refusal
+from prune.structured.api import StructuredPrune
 from prune.unstructured import UnstructuredPrune
 from prune.walker import in_memory
 
@@ -35,8 +40,6 @@ def prune(config: PruneConfig) -> Manifest:
     resolved = config.spec.resolve()
     job = settle(config.job, stream_refusal(resolved))
     if config.spec.structured is not None:
-        from prune.structured.api import StructuredPrune
-
         return run_stage(job, StructuredPrune(resolved))
     return run_stage(job, UnstructuredPrune(resolved))
 
@@ -70,10 +73,6 @@ class PlanConfig:
 def plan(config: PlanConfig) -> PlanRecord:
     """Compute a sparsity plan for ``config.model`` and write it as JSON (+ a PNG beside it). The allocator's
     passes read the model through its store (`prune.store.open_chosen`: resident if it fits, else streamed)."""
-    from prune.allocation import allocate
-    from prune.io import write_json_atomic
-    from prune.paths import Output, check_writes
-    from prune.plots import plan_figure
 
     if config.spec.plan is not None or config.spec.structured is not None:
         raise SlimpackError("slimpack plan computes an unstructured plan; drop --plan / --structured")

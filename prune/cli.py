@@ -2,9 +2,10 @@
 (calibration data, evaluation, output, the pruning spec), and the core's own commands: ``prune``, ``plan``,
 ``inspect``, ``report``.
 
-Higher packages register their commands into `COMMANDS` from their own ``cli.py`` (``quantize``: `quant.cli`;
-``export``: `export.cli`; ``eval`` (perplexity, and zero-shot tasks on any engine), ``verify``, ``bench``,
-``run``: `runtime_bench.cli`, whose ``main`` is the console script and imports them all). Each command parses its
+Higher packages define their commands in their own ``cli.py`` (``quantize``, ``check``: `quant.cli`; ``export``:
+`export.cli`; ``eval`` (perplexity, and zero-shot tasks on any engine), ``verify``, ``bench``, ``run``:
+`runtime_bench.cli`, whose ``main`` is the console script); `COMMANDS` lists them all as pyproject.toml's entry
+points ``slimpack.commands`` (`prune.registry`). Each command parses its
 arguments into the package's config dataclasses — the pruning spec through `prune_spec`, the one parser of it — and calls the package API. Errors a user can fix
 are printed as one line on stderr (exit 2) and nothing is written.
 """
@@ -20,10 +21,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from prune.api import PlanConfig, PruneConfig, plan, prune
 from prune.data import DataSpec
 from prune.errors import SlimpackError
+from prune.inspect import inspect_dir
+from prune.io import write_json_atomic
+from prune.manifest import EvalRecord, Manifest
+from prune.models import model_location
 from prune.paths import Output, check_writes, labelled_path
+from prune.plots import perplexity_bars
 from prune.registry import Registry
+from prune.report import RESULT_TABLES, pivot_table, results_table, sparsity_table, summarize
 from prune.spec import (
     PROTOCOLS,
     STREAM_DTYPES,
@@ -65,7 +73,6 @@ class Reads(argparse.Action):
 
     def locate(self, value: Any) -> Path | None:
         """Where the input ``value`` lies on this machine (None: nowhere yet, e.g. a dataset name)."""
-        from prune.models import model_location
 
         if self.kind == "labelled":  # NAME=PATH or PATH (`prune.paths.labelled_path`)
             value = labelled_path(str(value))[1]
@@ -305,8 +312,6 @@ def prune_spec(args: argparse.Namespace) -> PruneSpec:
 
 def write_json(path: Path | None, data: Any) -> None:
     if path is not None:
-        from prune.io import write_json_atomic
-
         write_json_atomic(path, data)
         log.info("wrote %s", path)
 
@@ -342,7 +347,6 @@ class PruneCommand:
         add_output_arguments(parser, "pruned model")
 
     def run(self, args: argparse.Namespace) -> int:
-        from prune.api import PruneConfig, prune
 
         manifest = prune(PruneConfig(job(args, args.model), prune_spec(args)))
         print(manifest_line(manifest, args.out))
@@ -369,8 +373,6 @@ class PlanCommand:
         add_data_arguments(parser)
 
     def run(self, args: argparse.Namespace) -> int:
-        from prune.api import PlanConfig, plan
-
         spec = PruneSpec(sparsity=args.sparsity, pattern=args.pattern, allocation=args.allocation,
                          allocation_options=parse_options(args.alloc_option))  # fmt: skip
         result = plan(PlanConfig(args.model, args.out, spec, data_spec(args), args.device, args.overwrite,
@@ -388,8 +390,6 @@ class InspectCommand:
         parser.add_argument("--json", action=Writes, default=None, help="also write the report to this JSON file")
 
     def run(self, args: argparse.Namespace) -> int:
-        from prune.inspect import inspect_dir
-        from prune.report import sparsity_table
 
         report = inspect_dir(args.directory, progress=not args.quiet)
         write_json(args.json, report.to_dict())
@@ -419,8 +419,6 @@ class ReportCommand:
         parser.add_argument("--series", default="method", choices=["method", "allocation"], help="bars of --png")
 
     def run(self, args: argparse.Namespace) -> int:
-        from prune.manifest import EvalRecord, Manifest
-        from prune.report import RESULT_TABLES, pivot_table, results_table, summarize
 
         results: list[Any] = []
         for path in args.results:
@@ -440,8 +438,6 @@ class ReportCommand:
             print(pivot_table(results) if args.pivot else results_table(results))
         write_json(args.json, [summarize(r) for r in results])
         if args.png is not None:
-            from prune.plots import perplexity_bars
-
             perplexity_bars(results, args.png, args.title, args.series)
             log.info("wrote %s", args.png)
         return 0

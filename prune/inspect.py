@@ -6,18 +6,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prune.architecture import adapter_for
 from prune.errors import SlimpackError
+from prune.lazy import LazyCheckpoint
 from prune.manifest import MANIFEST, Manifest
+from prune.model_config import read_config
+from prune.models import checkpoint_kind
 from prune.sparsity import SparsityRecord, WeightSparsity
 
 
 def read_weights(directory: Path, names: list[str] | None) -> dict[str, WeightSparsity]:
     """Sparsity of the named linears (module names; None: every prunable linear), each read alone through the
     directory's checkpoint kind (`prune.lazy`: plain, structured, or GPTQ decoded as `load_gptq` decodes it)."""
-    from prune.architecture import adapter_for
-    from prune.lazy import LazyCheckpoint
-    from prune.model_config import read_config
-    from prune.models import checkpoint_kind
 
     kind = checkpoint_kind(directory)
     codec = kind.codec(read_config(directory))

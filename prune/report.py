@@ -32,7 +32,7 @@ def sparsity_table(record: SparsityRecord) -> str:
 
 Result = Any  # a `prune.manifest.Manifest`, or a `prune.manifest.EvalRecord` (a dense model: ``stage`` "eval")
 
-# Tables for runs of a later stage (e.g. "quantize": `quant.report`), registered by the package that owns it.
+# Tables for runs of a later stage (e.g. "quantize": `quant.report`): pyproject.toml's entry points.
 RESULT_TABLES: Registry[Callable[[list[Result]], str]] = Registry("result table", "slimpack.result_tables")
 
 

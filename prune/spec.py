@@ -17,8 +17,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prune.data import DataSpec
+from prune.allocation import ALLOCATORS, read_plan_file
+from prune.data import DataSpec, check_dataset
 from prune.errors import SlimpackError
+from prune.io import check_output_dir
+from prune.masks import Pattern
+from prune.methods import METHODS
+from prune.model_config import check_context
+from prune.models import resolve_model_path
+from prune.paths import Output, check_writes
+from prune.structured import STRUCTURED
 
 if TYPE_CHECKING:
     pass
@@ -49,7 +57,6 @@ class EvalSpec:
 
     def check(self) -> None:
         """One line, before any work, for a protocol that cannot give a perplexity."""
-        from prune.data import check_dataset
 
         if self.seqlen < 2:
             raise SlimpackError(f"eval seqlen {self.seqlen} leaves no token to predict; pass a seqlen ≥ 2")
@@ -150,19 +157,14 @@ class PruneSpec:
 
     def resolve(self) -> Resolved:
         """Build the method, pattern, allocator and plan; any bad value is a one-line `SlimpackError`."""
-        from prune.allocation import ALLOCATORS, read_plan_file
-        from prune.masks import Pattern
 
         plan = read_plan_file(self.plan) if self.plan is not None else None
         allocator = None if plan is not None else ALLOCATORS.build(self.allocation_name, self.allocation_options)
         if self.structured is None:
-            from prune.methods import METHODS
-
             method = METHODS.build(self.method_name, self.options)
             pattern = Pattern.parse(self.pattern, self.scope or method.default_scope)
             sparsity = float(pattern.fixed_sparsity if pattern.is_nm else check_sparsity(self.sparsity))
             return Resolved(self, method, pattern, sparsity, allocator, plan, self.allocation_name)
-        from prune.structured import STRUCTURED
 
         if self.pattern != "unstructured" or self.scope or self.true_sequential:
             raise SlimpackError("--pattern, --scope and --true-sequential are for unstructured pruning; drop them")
@@ -223,8 +225,6 @@ class StreamSpec:
                 f"--shard-size {self.shard_mib} MiB must be a number from 1/1024 to {MAX_SHARD_MIB} (MiB), e.g. 2048"
             )
         if self.offload_dir is not None:
-            from prune.paths import Output, check_writes
-
             check_writes([Output("--offload-dir", Path(self.offload_dir), "dir")], [])
 
     def torch_dtype(self) -> Any:
@@ -293,10 +293,6 @@ class Job:
     def check(self, need: int, record: str) -> None:
         """Every setting, and the output (`prune.io.check_output_dir`: room for ``need`` bytes,
         `prune.store.output_size`; ``record``: the file naming an earlier output, `prune.manifest.MANIFEST`)."""
-        from prune.io import check_output_dir
-        from prune.model_config import check_context
-        from prune.models import resolve_model_path
-        from prune.paths import Output, check_writes
 
         if self.store not in STORES:
             raise SlimpackError(f"store {self.store!r} is not one of {', '.join(STORES)}")

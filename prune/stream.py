@@ -30,17 +30,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from prune.architecture import DecoderAdapter, adapter_for
-from prune.data import DataSpec
+from prune.data import DataSpec, eval_windows, load_texts, tokenize
 from prune.errors import SlimpackError
-from prune.eval import PerplexityResult
+from prune.eval import PerplexityResult, batch_nll, result
 from prune.lazy import LazyCheckpoint, fresh_rotary
+from prune.manifest import peak_rss_mib
 from prune.methods import LayerMethod
 from prune.model_config import drop_remote_code, read_config
 from prune.models import LoadedModel, checkpoint_kind, resolve_model_path
 from prune.shards import DEFAULT_SHARD_BYTES, ShardWriter
 from prune.sparsity import WeightSparsity
 from prune.spec import EvalSpec, Resolved, StreamSpec
-from prune.walker import Keep, in_memory
+from prune.walker import Keep, capture_block_inputs, in_memory, run_block
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,6 @@ class StreamedForward:
     @torch.no_grad()
     def logits_of(self, batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
         """The logits ``[b, s, vocab]`` of each batch of token ids ``[b, s]``, one batch at a time."""
-        from prune.walker import capture_block_inputs, run_block
 
         loaded, device = self.loaded, self.device
         lazy, adapter = loaded.lazy, loaded.adapter
@@ -267,7 +267,6 @@ def forward_perplexity(
 ) -> tuple[PerplexityResult, torch.Tensor]:
     """`prune.eval.perplexity` of ``windows`` through ``forward`` (a `prune.store.Forward`: `StreamedForward`
     runs every batch in one block-major pass), and the logits of the first window (verify compares them)."""
-    from prune.eval import batch_nll, result
 
     start = time.perf_counter()
     batches = list(windows.split(batch_size))
@@ -285,7 +284,6 @@ def streamed_perplexity(
 ) -> PerplexityResult:
     """`prune.eval.perplexity` of the model in ``model_dir``, block-major (`StreamedForward`): the same number
     as the whole-model forward, bit for bit, with one block in memory."""
-    from prune.data import eval_windows, load_texts, tokenize
 
     start = time.perf_counter()
     forward = StreamedForward.open(model_dir, device, progress)
@@ -345,7 +343,6 @@ def largest_block(loaded: LoadedModel) -> nn.Module:
 
 def estimate_memory(loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec) -> MemoryEstimate:
     """`MemoryEstimate` of pruning ``loaded`` (a skeleton) with a method that accumulates ``needs``."""
-    from prune.manifest import peak_rss_mib
 
     lazy, adapter = loaded.lazy, loaded.adapter
     assert lazy is not None and adapter is not None

@@ -8,8 +8,10 @@ import argparse
 from prune.cli import Reads, add_output_arguments, add_prune_arguments, job, manifest_line, prune_spec
 from prune.errors import SlimpackError
 from prune.spec import parse_options
+from quant.api import QuantizeConfig, quantize
 from quant.external.autogptq_check import AUTOGPTQ_CHECK
 from quant.external.gptqmodel_check import GPTQMODEL_CHECK, RuntimeCheck
+from quant.spec import QuantizeSpec
 
 RUNTIME_CHECKS: dict[str, RuntimeCheck] = {"gptqmodel": GPTQMODEL_CHECK, "autogptq": AUTOGPTQ_CHECK}
 
@@ -37,9 +39,6 @@ class QuantizeCommand:
         add_output_arguments(parser, "quantized checkpoint")
 
     def run(self, args: argparse.Namespace) -> int:
-        from quant.api import QuantizeConfig, quantize
-        from quant.spec import QuantizeSpec
-
         quant = QuantizeSpec(bits=args.bits, group_size=args.group_size, sym=not args.asym, act_order=args.act_order,
                              static_groups=args.static_groups, method=args.method,
                              checkpoint_format=args.checkpoint_format, options=parse_options(args.option))  # fmt: skip

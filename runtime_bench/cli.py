@@ -1,6 +1,6 @@
-"""The top floor of the ``slimpack`` command line: `main` (the console script) imports every package's commands
-— ``quantize`` (`quant.cli`), ``export`` (`export.cli`) — registers this package's own (``verify``, ``bench``,
-``run``) and hands over to the core's `prune.cli.main`."""
+"""The top floor of the ``slimpack`` command line: this package's commands (``eval``, ``verify``, ``bench``,
+``run``) and the zero-shot option of the model-writing ones, and `main` (the console script), which hands over to
+the core's `prune.cli.main` (every package's commands: pyproject.toml's entry points ``slimpack.commands``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from export.artifact import Artifact
 from prune import cli as core
+from prune.api import evaluate
 from prune.cli import (
     Reads,
     Writes,
@@ -25,7 +27,23 @@ from prune.cli import (
     write_json,
 )
 from prune.errors import SlimpackError
-from runtime_bench.zeroshot import PAPER_TASKS
+from prune.spec import StreamSpec
+from runtime_bench.engines import parse_engine_options
+from runtime_bench.harness import BenchSpec
+from runtime_bench.latency import TimingConfig, labelled_paths, time_paths
+from runtime_bench.pipeline.recipe import DEFAULT_RECIPE, load_recipe
+from runtime_bench.pipeline.run import run_pipeline
+from runtime_bench.pipeline.sweep import SweepConfig, sweep
+from runtime_bench.report import table5
+from runtime_bench.verify import Tolerance, VerifyConfig, verify
+from runtime_bench.zeroshot import (
+    PAPER_TASKS,
+    TaskData,
+    ZeroShotConfig,
+    ZeroShotEvaluation,
+    resolve_task_names,
+    zeroshot,
+)
 
 
 class VerifyCommand:
@@ -54,8 +72,6 @@ class VerifyCommand:
         add_eval_arguments(parser, windows_default=8)
 
     def run(self, args: argparse.Namespace) -> int:
-        from runtime_bench.engines import parse_engine_options
-        from runtime_bench.verify import Tolerance, VerifyConfig, verify
 
         report = verify(
             VerifyConfig(
@@ -206,9 +222,6 @@ class BenchCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         if args.bench == ART:
-            from runtime_bench.harness import BenchSpec
-            from runtime_bench.latency import TimingConfig, labelled_paths, time_paths
-
             spec = BenchSpec(args.prompt, args.tokens, args.rounds, args.warmup, args.batch)
             report = time_paths(TimingConfig(labelled_paths(args.artifacts), args.threads, spec, args.engine))
             write_json(args.json, report.to_dict())
@@ -219,10 +232,6 @@ class BenchCommand:
         return self.sweep(args)
 
     def sweep(self, args: argparse.Namespace) -> int:
-        from prune.spec import StreamSpec
-        from runtime_bench.harness import BenchSpec
-        from runtime_bench.pipeline.sweep import SweepConfig, sweep
-        from runtime_bench.report import table5
 
         report = sweep(
             SweepConfig(
@@ -261,9 +270,6 @@ class RunCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         from dataclasses import asdict
-
-        from runtime_bench.pipeline.recipe import DEFAULT_RECIPE, load_recipe
-        from runtime_bench.pipeline.run import run_pipeline
 
         recipe = load_recipe(args.recipe)
         source = str(args.recipe) if args.recipe else f"default ({DEFAULT_RECIPE.name})"
@@ -306,7 +312,6 @@ def add_task_arguments(parser: argparse.ArgumentParser, title: str) -> None:
 
 def task_names(args: argparse.Namespace) -> tuple[str, ...]:
     """``--tasks``: ``paper`` or comma-separated names."""
-    from runtime_bench.zeroshot import resolve_task_names
 
     return resolve_task_names([t.strip() for t in args.tasks.split(",")])
 
@@ -331,7 +336,6 @@ class ZeroShotOption:
         add_task_arguments(parser, "zero-shot tasks of the output (lm-evaluation-harness; recorded in slimpack.json)")
 
     def evaluation(self, args: argparse.Namespace) -> Any:
-        from runtime_bench.zeroshot import TaskData, ZeroShotEvaluation
 
         if args.tasks is None:
             refuse_task_options(args)
@@ -367,7 +371,6 @@ class EvalCommand:
                        help="run an artifact whose export.json records no valid sha256 (its files unverified)")  # fmt: skip
 
     def run(self, args: argparse.Namespace) -> int:
-        from export.artifact import Artifact
 
         if args.tasks is None:
             refuse_task_options(args)
@@ -377,8 +380,6 @@ class EvalCommand:
                     f"{args.model} --reference MODEL`, or its zero-shot accuracy with --tasks"
                 )
             return self.perplexity(args)
-        from runtime_bench.engines import parse_engine_options
-        from runtime_bench.zeroshot import TaskData, ZeroShotConfig, zeroshot
 
         quiet_lm_eval(args)
         report = zeroshot(
@@ -397,7 +398,6 @@ class EvalCommand:
 
     @staticmethod
     def perplexity(args: argparse.Namespace) -> int:
-        from prune.api import evaluate
 
         result = evaluate(args.model, eval_spec(args), args.device, progress=not args.quiet, stream=asked_stream(args))
         write_json(args.json, result.to_dict())

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from prune.errors import SlimpackError
-from runtime_bench.engines import BENCH_ENGINE_OPTIONS
+from runtime_bench.engines import BENCH_ENGINE_OPTIONS, open_engine
 from runtime_bench.engines.base import SelfTimed
 
 log = logging.getLogger(__name__)
@@ -234,8 +234,6 @@ def vocab_size(model: Path) -> int:
 def measure(paths: dict[str, Path], threads: int, bench: BenchSpec, vocab: int, engine_name: str) -> dict[str, Any]:
     """Load every artifact of ``paths`` (label → artifact) with ``threads`` and time them interleaved."""
     import torch
-
-    from runtime_bench.engines import open_engine
 
     torch.set_num_threads(threads)
     rng = np.random.RandomState(bench.seed)

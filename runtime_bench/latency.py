@@ -19,9 +19,12 @@ from typing import Any
 from export.artifact import Artifact
 from prune.errors import SlimpackError
 from prune.paths import labelled_path
+from runtime_bench.engines import engine_of, unavailable
+from runtime_bench.engines.base import ENGINES
 from runtime_bench.harness import BenchSpec, CpuInfo, EngineTiming, Quartiles, cpu_info, measure, vocab_size
 
 log = logging.getLogger(__name__)
+
 
 def prompt_vocab(paths: list[Path]) -> int:
     """The smallest vocabulary among the engines' ``config.json`` files (prompt ids must fit every model)."""
@@ -77,8 +80,6 @@ class TimingConfig:
     def check(self) -> dict[str, str]:
         """Before any work: the spec, the thread counts and each path's engine (label → engine: known, one of
         ``engines`` when given, and able to time here); one line otherwise."""
-        from runtime_bench.engines import engine_of, unavailable
-        from runtime_bench.engines.base import ENGINES
 
         self.bench.check()
         if not self.paths or not self.threads:
@@ -159,7 +160,9 @@ class TimingReport:
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as err:
-            raise SlimpackError(f"{str(path)!r} is not a slimpack timing report ({type(err).__name__}: {err})") from None
+            raise SlimpackError(
+                f"{str(path)!r} is not a slimpack timing report ({type(err).__name__}: {err})"
+            ) from None
 
     def table(self) -> str:
         """One row per artifact and thread count."""
@@ -193,7 +196,9 @@ def time_paths(config: TimingConfig) -> TimingReport:
     paths = {lab: Path(p) for lab, p in config.paths.items()}
     runs = {t: measure(paths, t, config.bench, vocab, "bench") for t in config.threads}
     artifacts = {
-        lab: TimedArtifact(str(path), engines[lab], directory_bytes(path), {str(t): runs[t][lab] for t in config.threads})
+        lab: TimedArtifact(
+            str(path), engines[lab], directory_bytes(path), {str(t): runs[t][lab] for t in config.threads}
+        )
         for lab, path in paths.items()
     }
     return TimingReport(cpu_info(), config.bench, list(config.threads), artifacts)

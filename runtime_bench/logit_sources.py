@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from prune.errors import SlimpackError
+from runtime_bench.engines.base import greedy_decode
 
 
 class LogitSource(Protocol):
@@ -80,7 +81,6 @@ class ForwardSource:
                 yield logits[row, :n].float().numpy()
 
     def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
-        from runtime_bench.engines.base import greedy_decode
 
         return greedy_decode(self.forward, input_ids, max_new_tokens)
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from prune.errors import SlimpackError
 from prune.io import die_with_parent
-from runtime_bench.engines import BENCH_ENGINE_OPTIONS, parse_engine_options
+from runtime_bench.engines import BENCH_ENGINE_OPTIONS, open_engine, parse_engine_options
 
 
 def status_mib(field: str) -> float:
@@ -75,8 +75,6 @@ def probe(
     ``options``: engine options by engine (default `BENCH_ENGINE_OPTIONS`)."""
     import onnxruntime  # noqa: F401  (imported by the baseline too, whichever engine runs)
     import torch  # noqa: F401
-
-    from runtime_bench.engines import open_engine
 
     baseline = status_mib("VmRSS")
     start = time.perf_counter()

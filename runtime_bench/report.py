@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from prune.plots import save_figure
+from prune.plots import pyplot, save_figure
 from runtime_bench.harness import EngineTiming, Quartiles, Speedup, timings
 from runtime_bench.paper import TABLE5_DLP
 
@@ -91,7 +91,6 @@ def speed_table(
 def speedup_figure(series: Iterable[tuple[str, Mapping[str, Any]]], out: Path, title: str = "") -> None:
     """Decode speedup (median, q1–q3 bars) vs sparsity per series (a label, e.g. engine and threads, and its
     measured results: `runtime_bench.harness.timings`'s layout), with DLP's Table 5."""
-    from prune.plots import pyplot
 
     plt = pyplot()
 

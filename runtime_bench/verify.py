@@ -34,6 +34,7 @@ from export.artifact import Artifact
 from prune.data import eval_windows, load_texts, tokenize
 from prune.errors import SlimpackError
 from prune.eval import PerplexityResult, perplexity_of
+from prune.model_config import check_context
 from prune.models import resolve_model_path
 from prune.spec import EvalSpec
 from prune.store import open_chosen
@@ -81,7 +82,6 @@ class VerifyConfig:
     engine_options: dict[str, dict[str, Any]] | None = None  # e.g. {"deepsparse": {"kv_cache": "decode-only"}}
 
     def check(self) -> None:
-        from prune.model_config import check_context
 
         check_settings(self.eval, self.tolerance, self.prompt, self.tokens, self.threads)
         check_context(resolve_model_path(self.reference), {"--seqlen": self.eval.seqlen,
@@ -221,7 +221,9 @@ class VerifyReport:
     def table(self) -> str:
         """A readable markdown table of the report."""
         files, zeros = self.integrity["files"], self.integrity["zeros"]
-        changed = [f"{what}: {', '.join(files[what])}" for what in ("changed", "missing", "unlisted") if files.get(what)]
+        changed = [
+            f"{what}: {', '.join(files[what])}" for what in ("changed", "missing", "unlisted") if files.get(what)
+        ]
         lost = [f"{m} {a} < {r}" for m, (r, a) in list(zeros.get("modules_losing_zeros", {}).items())[:3]]
         lost += [f"{m} missing" for m in zeros.get("modules_missing", [])[:3]]
         counted = f"{zeros.get('artifact')} (reference {zeros.get('source')}){': ' if lost else ''}{', '.join(lost)}"

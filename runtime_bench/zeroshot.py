@@ -40,8 +40,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from export.artifact import Artifact
 from prune.errors import SlimpackError
+from prune.io import sha256_file
+from prune.model_config import read_config
+from prune.models import resolve_model_path
 from prune.store import ModelStore, open_chosen
+from runtime_bench.engines import open_artifact
 from runtime_bench.logit_sources import EngineSource, ForwardSource, LogitSource
 from runtime_bench.task_files import check_task_file
 
@@ -406,11 +411,6 @@ def open_source(config: ZeroShotConfig) -> Opened:
     a model directory through torch (whole, or streamed)."""
     from transformers import AutoTokenizer
 
-    from export.artifact import Artifact
-    from prune.model_config import read_config
-    from prune.models import resolve_model_path
-    from runtime_bench.engines import open_artifact
-
     if Artifact.exists(config.model):
         if config.stream:
             raise SlimpackError(
@@ -431,7 +431,6 @@ def torch_source(path: Path, store: ModelStore, written: Path | None, batch_size
                  threads: int | None = None) -> Opened:  # fmt: skip
     """The model directory ``path`` in torch, as ``store`` holds it (`prune.store.ModelStore.forward`; after a
     stage: the model it wrote to ``written``)."""
-    from prune.model_config import read_config
 
     if threads:
         torch.set_num_threads(threads)
@@ -451,7 +450,7 @@ def evaluate_opened(
     """`run_tasks` through ``opened`` (closed afterwards), with the runtime and the seconds."""
     import time
 
-    from runtime_bench.lm_eval_model import EngineLM
+    from runtime_bench.lm_eval_model import EngineLM  # lazy: lm-eval (an optional heavy import) only when tasks run
 
     start = time.perf_counter()
     log.info("zero-shot: %s through %s, task data %s", ", ".join(tasks.names), opened.runtime, tasks.data.source)
@@ -490,7 +489,6 @@ class ZeroShotEvaluation:
     def settings(self) -> dict[str, Any]:
         """The settings, lm-eval's version and, for local data, each task file's sha256 (an edited file is a
         different evaluation)."""
-        from prune.io import sha256_file
 
         directory = self.tasks.data.directory
         files = {n: sha256_file(directory / f"{n}.jsonl") for n in self.tasks.names} if directory is not None else None

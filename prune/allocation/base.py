@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from prune.errors import SlimpackError
+from prune.io import read_text_file
 from prune.registry import Registry
 
 SparsityPlan = dict[str, float]
@@ -183,7 +184,6 @@ class PlanRecord:
 def read_plan_file(path: Path) -> tuple[SparsityPlan, str]:
     """A plan JSON: ``{module: ratio}`` or the ``slimpack plan`` output (``{"plan": {...}, ...}``); returns the
     plan and the name of the allocation that wrote it."""
-    from prune.io import read_text_file
 
     text = read_text_file(Path(path), "plan file", "write one with `slimpack plan`")
     try:

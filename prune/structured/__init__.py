@@ -15,6 +15,8 @@ import torch
 
 from prune.registry import Registry
 from prune.stats import Stats
+from prune.structured.activation import lowest_channels, lowest_heads
+from prune.structured.slimgpt import prune_channels, prune_heads
 
 
 class StructuredMethod(Protocol):
@@ -56,12 +58,10 @@ class SlimGPT:
         self.ffn_group, self.first, self.floor = int(ffn_group), int(first), int(floor)
 
     def heads(self, W: torch.Tensor, stats: Stats, n_remove: int, head_dim: int, kv_heads: int) -> list[int]:
-        from prune.structured.slimgpt import prune_heads
 
         return prune_heads(W, stats["hessian"], n_remove, head_dim, kv_heads, self.grouped_cholesky, self.percdamp)
 
     def channels(self, W: torch.Tensor, stats: Stats, n_remove: int) -> list[int]:
-        from prune.structured.slimgpt import prune_channels
 
         fixed = self.ffn_group or None
         return prune_channels(W, stats["hessian"], n_remove, self.percdamp, self.first, self.floor, fixed)
@@ -85,12 +85,10 @@ class ActivationL2:
     needs_gradients = False
 
     def heads(self, W: torch.Tensor, stats: Stats, n_remove: int, head_dim: int, kv_heads: int) -> list[int]:
-        from prune.structured.activation import lowest_heads
 
         return lowest_heads(stats["input_norm"], n_remove, head_dim, kv_heads)
 
     def channels(self, W: torch.Tensor, stats: Stats, n_remove: int) -> list[int]:
-        from prune.structured.activation import lowest_channels
 
         return lowest_channels(stats["input_norm"], n_remove)
 

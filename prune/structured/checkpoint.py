@@ -1,4 +1,4 @@
-"""The checkpoint kind of a structured-pruned model (`StructuredCheckpoint`, which `prune.models` registers in
+"""The checkpoint kind of a structured-pruned model (`StructuredCheckpoint`, which `prune.models` lists in
 `prune.checkpoint_kinds.CHECKPOINT_KINDS`): the original architecture, cut block by block to the shapes
 its ``config.json`` records (`prune.structured.shapes`).
 """
@@ -42,4 +42,3 @@ class StructuredCheckpoint:
 
     def codec(self, config: dict[str, Any]) -> TensorCodec:
         return PLAIN_CODEC  # tensors as stored; `prune.lazy` cuts the skeleton to the recorded shapes first
-

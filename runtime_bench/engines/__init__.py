@@ -7,6 +7,9 @@ from typing import Any
 
 from export.artifact import Artifact
 from prune.errors import SlimpackError
+from prune.models import load_model
+from runtime_bench.engines.base import ENGINES
+from runtime_bench.engines.torch_engine import TorchEngine
 
 # Engine constructor options for benchmarks: DeepSparse compiles only the graphs generation uses.
 BENCH_ENGINE_OPTIONS: dict[str, dict[str, Any]] = {"deepsparse": {"lazy": True}}
@@ -36,7 +39,6 @@ def open_artifact(
 ) -> Any:
     """The engine named by ``artifact``'s manifest, loaded with it (``threads``: the runtime's default if None;
     ``options``: constructor options per engine name, e.g. ``{"deepsparse": {"lazy": True}}``)."""
-    from runtime_bench.engines.base import ENGINES
 
     kwargs = {**(options or {}).get(artifact.engine, {}), **({"threads": threads} if threads else {})}
     engine = ENGINES.build(artifact.engine, kwargs)
@@ -65,7 +67,6 @@ def engine_of(path: Path) -> str:
 def open_engine(path: Path, threads: int | None, options: dict[str, dict[str, Any]] | None = None) -> Any:
     """An engine for ``path`` (`engine_of`: an artifact, an optimum-layout ONNX model, or a model directory in
     torch eager; ``options``: as for `open_artifact`)."""
-    from runtime_bench.engines.base import ENGINES
 
     path = Path(path)
     engine_name = engine_of(path)
@@ -75,8 +76,6 @@ def open_engine(path: Path, threads: int | None, options: dict[str, dict[str, An
         engine = ENGINES.build("onnxruntime", {"threads": threads} if threads else {})
         engine.load_file(path if path.suffix == ".onnx" else path / "model.onnx")
         return engine
-    from prune.models import load_model
-    from runtime_bench.engines.torch_engine import TorchEngine
 
     engine = TorchEngine.from_model(load_model(path).model)
     engine.threads = threads
@@ -86,7 +85,6 @@ def open_engine(path: Path, threads: int | None, options: dict[str, dict[str, An
 def unavailable(engine: str, timing: bool = False) -> str | None:
     """Why ``engine`` cannot run on this machine (its runtime is not installed) or, with ``timing``, cannot
     be timed meaningfully (2:4 kernels without CUDA); None when it can."""
-    from runtime_bench.engines.base import ENGINES
 
     cls = ENGINES.get(engine)
     return cls.timing_unavailable() if timing else cls.unavailable()

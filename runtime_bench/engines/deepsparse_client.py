@@ -29,6 +29,7 @@ from typing import IO, Any, NoReturn
 
 import numpy as np
 
+from export.deepsparse import CONFIG_FILE
 from prune.errors import SlimpackError
 from prune.io import die_with_parent, external_python
 from runtime_bench.engines.base import Artifact, EngineBase
@@ -44,7 +45,6 @@ def deepsparse_python() -> Path:
 def check_graphs(artifact: Artifact) -> None:
     """One line unless the graphs that the worker compiles, as the artifact's ``deepsparse.json`` names them, lie
     inside the artifact (`Artifact.file`): the worker opens them without asking."""
-    from export.deepsparse import CONFIG_FILE
 
     try:
         config = json.loads(artifact.file(CONFIG_FILE).read_text())

@@ -26,6 +26,7 @@ from prune.model_config import read_config
 from prune.models import checkpoint_kind
 from runtime_bench.engines.base import Artifact
 from runtime_bench.engines.torch_engine import TorchEngine
+from runtime_bench.kernels import PackedWeight, linear, load
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +40,19 @@ class KernelLinear(nn.Module):
         self.packed, self.bias, self.isa = packed, bias, isa
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from runtime_bench.kernels import linear
 
         return linear(x.float(), self.packed, self.bias, self.isa)  # type: ignore[arg-type]
 
 
 def load_sparse_model(path: Path, isa: str = "auto") -> nn.Module:
     """The model of the sparse checkpoint ``path`` with kernel-backed linears (see the module docstring)."""
-    from runtime_bench.kernels import PackedWeight, load
 
     load()  # one line if the kernels cannot be built or loaded, before any weight is read
     kind = checkpoint_kind(path)
     if not isinstance(kind, SparseCheckpoint):
-        raise SlimpackError(f"{str(path)!r} is a {kind.name} checkpoint, not a sparse one; export it with --format sparse")
+        raise SlimpackError(
+            f"{str(path)!r} is a {kind.name} checkpoint, not a sparse one; export it with --format sparse"
+        )
     codec = kind.codec(read_config(path))
     lazy = LazyCheckpoint.open(path, codec)
     model = lazy.model
@@ -80,7 +81,6 @@ def load_sparse_model(path: Path, isa: str = "auto") -> nn.Module:
 
 
 def _packed(lazy: LazyCheckpoint, codec: SparseCodec, name: str) -> object | None:
-    from runtime_bench.kernels import PackedWeight
 
     stored = codec.packed(lazy, name)
     return None if stored is None else PackedWeight.from_stored(*stored)
@@ -97,7 +97,6 @@ class SparseEngine(TorchEngine):
 
     @classmethod
     def unavailable(cls) -> str | None:
-        from runtime_bench.kernels import load
 
         try:
             load()

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from export.semi24 import load_semi24
+from prune.models import load_model
 from prune.store import ResidentForward
 from runtime_bench.engines.base import Artifact, EngineBase, greedy_decode
 
@@ -33,7 +35,6 @@ class TorchEngine(EngineBase):
         return engine
 
     def load(self, artifact: Artifact) -> None:
-        from prune.models import load_model
 
         self.model = load_model(artifact.path, device=self.device).model
 
@@ -80,7 +81,6 @@ class Semi24Engine(TorchEngine):
         return None if torch.cuda.is_available() else "torch-semi24 needs CUDA (2:4 sparse kernels); no GPU here"
 
     def load(self, artifact: Artifact) -> None:
-        from export.semi24 import load_semi24
 
         self.model = load_semi24(
             artifact.path, self.device, dtype=None if self.device.startswith("cuda") else torch.float32

@@ -33,14 +33,25 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_type_hints
 
+from export.base import EXPORTERS, streaming_formats
+from prune.architecture import adapter_for
 from prune.data import DataSpec
 from prune.errors import SlimpackError
 from prune.io import read_text_file
+from prune.lazy import LazyCheckpoint
+from prune.model_config import read_config
+from prune.models import LoadedModel, checkpoint_kind
 from prune.spec import EvalSpec, PruneSpec, StreamSpec
+from prune.stream import refuse, stream_refusal
+from prune.structured.api import StructuredPrune
+from prune.unstructured import UnstructuredPrune
+from quant.api import quantize_stream_refusal, recipe_stream
 from quant.spec import QuantizeSpec
+from quant.stage import Quantize
 from runtime_bench.harness import BenchSpec
-from runtime_bench.pipeline.targets import SOURCES, ArtifactSpec
-from runtime_bench.zeroshot import PAPER_TASKS
+from runtime_bench.pipeline.targets import SOURCES, ArtifactSpec, engine_of, streams
+from runtime_bench.verify import Tolerance, check_settings
+from runtime_bench.zeroshot import PAPER_TASKS, TaskData, ZeroShotEvaluation, resolve_task_names
 
 DEFAULT_RECIPE = Path(__file__).with_name("recipes") / "default.yaml"
 
@@ -184,11 +195,6 @@ def at(where: str) -> Iterator[None]:
 def check_recipe(recipe: Recipe, source: str) -> None:
     """Semantic checks (names exist in their registries, sources are produced, values in range): every setting
     is resolved the way the run will resolve it, so nothing the recipe names can fail after the first step."""
-    from export.base import EXPORTERS, streaming_formats
-    from prune.stream import refuse, stream_refusal
-    from quant.api import quantize_stream_refusal, recipe_stream
-    from quant.stage import Quantize
-    from runtime_bench.pipeline.targets import engine_of, streams
 
     st = recipe.stages
     try:
@@ -260,8 +266,6 @@ def check_recipe(recipe: Recipe, source: str) -> None:
                 if z.threads is not None and z.threads < 1:
                     raise SlimpackError(f"threads {z.threads} must be 1 or more (or left out: the runtime's)")
         if st.verify is not None:
-            from runtime_bench.verify import Tolerance, check_settings
-
             if not st.export:
                 raise SlimpackError("stages.verify has nothing to check: add stages.export")
             v = st.verify
@@ -274,7 +278,6 @@ def check_recipe(recipe: Recipe, source: str) -> None:
 
 def zeroshot_evaluation(stage: ZeroShotStage) -> Any:
     """The `runtime_bench.zeroshot.ZeroShotEvaluation` of ``stage`` (its tasks checked and resolved)."""
-    from runtime_bench.zeroshot import TaskData, ZeroShotEvaluation, resolve_task_names
 
     names = resolve_task_names(stage.tasks)
     return ZeroShotEvaluation.prepare(
@@ -286,13 +289,6 @@ def check_model_fits(recipe: Recipe, model: Path, source: str) -> None:
     """Each prunable linear of ``model`` (a meta-device skeleton and the shards' headers, no weights read)
     against the recipe's pattern and group size — the checks each stage makes when it starts, made before the
     first step. A quantize stage after a structured prune gets its shapes from that prune: checked when it starts."""
-    from prune.architecture import adapter_for
-    from prune.lazy import LazyCheckpoint
-    from prune.model_config import read_config
-    from prune.models import LoadedModel, checkpoint_kind
-    from prune.structured.api import StructuredPrune
-    from prune.unstructured import UnstructuredPrune
-    from quant.stage import Quantize
 
     st = recipe.stages
     codec = checkpoint_kind(model).codec(read_config(model))

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from prune.plots import save_figure
+from prune.io import write_text_atomic
+from prune.plots import plan_figure, pyplot, save_figure
 from runtime_bench.harness import timings
 from runtime_bench.paper import TABLE5_DLP_SOURCE
 from runtime_bench.pipeline.summary import (
@@ -28,7 +29,6 @@ from runtime_bench.verify import VerifyBrief
 def write_run_plots(summary: RunSummary, out: Path) -> list[str]:
     """``sparsity.png`` (per-block sparsity of the prune stage) and ``speed.png`` (decode tokens/s per
     artifact); returns the files written."""
-    from prune.plots import plan_figure, pyplot
 
     plt = pyplot()
     written = []
@@ -225,7 +225,6 @@ def sweep_markdown(report: SweepReport) -> str:
 
 
 def write_sweep_report(report: SweepReport, out: Path) -> None:
-    from prune.io import write_text_atomic
 
     write_text_atomic(out / "sweep.md", sweep_markdown(report))
     shape, cpu = report.model_shape, report.cpu

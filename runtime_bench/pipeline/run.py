@@ -24,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from prune.api import PruneConfig
 from prune.errors import SlimpackError
 from prune.io import directory_bytes, locked_dir, write_json_atomic, write_text_atomic
 from prune.manifest import environment
@@ -31,9 +32,11 @@ from prune.model_config import check_context
 from prune.models import resolve_model_path
 from prune.paths import Output, check_writes
 from prune.spec import EvalSpec, Job, StreamSpec, section_stream
+from quant.api import QuantizeConfig, recipe_stream
+from runtime_bench.engines import unavailable
 from runtime_bench.harness import BenchSpec, CpuInfo, add_speedups, cpu_info, measure, vocab_size
 from runtime_bench.memory import MemoryProbe
-from runtime_bench.pipeline.recipe import Recipe, check_model_fits
+from runtime_bench.pipeline.recipe import Recipe, check_model_fits, zeroshot_evaluation
 from runtime_bench.pipeline.report import run_markdown, write_run_plots
 from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, prune_step, quantize_step
 from runtime_bench.pipeline.steps import StepCache, StepResult, files_key, model_key, owned_by_steps
@@ -49,7 +52,8 @@ from runtime_bench.pipeline.summary import (
     ZeroShotEntry,
 )
 from runtime_bench.pipeline.targets import engine_of
-from runtime_bench.verify import VerifyBrief
+from runtime_bench.verify import ReferenceRun, Tolerance, VerifyBrief, VerifyConfig, VerifyReport, verify
+from runtime_bench.zeroshot import ZeroShotConfig, ZeroShotReport, zeroshot
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +75,6 @@ class Run:
 
 def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, ModelFigures]]:
     """Dense evaluation, prune, quantize: model directories (source → (path, step key)) and their figures."""
-    from prune.api import PruneConfig
-    from quant.api import QuantizeConfig, recipe_stream
 
     recipe, st = run.recipe, run.recipe.stages
     dense = resolve_model_path(recipe.model)
@@ -129,8 +131,6 @@ def run_verify(
     run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, ArtifactEntry]
 ) -> dict[str, VerifyBrief | Skipped]:
     """Each artifact against the model it was exported from, in its own runtime (skipped where missing)."""
-    from runtime_bench.engines import unavailable
-    from runtime_bench.verify import ReferenceRun, Tolerance, VerifyConfig, VerifyReport, verify
 
     v = run.recipe.stages.verify
     assert v is not None
@@ -169,9 +169,6 @@ def run_zeroshot(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[
     """The recipe's zero-shot tasks on every model (torch; streamed in a streamed recipe) and on the artifacts
     it names (each in its own runtime; skipped where the runtime is missing). Each artifact's per-example results
     are compared with its source model's: ``equal_examples`` = [equal, compared]."""
-    from runtime_bench.engines import unavailable
-    from runtime_bench.pipeline.recipe import zeroshot_evaluation
-    from runtime_bench.zeroshot import ZeroShotConfig, ZeroShotReport, zeroshot
 
     z = run.recipe.stages.zeroshot
     assert z is not None
@@ -216,7 +213,6 @@ def run_zeroshot(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[
 
 def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, ArtifactEntry]) -> RunBench:
     """All artifacts (and the eager models with ``torch: true``) timed interleaved per thread count."""
-    from runtime_bench.engines import unavailable
 
     b = run.recipe.stages.bench
     assert b is not None

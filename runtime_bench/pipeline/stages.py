@@ -15,10 +15,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from export.api import ExportConfig, export_model
+from export.graph_cache import default_root
+from prune.api import evaluate, prune
 from prune.io import directory_bytes, sha256_file
 from prune.manifest import Manifest
 from prune.spec import EvalSpec, Job, PruneSpec
+from quant.api import quantize
 from runtime_bench.harness import BenchSpec
+from runtime_bench.memory import peak_rss
 from runtime_bench.pipeline.steps import StepCache, StepResult
 from runtime_bench.pipeline.targets import ArtifactSpec
 
@@ -57,14 +62,12 @@ def spec_settings(spec: PruneSpec) -> dict[str, Any]:
 
 def prune_step(cache: StepCache, name: str, config: Any, source_key: str) -> StepResult:
     """Prune (``config``: a `prune.api.PruneConfig`) as a resumable step."""
-    from prune.api import prune
 
     return stage_step(cache, name, config.job, {"prune": spec_settings(config.spec)}, source_key, lambda: prune(config))
 
 
 def quantize_step(cache: StepCache, name: str, config: Any, source_key: str) -> StepResult:
     """Quantize (``config``: a `quant.api.QuantizeConfig`), jointly pruning or not, as a resumable step."""
-    from quant.api import quantize
 
     settings = {"quantize": asdict(config.quant), "joint": spec_settings(config.joint) if config.joint else None}
     return stage_step(cache, name, config.job, settings, source_key, lambda: quantize(config))
@@ -80,7 +83,6 @@ def eval_step(
     stream: bool | None = None,
 ) -> StepResult:
     """Perplexity of ``model`` (``stream``: block-major, one block in memory; the same number)."""
-    from prune.api import evaluate
 
     def run() -> dict[str, Any]:
         return {"perplexity": evaluate(str(model), spec, progress=progress, stream=stream).perplexity}
@@ -101,8 +103,6 @@ def artifact_step(
     spec without a format is the model directory itself. ``stream``: written from the shards, tensor by tensor."""
     if spec.format is None:
         return StepResult(source_key, {"path": str(source), "bytes": directory_bytes(source)}, True, 0.0)
-    from export.api import ExportConfig, export_model
-    from export.graph_cache import default_root
 
     def run() -> dict[str, Any]:
         config = ExportConfig(str(source), spec.format, out, True, spec.options, graph_cache=default_root(),
@@ -115,7 +115,6 @@ def artifact_step(
 
 
 def memory_step(cache: StepCache, name: str, path: Path, key: str, bench: BenchSpec, vocab: int) -> StepResult:
-    from runtime_bench.memory import peak_rss
 
     def run() -> dict[str, Any]:
         return peak_rss(path, None, bench.prompt, bench.tokens, vocab).to_dict()

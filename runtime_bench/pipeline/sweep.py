@@ -25,12 +25,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from prune.api import PruneConfig
 from prune.data import DataSpec
 from prune.errors import SlimpackError
 from prune.io import write_json_atomic
+from prune.model_config import read_config
 from prune.models import resolve_model_path
 from prune.spec import EvalSpec, Job, PruneSpec, StreamSpec, section_stream
+from prune.stream import refuse, stream_refusal
+from quant.api import QuantizeConfig
 from quant.spec import QuantizeSpec
+from runtime_bench.engines import unavailable
 from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
 from runtime_bench.memory import MemoryProbe
 from runtime_bench.pipeline.report import write_sweep_report
@@ -86,8 +91,6 @@ class SweepConfig:
         resolved = self.spec_at(self.sparsities[0]).resolve()
         targets = [(name, TARGETS.get(name)) for name in self.engines]
         if self.stream is not None:
-            from prune.stream import refuse, stream_refusal
-
             self.stream.check()
             refuse(stream_refusal(resolved))
             whole = [name for name, target in targets if not streams(target)]
@@ -106,7 +109,6 @@ SHAPE_KEYS = ("model_type", "num_hidden_layers", "hidden_size", "intermediate_si
 def model_shape(model_dir: Path) -> dict[str, Any]:
     """What the speed depends on: the config's layer count and sizes (a sweep of a random-weight shape model
     says so in its report)."""
-    from prune.model_config import read_config
 
     config = read_config(model_dir)
     return {key: config.get(key) for key in SHAPE_KEYS}
@@ -124,9 +126,6 @@ SWEEP_ENTRIES = frozenset({"state", "models", "quantized", "artifacts", "sweep.j
 
 def sweep(config: SweepConfig) -> SweepReport:
     """Run the sweep of the module docstring; returns what ``sweep.json`` holds."""
-    from prune.api import PruneConfig
-    from quant.api import QuantizeConfig
-    from runtime_bench.engines import unavailable
 
     targets = config.check()
     skipped = {name: reason for name, t in targets if (reason := unavailable(engine_of(t), timing=True))}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from export.base import EXPORTERS, StreamingExporter, TensorwiseExporter
 from prune.registry import Registry
 
 SOURCES = ("dense", "prune", "quantize")
@@ -27,7 +28,6 @@ def engine_of(spec: ArtifactSpec) -> str:
     """The engine that runs the artifact of ``spec``: its exporter's, or eager torch for a model directory."""
     if spec.format is None:
         return "torch"
-    from export.base import EXPORTERS
 
     return str(EXPORTERS.get(spec.format).engine)
 
@@ -37,7 +37,6 @@ def streams(spec: ArtifactSpec) -> bool:
     a model directory run by eager torch cannot (torch loads it whole)."""
     if spec.format is None:
         return False
-    from export.base import EXPORTERS, StreamingExporter, TensorwiseExporter
 
     return isinstance(EXPORTERS.build(spec.format, {}), StreamingExporter | TensorwiseExporter)
 

@@ -371,3 +371,41 @@ def test_the_registration_check_can_fail(tmp_path: Path) -> None:
         "runtime_bench.x:2 imports a module for its side effect",
         "runtime_bench.x:3 registers into EXPORTERS (list it in pyproject.toml)",
     ]
+
+
+# --- imports at module level, unless a stated reason keeps one inside a function -------------------------------
+
+
+def lazy_imports(path: Path) -> list[str]:
+    """Imports of slimpack modules inside a function without a ``# lazy: reason`` on their line."""
+    text = path.read_text()
+    lines = text.splitlines()
+    bad = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inside = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            if in_function and isinstance(child, ast.Import | ast.ImportFrom):
+                module = child.module if isinstance(child, ast.ImportFrom) else child.names[0].name
+                stated = any("# lazy:" in lines[i - 1] for i in range(child.lineno, (child.end_lineno or 0) + 1))
+                if module and module.split(".")[0] in FLOORS and not stated:
+                    bad.append(f"{path.relative_to(ROOT)}:{child.lineno} imports {module} inside a function")
+            visit(child, inside)
+
+    visit(ast.parse(text, filename=str(path)), False)
+    return bad
+
+
+def test_imports_sit_at_module_level() -> None:
+    """A slimpack module imports slimpack modules at its top; one inside a function says why (``# lazy: …``,
+    e.g. an optional heavy dependency) — the file-level import graph has no cycle to dodge."""
+    bad = [v for path in modules() for v in lazy_imports(path)]
+    assert bad == [], "\n".join(bad)
+
+
+def test_the_lazy_import_check_can_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)
+    fake = tmp_path / "x.py"
+    fake.write_text("def f():\n    from prune.errors import E\n    from prune.io import g  # lazy: a reason\n"
+                    "    import json\n")  # fmt: skip
+    assert lazy_imports(fake) == ["x.py:2 imports prune.errors inside a function"]

@@ -183,12 +183,13 @@ def dims_of(model: nn.Module) -> dict[str, Any]:
 def check_model(model: nn.Module) -> None:
     """One-line `SlimpackError` for what these graphs do not compute."""
     config = model.config
-    kind = getattr(config, "model_type", None)
-    if kind not in SUPPORTED:
-        raise SlimpackError(f"the deepsparse format supports model_type {', '.join(SUPPORTED)}, not {kind!r}")
-    if getattr(config, "hidden_act", "silu") != "silu":
-        raise SlimpackError(f"the deepsparse format needs a SiLU MLP, this model uses {config.hidden_act!r}")
-    adapter = adapter_for(model)
+    adapter = adapter_for(model)  # an unknown model_type is refused here, in one line
+    if adapter.model_type not in SUPPORTED:
+        raise SlimpackError(
+            f"the deepsparse format supports model_type {', '.join(SUPPORTED)}, not {adapter.model_type!r}"
+        )
+    if adapter.activation(config) != "silu":
+        raise SlimpackError(f"the deepsparse format needs a SiLU MLP, this model uses {adapter.activation(config)!r}")
     if adapter.mlp_biases(config):
         raise SlimpackError("the deepsparse format does not support MLP biases")
     if adapter.qk_norm:

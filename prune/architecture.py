@@ -57,6 +57,10 @@ class DecoderAdapter:
     def mlp_biases(self, config: Any) -> bool:
         return self.mlp_bias if self.mlp_bias is not None else bool(getattr(config, "mlp_bias", False))
 
+    def activation(self, config: Any) -> str:
+        """The MLP's activation (``hidden_act``; SiLU where the config leaves it out, as transformers does)."""
+        return str(getattr(config, "hidden_act", "silu"))
+
     # Where its parts are ----------------------------------------------------------------------------------------
 
     def blocks(self, model: nn.Module) -> nn.ModuleList:

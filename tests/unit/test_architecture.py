@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.activations import ACT2FN
 
 from prune.architecture import ADAPTERS, adapter_for, adapter_of
 
@@ -39,6 +40,7 @@ def test_the_adapter_answers_what_the_modules_are(model_type: str, variant: str)
     assert adapter.head_dim(config) * config.num_attention_heads == attn.q_proj.out_features
     assert adapter.kv_heads(config) * adapter.head_dim(config) == attn.k_proj.out_features
     assert adapter.tied_embeddings(config) == (model.lm_head.weight is model.get_input_embeddings().weight)
+    assert type(mlp.act_fn) is type(ACT2FN[adapter.activation(config)])
 
 
 def test_the_facts_differ_between_architectures() -> None:

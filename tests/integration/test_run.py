@@ -42,21 +42,21 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
     recipe = write_recipe(root / "recipe.yaml", tiny_dir, out)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLIMPACK_DEEPSPARSE_PYTHON", str(root / "no-such-python"))
-        import export.api
+        import runtime_bench.pipeline.stages as stages
 
-        real = export.api.export_model
+        real = stages.export_model  # where the run's export step calls it
 
         def fail_on_gptq(config):  # noqa: ANN001, ANN202
             if config.format == "gptq":
                 raise KeyboardInterrupt  # the run is killed during this export
             return real(config)
 
-        mp.setattr(export.api, "export_model", fail_on_gptq)
+        mp.setattr(stages, "export_model", fail_on_gptq)
         with pytest.raises(KeyboardInterrupt):
             main(["-q", "run", str(recipe)])
         assert (out / "export" / "onnx" / "export.json").is_file() and not (out / "export" / "gptq").exists()
-        mp.setattr(export.api, "export_model", real)
-        mp.setattr("prune.api.prune", lambda *a, **k: (_ for _ in ()).throw(AssertionError("pruned again")))
+        mp.setattr(stages, "export_model", real)
+        mp.setattr(stages, "prune", lambda *a, **k: (_ for _ in ()).throw(AssertionError("pruned again")))
         assert main(["-q", "run", str(recipe)]) == 0
     return out
 
@@ -96,12 +96,12 @@ def test_rerun_skips_and_changed_stage_reruns(run_dir: Path, tiny_dir: Path, mon
         raise AssertionError("a cached step ran again")
 
     monkeypatch.setenv("SLIMPACK_DEEPSPARSE_PYTHON", str(run_dir / "no-such-python"))
-    for target in (
-        "prune.api.prune",
-        "quant.api.quantize",
-        "export.api.export_model",
-        "runtime_bench.verify.verify",
-        "runtime_bench.zeroshot.zeroshot",
+    for target in (  # where the run's steps call them
+        "runtime_bench.pipeline.stages.prune",
+        "runtime_bench.pipeline.stages.quantize",
+        "runtime_bench.pipeline.stages.export_model",
+        "runtime_bench.pipeline.run.verify",
+        "runtime_bench.pipeline.run.zeroshot",
     ):
         monkeypatch.setattr(target, forbidden)
     recipe = write_recipe(run_dir.parent / "recipe.yaml", tiny_dir, run_dir)

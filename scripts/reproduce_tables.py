@@ -5,11 +5,12 @@ page shows (as printed there) and today's measurement to as many digits, and whe
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from prune.manifest import Manifest
+from runtime_bench.pipeline.summary import RunSummary
+from runtime_bench.verify import VerifyReport
 
 # page, row, value as the page prints it, where today's value is read (a run directory, or a verify JSON key)
 ROWS = [
@@ -40,8 +41,10 @@ def measured(root: Path, where: str) -> float | None:
         path = root / file
         if not path.is_file():
             return None
-        data = json.loads(path.read_text())
-        return data["models"][key]["perplexity"] if "models" in data else data["perplexity"][key]["perplexity"]
+        if file.endswith("summary.json"):
+            return RunSummary.read(path).models[key].perplexity
+        check = VerifyReport.read(path).perplexity
+        return None if check is None else getattr(check, key).perplexity
     manifest = Manifest.read_if_any(root / where) if (root / where).is_dir() else None
     return manifest.perplexity if manifest else None
 

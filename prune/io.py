@@ -13,10 +13,12 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prune.errors import SlimpackError
 from prune.paths import Output, check_writes, inside
+
+T = TypeVar("T")
 
 
 def human_bytes(count: float) -> str:
@@ -182,6 +184,15 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def read_json_record(path: Path, parse: Callable[[Any], T], what: str) -> T:
+    """``parse`` of the JSON file ``path`` (a record's ``from_dict``); one line naming the file when it cannot be
+    read or is not ``what`` (e.g. "a slimpack run summary")."""
+    try:
+        return parse(json.loads(Path(path).read_text()))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as err:
+        raise SlimpackError(f"{str(path)!r} is not {what} ({type(err).__name__}: {err})") from None
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -1,4 +1,5 @@
-"""The one template of every model-writing stage (prune, structured prune, quantize), and what they share.
+"""The one template of every model-writing stage (`prune.unstructured`, `prune.structured.api`, `quant.stage`);
+what a walk needs before it starts is `prune.prepare`.
 
 `run_stage(job, stage)`: check the job (data, output) → open its store (`prune.store.open_job`: the model
 resident, or a skeleton streamed from its shards, as `prune.store.settle` chose) → ``stage.check_model``

@@ -8,7 +8,6 @@ The timing discipline (interleaved rounds, warm-up, medians and quartiles) is `r
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -18,6 +17,7 @@ from typing import Any
 
 from export.artifact import Artifact
 from prune.errors import SlimpackError
+from prune.io import read_json_record
 from prune.paths import labelled_path
 from runtime_bench.engines import engine_of, unavailable
 from runtime_bench.engines.base import ENGINES
@@ -157,12 +157,7 @@ class TimingReport:
     @classmethod
     def read(cls, path: Path) -> TimingReport:
         """One line when ``path`` is not a timing report."""
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as err:
-            raise SlimpackError(
-                f"{str(path)!r} is not a slimpack timing report ({type(err).__name__}: {err})"
-            ) from None
+        return read_json_record(path, cls.from_dict, "a slimpack timing report")
 
     def table(self) -> str:
         """One row per artifact and thread count."""

@@ -20,7 +20,6 @@ itself (`ReferenceRun.zeros`) — never against a number ``export.json`` records
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -34,6 +33,7 @@ from export.artifact import Artifact
 from prune.data import eval_windows, load_texts, tokenize
 from prune.errors import SlimpackError
 from prune.eval import PerplexityResult, perplexity_of
+from prune.io import read_json_record
 from prune.model_config import check_context
 from prune.models import resolve_model_path
 from prune.spec import EvalSpec
@@ -202,7 +202,8 @@ class VerifyReport:
 
     @classmethod
     def read(cls, path: Path) -> VerifyReport:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """One line when ``path`` is not a verify report."""
+        return read_json_record(path, cls.from_dict, "a slimpack verify report")
 
     def brief(self) -> VerifyBrief:
         """The verdict and the figures a summary shows (an integrity failure: the verdict and that check)."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import json
 import logging
 import os
 import sys
@@ -42,7 +41,7 @@ import torch
 
 from export.artifact import Artifact
 from prune.errors import SlimpackError
-from prune.io import sha256_file
+from prune.io import read_json_record, sha256_file
 from prune.model_config import read_config
 from prune.models import resolve_model_path
 from prune.store import ModelStore, open_chosen
@@ -287,12 +286,7 @@ class ZeroShotReport:
     @classmethod
     def read(cls, path: Path) -> ZeroShotReport:
         """One line when ``path`` is not a zero-shot report."""
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-            raise SlimpackError(
-                f"{str(path)!r} is not a slimpack zero-shot report ({type(err).__name__}: {err})"
-            ) from None
+        return read_json_record(path, cls.from_dict, "a slimpack zero-shot report")
 
     def accuracy(self, task: str) -> float:
         """``task``'s headline metric."""

@@ -10,13 +10,12 @@ Layout (JSON keys = field names): ``recipe``, ``model``, ``models`` (dense / pru
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 from prune.data import DataSpec
-from prune.errors import SlimpackError
+from prune.io import read_json_record
 from runtime_bench.harness import BenchSpec, CpuInfo
 from runtime_bench.memory import MemoryProbe
 from runtime_bench.verify import VerifyBrief
@@ -182,10 +181,7 @@ class RunSummary:
     @classmethod
     def read(cls, path: Path) -> RunSummary:
         """One line when ``path`` is not a run's summary."""
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-            raise SlimpackError(f"{str(path)!r} is not a slimpack run summary ({type(err).__name__}: {err})") from None
+        return read_json_record(path, cls.from_dict, "a slimpack run summary")
 
 
 @dataclass
@@ -247,10 +243,7 @@ class SweepReport:
     @classmethod
     def read(cls, path: Path) -> SweepReport:
         """One line when ``path`` is not a sweep's report."""
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-            raise SlimpackError(f"{str(path)!r} is not a slimpack sweep report ({type(err).__name__}: {err})") from None
+        return read_json_record(path, cls.from_dict, "a slimpack sweep report")
 
     def pruning(self) -> dict[str, Any]:
         """The pruning settings (method, allocation, pattern, …); sweeps before issue #14 kept them at the top."""

@@ -199,7 +199,6 @@ class Artifact:
         """Every file against the sha256 in ``export.json``: ``changed``, ``missing``, ``unlisted``; ``ok`` when
         none. A sha256 list that is missing or malformed verifies nothing: ``ok`` false, ``verified`` false and
         the reason in ``note``."""
-
         reason = self.unverified()
         if reason is not None:
             return {"ok": False, "verified": False, "note": f"not verified: {reason}"}

@@ -22,7 +22,6 @@ from quant.checkpoint import load_gptq
 
 def gptq_zeros(directory: Path) -> ZeroCounts:
     """Exact zeros of every quantized linear of a GPTQ checkpoint, from its codes and zero points."""
-
     counts: ZeroCounts = {}
     for name, qw in load_gptq(directory).quantized.items():
         g = qw.g_idx.long()

@@ -241,7 +241,6 @@ def name_linear_weights(proto: Any, model: nn.Module) -> dict[str, str]:
     content (sha256 of the bytes of ``weight.T``) so that later passes (zero counts, int4, tied embeddings)
     can address weights by module name. Returns ``{module name: initializer name}``.
     """
-
     from onnx import numpy_helper
 
     def digest(array: np.ndarray) -> str:
@@ -279,7 +278,6 @@ def tied_embedding_copies(proto: Any, model: nn.Module) -> int | None:
     ``Transpose`` node, which onnxruntime constant-folds at session creation (measured: same decode time as
     a graph with a pre-transposed copy), so the file stores it once at no run-time cost.
     """
-
     from onnx import numpy_helper
 
     if not adapter_of(model.config).tied_embeddings(model.config):

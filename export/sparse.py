@@ -180,7 +180,6 @@ def packed_parts(path: Path) -> Iterator[tuple[str, Layout, dict[str, torch.Tens
 
 def _grid(lazy: LazyCheckpoint, module: str) -> GPTQGrid:
     """The GPTQ codes and grid of ``module`` in a GPTQ checkpoint."""
-
     codec = lazy.codec
     raw = lazy.read_stored([f"{module}.{s}" for s in GPTQ_SUFFIXES])
     qw = from_gptq({s: raw[f"{module}.{s}"] for s in GPTQ_SUFFIXES}, codec.spec, codec.fmt)  # type: ignore[attr-defined]
@@ -190,7 +189,6 @@ def _grid(lazy: LazyCheckpoint, module: str) -> GPTQGrid:
 def write_config(model_dir: Path, out: Path, entry: dict[str, Any] | None) -> None:
     """The source's config.json into ``out``: without ``quantization_config`` and the sparse key, with ``entry``
     as the sparse key (None: a plain dense config)."""
-
     config = json.loads((model_dir / "config.json").read_text())
     config.pop("quantization_config", None)
     config.pop(CONFIG_KEY, None)

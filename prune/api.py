@@ -73,7 +73,6 @@ class PlanConfig:
 def plan(config: PlanConfig) -> PlanRecord:
     """Compute a sparsity plan for ``config.model`` and write it as JSON (+ a PNG beside it). The allocator's
     passes read the model through its store (`prune.store.open_chosen`: resident if it fits, else streamed)."""
-
     if config.spec.plan is not None or config.spec.structured is not None:
         raise SlimpackError("slimpack plan computes an unstructured plan; drop --plan / --structured")
     resolved = config.spec.resolve()

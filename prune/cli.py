@@ -73,7 +73,6 @@ class Reads(argparse.Action):
 
     def locate(self, value: Any) -> Path | None:
         """Where the input ``value`` lies on this machine (None: nowhere yet, e.g. a dataset name)."""
-
         if self.kind == "labelled":  # NAME=PATH or PATH (`prune.paths.labelled_path`)
             value = labelled_path(str(value))[1]
         return model_location(str(value)) if self.kind == "model" else Path(value) if Path(value).exists() else None

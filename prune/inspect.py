@@ -18,7 +18,6 @@ from prune.sparsity import SparsityRecord, WeightSparsity
 def read_weights(directory: Path, names: list[str] | None) -> dict[str, WeightSparsity]:
     """Sparsity of the named linears (module names; None: every prunable linear), each read alone through the
     directory's checkpoint kind (`prune.lazy`: plain, structured, or GPTQ decoded as `load_gptq` decodes it)."""
-
     kind = checkpoint_kind(directory)
     codec = kind.codec(read_config(directory))
     if codec is None:

@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from prune.allocation import ALLOCATORS, read_plan_file
 from prune.data import DataSpec, check_dataset
@@ -27,9 +27,6 @@ from prune.model_config import check_context
 from prune.models import resolve_model_path
 from prune.paths import Output, check_writes
 from prune.structured import STRUCTURED
-
-if TYPE_CHECKING:
-    pass
 
 
 def parse_options(items: Sequence[str]) -> dict[str, Any]:
@@ -57,7 +54,6 @@ class EvalSpec:
 
     def check(self) -> None:
         """One line, before any work, for a protocol that cannot give a perplexity."""
-
         if self.seqlen < 2:
             raise SlimpackError(f"eval seqlen {self.seqlen} leaves no token to predict; pass a seqlen ≥ 2")
         if self.windows is not None and self.windows < 1:
@@ -157,7 +153,6 @@ class PruneSpec:
 
     def resolve(self) -> Resolved:
         """Build the method, pattern, allocator and plan; any bad value is a one-line `SlimpackError`."""
-
         plan = read_plan_file(self.plan) if self.plan is not None else None
         allocator = None if plan is not None else ALLOCATORS.build(self.allocation_name, self.allocation_options)
         if self.structured is None:
@@ -293,7 +288,6 @@ class Job:
     def check(self, need: int, record: str) -> None:
         """Every setting, and the output (`prune.io.check_output_dir`: room for ``need`` bytes,
         `prune.store.output_size`; ``record``: the file naming an earlier output, `prune.manifest.MANIFEST`)."""
-
         if self.store not in STORES:
             raise SlimpackError(f"store {self.store!r} is not one of {', '.join(STORES)}")
         if self.stream is not None:

@@ -224,7 +224,6 @@ class StreamedForward:
     @torch.no_grad()
     def logits_of(self, batches: list[torch.Tensor]) -> Iterator[torch.Tensor]:
         """The logits ``[b, s, vocab]`` of each batch of token ids ``[b, s]``, one batch at a time."""
-
         loaded, device = self.loaded, self.device
         lazy, adapter = loaded.lazy, loaded.adapter
         assert lazy is not None and adapter is not None
@@ -267,7 +266,6 @@ def forward_perplexity(
 ) -> tuple[PerplexityResult, torch.Tensor]:
     """`prune.eval.perplexity` of ``windows`` through ``forward`` (a `prune.store.Forward`: `StreamedForward`
     runs every batch in one block-major pass), and the logits of the first window (verify compares them)."""
-
     start = time.perf_counter()
     batches = list(windows.split(batch_size))
     total, count, first = 0.0, 0, None
@@ -284,7 +282,6 @@ def streamed_perplexity(
 ) -> PerplexityResult:
     """`prune.eval.perplexity` of the model in ``model_dir``, block-major (`StreamedForward`): the same number
     as the whole-model forward, bit for bit, with one block in memory."""
-
     start = time.perf_counter()
     forward = StreamedForward.open(model_dir, device, progress)
     tokens = tokenize(forward.tokenizer, load_texts(spec.dataset).evaluation)
@@ -343,7 +340,6 @@ def largest_block(loaded: LoadedModel) -> nn.Module:
 
 def estimate_memory(loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec) -> MemoryEstimate:
     """`MemoryEstimate` of pruning ``loaded`` (a skeleton) with a method that accumulates ``needs``."""
-
     lazy, adapter = loaded.lazy, loaded.adapter
     assert lazy is not None and adapter is not None
     largest = largest_block(loaded)

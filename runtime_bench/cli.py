@@ -324,7 +324,6 @@ def add_task_arguments(parser: argparse.ArgumentParser, title: str) -> None:
 
 def task_names(args: argparse.Namespace) -> tuple[str, ...]:
     """``--tasks``: ``paper`` or comma-separated names."""
-
     return resolve_task_names([t.strip() for t in args.tasks.split(",")])
 
 

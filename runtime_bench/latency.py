@@ -80,7 +80,6 @@ class TimingConfig:
     def check(self) -> dict[str, str]:
         """Before any work: the spec, the thread counts and each path's engine (label → engine: known, one of
         ``engines`` when given, and able to time here); one line otherwise."""
-
         self.bench.check()
         if not self.paths or not self.threads:
             raise SlimpackError("pass at least one artifact and one thread count (--threads)")

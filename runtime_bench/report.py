@@ -91,7 +91,6 @@ def speed_table(
 def speedup_figure(series: Iterable[tuple[str, Mapping[str, Any]]], out: Path, title: str = "") -> None:
     """Decode speedup (median, q1–q3 bars) vs sparsity per series (a label, e.g. engine and threads, and its
     measured results: `runtime_bench.harness.timings`'s layout), with DLP's Table 5."""
-
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.2))

@@ -425,7 +425,6 @@ def torch_source(path: Path, store: ModelStore, written: Path | None, batch_size
                  threads: int | None = None) -> Opened:  # fmt: skip
     """The model directory ``path`` in torch, as ``store`` holds it (`prune.store.ModelStore.forward`; after a
     stage: the model it wrote to ``written``)."""
-
     if threads:
         torch.set_num_threads(threads)
     forward = store.forward(written)
@@ -483,7 +482,6 @@ class ZeroShotEvaluation:
     def settings(self) -> dict[str, Any]:
         """The settings, lm-eval's version and, for local data, each task file's sha256 (an edited file is a
         different evaluation)."""
-
         directory = self.tasks.data.directory
         files = {n: sha256_file(directory / f"{n}.jsonl") for n in self.tasks.names} if directory is not None else None
         return {"tasks": list(self.tasks.names), "task_data": self.tasks.data.source, "num_fewshot": self.num_fewshot,

@@ -184,7 +184,6 @@ class PlanRecord:
 def read_plan_file(path: Path) -> tuple[SparsityPlan, str]:
     """A plan JSON: ``{module: ratio}`` or the ``slimpack plan`` output (``{"plan": {...}, ...}``); returns the
     plan and the name of the allocation that wrote it."""
-
     text = read_text_file(Path(path), "plan file", "write one with `slimpack plan`")
     try:
         data = json.loads(text)

@@ -39,7 +39,6 @@ def open_artifact(
 ) -> Any:
     """The engine named by ``artifact``'s manifest, loaded with it (``threads``: the runtime's default if None;
     ``options``: constructor options per engine name, e.g. ``{"deepsparse": {"lazy": True}}``)."""
-
     kwargs = {**(options or {}).get(artifact.engine, {}), **({"threads": threads} if threads else {})}
     engine = ENGINES.build(artifact.engine, kwargs)
     engine.load(artifact)
@@ -67,7 +66,6 @@ def engine_of(path: Path) -> str:
 def open_engine(path: Path, threads: int | None, options: dict[str, dict[str, Any]] | None = None) -> Any:
     """An engine for ``path`` (`engine_of`: an artifact, an optimum-layout ONNX model, or a model directory in
     torch eager; ``options``: as for `open_artifact`)."""
-
     path = Path(path)
     engine_name = engine_of(path)
     if Artifact.exists(path):
@@ -85,6 +83,5 @@ def open_engine(path: Path, threads: int | None, options: dict[str, dict[str, An
 def unavailable(engine: str, timing: bool = False) -> str | None:
     """Why ``engine`` cannot run on this machine (its runtime is not installed) or, with ``timing``, cannot
     be timed meaningfully (2:4 kernels without CUDA); None when it can."""
-
     cls = ENGINES.get(engine)
     return cls.timing_unavailable() if timing else cls.unavailable()

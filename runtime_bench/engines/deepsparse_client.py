@@ -45,7 +45,6 @@ def deepsparse_python() -> Path:
 def check_graphs(artifact: Artifact) -> None:
     """One line unless the graphs that the worker compiles, as the artifact's ``deepsparse.json`` names them, lie
     inside the artifact (`Artifact.file`): the worker opens them without asking."""
-
     try:
         config = json.loads(artifact.file(CONFIG_FILE).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

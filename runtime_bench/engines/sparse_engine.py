@@ -46,7 +46,6 @@ class KernelLinear(nn.Module):
 
 def load_sparse_model(path: Path, isa: str = "auto") -> nn.Module:
     """The model of the sparse checkpoint ``path`` with kernel-backed linears (see the module docstring)."""
-
     load()  # one line if the kernels cannot be built or loaded, before any weight is read
     kind = checkpoint_kind(path)
     if not isinstance(kind, SparseCheckpoint):

@@ -195,7 +195,6 @@ def at(where: str) -> Iterator[None]:
 def check_recipe(recipe: Recipe, source: str) -> None:
     """Semantic checks (names exist in their registries, sources are produced, values in range): every setting
     is resolved the way the run will resolve it, so nothing the recipe names can fail after the first step."""
-
     st = recipe.stages
     try:
         with at("data"):
@@ -278,7 +277,6 @@ def check_recipe(recipe: Recipe, source: str) -> None:
 
 def zeroshot_evaluation(stage: ZeroShotStage) -> Any:
     """The `runtime_bench.zeroshot.ZeroShotEvaluation` of ``stage`` (its tasks checked and resolved)."""
-
     names = resolve_task_names(stage.tasks)
     return ZeroShotEvaluation.prepare(
         names, TaskData(stage.task_data), stage.num_fewshot, stage.limit, stage.batch_size
@@ -289,7 +287,6 @@ def check_model_fits(recipe: Recipe, model: Path, source: str) -> None:
     """Each prunable linear of ``model`` (a meta-device skeleton and the shards' headers, no weights read)
     against the recipe's pattern and group size — the checks each stage makes when it starts, made before the
     first step. A quantize stage after a structured prune gets its shapes from that prune: checked when it starts."""
-
     st = recipe.stages
     codec = checkpoint_kind(model).codec(read_config(model))
     if codec is None:

@@ -29,7 +29,6 @@ from runtime_bench.verify import VerifyBrief
 def write_run_plots(summary: RunSummary, out: Path) -> list[str]:
     """``sparsity.png`` (per-block sparsity of the prune stage) and ``speed.png`` (decode tokens/s per
     artifact); returns the files written."""
-
     plt = pyplot()
     written = []
     pruned = summary.models.get("prune")

@@ -75,7 +75,6 @@ class Run:
 
 def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, ModelFigures]]:
     """Dense evaluation, prune, quantize: model directories (source → (path, step key)) and their figures."""
-
     recipe, st = run.recipe, run.recipe.stages
     dense = resolve_model_path(recipe.model)
     files = [p for p in recipe_inputs(recipe, dense, "") if p.is_file()]  # data text, a plan: their content too
@@ -131,7 +130,6 @@ def run_verify(
     run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, ArtifactEntry]
 ) -> dict[str, VerifyBrief | Skipped]:
     """Each artifact against the model it was exported from, in its own runtime (skipped where missing)."""
-
     v = run.recipe.stages.verify
     assert v is not None
     reports: dict[str, VerifyBrief | Skipped] = {}
@@ -169,7 +167,6 @@ def run_zeroshot(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[
     """The recipe's zero-shot tasks on every model (torch; streamed in a streamed recipe) and on the artifacts
     it names (each in its own runtime; skipped where the runtime is missing). Each artifact's per-example results
     are compared with its source model's: ``equal_examples`` = [equal, compared]."""
-
     z = run.recipe.stages.zeroshot
     assert z is not None
     evaluation = zeroshot_evaluation(z)
@@ -213,7 +210,6 @@ def run_zeroshot(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[
 
 def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str, ArtifactEntry]) -> RunBench:
     """All artifacts (and the eager models with ``torch: true``) timed interleaved per thread count."""
-
     b = run.recipe.stages.bench
     assert b is not None
     spec = BenchSpec(b.prompt, b.tokens, b.rounds, b.warmup, b.batch, b.seed)

@@ -62,13 +62,11 @@ def spec_settings(spec: PruneSpec) -> dict[str, Any]:
 
 def prune_step(cache: StepCache, name: str, config: Any, source_key: str) -> StepResult:
     """Prune (``config``: a `prune.api.PruneConfig`) as a resumable step."""
-
     return stage_step(cache, name, config.job, {"prune": spec_settings(config.spec)}, source_key, lambda: prune(config))
 
 
 def quantize_step(cache: StepCache, name: str, config: Any, source_key: str) -> StepResult:
     """Quantize (``config``: a `quant.api.QuantizeConfig`), jointly pruning or not, as a resumable step."""
-
     settings = {"quantize": asdict(config.quant), "joint": spec_settings(config.joint) if config.joint else None}
     return stage_step(cache, name, config.job, settings, source_key, lambda: quantize(config))
 

@@ -109,7 +109,6 @@ SHAPE_KEYS = ("model_type", "num_hidden_layers", "hidden_size", "intermediate_si
 def model_shape(model_dir: Path) -> dict[str, Any]:
     """What the speed depends on: the config's layer count and sizes (a sweep of a random-weight shape model
     says so in its report)."""
-
     config = read_config(model_dir)
     return {key: config.get(key) for key in SHAPE_KEYS}
 
@@ -126,7 +125,6 @@ SWEEP_ENTRIES = frozenset({"state", "models", "quantized", "artifacts", "sweep.j
 
 def sweep(config: SweepConfig) -> SweepReport:
     """Run the sweep of the module docstring; returns what ``sweep.json`` holds."""
-
     targets = config.check()
     skipped = {name: reason for name, t in targets if (reason := unavailable(engine_of(t), timing=True))}
     for name, reason in skipped.items():

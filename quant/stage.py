@@ -52,9 +52,7 @@ class Quantize:
             self.resolved = Resolved(PruneSpec(sparsity=0.0), None, Pattern(), 0.0, uniform, None)
         self.joint = joint
         pruner = self.resolved.method
-        self.grid: QuantSpec = (
-            quant  # a QuantizeSpec is its grid (bits, group size, symmetry, act-order, static groups)
-        )
+        self.grid: QuantSpec = quant  # a QuantizeSpec is its grid: bits, group size, symmetry, act-order, groups
         self.method = QUANT_METHODS.build(quant.method, {"spec": self.grid, "pruner": pruner, **quant.options})
 
     @property

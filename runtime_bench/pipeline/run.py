@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, ModelFi
 
 def stage_figures(step: StepResult) -> ModelFigures:
     """A stage step's figures (`runtime_bench.pipeline.stages.stage_step`'s result)."""
-    known = {"perplexity", "sparsity", "bytes", "path", "seconds", "block_ratios", "importance", "importance_label"}
+    known = {f.name for f in fields(ModelFigures)}
     return ModelFigures(**{k: v for k, v in step.result.items() if k in known})
 
 

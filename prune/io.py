@@ -10,8 +10,9 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -184,6 +185,13 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def from_known(cls: type[T], data: Mapping[str, Any], **given: Any) -> T:
+    """The record ``cls`` (a dataclass) from the keys of ``data`` it declares — keys another release wrote are
+    ignored — with ``given`` in place of (or beside) them: the nested records the caller read."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in data.items() if k in known} | given)
 
 
 def read_json_record(path: Path, parse: Callable[[Any], T], what: str) -> T:

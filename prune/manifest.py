@@ -14,17 +14,18 @@ checkpoint format, the source's pruning, sparsity before, pruned zeros kept); ``
 
 from __future__ import annotations
 
-import json
 import platform
 import resource
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, ClassVar
 
 from prune.errors import SlimpackError
-from prune.io import compare_files, directory_bytes, hash_files, write_json_atomic
+from prune.io import compare_files, directory_bytes, from_known, hash_files, read_json_record, write_json_atomic
 from prune.sparsity import SparsityRecord
 from prune.spec import StreamSpec
 
@@ -138,8 +139,7 @@ class AllocationRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AllocationRecord:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return from_known(cls, data)
 
 
 @dataclass
@@ -221,9 +221,8 @@ class QuantizationRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QuantizationRecord:
         """Older manifests: the grid's later options at their defaults; the first layout's ``format`` dropped."""
-        known = {f.name for f in fields(cls)}
         data = {"sym": True, "act_order": False, "static_groups": False, "checkpoint_format": "gptq", **data}
-        return cls(**{k: v for k, v in data.items() if k in known} | {"pruned_zeros": PrunedZeros(**data["pruned_zeros"])})
+        return from_known(cls, data, pruned_zeros=PrunedZeros(**data["pruned_zeros"]))
 
     def source_pruning(self) -> str:
         """`brief_pruning` of the source (``"dense"``: it was not pruned by slimpack)."""
@@ -254,12 +253,7 @@ class EvalRecord:
     @classmethod
     def read(cls, path: Path) -> EvalRecord:
         """One line when ``path`` is not an eval result."""
-        try:
-            data = json.loads(Path(path).read_text())
-            known = {f.name for f in fields(cls)}
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except (json.JSONDecodeError, TypeError, AttributeError) as err:
-            raise SlimpackError(f"{str(path)!r} is not a slimpack eval result ({type(err).__name__}: {err})") from None
+        return read_json_record(path, partial(from_known, cls), "a slimpack eval result")
 
 
 @dataclass
@@ -293,10 +287,6 @@ class EvaluationRecord:
     def summaries(self) -> list[str]:
         """The one-line summaries the further evaluations gave (`prune.spec.Evaluation.run`)."""
         return [str(r["summary"]) for r in self.further.values() if "summary" in r]
-
-    def brief(self) -> dict[str, Any]:
-        """The JSON without per-example results."""
-        return without_examples(self.to_dict())
 
 
 @dataclass
@@ -359,17 +349,17 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         data = upgrade(data)
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["method"] = MethodRecord(**data["method"])
-        values["timing"] = Timing(**data["timing"])
-        values["sparsity"] = SparsityRecord.from_dict(data["sparsity"])
-        values["evaluation"] = EvaluationRecord.from_dict(data["evaluation"]) if data.get("evaluation") else None
-        values["stream"] = StreamSpec(**data["stream"]) if data.get("stream") else None
-        values["allocation"] = AllocationRecord.from_dict(data["allocation"]) if data.get("allocation") else None
-        values["structure"] = StructureRecord.from_dict(data["structure"]) if data.get("structure") else None
-        values["quantization"] = QuantizationRecord.from_dict(data["quantization"]) if data.get("quantization") else None
-        return cls(**values)
+
+        def part(key: str, read: Callable[[Any], Any]) -> Any:
+            return read(data[key]) if data.get(key) else None
+
+        return from_known(
+            cls, data, method=MethodRecord(**data["method"]), timing=Timing(**data["timing"]),
+            sparsity=SparsityRecord.from_dict(data["sparsity"]), evaluation=part("evaluation", EvaluationRecord.from_dict),
+            stream=part("stream", lambda s: StreamSpec(**s)), allocation=part("allocation", AllocationRecord.from_dict),
+            structure=part("structure", StructureRecord.from_dict),
+            quantization=part("quantization", QuantizationRecord.from_dict),
+        )  # fmt: skip
 
     def write(self, directory: Path) -> Manifest:
         """Hash every other file of ``directory`` into ``files``, sum their sizes, and write the manifest there."""
@@ -383,10 +373,7 @@ class Manifest:
         path = Path(directory) / MANIFEST
         if not path.is_file():
             raise SlimpackError(f"{str(directory)!r} has no {MANIFEST}; pass a directory written by slimpack")
-        try:
-            manifest = cls.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise SlimpackError(f"{str(path)!r} is not a slimpack manifest ({type(err).__name__}: {err})") from None
+        manifest = read_json_record(path, cls.from_dict, "a slimpack manifest")
         if manifest.size_bytes is None:  # written before size_bytes was recorded for every stage
             manifest.size_bytes = directory_bytes(Path(directory)) - path.stat().st_size
         return manifest

@@ -59,7 +59,3 @@ class SparsityRecord:
             modules=None if modules is None else {name: WeightSparsity(**m) for name, m in modules.items()},
             parameters_removed=data.get("parameters_removed"),
         )  # fmt: skip
-
-    def brief(self) -> dict[str, Any]:
-        """The JSON without the per-module detail."""
-        return {k: v for k, v in self.to_dict().items() if k != "modules"}

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from export.artifact import Artifact
 from prune.errors import SlimpackError
-from prune.io import read_json_record
+from prune.io import from_known, read_json_record
 from prune.paths import labelled_path
 from runtime_bench.engines import engine_of, unavailable
 from runtime_bench.engines.base import ENGINES
@@ -145,10 +145,9 @@ class TimingReport:
             artifacts = {name: TimedArtifact(str(data["engines"].get(name, "?")), "?", 0, {str(t): r})
                          for name, r in data["results"].items()}  # fmt: skip
             return cls(CpuInfo.from_dict(data["cpu"]), spec, [t], artifacts)
-        known = {f.name for f in fields(BenchSpec)}
         return cls(
             CpuInfo.from_dict(data["cpu"]),
-            BenchSpec(**{k: v for k, v in data["spec"].items() if k in known}),
+            from_known(BenchSpec, data["spec"]),
             [int(t) for t in data["threads"]],
             {lab: TimedArtifact(**a) for lab, a in data["artifacts"].items()},
         )

@@ -25,14 +25,14 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from prune.errors import SlimpackError
-from prune.io import die_with_parent
+from prune.io import die_with_parent, from_known
 from runtime_bench.engines import BENCH_ENGINE_OPTIONS, open_engine, parse_engine_options
 
 
@@ -64,7 +64,7 @@ class MemoryProbe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MemoryProbe:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return from_known(cls, data)
 
 
 def probe(

@@ -41,7 +41,7 @@ import torch
 
 from export.artifact import Artifact
 from prune.errors import SlimpackError
-from prune.io import read_json_record, sha256_file
+from prune.io import from_known, read_json_record, sha256_file
 from prune.model_config import read_config
 from prune.models import resolve_model_path
 from prune.store import ModelStore, open_chosen
@@ -278,10 +278,7 @@ class ZeroShotReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ZeroShotReport:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["tasks"] = {name: TaskResult.from_dict(t) for name, t in data["tasks"].items()}
-        return cls(**values)
+        return from_known(cls, data, tasks={name: TaskResult.from_dict(t) for name, t in data["tasks"].items()})
 
     @classmethod
     def read(cls, path: Path) -> ZeroShotReport:

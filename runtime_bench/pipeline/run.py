@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from prune.api import PruneConfig
 from prune.errors import SlimpackError
-from prune.io import directory_bytes, locked_dir, write_json_atomic, write_text_atomic
+from prune.io import directory_bytes, from_known, locked_dir, write_json_atomic, write_text_atomic
 from prune.manifest import environment
 from prune.model_config import check_context
 from prune.models import resolve_model_path
@@ -34,15 +34,13 @@ from prune.paths import Output, check_writes
 from prune.spec import EvalSpec, Job, StreamSpec, section_stream
 from quant.api import QuantizeConfig, recipe_stream
 from runtime_bench.engines import unavailable
-from runtime_bench.harness import BenchSpec, CpuInfo, add_speedups, cpu_info, measure, vocab_size
-from runtime_bench.memory import MemoryProbe
+from runtime_bench.harness import BenchSpec, add_speedups, cpu_info, measure, vocab_size
 from runtime_bench.pipeline.recipe import Recipe, check_model_fits, zeroshot_evaluation
 from runtime_bench.pipeline.report import run_markdown, write_run_plots
 from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step, prune_step, quantize_step
 from runtime_bench.pipeline.steps import StepCache, StepResult, files_key, model_key, owned_by_steps
 from runtime_bench.pipeline.summary import (
     ArtifactEntry,
-    Measurement,
     ModelFigures,
     RunBench,
     RunSummary,
@@ -109,8 +107,7 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, ModelFi
 
 def stage_figures(step: StepResult) -> ModelFigures:
     """A stage step's figures (`runtime_bench.pipeline.stages.stage_step`'s result)."""
-    known = {f.name for f in fields(ModelFigures)}
-    return ModelFigures(**{k: v for k, v in step.result.items() if k in known})
+    return from_known(ModelFigures, step.result)
 
 
 def run_exports(run: Run, models: dict[str, tuple[Path, str]]) -> dict[str, ArtifactEntry]:
@@ -252,10 +249,7 @@ def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str
 
     step = run.cache.run("bench", {"bench": asdict(b), "entries": {n: e["key"] for n, e in timed.items()}}, bench)
     run.note("bench", f"{len(timed)} engines × threads {b.threads}", step)
-    r = step.result
-    return RunBench(r["spec"], r["threads"], CpuInfo.from_dict(r["cpu"]), r["entries"], r["bases"],
-                    {n: MemoryProbe.from_dict(m) for n, m in r["memory"].items()},
-                    [Measurement(m["threads"], m["results"]) for m in r["measurements"]], skipped)  # fmt: skip
+    return RunBench.from_dict({**step.result, "skipped": skipped})
 
 
 REPORTS = ("summary.json", "report.md", "sparsity.png", "speed.png")  # what a finished run writes last

@@ -10,23 +10,17 @@ Layout (JSON keys = field names): ``recipe``, ``model``, ``models`` (dense / pru
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from prune.data import DataSpec
-from prune.io import read_json_record
+from prune.io import from_known, read_json_record
 from runtime_bench.harness import BenchSpec, CpuInfo
 from runtime_bench.memory import MemoryProbe
 from runtime_bench.verify import VerifyBrief
 
 T = TypeVar("T")
-
-
-def _pick(cls: type[T], data: dict[str, Any]) -> T:
-    """``cls`` from the keys of ``data`` it declares (a later release's extra keys ignored)."""
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -125,6 +119,14 @@ class RunBench:
     measurements: list[Measurement]
     skipped: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunBench:
+        return from_known(
+            cls, data, cpu=CpuInfo.from_dict(data["cpu"]),
+            memory={n: MemoryProbe.from_dict(m) for n, m in data["memory"].items()},
+            measurements=[from_known(Measurement, m) for m in data["measurements"]],
+        )  # fmt: skip
+
     def peak_rss_mib(self, name: str) -> float | None:
         """The memory probe's peak RSS of entry ``name`` (`runtime_bench.memory.peak_rss`)."""
         probe = self.memory.get(name)
@@ -132,7 +134,7 @@ class RunBench:
 
 
 def _entry(data: dict[str, Any], cls: type[T]) -> T | Skipped:
-    return _pick(Skipped, data) if "skipped" in data else _pick(cls, data)
+    return from_known(Skipped, data) if "skipped" in data else from_known(cls, data)
 
 
 @dataclass
@@ -156,24 +158,20 @@ class RunSummary:
         z, b = data.get("zeroshot"), data.get("bench")
         zeroshot = None
         if z:
-            zeroshot = _pick(RunZeroShot, z)
-            zeroshot.model = {n: _entry(e, ZeroShotEntry) for n, e in z.get("model", {}).items()}
-            zeroshot.artifact = {n: _entry(e, ZeroShotEntry) for n, e in z.get("artifact", {}).items()}
-        bench = None
-        if b:
-            bench = _pick(RunBench, b)
-            bench.cpu = CpuInfo.from_dict(b["cpu"])
-            bench.memory = {n: MemoryProbe.from_dict(m) for n, m in b["memory"].items()}
-            bench.measurements = [_pick(Measurement, m) for m in b["measurements"]]
+            zeroshot = from_known(
+                RunZeroShot, z, model={n: _entry(e, ZeroShotEntry) for n, e in z.get("model", {}).items()},
+                artifact={n: _entry(e, ZeroShotEntry) for n, e in z.get("artifact", {}).items()},
+            )  # fmt: skip
+        bench = RunBench.from_dict(b) if b else None
         return cls(
             recipe=data["recipe"],
             model=data["model"],
-            models={n: _pick(ModelFigures, m) for n, m in data["models"].items()},
-            artifacts={n: _pick(ArtifactEntry, a) for n, a in data["artifacts"].items()},
+            models={n: from_known(ModelFigures, m) for n, m in data["models"].items()},
+            artifacts={n: from_known(ArtifactEntry, a) for n, a in data["artifacts"].items()},
             verify={n: _entry(v, VerifyBrief) for n, v in data["verify"].items()},
             zeroshot=zeroshot,
             bench=bench,
-            steps=[_pick(StepNote, s) for s in data["steps"]],
+            steps=[from_known(StepNote, s) for s in data["steps"]],
             wall_seconds=float(data["wall_seconds"]),
             passed=bool(data["passed"]),
         )
@@ -228,7 +226,7 @@ class SweepReport:
             model=data["model"],
             model_shape=data.get("model_shape"),
             cpu=CpuInfo.from_dict(data["cpu"]),
-            quality={lab: _pick(SweepQuality, q) for lab, q in data["quality"].items()},
+            quality={lab: from_known(SweepQuality, q) for lab, q in data["quality"].items()},
             artifacts={
                 engine: {
                     lab: SweepArtifact(a["path"], a.get("bytes"), MemoryProbe.from_dict(a["memory"]))
@@ -237,7 +235,7 @@ class SweepReport:
                 for engine, labels in data["artifacts"].items()
             },  # fmt: skip
             skipped=dict(data.get("skipped", {})),
-            measurements=[_pick(Measurement, m) for m in data["measurements"]],
+            measurements=[from_known(Measurement, m) for m in data["measurements"]],
         )
 
     @classmethod
@@ -250,7 +248,7 @@ class SweepReport:
         return dict(self.config.get("prune", self.config))
 
     def data(self) -> DataSpec:
-        return _pick(DataSpec, self.config["data"])
+        return from_known(DataSpec, self.config["data"])
 
     def bench(self) -> BenchSpec:
-        return _pick(BenchSpec, self.config["bench"])
+        return from_known(BenchSpec, self.config["bench"])

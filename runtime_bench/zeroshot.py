@@ -248,13 +248,16 @@ class TaskResult:
         return self.metrics.get(f"{metric}_stderr")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ZeroShotReport:
     """A zero-shot run's result (``slimpack eval --tasks``' JSON; a stage's ``evaluation["zeroshot"]``; a run's
     ``zeroshot/*.json``): per task its `TaskResult` and headline metric (`headline`), their mean, the protocol
     (few-shot count, limit, task data, lm-eval's version) and — where known — the model, the runtime that
-    computed the logits, the seconds, and a stage's one-line summary."""
+    computed the logits, the seconds, and a stage's one-line summary. Fields in the JSON's key order; those that
+    default to None are left out of it while unknown."""
 
+    model: str | None = None
+    runtime: str | None = None
     tasks: dict[str, TaskResult]
     headline: dict[str, str]
     mean: float
@@ -262,19 +265,16 @@ class ZeroShotReport:
     limit: int | None
     task_data: str
     lm_eval: str
-    model: str | None = None
-    runtime: str | None = None
     seconds: float | None = None
     summary: str | None = None
 
-    ORDER = ("model", "runtime", "tasks", "headline", "mean", "num_fewshot", "limit", "task_data", "lm_eval",
-             "seconds", "summary")  # fmt: skip  # the JSON's key order, as the previous release wrote it
-
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data["tasks"] = {name: t.to_dict() for name, t in self.tasks.items()}
-        optional = ("model", "runtime", "seconds", "summary")
-        return {k: data[k] for k in self.ORDER if not (k in optional and data[k] is None)}
+        data = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if not (f.default is None and getattr(self, f.name) is None)
+        }
+        return data | {"tasks": {name: t.to_dict() for name, t in self.tasks.items()}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ZeroShotReport:

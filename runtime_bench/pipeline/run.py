@@ -41,6 +41,7 @@ from runtime_bench.pipeline.stages import artifact_step, eval_step, memory_step,
 from runtime_bench.pipeline.steps import StepCache, StepResult, files_key, model_key, owned_by_steps
 from runtime_bench.pipeline.summary import (
     ArtifactEntry,
+    Measurement,
     ModelFigures,
     RunBench,
     RunSummary,
@@ -240,7 +241,7 @@ def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str
         for threads in b.threads:
             results = measure({n: Path(e["path"]) for n, e in timed.items()}, threads, spec, vocab, "all")
             add_speedups(results, bases)
-            measurements.append({"threads": threads, "results": results})  # `Measurement`'s layout
+            measurements.append(asdict(Measurement(threads, results)))
         report = {"spec": asdict(spec), "threads": b.threads, "cpu": cpu_info().to_dict(), "entries": timed,
                   "bases": bases, "memory": memory, "measurements": measurements}  # fmt: skip
         path = run.out / "bench" / "bench.json"

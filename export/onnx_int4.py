@@ -30,7 +30,8 @@ import numpy as np
 from export.base import ZeroCounts
 from export.onnx_kv import initializer_arrays
 from prune.errors import SlimpackError
-from quant.grid import QuantizedWeight, QuantSpec
+from quant.grid import QuantizedWeight
+from quant.spec import QuantSpec
 
 log = logging.getLogger(__name__)
 

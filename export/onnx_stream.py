@@ -58,8 +58,8 @@ from export.onnx_kv import (
 from prune.architecture import adapter_of
 from prune.lazy import LazyCheckpoint, fresh, skeleton
 from quant.checkpoint import SUFFIXES
-from quant.grid import QuantSpec
 from quant.pack import from_gptq
+from quant.spec import QuantSpec
 
 log = logging.getLogger(__name__)
 

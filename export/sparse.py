@@ -43,6 +43,7 @@ from prune.models import LoadedModel, checkpoint_kind
 from prune.shards import ShardWriter
 from quant.checkpoint import SUFFIXES as GPTQ_SUFFIXES
 from quant.checkpoint import read_quantization_config
+from quant.grid import group_width
 from quant.pack import from_gptq
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ def _grid(lazy: LazyCheckpoint, module: str) -> GPTQGrid:
     codec = lazy.codec
     raw = lazy.read_stored([f"{module}.{s}" for s in GPTQ_SUFFIXES])
     qw = from_gptq({s: raw[f"{module}.{s}"] for s in GPTQ_SUFFIXES}, codec.spec, codec.fmt)  # type: ignore[attr-defined]
-    return GPTQGrid(qw.codes, qw.scales, qw.zeros, qw.g_idx, qw.spec.width(qw.codes.shape[1]))
+    return GPTQGrid(qw.codes, qw.scales, qw.zeros, qw.g_idx, group_width(qw.spec, qw.codes.shape[1]))
 
 
 def write_config(model_dir: Path, out: Path, entry: dict[str, Any] | None) -> None:

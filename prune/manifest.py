@@ -205,7 +205,7 @@ class PrunedZeros:
 
 @dataclass
 class QuantizationRecord:
-    """The manifest's ``quantization``: the grid (`quant.grid.QuantSpec`'s fields), the checkpoint format, the
+    """The manifest's ``quantization``: the grid (`quant.spec.QuantSpec`'s fields), the checkpoint format, the
     source's `Manifest.brief` (None: an unpruned source without a manifest), its sparsity, the pruned zeros."""
 
     bits: int

@@ -7,7 +7,9 @@ Patterns (the papers' conventions):
   lowest-scoring weights;
 - N:M: in every group of M consecutive input weights of a row, exactly N weights (the lowest-scoring) are
   zeroed — so 2:4 and 4:8 are 50 % sparse. This is the convention of the SparseGPT and Wanda code
-  (``prunen``/``prune_n`` count the pruned weights of a group).
+  (``prunen``/``prune_n`` count the pruned weights of a group). The selector takes N from the module's sparsity,
+  ``N = round(s · M)``, so one rule serves the uniform pattern (``s = N/M``) and mixed N:M (each module its own
+  ``s``, a multiple of ``1/M``); the pattern gives M.
 
 Shapes: ``score: [out, in]`` (any float dtype) → ``mask: [out, in]`` bool, ``True`` = pruned.
 """
@@ -40,10 +42,6 @@ class Pattern:
     def fixed_sparsity(self) -> float | None:
         """The sparsity an N:M pattern implies (N/M); ``None`` for unstructured."""
         return self.n / self.m if self.is_nm else None
-
-    def for_sparsity(self, sparsity: float) -> Pattern:
-        """The pattern one module gets under a plan: for N:M, N = round(sparsity · M) zeros (mixed N:M)."""
-        return Pattern(n=round(sparsity * self.m), m=self.m) if self.is_nm else self
 
     def __str__(self) -> str:
         return f"{self.n}:{self.m}" if self.is_nm else f"unstructured/{self.scope}"
@@ -83,7 +81,8 @@ def _lowest(score: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def select_prune_mask(score: torch.Tensor, sparsity: float, pattern: Pattern) -> torch.Tensor:
-    """Return a bool mask (True = prune) of the same shape as ``score: [out, in]``."""
+    """Return a bool mask (True = prune) of the same shape as ``score: [out, in]``: ``sparsity`` of each row
+    (``row`` scope) or of the matrix (``layer``); for N:M, ``round(sparsity · M)`` of each group of M."""
     if score.dim() != 2:
         raise ValueError(f"score must be 2-D [out, in], got shape {tuple(score.shape)}")
     out_f, in_f = score.shape
@@ -93,7 +92,9 @@ def select_prune_mask(score: torch.Tensor, sparsity: float, pattern: Pattern) ->
             raise ValueError(f"M={pattern.m} does not divide {in_f} columns")
         groups = score.reshape(out_f, in_f // pattern.m, pattern.m)
         gmask = mask.view(out_f, in_f // pattern.m, pattern.m)
-        gmask.scatter_(2, _lowest(groups, pattern.n), True)
+        n = round(sparsity * pattern.m)
+        if n:
+            gmask.scatter_(2, _lowest(groups, n), True)
         return mask
     if pattern.scope == "row":
         k = prune_count(sparsity, in_f)

@@ -57,7 +57,7 @@ class ColumnQuantizer(Protocol):
 
 @dataclass(frozen=True)
 class SweepPruning:
-    """SparseGPT's in-sweep mask selection: a target sparsity (unstructured) or an N:M pattern."""
+    """SparseGPT's in-sweep mask selection: a target sparsity, unstructured or of every M columns (N:M)."""
 
     sparsity: float
     pattern: Pattern
@@ -159,7 +159,7 @@ def obs_sweep(
             if nm and i % prune.pattern.m == 0:  # type: ignore[union-attr]
                 cols = slice(i, i + prune.pattern.m)  # type: ignore[union-attr]
                 score = (W1[:, cols] ** 2 / d[cols].unsqueeze(0) ** 2).masked_fill(mask1[:, cols], -1.0)
-                mask1[:, cols] |= select_prune_mask(score, 0.0, prune.pattern)  # type: ignore[union-attr]
+                mask1[:, cols] |= select_prune_mask(score, prune.sparsity, prune.pattern)  # type: ignore[union-attr]
             if quantizer is not None and quantizer.opens_group(j):
                 g = slice(i, i + quantizer.group_size)
                 quantizer.fit(j, W1[:, g].masked_fill(mask1[:, g], 0.0))

@@ -239,8 +239,8 @@ def walk(
 ) -> WalkResult:
     """Compress every prunable linear of ``model`` in place, block by block.
 
-    ``plan`` gives each linear's sparsity (for N:M patterns, ``pattern.for_sparsity`` turns it into that
-    module's N). ``block_done(index)`` is called after each block. A method whose
+    ``plan`` gives each linear's sparsity (for N:M patterns, N/M of that module: the mask selector takes its N
+    from it). ``block_done(index)`` is called after each block. A method whose
     ``modifies_weights`` is False (a statistics collector) hands on its calibration outputs
     instead of re-running the block. ``store``: where the blocks come from (default: ``model``'s, in memory);
     ``model`` then only needs what runs before block 0 (`capture_block_inputs`)."""
@@ -272,7 +272,7 @@ def walk(
                 if grads is not None and full in grads:
                     values["grad"] = grads[full].to(device)
                 start = time.perf_counter()
-                output = method.compress(lin, Stats(values, owned=True), plan[full], pattern.for_sparsity(plan[full]))
+                output = method.compress(lin, Stats(values, owned=True), plan[full], pattern)
                 del values
                 if output is not None:
                     outputs[full] = output

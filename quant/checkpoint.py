@@ -32,9 +32,9 @@ from prune.checkpoint_kinds import load_state_strict
 from prune.errors import SlimpackError
 from prune.io import read_safetensors, write_json_atomic
 from prune.structured.shapes import STRUCTURE_KEY, apply_structure
-from quant.grid import QuantizedWeight, QuantSpec
-from quant.pack import ZERO_OFFSET, from_gptq, n_words, to_gptq
-from quant.spec import DEQUANTIZED
+from quant.grid import QuantizedWeight
+from quant.pack import from_gptq, n_words, to_gptq
+from quant.spec import DEQUANTIZED, ZERO_OFFSET, QuantSpec
 
 SUFFIXES = ("qweight", "qzeros", "scales", "g_idx")
 WEIGHTS = "model.safetensors"

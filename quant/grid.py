@@ -21,56 +21,26 @@ contiguous groups (``g_idx[c] = c // g``) and the visiting order does not change
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
-from prune.errors import SlimpackError
-
-BITS_RANGE = range(2, 9)
+from quant.spec import QuantSpec
 
 
-@dataclass(frozen=True)
-class QuantSpec:
-    """How to quantize: bits, group size (−1 = per row), symmetry, act-order, static groups."""
+def group_width(spec: QuantSpec, in_features: int) -> int:
+    """The group width ``g`` for a layer of ``in_features`` columns (the whole row for ``g = −1``)."""
+    return in_features if spec.group_size == -1 else spec.group_size
 
-    bits: int = 4
-    group_size: int = 128
-    sym: bool = True
-    act_order: bool = False
-    static_groups: bool = False
 
-    def __post_init__(self) -> None:
-        if self.bits not in BITS_RANGE:
-            raise SlimpackError(f"bits {self.bits} is outside 2–8; pass e.g. --bits 4")
-        if self.group_size != -1 and self.group_size < 1:
-            raise SlimpackError(f"group size {self.group_size} must be −1 (per row) or a positive size such as 64")
+def group_count(spec: QuantSpec, in_features: int) -> int:
+    """``G``: the groups of a layer of ``in_features`` columns."""
+    return in_features // group_width(spec, in_features)
 
-    @property
-    def maxq(self) -> int:
-        return 2**self.bits - 1
 
-    def groups(self, in_features: int) -> int:
-        return 1 if self.group_size == -1 else in_features // self.group_size
-
-    def width(self, in_features: int) -> int:
-        """The group width for a layer of ``in_features`` columns."""
-        return in_features if self.group_size == -1 else self.group_size
-
-    def check_layer(self, in_features: int, name: str) -> None:
-        """Groups tile the input dimension exactly; say which layer does not fit."""
-        if self.group_size != -1 and in_features % self.group_size:
-            divisors = [d for d in range(2, in_features + 1) if in_features % d == 0]
-            near = sorted(sorted(divisors, key=lambda d: abs(d - self.group_size))[:2])
-            raise SlimpackError(
-                f"group size {self.group_size} does not divide the {in_features} input features of {name}; "
-                f"choose a divisor of {in_features} (e.g. {' or '.join(map(str, near))}) or -1 (one group per row)"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The grid's own fields (a subclass's, e.g. `quant.spec.QuantizeSpec`'s method, left out)."""
-        return {f.name: getattr(self, f.name) for f in fields(QuantSpec)}
+def max_code(spec: QuantSpec) -> int:
+    """The largest code, ``2^b − 1``."""
+    return 2**spec.bits - 1
 
 
 def _fp16_scale(scale: torch.Tensor) -> torch.Tensor:
@@ -81,7 +51,7 @@ def _fp16_scale(scale: torch.Tensor) -> torch.Tensor:
 def fit_grid(w: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """``(scale [out] fp32 holding fp16 values, zero [out] int32)`` for the weights ``w: [out, k]``."""
     w = w.float()
-    maxq = spec.maxq
+    maxq = max_code(spec)
     xmin = torch.clamp(w.min(1).values, max=0.0)
     xmax = torch.clamp(w.max(1).values, min=0.0)
     if spec.sym:
@@ -131,8 +101,9 @@ class GroupQuantizer:
 
     def __init__(self, spec: QuantSpec, out_features: int, in_features: int) -> None:
         self.spec = spec
-        self.group_size = spec.width(in_features)
-        self.n_groups = spec.groups(in_features)
+        self.group_size = group_width(spec, in_features)
+        self.n_groups = group_count(spec, in_features)
+        self.maxq = max_code(spec)
         self.scales = torch.zeros(out_features, self.n_groups)
         self.zeros = torch.zeros(out_features, self.n_groups, dtype=torch.int32)
         self.codes = torch.zeros(out_features, in_features, dtype=torch.uint8)
@@ -161,7 +132,7 @@ class GroupQuantizer:
         col = int(self.perm[j])
         k = int(self.g_idx[col])
         scale, zero = self.scales[:, k].to(w.device), self.zeros[:, k].to(w.device)
-        q = quantize_codes(w, scale, zero, self.spec.maxq)
+        q = quantize_codes(w, scale, zero, self.maxq)
         self.codes[:, col] = q.to(torch.uint8).cpu()
         return dequantize_codes(q, scale, zero)
 

@@ -27,7 +27,8 @@ from prune.methods import JointPruner, LayerMethod, MaskPruner
 from prune.obs import obs_sweep, round_to_grid
 from prune.registry import Registry
 from prune.stats import Stats
-from quant.grid import GroupQuantizer, QuantizedWeight, QuantSpec
+from quant.grid import GroupQuantizer, QuantizedWeight
+from quant.spec import QuantSpec
 
 COUNT_ROWS = 256  # rows of a weight counted at once (`QuantizedLayer.of`)
 

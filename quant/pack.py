@@ -14,10 +14,8 @@ from __future__ import annotations
 import torch
 
 from prune.errors import SlimpackError
-from quant.grid import QuantizedWeight, QuantSpec
-
-CHECKPOINT_BITS = (2, 3, 4, 8)  # what GPTQ runtimes read
-ZERO_OFFSET = {"gptq": 1, "gptq_v2": 0}  # stored qzeros = zero − offset
+from quant.grid import QuantizedWeight
+from quant.spec import CHECKPOINT_BITS, ZERO_OFFSET, QuantSpec
 
 
 def n_words(n: int, bits: int) -> int:

@@ -2,7 +2,7 @@
 by block, optionally with a joint pruner, written as a `GPTQOutput` (`prune.store.Output`): from a streamed store each
 quantized block as it is finished (`quant.checkpoint.GPTQEncoder`), so a 7B model needs one block's memory; from a
 resident one the checkpoint saved whole (`quant.checkpoint.save_gptq`). ``--bits`` goes `quant.spec.QuantizeSpec`
-→ its grid (`quant.grid`) → the layer method (`quant.methods`) → the OBS sweep (`prune.obs`)."""
+→ the layer method (`quant.methods`) → the OBS sweep (`prune.obs`) → its grid (`quant.grid`)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,8 @@ from prune.stage import Outcome
 from prune.store import ModelStore
 from prune.walker import walk
 from quant.checkpoint import GPTQEncoder, quantization_config, save_gptq, write_gptq_config
-from quant.grid import QuantSpec
 from quant.methods import QUANT_METHODS, ZeroCount
-from quant.spec import DEQUANTIZED, QuantizeSpec
+from quant.spec import DEQUANTIZED, QuantizeSpec, QuantSpec, check_group_size
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ class Quantize:
         return self.quant.bits / 8 + (2 + self.quant.bits / 8) / group
 
     def check_model(self, loaded: LoadedModel) -> None:
-        check_layers(loaded, self.grid.check_layer, self.resolved.pattern.check_features)
+        check_layers(loaded, partial(check_group_size, self.grid.group_size), self.resolved.pattern.check_features)
 
     def apply(self, store: ModelStore, calibration: Calibration, job: Job, out: Path) -> Outcome:
         r, q = self.resolved, self.quant

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue #14's check that the redesign changed no number: one or more rows of every page of docs/results/,
-# rerun with today's code, one process each (≈20 min on 2 cores). Then: python scripts/reproduce_tables.py DIR
+# rerun with today's code, one process each (≈35 min on 2 cores). Then: python scripts/reproduce_tables.py DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/reproduce}
@@ -10,6 +10,9 @@ run() { local out=$1; shift; [ -e "$OUT/$out" ] || { echo "== $out"; $S "$@" --o
 run magnitude-0.5    prune --model smollm2-135m --method magnitude --sparsity 0.5 --eval        # pruning.md
 run magnitude-2of4   prune --model smollm2-135m --method magnitude --pattern 2:4 --eval         # pruning.md
 run sparsegpt-0.5    prune --model smollm2-135m --method sparsegpt --sparsity 0.5 --eval        # pruning.md, export.md
+run sparsegpt-2of4   prune --model smollm2-135m --method sparsegpt --pattern 2:4 --eval         # pruning.md (in-sweep N:M)
+run wanda-nm-dlp-a0.15  prune --model smollm2-135m --method wanda --pattern 2:4 --allocation dlp -A alpha=0.15 --eval  # allocation.md (mixed N:M)
+run pgz-2of4         prune --model smollm2-135m --method pgz --pattern 2:4 --eval               # quant.md (≈9 min)
 run onnx             export "$OUT/sparsegpt-0.5" --format onnx                                  # export.md
 [ -e "$OUT/onnx.verify.json" ] || $S verify "$OUT/onnx" --reference "$OUT/sparsegpt-0.5" --windows 40 --seqlen 512 \
     --threads 2 --json "$OUT/onnx.verify.json" > /dev/null                                       # export.md

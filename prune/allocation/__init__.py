@@ -15,7 +15,7 @@ from prune.allocation.base import (  # noqa: F401
     block_plan,
     quantize_nm,
     read_plan_file,
-    spread,
     validate_plan,
     weighted_mean,
 )
+from prune.allocation.scores import spread  # noqa: F401

@@ -94,16 +94,6 @@ def block_plan(block_ratios: Sequence[float], ctx: AllocationContext) -> Sparsit
     return {name: float(r) for r, names in zip(block_ratios, ctx.block_linears) for name in names}
 
 
-def spread(importance: Sequence[float], sparsity: float, width: float) -> list[float]:
-    """The shared OWL / DLP mapping: min-max scale importance to ``d ∈ [0, 2·width]``, then
-    ``R_l = sparsity + mean(d) − d_l`` — more important blocks get lower sparsity, the mean is the target,
-    and every ratio lies in ``[sparsity − width, sparsity + width]``."""
-    x = torch.tensor(importance, dtype=torch.float64)
-    span = (x.max() - x.min()).item()
-    d = (x - x.min()) / span * 2 * width if span > 0 else torch.zeros_like(x)
-    return (sparsity + d.mean() - d).tolist()
-
-
 def weighted_mean(plan: SparsityPlan, numel: dict[str, int]) -> float:
     total = sum(numel.get(n, 1) for n in plan)
     return sum(r * numel.get(n, 1) for n, r in plan.items()) / total

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from prune.allocation.base import ALLOCATORS, Allocation, AllocationContext, block_plan, spread
-from prune.allocation.scores import block_reductions, median
+from prune.allocation.base import ALLOCATORS, Allocation, AllocationContext, block_plan
+from prune.allocation.scores import block_reductions, median, spread
 
 log = logging.getLogger(__name__)
 

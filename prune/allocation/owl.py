@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from prune.allocation.base import ALLOCATORS, Allocation, AllocationContext, block_plan, spread
-from prune.allocation.scores import block_reductions
+from prune.allocation.base import ALLOCATORS, Allocation, AllocationContext, block_plan
+from prune.allocation.scores import block_reductions, spread
 
 
 def outlier_ratio(scores: torch.Tensor, m: float) -> float:

@@ -1,4 +1,5 @@
-"""Per-block reductions of a metric's scores on the dense model — the statistics OWL and DLP need.
+"""Per-block reductions of a metric's scores on the dense model — the statistics OWL and DLP need — and `spread`,
+their shared mapping from one statistic per block to the blocks' ratios.
 
 One calibration pass through the shared walker with a collector that compresses nothing: for each
 block, the scores ``A = metric(W, stats)`` of all its linears (``[out, in]`` each) are concatenated
@@ -8,7 +9,7 @@ and reduced to one number per reducer (median, outlier ratio, …) as soon as th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -116,3 +117,13 @@ def block_reductions(
 def median(scores: torch.Tensor) -> float:
     """The lower median (torch's definition), exact for any size."""
     return scores.median().item()
+
+
+def spread(importance: Sequence[float], sparsity: float, width: float) -> list[float]:
+    """The shared OWL / DLP mapping: min-max scale importance to ``d ∈ [0, 2·width]``, then
+    ``R_l = sparsity + mean(d) − d_l`` — more important blocks get lower sparsity, the mean is the target,
+    and every ratio lies in ``[sparsity − width, sparsity + width]``."""
+    x = torch.tensor(importance, dtype=torch.float64)
+    span = (x.max() - x.min()).item()
+    d = (x - x.min()) / span * 2 * width if span > 0 else torch.zeros_like(x)
+    return (sparsity + d.mean() - d).tolist()

@@ -32,7 +32,7 @@ class LayerMethod(Protocol):
     modifies_weights: bool
 
     def compress(self, layer: nn.Linear, stats: Stats, sparsity: float, pattern: Pattern) -> Any:
-        """Compress ``layer.weight`` in place to ``sparsity`` (ignored for N:M, which fixes its own).
+        """Compress ``layer.weight`` in place to ``sparsity`` (for N:M, the module's N/M).
         Pruners return None; quantizers return the layer's integer codes and grid."""
         ...
 

@@ -88,9 +88,9 @@ def pgz_score(W: torch.Tensor, S: torch.Tensor, L: torch.Tensor) -> torch.Tensor
 
 
 def schedule(sparsity: float, pattern: Pattern, step: float) -> list[tuple[float, Pattern]]:
-    """The gradual targets (Eq. 14): ``[(s_t, pattern_t)]`` ending at the target."""
-    if pattern.is_nm:
-        return [(n / pattern.m, Pattern(n=n, m=pattern.m)) for n in range(1, pattern.n + 1)]
+    """The gradual targets (Eq. 14): ``[(s_t, pattern)]`` ending at the target; N:M steps one zero per group
+    (``1/M``) at a time."""
+    step = 1 / pattern.m if pattern.is_nm else step
     targets: list[float] = []
     t = 1
     while not targets or targets[-1] < sparsity - 1e-9:

@@ -10,13 +10,21 @@ from prune.spec import check_sparsity
 def test_nm_mask_has_exactly_n_zeros_per_group_and_they_are_the_lowest(nm: str) -> None:
     p = Pattern.parse(nm)
     score = torch.rand(37, 64, generator=torch.Generator().manual_seed(1))
-    mask = select_prune_mask(score, 0.0, p)
+    mask = select_prune_mask(score, p.n / p.m, p)
     groups = mask.reshape(37, 64 // p.m, p.m)
     assert (groups.sum(-1) == p.n).all()
     s = score.reshape(37, 64 // p.m, p.m)
     pruned_max = torch.where(groups, s, torch.full_like(s, -1)).amax(-1)
     kept_min = torch.where(groups, torch.full_like(s, 2), s).amin(-1)
     assert (pruned_max < kept_min).all()
+
+
+def test_nm_takes_each_modules_n_from_its_sparsity() -> None:
+    """Mixed N:M: a module whose plan gives 1/4 under a 2:4 pattern loses 1 weight in every 4, and 0 keeps all."""
+    score = torch.rand(8, 16, generator=torch.Generator().manual_seed(2))
+    assert (select_prune_mask(score, 0.25, Pattern.parse("2:4")).reshape(8, 4, 4).sum(-1) == 1).all()
+    assert (select_prune_mask(score, 0.75, Pattern.parse("2:4")).reshape(8, 4, 4).sum(-1) == 3).all()
+    assert not select_prune_mask(score, 0.0, Pattern.parse("2:4")).any()
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.25, 0.5, 0.7, 0.9])

@@ -87,12 +87,12 @@ def test_methods_reject_unknown_options() -> None:
     assert METHODS.get("sparsegpt")(blocksize=64, percdamp=0.1).options() == {"blocksize": 64, "percdamp": 0.1}
 
 
-
 def test_a_consumed_hessian_gives_the_same_sweep_bit_for_bit() -> None:
     """`obs_sweep(consume_H=True)` factors the caller's Hessian where it lies (the walker's owned statistics):
     the same pruned and quantized weights as the sweep over a copy, and the Hessian is used up."""
     from prune.obs import SweepPruning, obs_sweep
-    from quant.grid import GroupQuantizer, QuantSpec
+    from quant.grid import GroupQuantizer
+    from quant.spec import QuantSpec
 
     torch.manual_seed(3)
     W = torch.randn(12, 40)

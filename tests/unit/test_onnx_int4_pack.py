@@ -8,7 +8,8 @@ import torch
 
 from export.onnx_int4 import NBitsLayout, block_size_for, column_order, nbits_tensors, pack_nibbles, unpack_nibbles
 from prune.errors import SlimpackError
-from quant.grid import QuantizedWeight, QuantSpec
+from quant.grid import QuantizedWeight
+from quant.spec import QuantSpec
 
 
 def test_nibbles_round_trip_low_nibble_first() -> None:

@@ -44,7 +44,8 @@ def test_score_matches_its_definition_by_brute_force() -> None:
 def test_schedule_grows_to_the_target() -> None:
     assert [round(s, 6) for s, _ in schedule(0.5, Pattern(), 0.1)] == [0.1, 0.2, 0.3, 0.4, 0.5]
     assert [round(s, 6) for s, _ in schedule(0.55, Pattern(), 0.2)] == [0.2, 0.4, 0.55]
-    assert [str(p) for _, p in schedule(0.5, Pattern.parse("4:8"), 0.1)] == ["1:8", "2:8", "3:8", "4:8"]
+    # N:M: one more zero per group of M at each step (the mask selector takes N = round(s · M))
+    assert [round(s * 8, 6) for s, _ in schedule(0.5, Pattern.parse("4:8"), 0.1)] == [1, 2, 3, 4]
 
 
 def test_reconstruction_pushes_S_towards_zero_and_beats_its_own_initial_mask() -> None:

@@ -10,9 +10,10 @@ from prune.masks import Pattern
 from prune.methods import METHODS
 from prune.obs import obs_sweep, round_to_grid
 from prune.stats import Stats
-from quant.grid import GroupQuantizer, QuantSpec, fit_grid
+from quant.grid import GroupQuantizer, fit_grid, group_count
 from quant.methods import COUNT_ROWS, GPTQ, RTN, QuantizedLayer
 from quant.pack import PACK_ROWS, from_gptq, pack_bits, to_gptq, unpack_bits
+from quant.spec import QuantSpec
 from tests.unit.test_methods import stats_for, synthetic_layer
 
 
@@ -60,7 +61,7 @@ def test_checkpoint_tensors_round_trip_exactly(bits: int, sym: bool, act_order: 
     tensors = to_gptq(qw)
     assert tensors["qweight"].shape == (64 * bits // 32, 48) and tensors["qweight"].dtype == torch.int32
     assert (
-        tensors["qzeros"].shape == (spec.groups(64), -(-48 * bits // 32)) and tensors["scales"].dtype == torch.float16
+        tensors["qzeros"].shape == (group_count(spec, 64), -(-48 * bits // 32)) and tensors["scales"].dtype == torch.float16
     )
     back = from_gptq(tensors, spec)
     for field in ("codes", "zeros", "g_idx", "scales"):

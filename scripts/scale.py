@@ -62,13 +62,31 @@ def cpu_model() -> str:
 
 def timed(cmd: list[str], ok: tuple[int, ...] = (0,)) -> tuple[float, float]:
     """Run ``cmd`` under /usr/bin/time -v: (wall seconds, peak RSS MiB); an exit status not in ``ok`` stops."""
+    wall, peak, _ = timed_status(cmd, ok)
+    return wall, peak
+
+
+def timed_status(cmd: list[str], ok: tuple[int, ...] = (0,), cgroup: Path | None = None) -> tuple[float, float, int]:
+    """`timed`, with the exit status; ``cgroup``: a memory cgroup (`memory_cgroup`) the command runs in."""
     start = time.perf_counter()
+    if cgroup is not None:  # enter the cgroup, then become the command
+        cmd = ["sh", "-c", f'echo $$ > {cgroup / "cgroup.procs"} && exec "$@"', "sh", *cmd]
     proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - start
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     if proc.returncode not in ok:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return wall, int(peak.group(1)) / 1024 if peak else float("nan")
+    return wall, int(peak.group(1)) / 1024 if peak else float("nan"), proc.returncode
+
+
+def memory_cgroup(name: str, limit_mib: int) -> Path:
+    """A fresh memory cgroup with a hard limit of ``limit_mib`` (cgroup v1's memory controller or v2's), for
+    `timed`: a command that needs more is killed (exit 137). Needs root."""
+    v1, v2 = Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup")
+    group, limit = (v1 / name, "memory.limit_in_bytes") if v1.is_dir() else (v2 / name, "memory.max")
+    group.mkdir(exist_ok=True)
+    (group / limit).write_text(str(limit_mib * 2**20))
+    return group
 
 
 def main() -> None:

@@ -6,7 +6,9 @@ each under ``/usr/bin/time -v`` and without ``--stream``: ``prune`` (wanda 50 %)
 of the pruned model), ``plan`` (DLP 50 %), ``eval`` (perplexity of the pruned model), ``export --format onnx`` and ``--format
 sparse`` of it, ``export --format onnx-int4`` of the GPTQ checkpoint, and ``verify`` of each artifact against its
 source. ``--resident`` adds the prune forced whole (the
-path users took before the store was chosen). Writes the rows to ``--json`` and prints the table.
+path users took before the store was chosen). ``--limit-mib`` runs each command in a memory cgroup with that hard
+limit (root only; a command that needs more is killed, and its row says so). Writes the rows to ``--json`` and
+prints the table.
 
     .venv/bin/python scripts/store_memory.py --shape llama2-7b --layers 8 --root /tmp/nf --json docs/results/store_memory.json
 """
@@ -19,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from scale import cpu_model, timed  # scripts/scale.py: /usr/bin/time -v, the CPU's name
+from scale import cpu_model, memory_cgroup, timed, timed_status  # scripts/scale.py
 
 FAST = ["--nsamples", "8", "--seqlen", "128"]
 VERIFY = ["--seqlen", "128", "--windows", "2", "--prompt", "8", "--tokens", "2", "--tolerance", "0.05"]
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
                         help="run only the steps whose name starts with one of these (e.g. quantize, 'verify onnx-int4'); "
                              "their rows replace the same steps' rows in --json, the others are kept")  # fmt: skip
+    parser.add_argument("--limit-mib", type=int, default=None, help="run each command under this hard memory limit")
     args = parser.parse_args()
     python, root = sys.executable, args.root
     model = root / "model"
@@ -67,13 +70,18 @@ def main() -> None:
     size = sum(f.stat().st_size for f in model.glob("*.safetensors"))
     if args.only:
         names = list(steps)
-        steps = {name: cmd for name, cmd in steps.items() if any(name.startswith(word) for word in args.only)}
+        exact = [word for word in args.only if word in steps]  # a whole name: that step alone
+        steps = {name: cmd for name, cmd in steps.items()
+                 if name in exact or any(name.startswith(word) for word in args.only if word not in exact)}  # fmt: skip
         if not steps:
             parser.error(f"--only {' '.join(args.only)}: no such step; the steps are: {', '.join(names)}")
     rows = []
+    cgroup = memory_cgroup("slimpack-store-memory", args.limit_mib) if args.limit_mib else None
     for name, cmd in steps.items():
-        wall, peak = timed(cmd, ok=(0, 1))  # verify exits 1 when a check fails: its memory is still measured
+        # verify exits 1 when a check fails, and a command over the limit is killed (137): its memory is measured
+        wall, peak, status = timed_status(cmd, ok=(0, 1, 137) if cgroup else (0, 1), cgroup=cgroup)
         row = {"command": name, "peak_rss_mib": round(peak), "wall_seconds": round(wall, 1),
+               **({"limit_mib": args.limit_mib, "exit": status} if cgroup else {}),
                "shape": args.shape, "blocks": args.layers, "model_gib": round(size / 2**30, 2),
                "fp32_gib": round(2 * size / 2**30, 2), "cpu": cpu_model(), "cores": os.cpu_count(),
                "argv": " ".join(cmd[3:])}  # fmt: skip
@@ -86,9 +94,12 @@ def main() -> None:
             rows = [fresh.pop(row["command"], row) for row in old] + list(fresh.values())
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     print(f"\n{args.shape}, {args.layers} blocks, {size / 2**30:.2f} GiB bf16 ({2 * size / 2**30:.2f} GiB in fp32)\n")
-    print("| command (no store flag) | peak RSS MiB | wall s |\n|---|---|---|")
+    limited = args.limit_mib is not None
+    print("| command (no store flag) | peak RSS MiB | wall s |" + (f" under {args.limit_mib} MiB |" if limited else ""))
+    print("|---|---|---|" + ("---|" if limited else ""))
     for row in rows:
-        print(f"| {row['command']} | {row['peak_rss_mib']} | {row['wall_seconds']} |")
+        done = ("" if not limited else " completed |" if row["exit"] in (0, 1) else f" exit {row['exit']} |")
+        print(f"| {row['command']} | {row['peak_rss_mib']} | {row['wall_seconds']} |{done}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,16 @@
 
 Prefill and decode run the same graph: prefill with an empty past (``[batch, kv_heads, 0, head_dim]``), then
 one token per step with the ``present`` tensors of the last step fed back as ``past_key_values``.
+
+Weights (``weights``): onnxruntime memory-maps an external data file (``model.onnx.data``) and, by default, copies
+every fp32 MatMul weight into its own prepacked layout — a second copy of the weights in private memory. ``mapped``
+turns prepacking off: the weights are read in place from the mapped file, whose pages the kernel may drop and read
+again, so the process's own memory stays small, and it runs slower (SmolLM2 fp32 on an AVX-512 EPYC, 2 threads:
+prefill of 256 tokens 0.46 s against 0.40 s; one token 30 ms against 19 ms). ``packed`` keeps prepacking: the
+benchmarks' setting (`runtime_bench.engines.BENCH_ENGINE_OPTIONS`). ``auto`` (the default) maps an fp32 export
+(``export.json``'s ``weights``) whose data file holds at least `prune.store.STREAM_SAVING` (1 GiB) — the rule by
+which a stage streams its blocks — and packs otherwise: a model without a data file is in memory either way, and
+``MatMulNBits`` (``onnx-int4``) needs its prepacked layout (unpacked: one token 15× slower).
 """
 
 from __future__ import annotations
@@ -13,12 +23,15 @@ from typing import Any
 import numpy as np
 
 from prune.errors import SlimpackError
+from prune.store import STREAM_SAVING, gib
 from runtime_bench.engines.base import Artifact, EngineBase, greedy_decode
 
 log = logging.getLogger(__name__)
 
+WEIGHTS = ("auto", "packed", "mapped")
 
-def session_options(threads: int | None) -> Any:
+
+def session_options(threads: int | None, mapped: bool = False) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -26,8 +39,22 @@ def session_options(threads: int | None) -> Any:
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if mapped:
+        options.add_session_config_entry("session.disable_prepacking", "1")
     options.log_severity_level = 3
     return options
+
+
+def maps_weights(path: Path, weights: str, fp32: bool) -> bool:
+    """Whether the session of ``path`` reads its weights in place (see the module docstring); ``fp32``: its linears
+    are fp32 MatMuls. Logged when ``auto`` maps."""
+    if weights != "auto":
+        return weights == "mapped"
+    data = path.with_name(path.name + ".data")
+    size = data.stat().st_size if fp32 and data.is_file() else 0
+    if size >= STREAM_SAVING:
+        log.info("onnxruntime: %s of fp32 weights read in place from %s (no prepacked copy)", gib(size), data.name)
+    return size >= STREAM_SAVING
 
 
 class OnnxRuntimeEngine(EngineBase):
@@ -35,22 +62,31 @@ class OnnxRuntimeEngine(EngineBase):
 
     name = "onnxruntime"
 
-    def __init__(self, threads: int | None = None, model_file: str = "model.onnx") -> None:
+    def __init__(self, threads: int | None = None, model_file: str = "model.onnx", weights: str = "auto") -> None:
+        if weights not in WEIGHTS:
+            raise SlimpackError(
+                f"onnxruntime weights {weights!r} is not one of {', '.join(WEIGHTS)}; "
+                "pass e.g. --engine-option onnxruntime.weights=mapped"
+            )
         self.threads = threads
         self.model_file = model_file
+        self.weights = weights
         self.session: Any = None
 
     def load(self, artifact: Artifact) -> None:
-        self.load_file(artifact.file(artifact.details.get("file", self.model_file)))
+        fp32 = bool(artifact.details.get("weights"))  # the fp32 MatMul weights by linear; none in onnx-int4
+        self.load_file(artifact.file(artifact.details.get("file", self.model_file)), fp32)
 
-    def load_file(self, path: Path) -> None:
+    def load_file(self, path: Path, fp32: bool = False) -> None:
+        """Open ``path``; ``fp32``: its linears are fp32 MatMuls (``auto`` may map them)."""
         import onnxruntime as ort
 
         if not path.is_file():
             raise SlimpackError(f"ONNX file {str(path)!r} is missing; re-export the artifact with `slimpack export`")
         try:
             self.session = ort.InferenceSession(
-                str(path), session_options(self.threads), providers=["CPUExecutionProvider"]
+                str(path), session_options(self.threads, maps_weights(path, self.weights, fp32)),
+                providers=["CPUExecutionProvider"],
             )
         except Exception as err:  # onnxruntime raises its own exception types
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

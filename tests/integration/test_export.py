@@ -279,3 +279,35 @@ def test_deepsparse_environment_missing_is_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "DeepSparse environment not found" in err[0] and "setup-deepsparse.sh" in err[0]
     assert not report.exists()
+
+
+def test_onnxruntime_reads_large_fp32_weights_in_place(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    """``weights``: ``auto`` maps (no prepacked copy) an fp32 export whose data file holds ≥ 1 GiB, never
+    MatMulNBits (whose packed layout is its kernel's); a mapped session computes the packed one's logits."""
+    import onnx
+
+    from prune.errors import SlimpackError
+    from runtime_bench.engines.ort import maps_weights
+
+    fake = tmp_path / "fake" / "model.onnx"
+    fake.parent.mkdir()
+    with open(fake.with_name("model.onnx.data"), "wb") as f:
+        f.truncate(2**30)  # sparse: its size is all the rule reads
+    assert maps_weights(fake, "auto", fp32=True) and not maps_weights(fake, "auto", fp32=False)
+    assert maps_weights(fake, "mapped", fp32=False) and not maps_weights(fake, "packed", fp32=True)
+    with open(fake.with_name("model.onnx.data"), "r+b") as f:
+        f.truncate(2**30 - 1)
+    assert not maps_weights(fake, "auto", fp32=True)
+    ext = tmp_path / "ext" / "model.onnx"
+    ext.parent.mkdir()
+    onnx.save_model(onnx.load(str(artifacts["onnx"] / "model.onnx")), str(ext), save_as_external_data=True,
+                    location="model.onnx.data")  # tensors over 1 KiB: every weight  # fmt: skip
+    ids = np.random.RandomState(2).randint(0, 200, (1, 16)).astype(np.int64)
+    logits = {}
+    for weights in ("packed", "mapped"):
+        engine = ENGINES.build("onnxruntime", {"weights": weights})
+        engine.load_file(ext, fp32=True)
+        logits[weights] = engine.logits(ids)
+    assert np.abs(logits["packed"] - logits["mapped"]).max() < 1e-4
+    with pytest.raises(SlimpackError, match="onnxruntime.weights=mapped"):
+        ENGINES.build("onnxruntime", {"weights": "mmap"})

@@ -28,10 +28,11 @@ from prune.cli import (
 )
 from prune.errors import SlimpackError
 from prune.spec import StreamSpec
-from runtime_bench.engines import parse_engine_options
-from runtime_bench.harness import BenchSpec
+from runtime_bench.engines import engine_of, parse_engine_options
+from runtime_bench.harness import BenchSpec, vocab_size
 from runtime_bench.kernels import build_dir, isas
 from runtime_bench.latency import TimingConfig, labelled_paths, time_paths
+from runtime_bench.memory import peak_rss
 from runtime_bench.pipeline.recipe import DEFAULT_RECIPE, load_recipe
 from runtime_bench.pipeline.run import run_pipeline
 from runtime_bench.pipeline.sweep import SweepConfig, sweep
@@ -146,7 +147,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch", type=int, default=4, help="also decode this many sequences at once (0: no)")
 
 
-ART = "ART"  # `bench`'s sub-command for the form `bench ART [ART …]`: every first word but `sweep` starts it
+ART = "ART"  # `bench`'s sub-command for `bench ART [ART …]`: every first word but `sweep` and `memory` starts it
 TIMING_USAGE = "%(prog)s ART [ART ...] [--engine NAME[,NAME...]] [--threads N[,N...]] [--json FILE] [timing options]"
 
 
@@ -158,8 +159,8 @@ class EveryWord(dict):
 
 
 class BenchForms(argparse._SubParsersAction):
-    """`bench`'s two forms: ``bench sweep …``, and ``bench ART [ART …] …`` for any other first word (an artifact in
-    a directory named ``sweep`` is ``./sweep``)."""
+    """`bench`'s three forms: ``bench sweep …``, ``bench memory ART …``, and ``bench ART [ART …] …`` for any other
+    first word (an artifact in a directory named ``sweep`` or ``memory`` is ``./sweep``, ``./memory``)."""
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         parser = super().add_parser(name, **kwargs)
@@ -174,16 +175,18 @@ class BenchForms(argparse._SubParsersAction):
 
 class BenchCommand:
     help = (
-        "benchmarks: `bench ART …` (chosen artifacts timed interleaved) and `bench sweep` (speedup vs sparsity, DLP "
-        "Table 5 layout)"
+        "benchmarks: `bench ART …` (chosen artifacts timed interleaved), `bench sweep` (speedup vs sparsity, DLP "
+        "Table 5 layout) and `bench memory ART` (one artifact's peak RSS, in a fresh process)"
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.register("action", "parsers", BenchForms)
-        sub = parser.add_subparsers(dest="bench", required=True, metavar="{ART,sweep}")
-        parser.usage = f"{TIMING_USAGE}\n       %(prog)s sweep [--model MODEL] [--sparsities S,...] [--engines E,...] …"
-        parser.epilog = ("`slimpack bench ART --help` and `slimpack bench sweep --help` list each form's options; an "
-                         "artifact in a directory named sweep is ./sweep.")  # fmt: skip
+        sub = parser.add_subparsers(dest="bench", required=True, metavar="{ART,sweep,memory}")
+        parser.usage = (f"{TIMING_USAGE}\n       %(prog)s sweep [--model MODEL] [--sparsities S,...] [--engines E,...] …"
+                        "\n       %(prog)s memory ART [--threads N] [--prompt P] [--tokens N] [--json FILE]")  # fmt: skip
+        parser.epilog = ("`slimpack bench ART --help`, `slimpack bench sweep --help` and `slimpack bench memory --help` "
+                         "list each form's options; an artifact in a directory named sweep or memory is ./sweep, "
+                         "./memory.")  # fmt: skip
         t = sub.add_parser(
             ART, prog=parser.prog, usage=TIMING_USAGE,
             help="time these artifacts interleaved (the harness's protocol): prefill ms and decode ms/token per "
@@ -231,8 +234,22 @@ class BenchCommand:
             "--stream", action="store_true", help="evaluate, prune and export each model streamed (onnxruntime engines)"
         )
         add_bench_arguments(p)
+        m = sub.add_parser(
+            "memory", help="peak RSS of one artifact loaded and run once, in a fresh process",
+            description="Load ART in a fresh process and generate once (a --prompt-token prompt of random ids, then "
+            "--tokens greedy tokens); print its peak RSS, the RSS before loading, and the load and generation times. "
+            "The engine runs with the benchmarks' options unless --engine-option replaces them.",
+        )  # fmt: skip
+        m.add_argument("artifact", action=Reads, metavar="ART",
+                       help="an artifact of `slimpack export`, a model directory or an ONNX model in optimum's layout")  # fmt: skip
+        add_engine_arguments(m)
+        m.add_argument("--prompt", type=int, default=16, help="prompt tokens (default 16)")
+        m.add_argument("--tokens", type=int, default=32, help="greedy tokens generated (default 32)")
+        m.add_argument("--json", action=Writes, default=None, metavar="FILE", help="also write the figures as JSON")
 
     def run(self, args: argparse.Namespace) -> int:
+        if args.bench == "memory":
+            return self.memory(args)
         if args.bench == ART:
             spec = BenchSpec(args.prompt, args.tokens, args.rounds, args.warmup, args.batch)
             report = time_paths(TimingConfig(labelled_paths(args.artifacts), args.threads, spec, args.engine))
@@ -242,6 +259,22 @@ class BenchCommand:
             print(report.table())
             return 0
         return self.sweep(args)
+
+    def memory(self, args: argparse.Namespace) -> int:
+        parse_engine_options(args.engine_option)  # a bad item is named here, before the probe starts
+        for flag, value in (("--prompt", args.prompt), ("--tokens", args.tokens)):
+            if value < 1:
+                raise SlimpackError(f"{flag} {value} must be ≥ 1")
+        path = Path(args.artifact)
+        engine_of(path)  # one line for a path no engine runs
+        home = path if path.is_dir() else path.parent
+        if not (home / "config.json").is_file():  # the prompt's ids are drawn below its vocabulary size
+            raise SlimpackError(f"{str(path)!r} has no config.json beside it; pass an artifact of `slimpack export`, "
+                                "a model directory or an ONNX model in optimum's layout")  # fmt: skip
+        probe = peak_rss(path, args.threads, args.prompt, args.tokens, vocab_size(home), args.engine_option)
+        write_json(args.json, probe.to_dict())
+        print(probe.table(str(path)))
+        return 0
 
     def sweep(self, args: argparse.Namespace) -> int:
 

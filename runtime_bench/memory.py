@@ -1,8 +1,9 @@
 """Peak resident memory of one engine running one artifact, measured in a fresh process.
 
 Peak RSS only grows within a process, and the benchmark loads many engines into one, so each artifact is
-measured alone: ``python -m runtime_bench.memory PATH --threads T --prompt P --tokens N`` loads it, runs one
-greedy generation of N tokens after a P-token prompt, and prints one JSON line:
+measured alone: ``slimpack bench memory PATH --threads T --prompt P --tokens N`` (`peak_rss`) starts a fresh
+interpreter on this module (``python -m runtime_bench.memory``, the probe's own process, not a user command), which
+loads it, runs one greedy generation of N tokens after a P-token prompt, and prints one JSON line:
 
 - ``peak_rss_mib``: the peak RSS of that process plus the peak of its child (the DeepSparse worker), MiB;
 - ``baseline_rss_mib``: the RSS after importing the runtimes and before loading the artifact, so that
@@ -25,6 +26,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,15 @@ class MemoryProbe:
     def from_dict(cls, data: dict[str, Any]) -> MemoryProbe:
         return from_known(cls, data)
 
+    def table(self, label: str) -> str:
+        """One row per figure, for `slimpack bench memory`."""
+        rows = [("peak RSS MiB", f"{self.peak_rss_mib:.0f}"),
+                ("RSS after imports, before loading MiB", f"{self.baseline_rss_mib:.0f}"),
+                ("worker's peak RSS MiB (DeepSparse)", f"{self.worker_peak_rss_mib:.0f}"),
+                ("load s", f"{self.load_seconds:.2f}"),
+                (f"generation s ({self.prompt}-token prompt, {self.tokens} tokens)", f"{self.generate_seconds:.2f}")]  # fmt: skip
+        return "\n".join([f"| {label} | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+
 
 def probe(
     path: Path, threads: int | None, prompt: int, tokens: int, vocab: int,
@@ -98,10 +109,14 @@ def probe(
     )
 
 
-def peak_rss(path: Path, threads: int | None, prompt: int, tokens: int, vocab: int) -> MemoryProbe:
-    """Run `probe` for ``path`` in a fresh interpreter; a failure is a one-line `SlimpackError`."""
+def peak_rss(
+    path: Path, threads: int | None, prompt: int, tokens: int, vocab: int, engine_options: Sequence[str] = ()
+) -> MemoryProbe:
+    """Run `probe` for ``path`` in a fresh interpreter; a failure is a one-line `SlimpackError`. ``engine_options``:
+    ``ENGINE.KEY=VALUE`` items (`runtime_bench.engines.parse_engine_options`)."""
     cmd = [sys.executable, "-m", "runtime_bench.memory", str(path), "--prompt", str(prompt), "--tokens", str(tokens)]
     cmd += ["--vocab", str(vocab)] + (["--threads", str(threads)] if threads else [])
+    cmd += [f"--engine-option={item}" for item in engine_options]
     proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=die_with_parent())
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A whole LLaMA-2-7B shape (random bf16 weights) in the sparse engine, and the checkpoint sizes of
 # docs/results/kernels.md: magnitude 50 % and 70 % (streamed), `export --format sparse` with each values kind, then
-# one generation of the 50 % bf16 artifact in a fresh process (runtime_bench.memory: peak RSS, tokens/s). Needs
+# one generation of the 50 % bf16 artifact in a fresh process (slimpack bench memory: peak RSS, tokens/s). Needs
 # ~33 GB of disk at its peak (the dense model and one pruned copy, 12.6 GB each, and one export); outputs no
 # longer needed are deleted as it goes. Writes ROOT/whole7b.json.
 #   bash scripts/kernels_whole7b.sh [ROOT=/tmp/w7b]
@@ -26,9 +26,7 @@ for s in 50 70; do
   done
   if [ "$s" = 50 ]; then
     log "generate (peak RSS)"
-    .venv/bin/python -m runtime_bench.memory "$ROOT/sp50-bf16" --threads 2 --prompt 16 --tokens 32 --vocab 32000 \
-        > "$ROOT/memory50.json"
-    cat "$ROOT/memory50.json" >&2
+    "${S[@]}" bench memory "$ROOT/sp50-bf16" --threads 2 --prompt 16 --tokens 32 --json "$ROOT/memory50.json" >&2
     log "decode speed"
     "${S[@]}" bench "$ROOT/sp50-bf16" --threads 2 --prompt 16 --tokens 16 --rounds 2 --batch 0 --json "$ROOT/bench50.json"
   fi

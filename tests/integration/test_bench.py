@@ -10,6 +10,7 @@ import pytest
 
 from runtime_bench.cli import main
 from runtime_bench.latency import TimingReport
+from runtime_bench.memory import MemoryProbe
 from runtime_bench.pipeline.summary import SweepReport
 from tests.integration.test_deepsparse import needs_deepsparse
 
@@ -125,3 +126,19 @@ def test_a_retired_latency_report_still_reads() -> None:
     report = TimingReport.from_dict(old)
     assert report.threads == [1] and report.artifacts["a"].timing(1).prefill_ms.median == 2.0
     assert report.table().splitlines()[2].startswith("| a | ? | 1 | 2.00 (1.00–3.00)")
+
+
+def test_bench_memory_probes_one_artifact_in_a_fresh_process(tmp_path: Path, tiny_dir: Path, capsys) -> None:  # noqa: ANN001
+    """``slimpack bench memory ART`` (the memory probe a run and a sweep start, as a command): its figures as a
+    table and as JSON; a path no engine runs and a bad count are one line each, exit 2, and nothing is written."""
+    out = tmp_path / "memory.json"
+    assert main(["-q", "bench", "memory", str(tiny_dir), "--prompt", "4", "--tokens", "2", "--threads", "1",
+                 "--json", str(out)]) == 0  # fmt: skip
+    probe = MemoryProbe.from_dict(json.loads(out.read_text()))
+    assert probe.peak_rss_mib >= probe.baseline_rss_mib > 0 and (probe.prompt, probe.tokens) == (4, 2)
+    assert "| peak RSS MiB |" in capsys.readouterr().out
+    for args, expected in [([str(tmp_path / "nowhere")], "does not exist"), ([str(tiny_dir), "--tokens", "0"], "--tokens 0")]:
+        assert main(["-q", "bench", "memory", *args, "--json", str(tmp_path / "bad.json")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err, err
+        assert not (tmp_path / "bad.json").exists()

@@ -61,6 +61,7 @@ def base_argv(command: str, model: Path, tmp: Path, recipe_name: str = "r.yaml")
         "verify": ["verify", str(model), "--reference", str(model)],
         "bench sweep": ["bench", "sweep", "--model", str(model), "--out", str(tmp / "sweep")],
         "bench ART": ["bench", str(model), "--json", str(tmp / "bench.json")],
+        "bench memory": ["bench", "memory", str(model), "--json", str(tmp / "memory.json")],
         "run": ["run", str(recipe)],
         "check gptqmodel": ["check", "gptqmodel", str(model), "--tokens", "8"],
         "check autogptq": ["check", "autogptq", str(model), "--tokens", "8"],
@@ -95,7 +96,7 @@ def test_every_path_argument_is_declared_as_read_or_written() -> None:
             if action.type is Path or action.dest in path_like:
                 assert isinstance(action, (Reads, Writes)), f"{name} {action.option_strings or action.dest}"
     assert {c for c, _ in write_options()} == {"prune", "plan", "eval", "inspect", "report", "quantize", "export",
-                                               "verify", "bench sweep", "bench ART", "run", "check gptqmodel",
+                                               "verify", "bench sweep", "bench ART", "bench memory", "run", "check gptqmodel",
                                                "check autogptq"}  # fmt: skip
 
 

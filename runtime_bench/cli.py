@@ -328,7 +328,7 @@ class RunCommand:
         return 0 if summary.passed else 1
 
 
-TASK_DEFAULTS = {"task_data": "hub", "num_fewshot": 0, "limit": None, "batch_size": 1}  # of add_task_arguments
+TASK_DEFAULTS = {"task_data": "hub", "num_fewshot": 0, "limit": None, "batch_size": 1, "add_bos_token": None}
 
 
 def add_task_arguments(parser: argparse.ArgumentParser, title: str) -> None:
@@ -353,6 +353,9 @@ def add_task_arguments(parser: argparse.ArgumentParser, title: str) -> None:
     g.add_argument(
         "--batch-size", type=int, default=TASK_DEFAULTS["batch_size"], help="sequences per forward (default 1)"
     )
+    g.add_argument("--add-bos-token", action=argparse.BooleanOptionalAction, default=TASK_DEFAULTS["add_bos_token"],
+                   help="prepend the tokenizer's BOS to every request, or not (default: as the tokenizer does by "
+                        "default, as lm-eval's HF model does)")  # fmt: skip
 
 
 def task_names(args: argparse.Namespace) -> tuple[str, ...]:
@@ -386,8 +389,9 @@ class ZeroShotOption:
             return None
         quiet_lm_eval(args)
         return ZeroShotEvaluation.prepare(
-            task_names(args), TaskData(args.task_data), args.num_fewshot, args.limit, args.batch_size
-        )
+            task_names(args), TaskData(args.task_data), args.num_fewshot, args.limit, args.batch_size,
+            args.add_bos_token,
+        )  # fmt: skip
 
 
 class EvalCommand:
@@ -431,7 +435,7 @@ class EvalCommand:
                 model=args.model, tasks=task_names(args), data=TaskData(args.task_data), num_fewshot=args.num_fewshot,
                 limit=args.limit, batch_size=args.batch_size, threads=args.threads,
                 engine_options=parse_engine_options(args.engine_option), stream=asked_stream(args), progress=not args.quiet,
-                device=args.device, trust_unverified=args.trust_unverified,
+                device=args.device, trust_unverified=args.trust_unverified, add_bos_token=args.add_bos_token,
             )
         )  # fmt: skip
         write_json(args.json, report.to_dict())

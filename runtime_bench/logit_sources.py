@@ -12,14 +12,16 @@ greedy continuation); `continuation_logprob` turns the logits that predict a con
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from prune.errors import SlimpackError
-from runtime_bench.engines.base import greedy_decode
+from runtime_bench.engines.base import Stepper, greedy_decode
+
+Done = Callable[[list[int]], bool]  # a generation's stop test on its tokens so far
 
 
 class LogitSource(Protocol):
@@ -29,8 +31,9 @@ class LogitSource(Protocol):
         """The logits ``[len(s), vocab]`` of each int64 sequence ``s``, in order."""
         ...
 
-    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
-        """Greedy continuation ``[1, max_new_tokens]`` of ``input_ids: [1, T]``."""
+    def generate(self, input_ids: np.ndarray, max_new_tokens: int, done: Done | None = None) -> np.ndarray:
+        """Greedy continuation (new tokens, at most ``max_new_tokens``) of ``input_ids: [1, T]``; ``done``: where
+        the source decodes step by step, it stops once this is true of the tokens so far."""
         ...
 
 
@@ -62,8 +65,10 @@ class EngineSource:
             for row, n in enumerate(lengths):
                 yield logits[row, :n]
 
-    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
-        return np.asarray(self.engine.generate(input_ids, max_new_tokens))
+    def generate(self, input_ids: np.ndarray, max_new_tokens: int, done: Done | None = None) -> np.ndarray:
+        if isinstance(self.engine, Stepper):  # its own KV-cache loop: stop early
+            return greedy_decode(self.engine, input_ids, max_new_tokens, done)
+        return np.asarray(self.engine.generate(input_ids, max_new_tokens)).reshape(-1)  # e.g. DeepSparse's worker
 
 
 class ForwardSource:
@@ -80,9 +85,8 @@ class ForwardSource:
             for row, n in enumerate(lengths):
                 yield logits[row, :n].float().numpy()
 
-    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
-
-        return greedy_decode(self.forward, input_ids, max_new_tokens)
+    def generate(self, input_ids: np.ndarray, max_new_tokens: int, done: Done | None = None) -> np.ndarray:
+        return greedy_decode(self.forward, input_ids, max_new_tokens, done)
 
 
 def continuation_logprob(logits: np.ndarray, continuation: Sequence[int]) -> tuple[float, bool]:

@@ -42,25 +42,28 @@ CHOICES = Field(
 
 @dataclass(frozen=True)
 class TaskSchema:
-    """A record of a task (the papers' seven, and PIQA) as its lm-eval 0.4.13 config reads it
+    """A record of a task (the papers' seven, PIQA, wikitext and GSM8K) as its lm-eval 0.4.13 config reads it
     (``zeroshot_tasks/README.md``): the fields its prompt and choices read, and its gold label's field with the
     values (JSON type included) it may take in that record."""
 
     fields: dict[str, Field]
-    gold: str
-    golds: Callable[[dict[str, Any]], Sequence[Any]]
-    gold_what: str
+    gold: str | None = None  # None: the task has no label to choose (a rolling or a generation task)
+    golds: Callable[[dict[str, Any]], Sequence[Any]] = lambda doc: ()
+    gold_what: str = ""
 
     def describe(self) -> str:
-        return ", ".join([*(f"{k} ({f.what})" for k, f in self.fields.items()), f"{self.gold} ({self.gold_what})"])
+        gold = [f"{self.gold} ({self.gold_what})"] if self.gold else []
+        return ", ".join([*(f"{k} ({f.what})" for k, f in self.fields.items()), *gold])
 
     def problem(self, doc: dict[str, Any]) -> str | None:
         """What is wrong with ``doc`` for this task, or None."""
-        for key, field in {**self.fields, self.gold: None}.items():
+        for key, field in {**self.fields, **({self.gold: None} if self.gold else {})}.items():
             if key not in doc:
                 return f"has no field {key!r}"
             if field is not None and not field.ok(doc[key]):
                 return f"has {key} {shown(doc[key])}, not {field.what}"
+        if self.gold is None:
+            return None
         value, allowed = doc[self.gold], self.golds(doc)
         if not any(type(value) is type(a) and value == a for a in allowed):
             return f"has {self.gold} {shown(value)}, not one of {', '.join(shown(a) for a in allowed)}"
@@ -91,6 +94,9 @@ TASK_SCHEMAS: dict[str, TaskSchema] = {
     "openbookqa": TaskSchema({"question_stem": TEXT, "choices": CHOICES}, "answerKey", choice_labels,
                              "one of choices.label"),
     "piqa": TaskSchema({"goal": TEXT, "sol1": TEXT, "sol2": TEXT}, "label", lambda doc: (0, 1), "0 = sol1, 1 = sol2"),
+    "wikitext": TaskSchema({"page": Field("a non-empty string", lambda v: isinstance(v, str) and bool(v.strip()))}),
+    "gsm8k": TaskSchema({"question": TEXT, "answer": Field('a string ending in "#### <the number>"',
+                                                           lambda v: isinstance(v, str) and "#### " in v)}),
 }  # fmt: skip
 JSON_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
               float: "a number", type(None): "null"}  # fmt: skip

@@ -18,8 +18,12 @@ lm-eval loads it (``--task-data hub``), or from local JSON Lines files in the da
 of ``<task>.jsonl``): the config is lm-eval's with only the data source swapped. A local file is checked line by
 line before any work (`runtime_bench.task_files`), and its data is cached under its content's sha256.
 
-The headline metric of a task (its mean across tasks is the papers' "mean zero-shot accuracy") is ``acc_norm``
-where the task reports it (HellaSwag, ARC, OpenBookQA) and ``acc`` otherwise.
+Every metric a task reports is kept, with its per-example values: accuracies, perplexities (wikitext's rolling
+log-likelihoods), exact match under each of the task's filters (``exact_match,strict-match``: lm-eval's
+``metric,filter`` key; a metric of the ``none`` filter by its name alone). The headline metric of a task is
+``acc_norm`` where the task reports it (HellaSwag, ARC, OpenBookQA), else ``acc``, else its first exact match or
+F1, else its first metric; the report's ``mean`` — the papers' "mean zero-shot accuracy" — averages the headline
+metrics that are accuracies (`ACCURACIES`) and names those tasks (``mean_of``).
 """
 
 from __future__ import annotations
@@ -157,9 +161,31 @@ def lm_eval_version() -> str:
     return version("lm_eval")
 
 
-def headline(metrics: dict[str, Any]) -> str:
-    """The task's metric for the papers' mean: ``acc_norm`` if the task has it, else ``acc``."""
-    return "acc_norm" if "acc_norm,none" in metrics else "acc"
+ACCURACIES = ("acc_norm", "acc", "exact_match", "f1")  # headline metrics, in order of preference, that are averaged
+
+
+def metric_key(key: str) -> str | None:
+    """lm-eval's ``metric,filter`` result key as the report names it (``acc``; ``exact_match,strict-match``);
+    None for its stderrs and aliases."""
+    metric, _, filt = key.partition(",")
+    if not filt or metric.endswith("_stderr"):
+        return None
+    return metric if filt == "none" else key
+
+
+def headline(metrics: Sequence[str]) -> str:
+    """The task's headline metric among ``metrics`` (report keys, lm-eval's order): the first of `ACCURACIES`
+    it reports (any filter), else its first metric."""
+    for name in ACCURACIES:
+        for key in metrics:
+            if key.partition(",")[0] == name:
+                return key
+    return metrics[0]
+
+
+def example_value(value: Any) -> Any:
+    """A per-example result as JSON: a number, or a rolling task's ``[log-likelihood, weight]``."""
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else float(value)
 
 
 @dataclass(frozen=True)
@@ -244,27 +270,39 @@ class TaskResult:
         metrics = {k: v for k, v in data.items() if k not in ("examples", "n")}
         return cls(metrics, dict(data.get("examples", {})), int(data.get("n", 0)))
 
+    def reported(self) -> list[str]:
+        """The task's metrics, without their stderrs."""
+        return [m for m in self.metrics if "_stderr" not in m.partition(",")[0]]
+
     def stderr(self, metric: str) -> float | None:
-        return self.metrics.get(f"{metric}_stderr")
+        name, comma, filt = metric.partition(",")
+        value = self.metrics.get(f"{name}_stderr{comma}{filt}")
+        return value if isinstance(value, (int, float)) else None
 
 
 @dataclass(kw_only=True)
 class ZeroShotReport:
     """A zero-shot run's result (``slimpack eval --tasks``' JSON; a stage's ``evaluation["zeroshot"]``; a run's
-    ``zeroshot/*.json``): per task its `TaskResult` and headline metric (`headline`), their mean, the protocol
+    ``zeroshot/*.json``): per task its `TaskResult` and headline metric (`headline`), the mean of the accuracies
+    among them and the tasks it averages (``mean_of``; None: no task's headline is an accuracy), the protocol
     (few-shot count, limit, task data, lm-eval's version) and — where known — the model, the runtime that
-    computed the logits, the seconds, and a stage's one-line summary. Fields in the JSON's key order; those that
-    default to None are left out of it while unknown."""
+    computed the logits, how it encoded requests (whether a BOS token was prepended, the window in tokens, the
+    prefix token of rolling windows and empty contexts), the seconds, and a stage's one-line summary. Fields in
+    the JSON's key order; those that default to None are left out of it while unknown."""
 
     model: str | None = None
     runtime: str | None = None
     tasks: dict[str, TaskResult]
     headline: dict[str, str]
-    mean: float
+    mean: float | None
+    mean_of: list[str] | None = None
     num_fewshot: int
     limit: int | None
     task_data: str
     lm_eval: str
+    bos: bool | None = None
+    max_length: int | None = None
+    prefix_token_id: int | None = None
     seconds: float | None = None
     summary: str | None = None
 
@@ -285,6 +323,12 @@ class ZeroShotReport:
         """One line when ``path`` is not a zero-shot report."""
         return read_json_record(path, cls.from_dict, "a slimpack zero-shot report")
 
+    def brief(self) -> str:
+        """``mean 61.23 %``, or the headline metrics where none is an accuracy."""
+        if self.mean is not None:
+            return f"mean {100 * self.mean:.2f} %"
+        return ", ".join(f"{t} {m} {self.tasks[t].metrics[m]:.4g}" for t, m in self.headline.items())
+
     def accuracy(self, task: str) -> float:
         """``task``'s headline metric."""
         return float(self.tasks[task].metrics[self.headline[task]])
@@ -300,18 +344,19 @@ class ZeroShotReport:
         return equal, compared
 
     def table(self) -> str:
-        """Task, metric, value and stderr, one row per metric; then the mean of the headline metrics."""
+        """Task, metric, value and stderr, one row per metric; then the mean of the headline accuracies."""
         lines = ["| task | metric | value | stderr | n |", "|---|---|---|---|---|"]
         for name, task in self.tasks.items():
-            for metric in ("acc", "acc_norm"):
-                if metric in task.metrics:
-                    mark = " (headline)" if self.headline[name] == metric else ""
-                    stderr = task.stderr(metric)
-                    lines.append(
-                        f"| {name} | {metric}{mark} | {task.metrics[metric]:.4f} | "
-                        f"{'—' if stderr is None else f'{stderr:.4f}'} | {task.n} |"
-                    )
-        lines.append(f"| **mean** ({len(self.tasks)} tasks, headline metrics) | | {self.mean:.4f} | | |")
+            for metric in task.reported():
+                mark = " (headline)" if self.headline[name] == metric else ""
+                stderr = task.stderr(metric)
+                lines.append(
+                    f"| {name} | {metric}{mark} | {task.metrics[metric]:.4f} | "
+                    f"{'—' if stderr is None else f'{stderr:.4f}'} | {task.n} |"
+                )
+        if self.mean is not None:
+            of = ", ".join(f"{t} {self.headline[t]}" for t in self.mean_of or self.tasks)
+            lines.append(f"| **mean** ({of}) | | {self.mean:.4f} | | |")
         return "\n".join(lines)
 
 
@@ -334,33 +379,35 @@ def run_tasks(
         if data.directory is not None:
             raise
         raise hub_data_error(names, err) from None
-    results: dict[str, TaskResult] = {}
-    for name in names:
-        metrics = out["results"][name]
-        samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
-        results[name] = TaskResult(
-            metrics={
-                key.split(",")[0]: value
-                for key, value in metrics.items()
-                if key.endswith(",none") and isinstance(value, (int, float))
-            },
-            examples={
-                metric: [float(s[metric]) for s in samples]
-                for metric in ("acc", "acc_norm")
-                if f"{metric},none" in metrics
-            },
-            n=len(samples),
-        )
-    heads = {name: headline(out["results"][name]) for name in names}
+    results = {name: task_result(out["results"][name], out["samples"][name]) for name in names}
+    heads = {name: headline(results[name].reported()) for name in names}
+    averaged = [n for n in names if heads[n].partition(",")[0] in ACCURACIES]
     return ZeroShotReport(
         tasks=results,
         headline=heads,
-        mean=float(np.mean([results[n].metrics[heads[n]] for n in names])),
+        mean=float(np.mean([results[n].metrics[heads[n]] for n in averaged])) if averaged else None,
+        mean_of=averaged,
         num_fewshot=num_fewshot,
         limit=limit,
         task_data=data.source,
         lm_eval=lm_eval_version(),
     )
+
+
+def task_result(metrics: dict[str, Any], samples: list[dict[str, Any]]) -> TaskResult:
+    """One task's `TaskResult` from lm-eval's results and logged samples (one per document and filter)."""
+    values: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = metric_key(key) or (key.replace(",none", "") if "_stderr," in key else None)
+        if name is not None and isinstance(value, (int, float)):
+            values[name] = value
+    examples: dict[str, list[Any]] = {}
+    for sample in sorted(samples, key=lambda s: s["doc_id"]):
+        for metric in values:
+            name, _, filt = metric.partition(",")
+            if "_stderr" not in name and (filt or "none") == sample.get("filter", "none") and name in sample:
+                examples.setdefault(metric, []).append(example_value(sample[name]))
+    return TaskResult(values, examples, len({s["doc_id"] for s in samples}))
 
 
 # --- a model or an artifact, end to end ---------------------------------------------------------------------
@@ -380,6 +427,7 @@ class ZeroShotConfig:
     # None: chosen from its size (`prune.store.choose_store`)
     seed: int = 0
     progress: bool = True
+    add_bos_token: bool | None = None  # None: the tokenizer's default (lm-eval's HF model's ``add_bos_token``)
     device: str = "cpu"  # torch's, for a model directory (an artifact runs where its engine runs)
     trust_unverified: bool = False  # run an artifact whose export.json has no valid sha256 (a warning, not a refusal)
 
@@ -392,9 +440,21 @@ class ZeroShotConfig:
 class Opened:
     source: LogitSource
     tokenizer: Any
-    max_length: int
+    config: dict[str, Any]  # the model's config.json: its window (`runtime_bench.lm_eval_model.model_window`)
     runtime: str  # what computed the logits: the engine's name, "torch", or "torch, streamed"
+    eos_ids: tuple[int, ...] = ()  # what ends a generation (`generation_eos`)
+    limit: int | None = None  # the artifact's own window where it has one (`EngineBase.context_limit`)
     close: Any = None
+
+
+def generation_eos(directory: Path) -> tuple[int, ...]:
+    """The end-of-sequence ids of the model's ``generation_config.json`` (what Hugging Face's ``generate`` stops
+    at); none without one (then the tokenizer's EOS)."""
+    path = Path(directory) / "generation_config.json"
+    if not path.is_file():
+        return ()
+    eos = read_json_record(path, lambda data: data.get("eos_token_id"), "a generation_config.json")
+    return tuple(int(e) for e in (eos if isinstance(eos, list) else [eos] if eos is not None else []))
 
 
 def open_source(config: ZeroShotConfig) -> Opened:
@@ -413,7 +473,8 @@ def open_source(config: ZeroShotConfig) -> Opened:
         engine = open_artifact(artifact, config.threads, config.engine_options)
         tokenizer = AutoTokenizer.from_pretrained(artifact.path, trust_remote_code=False)
         source: LogitSource = EngineSource(engine, config.batch_size, int(tokenizer.eos_token_id))
-        return Opened(source, tokenizer, context_length(read_config(artifact.path)), artifact.engine, engine.close)
+        return Opened(source, tokenizer, read_config(artifact.path), artifact.engine, generation_eos(artifact.path),
+                      engine.context_limit(), engine.close)  # fmt: skip
     store = open_chosen(config.model, config.stream, config.device, config.progress)
     return torch_source(resolve_model_path(config.model), store, None, config.batch_size, config.threads)
 
@@ -426,31 +487,35 @@ def torch_source(path: Path, store: ModelStore, written: Path | None, batch_size
         torch.set_num_threads(threads)
     forward = store.forward(written)
     source = ForwardSource(forward, batch_size, int(forward.tokenizer.eos_token_id))
-    return Opened(source, forward.tokenizer, context_length(read_config(path)), store.runtime)
-
-
-def context_length(model_config: dict[str, Any]) -> int:
-    """The model's window (``max_position_embeddings``), at most 4096 tokens: lm-eval's requests are short."""
-    return min(int(model_config.get("max_position_embeddings") or 2048), 4096)
+    return Opened(source, forward.tokenizer, read_config(path), store.runtime, generation_eos(path))
 
 
 def evaluate_opened(
-    opened: Opened, tasks: Tasks, num_fewshot: int, limit: int | None, seed: int, progress: bool
-) -> ZeroShotReport:
-    """`run_tasks` through ``opened`` (closed afterwards), with the runtime and the seconds."""
+    opened: Opened, tasks: Tasks, num_fewshot: int, limit: int | None, seed: int, progress: bool,
+    add_bos_token: bool | None = None,
+) -> ZeroShotReport:  # fmt: skip
+    """`run_tasks` through ``opened`` (closed afterwards), with the runtime, how requests were encoded and the
+    seconds."""
     import time
 
-    from runtime_bench.lm_eval_model import EngineLM  # lazy: lm-eval (an optional heavy import) only when tasks run
+    # lazy: lm-eval (an optional heavy import) only when tasks run
+    from runtime_bench.lm_eval_model import EngineLM, model_window
 
     start = time.perf_counter()
+    window = model_window(opened.config, opened.tokenizer)
+    if opened.limit is not None and opened.limit < window:
+        log.warning("zero-shot: %s runs %d tokens at most, below the model's %d: requests keep their last %d",
+                    opened.runtime, opened.limit, window, opened.limit)  # fmt: skip
+        window = opened.limit
     log.info("zero-shot: %s through %s, task data %s", ", ".join(tasks.names), opened.runtime, tasks.data.source)
     try:
-        lm = EngineLM(opened.source, opened.tokenizer, opened.max_length, progress)
+        lm = EngineLM(opened.source, opened.tokenizer, window, progress, add_bos_token, eos_ids=opened.eos_ids)
         report = run_tasks(lm, tasks, num_fewshot, limit, seed, quiet=not progress)
     finally:
         if opened.close is not None:
             opened.close()
-    return replace(report, runtime=opened.runtime, seconds=round(time.perf_counter() - start, 1))
+    return replace(report, runtime=opened.runtime, bos=lm.adds_bos, max_length=window,
+                   prefix_token_id=lm.prefix_token_id, seconds=round(time.perf_counter() - start, 1))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -463,15 +528,17 @@ class ZeroShotEvaluation:
     num_fewshot: int = 0
     limit: int | None = None
     batch_size: int = 1
+    add_bos_token: bool | None = None
     seed: int = 0
     name: str = "zeroshot"
 
     @classmethod
     def prepare(
-        cls, names: Sequence[str], data: TaskData, num_fewshot: int = 0, limit: int | None = None, batch_size: int = 1
-    ) -> ZeroShotEvaluation:
+        cls, names: Sequence[str], data: TaskData, num_fewshot: int = 0, limit: int | None = None, batch_size: int = 1,
+        add_bos_token: bool | None = None,
+    ) -> ZeroShotEvaluation:  # fmt: skip
         check_tasks(names, limit, num_fewshot, batch_size)
-        return cls(Tasks.prepare(names, data), num_fewshot, limit, batch_size)
+        return cls(Tasks.prepare(names, data), num_fewshot, limit, batch_size, add_bos_token)
 
     def check(self) -> None:
         check_tasks(self.tasks.names, self.limit, self.num_fewshot, self.batch_size)
@@ -483,12 +550,14 @@ class ZeroShotEvaluation:
         files = {n: sha256_file(directory / f"{n}.jsonl") for n in self.tasks.names} if directory is not None else None
         return {"tasks": list(self.tasks.names), "task_data": self.tasks.data.source, "num_fewshot": self.num_fewshot,
                 "limit": self.limit, "batch_size": self.batch_size, "seed": self.seed, "lm_eval": lm_eval_version(),
+                **({"add_bos_token": self.add_bos_token} if self.add_bos_token is not None else {}),
                 **({"task_files": files} if files else {})}  # fmt: skip
 
     def run(self, store: ModelStore, written: Path) -> dict[str, Any]:
         opened = torch_source(written, store, written, self.batch_size)
-        report = evaluate_opened(opened, self.tasks, self.num_fewshot, self.limit, self.seed, store.progress)
-        summary = f"zero-shot mean {100 * report.mean:.2f} % ({len(self.tasks.names)} tasks)"
+        report = evaluate_opened(opened, self.tasks, self.num_fewshot, self.limit, self.seed, store.progress,
+                                 self.add_bos_token)  # fmt: skip
+        summary = f"zero-shot {report.brief()} ({len(self.tasks.names)} tasks)"
         return replace(report, summary=summary).to_dict()  # the manifest holds it as JSON (`ZeroShotReport.from_dict`)
 
 
@@ -499,5 +568,6 @@ def zeroshot(config: ZeroShotConfig, tasks: Tasks | None = None) -> ZeroShotRepo
     if tasks is None:
         tasks = Tasks.prepare(config.tasks, config.data)  # unknown tasks and missing files: before the model opens
     opened = open_source(config)
-    report = evaluate_opened(opened, tasks, config.num_fewshot, config.limit, config.seed, config.progress)
+    report = evaluate_opened(opened, tasks, config.num_fewshot, config.limit, config.seed, config.progress,
+                             config.add_bos_token)  # fmt: skip
     return replace(report, model=str(config.model))

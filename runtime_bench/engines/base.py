@@ -16,6 +16,7 @@ kernels without CUDA). An engine that times itself out of process is a `SelfTime
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -24,6 +25,7 @@ from export.artifact import Artifact
 from prune.registry import Registry
 
 
+@runtime_checkable
 class Stepper(Protocol):
     """An engine that exposes its KV-cache loop (prefill once, then one token per step)."""
 
@@ -32,13 +34,16 @@ class Stepper(Protocol):
     def step(self, token: np.ndarray, past: Any) -> tuple[np.ndarray, Any]: ...
 
 
-def greedy_decode(engine: Stepper, input_ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
-    """Greedy decoding with the KV cache: plain argmax, no logits processors, no stop token; new tokens only."""
+def greedy_decode(
+    engine: Stepper, input_ids: np.ndarray, max_new_tokens: int, done: Callable[[list[int]], bool] | None = None
+) -> np.ndarray:
+    """Greedy decoding with the KV cache: plain argmax, no logits processors; new tokens only. ``done``: stop once
+    it is true of the tokens so far (none: ``max_new_tokens`` of them)."""
     logits, past = engine.prefill(input_ids)
     tokens: list[int] = []
     while True:
         tokens.append(int(logits[0].argmax()))
-        if len(tokens) >= max_new_tokens:
+        if len(tokens) >= max_new_tokens or (done is not None and done(tokens)):
             return np.array(tokens, np.int64)
         logits, past = engine.step(np.array([[tokens[-1]]], np.int64), past)
 
@@ -62,6 +67,8 @@ class Engine(Protocol):
 
     def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> np.ndarray: ...
 
+    def context_limit(self) -> int | None: ...
+
     def close(self) -> None: ...
 
 
@@ -84,6 +91,11 @@ class EngineBase:
     def timing_unavailable(cls) -> str | None:
         """Why this engine's timings would mean nothing here, or None (by default: when it cannot run)."""
         return cls.unavailable()
+
+    def context_limit(self) -> int | None:
+        """The most tokens one sequence may hold in this loaded artifact, where it is less than any model's
+        (a compiled KV cache); None: the model's own window."""
+        return None
 
     def batch_limit(self, batch: int) -> str | None:
         """Why this engine cannot decode ``batch`` sequences at once (None: it can)."""

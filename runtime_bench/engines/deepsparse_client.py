@@ -126,6 +126,10 @@ class DeepSparseEngine(EngineBase):
 
     # --- Engine -------------------------------------------------------------------------------------
 
+    def context_limit(self) -> int | None:
+        """The compiled KV cache's length (a longer sequence does not fit)."""
+        return int(self.info["cache_len"]) if "cache_len" in self.info else None
+
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(input_ids, dtype=np.int64)
         if ids.ndim != 2:

@@ -64,7 +64,8 @@ def accuracy_of(name: str, entry: Mapping[str, Any], zeroshot: RunZeroShot | Non
     if zeroshot is None:
         return {}
     row = zeroshot.model.get(entry["model"]) if "model" in entry else zeroshot.artifact.get(name)
-    return {"zero-shot mean": f"{100 * row.mean:.2f} %" if isinstance(row, ZeroShotEntry) else "—"}
+    known = isinstance(row, ZeroShotEntry) and row.mean is not None
+    return {"zero-shot mean": f"{100 * row.mean:.2f} %" if known else "—"}  # type: ignore[union-attr]
 
 
 def zeroshot_section(zeroshot: RunZeroShot) -> list[str]:
@@ -95,7 +96,8 @@ def zeroshot_section(zeroshot: RunZeroShot) -> list[str]:
             lines.append(
                 f"| {label} | {row.runtime} | "
                 + " | ".join(f"{100 * row.accuracy[t]:.1f}" for t in tasks)
-                + f" | **{100 * row.mean:.2f}** | {f'{equal[0]} / {equal[1]}' if equal else '—'} | "
+                + f" | {'—' if row.mean is None else f'**{100 * row.mean:.2f}**'} | "
+                f"{f'{equal[0]} / {equal[1]}' if equal else '—'} | "
                 f"{row.seconds:.0f} |"
             )
     return lines

@@ -202,7 +202,7 @@ def run_zeroshot(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[
             accuracy={t: report.accuracy(t) for t in tasks.names}, source=source,
             equal_examples=list(report.equal_examples(compared)) if compared is not None else None,
         )  # fmt: skip
-        run.note("zeroshot", name, step, detail=f"{report.runtime}, mean {100 * report.mean:.2f} %")
+        run.note("zeroshot", name, step, detail=f"{report.runtime}, {report.brief()}")
     return out
 
 

@@ -71,11 +71,12 @@ class ArtifactEntry:
 
 @dataclass
 class ZeroShotEntry:
-    """A model's or artifact's zero-shot figures: runtime, headline accuracy per task, their mean, seconds; for
-    an artifact its source model and ``equal_examples`` ([equal, compared] per-example results)."""
+    """A model's or artifact's zero-shot figures: runtime, headline metric per task, the mean of those that are
+    accuracies (None: none is), seconds; for an artifact its source model and ``equal_examples`` ([equal,
+    compared] per-example results)."""
 
     runtime: str
-    mean: float
+    mean: float | None
     seconds: float
     accuracy: dict[str, float]
     source: str | None = None

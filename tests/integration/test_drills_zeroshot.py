@@ -121,6 +121,10 @@ CASES: dict[str, tuple[str, Callable[[Path], None], list[str]]] = {
     "symlink-to-a-directory": ("rte", symlink_to("/etc"), ["is a directory"]),
     "fifo": ("boolq", lambda p: (remove(p), os.mkfifo(p)), ["is a FIFO", "make it a regular file"]),
     "directory": ("winogrande", lambda p: (remove(p), p.mkdir()), ["is a directory", "make it a regular file"]),
+    "gsm8k-answer-without-its-number": ("gsm8k", edited("gsm8k", 2, lambda d: d.update(answer="five")),
+                                        ['line 3 has answer "five", not a string ending in "#### <the number>"']),
+    "wikitext-empty-page": ("wikitext", edited("wikitext", 0, lambda d: d.update(page=" ")),
+                            ['line 1 has page " ", not a non-empty string']),
 }  # fmt: skip
 
 

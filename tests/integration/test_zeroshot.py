@@ -97,7 +97,7 @@ def test_a_context_longer_than_the_window_keeps_its_last_tokens(tiny_dir: Path) 
 
 
 def test_local_tasks_are_the_papers_seven_with_their_lm_eval_configs() -> None:
-    assert sorted(p.stem for p in LOCAL_TASKS.glob("*.jsonl")) == sorted(PAPER_TASKS)
+    assert sorted(p.stem for p in LOCAL_TASKS.glob("*.jsonl")) == sorted([*PAPER_TASKS, "wikitext", "gsm8k"])
     tasks = Tasks.prepare(PAPER_TASKS, TaskData("local"))
     for name, spec in zip(PAPER_TASKS, tasks.specs):
         assert spec["task"] == name and spec["dataset_path"] == "json"

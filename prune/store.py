@@ -255,7 +255,8 @@ class ResidentForward:
 
     @torch.inference_mode()
     def prefill(self, input_ids: np.ndarray) -> tuple[np.ndarray, Any]:
-        out = self.model(input_ids=self._ids(input_ids), use_cache=True)
+        # the head on the last position only, as Hugging Face's ``generate`` runs its prefill (``logits_to_keep``)
+        out = self.model(input_ids=self._ids(input_ids), use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
 
     @torch.inference_mode()

@@ -286,8 +286,9 @@ class ZeroShotReport:
     ``zeroshot/*.json``): per task its `TaskResult` and headline metric (`headline`), the mean of the accuracies
     among them and the tasks it averages (``mean_of``; None: no task's headline is an accuracy), the protocol
     (few-shot count, limit, task data, lm-eval's version) and — where known — the model, the runtime that
-    computed the logits, how it encoded requests (whether a BOS token was prepended, the window in tokens, the
-    prefix token of rolling windows and empty contexts), the seconds, and a stage's one-line summary. Fields in
+    computed the logits, how it encoded requests (whether a BOS token was prepended, the window in tokens — the
+    model's own, ``model_max_length``, unless the artifact's limit is lower —, the prefix token of rolling windows
+    and empty contexts), the seconds, and a stage's one-line summary. Fields in
     the JSON's key order; those that default to None are left out of it while unknown."""
 
     model: str | None = None
@@ -302,6 +303,7 @@ class ZeroShotReport:
     lm_eval: str
     bos: bool | None = None
     max_length: int | None = None
+    model_max_length: int | None = None
     prefix_token_id: int | None = None
     seconds: float | None = None
     summary: str | None = None
@@ -498,14 +500,13 @@ def evaluate_opened(
     seconds."""
     import time
 
-    # lazy: lm-eval (an optional heavy import) only when tasks run
-    from runtime_bench.lm_eval_model import EngineLM, model_window
+    from runtime_bench.lm_eval_model import EngineLM, model_window  # lazy: lm-eval, a heavy import, when tasks run
 
     start = time.perf_counter()
-    window = model_window(opened.config, opened.tokenizer)
-    if opened.limit is not None and opened.limit < window:
+    window = own = model_window(opened.config, opened.tokenizer)
+    if opened.limit is not None and opened.limit < own:
         log.warning("zero-shot: %s runs %d tokens at most, below the model's %d: requests keep their last %d",
-                    opened.runtime, opened.limit, window, opened.limit)  # fmt: skip
+                    opened.runtime, opened.limit, own, opened.limit)  # fmt: skip
         window = opened.limit
     log.info("zero-shot: %s through %s, task data %s", ", ".join(tasks.names), opened.runtime, tasks.data.source)
     try:
@@ -514,7 +515,7 @@ def evaluate_opened(
     finally:
         if opened.close is not None:
             opened.close()
-    return replace(report, runtime=opened.runtime, bos=lm.adds_bos, max_length=window,
+    return replace(report, runtime=opened.runtime, bos=lm.adds_bos, max_length=window, model_max_length=own,
                    prefix_token_id=lm.prefix_token_id, seconds=round(time.perf_counter() - start, 1))  # fmt: skip
 
 

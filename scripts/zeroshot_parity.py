@@ -10,7 +10,8 @@ loading the model or artifact is not counted) with their ratio.
 
 ``runs/parity`` holds what ``scripts/zeroshot_parity.sh`` builds: ``dense`` (SmolLM2), ``dense-bos`` (its tokenizer
 made to prepend BOS), ``default-prune``, ``default-quantize-hf`` (the GPTQ checkpoint's weights, dequantized) and
-the artifacts ``art-onnx``, ``art-onnx-int4``, ``art-deepsparse``. Writes ``parity.json`` and prints the table.
+the artifacts ``art-onnx``, ``art-onnx-int4``, ``art-deepsparse``. Writes ``parity.json`` after each row (``--only``
+measures some rows again, keeping the others) and prints the table of every row it holds.
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ def evaluate(lm: Any, tasks: Tasks, limit: int | None) -> tuple[dict[str, Any], 
     return out, time.perf_counter() - start
 
 
+def json_value(value: Any) -> Any:
+    """A per-example result (numpy scalars included) as JSON."""
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    return value if isinstance(value, str) else float(value)
+
+
 def numbers(value: Any) -> list[float]:
     if isinstance(value, bool):
         return []
@@ -76,7 +84,7 @@ def examples(out: dict[str, Any], names: tuple[str, ...]) -> dict[str, dict[str,
         for s in sorted(out["samples"][task], key=lambda s: (s["doc_id"], s["filter"])):
             for metric in s["metrics"]:
                 key = metric if s["filter"] == "none" else f"{metric},{s['filter']}"
-                found.setdefault(task, {}).setdefault(key, []).append(s[metric])
+                found.setdefault(task, {}).setdefault(key, []).append(json_value(s[metric]))
     return found
 
 
@@ -89,7 +97,7 @@ def compare(ours: dict[str, Any], theirs: dict[str, Any], names: tuple[str, ...]
         for a, b in zip(mine, ref, strict=True):
             requests += len(b["arguments"]) if b["filter"] == ref[0]["filter"] else 0
             for metric in b["metrics"]:
-                equal += a[metric] == b[metric]
+                equal += bool(json_value(a[metric]) == json_value(b[metric]))
                 compared += 1
             diffs = [abs(x - y) for x, y in zip(numbers(a["resps"]), numbers(b["resps"]), strict=True)]
             max_ll = max([max_ll, *diffs])
@@ -106,13 +114,22 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N documents of each task (default all)")
     parser.add_argument("--only", nargs="+", default=None, help="rows whose label starts with one of these")
     args = parser.parse_args()
-    rows = []
+    out = args.root / "parity.json"
+    rows: list[dict[str, Any]] = []
+
+    def keep(row: dict[str, Any]) -> None:  # written after every row; a row measured again replaces its old one
+        rows.append(row)
+        old = [r for r in json.loads(out.read_text()) if r["row"] != row["row"]] if out.is_file() else []
+        order = [label for label, *_ in ROWS]
+        merged = sorted([*old, row], key=lambda r: order.index(r["row"]) if r["row"] in order else len(order))
+        out.write_text(json.dumps(merged) + "\n")
+
     for label, target, reference, names in ROWS:
         if args.only and not any(label.startswith(o) for o in args.only):
             continue
         path = args.root / target
         if target == "art-deepsparse" and (reason := unavailable("deepsparse")):
-            rows.append({"row": label, "skipped": reason})
+            keep({"row": label, "skipped": reason})
             continue
         tasks = Tasks.prepare(names, TaskData("local"))
         opened = open_source(ZeroShotConfig(str(path), names, TaskData("local"), progress=False, threads=2))
@@ -129,9 +146,9 @@ def main() -> int:
                **compare(ours, theirs, names), "slimpack_s": round(ours_s, 1), "lm_eval_hf_s": round(theirs_s, 1)}  # fmt: skip
         row["ratio"] = round(ours_s / theirs_s, 3)
         row["examples"] = examples(ours, names)  # slimpack's, to set beside earlier reports
-        rows.append(row)
+        keep(row)
         print(json.dumps({k: v for k, v in row.items() if k != "examples"}), flush=True)
-    (args.root / "parity.json").write_text(json.dumps(rows) + "\n")
+    rows = json.loads(out.read_text()) if out.is_file() else []  # the table: every row measured so far
     print("\n| row | BOS | per-example results equal | max \\|Δ log-likelihood\\| (nats) | generated strings equal "
           "| requests | slimpack s | lm-eval hf s | slimpack / lm-eval |\n|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     for r in rows:

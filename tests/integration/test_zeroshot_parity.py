@@ -103,7 +103,7 @@ def test_eval_tasks_reports_every_metric_and_the_encoding(bos_dir: Path, tmp_pat
     assert main([*args, "--json", str(out)]) == 0
     report = ZeroShotReport.read(out)
     assert report.to_dict() == json.loads(out.read_text())
-    assert (report.bos, report.max_length, report.prefix_token_id) == (True, 2048, 1)
+    assert (report.bos, report.max_length, report.model_max_length, report.prefix_token_id) == (True, 2048, 2048, 1)
     assert {"word_perplexity", "byte_perplexity", "bits_per_byte"} <= set(report.tasks["wikitext"].metrics)
     assert {"exact_match,strict-match", "exact_match,flexible-extract"} <= set(report.tasks["gsm8k"].metrics)
     assert report.headline == {"arc_easy": "acc_norm", "wikitext": "word_perplexity",

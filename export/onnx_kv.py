@@ -217,13 +217,18 @@ def _export(wrapper: nn.Module, config: Any, layers: int, dynamic: dict[str, Any
         )
 
 
+def data_file(path: Path) -> Path:
+    """Where an ONNX file's external tensors go: ``model.onnx`` → ``model.onnx.data``."""
+    return path.with_name(path.name + ".data")
+
+
 def save_onnx(proto: Any, path: Path) -> None:
-    """Save ``proto`` to ``path``; tensors go to ``path.data`` when the model exceeds protobuf's 2 GB."""
+    """Save ``proto`` to ``path``; tensors go to `data_file` when the model exceeds protobuf's 2 GB."""
     import onnx
 
     size = sum(_initializer_bytes(t) for t in proto.graph.initializer)
     if size > EXTERNAL_DATA_THRESHOLD:
-        onnx.save_model(proto, str(path), save_as_external_data=True, location=path.name + ".data")
+        onnx.save_model(proto, str(path), save_as_external_data=True, location=data_file(path).name)
     else:
         onnx.save_model(proto, str(path))
 

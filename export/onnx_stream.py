@@ -48,6 +48,7 @@ from export.onnx_kv import (
     WEIGHT_T,
     WRAPPER_PREFIX,
     KVCacheWrapper,
+    data_file,
     dynamic_shapes,
     example_inputs,
     graph_details,
@@ -63,7 +64,7 @@ from quant.spec import QuantSpec
 
 log = logging.getLogger(__name__)
 
-DATA_FILE = ONNX_FILE + ".data"
+DATA_FILE = data_file(Path(ONNX_FILE)).name
 PLACEHOLDER = "__unwritten__"  # the location of external tensors until `write_external` places them
 
 

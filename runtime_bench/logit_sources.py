@@ -1,7 +1,6 @@
 """Where zero-shot log-likelihoods come from: a `LogitSource` gives the next-token logits of token sequences (and
-greedy continuation); `continuation_logprob` turns the logits that predict a continuation into lm-eval's
-``(log-likelihood, is greedy)``. Shared by `runtime_bench.zeroshot` (which opens a source) and
-`runtime_bench.lm_eval_model` (lm-eval's model over a source), so neither imports the other.
+greedy continuation). Shared by `runtime_bench.zeroshot` (which opens a source) and `runtime_bench.lm_eval_model`
+(lm-eval's model over a source), so neither imports the other.
 
 - `EngineSource`: any slimpack engine (`runtime_bench.engines`), one forward per sequence (or right-padded
   batches: a causal model's logits before the padding do not see it).
@@ -87,13 +86,3 @@ class ForwardSource:
 
     def generate(self, input_ids: np.ndarray, max_new_tokens: int, done: Done | None = None) -> np.ndarray:
         return greedy_decode(self.forward, input_ids, max_new_tokens, done)
-
-
-def continuation_logprob(logits: np.ndarray, continuation: Sequence[int]) -> tuple[float, bool]:
-    """``(Σ log p(c_t), every c_t greedy)`` from the logits ``[n, vocab]`` of the positions that predict
-    ``continuation`` (``n = len(continuation)``), computed in float64."""
-    z = torch.from_numpy(np.asarray(logits, np.float64))
-    logp = torch.log_softmax(z, dim=-1)
-    target = torch.tensor(list(continuation), dtype=torch.long)
-    picked = logp.gather(1, target[:, None]).squeeze(1)
-    return float(picked.sum()), bool(torch.equal(logp.argmax(-1), target))

@@ -500,23 +500,29 @@ def evaluate_opened(
     seconds."""
     import time
 
-    from runtime_bench.lm_eval_model import EngineLM, model_window  # lazy: lm-eval, a heavy import, when tasks run
-
     start = time.perf_counter()
-    window = own = model_window(opened.config, opened.tokenizer)
-    if opened.limit is not None and opened.limit < own:
-        log.warning("zero-shot: %s runs %d tokens at most, below the model's %d: requests keep their last %d",
-                    opened.runtime, opened.limit, own, opened.limit)  # fmt: skip
-        window = opened.limit
     log.info("zero-shot: %s through %s, task data %s", ", ".join(tasks.names), opened.runtime, tasks.data.source)
     try:
-        lm = EngineLM(opened.source, opened.tokenizer, window, progress, add_bos_token, eos_ids=opened.eos_ids)
+        lm, own = engine_lm(opened, progress, add_bos_token)
         report = run_tasks(lm, tasks, num_fewshot, limit, seed, quiet=not progress)
     finally:
         if opened.close is not None:
             opened.close()
-    return replace(report, runtime=opened.runtime, bos=lm.adds_bos, max_length=window, model_max_length=own,
+    return replace(report, runtime=opened.runtime, bos=lm.adds_bos, max_length=lm.max_length, model_max_length=own,
                    prefix_token_id=lm.prefix_token_id, seconds=round(time.perf_counter() - start, 1))  # fmt: skip
+
+
+def engine_lm(opened: Opened, progress: bool = True, add_bos_token: bool | None = None) -> tuple[Any, int]:
+    """slimpack's lm-eval model over ``opened`` (`runtime_bench.lm_eval_model.EngineLM`), and the model's own window:
+    the model runs in that one, or in the artifact's limit where it is lower (logged)."""
+    from runtime_bench.lm_eval_model import EngineLM, model_window  # lazy: lm-eval, a heavy import, when tasks run
+
+    own = model_window(opened.config, opened.tokenizer)
+    window = own if opened.limit is None else min(own, opened.limit)
+    if window < own:
+        log.warning("zero-shot: %s runs %d tokens at most, below the model's %d: requests keep their last %d",
+                    opened.runtime, window, own, window)  # fmt: skip
+    return EngineLM(opened.source, opened.tokenizer, window, progress, add_bos_token, eos_ids=opened.eos_ids), own
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,7 @@ import lm_eval
 from lm_eval.models.huggingface import HFLM
 
 from runtime_bench.engines import unavailable
-from runtime_bench.lm_eval_model import EngineLM, model_window
-from runtime_bench.zeroshot import PAPER_TASKS, TaskData, Tasks, ZeroShotConfig, open_source
+from runtime_bench.zeroshot import PAPER_TASKS, TaskData, Tasks, ZeroShotConfig, engine_lm, example_value, open_source
 
 ROWS = [  # label, what slimpack runs, the model lm-eval's HF model runs, tasks
     ("SmolLM2 dense (torch)", "dense", "dense", PAPER_TASKS),
@@ -50,13 +49,6 @@ def evaluate(lm: Any, tasks: Tasks, limit: int | None) -> tuple[dict[str, Any], 
         bootstrap_iters=0,
     )  # fmt: skip
     return out, time.perf_counter() - start
-
-
-def json_value(value: Any) -> Any:
-    """A per-example result (numpy scalars included) as JSON."""
-    if isinstance(value, (list, tuple)):
-        return [json_value(v) for v in value]
-    return value if isinstance(value, str) else float(value)
 
 
 def numbers(value: Any) -> list[float]:
@@ -84,7 +76,7 @@ def examples(out: dict[str, Any], names: tuple[str, ...]) -> dict[str, dict[str,
         for s in sorted(out["samples"][task], key=lambda s: (s["doc_id"], s["filter"])):
             for metric in s["metrics"]:
                 key = metric if s["filter"] == "none" else f"{metric},{s['filter']}"
-                found.setdefault(task, {}).setdefault(key, []).append(json_value(s[metric]))
+                found.setdefault(task, {}).setdefault(key, []).append(example_value(s[metric]))
     return found
 
 
@@ -97,7 +89,7 @@ def compare(ours: dict[str, Any], theirs: dict[str, Any], names: tuple[str, ...]
         for a, b in zip(mine, ref, strict=True):
             requests += len(b["arguments"]) if b["filter"] == ref[0]["filter"] else 0
             for metric in b["metrics"]:
-                equal += bool(json_value(a[metric]) == json_value(b[metric]))
+                equal += example_value(a[metric]) == example_value(b[metric])
                 compared += 1
             diffs = [abs(x - y) for x, y in zip(numbers(a["resps"]), numbers(b["resps"]), strict=True)]
             max_ll = max([max_ll, *diffs])
@@ -133,9 +125,8 @@ def main() -> int:
             continue
         tasks = Tasks.prepare(names, TaskData("local"))
         opened = open_source(ZeroShotConfig(str(path), names, TaskData("local"), progress=False, threads=2))
-        window = model_window(opened.config, opened.tokenizer)
-        window = min(window, opened.limit) if opened.limit else window
-        ours_lm = EngineLM(opened.source, opened.tokenizer, window, False, eos_ids=opened.eos_ids)
+        ours_lm, _ = engine_lm(opened, progress=False)
+        window = ours_lm.max_length
         ours, ours_s = evaluate(ours_lm, tasks, args.limit)
         if opened.close is not None:
             opened.close()

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from export.onnx_kv import data_file
 from prune.errors import SlimpackError
 from prune.store import STREAM_SAVING, gib
 from runtime_bench.engines.base import Artifact, EngineBase, greedy_decode
@@ -50,7 +51,7 @@ def maps_weights(path: Path, weights: str, fp32: bool) -> bool:
     are fp32 MatMuls. Logged when ``auto`` maps."""
     if weights != "auto":
         return weights == "mapped"
-    data = path.with_name(path.name + ".data")
+    data = data_file(path)
     size = data.stat().st_size if fp32 and data.is_file() else 0
     if size >= STREAM_SAVING:
         log.info("onnxruntime: %s of fp32 weights read in place from %s (no prepacked copy)", gib(size), data.name)

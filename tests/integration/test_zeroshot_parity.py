@@ -23,7 +23,7 @@ from tokenizers.processors import TemplateProcessing  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from runtime_bench.cli import main  # noqa: E402
-from runtime_bench.zeroshot import TaskData, Tasks, ZeroShotConfig, ZeroShotReport, open_source  # noqa: E402
+from runtime_bench.zeroshot import TaskData, Tasks, ZeroShotConfig, ZeroShotReport, engine_lm, open_source  # noqa: E402
 
 TASKS = ("arc_easy", "wikitext", "gsm8k")
 LIMIT = 3
@@ -69,12 +69,9 @@ def same(ours: Any, theirs: Any, where: str) -> None:
 
 @pytest.mark.parametrize("which", ["plain", "bos"])
 def test_every_request_type_equals_lm_evals_hf_model(which: str, tiny_dir: Path, bos_dir: Path, tasks: Tasks) -> None:
-    from runtime_bench.lm_eval_model import EngineLM, model_window
-
     model = tiny_dir if which == "plain" else bos_dir
     opened = open_source(ZeroShotConfig(str(model), TASKS, TaskData("local"), progress=False))
-    ours_lm = EngineLM(opened.source, opened.tokenizer, model_window(opened.config, opened.tokenizer), False,
-                       eos_ids=opened.eos_ids)  # fmt: skip
+    ours_lm, _ = engine_lm(opened, progress=False)
     assert ours_lm.adds_bos == (which == "bos")
     ours = run(ours_lm, tasks)
     theirs = run(HFLM(pretrained=str(model), device="cpu", batch_size=1, dtype="float32"), tasks)

@@ -12,6 +12,7 @@ from prune.spec import parse_options
 
 
 class ExportCommand:
+    distributed = True
     help = (
         "export a model directory to a runnable artifact: sparse | onnx | onnx-int4 | deepsparse | semi24 | gptq | hf"
     )
@@ -53,7 +54,8 @@ class ExportCommand:
         )
 
     def run(self, args: argparse.Namespace) -> int:
-
+        if not args.ranks.writes:  # under torchrun rank 0 exports (a conversion: nothing to split); the rest wait
+            return 0
         cache = None if args.no_graph_cache else (args.graph_cache or default_root())
         options = parse_options(args.option)
         if args.values is not None:

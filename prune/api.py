@@ -18,6 +18,7 @@ from prune.models import resolve_model_path
 from prune.paths import Output, check_writes
 from prune.plots import plan_figure
 from prune.prepare import allocation_context
+from prune.ranks import Ranks
 from prune.spec import EvalSpec, Job, PruneSpec
 from prune.stage import run_stage
 from prune.store import open_chosen, settle
@@ -35,8 +36,9 @@ class PruneConfig:
     spec: PruneSpec = field(default_factory=PruneSpec)
 
 
-def prune(config: PruneConfig) -> Manifest:
-    """Prune ``config.job.model`` as ``config.spec`` says and write it with its manifest to ``config.job.out``."""
+def prune(config: PruneConfig) -> Manifest | None:
+    """Prune ``config.job.model`` as ``config.spec`` says and write it with its manifest to ``config.job.out``
+    (under torchrun: rank 0 writes and returns the manifest; the others return None)."""
     resolved = config.spec.resolve()
     job = settle(config.job, stream_refusal(resolved))
     if config.spec.structured is not None:
@@ -45,13 +47,15 @@ def prune(config: PruneConfig) -> Manifest:
 
 
 def evaluate(
-    model_spec: str, spec: EvalSpec, device: str = "cpu", progress: bool = True, stream: bool | None = None
-) -> EvalRecord:
+    model_spec: str, spec: EvalSpec, device: str = "cpu", progress: bool = True, stream: bool | None = None,
+    ranks: Ranks | None = None,
+) -> EvalRecord:  # fmt: skip
     """Perplexity of a model: loaded whole, or block-major from its shards (`prune.store`); ``stream``: None
-    lets `prune.store.choose_store` pick (the same perplexity either way), True / False force it."""
+    lets `prune.store.choose_store` pick (the same perplexity either way), True / False force it. ``ranks``
+    (under torchrun): the windows are split across ranks, the same number on each (`prune.eval.nll_over_ranks`)."""
     spec.check()
     check_context(resolve_model_path(model_spec), {"--seqlen": spec.seqlen})
-    result = open_chosen(model_spec, stream, device, progress).perplexity(spec)
+    result = open_chosen(model_spec, stream, device, progress).perplexity(spec, ranks=ranks)
     return EvalRecord(model_spec, spec.dataset, spec.seqlen, result.windows, spec.batch_size, result.perplexity,
                       result.nll, result.tokens, result.seconds, peak_rss_mib())  # fmt: skip
 

@@ -15,9 +15,12 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,6 +33,7 @@ from prune.manifest import EvalRecord, Manifest
 from prune.models import model_location
 from prune.paths import Output, check_writes, labelled_path
 from prune.plots import perplexity_bars
+from prune.ranks import DEFAULT_TIMEOUT_S, Ranks, RanksLost
 from prune.registry import Registry
 from prune.report import RESULT_TABLES, pivot_table, results_table, sparsity_table, summarize
 from prune.spec import (
@@ -51,6 +55,7 @@ log = logging.getLogger("slimpack")
 
 class Command(Protocol):
     help: str
+    distributed: bool  # runs under torchrun on several ranks (the others are refused there, `main`)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
 
@@ -233,9 +238,9 @@ def job(args: argparse.Namespace, model: str) -> Job:
     store = "stream" if args.stream or given else asked_store(asked_stream(args))
     stream = StreamSpec(args.dtype, args.shard_size, args.max_memory, args.offload_dir)
     asked = (OUTPUT_EVALUATIONS.get(name)().evaluation(args) for name in OUTPUT_EVALUATIONS.names())
-    return Job(model=model, out=args.out, data=data_spec(args, args.protocol), device=args.device, overwrite=args.overwrite,
-               evaluate=eval_spec(args) if args.eval else None, progress=not args.quiet, stream=stream,
-               evaluations=tuple(e for e in asked if e is not None), store=store)  # fmt: skip
+    return Job(model=model, out=args.out, data=data_spec(args, args.protocol), device=args.ranks.device(args.device),
+               overwrite=args.overwrite, evaluate=eval_spec(args) if args.eval else None, progress=not args.quiet,
+               stream=stream, evaluations=tuple(e for e in asked if e is not None), store=store, ranks=args.ranks)  # fmt: skip
 
 
 def add_prune_arguments(
@@ -337,6 +342,7 @@ def manifest_line(m: Any, out: Path) -> str:
 
 
 class PruneCommand:
+    distributed = True
     help = "prune a model layer by layer and write an HF model directory + slimpack.json"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -346,13 +352,14 @@ class PruneCommand:
         add_output_arguments(parser, "pruned model")
 
     def run(self, args: argparse.Namespace) -> int:
-
         manifest = prune(PruneConfig(job(args, args.model), prune_spec(args)))
-        print(manifest_line(manifest, args.out))
+        if manifest is not None:  # None: a rank that does not write (under torchrun)
+            print(manifest_line(manifest, args.out))
         return 0
 
 
 class PlanCommand:
+    distributed = False
     help = "compute a layerwise sparsity plan (JSON + PNG) without pruning"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -382,6 +389,7 @@ class PlanCommand:
 
 
 class InspectCommand:
+    distributed = False
     help = "measured sparsity per module of a slimpack output, checked against its manifest"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -406,6 +414,7 @@ class InspectCommand:
 
 
 class ReportCommand:
+    distributed = False
     help = "one markdown table from slimpack eval JSON files and prune / quantize output directories"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -459,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings and errors only")
+    parser.add_argument("--rank-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                        help="under torchrun: how long a rank waits for the others before it stops, naming itself "
+                        "(default %(default)s; longer than the longest OBS sweep of one linear)")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS.names():
         command = COMMANDS.get(name)()
@@ -470,7 +482,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.rank_timeout <= 0:
+        parser.error(f"--rank-timeout {args.rank_timeout} must be > 0 seconds")
+    launched = Ranks.launched()
+    if launched and not args.handler.distributed:
+        print(f"slimpack: error: `slimpack {args.command}` runs in one process; start it without torchrun (the "
+              f"commands that run on several ranks: {', '.join(distributed_commands())})", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        args.ranks = Ranks.join(vars(args).get("device", "cpu"), args.rank_timeout)
+    except RuntimeError as err:
+        print(f"slimpack: error: could not join the other ranks ({str(err).strip().splitlines()[0]})", file=sys.stderr)
+        return 1
+    if not args.ranks.writes:  # only rank 0 speaks: the others' results are rank 0's
+        args.quiet = True
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 — for the life of the process
+    signal.signal(signal.SIGTERM, partial(_terminated, args.ranks))  # torchrun stops the other ranks with SIGTERM
+    try:
+        return _run(parser, args, argv)
+    finally:
+        args.ranks.leave()
+
+
+def _terminated(ranks: Ranks, signum: int, frame: Any) -> None:
+    """SIGTERM: one line, then the ``finally`` blocks (a temporary output is removed) and exit 143."""
+    who = f"rank {ranks.rank} of {ranks.world}: " if ranks.world > 1 else ""
+    why = " (torchrun stops every rank when one fails)" if ranks.world > 1 else ""
+    print(f"slimpack: error: {who}stopped by SIGTERM{why}; nothing was written", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
+def distributed_commands() -> list[str]:
+    return [name for name in COMMANDS.names() if COMMANDS.get(name)().distributed]
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)  # library warnings go through logging: shown with -v only
@@ -480,12 +528,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quiet:
         quiet_libraries()
     try:
+        args.ranks.same_arguments(argv)  # before any work: every rank was given the same command line
         inputs, outputs = declared_paths(parser, args)
-        check_writes(outputs, inputs)  # the one rule of which paths may be written, before any work
+        if args.ranks.writes:
+            check_writes(outputs, inputs)  # the one rule of which paths may be written, before any work
         return args.handler.run(args)
     except SlimpackError as err:
         print(f"slimpack: error: {err}", file=sys.stderr)
         return 2
+    except RanksLost as err:
+        print(f"slimpack: error: {err}; nothing was written", file=sys.stderr)
+        return 1
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             raise

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from prune.ranks import Ranks
 
 
 @dataclass(frozen=True)
@@ -50,16 +52,38 @@ def model_logits(model: nn.Module, device: str = "cpu") -> LogitsFn:
     return logits
 
 
-@torch.inference_mode()
-def window_nll(
-    logits_fn: LogitsFn, windows: torch.Tensor, batch_size: int = 1, progress: bool = True
-) -> tuple[float, int]:
-    """Summed next-token NLL and the count of predicted tokens over ``windows: [n, seqlen]``."""
+BatchNll = Callable[[list[torch.Tensor]], Iterable[tuple[float, int]]]  # batches → (summed NLL, tokens) of each
+
+
+def nll_over_ranks(batches: list[torch.Tensor], nll_of: BatchNll, ranks: Ranks | None = None) -> tuple[float, int]:
+    """Summed next-token NLL and token count over ``batches``. Under torchrun each rank runs its contiguous share
+    (``nll_of`` on it); every batch's sum lands in its own slot of a float64 vector, zeros elsewhere, so the sum
+    across ranks is exact, and the slots are added in batch order as one process adds them: the same total,
+    bit for bit, on any number of ranks."""
+    ranks = ranks if ranks is not None else Ranks()
+    mine = ranks.share(len(batches))
+    sums = torch.zeros(len(batches), dtype=torch.float64)
+    counts = torch.zeros(len(batches), dtype=torch.int64)
+    for i, (nll, n) in zip(mine, nll_of([batches[i] for i in mine])):
+        sums[i], counts[i] = nll, n
+    ranks.sum_([sums, counts], "the perplexity sums")
     total, count = 0.0, 0
-    for batch in tqdm(windows.split(batch_size), desc="perplexity", disable=not progress):
-        nll, n = batch_nll(logits_fn(batch), batch)
+    for nll, n in zip(sums.tolist(), counts.tolist()):
         total, count = total + nll, count + n
     return total, count
+
+
+@torch.inference_mode()
+def window_nll(
+    logits_fn: LogitsFn, windows: torch.Tensor, batch_size: int = 1, progress: bool = True, ranks: Ranks | None = None
+) -> tuple[float, int]:
+    """Summed next-token NLL and the count of predicted tokens over ``windows: [n, seqlen]`` (`nll_over_ranks`)."""
+
+    def nll_of(batches: list[torch.Tensor]) -> Iterable[tuple[float, int]]:
+        for batch in tqdm(batches, desc="perplexity", disable=not progress):
+            yield batch_nll(logits_fn(batch), batch)
+
+    return nll_over_ranks(list(windows.split(batch_size)), nll_of, ranks)
 
 
 def batch_nll(logits: torch.Tensor, batch: torch.Tensor) -> tuple[float, int]:
@@ -77,16 +101,17 @@ def result(total: float, count: int, windows: torch.Tensor, seconds: float) -> P
 
 
 def perplexity_of(
-    logits_fn: LogitsFn, windows: torch.Tensor, batch_size: int = 1, progress: bool = True
+    logits_fn: LogitsFn, windows: torch.Tensor, batch_size: int = 1, progress: bool = True, ranks: Ranks | None = None
 ) -> PerplexityResult:
     """Perplexity of any ``logits_fn`` (a torch model, an exported artifact's engine) on ``windows``."""
     start = time.perf_counter()
-    total, count = window_nll(logits_fn, windows, batch_size, progress)
+    total, count = window_nll(logits_fn, windows, batch_size, progress, ranks)
     return result(total, count, windows, time.perf_counter() - start)
 
 
 def perplexity(
-    model: nn.Module, windows: torch.Tensor, batch_size: int = 1, device: str = "cpu", progress: bool = True
-) -> PerplexityResult:
+    model: nn.Module, windows: torch.Tensor, batch_size: int = 1, device: str = "cpu", progress: bool = True,
+    ranks: Ranks | None = None,
+) -> PerplexityResult:  # fmt: skip
     """Perplexity of ``model`` on ``windows: [n, seqlen]`` (see module docstring for the definition)."""
-    return perplexity_of(model_logits(model, device), windows, batch_size, progress)
+    return perplexity_of(model_logits(model, device), windows, batch_size, progress, ranks)

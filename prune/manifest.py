@@ -44,6 +44,15 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def peak_device_mib(device: str) -> float | None:
+    """Peak memory torch allocated on a CUDA ``device`` so far (None on the CPU)."""
+    import torch
+
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return None
+    return torch.cuda.max_memory_allocated(torch.device(device)) / 2**20
+
+
 def environment() -> dict[str, str]:
     import torch
     import transformers
@@ -121,6 +130,7 @@ class Timing:
     seconds: float
     peak_rss_mib: float
     compress_seconds: float | None = None
+    peak_device_mib: float | None = None  # on --device cuda: the GPU memory torch allocated at most
 
 
 @dataclass
@@ -290,6 +300,34 @@ class EvaluationRecord:
 
 
 @dataclass
+class RankReport:
+    """One rank of a torchrun launch: its peak RSS, the bytes it sent by kind of collective (``sum``: statistics
+    all-reduced, ``broadcast``: the weights of the linears it owned, ``send``: their codes to rank 0), how many
+    collectives it ran and their seconds (transfer and wait), and the seconds of its own solves."""
+
+    rank: int
+    peak_rss_mib: float
+    sent_bytes: dict[str, int]
+    collectives: int
+    collective_seconds: float
+    solve_seconds: float | None = None
+
+
+@dataclass
+class RanksRecord:
+    """The torchrun launch a stage ran under: how many ranks, on which backend (gloo, NCCL), and each rank's
+    `RankReport`."""
+
+    world_size: int
+    backend: str
+    per_rank: list[RankReport] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RanksRecord:
+        return from_known(cls, data, per_rank=[from_known(RankReport, r) for r in data.get("per_rank", [])])
+
+
+@dataclass
 class Manifest:
     stage: str  # "prune" | "quantize"
     source_model: str
@@ -306,6 +344,7 @@ class Manifest:
     structure: StructureRecord | None = None
     quantization: QuantizationRecord | None = None
     stream: StreamSpec | None = None  # the streamed store's settings, if streamed (`prune.store`)
+    ranks: RanksRecord | None = None  # the torchrun launch that made it (None: one process)
     size_bytes: int | None = None  # the directory's files, the manifest excluded
     files: dict[str, str] = field(default_factory=dict)
 
@@ -342,6 +381,10 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if self.ranks is None:  # one process: the manifest an earlier release wrote, unchanged
+            data.pop("ranks")
+        if self.timing.peak_device_mib is None:
+            data["timing"].pop("peak_device_mib")
         data["sparsity"] = self.sparsity.to_dict()
         data["evaluation"] = self.evaluation.to_dict() if self.evaluation is not None else None
         return data
@@ -359,6 +402,7 @@ class Manifest:
             stream=part("stream", lambda s: StreamSpec(**s)), allocation=part("allocation", AllocationRecord.from_dict),
             structure=part("structure", StructureRecord.from_dict),
             quantization=part("quantization", QuantizationRecord.from_dict),
+            ranks=part("ranks", RanksRecord.from_dict),
         )  # fmt: skip
 
     def write(self, directory: Path) -> Manifest:

@@ -18,6 +18,7 @@ from prune.data import Calibration
 from prune.errors import SlimpackError
 from prune.manifest import AllocationRecord
 from prune.models import LoadedModel
+from prune.ranks import Ranks
 from prune.spec import Resolved
 from prune.stats import gradient_norms
 from prune.store import ModelStore
@@ -42,7 +43,7 @@ def allocation_record(resolved: Resolved, allocation: Allocation) -> AllocationR
 
 def allocation_context(
     loaded: LoadedModel, calibration: Calibration | None, device: str = "cpu", progress: bool = True,
-    batches: list | None = None, blocks: Callable[[], BlockStore] | None = None,
+    batches: list | None = None, blocks: Callable[[], BlockStore] | None = None, ranks: Ranks | None = None,
 ) -> AllocationContext:  # fmt: skip
     """What an allocator may use: the model's linears per block, the calibration batches (``batches``, when
     drawn) and held-out windows of the calibration split. ``blocks``: fresh read-only passes over the blocks
@@ -65,6 +66,7 @@ def allocation_context(
         batches=batches,
         device=device,
         progress=progress,
+        ranks=ranks if ranks is not None else Ranks(),
     )
 
 
@@ -81,7 +83,7 @@ class Prepared:
 
 def prepare_walk(
     store: ModelStore, resolved: Resolved, method: Any, calibration: Calibration, keep: Keep, device: str = "cpu",
-    progress: bool = True,
+    progress: bool = True, ranks: Ranks | None = None,
 ) -> Prepared:  # fmt: skip
     """Calibration batches (only if ``method`` — the walked layer method — or the allocator needs data),
     gradients (only if the method needs them) and the plan of ``resolved``; one copy for every stage.
@@ -96,6 +98,6 @@ def prepare_walk(
         loaded.model.to(device)
         grads = gradient_norms(loaded.model, linears, batches or [], device, progress)
         loaded.model.to("cpu")
-    ctx = allocation_context(loaded, calibration, device, progress, batches, store.reader(keep))
+    ctx = allocation_context(loaded, calibration, device, progress, batches, store.reader(keep), ranks)
     allocation, sparsity = allocate(allocator, resolved.plan, resolved.sparsity, resolved.pattern, ctx)
     return Prepared(batches, grads, allocation, sparsity, allocation_record(resolved, allocation))

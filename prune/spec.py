@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ from prune.methods import METHODS
 from prune.model_config import check_context
 from prune.models import resolve_model_path
 from prune.paths import Output, check_writes
+from prune.ranks import Ranks
 from prune.structured import STRUCTURED
 
 
@@ -284,6 +285,12 @@ class Job:
     stream: StreamSpec | None = None
     evaluations: tuple[Evaluation, ...] = ()
     store: str = "auto"  # auto | stream | resident (`prune.store`): ``stream`` is None after a resident choice
+    ranks: Ranks = field(default_factory=Ranks, compare=False)  # this process under torchrun (`prune.ranks`)
+
+    def rank_data(self) -> DataSpec:
+        """The calibration this rank runs (under torchrun, its share of the samples, `prune.ranks.Ranks.share`):
+        what a streamed walk's memory and time estimates and ``--max-memory`` count — per rank."""
+        return replace(self.data, nsamples=max(1, len(self.ranks.share(self.data.nsamples))))
 
     def check(self, need: int, record: str) -> None:
         """Every setting, and the output (`prune.io.check_output_dir`: room for ``need`` bytes,

@@ -12,6 +12,7 @@ store it has; the order, the timing, the evaluation and the atomic output are he
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -29,8 +30,11 @@ from prune.manifest import (
     Manifest,
     MethodRecord,
     QuantizationRecord,
+    RankReport,
+    RanksRecord,
     StructureRecord,
     Timing,
+    peak_device_mib,
     peak_rss_mib,
 )
 from prune.models import LoadedModel
@@ -67,20 +71,45 @@ class Stage(Protocol):
 
     def check_model(self, loaded: LoadedModel) -> None: ...
 
-    def apply(self, store: ModelStore, calibration: Calibration, job: Job, out: Path) -> Outcome:
+    def apply(self, store: ModelStore, calibration: Calibration, job: Job, out: Path | None) -> Outcome:
         """Compress the model ``store`` holds; ``out`` is the (temporary) output directory, where the store
-        writes each finished block as the walk leaves it (`prune.store.ModelStore.blocks`)."""
+        writes each finished block as the walk leaves it (`prune.store.ModelStore.blocks`); None on a rank
+        that does not write (under torchrun, every rank but 0)."""
         ...
 
 
-def run_stage(job: Job, stage: Stage) -> Manifest:
+def rank_reports(job: Job, solve_seconds: float | None) -> list[RankReport]:
+    """Under torchrun, each rank's peak RSS, what it sent (`prune.ranks.Traffic`) and the seconds of its own
+    solves, gathered on every rank (a collective: every rank calls it once, after its walk); empty for one
+    process."""
+    if job.ranks.world == 1:
+        return []
+    traffic = job.ranks.traffic
+    mine = RankReport(job.ranks.rank, peak_rss_mib(), dict(traffic.sent), traffic.calls, round(traffic.seconds, 3),
+                      solve_seconds)  # fmt: skip
+    gathered = job.ranks.gather_text(json.dumps(asdict(mine)), "the ranks' reports")
+    return [RankReport(**json.loads(text)) for text in gathered]
+
+
+def ranks_record(job: Job, reports: list[RankReport]) -> RanksRecord | None:
+    """What the manifest records of a torchrun launch (None for one process)."""
+    ranks = job.ranks
+    return None if ranks.world == 1 else RanksRecord(ranks.world, str(ranks.backend), reports)
+
+
+def run_stage(job: Job, stage: Stage) -> Manifest | None:
     """Run ``stage`` on ``job`` (a `prune.store.settle`d one; see the module docstring); returns the manifest
-    written with the model."""
+    written with the model. Under torchrun (``job.ranks``) every rank walks; only rank 0 writes and evaluates,
+    and the others return None once the walk is done."""
     need = output_size(job, stage.linear_bytes)
-    job.check(need, MANIFEST)
+    job.check(need, MANIFEST)  # on every rank: all refuse together, before any work
+    job.ranks.barrier("the output check")  # ... and before rank 0 can publish (a data-free walk sends nothing)
     store = open_job(job)
     stage.check_model(store.loaded)
     calibration = Calibration(store.loaded.tokenizer, job.data)
+    if not job.ranks.writes:
+        rank_reports(job, stage.apply(store, calibration, job, None).compress_seconds)
+        return None
     source = [store.loaded.path] if store.loaded.path else []
     with atomic_output_dir(job.out, job.overwrite, source, need, MANIFEST) as tmp:
         start = time.perf_counter()
@@ -96,11 +125,12 @@ def run_stage(job: Job, stage: Stage) -> Manifest:
             allocation=outcome.allocation_record,
             calibration={**job.data.to_dict(), "used": calibration.used, "tokens": calibration.tokens},
             sparsity=outcome.sparsity,
-            timing=Timing(seconds, peak_rss_mib(), outcome.compress_seconds),
+            timing=Timing(seconds, peak_rss_mib(), outcome.compress_seconds, peak_device_mib(job.device)),
             true_sequential=outcome.true_sequential,
             structure=outcome.structure,
             quantization=outcome.quantization,
             stream=store.settings,
+            ranks=ranks_record(job, rank_reports(job, outcome.compress_seconds)),
         )
         log.info("%s %s of %s: sparsity %.2f %% in %.1f s", outcome.stage, outcome.method.name, job.model,
                  100 * outcome.sparsity.overall, seconds)  # fmt: skip

@@ -1,9 +1,11 @@
 """Calibration statistics — one copy of each accumulator, shared by every method.
 
 - ``HessianAccumulator`` (SparseGPT / GPTQ, Frantar & Alistarh 2023, Eq. 1–3): the layer-wise
-  reconstruction Hessian ``H = 2 X Xᵀ / N`` kept as a running mean over all N calibration tokens, in fp32.
-  ``X: [in, N]``; ``H: [in, in]``. Counting tokens (not batches) makes it invariant to how the
-  calibration set is batched.
+  reconstruction Hessian ``H = 2 X Xᵀ / N`` over all N calibration tokens. ``X: [in, N]``; ``H: [in, in]``.
+  Each batch's ``X Xᵀ`` is computed in fp32 and added to a float64 sum; ``result`` divides by the token count
+  and casts to fp32 once. Counting tokens (not batches) makes it invariant to how the calibration set is
+  batched; the float64 sum makes it invariant, up to float64 rounding, to the order in which batches (or
+  ranks' shares of them, `prune.ranks.Ranks.sum_`) are added.
 - ``InputNormAccumulator`` (Wanda, Sun et al. 2024, Eq. 1): ``‖X_j‖₂`` per input feature j over all tokens;
   kept as a float64 sum of squares. ``norm: [in]``.
 - ``InputMeanAccumulator`` (PGZ's input preprocessing, Eq. 21): the mean input ``E[x]: [in]``.
@@ -27,59 +29,78 @@ log = logging.getLogger(__name__)
 
 
 class Accumulator(Protocol):
-    """Fed by a forward hook with the input of one ``nn.Linear``; produces one named statistic."""
+    """Fed by a forward hook with the input of one ``nn.Linear``; produces one named statistic. ``parts``: the
+    tensors (float64 sums, the token count) whose element-wise sum over several accumulators fed disjoint
+    batches is the accumulator fed all of them (how ranks combine their shares, `prune.ranks.Ranks.sum_`)."""
 
     def update(self, inp: torch.Tensor) -> None: ...
+
+    def parts(self) -> list[torch.Tensor]: ...
 
     def result(self) -> torch.Tensor: ...
 
 
-class HessianAccumulator:
-    """Running mean of ``2 x xᵀ`` over tokens: ``H: [in, in]`` fp32."""
+HESSIAN_ROWS = 2048  # rows of X Xᵀ computed at a time (fp32 work space: 2048 × in, 86 MiB at in = 11008)
+
+
+class _Sums:
+    """A float64 sum and a token count (float64, exact below 2⁵³)."""
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device | str) -> None:
+        self.total = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.tokens = torch.zeros(1, dtype=torch.float64, device=device)
+
+    @property
+    def count(self) -> int:
+        return int(self.tokens.item())
+
+    def parts(self) -> list[torch.Tensor]:
+        return [self.total, self.tokens]
+
+
+class HessianAccumulator(_Sums):
+    """``H = 2 Σ x xᵀ / N`` over tokens: a float64 sum of each batch's fp32 ``X Xᵀ``; ``result``: ``[in, in]``
+    fp32, a new tensor (its caller may consume it in place)."""
 
     def __init__(self, in_features: int, device: torch.device | str = "cpu") -> None:
-        self.H = torch.zeros(in_features, in_features, dtype=torch.float32, device=device)
-        self.count = 0
+        super().__init__((in_features, in_features), device)
 
     def update(self, inp: torch.Tensor) -> None:
-        x = inp.detach().reshape(-1, inp.shape[-1]).to(self.H.device, torch.float32)  # [tokens, in]
-        n = x.shape[0]
-        total = self.count + n
-        self.H.mul_(self.count / total)
-        self.H.addmm_(x.T, x, alpha=2.0 / total)
-        self.count = total
+        x = inp.detach().reshape(-1, inp.shape[-1]).to(self.total.device, torch.float32)  # [tokens, in]
+        for r in range(0, x.shape[1], HESSIAN_ROWS):
+            self.total[r : r + HESSIAN_ROWS] += x[:, r : r + HESSIAN_ROWS].T @ x
+        self.tokens += x.shape[0]
 
     def result(self) -> torch.Tensor:
-        return self.H
+        H = torch.empty(self.total.shape, dtype=torch.float32, device=self.total.device)
+        return torch.mul(self.total, 2.0 / max(self.count, 1), out=H)  # scaled in float64, rounded once
 
 
-class InputNormAccumulator:
+class InputNormAccumulator(_Sums):
     """``‖X_j‖₂`` over all calibration tokens, per input feature: ``norm: [in]``."""
 
     def __init__(self, in_features: int, device: torch.device | str = "cpu") -> None:
-        self.sumsq = torch.zeros(in_features, dtype=torch.float64, device=device)
-        self.count = 0
+        super().__init__((in_features,), device)
 
     def update(self, inp: torch.Tensor) -> None:
-        x = inp.detach().reshape(-1, inp.shape[-1]).to(self.sumsq.device, torch.float64)
-        self.sumsq += (x * x).sum(0)
-        self.count += x.shape[0]
+        x = inp.detach().reshape(-1, inp.shape[-1]).to(self.total.device, torch.float64)
+        self.total += (x * x).sum(0)
+        self.tokens += x.shape[0]
 
     def result(self) -> torch.Tensor:
-        return self.sumsq.sqrt().float()
+        return self.total.sqrt().float()
 
 
-class InputMeanAccumulator:
+class InputMeanAccumulator(_Sums):
     """Mean of the inputs per feature over all calibration tokens: ``mean: [in]`` (PGZ's Eq. 21)."""
 
     def __init__(self, in_features: int, device: torch.device | str = "cpu") -> None:
-        self.total = torch.zeros(in_features, dtype=torch.float64, device=device)
-        self.count = 0
+        super().__init__((in_features,), device)
 
     def update(self, inp: torch.Tensor) -> None:
         x = inp.detach().reshape(-1, inp.shape[-1]).to(self.total.device, torch.float64)
         self.total += x.sum(0)
-        self.count += x.shape[0]
+        self.tokens += x.shape[0]
 
     def result(self) -> torch.Tensor:
         return (self.total / max(self.count, 1)).float()

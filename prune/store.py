@@ -45,6 +45,7 @@ from prune.eval import PerplexityResult, model_logits, perplexity
 from prune.lazy import LazyCheckpoint, output_bytes
 from prune.model_config import read_config
 from prune.models import LoadedModel, checkpoint_kind, load_model, resolve_model_path, save_model
+from prune.ranks import Ranks
 from prune.shards import ShardWriter
 from prune.spec import STORES, EvalSpec, Job, StreamSpec, asked_store
 from prune.stream import (
@@ -290,7 +291,7 @@ class ModelStore(Protocol):
         """Complete the model directory ``directory`` after a walk whose blocks came from `blocks`."""
         ...
 
-    def perplexity(self, spec: EvalSpec, written: Path | None = None) -> PerplexityResult:
+    def perplexity(self, spec: EvalSpec, written: Path | None = None, ranks: Ranks | None = None) -> PerplexityResult:
         """`prune.eval.perplexity` of the model as this store holds it — after a stage, as the stage left it
         (resident: in memory; streamed: as written to ``written``)."""
         ...
@@ -337,12 +338,12 @@ class ResidentStore:
     def save(self, output: Output, outputs: dict[str, Any], directory: Path) -> None:
         output.save(self.loaded, outputs, directory)
 
-    def perplexity(self, spec: EvalSpec, written: Path | None = None) -> PerplexityResult:
+    def perplexity(self, spec: EvalSpec, written: Path | None = None, ranks: Ranks | None = None) -> PerplexityResult:
         loaded = self.loaded
         loaded.model.to(self.device)
         windows = eval_windows(tokenize(loaded.tokenizer, load_texts(spec.dataset).evaluation), spec.seqlen,
                                spec.windows)  # fmt: skip
-        return perplexity(loaded.model, windows, spec.batch_size, self.device, self.progress)
+        return perplexity(loaded.model, windows, spec.batch_size, self.device, self.progress, ranks)
 
     def forward(self, written: Path | None = None) -> Forward:
         # the whole model on ``device``, as `perplexity` does: this store is chosen only for a model that fits
@@ -388,7 +389,7 @@ class StreamedStore:
     def blocks(self, needs: tuple[str, ...], reruns: bool, data: DataSpec, output: Output | None = None,
                out: Path | None = None) -> BlockStore:  # fmt: skip
         keep = plan_streamed_walk(self.loaded, needs, data, self.settings, reruns, self.device)
-        if output is None:
+        if output is None or out is None:  # a read-only pass (or a rank that does not write, `prune.stage`)
             return StreamedBlocks(self.lazy, self.adapter, keep=keep)
         assert out is not None
         dtype = output.streamed_dtype(self.settings)
@@ -402,8 +403,8 @@ class StreamedStore:
         assert self.writer is not None, "blocks(…, output) first"
         finish(self.loaded, self.writer, directory, output.write_config)
 
-    def perplexity(self, spec: EvalSpec, written: Path | None = None) -> PerplexityResult:
-        return streamed_perplexity(written or self.lazy.path, spec, self.device, self.progress)
+    def perplexity(self, spec: EvalSpec, written: Path | None = None, ranks: Ranks | None = None) -> PerplexityResult:
+        return streamed_perplexity(written or self.lazy.path, spec, self.device, self.progress, ranks)
 
     def forward(self, written: Path | None = None) -> Forward:
         if written is None:  # this store's own skeleton

@@ -32,12 +32,13 @@ from tqdm.auto import tqdm
 from prune.architecture import DecoderAdapter, adapter_for
 from prune.data import DataSpec, eval_windows, load_texts, tokenize
 from prune.errors import SlimpackError
-from prune.eval import PerplexityResult, batch_nll, result
+from prune.eval import PerplexityResult, batch_nll, nll_over_ranks, result
 from prune.lazy import LazyCheckpoint, fresh_rotary
 from prune.manifest import peak_rss_mib
 from prune.methods import LayerMethod
 from prune.model_config import drop_remote_code, read_config
 from prune.models import LoadedModel, checkpoint_kind, resolve_model_path
+from prune.ranks import Ranks
 from prune.shards import DEFAULT_SHARD_BYTES, ShardWriter
 from prune.sparsity import WeightSparsity
 from prune.spec import EvalSpec, Resolved, StreamSpec
@@ -262,23 +263,26 @@ class StreamedForward:
 
 
 def forward_perplexity(
-    forward: Any, windows: torch.Tensor, batch_size: int = 1
-) -> tuple[PerplexityResult, torch.Tensor]:
+    forward: Any, windows: torch.Tensor, batch_size: int = 1, ranks: Ranks | None = None
+) -> tuple[PerplexityResult, torch.Tensor | None]:
     """`prune.eval.perplexity` of ``windows`` through ``forward`` (a `prune.store.Forward`: `StreamedForward`
-    runs every batch in one block-major pass), and the logits of the first window (verify compares them)."""
+    runs every batch in one block-major pass), and the logits of the first window (verify compares them; None
+    on a rank whose share does not hold it). ``ranks``: each runs its share (`prune.eval.nll_over_ranks`)."""
     start = time.perf_counter()
-    batches = list(windows.split(batch_size))
-    total, count, first = 0.0, 0, None
-    for batch, logits in zip(batches, forward.logits_of(batches)):
-        nll, n = batch_nll(logits, batch)
-        total, count = total + nll, count + n
-        first = logits[:1].clone() if first is None else first  # not a view of the whole batch
-    assert first is not None, "no windows"
-    return result(total, count, windows, time.perf_counter() - start), first
+    first: list[torch.Tensor] = []
+
+    def nll_of(batches: list[torch.Tensor]) -> Iterator[tuple[float, int]]:
+        for batch, logits in zip(batches, forward.logits_of(batches)):
+            if not first and batch.data_ptr() == windows.data_ptr():
+                first.append(logits[:1].clone())  # not a view of the whole batch
+            yield batch_nll(logits, batch)
+
+    total, count = nll_over_ranks(list(windows.split(batch_size)), nll_of, ranks)
+    return result(total, count, windows, time.perf_counter() - start), (first[0] if first else None)
 
 
 def streamed_perplexity(
-    model_dir: Path, spec: EvalSpec, device: str = "cpu", progress: bool = True
+    model_dir: Path, spec: EvalSpec, device: str = "cpu", progress: bool = True, ranks: Ranks | None = None
 ) -> PerplexityResult:
     """`prune.eval.perplexity` of the model in ``model_dir``, block-major (`StreamedForward`): the same number
     as the whole-model forward, bit for bit, with one block in memory."""
@@ -286,7 +290,7 @@ def streamed_perplexity(
     forward = StreamedForward.open(model_dir, device, progress)
     tokens = tokenize(forward.tokenizer, load_texts(spec.dataset).evaluation)
     windows = eval_windows(tokens, spec.seqlen, spec.windows)
-    ppl, _ = forward_perplexity(forward, windows, spec.batch_size)
+    ppl, _ = forward_perplexity(forward, windows, spec.batch_size, ranks)
     return replace(ppl, seconds=time.perf_counter() - start)
 
 
@@ -346,10 +350,12 @@ def estimate_memory(loaded: LoadedModel, needs: tuple[str, ...], data: DataSpec)
     block = sum(p.numel() for p in largest.parameters()) * 4
     linears = list(adapter.linears(largest).values())
     stats = 0
-    if "hessian" in needs:  # every linear's H [in, in] fp32 while calibrating; the largest's sweep then holds its
-        # H (factored in place, `prune.stats.Stats.owned`) and the factor — the others' are released by then
-        largest_h = 4 * max(lin.in_features for lin in linears) ** 2
-        stats = max(sum(4 * lin.in_features**2 for lin in linears), 2 * largest_h)
+    if "hessian" in needs:  # while calibrating, one float64 sum [in, in] per group of linears reading one input
+        # (`prune.walker.SharedInput`); the largest's is then cast to its fp32 H (both held for a moment) and
+        # released; its sweep holds H (factored in place, `prune.stats.Stats.owned`) and the factor
+        by_name = adapter.linears(largest)
+        widest = max(lin.in_features for lin in linears)
+        stats = max(sum(8 * by_name[g[0]].in_features ** 2 for g in adapter.groups), 12 * widest**2)
     elif needs:
         stats = sum(8 * lin.in_features for lin in linears)
     hidden = lazy.model.config.hidden_size

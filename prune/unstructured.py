@@ -32,12 +32,12 @@ class UnstructuredPrune:
 
     def apply(self, store: ModelStore, calibration: Calibration, job: Job, out: Path) -> Outcome:
         r = self.resolved
-        blocks = store.blocks(r.method.needs, r.method.modifies_weights, job.data, OUTPUT, out)
-        prep = prepare_walk(store, r, r.method, calibration, blocks.keep, job.device, job.progress)
+        blocks = store.blocks(r.method.needs, r.method.modifies_weights, job.rank_data(), OUTPUT, out)
+        prep = prepare_walk(store, r, r.method, calibration, blocks.keep, job.device, job.progress, job.ranks)
         loaded = store.loaded
         assert loaded.adapter is not None
         result = walk(loaded.model, loaded.adapter, r.method, prep.allocation.plan, r.pattern, prep.batches,
-                      prep.grads, job.device, r.spec.true_sequential, job.progress, store=blocks)  # fmt: skip
+                      prep.grads, job.device, r.spec.true_sequential, job.progress, store=blocks, ranks=job.ranks)  # fmt: skip
         return Outcome(
             stage="prune",
             method=MethodRecord(r.method.name, r.method.options()),

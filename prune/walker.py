@@ -9,7 +9,14 @@
    compressed model's activations; move the block back.
    With ``true_sequential`` the linears are handled group by group (qkv → o → gate/up → down), each
    group calibrated on the outputs of the already-compressed groups before it.
-Data-free methods (no accumulators) skip all forward passes.
+Data-free methods (no accumulators) skip all forward passes. Linears that read one input (an adapter group:
+q/k/v, gate/up) share one set of accumulators (`SharedInput`).
+
+On N ranks (torchrun, `prune.ranks`) the same walk runs in every process, and this module is where work is split:
+each rank captures and propagates its contiguous share of the calibration batches; after a group's calibration
+pass the float64 statistics are summed across ranks; then `compress_group` runs each OBS solve on one owner rank
+and broadcasts the new weight (cheap methods run everywhere on the same sums). One rank is the special case of
+this, not a second code path.
 
 Shapes: hidden states ``[b, seqlen, hidden]``; a linear's hooked input ``[b, seqlen, in]``.
 """
@@ -28,7 +35,8 @@ from tqdm.auto import tqdm
 
 from prune.architecture import DecoderAdapter
 from prune.masks import Pattern
-from prune.methods import LayerMethod
+from prune.methods import LayerMethod, SendsOutput
+from prune.ranks import Ranks
 from prune.sparsity import WeightSparsity
 from prune.stats import ACCUMULATORS, Accumulator, Stats
 
@@ -193,6 +201,37 @@ def run_block(
     return outs
 
 
+class SharedInput:
+    """The accumulators of linears that read one input tensor (a group of `DecoderAdapter.groups`: q/k/v, gate/up):
+    each input is counted once, for all of them — one float64 Hessian where there were three. That they do read
+    one tensor is checked: every member must have seen each input the group counted (`check`)."""
+
+    def __init__(self, names: Sequence[str], accs: dict[str, Accumulator]) -> None:
+        self.names, self.accs = tuple(names), accs
+        self.last: torch.Tensor | None = None
+        self.inputs = 0
+        self.seen = dict.fromkeys(self.names, 0)
+
+    def hook(self, name: str):  # noqa: ANN201
+        def fed(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            if args[0] is not self.last:
+                for acc in self.accs.values():
+                    acc.update(args[0])
+                self.last, self.inputs = args[0], self.inputs + 1
+            self.seen[name] += 1
+
+        return fed
+
+    def check(self) -> None:
+        self.last = None
+        if any(n != self.inputs for n in self.seen.values()):
+            raise RuntimeError(f"linears {self.names} were declared to read one input but read different ones "
+                               f"(inputs counted per linear: {self.seen}, distinct: {self.inputs})")  # fmt: skip
+
+    def parts(self) -> list[torch.Tensor]:
+        return [t for need in sorted(self.accs) for t in self.accs[need].parts()]
+
+
 def collect(
     block: nn.Module,
     linears: dict[str, nn.Linear],
@@ -200,27 +239,111 @@ def collect(
     inputs: Sequence[BlockInputs],
     device: torch.device | str,
     keep: Keep = in_memory,
-) -> tuple[dict[str, dict[str, Accumulator]], list[torch.Tensor]]:
-    """Feed the needed accumulators of ``linears`` with one pass over the calibration batches;
-    returns them and the block's outputs of that pass."""
-    accs = {
-        name: {need: ACCUMULATORS[need](lin.in_features, device) for need in needs} for name, lin in linears.items()
-    }
-
-    def make_hook(targets: dict[str, Accumulator]):  # noqa: ANN202
-        def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            for acc in targets.values():
-                acc.update(args[0])
-
-        return hook
-
-    handles = [lin.register_forward_hook(make_hook(accs[name])) for name, lin in linears.items()]
+    shares: Sequence[Sequence[str]] = (),
+) -> tuple[dict[str, SharedInput], list[torch.Tensor]]:
+    """Feed the needed accumulators of ``linears`` with one pass over the calibration batches; returns them by
+    linear (the linears of one of ``shares`` read one input and share one `SharedInput`) and the block's outputs
+    of that pass."""
+    groups = [[n for n in share if n in linears] for share in shares]
+    groups = [g for g in groups if g] + [[n] for n in linears if not any(n in g for g in groups)]
+    feeds: dict[str, SharedInput] = {}
+    for group in sorted(groups, key=lambda g: list(linears).index(g[0])):
+        width = linears[group[0]].in_features
+        shared = SharedInput(group, {need: ACCUMULATORS[need](width, device) for need in needs})
+        feeds.update(dict.fromkeys(group, shared))
+    handles = [lin.register_forward_hook(feeds[name].hook(name)) for name, lin in linears.items()]
     try:
         outs = run_block(block, inputs, device, keep)
     finally:
         for h in handles:
             h.remove()
-    return accs, outs
+    for feed in unique(feeds):
+        feed.check()
+    return feeds, outs
+
+
+def unique(feeds: dict[str, SharedInput]) -> list[SharedInput]:
+    """Each `SharedInput` once, in the order of its first linear."""
+    seen: dict[int, SharedInput] = {}
+    for feed in feeds.values():
+        seen.setdefault(id(feed), feed)
+    return list(seen.values())
+
+
+def solve_cost(layer: nn.Linear) -> float:
+    """The work of one OBS sweep on ``layer`` (``W: [out, in]``): the Cholesky factor and inverse of ``H: [in, in]``
+    (∝ in³) and the column-by-column update of ``W`` (∝ out · in²) — what balances owner ranks."""
+    return float(layer.in_features) ** 3 + float(layer.out_features) * float(layer.in_features) ** 2
+
+
+def compress_group(
+    method: LayerMethod,
+    members: dict[str, nn.Linear],
+    feeds: dict[str, SharedInput],
+    prefix: str,
+    plan: Mapping[str, float],
+    pattern: Pattern,
+    grads: dict[str, torch.Tensor] | None,
+    device: torch.device | str,
+    ranks: Ranks,
+    result: WalkResult,
+) -> dict[str, Any]:
+    """Compress the linears of one calibrated group; returns what the method returned, by full name (on rank 0:
+    all of them; on another rank: none, unless the method is a statistics collector).
+
+    The ranks' statistics are summed first (float64). A `LayerMethod` whose ``solver`` is True (an OBS sweep:
+    SparseGPT, GPTQ, PGZ, the joint mode) runs each linear on one owner rank, chosen to balance `solve_cost`;
+    the owner broadcasts the new weight and sends what the method returned to rank 0 (the writer). Other
+    methods run on every rank on the same summed statistics, which gives every rank the same weights with
+    nothing sent. One rank is the special case: it owns everything and sends nothing."""
+    if ranks.world > 1:
+        for feed in unique(feeds):
+            ranks.sum_(feed.parts(), f"the statistics of {prefix}")
+    names = list(members)
+    owners = ranks.owners([solve_cost(members[n]) for n in names]) if method.solver else [ranks.rank] * len(names)
+    outputs: dict[str, Any] = {}
+    for name, owner in zip(names, owners):
+        feed = feeds.pop(name, None)
+        if owner != ranks.rank:
+            continue
+        full = f"{prefix}.{name}"
+        # handed over and released once used: a linear's sweep never sits beside the statistics of the linears
+        # done before it (their Hessians: 0.38 GiB at LLaMA-2-7B's block); a group's float64 sums go with its last
+        values = {need: acc.result() for need, acc in feed.accs.items()} if feed is not None else {}
+        del feed
+        if grads is not None and full in grads:
+            values["grad"] = grads[full].to(device)
+        start = time.perf_counter()
+        output = method.compress(members[name], Stats(values, owned=True), plan[full], pattern)
+        del values
+        if output is not None:
+            outputs[full] = output
+        result.records.append(WalkRecord(full, plan[full], time.perf_counter() - start))
+    if method.solver and ranks.world > 1:
+        for name, owner in zip(names, owners):
+            full = f"{prefix}.{name}"
+            ranks.broadcast_([members[name].weight.data], owner, f"the weights of {full}")
+            if isinstance(method, SendsOutput):
+                outputs.update(send_output(method, members[name], full, outputs.pop(full, None), owner, ranks))
+            elif full in outputs:
+                raise TypeError(f"{method.name} returns a record for {full} but does not say how it travels to the "
+                                "writing rank (prune.methods.SendsOutput)")  # fmt: skip
+    # rank 0 writes what the methods returned; a statistics collector's values (an allocation's) serve every rank
+    return outputs if ranks.writes or not method.modifies_weights else {}
+
+
+def send_output(method: SendsOutput, layer: nn.Linear, full: str, output: Any, owner: int, ranks: Ranks) -> dict[str, Any]:
+    """What ``owner`` computed for ``layer`` (``output``: given on ``owner`` only), handed to rank 0."""
+    if owner == 0:
+        return {full: output} if ranks.rank == 0 else {}
+    if ranks.rank == owner:
+        ranks.send_(list(method.output_tensors(output).values()), 0, f"the output of {full}")
+        return {}
+    if ranks.rank == 0:
+        tensors = method.output_like(layer)
+        ranks.recv_(list(tensors.values()), owner, f"the output of {full}")
+        return {full: method.output_from(tensors)}
+    return {}
 
 
 def walk(
@@ -236,6 +359,7 @@ def walk(
     progress: bool = True,
     block_done: Callable[[int], None] | None = None,
     store: BlockStore | None = None,
+    ranks: Ranks | None = None,
 ) -> WalkResult:
     """Compress every prunable linear of ``model`` in place, block by block.
 
@@ -243,7 +367,12 @@ def walk(
     from it). ``block_done(index)`` is called after each block. A method whose
     ``modifies_weights`` is False (a statistics collector) hands on its calibration outputs
     instead of re-running the block. ``store``: where the blocks come from (default: ``model``'s, in memory);
-    ``model`` then only needs what runs before block 0 (`capture_block_inputs`)."""
+    ``model`` then only needs what runs before block 0 (`capture_block_inputs`).
+
+    ``ranks`` (`prune.ranks.Ranks`, under torchrun): each rank calibrates its contiguous share of ``batches``;
+    the statistics are summed across ranks and each linear compressed as `compress_group` says; every rank then
+    runs its own share through the compressed block. Rank 0's ``outputs`` hold every linear's."""
+    ranks = ranks if ranks is not None else Ranks()
     modifies = method.modifies_weights
     calibrated = bool(method.needs)
     if calibrated and not batches:
@@ -252,7 +381,8 @@ def walk(
         raise ValueError(f"method {method.name!r} needs gradients")
     result = WalkResult()
     store = store if store is not None else InMemoryBlocks(model, adapter)
-    inputs = capture_block_inputs(model, adapter, batches, device, store.keep) if calibrated else []
+    mine = [batches[i] for i in ranks.share(len(batches))] if calibrated and batches else []
+    inputs = capture_block_inputs(model, adapter, mine, device, store.keep) if calibrated else []
     for index in tqdm(range(len(store)), desc=f"{method.name} blocks", disable=not progress):
         block = store.enter(index, device)
         prefix = adapter.block_prefix(index)
@@ -263,21 +393,10 @@ def walk(
         for group in groups:
             members = {name: linears[name] for name in group}
             keep = discard if modifies else store.keep  # a compressed block is run again below
-            accs, outs = collect(block, members, method.needs, inputs, device, keep) if calibrated else ({}, [])
-            for name, lin in members.items():
-                full = f"{prefix}.{name}"
-                # handed over and released once used: a linear's sweep never sits beside the statistics of
-                # the linears done before it (their Hessians: 0.38 GiB at LLaMA-2-7B's block)
-                values = {need: acc.result() for need, acc in accs.pop(name, {}).items()}
-                if grads is not None and full in grads:
-                    values["grad"] = grads[full].to(device)
-                start = time.perf_counter()
-                output = method.compress(lin, Stats(values, owned=True), plan[full], pattern)
-                del values
-                if output is not None:
-                    outputs[full] = output
-                result.records.append(WalkRecord(full, plan[full], time.perf_counter() - start))
-            del accs
+            feeds, outs = (
+                collect(block, members, method.needs, inputs, device, keep, adapter.groups) if calibrated else ({}, [])
+            )
+            outputs.update(compress_group(method, members, feeds, prefix, plan, pattern, grads, device, ranks, result))
         if calibrated:
             if modifies:
                 outs = run_block(block, inputs, device, store.keep)

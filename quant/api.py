@@ -46,7 +46,7 @@ def quantize_stream_refusal(stage: Quantize, stream: StreamSpec | None) -> str |
     return refusal
 
 
-def quantize(config: QuantizeConfig) -> Manifest:
+def quantize(config: QuantizeConfig) -> Manifest | None:
     """Quantize ``config.job.model`` (optionally pruning it in the same walk) into a GPTQ checkpoint."""
     stage = Quantize(config.quant, config.joint)  # every setting checked before the model is read
     kind = checkpoint_kind(resolve_model_path(config.job.model))

@@ -17,6 +17,7 @@ RUNTIME_CHECKS: dict[str, RuntimeCheck] = {"gptqmodel": GPTQMODEL_CHECK, "autogp
 
 
 class QuantizeCommand:
+    distributed = True
     help = "quantize a (pruned) model with GPTQ or RTN into a standard GPTQ checkpoint (optionally pruning jointly)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -50,11 +51,13 @@ class QuantizeCommand:
         if joint is None and unused:
             raise SlimpackError(f"{unused[0]} applies to joint pruning only; add --joint-with METHOD")
         manifest = quantize(QuantizeConfig(job(args, args.model), quant, joint))
-        print(manifest_line(manifest, args.out))
+        if manifest is not None:  # None: a rank that does not write (under torchrun)
+            print(manifest_line(manifest, args.out))
         return 0
 
 
 class CheckCommand:
+    distributed = False
     help = (
         "load a GPTQ checkpoint in another runtime and compare its logits and weights with ours: gptqmodel | autogptq"
     )

@@ -27,7 +27,7 @@ from prune.methods import JointPruner, LayerMethod, MaskPruner
 from prune.obs import obs_sweep, round_to_grid
 from prune.registry import Registry
 from prune.stats import Stats
-from quant.grid import GroupQuantizer, QuantizedWeight
+from quant.grid import GroupQuantizer, QuantizedWeight, group_count
 from quant.spec import QuantSpec
 
 COUNT_ROWS = 256  # rows of a weight counted at once (`QuantizedLayer.of`)
@@ -76,6 +76,7 @@ class _Quantizer:
     name = "quantizer"
     default_scope = "layer"
     modifies_weights = True
+    solver = False
     percdamp: float | None = None  # the Hessian damping recorded in the checkpoint (None: no Hessian, as RTN)
 
     def __init__(self, spec: QuantSpec, pruner: LayerMethod | None = None) -> None:
@@ -93,6 +94,25 @@ class _Quantizer:
             mask |= self.pruner.prune_mask(layer, stats, sparsity, pattern)
         return mask
 
+    # `prune.methods.SendsOutput`: a `QuantizedLayer` as plain tensors, from an owner rank to the writing rank
+
+    def output_tensors(self, output: QuantizedLayer) -> dict[str, torch.Tensor]:
+        w = output.weight
+        return {"codes": w.codes, "scales": w.scales, "zeros": w.zeros, "g_idx": w.g_idx,
+                "pruned": output.pruned.to(torch.uint8), "kept": torch.tensor([output.kept], dtype=torch.int64)}  # fmt: skip
+
+    def output_like(self, layer: nn.Linear) -> dict[str, torch.Tensor]:
+        out, width = layer.weight.shape
+        groups = group_count(self.spec, width)
+        return {"codes": torch.empty(out, width, dtype=torch.uint8), "scales": torch.empty(out, groups),
+                "zeros": torch.empty(out, groups, dtype=torch.int32), "g_idx": torch.empty(width, dtype=torch.int32),
+                "pruned": torch.empty(out, width, dtype=torch.uint8), "kept": torch.empty(1, dtype=torch.int64)}  # fmt: skip
+
+    def output_from(self, tensors: dict[str, torch.Tensor]) -> QuantizedLayer:
+        t = tensors
+        weight = QuantizedWeight(t["codes"], t["scales"], t["zeros"], t["g_idx"], self.spec)
+        return QuantizedLayer(weight, t["pruned"].bool(), int(t["kept"].item()))
+
     def options(self) -> dict[str, Any]:
         joint = None if self.pruner is None else {"name": self.pruner.name, "options": self.pruner.options()}
         return {**self.spec.to_dict(), "joint_with": joint}
@@ -102,7 +122,7 @@ class GPTQ(_Quantizer):
     """GPTQ through the OBS sweep; in joint mode with the pruner's mask or the pruner's own sweep."""
 
     name = "gptq"
-
+    solver = True  # an OBS sweep per linear
     def __init__(
         self, spec: QuantSpec, pruner: LayerMethod | None = None, blocksize: int = 128, percdamp: float = 0.01
     ) -> None:

@@ -73,10 +73,10 @@ class Quantize:
         qconfig = quantization_config(self.grid, self.method.percdamp, self.method.name, q.checkpoint_format,
                                       r.spec.true_sequential)  # fmt: skip
         output = GPTQOutput(q.checkpoint_format, qconfig)
-        blocks = store.blocks(self.method.needs, self.method.modifies_weights, job.data, output, out)
-        prep = prepare_walk(store, r, self.method, calibration, blocks.keep, job.device, job.progress)
+        blocks = store.blocks(self.method.needs, self.method.modifies_weights, job.rank_data(), output, out)
+        prep = prepare_walk(store, r, self.method, calibration, blocks.keep, job.device, job.progress, job.ranks)
         result = walk(loaded.model, loaded.adapter, self.method, prep.allocation.plan, r.pattern, prep.batches,
-                      prep.grads, job.device, r.spec.true_sequential, job.progress, store=blocks)  # fmt: skip
+                      prep.grads, job.device, r.spec.true_sequential, job.progress, store=blocks, ranks=job.ranks)  # fmt: skip
         counts: list[ZeroCount] = list(result.outputs.values())
         pruned = sum(c.pruned_count for c in counts)
         kept = sum(c.kept for c in counts)

@@ -49,6 +49,7 @@ from runtime_bench.zeroshot import (
 
 
 class KernelsCommand:
+    distributed = False
     help = "build slimpack's sparse CPU kernels (a no-op when up to date) and say which ISA paths this CPU runs"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -60,6 +61,7 @@ class KernelsCommand:
 
 
 class VerifyCommand:
+    distributed = True
     help = "check an exported artifact in its own runtime against the reference model (exit 1 beyond tolerance)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -85,7 +87,8 @@ class VerifyCommand:
         add_eval_arguments(parser, windows_default=8)
 
     def run(self, args: argparse.Namespace) -> int:
-
+        if not args.ranks.writes:  # under torchrun rank 0 verifies (the artifact's runtime is one process)
+            return 0
         report = verify(
             VerifyConfig(
                 artifact=args.artifact,
@@ -174,6 +177,7 @@ class BenchForms(argparse._SubParsersAction):
 
 
 class BenchCommand:
+    distributed = False
     help = (
         "benchmarks: `bench ART …` (chosen artifacts timed interleaved), `bench sweep` (speedup vs sparsity, DLP "
         "Table 5 layout) and `bench memory ART` (one artifact's peak RSS, in a fresh process)"
@@ -302,6 +306,7 @@ class BenchCommand:
 
 
 class RunCommand:
+    distributed = True
     help = "the main job: a recipe's stages (prune → quantize → export → verify → bench) in one resumable run"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -322,7 +327,9 @@ class RunCommand:
             print(json.dumps(asdict(recipe), indent=2, default=str))
             return 0
         out = args.out or Path(recipe.out)
-        summary = run_pipeline(recipe, out, progress=not args.quiet, source=source)
+        summary = run_pipeline(recipe, out, progress=not args.quiet, source=source, ranks=args.ranks)
+        if summary is None:  # a rank that does not write (under torchrun)
+            return 0
         print((out / "report.md").read_text())
         print(f"run directory: {out}   wall time {summary.wall_seconds / 60:.1f} min")
         return 0 if summary.passed else 1
@@ -397,6 +404,7 @@ class ZeroShotOption:
 class EvalCommand:
     """Defined here, not in the core: its zero-shot form runs any engine's artifact (`runtime_bench.zeroshot`)."""
 
+    distributed = True
     help = (
         "perplexity of a model; with --tasks, zero-shot accuracy (lm-evaluation-harness) of a model or of an exported "
         "artifact through its own runtime"
@@ -435,10 +443,11 @@ class EvalCommand:
                 model=args.model, tasks=task_names(args), data=TaskData(args.task_data), num_fewshot=args.num_fewshot,
                 limit=args.limit, batch_size=args.batch_size, threads=args.threads,
                 engine_options=parse_engine_options(args.engine_option), stream=asked_stream(args), progress=not args.quiet,
-                device=args.device, trust_unverified=args.trust_unverified, add_bos_token=args.add_bos_token,
+                device=args.ranks.device(args.device), trust_unverified=args.trust_unverified,
+                add_bos_token=args.add_bos_token, ranks=args.ranks,
             )
         )  # fmt: skip
-        write_json(args.json, report.to_dict())
+        write_json(args.json if args.ranks.writes else None, report.to_dict())
         print(f"{args.model} ({report.runtime}): zero-shot, lm-eval {report.lm_eval}, task data "
               f"{report.task_data}, {report.seconds:.1f} s")  # fmt: skip
         print(report.table())
@@ -447,8 +456,9 @@ class EvalCommand:
     @staticmethod
     def perplexity(args: argparse.Namespace) -> int:
 
-        result = evaluate(args.model, eval_spec(args), args.device, progress=not args.quiet, stream=asked_stream(args))
-        write_json(args.json, result.to_dict())
+        result = evaluate(args.model, eval_spec(args), args.ranks.device(args.device), progress=not args.quiet,
+                          stream=asked_stream(args), ranks=args.ranks)  # fmt: skip
+        write_json(args.json if args.ranks.writes else None, result.to_dict())
         print(
             f"{args.model}: perplexity {result.perplexity:.3f} on {result.dataset} "
             f"({result.windows}×{result.seqlen} tokens, {result.seconds:.1f} s)"

@@ -21,6 +21,7 @@ Imported only when a zero-shot run starts (it imports lm-eval, which imports `da
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -41,6 +42,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm.auto import tqdm
 
 from prune.errors import SlimpackError
+from prune.ranks import Ranks
 from runtime_bench.logit_sources import LogitSource
 
 MAX_GEN_TOKS = 256  # lm-eval's HF model's default ``max_gen_toks``
@@ -63,9 +65,11 @@ class EngineLM(TemplateLM):
     def __init__(
         self, source: LogitSource, tokenizer: Any, max_length: int, progress: bool = True,
         add_bos_token: bool | None = None, prefix_token_id: int | None = None, eos_ids: Sequence[int] = (),
+        ranks: Ranks | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         self.source, self.tokenizer, self.max_length, self.progress = source, tokenizer, max_length, progress
+        self.ranks = ranks if ranks is not None else Ranks()  # under torchrun: each scores its share, results summed
         self.add_bos_token, self.custom_prefix_token_id = add_bos_token, prefix_token_id
         self.eos_ids = tuple(eos_ids) or (self.eot_token_id,)
 
@@ -117,22 +121,36 @@ class EngineLM(TemplateLM):
                 raise SlimpackError(f"a request of {len(context)} context and {len(continuation)} continuation "
                                     f"tokens cannot be scored in a window of {self.max_length}")  # fmt: skip
             inputs.append(np.asarray((context + continuation)[-(self.max_length + 1) :][:-1], np.int64))
-        results = []
+        # under torchrun each rank scores every world-th context (`Ranks.deal`); a request of another rank's gets
+        # (0.0, False) here and its owner's answer in the exact sum below (x + 0 = x): one process's results
+        mine = set(self.ranks.deal(len(chunks)))
+        scored = iter(self.source.logits_of([seq for i, seq in enumerate(inputs) if i in mine]))
+        results, requested = [], []
         bar = tqdm(total=len(requests), desc="scoring", disable=disable_tqdm or not self.progress)
-        for (request, context, continuation), seq, logits in zip(chunks, inputs, self.source.logits_of(inputs)):
-            logp = torch.log_softmax(torch.from_numpy(np.asarray(logits, np.float32)), dim=-1)
-            picked = logp[len(seq) - len(continuation) : len(seq)].unsqueeze(0)  # [1, continuation, vocab]
+        for i, ((request, context, continuation), seq) in enumerate(zip(chunks, inputs)):
+            if i in mine:
+                logp = torch.log_softmax(torch.from_numpy(np.asarray(next(scored), np.float32)), dim=-1)
+                picked = logp[len(seq) - len(continuation) : len(seq)].unsqueeze(0)  # [1, continuation, vocab]
+            else:  # only the group's size is read: no logits are made
+                picked = torch.zeros(1, len(continuation), 1).expand(1, len(continuation), max(context + continuation) + 1)
             greedy = picked.argmax(dim=-1)
             for req, cont, lp in order.get_cache(req_str=request, cxt_toks=context, cont_toks=continuation,
                                                  logits=picked):  # fmt: skip
                 target = torch.tensor(cont, dtype=torch.long).unsqueeze(0)
                 answer = (float(torch.gather(lp, 2, target.unsqueeze(-1)).sum()),
-                          bool((greedy[:, -target.shape[1] :] == target).all()))  # fmt: skip
+                          bool((greedy[:, -target.shape[1] :] == target).all())) if i in mine else (0.0, False)  # fmt: skip
                 results.append(answer)
-                if req is not None:
-                    self.cache_hook.add_partial("loglikelihood", req, answer)
+                requested.append(req)
                 bar.update(1)
         bar.close()
+        if self.ranks.world > 1:
+            ll = torch.tensor([r[0] for r in results], dtype=torch.float64)
+            hit = torch.tensor([r[1] for r in results], dtype=torch.int64)
+            self.ranks.sum_([ll, hit], "the zero-shot scores")
+            results = [(a, bool(b)) for a, b in zip(ll.tolist(), hit.tolist())]
+        for req, answer in zip(requested, results):
+            if req is not None:
+                self.cache_hook.add_partial("loglikelihood", req, answer)
         return order.get_original(results)
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
@@ -165,9 +183,14 @@ class EngineLM(TemplateLM):
         order = Collator([r.args for r in requests], sort_fn=lambda req: (-len(self.tok_encode(req[0])), req[0]),
                          group_by="gen_kwargs", group_fn=lambda req: req[1])  # fmt: skip
         eos = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
-        results = []
-        bar = tqdm(total=len(requests), desc="generating", disable=disable_tqdm or not self.progress)
-        for context, gen_kwargs in (req for chunk in order.get_batched(n=1) for req in chunk):
+        results: list[str] = []
+        work = [req for chunk in order.get_batched(n=1) for req in chunk]
+        mine = set(self.ranks.deal(len(work)))  # under torchrun each rank generates every world-th request
+        bar = tqdm(total=len(mine), desc="generating", disable=disable_tqdm or not self.progress)
+        for i, (context, gen_kwargs) in enumerate(work):
+            if i not in mine:
+                results.append("")
+                continue
             kwargs = normalize_gen_kwargs(gen_kwargs, MAX_GEN_TOKS)
             until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
             max_new = int(kwargs.pop("max_gen_toks"))
@@ -181,9 +204,14 @@ class EngineLM(TemplateLM):
             ids = self.encode_context(context, self.max_length - max_new)
             text = self.tok_decode(self.generate(ids, max_new, until))
             results.append(postprocess_generated_text(generation=text, stop=until, think_end_token=None))
-            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), results[-1])
             bar.update(1)
         bar.close()
+        if self.ranks.world > 1:  # each rank's texts, by request index, as JSON (never pickled)
+            for text in self.ranks.gather_text(json.dumps({i: results[i] for i in mine}), "the generated texts"):
+                for i, generated in json.loads(text).items():
+                    results[int(i)] = generated
+        for (context, gen_kwargs), text in zip(work, results):
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
         return order.get_original(results)
 
     def generate(self, ids: list[int], max_new: int, until: Sequence[str]) -> list[int]:

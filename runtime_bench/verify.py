@@ -121,6 +121,7 @@ class ReferenceRun:
         tokens = tokenize(forward.tokenizer, load_texts(config.eval.dataset).evaluation)
         windows = eval_windows(tokens, config.eval.seqlen, config.eval.windows)
         ppl, first = forward_perplexity(forward, windows, config.eval.batch_size)
+        assert first is not None  # one process holds every window
         greedy = greedy_decode(forward, windows[:1, : config.prompt].numpy(), config.tokens)
         return cls(windows, ppl, first.float().numpy(), greedy, zeros)
 

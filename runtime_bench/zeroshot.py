@@ -48,6 +48,7 @@ from prune.errors import SlimpackError
 from prune.io import from_known, read_json_record, sha256_file
 from prune.model_config import read_config
 from prune.models import resolve_model_path
+from prune.ranks import Ranks
 from prune.store import ModelStore, open_chosen
 from runtime_bench.engines import open_artifact
 from runtime_bench.logit_sources import EngineSource, ForwardSource, LogitSource
@@ -381,6 +382,9 @@ def run_tasks(
         if data.directory is not None:
             raise
         raise hub_data_error(names, err) from None
+    if out is None:  # lm-eval reports on LOCAL_RANK 0 only: this torchrun rank scored its share; rank 0 reports
+        return ZeroShotReport(tasks={}, headline={}, mean=None, num_fewshot=num_fewshot, limit=limit,
+                              task_data=data.source, lm_eval=lm_eval_version())  # fmt: skip
     results = {name: task_result(out["results"][name], out["samples"][name]) for name in names}
     heads = {name: headline(results[name].reported()) for name in names}
     averaged = [n for n in names if heads[n].partition(",")[0] in ACCURACIES]
@@ -432,6 +436,7 @@ class ZeroShotConfig:
     add_bos_token: bool | None = None  # None: the tokenizer's default (lm-eval's HF model's ``add_bos_token``)
     device: str = "cpu"  # torch's, for a model directory (an artifact runs where its engine runs)
     trust_unverified: bool = False  # run an artifact whose export.json has no valid sha256 (a warning, not a refusal)
+    ranks: Ranks = field(default_factory=Ranks, compare=False)  # under torchrun: the requests split across ranks
 
     def check(self) -> None:
         check_tasks(self.tasks, self.limit, self.num_fewshot, self.batch_size)
@@ -494,16 +499,16 @@ def torch_source(path: Path, store: ModelStore, written: Path | None, batch_size
 
 def evaluate_opened(
     opened: Opened, tasks: Tasks, num_fewshot: int, limit: int | None, seed: int, progress: bool,
-    add_bos_token: bool | None = None,
+    add_bos_token: bool | None = None, ranks: Ranks | None = None,
 ) -> ZeroShotReport:  # fmt: skip
     """`run_tasks` through ``opened`` (closed afterwards), with the runtime, how requests were encoded and the
-    seconds."""
+    seconds; ``ranks``: each scores its share of the requests (`runtime_bench.lm_eval_model.EngineLM`)."""
     import time
 
     start = time.perf_counter()
     log.info("zero-shot: %s through %s, task data %s", ", ".join(tasks.names), opened.runtime, tasks.data.source)
     try:
-        lm, own = engine_lm(opened, progress, add_bos_token)
+        lm, own = engine_lm(opened, progress, add_bos_token, ranks)
         report = run_tasks(lm, tasks, num_fewshot, limit, seed, quiet=not progress)
     finally:
         if opened.close is not None:
@@ -512,7 +517,9 @@ def evaluate_opened(
                    prefix_token_id=lm.prefix_token_id, seconds=round(time.perf_counter() - start, 1))  # fmt: skip
 
 
-def engine_lm(opened: Opened, progress: bool = True, add_bos_token: bool | None = None) -> tuple[Any, int]:
+def engine_lm(
+    opened: Opened, progress: bool = True, add_bos_token: bool | None = None, ranks: Ranks | None = None
+) -> tuple[Any, int]:
     """slimpack's lm-eval model over ``opened`` (`runtime_bench.lm_eval_model.EngineLM`), and the model's own window:
     the model runs in that one, or in the artifact's limit where it is lower (logged)."""
     from runtime_bench.lm_eval_model import EngineLM, model_window  # lazy: lm-eval, a heavy import, when tasks run
@@ -522,7 +529,8 @@ def engine_lm(opened: Opened, progress: bool = True, add_bos_token: bool | None 
     if window < own:
         log.warning("zero-shot: %s runs %d tokens at most, below the model's %d: requests keep their last %d",
                     opened.runtime, window, own, window)  # fmt: skip
-    return EngineLM(opened.source, opened.tokenizer, window, progress, add_bos_token, eos_ids=opened.eos_ids), own
+    lm = EngineLM(opened.source, opened.tokenizer, window, progress, add_bos_token, eos_ids=opened.eos_ids, ranks=ranks)
+    return lm, own
 
 
 @dataclass(frozen=True)
@@ -576,5 +584,5 @@ def zeroshot(config: ZeroShotConfig, tasks: Tasks | None = None) -> ZeroShotRepo
         tasks = Tasks.prepare(config.tasks, config.data)  # unknown tasks and missing files: before the model opens
     opened = open_source(config)
     report = evaluate_opened(opened, tasks, config.num_fewshot, config.limit, config.seed, config.progress,
-                             config.add_bos_token)  # fmt: skip
+                             config.add_bos_token, config.ranks)  # fmt: skip
     return replace(report, model=str(config.model))

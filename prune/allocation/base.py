@@ -22,6 +22,7 @@ from torch import nn
 
 from prune.errors import SlimpackError
 from prune.io import read_text_file
+from prune.ranks import Ranks
 from prune.registry import Registry
 
 SparsityPlan = dict[str, float]
@@ -41,6 +42,7 @@ class AllocationContext:
     heldout: Callable[[int], Sequence[torch.Tensor]] | None = None  # n → held-out calibration windows
     kind: str = "unstructured"  # "structured": the names are units (`{block}.self_attn`, `{block}.mlp`)
     blocks: Callable[[], Any] | None = None  # a fresh read-only `prune.walker.BlockStore` (streamed models)
+    ranks: Ranks = field(default_factory=Ranks)  # under torchrun: the statistics walks split their calibration
 
     def block_numel(self) -> list[int]:
         return [sum(self.numel.get(n, 1) for n in names) for names in self.block_linears]

@@ -70,7 +70,7 @@ class PI:
             saved = {n: lin.weight.data.clone() for n, lin in linears.items()}
             try:
                 for n, lin in linears.items():
-                    stats = Stats({k: a.result() for k, a in accs[n].items()})
+                    stats = Stats({k: a.result() for k, a in accs[n].accs.items()})
                     mask = select_prune_mask(self.metric.fn(lin.weight.data.float(), stats), sparsity, pattern)
                     lin.weight.data.masked_fill_(mask, 0.0)
                 ppl.append(math.exp(_nll(model, held, device)))

@@ -29,6 +29,7 @@ class ScoreCollector:
     """A `LayerMethod` that records metric scores instead of pruning."""
 
     modifies_weights = False
+    solver = False
     needs_gradients = False
     default_scope = "row"
 
@@ -60,6 +61,7 @@ class ModuleRecorder:
     the returned values by module name (`WalkResult.outputs`)."""
 
     modifies_weights = False
+    solver = False
     needs_gradients = False
     default_scope = "row"
 
@@ -88,7 +90,7 @@ def module_values(
     recorder = ModuleRecorder(name, needs, fn)
     plan = {n: 0.0 for n in ctx.adapter.named_linears(ctx.model)}
     result = walk(ctx.model, ctx.adapter, recorder, plan, Pattern(), ctx.batches, device=ctx.device,  # type: ignore[arg-type]
-                  progress=ctx.progress, store=ctx.blocks() if ctx.blocks else None)  # fmt: skip
+                  progress=ctx.progress, store=ctx.blocks() if ctx.blocks else None, ranks=ctx.ranks)  # fmt: skip
     return result.outputs
 
 
@@ -110,6 +112,7 @@ def block_reductions(
         progress=ctx.progress,
         block_done=collector.block_done,
         store=ctx.blocks() if ctx.blocks else None,
+        ranks=ctx.ranks,
     )
     return collector.results
 

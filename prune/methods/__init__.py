@@ -11,4 +11,5 @@ from prune.methods.base import (  # noqa: F401
     LayerMethod,
     MaskPruner,
     MetricPruner,
+    SendsOutput,
 )

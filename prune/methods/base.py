@@ -2,8 +2,10 @@
 
 A `LayerMethod` declares the statistics it needs (accumulator names from `prune.stats.ACCUMULATORS`,
 plus ``needs_gradients`` for a full-model backward pass), whether it changes weights (``modifies_weights``:
-a statistics collector does not, so the walker hands on its calibration outputs) and compresses one weight
-in place. Two optional capabilities are declared as protocols, so that a joint quantizer (`quant.methods`)
+a statistics collector does not, so the walker hands on its calibration outputs), whether its compression is a
+solve worth one owner rank (``solver``: an OBS sweep; under torchrun the walker runs it on one rank and
+broadcasts the weights, `prune.walker.compress_group`) and compresses one weight in place. A solver that returns
+something (a quantizer's codes) says how it travels to the writing rank (`SendsOutput`). Two optional capabilities are declared as protocols, so that a joint quantizer (`quant.methods`)
 asks ``isinstance`` instead of probing attributes:
 - `MaskPruner`: gives its prune mask for the current weights (metric pruners: magnitude, Wanda, Pruner-Zero);
 - `JointPruner`: prunes and quantizes in one pass of its own (SparseGPT's and PGZ's joint modes).
@@ -30,6 +32,7 @@ class LayerMethod(Protocol):
     needs_gradients: bool
     default_scope: str
     modifies_weights: bool
+    solver: bool
 
     def compress(self, layer: nn.Linear, stats: Stats, sparsity: float, pattern: Pattern) -> Any:
         """Compress ``layer.weight`` in place to ``sparsity`` (for N:M, the module's N/M).
@@ -61,6 +64,24 @@ class JointPruner(Protocol):
         ...
 
 
+@runtime_checkable
+class SendsOutput(Protocol):
+    """A method whose ``compress`` returns a record of tensors, sent from an owner rank to the writing rank as
+    plain tensors (never pickled)."""
+
+    def output_tensors(self, output: Any) -> dict[str, torch.Tensor]:
+        """The tensors of ``output``, by name (fixed shapes and dtypes for the layer)."""
+        ...
+
+    def output_like(self, layer: nn.Linear) -> dict[str, torch.Tensor]:
+        """Empty tensors shaped as `output_tensors` gives for ``layer`` (what a receiver fills)."""
+        ...
+
+    def output_from(self, tensors: dict[str, torch.Tensor]) -> Any:
+        """The record again, from its tensors."""
+        ...
+
+
 METHODS: Registry[Callable[..., LayerMethod]] = Registry("method")
 
 
@@ -68,6 +89,7 @@ class MetricPruner:
     """Score with a metric, select the mask with the shared selector, zero the pruned weights."""
 
     modifies_weights = True
+    solver = False  # a score and a selection: every rank computes it on the same statistics
 
     def __init__(self, metric: Metric) -> None:
         self.metric = metric

@@ -134,6 +134,7 @@ class PGZ:
     needs_gradients = False
     default_scope = "row"
     modifies_weights = True
+    solver = True
 
     def __init__(
         self,

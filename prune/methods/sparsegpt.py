@@ -62,6 +62,7 @@ class SparseGPT:
     needs_gradients = False
     default_scope = "layer"
     modifies_weights = True
+    solver = True
 
     def __init__(self, blocksize: int = 128, percdamp: float = 0.01) -> None:
         if blocksize < 1:

@@ -74,13 +74,14 @@ class StructuredPrune:
         assert adapter is not None
         before = parameter_count(model)  # a streamed skeleton's shapes count the same
         needs = tuple(sorted(set(r.method.needs) | ({"hessian"} if opts.reconstruct else set())))
-        walked = store.blocks(needs, True, job.data, OUTPUT, out)  # reruns every block: an upper bound
+        walked = store.blocks(needs, True, job.rank_data(), OUTPUT, out)  # reruns every block: an upper bound
         batches = calibration.batches()
-        ctx = unit_context(loaded, batches, calibration, job.device, job.progress, store.reader(walked.keep))
+        ctx = replace(unit_context(loaded, batches, calibration, job.device, job.progress, store.reader(walked.keep)),
+                      ranks=job.ranks)  # fmt: skip
         allocation, sparsity = allocate(r.allocator, r.plan, r.sparsity, Pattern.parse("unstructured"), ctx)
         records = structured_walk(
             model, adapter, r.method, allocation.plan, batches, job.device, opts.reconstruct, opts.keep_heads,
-            opts.ridge_lambda, job.progress, walked,
+            opts.ridge_lambda, job.progress, walked, job.ranks,
         )  # fmt: skip
         blocks = adapter.blocks(model)
         record_structure(model.config, blocks)

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from prune.architecture import DecoderAdapter
 from prune.manifest import UnitRecord
+from prune.ranks import Ranks
 from prune.stats import Stats
 from prune.structured import StructuredMethod
 from prune.structured.reconstruct import RIDGE_LAMBDA, ridge_compensate
@@ -39,13 +40,24 @@ def _prune_unit(
     columns: Callable[[list[int]], torch.Tensor],  # removed heads / channels → their input columns
     reconstruct: bool,
     lam: float,
+    ranks: Ranks,
+    owner: int,
 ) -> list[int]:
+    """Calibrate ``linear`` (every rank its share, summed), choose the units and compensate on ``owner``; every
+    rank gets the choice and the compensated weight."""
     accs, _ = collect(block, {"unit": linear}, needs, inputs, device, discard)  # the block is run again after
-    stats = Stats({need: acc.result() for need, acc in accs["unit"].items()})
+    feed = accs.pop("unit")
+    ranks.sum_(feed.parts(), "a structured unit's statistics")
     W = linear.weight.data
-    removed = choose(W, stats)
-    if reconstruct and removed:
-        ridge_compensate(W, stats["hessian"], accs["unit"]["hessian"].count, columns(removed).tolist(), lam)
+    removed: list[int] = []
+    if ranks.rank == owner:
+        stats = Stats({need: acc.result() for need, acc in feed.accs.items()})
+        removed = choose(W, stats)
+        if reconstruct and removed:
+            ridge_compensate(W, stats["hessian"], feed.accs["hessian"].count, columns(removed).tolist(), lam)
+    del feed
+    removed = ranks.broadcast_ints(removed, owner, "a structured unit's choice")
+    ranks.broadcast_([W], owner, "a structured unit's weights")
     return removed
 
 
@@ -61,10 +73,14 @@ def structured_walk(
     lam: float = RIDGE_LAMBDA,
     progress: bool = True,
     store: BlockStore | None = None,
+    ranks: Ranks | None = None,
 ) -> list[UnitRecord]:
     """Remove heads and FFN channels of every block in place as ``plan`` (``{unit: ratio}``) says. ``store``:
     where the blocks come from and go (default: ``model``'s, in memory; `prune.stream.StreamedBlocks` reads
-    each from the shards and writes it, cut, to the output)."""
+    each from the shards and writes it, cut, to the output). ``ranks`` (under torchrun): each rank calibrates
+    its share of ``batches``; a block's head search runs on one rank and its channel search on the next
+    (they follow each other: the channels are calibrated through the cut attention), the choice broadcast."""
+    ranks = ranks if ranks is not None else Ranks()
     needs = tuple(sorted(set(method.needs) | ({"hessian"} if reconstruct else set())))
     blocks = adapter.blocks(model)  # the shapes only (a streamed model's are on the meta device)
     store = store if store is not None else InMemoryBlocks(model, adapter)
@@ -72,7 +88,8 @@ def structured_walk(
         block_counts(plan[a], plan[m], block_shape(b), a, keep_heads)
         for b, (a, m) in ((b, unit_names(adapter.block_prefix(i))) for i, b in enumerate(blocks))
     ]  # every block checked before any work
-    inputs = capture_block_inputs(model, adapter, batches, device, store.keep)
+    mine = [batches[i] for i in ranks.share(len(batches))]
+    inputs = capture_block_inputs(model, adapter, mine, device, store.keep)
     records: list[UnitRecord] = []
     for index in tqdm(range(len(store)), desc=f"{method.name} blocks", disable=not progress):
         block = store.enter(index, device)
@@ -86,7 +103,7 @@ def structured_walk(
             heads = _prune_unit(
                 block, block.self_attn.o_proj, needs, inputs, device,
                 lambda W, s: method.heads(W, s, n_heads, shape.head_dim, shape.kv_heads),
-                lambda r: head_columns(r, shape.head_dim), reconstruct, lam,
+                lambda r: head_columns(r, shape.head_dim), reconstruct, lam, ranks, (2 * index) % ranks.world,
             )  # fmt: skip
             cut_heads(block.self_attn, [h for h in range(shape.heads) if h not in set(heads)])
         records.append(UnitRecord(attn_name, plan[attn_name], heads, shape.heads, shape.heads - len(heads),
@@ -98,7 +115,7 @@ def structured_walk(
             channels = _prune_unit(
                 block, block.mlp.down_proj, needs, inputs, device,
                 lambda W, s: method.channels(W, s, n_channels),
-                lambda r: torch.tensor(r, dtype=torch.long), reconstruct, lam,
+                lambda r: torch.tensor(r, dtype=torch.long), reconstruct, lam, ranks, (2 * index + 1) % ranks.world,
             )  # fmt: skip
             gone = set(channels)
             cut_channels(block.mlp, [c for c in range(shape.intermediate) if c not in gone])

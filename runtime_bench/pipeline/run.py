@@ -31,6 +31,7 @@ from prune.manifest import environment
 from prune.model_config import check_context
 from prune.models import resolve_model_path
 from prune.paths import Output, check_writes
+from prune.ranks import Ranks
 from prune.spec import EvalSpec, Job, StreamSpec, section_stream
 from quant.api import QuantizeConfig, recipe_stream
 from runtime_bench.engines import unavailable
@@ -60,9 +61,10 @@ log = logging.getLogger(__name__)
 class Run:
     """One run directory: its step cache and the record of every step (for the report)."""
 
-    def __init__(self, recipe: Recipe, out: Path, progress: bool) -> None:
+    def __init__(self, recipe: Recipe, out: Path, progress: bool, ranks: Ranks | None = None) -> None:
         self.recipe, self.out, self.progress = recipe, out, progress
-        self.cache = StepCache(out)
+        self.ranks = ranks if ranks is not None else Ranks()
+        self.cache = StepCache(out, self.ranks)
         self.steps: list[StepNote] = []
 
     def note(self, stage: str, name: str, step: StepResult | None, status: str | None = None, detail: str = "") -> None:
@@ -85,7 +87,7 @@ def run_models(run: Run) -> tuple[dict[str, tuple[Path, str]], dict[str, ModelFi
 
     def job(source: Path, out: Path, stream: StreamSpec | None = recipe.stream) -> Job:
         return Job(str(source), out, recipe.data, overwrite=True, evaluate=recipe.eval, progress=run.progress,
-                   stream=stream, store="stream" if stream is not None else "auto")  # fmt: skip
+                   stream=stream, store="stream" if stream is not None else "auto", ranks=run.ranks)  # fmt: skip
 
     if st.prune is not None:
         out = run.out / "prune"
@@ -183,15 +185,18 @@ def run_zeroshot(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[
             section[name] = Skipped(reason, source)
             continue
         config = ZeroShotConfig(str(path), tasks.names, tasks.data, z.num_fewshot, z.limit, z.batch_size, z.threads,
-                                stream=stream and kind == "model", seed=evaluation.seed, progress=run.progress)  # fmt: skip
+                                stream=stream and kind == "model", seed=evaluation.seed, progress=run.progress,
+                                ranks=run.ranks)  # fmt: skip
         target = run.out / "zeroshot" / f"{kind}-{name}.json"
 
         def evaluate(config: ZeroShotConfig = config, target: Path = target) -> dict[str, Any]:
-            write_json_atomic(target, zeroshot(config, tasks).to_dict())
+            report = zeroshot(config, tasks)  # under torchrun: every rank scores its share, rank 0 writes
+            if run.ranks.writes:
+                write_json_atomic(target, report.to_dict())
             return {"outputs": [str(target)], "path": str(target)}
 
         settings = {"zeroshot": evaluation.settings(), "threads": z.threads, "stream": bool(config.stream), "of": key}
-        step = run.cache.run(f"zeroshot-{kind}-{name}", settings, evaluate)
+        step = run.cache.run(f"zeroshot-{kind}-{name}", settings, evaluate, everywhere=True)
         report = ZeroShotReport.read(Path(step.result["path"]))
         if kind == "model":
             full[name] = report
@@ -256,22 +261,31 @@ def run_bench(run: Run, models: dict[str, tuple[Path, str]], artifacts: dict[str
 REPORTS = ("summary.json", "report.md", "sparsity.png", "speed.png")  # what a finished run writes last
 
 
-def run_pipeline(recipe: Recipe, out: Path | None = None, progress: bool = True, source: str = "default") -> RunSummary:
+def run_pipeline(
+    recipe: Recipe, out: Path | None = None, progress: bool = True, source: str = "default", ranks: Ranks | None = None
+) -> RunSummary | None:
     """Run every stage of ``recipe`` into ``out`` (default: ``recipe.out``; locked while it runs, never the
-    model's directory); returns its summary (``summary.json``)."""
+    model's directory); returns its summary (``summary.json``). Under torchrun (``ranks``) rank 0 owns the run
+    directory (lock, records, reports; it must be on a file system every rank reads) and every rank takes part
+    in the stages and evaluations (`StepCache`); the other ranks return None."""
     out = Path(out or recipe.out)
+    ranks = ranks if ranks is not None else Ranks()
     model = resolve_model_path(recipe.model)  # before any work: what the recipe asks of this model fits it
     check_writes(recipe_outputs(recipe, out), recipe_inputs(recipe, model, source))
     check_run_dir(out)
     check_context(model, {"data.seqlen": recipe.data.seqlen, "eval.seqlen": recipe.eval.seqlen})
     check_model_fits(recipe, model, source)
+    ranks.barrier("the run's checks")  # every rank checked, before rank 0 writes
+    if not ranks.writes:
+        _run_pipeline(recipe, out, progress, source, ranks)
+        return None
     with locked_dir(out):
         check_run_dir(out)  # again under the lock: another process may have written it meanwhile
         for name in REPORTS:  # a rerun's report is never the last run's: removed until this run writes its own,
             (out / name).unlink(missing_ok=True)  # before the record says unfinished (a report ⇒ a finished run)
         (out / "state").mkdir(exist_ok=True)
         write_json_atomic(out / RUN_RECORD, {**_run_record(recipe, source), "finished": False})  # ours from now on
-        return _run_pipeline(recipe, out, progress, source)
+        return _run_pipeline(recipe, out, progress, source, ranks)
 
 
 RUN_RECORD = "run.json"
@@ -324,9 +338,9 @@ def check_run_dir(out: Path) -> None:
         )
 
 
-def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str) -> RunSummary:
+def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str, ranks: Ranks) -> RunSummary | None:
     start = time.perf_counter()
-    run = Run(recipe, out, progress)
+    run = Run(recipe, out, progress, ranks)
     st = recipe.stages
     models, figures = run_models(run)
     artifacts = run_exports(run, models) if st.export else {}
@@ -335,6 +349,8 @@ def _run_pipeline(recipe: Recipe, out: Path, progress: bool, source: str) -> Run
     bench = run_bench(run, models, artifacts) if st.bench is not None else None
     wall = time.perf_counter() - start
     failed = [n for n, r in verified.items() if isinstance(r, VerifyBrief) and not r.passed]
+    if not ranks.writes:  # the run's records and reports are rank 0's
+        return None
     summary = RunSummary(
         recipe=source,
         model=str(models["dense"][0]),

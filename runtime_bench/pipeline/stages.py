@@ -31,13 +31,16 @@ log = logging.getLogger(__name__)
 
 
 def stage_step(
-    cache: StepCache, name: str, job: Job, settings: dict[str, Any], source_key: str, produce: Callable[[], Manifest]
-) -> StepResult:
+    cache: StepCache, name: str, job: Job, settings: dict[str, Any], source_key: str,
+    produce: Callable[[], Manifest | None],
+) -> StepResult:  # fmt: skip
     """A model-writing stage (``produce`` writes ``job.out`` and returns its manifest) as a resumable step;
     the result holds the figures the reports read."""
 
     def run() -> dict[str, Any]:
         m = produce()
+        if m is None:  # a rank that does not write (under torchrun): rank 0's result is the step's
+            return {}
         alloc = m.allocation
         return {
             "outputs": [str(job.out)],
@@ -51,7 +54,7 @@ def stage_step(
             "importance_label": alloc.importance_label if alloc is not None else "",
         }
 
-    return cache.run(name, {**settings, "job": job.settings(), "source": source_key}, run)
+    return cache.run(name, {**settings, "job": job.settings(), "source": source_key}, run, everywhere=True)
 
 
 def spec_settings(spec: PruneSpec) -> dict[str, Any]:
@@ -83,9 +86,9 @@ def eval_step(
     """Perplexity of ``model`` (``stream``: block-major, one block in memory; the same number)."""
 
     def run() -> dict[str, Any]:
-        return {"perplexity": evaluate(str(model), spec, progress=progress, stream=stream).perplexity}
+        return {"perplexity": evaluate(str(model), spec, progress=progress, stream=stream, ranks=cache.ranks).perplexity}
 
-    return cache.run(name, {"eval": asdict(spec), "model": str(model), "source": source_key}, run)
+    return cache.run(name, {"eval": asdict(spec), "model": str(model), "source": source_key}, run, everywhere=True)
 
 
 def artifact_step(

@@ -6,6 +6,11 @@ and a function that writes its outputs and returns a JSON-able result. `StepCach
 with the same configuration (same key) whose recorded ``outputs`` all still exist returns the recorded result
 without running anything. A step killed half-way has no record (outputs are written atomically by the
 functions themselves), so it simply runs again.
+
+Under torchrun (``ranks``) rank 0 owns the records: it decides whether a step is up to date and every rank follows
+(the decision and rank 0's result are sent to all, so every rank takes the same path through a run). A step
+that runs ``everywhere`` (a stage's walk, an evaluation: work split across ranks) runs on every rank; any other
+runs on rank 0 while the others wait for its result (at most ``--rank-timeout``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 from prune.errors import SlimpackError
 from prune.io import fingerprint, write_json_atomic
+from prune.ranks import Ranks
 
 log = logging.getLogger(__name__)
 
@@ -82,31 +88,41 @@ class StepResult:
 class StepCache:
     """Runs named steps under ``root``, skipping those whose record matches (see the module docstring)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, ranks: Ranks | None = None) -> None:
         self.root = Path(root)
         self.state = self.root / "state"
+        self.ranks = ranks if ranks is not None else Ranks()
 
     def record(self, name: str) -> dict[str, Any] | None:
         path = self.state / f"{name}.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def run(self, name: str, config: Any, fn: Callable[[], dict[str, Any]]) -> StepResult:
-        key = step_key(config)
+    def up_to_date(self, name: str, key: str) -> dict[str, Any] | None:
+        """The step's record, if its key matches and its outputs exist."""
         record = self.record(name)
         if record is not None and record.get("key") == key:
-            outputs = [Path(p) for p in record["result"].get("outputs", [])]
-            if all(p.exists() for p in outputs):
+            if all(Path(p).exists() for p in record["result"].get("outputs", [])):
                 log.info("%s: up to date, skipped (%s)", name, self.state / f"{name}.json")
-                return StepResult(key, record["result"], True, float(record.get("seconds", 0.0)))
-        log.info("%s: running", name)
-        start = time.perf_counter()
-        result = fn()
-        seconds = time.perf_counter() - start
-        record = {
-            "key": key,
-            "config": json.loads(json.dumps(config, default=str)),
-            "result": result,
-            "seconds": seconds,
-        }
-        write_json_atomic(self.state / f"{name}.json", record)
-        return StepResult(key, result, False, seconds)
+                return record
+        return None
+
+    def run(self, name: str, config: Any, fn: Callable[[], dict[str, Any]], everywhere: bool = False) -> StepResult:
+        key = step_key(config)
+        ranks = self.ranks
+        record = self.up_to_date(name, key) if ranks.writes else None
+        cached = ranks.broadcast_ints([record is not None], 0, f"step {name}")[0] == 1
+        if not cached:
+            log.info("%s: running", name)
+            start = time.perf_counter()
+            result = fn() if ranks.writes or everywhere else {}
+            seconds = time.perf_counter() - start
+            if not everywhere:
+                ranks.wait_for_writer(f"step {name}")
+            if ranks.writes:
+                record = {"key": key, "config": json.loads(json.dumps(config, default=str)), "result": result,
+                          "seconds": seconds}  # fmt: skip
+                write_json_atomic(self.state / f"{name}.json", record)
+        if ranks.world > 1:  # every rank goes on with rank 0's record
+            record = json.loads(ranks.gather_text(json.dumps(record) if ranks.writes else "", f"step {name}")[0])
+        assert record is not None
+        return StepResult(key, record["result"], cached, float(record.get("seconds", 0.0)))

@@ -107,7 +107,7 @@ def test_hooks_are_removed_when_a_method_fails(calib_batches) -> None:  # noqa: 
 
     class Boom:
         name, needs, needs_gradients, default_scope = "boom", ("input_norm",), False, "row"
-        modifies_weights = True
+        modifies_weights, solver = True, False
 
         def compress(self, *a: object) -> None:
             raise RuntimeError("boom")

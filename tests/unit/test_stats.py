@@ -44,3 +44,25 @@ def test_gradient_norms_are_per_sample_l2_norms() -> None:
     expected = torch.stack(per_sample).pow(2).sum(0).sqrt()
     torch.testing.assert_close(got[name], expected, rtol=1e-4, atol=1e-7)
     assert all(not p.requires_grad or p.grad is None for p in model.parameters())
+
+
+def test_accumulators_fed_shares_sum_to_the_one_fed_everything_bit_for_bit() -> None:
+    """How ranks combine their shares of the calibration set (`prune.ranks.Ranks.sum_`): the float64 parts of
+    accumulators fed disjoint batches add to the parts of one fed them all, and the results are equal bit for bit
+    whatever the split."""
+    from prune.stats import ACCUMULATORS
+
+    batches = list(torch.randn(9, 5, 48, generator=torch.Generator().manual_seed(3)).split(1))
+    for need, make in ACCUMULATORS.items():
+        whole = make(48, "cpu")
+        for b in batches:
+            whole.update(b)
+        for cut in (1, 4, 8):
+            a, b = make(48, "cpu"), make(48, "cpu")
+            for x in batches[:cut]:
+                a.update(x)
+            for x in batches[cut:]:
+                b.update(x)
+            for pa, pb in zip(a.parts(), b.parts()):
+                pa += pb  # what an all-reduce does
+            assert torch.equal(a.result(), whole.result()), (need, cut)

@@ -486,8 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rank_timeout <= 0:
         parser.error(f"--rank-timeout {args.rank_timeout} must be > 0 seconds")
-    launched = Ranks.launched()
-    if launched and not args.handler.distributed:
+    if Ranks.launched() and not args.handler.distributed:
         print(f"slimpack: error: `slimpack {args.command}` runs in one process; start it without torchrun (the "
               f"commands that run on several ranks: {', '.join(distributed_commands())})", file=sys.stderr)  # fmt: skip
         return 2

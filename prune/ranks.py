@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -74,9 +74,9 @@ class Ranks:
     patient: object = None  # a gloo group with `PATIENT_TIMEOUT`, for `wait_for_writer`
 
     @classmethod
-    def launched(cls, environ: Mapping[str, str] | None = None) -> bool:
+    def launched(cls) -> bool:
         """Whether ``torchrun`` started this process with more than one rank."""
-        return int((environ if environ is not None else os.environ).get("WORLD_SIZE", "1")) > 1
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
     @classmethod
     def join(cls, device: str = "cpu", timeout: float = DEFAULT_TIMEOUT_S) -> Ranks:
@@ -116,16 +116,11 @@ class Ranks:
         """``cuda`` means this rank's own GPU (``LOCAL_RANK``) under torchrun."""
         return f"cuda:{self.local_rank}" if self.world > 1 and device == "cuda" else device
 
-    def bounds(self, n: int, rank: int | None = None) -> tuple[int, int]:
-        """``[start, stop)`` of ``rank``'s contiguous share of ``n`` items (the first ``n % world`` ranks take one
-        more)."""
-        r = self.rank if rank is None else rank
-        base, extra = divmod(n, self.world)
-        start = r * base + min(r, extra)
-        return start, start + base + (1 if r < extra else 0)
-
     def share(self, n: int) -> range:
-        return range(*self.bounds(n))
+        """This rank's contiguous share of ``n`` items (the first ``n % world`` ranks take one more)."""
+        base, extra = divmod(n, self.world)
+        start = self.rank * base + min(self.rank, extra)
+        return range(start, start + base + (1 if self.rank < extra else 0))
 
     def deal(self, n: int) -> range:
         """Every ``world``-th of ``n`` items from this rank's index (items sorted longest first stay balanced)."""
